@@ -1,0 +1,1 @@
+"""Messaging: the bus port, topology, the embedded SQLite bus and message helpers."""

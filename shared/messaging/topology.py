@@ -1,0 +1,65 @@
+"""The platform's topics and subscriptions, declared once.
+
+Everything that names a topic or subscription (trigger decorators, publishers, the embedded bus, the
+Bicep templates' consistency tests) reads it from here. Filters use the Service Bus SQL filter subset
+supported by :mod:`shared.messaging.filters` over application properties (and ``sys.Label`` /
+``sys.ContentType`` / ``sys.CorrelationId``), or ``None`` for "all messages" (the ``$Default`` TrueFilter).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+# Topic names -----------------------------------------------------------------------------------------
+#: Raw inbound messages accepted at the edge (HTTP / MLLP), stored before acknowledgement.
+TOPIC_INGEST = "tie-ingest"
+#: Canonical clinical events (admission, result, order, ...), keyed by clinical-event identity.
+TOPIC_CLINICAL = "clinical-events"
+#: Operational events (acks, write-back outcomes, reconciliation variances).
+TOPIC_OPERATIONAL = "operational-events"
+#: Platform events (dead-letters, certificate expiry, health) for alerting.
+TOPIC_PLATFORM = "platform-events"
+
+# Subscription names ----------------------------------------------------------------------------------
+SUB_INGEST_PROCESSOR = "ingest-processor"
+SUB_CLINICAL_AUDIT = "clinical-audit"
+SUB_OPERATIONAL_AUDIT = "operational-audit"
+SUB_PLATFORM_AUDIT = "platform-audit"
+
+#: Name of the app setting (connection prefix) every Service Bus trigger uses.
+SERVICE_BUS_CONNECTION = "ServiceBusConnection"
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionSpec:
+    name: str
+    filter: str | None = None
+    max_delivery_count: int = 5
+    lock_duration: timedelta = timedelta(seconds=60)
+    requires_session: bool = False
+    default_ttl: timedelta = timedelta(days=14)
+    dead_letter_on_expiry: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    subscriptions: tuple[SubscriptionSpec, ...]
+    duplicate_detection_window: timedelta | None = timedelta(minutes=10)
+    max_message_bytes: int = 256 * 1024
+
+
+TOPOLOGY: tuple[TopicSpec, ...] = (
+    TopicSpec(TOPIC_INGEST, (SubscriptionSpec(SUB_INGEST_PROCESSOR),)),
+    TopicSpec(TOPIC_CLINICAL, (SubscriptionSpec(SUB_CLINICAL_AUDIT),)),
+    TopicSpec(TOPIC_OPERATIONAL, (SubscriptionSpec(SUB_OPERATIONAL_AUDIT),)),
+    TopicSpec(TOPIC_PLATFORM, (SubscriptionSpec(SUB_PLATFORM_AUDIT),)),
+)
+
+
+def topic_spec(name: str, topology: tuple[TopicSpec, ...] = TOPOLOGY) -> TopicSpec:
+    for spec in topology:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)

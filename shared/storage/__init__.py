@@ -1,0 +1,1 @@
+"""Storage ports (record store, blob store) and their embedded SQLite defaults."""
