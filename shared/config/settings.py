@@ -1,0 +1,152 @@
+"""One typed settings object, read once.
+
+Azure Functions exposes app settings as environment variables; locally the host loads
+``local.settings.json`` (``Values``) into the environment first. Every setting name read here appears in
+``local.settings.sample.json`` with a safe placeholder (enforced by ``tests/unit/test_settings.py``).
+
+Azure services use identity-based connections (``<Name>__fullyQualifiedNamespace`` /
+``<Name>__serviceUri``): no connection strings with keys in code or samples. The only connection string
+accepted is for the Azurite emulator (``UseDevelopmentStorage=true``) in local development.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigurationError
+
+
+class Backend(StrEnum):
+    EMBEDDED = "embedded"
+    AZURE = "azure"
+
+
+class Settings(BaseSettings):
+    """Every app setting the code reads. Field aliases are the exact app-setting names."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    environment: Literal["local", "dev", "test", "prod"] = Field(
+        "local", validation_alias="TIE_ENVIRONMENT"
+    )
+    #: Root for the embedded defaults' files (SQLite bus, record store, blobs). Created on demand.
+    local_dir: Path = Field(Path(".local"), validation_alias="TIE_LOCAL_DIR")
+    bus_backend: Backend = Field(Backend.EMBEDDED, validation_alias="TIE_BUS_BACKEND")
+    storage_backend: Backend = Field(Backend.EMBEDDED, validation_alias="TIE_STORAGE_BACKEND")
+
+    # Azure Service Bus (identity-based). The trigger decorators use the prefix "ServiceBusConnection".
+    service_bus_namespace: str | None = Field(
+        None, validation_alias="ServiceBusConnection__fullyQualifiedNamespace"
+    )
+    # Azure Storage for the app's records and blobs (identity-based service URIs).
+    table_service_uri: str | None = Field(None, validation_alias="TieStorage__tableServiceUri")
+    blob_service_uri: str | None = Field(None, validation_alias="TieStorage__blobServiceUri")
+    #: Local development against Azurite only; must be ``UseDevelopmentStorage=true`` or an Azurite string.
+    storage_emulator_connection: str | None = Field(
+        None, validation_alias="TieStorage__emulatorConnectionString"
+    )
+    #: Client id of a user-assigned managed identity (empty: system-assigned / developer credential).
+    managed_identity_client_id: str | None = Field(None, validation_alias="AZURE_CLIENT_ID")
+    key_vault_uri: str | None = Field(None, validation_alias="TIE_KEY_VAULT_URI")
+
+    applicationinsights_connection_string: str | None = Field(
+        None, validation_alias="APPLICATIONINSIGHTS_CONNECTION_STRING"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", validation_alias="TIE_LOG_LEVEL")
+    service_name: str = Field("serverless-tie", validation_alias=AliasChoices("OTEL_SERVICE_NAME"))
+
+    #: Largest request body accepted by HTTP functions (bytes); larger -> 413.
+    http_max_body_bytes: int = Field(1_048_576, ge=1024, validation_alias="TIE_HTTP_MAX_BODY_BYTES")
+
+    # MLLP listener (not a Function: runs beside the host; see README).
+    mllp_host: str = Field("127.0.0.1", validation_alias="TIE_MLLP_HOST")
+    mllp_port: int = Field(2575, ge=0, le=65535, validation_alias="TIE_MLLP_PORT")
+    mllp_max_message_bytes: int = Field(1_048_576, ge=1024, validation_alias="TIE_MLLP_MAX_MESSAGE_BYTES")
+    mllp_idle_timeout_seconds: float = Field(300.0, gt=0, validation_alias="TIE_MLLP_IDLE_TIMEOUT_SECONDS")
+
+    @field_validator(
+        "service_bus_namespace",
+        "table_service_uri",
+        "blob_service_uri",
+        "storage_emulator_connection",
+        "managed_identity_client_id",
+        "key_vault_uri",
+        "applicationinsights_connection_string",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("storage_emulator_connection")
+    @classmethod
+    def _emulator_only(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        lowered = value.lower()
+        if lowered.startswith("usedevelopmentstorage=true") or "127.0.0.1" in lowered or "localhost" in lowered:
+            return value
+        raise ValueError(
+            "TieStorage__emulatorConnectionString is for the Azurite emulator only; "
+            "use TieStorage__tableServiceUri / __blobServiceUri with a managed identity for Azure"
+        )
+
+    @model_validator(mode="after")
+    def _azure_backends_need_endpoints(self) -> Settings:
+        if self.bus_backend is Backend.AZURE and not self.service_bus_namespace:
+            raise ValueError("TIE_BUS_BACKEND=azure needs ServiceBusConnection__fullyQualifiedNamespace")
+        if self.storage_backend is Backend.AZURE and not (
+            self.storage_emulator_connection or (self.table_service_uri and self.blob_service_uri)
+        ):
+            raise ValueError(
+                "TIE_STORAGE_BACKEND=azure needs TieStorage__tableServiceUri and TieStorage__blobServiceUri "
+                "(or TieStorage__emulatorConnectionString for Azurite)"
+            )
+        return self
+
+    # Derived locations of the embedded defaults ---------------------------------------------------------
+    @property
+    def bus_path(self) -> Path:
+        return self.local_dir / "bus.sqlite3"
+
+    @property
+    def records_path(self) -> Path:
+        return self.local_dir / "records.sqlite3"
+
+    @property
+    def blobs_root(self) -> Path:
+        return self.local_dir / "blobs"
+
+
+#: App-setting names (aliases) of every field, for the sample-file consistency test and docs.
+def setting_names() -> list[str]:
+    names: list[str] = []
+    for info in Settings.model_fields.values():
+        alias = info.validation_alias
+        if isinstance(alias, str):
+            names.append(alias)
+        elif isinstance(alias, AliasChoices):
+            names.extend(str(choice) for choice in alias.choices)
+    return names
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    try:
+        return Settings()
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError
+        raise ConfigurationError(f"invalid settings: {exc}") from exc
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests and the local host after loading local.settings.json)."""
+    get_settings.cache_clear()

@@ -1,0 +1,1 @@
+"""Correlation IDs, structured logging without patient data, and OpenTelemetry set-up."""

@@ -1,0 +1,109 @@
+"""Composition root: the one place that chooses an adapter for each port.
+
+Functions, the local host, the MLLP listener and the ``tie`` CLI all call :func:`get_container`. With no
+settings at all it builds the embedded defaults under ``TIE_LOCAL_DIR`` (``./.local``), so the app runs
+without a cloud account. Azure adapters are imported lazily, only when selected, which keeps this module
+free of ``azure.*`` imports.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from shared.config.settings import Backend, Settings, get_settings
+from shared.messaging.ports import MessageBus
+from shared.storage.ports import BlobStore, RecordStore
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+
+@dataclass
+class Container:
+    settings: Settings
+    bus: MessageBus
+    records: RecordStore
+    blobs: BlobStore
+    _closed: bool = field(default=False, repr=False)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for closable in (self.bus, self.records, self.blobs):
+            closable.close()
+
+
+_lock = threading.Lock()
+_container: Container | None = None
+
+
+def _credential(settings: Settings) -> TokenCredential:
+    from shared.adapters.azure.identity import build_credential
+
+    return build_credential(settings.managed_identity_client_id)
+
+
+def build_bus(settings: Settings) -> MessageBus:
+    if settings.bus_backend is Backend.AZURE:
+        from shared.adapters.azure.servicebus import ServiceBusMessageBus
+
+        assert settings.service_bus_namespace is not None  # checked by Settings
+        return ServiceBusMessageBus.from_namespace(settings.service_bus_namespace, _credential(settings))
+    from shared.messaging.sqlite_bus import SqliteBus
+
+    return SqliteBus(settings.bus_path)
+
+
+def build_records(settings: Settings) -> RecordStore:
+    if settings.storage_backend is Backend.AZURE:
+        from shared.adapters.azure.tables import AzureTableRecordStore
+
+        if settings.storage_emulator_connection:
+            return AzureTableRecordStore.from_connection_string(settings.storage_emulator_connection)
+        assert settings.table_service_uri is not None
+        return AzureTableRecordStore.from_endpoint(settings.table_service_uri, _credential(settings))
+    from shared.storage.sqlite_records import SqliteRecordStore
+
+    return SqliteRecordStore(settings.records_path)
+
+
+def build_blobs(settings: Settings) -> BlobStore:
+    if settings.storage_backend is Backend.AZURE:
+        from shared.adapters.azure.blobs import AzureBlobStore
+
+        if settings.storage_emulator_connection:
+            return AzureBlobStore.from_connection_string(settings.storage_emulator_connection)
+        assert settings.blob_service_uri is not None
+        return AzureBlobStore.from_endpoint(settings.blob_service_uri, _credential(settings))
+    from shared.storage.sqlite_blobs import SqliteBlobStore
+
+    return SqliteBlobStore(settings.blobs_root)
+
+
+def build_container(settings: Settings) -> Container:
+    return Container(
+        settings=settings,
+        bus=build_bus(settings),
+        records=build_records(settings),
+        blobs=build_blobs(settings),
+    )
+
+
+def get_container() -> Container:
+    """The process-wide container, built on first use from :func:`get_settings`."""
+    global _container
+    with _lock:
+        if _container is None:
+            _container = build_container(get_settings())
+        return _container
+
+
+def set_container(container: Container | None) -> Container | None:
+    """Replace the process-wide container (tests, the local host). Returns the previous one."""
+    global _container
+    with _lock:
+        previous, _container = _container, container
+        return previous
