@@ -32,9 +32,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
 
-    environment: Literal["local", "dev", "test", "prod"] = Field(
-        "local", validation_alias="TIE_ENVIRONMENT"
-    )
+    environment: Literal["local", "dev", "test", "prod"] = Field("local", validation_alias="TIE_ENVIRONMENT")
     #: Root for the embedded defaults' files (SQLite bus, record store, blobs). Created on demand.
     local_dir: Path = Field(Path(".local"), validation_alias="TIE_LOCAL_DIR")
     bus_backend: Backend = Field(Backend.EMBEDDED, validation_alias="TIE_BUS_BACKEND")
@@ -92,7 +90,11 @@ class Settings(BaseSettings):
         if value is None:
             return None
         lowered = value.lower()
-        if lowered.startswith("usedevelopmentstorage=true") or "127.0.0.1" in lowered or "localhost" in lowered:
+        if (
+            lowered.startswith("usedevelopmentstorage=true")
+            or "127.0.0.1" in lowered
+            or "localhost" in lowered
+        ):
             return value
         raise ValueError(
             "TieStorage__emulatorConnectionString is for the Azurite emulator only; "

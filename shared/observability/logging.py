@@ -88,10 +88,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
-def configure_logging(level: str = "INFO", *, stream: Any = None) -> None:
-    """Install the JSON formatter and redaction filter on the root logger (idempotent)."""
+def configure_logging(level: str = "INFO", *, stream: Any = None, attach_handler: bool = True) -> None:
+    """Install the JSON formatter and redaction filter on the root logger (idempotent).
+
+    With ``attach_handler=False`` (inside the Azure Functions worker, which owns the root handlers and
+    forwards them to the host and Application Insights) only the redaction filter is added to the
+    existing handlers.
+    """
     root = logging.getLogger()
     root.setLevel(level)
+    if not attach_handler:
+        for existing in root.handlers:
+            if not any(isinstance(f, RedactingFilter) for f in existing.filters):
+                existing.addFilter(RedactingFilter())
+        return
     for handler in root.handlers:
         if getattr(handler, "_tie", False):
             return

@@ -1,0 +1,121 @@
+"""Shared plumbing for HTTP-triggered functions: correlation IDs, JSON errors, no leaked internals."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import azure.functions as func
+
+from shared.errors import PermanentError, TransientError
+from shared.observability.correlation import HEADER, correlation_scope, from_headers
+
+_log = logging.getLogger("tie.http")
+
+JSON = "application/json"
+
+
+def json_response(
+    payload: Any,
+    status: int = 200,
+    *,
+    correlation_id: str | None = None,
+    headers: dict[str, str] | None = None,
+    mimetype: str = JSON,
+) -> func.HttpResponse:
+    all_headers = dict(headers or {})
+    if correlation_id:
+        all_headers[HEADER] = correlation_id
+    return func.HttpResponse(
+        body=json.dumps(payload, separators=(",", ":")),
+        status_code=status,
+        headers=all_headers,
+        mimetype=mimetype,
+        charset="utf-8",
+    )
+
+
+def error_response(
+    status: int, code: str, message: str, correlation_id: str, **extra: Any
+) -> func.HttpResponse:
+    """JSON error body. ``message`` must not contain patient data or payload fragments."""
+    body = {"error": {"code": code, "message": message, "correlationId": correlation_id, **extra}}
+    return json_response(body, status, correlation_id=correlation_id)
+
+
+Handler = Callable[[func.HttpRequest, str], func.HttpResponse]
+
+
+def http_endpoint(handler: Handler) -> Callable[[func.HttpRequest], func.HttpResponse]:
+    """Wrap a handler ``(req, correlation_id) -> HttpResponse``.
+
+    Accepts ``X-Correlation-ID`` or generates one, makes it current for logging, echoes it on every
+    response, and turns any escaped exception into a 500/503 JSON error with the correlation ID and no
+    stack trace or payload.
+    """
+
+    @functools.wraps(handler)
+    def wrapper(req: func.HttpRequest) -> func.HttpResponse:
+        correlation_id, _ = from_headers(dict(req.headers))
+        started = time.perf_counter()
+        with correlation_scope(correlation_id):
+            try:
+                response = handler(req, correlation_id)
+            except TransientError as exc:
+                _log.warning(
+                    "transient failure", extra={"function": handler.__name__, "error_code": exc.code}
+                )
+                response = error_response(
+                    503, "unavailable", "A dependency is unavailable; retry later.", correlation_id
+                )
+                response.headers["Retry-After"] = "5"
+            except PermanentError as exc:
+                _log.warning("request failed", extra={"function": handler.__name__, "error_code": exc.code})
+                response = error_response(
+                    400, exc.code, "The request could not be processed.", correlation_id
+                )
+            except Exception as exc:  # noqa: BLE001 - HTTP boundary: no stack trace leaves the app
+                _log.error(
+                    "unhandled error", extra={"function": handler.__name__, "error_code": type(exc).__name__}
+                )
+                response = error_response(
+                    500, "internal_error", "An internal error occurred.", correlation_id
+                )
+            response.headers.setdefault(HEADER, correlation_id)
+            _log.info(
+                "http request",
+                extra={
+                    "function": handler.__name__,
+                    "method": req.method,
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+            return response
+
+    # The Functions worker matches parameters to bindings by name: expose the trigger's signature.
+    wrapper.__signature__ = _request_signature()  # type: ignore[attr-defined]
+    del wrapper.__wrapped__  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _request_signature() -> Any:
+    import inspect
+
+    return inspect.Signature(
+        [inspect.Parameter("req", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=func.HttpRequest)],
+        return_annotation=func.HttpResponse,
+    )
+
+
+def read_body(req: func.HttpRequest, limit: int) -> bytes | None:
+    """The body, or None when it exceeds ``limit`` bytes (caller answers 413)."""
+    length = req.headers.get("Content-Length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        return None
+    body = req.get_body()
+    return None if len(body) > limit else body

@@ -1,0 +1,19 @@
+"""``GET /api/health``: the status of each dependency (bus, record store, blob store)."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from functions._http import http_endpoint, json_response
+from shared.health import check_all
+from shared.wiring import get_container
+
+bp = func.Blueprint()
+
+
+@bp.function_name("health")
+@bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@http_endpoint
+def health(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
+    report = check_all(get_container())
+    return json_response(report.as_dict(), 200 if report.healthy else 503, correlation_id=correlation_id)

@@ -1,0 +1,116 @@
+"""Generic ingest round trip: HTTP -> ingest topic -> Service Bus trigger -> journal.
+
+``POST /api/messages?channel=raw`` accepts a body, publishes it to ``tie-ingest`` and answers 202 only
+after the bus has it. ``GET /api/messages/{correlationId}`` answers "what happened to this message?" from
+the journal. The ``ingest_processor`` trigger consumes the topic. Later channels (HL7 v2, FHIR) register
+processors in :mod:`shared.pipeline.ingest`; their edges reuse :func:`shared.pipeline.ingest.accept`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from functions._http import error_response, http_endpoint, json_response, read_body
+from shared.journal import Journal
+from shared.messaging.topology import SERVICE_BUS_CONNECTION, SUB_INGEST_PROCESSOR, TOPIC_INGEST
+from shared.observability.correlation import correlation_scope, is_valid_correlation_id
+from shared.pipeline import ingest
+from shared.pipeline.errors import UnsupportedChannel
+from shared.wiring import get_container
+
+bp = func.Blueprint()
+_log = logging.getLogger("tie.ingest")
+
+
+@bp.function_name("ingest_http")
+@bp.route(route="messages", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@http_endpoint
+def ingest_http(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
+    container = get_container()
+    channel = req.params.get("channel", "raw")
+    if channel not in ingest.PROCESSORS:
+        return error_response(
+            400,
+            "unsupported_channel",
+            "Unknown channel.",
+            correlation_id,
+            supported=sorted(ingest.PROCESSORS),
+        )
+    body = read_body(req, container.settings.http_max_body_bytes)
+    if body is None:
+        return error_response(413, "payload_too_large", "The request body is too large.", correlation_id)
+    if not body:
+        return error_response(400, "empty_body", "The request body is empty.", correlation_id)
+    try:
+        accepted = ingest.accept(
+            container.bus,
+            Journal(container.records),
+            body=body,
+            channel=channel,
+            correlation_id=correlation_id,
+            content_type=req.headers.get("Content-Type"),
+            source="http",
+        )
+    except UnsupportedChannel:
+        return error_response(400, "unsupported_channel", "Unknown channel.", correlation_id)
+    return json_response(
+        {
+            "status": "accepted",
+            "correlationId": accepted.correlation_id,
+            "messageId": accepted.message_id,
+            "channel": accepted.channel,
+        },
+        202,
+        correlation_id=correlation_id,
+        headers={"Location": f"/api/messages/{accepted.correlation_id}"},
+    )
+
+
+@bp.function_name("message_trace")
+@bp.route(route="messages/{correlationId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@http_endpoint
+def message_trace(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
+    wanted = req.route_params.get("correlationId", "")
+    if not is_valid_correlation_id(wanted):
+        return error_response(400, "invalid_correlation_id", "Invalid correlation ID.", correlation_id)
+    entries = Journal(get_container().records).trace(wanted)
+    if not entries:
+        return error_response(404, "not_found", "No message with that correlation ID.", correlation_id)
+    return json_response(
+        {
+            "correlationId": wanted,
+            "stages": [{"stage": e.stage, "at": e.at.isoformat(), **dict(e.attributes)} for e in entries],
+        },
+        correlation_id=correlation_id,
+    )
+
+
+@bp.function_name("ingest_processor")
+@bp.service_bus_topic_trigger(
+    arg_name="msg",
+    topic_name=TOPIC_INGEST,
+    subscription_name=SUB_INGEST_PROCESSOR,
+    connection=SERVICE_BUS_CONNECTION,
+)
+def ingest_processor(msg: func.ServiceBusMessage) -> None:
+    container = get_container()
+    inbound = ingest.inbound_from_properties(
+        body=msg.get_body(),
+        message_id=msg.message_id or "",
+        correlation_id=msg.correlation_id,
+        content_type=msg.content_type,
+        delivery_count=msg.delivery_count or 1,
+        properties=dict(msg.application_properties or {}),
+    )
+    with correlation_scope(inbound.correlation_id):
+        outcome = ingest.process(inbound, Journal(container.records))
+        _log.info(
+            "ingest processed",
+            extra={
+                "message_id": inbound.message_id,
+                "status": outcome,
+                "delivery_count": inbound.delivery_count,
+            },
+        )

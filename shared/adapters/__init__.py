@@ -1,0 +1,1 @@
+"""Adapters from the core ports to external services."""

@@ -1,0 +1,1 @@
+"""Azure adapters: the only place in ``shared/`` allowed to import ``azure.*``."""

@@ -1,0 +1,24 @@
+"""Process start-up shared by Azure and the local host: logging and telemetry, once."""
+
+from __future__ import annotations
+
+import os
+
+from shared.config.settings import get_settings
+from shared.observability.logging import configure_logging
+from shared.observability.telemetry import configure_telemetry
+
+_done = False
+
+
+def bootstrap() -> None:
+    global _done
+    if _done:
+        return
+    settings = get_settings()
+    # Inside the Azure Functions worker (Azure or Core Tools) the worker owns the log handlers; our local
+    # host (TIE_LOCAL_HOST=1) and the CLI use our JSON handler.
+    in_worker = bool(os.environ.get("FUNCTIONS_WORKER_RUNTIME")) and not os.environ.get("TIE_LOCAL_HOST")
+    configure_logging(settings.log_level, attach_handler=not in_worker)
+    configure_telemetry(settings)
+    _done = True

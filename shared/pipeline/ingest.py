@@ -1,0 +1,163 @@
+"""Accept inbound messages at the edge and process them from the ingest topic.
+
+Edge (HTTP function, MLLP listener): :func:`accept` publishes the message to ``tie-ingest`` and journals
+it; only after ``publish`` returns (the bus has it durably) does the caller acknowledge the sender.
+
+Bus side (Service Bus trigger): :func:`process` dispatches on the ``tie_channel`` application property to
+a registered processor. An unknown channel or a processor failure raises, so the trigger abandons the
+message; after the subscription's max delivery count the bus dead-letters it (nothing is dropped).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from shared.journal import Journal
+from shared.messaging.ports import MessageBus, OutboundMessage, PropertyValue
+from shared.messaging.topology import TOPIC_INGEST
+from shared.observability.correlation import MESSAGE_PROPERTY as CORRELATION_PROPERTY
+from shared.pipeline.errors import MissingProperty, UnsupportedChannel
+
+CHANNEL_PROPERTY = "tie_channel"
+SOURCE_PROPERTY = "tie_source"
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    correlation_id: str
+    message_id: str
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """An ingest-topic message as the processor sees it (built by the trigger adapter)."""
+
+    body: bytes
+    message_id: str
+    correlation_id: str
+    channel: str
+    content_type: str | None
+    delivery_count: int
+    properties: Mapping[str, PropertyValue]
+
+    @property
+    def is_replay(self) -> bool:
+        return int(self.properties.get("tie_replay_count", 0) or 0) > 0
+
+
+Processor = Callable[[InboundMessage], str]
+"""Processes one message; returns a short outcome word for the journal (e.g. ``"stored"``)."""
+
+
+def _raw_processor(message: InboundMessage) -> str:
+    # The foundation's "raw" channel: accepted bytes are only journaled. Later channels (hl7v2, fhir)
+    # register real processors.
+    return "journaled"
+
+
+PROCESSORS: dict[str, Processor] = {"raw": _raw_processor}
+
+
+def register_processor(channel: str, processor: Processor) -> None:
+    PROCESSORS[channel] = processor
+
+
+def accept(
+    bus: MessageBus,
+    journal: Journal,
+    *,
+    body: bytes,
+    channel: str,
+    correlation_id: str,
+    content_type: str | None,
+    source: str,
+    message_id: str | None = None,
+    extra_properties: Mapping[str, PropertyValue] | None = None,
+) -> Accepted:
+    """Publish to the ingest topic (durable once this returns) and journal the receipt."""
+    if channel not in PROCESSORS:
+        raise UnsupportedChannel(f"no processor for channel {channel!r}")
+    message_id = message_id or uuid.uuid4().hex
+    properties: dict[str, PropertyValue] = {
+        CHANNEL_PROPERTY: channel,
+        SOURCE_PROPERTY: source,
+        CORRELATION_PROPERTY: correlation_id,
+    }
+    if extra_properties:
+        properties.update(extra_properties)
+    journal.record(correlation_id, "received", channel=channel, source=source, size=len(body))
+    bus.publish(
+        TOPIC_INGEST,
+        [
+            OutboundMessage(
+                body=body,
+                message_id=message_id,
+                correlation_id=correlation_id,
+                content_type=content_type,
+                application_properties=properties,
+            )
+        ],
+    )
+    journal.record(correlation_id, "published", topic=TOPIC_INGEST, message_id=message_id)
+    return Accepted(correlation_id=correlation_id, message_id=message_id, channel=channel)
+
+
+def inbound_from_properties(
+    *,
+    body: bytes,
+    message_id: str,
+    correlation_id: str | None,
+    content_type: str | None,
+    delivery_count: int,
+    properties: Mapping[str, PropertyValue],
+) -> InboundMessage:
+    channel = properties.get(CHANNEL_PROPERTY)
+    if not isinstance(channel, str) or not channel:
+        raise MissingProperty(f"message {message_id} has no {CHANNEL_PROPERTY} property")
+    corr = correlation_id or properties.get(CORRELATION_PROPERTY) or message_id
+    return InboundMessage(
+        body=body,
+        message_id=message_id,
+        correlation_id=str(corr),
+        channel=channel,
+        content_type=content_type,
+        delivery_count=delivery_count,
+        properties=properties,
+    )
+
+
+def process(message: InboundMessage, journal: Journal) -> str:
+    """Run the channel's processor; journal the outcome. Raises on failure (the trigger abandons)."""
+    processor = PROCESSORS.get(message.channel)
+    if processor is None:
+        journal.record(
+            message.correlation_id,
+            "failed",
+            message_id=message.message_id,
+            delivery_count=message.delivery_count,
+            error_code=UnsupportedChannel.code,
+        )
+        raise UnsupportedChannel(f"no processor for channel {message.channel!r}")
+    try:
+        outcome = processor(message)
+    except Exception as exc:
+        journal.record(
+            message.correlation_id,
+            "failed",
+            message_id=message.message_id,
+            delivery_count=message.delivery_count,
+            error_code=getattr(exc, "code", type(exc).__name__),
+        )
+        raise
+    journal.record(
+        message.correlation_id,
+        "consumed",
+        message_id=message.message_id,
+        delivery_count=message.delivery_count,
+        outcome=outcome,
+        replay=message.is_replay,
+    )
+    return outcome

@@ -1,0 +1,1 @@
+"""Developer tooling for Serverless TIE: the ``tie`` CLI and the local functions host (not deployed)."""

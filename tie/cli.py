@@ -1,0 +1,292 @@
+"""``tie``: run the platform locally and look inside it.
+
+    tie run                       functions host on http://127.0.0.1:7071/api (+ MLLP listener)
+    tie bus topics                topics, subscriptions, active and dead-letter counts
+    tie bus peek TOPIC SUB        browse active messages (metadata; --body to print bodies)
+    tie bus send TOPIC FILE       publish a file (development only)
+    tie bus dlq list TOPIC SUB    dead-lettered messages with reason and delivery count
+    tie bus dlq replay TOPIC SUB  return dead-letters to the subscription (--seq N ... or all)
+    tie bus dlq purge TOPIC SUB --older-than 7d
+    tie trace CORRELATION_ID      the journal of one message
+
+Bodies are patient data: they are printed only with ``--body``, to stdout, never logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from shared.messaging.ports import OutboundMessage, ReceivedMessage
+
+
+def _duration(text: str) -> timedelta:
+    m = re.fullmatch(r"(\d+)([smhd])", text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError("use e.g. 30m, 12h, 7d")
+    n, unit = int(m.group(1)), m.group(2)
+    return {
+        "s": timedelta(seconds=n),
+        "m": timedelta(minutes=n),
+        "h": timedelta(hours=n),
+        "d": timedelta(days=n),
+    }[unit]
+
+
+def _container() -> Any:
+    from shared.wiring import get_container
+
+    return get_container()
+
+
+def _message_row(m: ReceivedMessage, show_body: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "sequence": m.sequence_number,
+        "messageId": m.message_id,
+        "correlationId": m.correlation_id,
+        "sessionId": m.session_id,
+        "enqueued": m.enqueued_time.isoformat(),
+        "deliveryCount": m.delivery_count,
+        "size": len(m.body),
+        "properties": dict(m.application_properties),
+    }
+    if m.dead_letter_reason:
+        row["deadLetterReason"] = m.dead_letter_reason
+        row["deadLetterDescription"] = m.dead_letter_description
+        row["deadLetteredAt"] = m.dead_lettered_at.isoformat() if m.dead_lettered_at else None
+    if show_body:
+        row["body"] = m.body.decode("utf-8", errors="replace")
+    return row
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# ------------------------------------------------------------------------------------------------- bus
+def cmd_bus(args: argparse.Namespace) -> int:
+    bus = _container().bus
+    if args.bus_cmd == "topics":
+        out = []
+        for topic in bus.topology():
+            out.append(
+                {
+                    "topic": topic.name,
+                    "subscriptions": [
+                        {
+                            "name": s.name,
+                            "active": s.active_count,
+                            "deadLetter": s.dead_letter_count,
+                            "maxDeliveryCount": s.max_delivery_count,
+                            "requiresSession": s.requires_session,
+                            "filter": s.filter,
+                        }
+                        for s in topic.subscriptions
+                    ],
+                }
+            )
+        _print(out)
+        return 0
+    if args.bus_cmd == "peek":
+        msgs = bus.peek(args.topic, args.subscription, max_messages=args.n)
+        _print([_message_row(m, args.body) for m in msgs])
+        return 0
+    if args.bus_cmd == "send":
+        data = Path(args.file).read_bytes()
+        props: dict[str, str | int | float | bool] = {}
+        for item in args.prop or []:
+            key, _, value = item.partition("=")
+            props[key] = value
+        bus.publish(
+            args.topic,
+            [
+                OutboundMessage(
+                    body=data,
+                    message_id=args.message_id,
+                    session_id=args.session_id,
+                    correlation_id=args.correlation_id,
+                    content_type=args.content_type,
+                    application_properties=props,
+                )
+            ],
+        )
+        print("published")
+        return 0
+    if args.bus_cmd == "dlq":
+        if args.dlq_cmd == "list":
+            msgs = bus.peek(args.topic, args.subscription, dead_letter=True, max_messages=args.n)
+            _print([_message_row(m, args.body) for m in msgs])
+            return 0
+        if args.dlq_cmd == "replay":
+            count = bus.replay_dead_letters(args.topic, args.subscription, sequence_numbers=args.seq or None)
+            print(f"replayed {count}")
+            return 0
+        if args.dlq_cmd == "purge":
+            count = bus.purge_dead_letters(args.topic, args.subscription, older_than=args.older_than)
+            print(f"purged {count}")
+            return 0
+    return 2
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from shared.journal import Journal
+
+    entries = Journal(_container().records).trace(args.correlation_id)
+    if not entries:
+        print("no such correlation id", file=sys.stderr)
+        return 1
+    for e in entries:
+        attrs = " ".join(f"{k}={v}" for k, v in e.attributes.items())
+        print(f"{e.at.isoformat()}  {e.stage:<14} {attrs}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- run
+def cmd_run(args: argparse.Namespace) -> int:
+    from tie.localsettings import load_local_settings
+
+    loaded = load_local_settings(args.settings)
+    os.environ["TIE_LOCAL_HOST"] = "1"
+    from shared.config.settings import reset_settings
+
+    reset_settings()
+    return asyncio.run(_run(args, loaded))
+
+
+async def _run(args: argparse.Namespace, loaded: Sequence[str]) -> int:
+    from shared.bootstrap import bootstrap
+    from shared.wiring import get_container
+    from tie.localhost.discovery import load_app
+    from tie.localhost.host import HostConfig, LocalHost
+
+    bootstrap()
+    container = get_container()
+    app = load_app(args.app)
+    config = HostConfig.from_host_json(args.host_json, host=args.host, port=args.port)
+    host = LocalHost(app=app, bus=container.bus, records=container.records, config=config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await host.start()
+    extras = await _start_extras(args, container)
+    print(
+        f"Serverless TIE local host ({container.settings.bus_backend.value} bus, "
+        f"{container.settings.storage_backend.value} storage, data in {container.settings.local_dir})"
+    )
+    if loaded:
+        print(f"Loaded {len(loaded)} settings from {args.settings}")
+    print(host.banner())
+    for line in extras.banner():
+        print(line)
+    print(f"Host started: {host.base_url}", flush=True)
+    await stop.wait()
+    print("Stopping...", flush=True)
+    await extras.stop()
+    await host.stop()
+    container.close()
+    return 0
+
+
+class _Extras:
+    """Services that run beside the functions host (the MLLP listener, when available)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.stoppers: list[Any] = []
+
+    def banner(self) -> list[str]:
+        return self.lines
+
+    async def stop(self) -> None:
+        for stopper in self.stoppers:
+            await stopper()
+
+
+async def _start_extras(args: argparse.Namespace, container: Any) -> _Extras:
+    extras = _Extras()
+    if args.no_mllp:
+        return extras
+    try:
+        from shared.hl7v2.listener import start_mllp_listener
+    except ImportError:
+        return extras
+    server = await start_mllp_listener(container, host=args.host, port=args.mllp_port)
+    extras.stoppers.append(server.stop)
+    extras.lines.append(f"MLLP listener: mllp://{args.host}:{server.port}")
+    return extras
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tie", description="Serverless TIE developer tool")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", help="run the local functions host (and MLLP listener)")
+    run.add_argument("--app", default="function_app", help="module[:attr] or file.py with the FunctionApp")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=int(os.environ.get("TIE_HTTP_PORT", "7071")))
+    run.add_argument("--mllp-port", type=int, default=None, help="default: TIE_MLLP_PORT (2575)")
+    run.add_argument("--no-mllp", action="store_true", help="do not start the MLLP listener")
+    run.add_argument("--settings", default="local.settings.json")
+    run.add_argument("--host-json", default="host.json")
+    run.set_defaults(func=cmd_run)
+
+    bus = sub.add_parser("bus", help="inspect the message bus")
+    bus_sub = bus.add_subparsers(dest="bus_cmd", required=True)
+    bus_sub.add_parser("topics", help="topics, subscriptions and counts")
+    peek = bus_sub.add_parser("peek", help="browse active messages")
+    peek.add_argument("topic")
+    peek.add_argument("subscription")
+    peek.add_argument("-n", type=int, default=20)
+    peek.add_argument("--body", action="store_true", help="print bodies (patient data!)")
+    send = bus_sub.add_parser("send", help="publish a file to a topic (development)")
+    send.add_argument("topic")
+    send.add_argument("file")
+    send.add_argument("--prop", action="append", help="application property key=value")
+    send.add_argument("--message-id")
+    send.add_argument("--session-id")
+    send.add_argument("--correlation-id")
+    send.add_argument("--content-type")
+    dlq = bus_sub.add_parser("dlq", help="dead-letter sub-queues")
+    dlq_sub = dlq.add_subparsers(dest="dlq_cmd", required=True)
+    dlq_list = dlq_sub.add_parser("list")
+    dlq_list.add_argument("topic")
+    dlq_list.add_argument("subscription")
+    dlq_list.add_argument("-n", type=int, default=50)
+    dlq_list.add_argument("--body", action="store_true", help="print bodies (patient data!)")
+    replay = dlq_sub.add_parser("replay")
+    replay.add_argument("topic")
+    replay.add_argument("subscription")
+    replay.add_argument("--seq", type=int, nargs="*", help="sequence numbers (default: all)")
+    purge = dlq_sub.add_parser("purge")
+    purge.add_argument("topic")
+    purge.add_argument("subscription")
+    purge.add_argument("--older-than", type=_duration, required=True)
+    bus.set_defaults(func=cmd_bus)
+
+    trace = sub.add_parser("trace", help="what happened to a message")
+    trace.add_argument("correlation_id")
+    trace.set_defaults(func=cmd_trace)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.cmd != "run":
+        from tie.localsettings import load_local_settings
+
+        load_local_settings()
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
