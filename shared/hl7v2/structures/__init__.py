@@ -1,0 +1,31 @@
+"""HL7 v2 message structure definitions (generated data) and their loader."""
+
+from __future__ import annotations
+
+from shared.hl7v2.structures.structures import (
+    SUPPORTED_EVENTS,
+    FieldDef,
+    GroupRef,
+    Node,
+    SegmentRef,
+    StructureSet,
+    available_versions,
+    load_structures,
+    parse_version,
+    resolve_structure,
+    structures_for,
+)
+
+__all__ = [
+    "SUPPORTED_EVENTS",
+    "FieldDef",
+    "GroupRef",
+    "Node",
+    "SegmentRef",
+    "StructureSet",
+    "available_versions",
+    "load_structures",
+    "parse_version",
+    "resolve_structure",
+    "structures_for",
+]
