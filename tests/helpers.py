@@ -1,0 +1,141 @@
+"""Helpers for tests that run the local functions host in-process or as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class HttpResult:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10,
+) -> HttpResult:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return HttpResult(resp.status, dict(resp.headers.items()), resp.read())
+    except urllib.error.HTTPError as err:
+        return HttpResult(err.code, dict(err.headers.items()), err.read())
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+@contextmanager
+def running_host(host: Any) -> Iterator[Any]:
+    """Run a LocalHost on a private event loop in a background thread."""
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(host.start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert started.wait(15), "host did not start"
+    try:
+        yield host
+    finally:
+        asyncio.run_coroutine_threadsafe(host.stop(grace=5), loop).result(15)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def host_process(
+    local_dir: Path,
+    *,
+    app: str = "function_app",
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``tie run`` in a subprocess; yields (process, base_url). Killed (not asked) on exit if still alive."""
+    port = port or free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TIE_", "TieStorage__"))}
+    full_env.update({"TIE_LOCAL_DIR": str(local_dir), "PYTHONPATH": str(REPO_ROOT)})
+    full_env.update(env or {})
+    args = [
+        sys.executable,
+        "-m",
+        "tie.cli",
+        "run",
+        "--app",
+        app,
+        "--port",
+        str(port),
+        "--settings",
+        "none.json",
+    ]
+    args += extra_args or ["--no-mllp"]
+    proc = subprocess.Popen(
+        args, cwd=REPO_ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+                raise AssertionError(f"host exited early ({proc.returncode}):\n{out[-3000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("host did not open its port within 60s")
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
