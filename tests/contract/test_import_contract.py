@@ -23,9 +23,13 @@ def _azure_imports(path: Path) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [a.name for a in node.names if a.name == "azure" or a.name.startswith("azure.")]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "azure" or node.module.startswith("azure."):
-                found.append(node.module)
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.level == 0
+            and (node.module == "azure" or node.module.startswith("azure."))
+        ):
+            found.append(node.module)
     return found
 
 
