@@ -1,0 +1,234 @@
+"""Asyncio MLLP client (sender side) and a parser-free ACK classifier.
+
+:class:`MllpClient` keeps one connection and does strict request/response: :meth:`MllpClient.send`
+writes one frame and returns the payload of the next reply frame. Concurrent ``send`` calls on one client
+are serialised. After any failure (timeout, I/O error, garbled reply, cancellation) the connection is
+dropped, because a late reply could otherwise be paired with the next message; the next ``send``
+reconnects. A connection the peer has already closed is replaced before sending, so an idle-closed
+connection costs nothing.
+
+:func:`classify_ack` reads MSA-1 from an ACK without the HL7 parser (the transport stays independent of
+it). Write-back maps the outcome as ACCEPT -> done, ERROR -> retry, REJECT -> dead-letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import re
+from dataclasses import dataclass
+from ssl import SSLContext
+from typing import Final
+
+from shared.mllp.errors import MllpAckTimeout, MllpConnectionError, MllpProtocolError
+from shared.mllp.framing import DEFAULT_MAX_MESSAGE_BYTES, Frame, FrameDecoder, Garbage, frame
+
+_READ_CHUNK: Final = 65_536
+_CLOSE_TIMEOUT: Final = 2.0
+
+
+class MllpClient:
+    """One MLLP connection to ``host:port`` (TLS when ``ssl`` is given).
+
+    ``server_hostname`` overrides the name checked against the server certificate (default: ``host``).
+    ``connect_timeout`` bounds connecting plus the TLS handshake. ``max_message_bytes`` bounds a reply.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl: SSLContext | None = None,
+        server_hostname: str | None = None,
+        connect_timeout: float = 10.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._ssl = ssl
+        self._server_hostname = server_hostname
+        self._connect_timeout = connect_timeout
+        self._max_message_bytes = max_message_bytes
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._decoder = FrameDecoder(max_message_bytes)
+        self._lock = asyncio.Lock()
+        #: Number of connections established so far (reconnects included).
+        self.connections_made = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing()
+
+    async def connect(self) -> None:
+        """Open the connection if it is not open. Raises :class:`MllpConnectionError` on failure."""
+        if self.connected and self._reader is not None and not self._reader.at_eof():
+            return
+        await self._drop()
+        hostname = (self._server_hostname or self._host) if self._ssl is not None else None
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                reader, writer = await asyncio.open_connection(
+                    self._host, self._port, ssl=self._ssl, server_hostname=hostname, limit=_READ_CHUNK * 2
+                )
+        except TimeoutError as exc:
+            raise MllpConnectionError(f"connect to port {self._port} timed out") from exc
+        except OSError as exc:
+            raise MllpConnectionError(f"connect to port {self._port} failed: {type(exc).__name__}") from exc
+        self._reader, self._writer = reader, writer
+        self._decoder = FrameDecoder(self._max_message_bytes)
+        self.connections_made += 1
+
+    async def send(self, message: bytes, *, timeout: float) -> bytes:
+        """Send one message and return the payload of the reply frame (the ACK).
+
+        ``timeout`` bounds writing plus waiting for the reply (connecting has its own
+        ``connect_timeout``). Raises :class:`MllpAckTimeout`, :class:`MllpConnectionError`,
+        :class:`MllpProtocolError`, or :class:`~shared.mllp.errors.MllpPayloadError` when ``message``
+        cannot be framed.
+        """
+        data = frame(message)
+        async with self._lock:
+            await self.connect()
+            ok = False
+            try:
+                async with asyncio.timeout(timeout):
+                    reply = await self._exchange(data)
+                ok = True
+                return reply
+            except TimeoutError as exc:
+                raise MllpAckTimeout(f"no reply within {timeout:g}s") from exc
+            except OSError as exc:
+                raise MllpConnectionError(f"connection failed: {type(exc).__name__}") from exc
+            finally:
+                if not ok:
+                    await self._drop()
+
+    async def _exchange(self, data: bytes) -> bytes:
+        assert self._reader is not None
+        assert self._writer is not None
+        self._writer.write(data)
+        await self._writer.drain()
+        while True:
+            chunk = await self._reader.read(_READ_CHUNK)
+            if not chunk:
+                raise MllpConnectionError("connection closed by peer before the reply")
+            events = [e for e in self._decoder.feed(chunk) if not isinstance(e, Garbage)]
+            if not events:
+                continue
+            if len(events) > 1 or not isinstance(events[0], Frame):
+                kinds = ",".join(type(e).__name__ for e in events)
+                raise MllpProtocolError(f"unexpected reply framing: {kinds}")
+            if self._decoder.in_frame:
+                raise MllpProtocolError("unexpected data after the reply frame")
+            return events[0].payload
+
+    async def close(self) -> None:
+        """Close the connection (idempotent); a later :meth:`send` reconnects."""
+        await self._drop()
+
+    async def _drop(self) -> None:
+        writer, self._reader, self._writer = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), _CLOSE_TIMEOUT)
+
+    async def __aenter__(self) -> MllpClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+def send_message(
+    host: str,
+    port: int,
+    message: bytes,
+    timeout: float,
+    *,
+    ssl: SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> bytes:
+    """Synchronous one-shot send: connect, send, return the ACK payload, close.
+
+    Runs its own event loop, so it must not be called from inside a running loop. ``timeout`` bounds
+    connecting and the exchange separately.
+    """
+
+    async def _run() -> bytes:
+        async with MllpClient(
+            host, port, ssl=ssl, server_hostname=server_hostname, connect_timeout=timeout
+        ) as client:
+            return await client.send(message, timeout=timeout)
+
+    return asyncio.run(_run())
+
+
+# ---------------------------------------------------------------------------- ACK classification
+
+
+class AckOutcome(enum.Enum):
+    """What the receiver said, from MSA-1 (original and enhanced acknowledgment codes)."""
+
+    ACCEPT = "accept"  # AA / CA -> done
+    ERROR = "error"  # AE / CE -> retry
+    REJECT = "reject"  # AR / CR -> dead-letter
+
+
+_ACK_CODES: Final = {
+    b"AA": AckOutcome.ACCEPT,
+    b"CA": AckOutcome.ACCEPT,
+    b"AE": AckOutcome.ERROR,
+    b"CE": AckOutcome.ERROR,
+    b"AR": AckOutcome.REJECT,
+    b"CR": AckOutcome.REJECT,
+}
+_SEGMENT_SPLIT: Final = re.compile(rb"[\r\n]+")
+
+
+@dataclass(frozen=True, slots=True)
+class AckSummary:
+    """MSA-1 and MSA-2 of an ACK (both identifiers/codes, safe to log)."""
+
+    outcome: AckOutcome
+    code: str
+    control_id: str
+
+
+def read_msa(ack_payload: bytes) -> AckSummary:
+    """Read MSA-1 (acknowledgment code) and MSA-2 (control id of the acknowledged message).
+
+    Separators come from the ACK's own MSH-1 (field) and MSH-2 (first char: component); segments may be
+    separated by CR, LF or CRLF. Raises :class:`MllpProtocolError` when the payload does not start with
+    MSH, has no MSA segment, or MSA-1 is not one of AA/AE/AR/CA/CE/CR.
+    """
+    if len(ack_payload) < 4 or not ack_payload.startswith(b"MSH"):
+        raise MllpProtocolError("reply is not an HL7 message (no leading MSH)")
+    field_sep = ack_payload[3:4]
+    if field_sep.isalnum() or field_sep in (b"\r", b"\n", b" "):
+        raise MllpProtocolError("reply MSH-1 field separator is invalid")
+    segments = _SEGMENT_SPLIT.split(ack_payload)
+    msh_fields = segments[0].split(field_sep)
+    encoding = msh_fields[1] if len(msh_fields) > 1 else b""
+    component_sep = encoding[:1] or b"^"
+    for segment in segments[1:]:
+        fields = segment.split(field_sep)
+        if fields[0].strip() != b"MSA":
+            continue
+        raw_code = fields[1] if len(fields) > 1 else b""
+        code = raw_code.split(component_sep, 1)[0].strip().upper()
+        outcome = _ACK_CODES.get(code)
+        if outcome is None:
+            raise MllpProtocolError("reply MSA-1 is not a known acknowledgment code")
+        control = fields[2].split(component_sep, 1)[0].strip() if len(fields) > 2 else b""
+        return AckSummary(outcome, code.decode("ascii"), control.decode("ascii", errors="replace"))
+    raise MllpProtocolError("reply has no MSA segment")
+
+
+def classify_ack(ack_payload: bytes) -> AckOutcome:
+    """ACCEPT (AA/CA), ERROR (AE/CE) or REJECT (AR/CR) from MSA-1; see :func:`read_msa`."""
+    return read_msa(ack_payload).outcome
