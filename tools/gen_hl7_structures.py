@@ -10,7 +10,9 @@ message types the TIE supports and writes one JSON file per HL7 version:
 * ``structures``: each structure as a tree of ``{"segment", "min", "max"}`` and
   ``{"group", "kind" ("sequence"|"choice"), "min", "max", "children"}`` nodes (``max`` null = unbounded);
 * ``segments``: for the segments whose fields are checked, every field's sequence, name, data type,
-  required flag, repeat flag and HL7 table.
+  required flag, repeat flag and HL7 table;
+* ``tables``: the values of the few HL7 tables the validator checks (administrative sex, processing id,
+  acknowledgment conditions, acknowledgment code).
 
 Run ``python tools/gen_hl7_structures.py`` to regenerate, ``--check`` to verify the checked-in files match
 (exit status 1 and a list of stale files otherwise). Output is deterministic (sorted keys, fixed indent).
@@ -42,6 +44,9 @@ VERSIONS: dict[str, str] = {
 
 #: Segments whose field definitions are exported (the ones the validator checks field by field).
 CHECKED_SEGMENTS = ("MSH", "EVN", "PID", "PV1", "MRG", "OBR", "OBX", "ORC", "MSA", "ERR")
+
+#: HL7 tables whose values are exported (the ones the validator checks).
+CHECKED_TABLES = ("HL70001", "HL70008", "HL70103", "HL70155")
 
 #: Supported trigger events -> message structure (HL7 table 0354) from v2.4 on.
 _EVENTS_V24: dict[str, str] = {
@@ -119,6 +124,27 @@ def _segment_fields(module: Any, segment: str) -> list[dict[str, Any]]:
     return out
 
 
+def _tables(version: str) -> dict[str, Any]:
+    """Values of :data:`CHECKED_TABLES`. hl7apy ships no tables for v2.3, so the nearest newer version
+    that has them is used (the ``from`` key records which)."""
+    names = list(VERSIONS)
+    for candidate in names[names.index(version) :]:
+        try:
+            module = importlib.import_module(VERSIONS[candidate] + ".tables")
+        except ModuleNotFoundError:
+            continue
+        return {
+            table: {
+                "name": module.TABLES[table][0],
+                "values": sorted(module.TABLES[table][1]),
+                "from": candidate,
+            }
+            for table in CHECKED_TABLES
+            if table in module.TABLES
+        }
+    return {}  # pragma: no cover - every generated version has a newer version with tables
+
+
 def build(version: str) -> dict[str, Any]:
     """The JSON document for one HL7 version (only structures hl7apy defines for that version)."""
     module = importlib.import_module(VERSIONS[version])
@@ -130,6 +156,7 @@ def build(version: str) -> dict[str, Any]:
         "events": events,
         "structures": {sid: _structure(module, sid) for sid in sorted(set(events.values()))},
         "segments": {seg: _segment_fields(module, seg) for seg in CHECKED_SEGMENTS if seg in module.SEGMENTS},
+        "tables": _tables(version),
     }
 
 

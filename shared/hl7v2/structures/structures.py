@@ -5,7 +5,8 @@ nothing here imports hl7apy. One file per HL7 version holds, for the supported t
 
 * the trigger -> message structure mapping (HL7 table 0354),
 * each message structure as a tree of :class:`SegmentRef` and :class:`GroupRef` nodes with cardinalities,
-* field definitions (:class:`FieldDef`) for the segments the validator checks field by field.
+* field definitions (:class:`FieldDef`) for the segments the validator checks field by field,
+* the values of the few HL7 tables the validator checks (:class:`Hl7Table`).
 
 :func:`structures_for` picks the definitions for a message's MSH-12: the file for that exact version if
 there is one, otherwise the newest generated version not newer than it (``2.8.2`` -> ``2.8``,
@@ -31,6 +32,7 @@ __all__ = [
     "SUPPORTED_EVENTS",
     "FieldDef",
     "GroupRef",
+    "Hl7Table",
     "Node",
     "SegmentRef",
     "StructureSet",
@@ -107,6 +109,15 @@ class FieldDef:
 
 
 @dataclass(frozen=True, slots=True)
+class Hl7Table:
+    """Values of one HL7 table (only the few tables the validator checks are exported)."""
+
+    table_id: str
+    name: str
+    values: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class StructureSet:
     """All definitions generated for one HL7 version."""
 
@@ -114,6 +125,7 @@ class StructureSet:
     events: Mapping[str, str]
     structures: Mapping[str, GroupRef]
     segments: Mapping[str, tuple[FieldDef, ...]]
+    tables: Mapping[str, Hl7Table]
 
     def field(self, segment: str, seq: int) -> FieldDef | None:
         fields = self.segments.get(segment)
@@ -189,11 +201,16 @@ def load_structures(version: str) -> StructureSet:
         )
         for seg, fields in document["segments"].items()
     }
+    tables = {
+        table_id: Hl7Table(table_id, str(raw["name"]), frozenset(str(v) for v in raw["values"]))
+        for table_id, raw in document.get("tables", {}).items()
+    }
     return StructureSet(
         version=str(document["hl7_version"]),
         events=MappingProxyType(dict(document["events"])),
         structures=MappingProxyType(structures),
         segments=MappingProxyType(segments),
+        tables=MappingProxyType(tables),
     )
 
 

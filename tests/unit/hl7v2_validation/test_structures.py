@@ -157,6 +157,16 @@ def test_choice_group_in_orm() -> None:
     assert {c.name for c in choices[0].children if isinstance(c, SegmentRef)} >= {"OBR", "RXO"}
 
 
+def test_tables() -> None:
+    assert load_structures("2.5.1").tables["HL70001"].values == frozenset("AFMNOU")
+    assert load_structures("2.3").tables["HL70001"].values == frozenset("FMOU")
+    for version in available_versions():
+        tables = load_structures(version).tables
+        assert tables["HL70103"].values == frozenset("DPT")
+        assert tables["HL70155"].values == {"AL", "ER", "NE", "SU"}
+        assert tables["HL70008"].values == {"AA", "AE", "AR", "CA", "CE", "CR"}
+
+
 def test_load_unknown_version() -> None:
     with pytest.raises(KeyError):
         load_structures("9.9")
