@@ -99,7 +99,7 @@ def http_endpoint(handler: Handler) -> Callable[[func.HttpRequest], func.HttpRes
 
     # The Functions worker matches parameters to bindings by name: expose the trigger's signature.
     wrapper.__signature__ = _request_signature()  # type: ignore[attr-defined]
-    del wrapper.__wrapped__  # type: ignore[attr-defined]
+    del wrapper.__wrapped__
     return wrapper
 
 

@@ -8,7 +8,7 @@ from functions._http import http_endpoint, json_response
 from shared.health import check_all
 from shared.wiring import get_container
 
-bp = func.Blueprint()
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 
 @bp.function_name("health")

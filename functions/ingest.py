@@ -20,7 +20,7 @@ from shared.pipeline import ingest
 from shared.pipeline.errors import UnsupportedChannel
 from shared.wiring import get_container
 
-bp = func.Blueprint()
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
 _log = logging.getLogger("tie.ingest")
 
 

@@ -169,8 +169,9 @@ async def _run(args: argparse.Namespace, loaded: Sequence[str]) -> int:
     from tie.localhost.host import HostConfig, LocalHost
 
     bootstrap()
-    container = get_container()
+    # Import the app first: a test app may install its own container (custom topology) at import time.
     app = load_app(args.app)
+    container = get_container()
     config = HostConfig.from_host_json(args.host_json, host=args.host, port=args.port)
     host = LocalHost(app=app, bus=container.bus, records=container.records, config=config)
     stop = asyncio.Event()

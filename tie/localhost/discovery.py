@@ -7,6 +7,7 @@ import importlib.util
 import inspect
 import json
 import sys
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,9 +73,20 @@ def _trigger_type(trigger: Any) -> str:
     return str(getattr(trigger, "type", type(trigger).__name__))
 
 
+# ``FunctionApp.get_functions()`` is meant to be called once per process (the worker indexes once; a second
+# call fails its duplicate-name check), so remember the result per app.
+_indexed: weakref.WeakKeyDictionary[func.FunctionApp, list[Any]] = weakref.WeakKeyDictionary()
+
+
+def _index(app: func.FunctionApp) -> list[Any]:
+    if app not in _indexed:
+        _indexed[app] = app.get_functions()
+    return _indexed[app]
+
+
 def describe(app: func.FunctionApp) -> list[FunctionSpec]:
     specs: list[FunctionSpec] = []
-    for fn in app.get_functions():
+    for fn in _index(app):
         trigger = fn.get_trigger()
         if trigger is None:
             continue

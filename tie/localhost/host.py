@@ -32,6 +32,8 @@ from typing import Any
 
 import azure.functions as func
 from aiohttp import web
+from azure.functions.servicebus import ServiceBusMessage
+from azure.functions.timer import TimerRequest
 
 from shared.errors import TieError
 from shared.messaging.errors import MessageLockLost
@@ -251,8 +253,8 @@ class LocalHost:
 
     # ------------------------------------------------------------------------------------ Service Bus
     def _to_sb_message(self, m: ReceivedMessage) -> func.ServiceBusMessage:
-        props = dict(m.application_properties)
-        return func.ServiceBusMessage(
+        props: dict[str, object] = dict(m.application_properties)
+        return ServiceBusMessage(
             body=m.body,
             trigger_metadata={"DeliveryCount": m.delivery_count, "MessageId": m.message_id},
             application_properties=props,
@@ -323,9 +325,9 @@ class LocalHost:
                     self.bus.release_session(spec.topic, spec.subscription, batch[0].session_id)
 
     def _deliver(self, spec: FunctionSpec, batch: list[ReceivedMessage]) -> None:
-        converted = [self._to_sb_message(m) for m in batch]
-        arg: Any = converted if spec.many else converted[0]
         try:
+            converted = [self._to_sb_message(m) for m in batch]
+            arg: Any = converted if spec.many else converted[0]
             self._run_with_lock_renewal(spec, arg, batch)
         except Exception as exc:  # noqa: BLE001 - trigger boundary: every failure is mapped, none escapes
             for m in batch:
@@ -371,7 +373,7 @@ class LocalHost:
     def fire_timer(self, spec: FunctionSpec, *, scheduled: datetime, past_due: bool) -> None:
         schedule = self._schedules[spec.name]
         next_ = schedule.next_after(max(scheduled, self.clock()))
-        request = func.TimerRequest(
+        request = TimerRequest(
             past_due=past_due,
             schedule_status={
                 "Last": scheduled.isoformat(),
@@ -393,6 +395,12 @@ class LocalHost:
                 self._save_timer_status(spec.name, scheduled, next_)
 
     def _timer_loop(self, spec: FunctionSpec) -> None:
+        try:
+            self._timer_loop_inner(spec)
+        except Exception as exc:  # noqa: BLE001 - a broken schedule must not take the host down
+            _log.error("timer loop stopped", extra={"function": spec.name, "error_code": type(exc).__name__})
+
+    def _timer_loop_inner(self, spec: FunctionSpec) -> None:
         schedule = self._schedules[spec.name]
         now = self.clock()
         status = self._timer_status(spec.name) if spec.use_monitor else None

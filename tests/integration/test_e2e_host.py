@@ -1,0 +1,142 @@
+"""End to end through ``tie run`` in a subprocess, exactly as ``make run`` starts it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.messaging.ports import OutboundMessage
+from shared.messaging.sqlite_bus import SqliteBus
+from shared.messaging.topology import SUB_INGEST_PROCESSOR, TOPIC_INGEST
+from shared.storage.sqlite_records import SqliteRecordStore
+from tests.helpers import REPO_ROOT, host_process, http, wait_for
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
+
+
+def tie(local_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TIE_LOCAL_DIR": str(local_dir), "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "tie.cli", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_http_to_bus_to_trigger_round_trip_and_dead_letter_replay(tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    with host_process(local) as (_proc, base):
+        health = http("GET", f"{base}/health")
+        assert health.status == 200, health.body
+        checks = health.json()["checks"]
+        assert {checks[k]["status"] for k in ("messageBus", "recordStore", "blobStore")} == {"healthy"}
+
+        # HTTP -> ingest topic -> Service Bus trigger -> journal
+        res = http(
+            "POST",
+            f"{base}/messages?channel=raw",
+            body=b"MSH|^~\\&|A|B|C|D|202601011200||ADT^A01|1|P|2.5\r",
+            headers={"Content-Type": "x-application/hl7-v2+er7", "X-Correlation-ID": "e2e-1"},
+        )
+        assert res.status == 202, res.body
+        assert res.headers["X-Correlation-ID"] == "e2e-1"
+        assert res.headers["Location"] == "/api/messages/e2e-1"
+
+        def consumed() -> list[str] | None:
+            trace = http("GET", f"{base}/messages/e2e-1")
+            stages = [s["stage"] for s in trace.json()["stages"]] if trace.status == 200 else []
+            return stages if "consumed" in stages else None
+
+        assert wait_for(consumed, timeout=30) == ["received", "published", "consumed"]
+
+        # Bad input at the edge
+        assert http("POST", f"{base}/messages?channel=nope", body=b"x").status == 400
+        assert http("POST", f"{base}/messages", body=b"").status == 400
+        assert http("DELETE", f"{base}/health").status == 405
+        assert http("GET", f"{base}/no/such/route").status == 404
+
+        # A message nobody can process: abandoned until max delivery count, then dead-lettered.
+        bus = SqliteBus(local / "bus.sqlite3")
+        try:
+            bus.publish(
+                TOPIC_INGEST,
+                [
+                    OutboundMessage(
+                        body=b"{}",
+                        message_id="poison-1",
+                        correlation_id="e2e-poison",
+                        application_properties={"tie_channel": "unknown-channel"},
+                    )
+                ],
+            )
+            dead = wait_for(
+                lambda: bus.peek(TOPIC_INGEST, SUB_INGEST_PROCESSOR, dead_letter=True), timeout=60
+            )
+        finally:
+            bus.close()
+        assert dead[0].message_id == "poison-1"
+        assert dead[0].dead_letter_reason == "MaxDeliveryCountExceeded"
+        assert dead[0].delivery_count >= 5
+
+        trace = http("GET", f"{base}/messages/e2e-poison").json()
+        assert [s["stage"] for s in trace["stages"]].count("failed") == dead[0].delivery_count
+
+        listed = tie(local, "bus", "dlq", "list", TOPIC_INGEST, SUB_INGEST_PROCESSOR)
+        assert listed.returncode == 0, listed.stderr
+        rows = json.loads(listed.stdout)
+        assert (
+            rows[0]["messageId"] == "poison-1" and rows[0]["deadLetterReason"] == "MaxDeliveryCountExceeded"
+        )
+
+        replay = tie(local, "bus", "dlq", "replay", TOPIC_INGEST, SUB_INGEST_PROCESSOR)
+        assert replay.returncode == 0 and "replayed 1" in replay.stdout
+
+        def replayed_and_dead_again() -> bool:
+            rows = json.loads(tie(local, "bus", "dlq", "list", TOPIC_INGEST, SUB_INGEST_PROCESSOR).stdout)
+            return bool(rows) and rows[0]["properties"].get("tie_replay_count") == 1
+
+        wait_for(replayed_and_dead_again, timeout=60, interval=0.5)
+
+        topics = json.loads(tie(local, "bus", "topics").stdout)
+        ingest = next(t for t in topics if t["topic"] == TOPIC_INGEST)
+        assert ingest["subscriptions"][0]["deadLetter"] == 1
+
+
+def test_killing_the_host_mid_delivery_loses_no_message(tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    env = {"TIE_SAMPLE_APP_INSTALL_CONTAINER": "1", "TIE_SAMPLE_SLOW_SECONDS": "60"}
+    app = "tests/fixtures/sample_app.py"
+    # Start once so the test topology (2 s lock) is in place, then publish a slow message.
+    with host_process(local, app=app, env=env) as (proc, _base):
+        bus = SqliteBus(local / "bus.sqlite3", _sample_topology())
+        bus.publish(TOPIC_INGEST, [OutboundMessage(body=b"slow message", message_id="slow-1")])
+        records = SqliteRecordStore(local / "records.sqlite3")
+        wait_for(lambda: records.get("started", "test", "slow-1"), timeout=30)
+        os.kill(proc.pid, signal.SIGKILL)  # no graceful shutdown, no settlement
+        proc.wait(10)
+    assert records.get("consumed", "test", "slow-1") is None
+    assert [m.message_id for m in bus.peek(TOPIC_INGEST, SUB_INGEST_PROCESSOR)] == ["slow-1"]
+
+    env["TIE_SAMPLE_SLOW_SECONDS"] = "0"
+    with host_process(local, app=app, env=env):
+        done = wait_for(lambda: records.get("consumed", "test", "slow-1"), timeout=30)
+    assert done.value["effects"] == 1
+    assert done.value["delivery"] == 2  # redelivered after the lock expired
+    assert bus.peek(TOPIC_INGEST, SUB_INGEST_PROCESSOR) == []
+    bus.close()
+    records.close()
+
+
+def _sample_topology() -> tuple[object, ...]:
+    from tests.fixtures.sample_app import TEST_TOPOLOGY
+
+    return TEST_TOPOLOGY
