@@ -1,0 +1,608 @@
+"""Validation of a parsed HL7 v2 message against the supported message types and their structures.
+
+``validate(message)`` returns a :class:`ValidationResult` holding :class:`Issue` objects. Every issue
+carries an HL7 table 0357 code, a severity (``E`` error, ``W`` warning, ``I`` information) and a location
+(segment ID, 1-based position of the segment in the message, occurrence of that segment ID, field,
+repetition, component). Issue text never contains field values, only positions, table numbers and what
+was wrong, so it is safe to log and to return in ACK ERR segments.
+
+Checks, in order:
+
+1. **Header** (MSH): message type (MSH-9.1) and trigger (MSH-9.2) must be a supported pair (``200``
+   Unsupported message type / ``201`` Unsupported event code; ACK is accepted with any trigger);
+   version (MSH-12.1) must be ``2.x`` (``203``); processing id (MSH-11.1) must be in HL7 table 0103,
+   and accept/application acknowledgment types (MSH-15/16) in table 0155 (``103``); when the caller
+   restricts processing ids, a valid but unaccepted one is ``202``. Unsupported messages stop here.
+2. **Structure**: the segment sequence is matched against the message structure for the trigger
+   (``shared.hl7v2.structures``; the structure for MSH-12's version, MSH-9.3 is not consulted).
+   Missing required segments, segments out of order and cardinality overruns are errors (``100``).
+   Z-segments and segment IDs the structure does not contain are skipped with a warning (``100``, W)
+   and their fields are not checked. A misplaced NTE (free-text note) is a warning, not an error.
+3. **Fields** of MSH, EVN, PID, PV1, MRG, OBR, OBX, ORC, MSA and ERR: required fields present (``101``;
+   an error for :data:`ESSENTIAL_FIELDS`, a warning for other fields the standard marks required);
+   TS/DTM, DT, TM, NM and SI values well-formed (``102``, every repetition, TS checked on component 1);
+   PID-8 in table 0001 and MSA-1 in table 0008 (``103``); OBX-5 against the type in OBX-2 for
+   NM/DT/TM/TS/DTM (``102``, warning only: the value is still usable as text).
+4. **NHS numbers**: in PID-2, PID-3 and MRG-1, a repetition that asserts an NHS number (see
+   :func:`asserts_nhs_number`) must hold ten digits with a valid Modulus 11 check digit (``102``, text
+   "NHS number fails Modulus 11 check"); a repeated-digit placeholder such as ``9999999999`` passes the
+   check digit and is reported as a warning.
+
+Explicit HL7 nulls (``""``) count as present for the required-field check and are not type-checked.
+
+**Reject versus error.** :attr:`ValidationResult.reject` is true when the message is *structurally*
+unacceptable: unsupported type/trigger/version/processing id (``200``-``203``), a segment sequence error
+(``100``, severity E), or any error in the MSH fields that decide whether and how the message can be
+processed (MSH-9, -10, -11, -12, -15, -16; see :data:`REJECT_MSH_FIELDS`). Such messages are answered AR
+(original mode) / CR (enhanced mode). Other errors (``101``-``103``, including a malformed MSH-7) mean
+the *content* is unacceptable: AE/CE.
+:attr:`ValidationResult.ack_code` gives the original-mode code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from shared.hl7v2.datatypes import check_value
+from shared.hl7v2.parser import Message, Segment
+from shared.hl7v2.structures import (
+    SUPPORTED_EVENTS,
+    StructureSet,
+    parse_version,
+    resolve_structure,
+    structures_for,
+)
+from shared.hl7v2.structures.matcher import match_structure
+from shared.identifiers.nhs_number import is_repeated_digit_nhs_number, is_valid_nhs_number
+
+__all__ = [
+    "ESSENTIAL_FIELDS",
+    "NHS_NUMBER_OID",
+    "POSITION_TOLERANT_SEGMENTS",
+    "REJECT_CODES",
+    "REJECT_MSH_FIELDS",
+    "Issue",
+    "Severity",
+    "ValidationResult",
+    "asserts_nhs_number",
+    "validate",
+]
+
+Severity = Literal["E", "W", "I"]
+
+# HL7 table 0357 (message error condition codes)
+SEGMENT_SEQUENCE_ERROR: Final = "100"
+REQUIRED_FIELD_MISSING: Final = "101"
+DATA_TYPE_ERROR: Final = "102"
+TABLE_VALUE_NOT_FOUND: Final = "103"
+UNSUPPORTED_MESSAGE_TYPE: Final = "200"
+UNSUPPORTED_EVENT_CODE: Final = "201"
+UNSUPPORTED_PROCESSING_ID: Final = "202"
+UNSUPPORTED_VERSION_ID: Final = "203"
+
+#: Codes that make a message structurally unacceptable (reject) rather than in error.
+REJECT_CODES: Final = frozenset(
+    {
+        SEGMENT_SEQUENCE_ERROR,
+        UNSUPPORTED_MESSAGE_TYPE,
+        UNSUPPORTED_EVENT_CODE,
+        UNSUPPORTED_PROCESSING_ID,
+        UNSUPPORTED_VERSION_ID,
+    }
+)
+
+#: MSH fields whose errors make the message unprocessable (type, control id, processing id, version,
+#: acknowledgment conditions): errors there are rejections whatever their code.
+REJECT_MSH_FIELDS: Final = frozenset({9, 10, 11, 12, 15, 16})
+
+#: ISO OID of the NHS number identifier system (England and Wales), accepted in CX.4.2.
+NHS_NUMBER_OID: Final = "2.16.840.1.113883.2.1.4.1"
+
+_DEFAULT_VERSION: Final = "2.5.1"
+_CHECKED_DATATYPES: Final = frozenset({"TS", "DTM", "DT", "TM", "NM", "SI"})
+_OBX5_CHECKED: Final = frozenset({"NM", "DT", "TM", "TS", "DTM"})
+_HL7_NULL: Final = '""'
+#: Fields whose absence is an error (E). Other fields the standard marks required are reported as warnings:
+#: hl7apy's required flags include conditional fields, and real feeds routinely omit e.g. OBX-11 or PV1-2
+#: in ways the TIE can tolerate; these are the fields without which a message cannot be processed.
+ESSENTIAL_FIELDS: Final = frozenset(
+    {
+        ("MSH", 7),  # date/time of message
+        ("MSH", 9),  # message type
+        ("MSH", 10),  # message control id (needed for the ACK)
+        ("MSH", 11),  # processing id
+        ("MSH", 12),  # version id
+        ("PID", 3),  # patient identifier list
+        ("MRG", 1),  # prior patient identifier list (merge target)
+        ("OBX", 3),  # observation identifier
+        ("ORC", 1),  # order control
+        ("MSA", 1),  # acknowledgment code
+        ("MSA", 2),  # message control id being acknowledged
+    }
+)
+
+#: Segments whose misplacement is only a warning: NTE is free-text annotation and senders commonly put
+#: order-level comments where the standard does not allow them (e.g. straight after ORC).
+POSITION_TOLERANT_SEGMENTS: Final = frozenset({"NTE"})
+
+#: Fields whose table is checked: (segment, field, component or None, table id, severity).
+_TABLE_CHECKS: Final[tuple[tuple[str, int, int | None, str], ...]] = (
+    ("PID", 8, None, "HL70001"),
+    ("MSA", 1, None, "HL70008"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One validation finding. ``segment_index`` is the 1-based position of the segment in the message;
+    ``occurrence`` the 1-based count of segments with the same ID up to it (HL7 ERL.2 "segment
+    sequence"). ``text`` never contains patient data or field values."""
+
+    severity: Severity
+    code: str
+    segment: str | None = None
+    segment_index: int | None = None
+    field: int | None = None
+    component: int | None = None
+    text: str = ""
+    repetition: int | None = dataclasses.field(default=None, kw_only=True)
+    occurrence: int | None = dataclasses.field(default=None, kw_only=True)
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "E"
+
+    @property
+    def is_rejection(self) -> bool:
+        """True for an error that makes the message structurally unacceptable (see module docstring)."""
+        if self.severity != "E":
+            return False
+        return self.code in REJECT_CODES or (self.segment == "MSH" and self.field in REJECT_MSH_FIELDS)
+
+    @property
+    def location(self) -> str:
+        """``PID[1]-3[2].1`` style location for logs (positions only)."""
+        if self.segment is None:
+            return ""
+        text = self.segment
+        if self.occurrence is not None:
+            text += f"[{self.occurrence}]"
+        if self.field is not None:
+            text += f"-{self.field}"
+            if self.repetition is not None:
+                text += f"[{self.repetition}]"
+            if self.component is not None:
+                text += f".{self.component}"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationResult:
+    """Outcome of :func:`validate`."""
+
+    issues: tuple[Issue, ...]
+    message_type: str | None = None
+    trigger_event: str | None = None
+    structure_id: str | None = None
+    #: HL7 version whose definitions were used (may differ from MSH-12, e.g. ``2.8`` for ``2.8.2``).
+    definitions_version: str | None = None
+    #: True when more issues were found than ``max_issues`` allowed to keep.
+    truncated: bool = False
+
+    @property
+    def errors(self) -> tuple[Issue, ...]:
+        return tuple(i for i in self.issues if i.severity == "E")
+
+    @property
+    def warnings(self) -> tuple[Issue, ...]:
+        return tuple(i for i in self.issues if i.severity == "W")
+
+    @property
+    def reject(self) -> bool:
+        """Structurally unacceptable: answer AR (original mode) / CR (enhanced mode)."""
+        return any(i.is_rejection for i in self.issues)
+
+    @property
+    def ok(self) -> bool:
+        """No errors (warnings and information allowed)."""
+        return not any(i.severity == "E" for i in self.issues)
+
+    @property
+    def ack_code(self) -> Literal["AA", "AE", "AR"]:
+        """Original-mode application acknowledgment code for this outcome."""
+        if self.reject:
+            return "AR"
+        return "AA" if self.ok else "AE"
+
+
+class _Collector:
+    def __init__(self, max_issues: int) -> None:
+        self.issues: list[Issue] = []
+        self.max_issues = max_issues
+        self.truncated = False
+
+    def add(self, issue: Issue) -> None:
+        if len(self.issues) >= self.max_issues:
+            self.truncated = True
+            return
+        self.issues.append(issue)
+
+
+@dataclass(frozen=True, slots=True)
+class _Located:
+    segment: Segment
+    index: int  # 1-based position in the message
+    occurrence: int  # 1-based occurrence of this segment ID
+
+
+def _locate(message: Message) -> list[_Located]:
+    seen: dict[str, int] = {}
+    out: list[_Located] = []
+    for i, seg in enumerate(message.segments, start=1):
+        seen[seg.name] = seen.get(seg.name, 0) + 1
+        out.append(_Located(seg, i, seen[seg.name]))
+    return out
+
+
+def _issue(
+    severity: Severity,
+    code: str,
+    text: str,
+    where: _Located | None = None,
+    field_no: int | None = None,
+    repetition: int | None = None,
+    component: int | None = None,
+) -> Issue:
+    if where is None:
+        return Issue(severity, code, None, None, field_no, component, text, repetition=repetition)
+    return Issue(
+        severity,
+        code,
+        where.segment.name,
+        where.index,
+        field_no,
+        component,
+        text,
+        repetition=repetition,
+        occurrence=where.occurrence,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- header
+
+
+def _check_header(
+    msh: _Located,
+    definitions: StructureSet,
+    out: _Collector,
+    accepted_processing_ids: Collection[str] | None,
+) -> tuple[str | None, str | None, bool]:
+    """Check MSH-9/11/12/15/16. Returns (type, trigger, supported)."""
+    seg = msh.segment
+    message_type = _stripped(seg.get(9, comp=1))
+    trigger = _stripped(seg.get(9, comp=2))
+    supported = True
+    if message_type is None:
+        out.add(_issue("E", UNSUPPORTED_MESSAGE_TYPE, "Message type (MSH-9.1) is missing", msh, 9, None, 1))
+        supported = False
+    elif message_type != "ACK" and not any(e.startswith(message_type + "^") for e in SUPPORTED_EVENTS):
+        out.add(_issue("E", UNSUPPORTED_MESSAGE_TYPE, "Unsupported message type", msh, 9, None, 1))
+        supported = False
+    elif message_type != "ACK" and f"{message_type}^{trigger or ''}" not in SUPPORTED_EVENTS:
+        text = "Trigger event (MSH-9.2) is missing" if trigger is None else "Unsupported event code"
+        out.add(_issue("E", UNSUPPORTED_EVENT_CODE, text, msh, 9, None, 2))
+        supported = False
+
+    version = _stripped(seg.get(12, comp=1))
+    parsed = parse_version(version) if version is not None else None
+    if version is None:
+        out.add(_issue("E", UNSUPPORTED_VERSION_ID, "Version id (MSH-12) is missing", msh, 12, None, 1))
+    elif parsed is None or parsed[0] != 2 or len(parsed) < 2:
+        out.add(
+            _issue("E", UNSUPPORTED_VERSION_ID, "Unsupported version id: HL7 v2.x required", msh, 12, None, 1)
+        )
+
+    processing = _stripped(seg.get(11, comp=1))
+    processing_table = definitions.tables.get("HL70103")
+    if processing is None:
+        out.add(
+            _issue("E", REQUIRED_FIELD_MISSING, "Required field MSH-11 (processing id) is missing", msh, 11)
+        )
+    elif processing_table is not None and processing not in processing_table.values:
+        out.add(
+            _issue("E", TABLE_VALUE_NOT_FOUND, "Processing id not found in HL7 table 0103", msh, 11, None, 1)
+        )
+    elif accepted_processing_ids is not None and processing not in accepted_processing_ids:
+        out.add(
+            _issue(
+                "E",
+                UNSUPPORTED_PROCESSING_ID,
+                "Processing id not accepted by this endpoint",
+                msh,
+                11,
+                None,
+                1,
+            )
+        )
+
+    conditions = definitions.tables.get("HL70155")
+    for field_no, label in ((15, "accept acknowledgment type"), (16, "application acknowledgment type")):
+        value = _stripped(seg.get(field_no))
+        if value is not None and conditions is not None and value not in conditions.values:
+            out.add(
+                _issue(
+                    "E",
+                    TABLE_VALUE_NOT_FOUND,
+                    f"MSH-{field_no} ({label}) not found in HL7 table 0155",
+                    msh,
+                    field_no,
+                )
+            )
+    return message_type, trigger, supported
+
+
+# -------------------------------------------------------------------------------------------- structure
+
+
+def _check_structure(
+    located: Sequence[_Located], definitions: StructureSet, structure_id: str, out: _Collector
+) -> set[int]:
+    """Report structure problems; return the 0-based positions of segments the structure ignores."""
+    root = definitions.structures[structure_id]
+    names = [loc.segment.name for loc in located]
+    ignored: set[int] = set()
+    for problem in match_structure(root, names):
+        if problem.kind == "missing":
+            out.add(
+                Issue(
+                    "E",
+                    SEGMENT_SEQUENCE_ERROR,
+                    problem.segment,
+                    None,
+                    None,
+                    None,
+                    f"Required segment {problem.segment} is missing (structure {structure_id})",
+                )
+            )
+            continue
+        assert problem.index is not None
+        where = located[problem.index]
+        more = f" ({problem.count} consecutive)" if problem.count > 1 else ""
+        if problem.kind == "unexpected":
+            ignored.add(problem.index)
+            kind = "Z-segment" if problem.segment.startswith("Z") else "Segment"
+            text = f"{kind} {problem.segment} is not part of structure {structure_id}; ignored"
+            out.add(_issue("W", SEGMENT_SEQUENCE_ERROR, text, where))
+        elif problem.kind == "too_many":
+            text = f"Segment {problem.segment} repeats more often than {structure_id} allows{more}"
+            out.add(_issue("E", SEGMENT_SEQUENCE_ERROR, text, where))
+        else:
+            text = f"Segment {problem.segment} is not allowed at this position in {structure_id}{more}"
+            severity: Severity = "W" if problem.segment in POSITION_TOLERANT_SEGMENTS else "E"
+            out.add(_issue(severity, SEGMENT_SEQUENCE_ERROR, text, where))
+    return ignored
+
+
+# ----------------------------------------------------------------------------------------------- fields
+
+
+def _repetitions(seg: Segment, field_no: int) -> Iterator[int]:
+    return iter(range(1, seg.repetition_count(field_no) + 1))
+
+
+def _check_fields(loc: _Located, definitions: StructureSet, out: _Collector) -> None:
+    seg = loc.segment
+    fields = definitions.segments.get(seg.name)
+    if fields is None:
+        return
+    first_checked = 3 if seg.name == "MSH" else 1  # MSH-1/MSH-2 are the separators (checked by the parser)
+    for definition in fields:
+        n = definition.seq
+        if n < first_checked:
+            continue
+        raw = seg.raw_field(n)
+        if not raw.strip():
+            if definition.required:
+                out.add(
+                    _issue(
+                        "E" if (seg.name, n) in ESSENTIAL_FIELDS else "W",
+                        REQUIRED_FIELD_MISSING,
+                        f"Required field {seg.name}-{n} ({_pretty(definition.name)}) is missing",
+                        loc,
+                        n,
+                    )
+                )
+            continue
+        if raw == _HL7_NULL or definition.datatype not in _CHECKED_DATATYPES:
+            continue
+        datatype = definition.datatype
+        for rep in _repetitions(seg, n):
+            value = seg.get(n, rep, 1)
+            if value is None or value == _HL7_NULL:
+                continue
+            reason = check_value("DTM" if datatype == "TS" else datatype, value)
+            if reason is not None:
+                out.add(
+                    _issue(
+                        "E",
+                        DATA_TYPE_ERROR,
+                        f"{seg.name}-{n} is not a valid {datatype}: {_reason(reason)}",
+                        loc,
+                        n,
+                        rep,
+                        1,
+                    )
+                )
+    for table_segment, field_no, component, table_id in _TABLE_CHECKS:
+        if table_segment != seg.name:
+            continue
+        table = definitions.tables.get(table_id)
+        value = _stripped(seg.get(field_no, 1, component))
+        if table is not None and value is not None and value != _HL7_NULL and value not in table.values:
+            out.add(
+                _issue(
+                    "E",
+                    TABLE_VALUE_NOT_FOUND,
+                    f"{seg.name}-{field_no} value not found in HL7 table {table_id[2:]} ({table.name})",
+                    loc,
+                    field_no,
+                    1,
+                    component,
+                )
+            )
+    if seg.name == "OBX":
+        _check_obx_value(loc, out)
+
+
+def _check_obx_value(loc: _Located, out: _Collector) -> None:
+    seg = loc.segment
+    value_type = seg.get(2)
+    if value_type not in _OBX5_CHECKED:
+        return
+    assert value_type is not None
+    for rep in _repetitions(seg, 5):
+        value = seg.get(5, rep, 1)
+        if value is None or value == _HL7_NULL:
+            continue
+        reason = check_value("DTM" if value_type == "TS" else value_type, value)
+        if reason is not None:
+            out.add(
+                _issue(
+                    "W",
+                    DATA_TYPE_ERROR,
+                    f"OBX-5 does not match value type OBX-2 ({value_type}): {_reason(reason)}",
+                    loc,
+                    5,
+                    rep,
+                    1,
+                )
+            )
+
+
+def _stripped(value: str | None) -> str | None:
+    """Surrounding whitespace removed; whitespace-only counts as absent (senders pad fields with spaces)."""
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _pretty(name: str) -> str:
+    return name.replace("_", " ").lower()
+
+
+def _reason(reason: str) -> str:
+    """``"DTM: not a valid ..."`` -> ``"not a valid ..."`` (the type is already in the issue text)."""
+    return reason.split(": ", 1)[1] if ": " in reason else reason
+
+
+# ------------------------------------------------------------------------------------------ NHS number
+
+
+def asserts_nhs_number(seg: Segment, field_no: int, rep: int) -> bool:
+    """True when CX repetition ``rep`` of ``field_no`` declares itself an NHS number.
+
+    Accepted declarations: assigning authority (CX.4.1) ``NHS`` or authority universal id (CX.4.2) the
+    NHS number OID, with identifier type code (CX.5) ``NH`` (HL7 table 0203), ``HN`` (seen in UCLH Epic
+    feeds) or absent; or type ``NH`` with no assigning authority.
+    """
+    authority = (seg.get(field_no, rep, 4, 1) or "").strip().upper()
+    authority_oid = (seg.get(field_no, rep, 4, 2) or "").strip()
+    id_type = (seg.get(field_no, rep, 5) or "").strip().upper()
+    nhs_authority = authority == "NHS" or authority_oid == NHS_NUMBER_OID
+    if nhs_authority:
+        return id_type in ("NH", "HN", "")
+    return id_type == "NH" and not authority
+
+
+def _check_nhs_numbers(loc: _Located, out: _Collector) -> None:
+    seg = loc.segment
+    fields = (2, 3) if seg.name == "PID" else (1,)
+    for field_no in fields:
+        for rep in _repetitions(seg, field_no):
+            if not asserts_nhs_number(seg, field_no, rep):
+                continue
+            number = seg.get(field_no, rep, 1)
+            if number is None:
+                out.add(
+                    _issue(
+                        "E",
+                        REQUIRED_FIELD_MISSING,
+                        "NHS number identifier has no id number (CX.1)",
+                        loc,
+                        field_no,
+                        rep,
+                        1,
+                    )
+                )
+            elif not is_valid_nhs_number(number):
+                out.add(
+                    _issue(
+                        "E",
+                        DATA_TYPE_ERROR,
+                        "NHS number fails Modulus 11 check",
+                        loc,
+                        field_no,
+                        rep,
+                        1,
+                    )
+                )
+            elif is_repeated_digit_nhs_number(number):
+                out.add(
+                    _issue(
+                        "W",
+                        DATA_TYPE_ERROR,
+                        "NHS number is a repeated-digit placeholder",
+                        loc,
+                        field_no,
+                        rep,
+                        1,
+                    )
+                )
+
+
+# ---------------------------------------------------------------------------------------------- entry
+
+
+def validate(
+    message: Message,
+    *,
+    accepted_processing_ids: Collection[str] | None = None,
+    max_issues: int = 100,
+) -> ValidationResult:
+    """Validate ``message`` (see the module docstring). Never raises for message content.
+
+    ``accepted_processing_ids``: when given (e.g. ``{"P"}`` for a production endpoint), a valid MSH-11
+    outside it is reported as ``202`` Unsupported processing id. ``max_issues`` bounds the result (and so
+    the ACK size); :attr:`ValidationResult.truncated` says when issues were dropped.
+    """
+    out = _Collector(max_issues)
+    located = _locate(message)
+    msh = located[0]
+    version = message.get("MSH-12.1") or _DEFAULT_VERSION
+    definitions = structures_for(version)
+    message_type, trigger, supported = _check_header(msh, definitions, out, accepted_processing_ids)
+    if not supported or message_type is None:
+        return ValidationResult(tuple(out.issues), message_type, trigger, None, None, out.truncated)
+    resolved = resolve_structure(message_type, trigger, version)
+    if resolved is None:  # pragma: no cover - _check_header already rejected unsupported events
+        return ValidationResult(tuple(out.issues), message_type, trigger, None, None, out.truncated)
+    structure_definitions, structure_id = resolved
+    ignored = _check_structure(located, structure_definitions, structure_id, out)
+    for position, loc in enumerate(located):
+        if position in ignored:  # segments outside the structure are skipped, not field-checked
+            continue
+        _check_fields(loc, definitions, out)
+        if loc.segment.name in ("PID", "MRG"):
+            _check_nhs_numbers(loc, out)
+    return ValidationResult(
+        tuple(out.issues),
+        message_type,
+        trigger,
+        structure_id,
+        structure_definitions.version,
+        out.truncated,
+    )
