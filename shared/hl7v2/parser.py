@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from operator import itemgetter
 from typing import TypeAlias
 
 from shared.hl7v2 import escape as _escape
@@ -239,16 +240,19 @@ class Segment:
     * ``len(segment)`` is the number of fields present (trailing empty fields included as sent).
     """
 
-    __slots__ = ("_codec", "_dirty", "_fields", "_header", "_raw", "_seps", "name")
+    __slots__ = ("_codec", "_dirty", "_fields", "_raw", "_seps", "name")
 
     def __init__(self, raw: str, separators: Separators, codec: str = "utf-8") -> None:
         self._raw = raw
         self._seps = separators
         self._codec = codec
         self.name = raw[:3]
-        self._header = self.name in HEADER_SEGMENTS
         self._fields: list[str] | None = None
         self._dirty = False
+
+    @property
+    def _header(self) -> bool:
+        return self.name in HEADER_SEGMENTS
 
     def __repr__(self) -> str:
         return f"<Segment {self.name} fields={len(self)}>"
@@ -270,7 +274,7 @@ class Segment:
 
     def _split(self) -> list[str]:
         parts = self._raw.split(self._seps.field)
-        if self._header:
+        if self.name in HEADER_SEGMENTS:
             parts.insert(1, self._seps.field)
         self._fields = parts
         return parts
@@ -295,7 +299,9 @@ class Segment:
         Omitted ``comp``/``sub`` mean the first one (HAPI Terser semantics: ``PID-3`` is ``PID-3[1].1.1``).
         Returns ``None`` when the element is absent or empty. MSH-1/MSH-2 are returned verbatim.
         """
-        fields = self._fields or self._split()
+        fields = self._fields
+        if fields is None:
+            fields = self._split()
         if n >= len(fields) or n < 1:
             if n < 1:
                 raise Hl7PathError("field numbers are 1-based")
@@ -303,32 +309,40 @@ class Segment:
         value = fields[n]
         if not value:
             return None
-        if self._header and n <= 2:
+        if n <= 2 and self._header:
             return value if rep == 1 and (comp or 1) == 1 and (sub or 1) == 1 else None
         seps = self._seps
-        if seps.repetition in value:
-            reps = value.split(seps.repetition)
-            if rep > len(reps):
+        # Each level: index 1 via find/slice (no list), others via split.
+        sep = seps.repetition
+        if rep == 1:
+            i = value.find(sep)
+            if i >= 0:
+                value = value[:i]
+        else:
+            parts = value.split(sep)
+            if rep > len(parts):
                 return None
-            value = reps[rep - 1]
-        elif rep != 1:
-            return None
-        if seps.component in value:
-            comps = value.split(seps.component)
-            c = comp or 1
-            if c > len(comps):
+            value = parts[rep - 1]
+        sep = seps.component
+        if comp is None or comp == 1:
+            i = value.find(sep)
+            if i >= 0:
+                value = value[:i]
+        else:
+            parts = value.split(sep)
+            if comp > len(parts):
                 return None
-            value = comps[c - 1]
-        elif comp is not None and comp > 1:
-            return None
-        if seps.subcomponent in value:
-            subs = value.split(seps.subcomponent)
-            s = sub or 1
-            if s > len(subs):
+            value = parts[comp - 1]
+        sep = seps.subcomponent
+        if sub is None or sub == 1:
+            i = value.find(sep)
+            if i >= 0:
+                value = value[:i]
+        else:
+            parts = value.split(sep)
+            if sub > len(parts):
                 return None
-            value = subs[s - 1]
-        elif sub is not None and sub > 1:
-            return None
+            value = parts[sub - 1]
         if seps.escape in value:
             value = _escape.decode(value, seps, self._codec)
         return value or None
@@ -446,7 +460,18 @@ def _pad(parts: list[str], n: int) -> None:
 class Message:
     """A parsed (or built) HL7 v2 message. Create with :func:`parse_message` or :func:`build_message`."""
 
-    __slots__ = ("_bom", "_codec", "_declared", "_index", "_objs", "_raws", "_seps", "_tail", "_terms")
+    __slots__ = (
+        "_bom",
+        "_codec",
+        "_declared",
+        "_index",
+        "_objs",
+        "_prefixes",
+        "_raws",
+        "_seps",
+        "_tail",
+        "_terms",
+    )
 
     def __init__(
         self,
@@ -458,8 +483,13 @@ class Message:
         tail: str = "",
         bom: bytes = b"",
         declared_charset: str | None = None,
+        prefixes: list[str] | None = None,
     ) -> None:
-        """Low-level constructor: use :func:`parse_message` / :func:`build_message` instead."""
+        """Low-level constructor: use :func:`parse_message` / :func:`build_message` instead.
+
+        ``prefixes`` (optional) are the first 4 characters of every segment, all ``ID + field separator``;
+        they let :meth:`segment` find the first occurrence with ``list.index`` instead of building an index.
+        """
         self._raws = raws
         self._terms = terms
         self._seps = separators
@@ -469,6 +499,7 @@ class Message:
         self._declared = declared_charset
         self._objs: list[Segment | None] = [None] * len(raws)
         self._index: dict[str, list[int]] | None = None
+        self._prefixes = prefixes
 
     @classmethod
     def from_segments(
@@ -533,6 +564,13 @@ class Message:
 
     def segment(self, name: str, occurrence: int = 1) -> Segment | None:
         """The ``occurrence``-th (1-based) segment called ``name``, or ``None``."""
+        prefixes = self._prefixes
+        if prefixes is not None and occurrence == 1:
+            try:
+                i = prefixes.index(name + self._seps.field)
+            except ValueError:
+                return None
+            return self._objs[i] or self._seg(i)
         positions = self._name_index().get(name)
         if positions is None or occurrence < 1 or occurrence > len(positions):
             return None
@@ -546,19 +584,25 @@ class Message:
     def get(self, path: str, default: str | None = None) -> str | None:
         """Decoded leaf value at ``path`` (e.g. ``"PID-3[2].1"``), or ``default`` when absent or empty."""
         name, occ, n, rep, comp, sub = parse_path(path)
-        seg = self.segment(name, occ)
-        if seg is None:
-            return default
+        prefixes = self._prefixes
+        if prefixes is not None and occ == 1:  # inlined fast path of segment()
+            try:
+                i = prefixes.index(name + self._seps.field)
+            except ValueError:
+                return default
+            seg = self._objs[i] or self._seg(i)
+        else:
+            found = self.segment(name, occ)
+            if found is None:
+                return default
+            seg = found
         value = seg.get(n, rep or 1, comp, sub)
         return default if value is None else value
 
     def __getitem__(self, path: str) -> str:
         """Decoded leaf value at ``path``; ``""`` when absent or empty."""
-        name, occ, n, rep, comp, sub = parse_path(path)
-        seg = self.segment(name, occ)
-        if seg is None:
-            return ""
-        return seg.get(n, rep or 1, comp, sub) or ""
+        value = self.get(path)
+        return "" if value is None else value
 
     def repetitions(self, path: str) -> list[str]:
         """Decoded leaf of each repetition of the field in ``path`` (a ``[n]`` in the path is ignored)."""
@@ -680,6 +724,7 @@ class Message:
             self._terms.insert(index, term)
         self._objs.insert(index, None)
         self._index = None
+        self._prefixes = None
         return self._seg(index)
 
     def remove_segment(self, segment: Segment) -> None:
@@ -692,6 +737,7 @@ class Message:
                 if was_last:  # keep the original choice of terminating the last segment or not
                     self._terms[-1] = final_term
                 self._index = None
+                self._prefixes = None
                 return
         raise Hl7PathError("segment is not part of this message")
 
@@ -727,6 +773,28 @@ class Message:
 _name_ok: set[str] = set()  # cache of valid non-envelope segment IDs seen so far
 
 
+_first4 = itemgetter(slice(0, 4))
+_ok_prefixes: set[str] = set()  # "PID|"-style prefixes (ID + field separator) known valid, no envelopes
+
+
+def _fast_check(parts: list[str], uniform: str, fs: str) -> tuple[list[str], list[str], list[str]] | None:
+    """Common case: every segment (after the first) starts with a known-valid ``ID + fs`` prefix and there
+    are no blank lines except one final terminator. Returns ``(segments, terminators, prefixes)``."""
+    if parts[-1] == "":
+        body = parts[:-1]
+        if not body:
+            return None
+        terms = [uniform] * len(body)
+    else:
+        body = parts
+        terms = [uniform] * len(body)
+        terms[-1] = ""
+    prefixes = list(map(_first4, body))
+    if not _ok_prefixes.issuperset(prefixes[1:]):
+        return None
+    return body, terms, prefixes
+
+
 def split_segments(text: str, fs: str | None, *, message: bool = False) -> tuple[list[str], list[str], str]:
     """Split ER7 text into ``(segments, terminators, tail)``.
 
@@ -753,22 +821,9 @@ def split_segments(text: str, fs: str | None, *, message: bool = False) -> tuple
         seps_list = pieces[1::2]
         uniform = None
     if uniform is not None and fs is not None:
-        # Fast path: all segments valid, no blank lines (except one trailing terminator).
-        last_terminated = parts[-1] == ""
-        body = parts[:-1] if last_terminated else parts
-        ok = _name_ok
-        for p in body:
-            if p[:3] in ok and (len(p) == 3 or p[3] == fs):
-                continue
-            if p[:3] in HEADER_SEGMENTS and p is body[0]:
-                continue
-            break
-        else:
-            if body:
-                terms = [uniform] * len(body)
-                if not last_terminated:
-                    terms[-1] = ""
-                return body, terms, ""
+        fast = _fast_check(parts, uniform, fs)
+        if fast is not None:
+            return fast[0], fast[1], ""
     return _split_slow(parts, seps_list, uniform, fs, message)
 
 
@@ -808,6 +863,8 @@ def _split_slow(
                 )
         else:
             _name_ok.add(name)
+            if fs is not None and len(p) > 3 and len(_ok_prefixes) < 100_000:
+                _ok_prefixes.add(p[:4])
         if raws:
             terms[-1] += pending
         pending = ""
@@ -884,7 +941,86 @@ def parse_message(data: bytes | bytearray | memoryview | str, *, encoding: str |
 
     Batches/files (FHS/BHS first, or several MSH) must go through :func:`parse_batch`/:func:`iter_messages`.
     """
-    text, codec, bom, declared = decode_input(data, encoding)
+    codec: str | None
+    declared: str | None = None
+    bom = b""
+    if type(data) is bytes and encoding is None and data.isascii():
+        # Fast path: ASCII bytes decode identically in every supported charset; MSH-18 is checked below.
+        text = data.decode("ascii")
+        codec = None
+    elif type(data) is str and encoding is None and not data.startswith("\ufeff"):
+        text = data
+        codec = None
+    else:
+        text, codec, bom, declared = decode_input(data, encoding)
+    fs = "|" if text.startswith("MSH|^~\\&|") else _check_message_start(text)
+    # Split into segments (inlined fast path of split_segments).
+    prefixes: list[str] | None = None
+    if "\n" not in text:
+        fast = _fast_check(text.split("\r"), "\r", fs)
+    elif "\r" not in text:
+        fast = _fast_check(text.split("\n"), "\n", fs)
+    else:
+        fast = None
+    if fast is not None:
+        raws, terms, prefixes = fast
+        tail = ""
+    else:
+        raws, terms, tail = split_segments(text, fs, message=True)
+    first = terms[0]
+    term = "\r\n" if first.startswith("\r\n") else (first[:1] or "\r")
+    msh = raws[0]
+    seps = _header_cache.get(term + msh[3:10])
+    if seps is None:
+        seps = _header_separators(msh, term)
+        if len(_header_cache) < 1024:
+            _header_cache[term + msh[3:10]] = seps
+    if codec is None:
+        codec = "utf-8"
+        if msh.count(fs) >= 17:
+            msh18 = msh.split(fs, 18)[17]
+            cached = _charset_cache.get(msh18)
+            if cached is None:
+                cached = _charset_of(msh18, seps)
+                if len(_charset_cache) < 256:
+                    _charset_cache[msh18] = cached
+            declared, resolved = cached
+            if resolved is not None:
+                codec = resolved
+            elif declared is not None and type(data) is not str:
+                raise Hl7ParseError(
+                    "MSH-18 names an unsupported character set", error_code="103", segment="MSH", field=18
+                )
+    # Equivalent to Message(...) without the keyword-argument call overhead (hot path).
+    msg = _new_message(Message)
+    msg._raws = raws
+    msg._terms = terms
+    msg._seps = seps
+    msg._codec = codec
+    msg._tail = tail
+    msg._bom = bom
+    msg._declared = declared
+    msg._objs = [None] * len(raws)
+    msg._index = None
+    msg._prefixes = prefixes
+    return msg
+
+
+_new_message = object.__new__
+
+
+_header_cache: dict[str, Separators] = {}
+_charset_cache: dict[str, tuple[str | None, str | None]] = {}
+
+
+def _charset_of(msh18: str, seps: Separators) -> tuple[str | None, str | None]:
+    """``(declared name, python codec or None if unsupported)`` for a raw MSH-18 field."""
+    declared = msh18.split(seps.repetition)[0].split(seps.component)[0].strip() or None
+    return declared, (codec_for_charset(declared) if declared else None)
+
+
+def _check_message_start(text: str) -> str:
+    """Validate that ``text`` starts with an MSH segment and return its field separator."""
     if not text:
         raise Hl7ParseError("empty message", error_code="100")
     name = text[:3]
@@ -897,18 +1033,7 @@ def parse_message(data: bytes | bytearray | memoryview | str, *, encoding: str |
                 segment_index=1,
             )
         raise Hl7ParseError("first segment is not MSH", error_code="100", segment_index=1)
-    fs = _check_field_separator(text, "MSH")
-    raws, terms, tail = split_segments(text, fs, message=True)
-    first = terms[0]
-    term = "\r\n" if first.startswith("\r\n") else (first[:1] or "\r")
-    seps = _header_separators(raws[0], term)
-    if isinstance(data, str) and declared is None and encoding is None:
-        declared_value = _declared_charset(raws[0], seps)
-        if declared_value:
-            resolved = codec_for_charset(declared_value)
-            if resolved is not None:
-                codec = resolved
-    return Message(raws, terms, seps, codec=codec, tail=tail, bom=bom, declared_charset=declared)
+    return _check_field_separator(text, "MSH")
 
 
 def _declared_charset(msh_raw: str, seps: Separators) -> str | None:
