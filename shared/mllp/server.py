@@ -79,7 +79,8 @@ class ConnectionInfo:
     peer_cert_subject: str | None = None
 
 
-Handler = Callable[[bytes, ConnectionInfo], Awaitable[bytes]]
+#: Returns the reply payload, or ``None`` for "send no reply" (enhanced-mode NE/ER/SU accept ACKs).
+Handler = Callable[[bytes, ConnectionInfo], Awaitable[bytes | None]]
 NakBuilder = Callable[[NakReason, bytes | None], bytes]
 
 
@@ -130,6 +131,7 @@ class _Connection:
     acks: int = 0
     naks: int = 0
     handler_errors: int = 0
+    silent: int = 0
     garbage_bytes: int = 0
     truncated: int = 0
     opened: float = field(default_factory=time.monotonic)
@@ -339,7 +341,13 @@ class MllpServer:
 
     async def _reply_to_frame(self, conn: _Connection, payload: bytes) -> None:
         try:
-            reply = frame(await self._handler(payload, conn.info))
+            answer = await self._handler(payload, conn.info)
+            if answer is None:
+                # Enhanced acknowledgement mode can ask for no accept ACK (MSH-15 NE, or ER/SU when the
+                # outcome does not qualify): the handler says so by returning None.
+                conn.silent += 1
+                return
+            reply = frame(answer)
         except Exception as exc:  # noqa: BLE001 - any handler failure must become a NAK, never a hang-up
             conn.handler_errors += 1
             logger.error(
