@@ -446,7 +446,7 @@ def _check_fields(loc: _Located, definitions: StructureSet, out: _Collector) -> 
                 _issue(
                     "E",
                     TABLE_VALUE_NOT_FOUND,
-                    f"{seg.name}-{field_no} value not found in HL7 table {table_id[2:]} ({table.name})",
+                    f"{seg.name}-{field_no} value not found in HL7 table {table_id[3:]} ({table.name})",
                     loc,
                     field_no,
                     1,
