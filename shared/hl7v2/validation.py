@@ -105,6 +105,7 @@ _DEFAULT_VERSION: Final = "2.5.1"
 _CHECKED_DATATYPES: Final = frozenset({"TS", "DTM", "DT", "TM", "NM", "SI"})
 _OBX5_CHECKED: Final = frozenset({"NM", "DT", "TM", "TS", "DTM"})
 _HL7_NULL: Final = '""'
+_HEADER_CHECKED: Final = frozenset({1, 2, 9, 11, 12})
 #: Fields whose absence is an error (E). Other fields the standard marks required are reported as warnings:
 #: hl7apy's required flags include conditional fields, and real feeds routinely omit e.g. OBX-11 or PV1-2
 #: in ways the TIE can tolerate; these are the fields without which a message cannot be processed.
@@ -372,9 +373,9 @@ def _check_structure(
         where = located[problem.index]
         more = f" ({problem.count} consecutive)" if problem.count > 1 else ""
         if problem.kind == "unexpected":
-            ignored.add(problem.index)
+            ignored.update(range(problem.index, problem.index + problem.count))
             kind = "Z-segment" if problem.segment.startswith("Z") else "Segment"
-            text = f"{kind} {problem.segment} is not part of structure {structure_id}; ignored"
+            text = f"{kind} {problem.segment} is not part of structure {structure_id}; ignored{more}"
             out.add(_issue("W", SEGMENT_SEQUENCE_ERROR, text, where))
         elif problem.kind == "too_many":
             text = f"Segment {problem.segment} repeats more often than {structure_id} allows{more}"
@@ -398,10 +399,11 @@ def _check_fields(loc: _Located, definitions: StructureSet, out: _Collector) -> 
     fields = definitions.segments.get(seg.name)
     if fields is None:
         return
-    first_checked = 3 if seg.name == "MSH" else 1  # MSH-1/MSH-2 are the separators (checked by the parser)
+    # MSH-1/MSH-2 (separators) are the parser's business; MSH-9/11/12 are checked by _check_header.
+    skipped = _HEADER_CHECKED if seg.name == "MSH" else frozenset()
     for definition in fields:
         n = definition.seq
-        if n < first_checked:
+        if n in skipped:
             continue
         raw = seg.raw_field(n)
         if not raw.strip():

@@ -10,7 +10,8 @@ repeating a slot or group while its cardinality allows. Problems are reported, n
   It is skipped and matching resumes *at the same position*, so one stray segment produces one problem
   rather than a cascade. Consecutive stray segments with the same ID are reported once, with a count;
 * ``unexpected``: a segment ID that occurs nowhere in the structure (Z-segments, or standard segments from
-  another version or profile). These are tolerated and skipped, and reported as warnings.
+  another version or profile). These are tolerated and skipped, and reported as warnings (consecutive
+  ones with the same ID folded into one problem, like stray segments).
 
 A required group that has not started yet is entered by any segment it contains, even one that cannot
 start it (e.g. OBX after PID with no OBR in an ORU^R01): the group's missing leading segment is then
@@ -113,11 +114,12 @@ class _Matcher:
             name = self.names[self.pos]
             if name in self.known:
                 return name
-            self.problems.append(StructureProblem("unexpected", name, self.pos))
-            self.pos += 1
+            self._stray(name, "unexpected", None)
         return None
 
-    def _stray(self, name: str, kind: ProblemKind, group: str) -> None:
+    def _stray(self, name: str, kind: ProblemKind, group: str | None) -> None:
+        """Record a segment that is skipped, folding it into the previous problem when that was the same
+        kind of problem for the same segment ID immediately before it."""
         last = self.problems[-1] if self.problems else None
         if (
             last is not None

@@ -79,6 +79,14 @@ def test_consecutive_strays_are_folded() -> None:
     ]
 
 
+def test_consecutive_unexpected_segments_are_folded() -> None:
+    assert _problems("ADT^A01", "MSH EVN PID ZPD ZPD ZPD ZPV ZPD PV1") == [
+        ("unexpected", "ZPD", 3, 3),
+        ("unexpected", "ZPV", 6, 1),
+        ("unexpected", "ZPD", 7, 1),
+    ]
+
+
 def test_required_group_entered_by_inner_segment() -> None:
     # OBX with no OBR: one "missing OBR", the OBX segments are placed in the observation group.
     assert _problems("ORU^R01", "MSH PID OBX OBX") == [("missing", "OBR", 2, 1)]
