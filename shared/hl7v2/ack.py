@@ -439,18 +439,15 @@ def _unparseable_er7(
     description = HL7_ERROR_CODES[error_code]
     detail = _clip(getattr(error, "description", "") or description, _ERR8_MAX)
     msa = ["MSA", code, their_control_id, esc(_clip(detail, _MSA3_MAX))]
-    location = ""
+    location = eld = ""
     if error.segment is not None and re.fullmatch(r"[A-Z][A-Z0-9]{2}", error.segment):
         occurrence = _parse_error_occurrence(error, scanned.lines)
-        parts = [error.segment, _num(occurrence) or "", _num(error.field) or ""]
-        if error.field is not None:
-            parts.append("1")
-            parts.append(_num(error.component) or "")
-        location = cs.join(parts).rstrip(cs)
+        where = [error.segment, _num(occurrence) or "", _num(error.field) or ""]
+        tail = ["1", _num(error.component) or ""] if error.field is not None else []
+        location = cs.join(where + tail).rstrip(cs)
+        if _is_pre_v25(version_out):
+            eld = cs.join([*where, seps.subcomponent.join([error_code, description, "HL70357"])])
     err3 = cs.join([error_code, description, "HL70357"])
-    eld = ""
-    if _is_pre_v25(version_out) and location:
-        eld = cs.join([*location.split(cs)[:3], seps.subcomponent.join([error_code, description, "HL70357"])])
     err = ["ERR", eld, location, err3, "E", "", "", "", esc(detail)]
     return "\r".join(fs.join(seg) for seg in (msh, msa, err)) + "\r"
 
