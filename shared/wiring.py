@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 from shared.config.settings import Backend, Settings, get_settings
 from shared.messaging.ports import MessageBus
 from shared.storage.ports import BlobStore, RecordStore
-
-if TYPE_CHECKING:
-    from azure.core.credentials import TokenCredential
 
 
 @dataclass
@@ -40,7 +37,8 @@ _lock = threading.Lock()
 _container: Container | None = None
 
 
-def _credential(settings: Settings) -> TokenCredential:
+def _credential(settings: Settings) -> Any:
+    """An azure-core ``TokenCredential`` (typed ``Any`` here: the core names no azure types)."""
     from shared.adapters.azure.identity import build_credential
 
     return build_credential(settings.managed_identity_client_id)

@@ -76,6 +76,8 @@ def test_function_app_registers_blueprints_only() -> None:
     tree = ast.parse((ROOT / "function_app.py").read_text())
     defs = [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)]
     assert defs == [], "function_app.py must only create the FunctionApp and register blueprints"
+    from tie.localhost.discovery import describe
+
     module = importlib.import_module("function_app")
-    names = {f.get_function_name() for f in module.app.get_functions()}
+    names = {f.name for f in describe(module.app)}
     assert {"health", "ingest_http", "ingest_processor", "message_trace"} <= names
