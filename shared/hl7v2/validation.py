@@ -129,7 +129,7 @@ ESSENTIAL_FIELDS: Final = frozenset(
 #: order-level comments where the standard does not allow them (e.g. straight after ORC).
 POSITION_TOLERANT_SEGMENTS: Final = frozenset({"NTE"})
 
-#: Fields whose table is checked: (segment, field, component or None, table id, severity).
+#: Fields whose table is checked: (segment, field, component or None, table id).
 _TABLE_CHECKS: Final[tuple[tuple[str, int, int | None, str], ...]] = (
     ("PID", 8, None, "HL70001"),
     ("MSA", 1, None, "HL70008"),
