@@ -19,10 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared.hl7v2 import parse_message  # noqa: E402
+from shared.hl7v2 import parse_message
 
 SEGMENTS = [
-    "MSH|^~\\&|PAS|RXX01|TIE|RXX01|20240315143012||ADT^A01^ADT_A01|MSG000123456|P|2.5|||AL|NE|GBR|UNICODE UTF-8",
+    "MSH|^~\\&|PAS|RXX01|TIE|RXX01|20240315143012||ADT^A01^ADT_A01|MSG000123456|P|2.5|||AL|NE|GBR|"
+    "UNICODE UTF-8",
     "EVN|A01|20240315143000|||C0012345^OFFICER^ADMITTING^^^DR^^^NHS|20240315142500",
     "PID|1||9434765919^^^NHS^NH~RXX0012345^^^RXX01^MR||TESTPATIENT^ALEXANDRA^JANE^^MS^^L~BLOGGS^ALEX^^^^^N||"
     "19800229|F|||12 TEST STREET^FLAT 3^TESTTOWN^TESTSHIRE^LS1 4AP^GBR^H||"
@@ -31,7 +32,8 @@ SEGMENTS = [
     "PD1|||TEST SURGERY^^B86016|G1234567^GPNAME^TEST^^^DR^^^GMC",
     "NK1|1|TESTPATIENT^CHRIS^^^MR|SPO^Spouse^HL70063|12 TEST STREET^FLAT 3^TESTTOWN^TESTSHIRE^LS1 4AP^GBR^H|"
     "07700900456^PRN^CP||NOK^Next of kin^HL70131",
-    "PV1|1|I|RXX01W12^BAY2^BED05^RXX01^^^^^Ward 12|21^Emergency^HL70007|||C1234567^CONSULTANT^TEST^^^DR^^^GMC|"
+    "PV1|1|I|RXX01W12^BAY2^BED05^RXX01^^^^^Ward 12|21^Emergency^HL70007|||"
+    "C1234567^CONSULTANT^TEST^^^DR^^^GMC|"
     "G1234567^GPNAME^TEST^^^DR^^^GMC||300^General Medicine^NHSSPEC||||19^Usual place of residence^NHSDD|||"
     "C1234567^CONSULTANT^TEST^^^DR^^^GMC||VN00987654^^^RXX01^VN|||||||||||||||||||||RXX01||||||"
     "20240315142500",
@@ -120,7 +122,12 @@ def main() -> None:
         "python-hl7": python_hl7(),
         "str.split floor": plain_split,
     }
-    keys = {"ours": "ours (shared.hl7v2)", "hl7apy": "hl7apy", "python-hl7": "python-hl7", "split": "str.split floor"}
+    keys = {
+        "ours": "ours (shared.hl7v2)",
+        "hl7apy": "hl7apy",
+        "python-hl7": "python-hl7",
+        "split": "str.split floor",
+    }
     wanted = {keys[k.strip()] for k in args.only.split(",") if k.strip()} or set(candidates)
     print(f"message: {len(ADT_A01)} bytes, {len(SEGMENTS)} segments; {args.seconds:.1f}s per parser")
     results: dict[str, float] = {}

@@ -185,6 +185,13 @@ def parse_batch(data: bytes | bytearray | memoryview | str, *, encoding: str | N
             items.append((message, ""))
             i = j
             continue
+        if name in ("BTS", "FTS") and len(raw) > 3 and raw[3] != seps.field:
+            raise Hl7ParseError(
+                "segment does not use the batch field separator",
+                error_code="100",
+                segment=name,
+                segment_index=index,
+            )
         if name == "FHS":
             if i != 0:
                 raise Hl7ParseError(
