@@ -948,9 +948,12 @@ def parse_message(data: bytes | bytearray | memoryview | str, *, encoding: str |
         # Fast path: ASCII bytes decode identically in every supported charset; MSH-18 is checked below.
         text = data.decode("ascii")
         codec = None
-    elif type(data) is str and encoding is None and not data.startswith("\ufeff"):
+    elif isinstance(data, str) and encoding is None:
         text = data
         codec = None
+        if text.startswith("\ufeff"):
+            text = text[1:]
+            bom = UTF8_BOM
     else:
         text, codec, bom, declared = decode_input(data, encoding)
     fs = "|" if text.startswith("MSH|^~\\&|") else _check_message_start(text)
@@ -987,7 +990,7 @@ def parse_message(data: bytes | bytearray | memoryview | str, *, encoding: str |
             declared, resolved = cached
             if resolved is not None:
                 codec = resolved
-            elif declared is not None and type(data) is not str:
+            elif declared is not None and not isinstance(data, str):
                 raise Hl7ParseError(
                     "MSH-18 names an unsupported character set", error_code="103", segment="MSH", field=18
                 )

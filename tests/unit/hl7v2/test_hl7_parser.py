@@ -358,7 +358,12 @@ def test_bom_round_trip() -> None:
     assert msg.bom == b"\xef\xbb\xbf"
     assert msg.message_type == "ADT"
     assert msg.encode() == data
-    assert parse_message("\ufeff" + adt()).message_type == "ADT"
+    from_text = parse_message("\ufeff" + adt())
+    assert from_text.message_type == "ADT"
+    assert from_text.encode() == data
+    latin_text = parse_message("\ufeff" + MSH + "||||||8859/1\rPID|1||1||é\r")
+    assert latin_text.codec == "latin-1"
+    assert latin_text.encode() == b"\xef\xbb\xbf" + (MSH + "||||||8859/1\rPID|1||1||\xe9\r").encode("latin-1")
 
 
 def test_str_input_and_bytes_like() -> None:
