@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from functions import health, ingest
+from functions import health, hl7v2, ingest
 from shared.bootstrap import bootstrap
 
 bootstrap()
@@ -15,3 +15,4 @@ bootstrap()
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(health.bp)
 app.register_functions(ingest.bp)
+app.register_functions(hl7v2.bp)

@@ -17,7 +17,7 @@ from shared.journal import Journal
 from shared.messaging.topology import SERVICE_BUS_CONNECTION, SUB_INGEST_PROCESSOR, TOPIC_INGEST
 from shared.observability.correlation import correlation_scope, is_valid_correlation_id
 from shared.pipeline import ingest
-from shared.pipeline.errors import UnsupportedChannel
+from shared.pipeline.channels import GENERIC_HTTP_CHANNELS, PROCESSORS
 from shared.wiring import get_container
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -30,31 +30,28 @@ _log = logging.getLogger("tie.ingest")
 def ingest_http(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     container = get_container()
     channel = req.params.get("channel", "raw")
-    if channel not in ingest.PROCESSORS:
+    if channel not in GENERIC_HTTP_CHANNELS:
         return error_response(
             400,
             "unsupported_channel",
-            "Unknown channel.",
+            "Unknown channel for this endpoint.",
             correlation_id,
-            supported=sorted(ingest.PROCESSORS),
+            supported=sorted(GENERIC_HTTP_CHANNELS),
         )
     body = read_body(req, container.settings.http_max_body_bytes)
     if body is None:
         return error_response(413, "payload_too_large", "The request body is too large.", correlation_id)
     if not body:
         return error_response(400, "empty_body", "The request body is empty.", correlation_id)
-    try:
-        accepted = ingest.accept(
-            container.bus,
-            Journal(container.records),
-            body=body,
-            channel=channel,
-            correlation_id=correlation_id,
-            content_type=req.headers.get("Content-Type"),
-            source="http",
-        )
-    except UnsupportedChannel:
-        return error_response(400, "unsupported_channel", "Unknown channel.", correlation_id)
+    accepted = ingest.accept(
+        container.bus,
+        Journal(container.records),
+        body=body,
+        channel=channel,
+        correlation_id=correlation_id,
+        content_type=req.headers.get("Content-Type"),
+        source="http",
+    )
     return json_response(
         {
             "status": "accepted",
@@ -105,7 +102,7 @@ def ingest_processor(msg: func.ServiceBusMessage) -> None:
         properties=dict(msg.application_properties or {}),
     )
     with correlation_scope(inbound.correlation_id):
-        outcome = ingest.process(inbound, Journal(container.records))
+        outcome = ingest.process(inbound, Journal(container.records), PROCESSORS)
         _log.info(
             "ingest processed",
             extra={

@@ -217,13 +217,13 @@ async def _start_extras(args: argparse.Namespace, container: Any) -> _Extras:
     extras = _Extras()
     if args.no_mllp:
         return extras
-    try:
-        from shared.hl7v2.listener import start_mllp_listener
-    except ImportError:
-        return extras
-    server = await start_mllp_listener(container, host=args.host, port=args.mllp_port)
+    from shared.pipeline.mllp_listener import start_mllp_listener
+
+    server = await start_mllp_listener(
+        container.bus, container.records, container.settings, host=args.host, port=args.mllp_port
+    )
     extras.stoppers.append(server.stop)
-    extras.lines.append(f"MLLP listener: mllp://{args.host}:{server.port}")
+    extras.lines.append(f"MLLP listener: {args.host}:{server.port} (HL7 v2 over MLLP, persist-before-ACK)")
     return extras
 
 

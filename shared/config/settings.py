@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     mllp_port: int = Field(2575, ge=0, le=65535, validation_alias="TIE_MLLP_PORT")
     mllp_max_message_bytes: int = Field(1_048_576, ge=1024, validation_alias="TIE_MLLP_MAX_MESSAGE_BYTES")
     mllp_idle_timeout_seconds: float = Field(300.0, gt=0, validation_alias="TIE_MLLP_IDLE_TIMEOUT_SECONDS")
+    #: Optional TLS for MLLP: PEM certificate chain and key; a client CA file turns on mutual TLS.
+    mllp_tls_cert_file: str | None = Field(None, validation_alias="TIE_MLLP_TLS_CERT_FILE")
+    mllp_tls_key_file: str | None = Field(None, validation_alias="TIE_MLLP_TLS_KEY_FILE")
+    mllp_tls_client_ca_file: str | None = Field(None, validation_alias="TIE_MLLP_TLS_CLIENT_CA_FILE")
 
     @field_validator(
         "service_bus_namespace",
@@ -76,6 +80,9 @@ class Settings(BaseSettings):
         "managed_identity_client_id",
         "key_vault_uri",
         "applicationinsights_connection_string",
+        "mllp_tls_cert_file",
+        "mllp_tls_key_file",
+        "mllp_tls_client_ca_file",
         mode="before",
     )
     @classmethod

@@ -4,8 +4,9 @@ Edge (HTTP function, MLLP listener): :func:`accept` publishes the message to ``t
 it; only after ``publish`` returns (the bus has it durably) does the caller acknowledge the sender.
 
 Bus side (Service Bus trigger): :func:`process` dispatches on the ``tie_channel`` application property to
-a registered processor. An unknown channel or a processor failure raises, so the trigger abandons the
-message; after the subscription's max delivery count the bus dead-letters it (nothing is dropped).
+the channel's processor (registry: :data:`shared.pipeline.channels.PROCESSORS`). An unknown channel or a
+processor failure raises, so the trigger abandons the message; after the subscription's max delivery
+count the bus dead-letters it (nothing is dropped).
 """
 
 from __future__ import annotations
@@ -52,17 +53,9 @@ Processor = Callable[[InboundMessage], str]
 """Processes one message; returns a short outcome word for the journal (e.g. ``"stored"``)."""
 
 
-def _raw_processor(message: InboundMessage) -> str:
-    # The foundation's "raw" channel: accepted bytes are only journaled. Later channels (hl7v2, fhir)
-    # register real processors.
+def raw_processor(message: InboundMessage) -> str:
+    """The ``raw`` channel: accepted bytes are only journaled (a smoke-test channel)."""
     return "journaled"
-
-
-PROCESSORS: dict[str, Processor] = {"raw": _raw_processor}
-
-
-def register_processor(channel: str, processor: Processor) -> None:
-    PROCESSORS[channel] = processor
 
 
 def accept(
@@ -76,10 +69,13 @@ def accept(
     source: str,
     message_id: str | None = None,
     extra_properties: Mapping[str, PropertyValue] | None = None,
+    journal_receipt: bool = True,
 ) -> Accepted:
-    """Publish to the ingest topic (durable once this returns) and journal the receipt."""
-    if channel not in PROCESSORS:
-        raise UnsupportedChannel(f"no processor for channel {channel!r}")
+    """Publish to the ingest topic (durable once this returns) and journal the receipt.
+
+    The caller has checked ``channel`` against the registry. ``message_id`` drives the bus's duplicate
+    detection: pass a deterministic one when a sender may retransmit.
+    """
     message_id = message_id or uuid.uuid4().hex
     properties: dict[str, PropertyValue] = {
         CHANNEL_PROPERTY: channel,
@@ -88,7 +84,8 @@ def accept(
     }
     if extra_properties:
         properties.update(extra_properties)
-    journal.record(correlation_id, "received", channel=channel, source=source, size=len(body))
+    if journal_receipt:
+        journal.record(correlation_id, "received", channel=channel, source=source, size=len(body))
     bus.publish(
         TOPIC_INGEST,
         [
@@ -129,9 +126,9 @@ def inbound_from_properties(
     )
 
 
-def process(message: InboundMessage, journal: Journal) -> str:
+def process(message: InboundMessage, journal: Journal, processors: Mapping[str, Processor]) -> str:
     """Run the channel's processor; journal the outcome. Raises on failure (the trigger abandons)."""
-    processor = PROCESSORS.get(message.channel)
+    processor = processors.get(message.channel)
     if processor is None:
         journal.record(
             message.correlation_id,

@@ -140,3 +140,41 @@ def _sample_topology() -> tuple[object, ...]:
     from tests.fixtures.sample_app import TEST_TOPOLOGY
 
     return TEST_TOPOLOGY
+
+
+def test_adt_over_http_and_mllp_through_tie_run(tmp_path: Path) -> None:
+    from shared.mllp.client import read_msa, send_message
+    from tests.fixtures.hl7_messages import adt_a01
+    from tests.helpers import free_port
+
+    local = tmp_path / "local"
+    mllp_port = free_port()
+    with host_process(local, extra_args=["--mllp-port", str(mllp_port)]) as (_proc, base):
+        res = http(
+            "POST",
+            f"{base}/hl7v2",
+            adt_a01("E2E-HTTP"),
+            {"Content-Type": "x-application/hl7-v2+er7", "X-Correlation-ID": "adt-http"},
+        )
+        assert res.status == 200 and res.headers["X-HL7-Ack-Code"] == "AA"
+        ack = send_message("127.0.0.1", mllp_port, adt_a01("E2E-MLLP"), timeout=15)
+        assert read_msa(ack).code == "AA" and read_msa(ack).control_id == "E2E-MLLP"
+
+        def processed() -> list[dict[str, object]] | None:
+            trace = http("GET", f"{base}/messages/adt-http")
+            stages = trace.json()["stages"] if trace.status == 200 else []
+            return stages if any(s["stage"] == "consumed" for s in stages) else None
+
+        stages = wait_for(processed, timeout=30)
+        assert [s["stage"] for s in stages] == ["received", "published", "acknowledged", "consumed"]
+        assert stages[-1]["outcome"] == "parsed ADT^A01"
+        records = SqliteRecordStore(local / "records.sqlite3")
+        try:
+            journal = records.query("journal")
+            consumed = [r for r in journal if r.value["stage"] == "consumed"]
+            wait_for(
+                lambda: len([r for r in records.query("journal") if r.value["stage"] == "consumed"]) == 2
+            )
+        finally:
+            records.close()
+        assert consumed

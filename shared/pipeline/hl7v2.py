@@ -1,0 +1,298 @@
+"""HL7 v2 ingest: parse, validate, persist (publish) before ACK, and acknowledge — once per control ID.
+
+One core serves both edges (``POST /api/hl7v2`` and the MLLP listener)::
+
+    raw bytes -> parse -> validate -> duplicate check -> publish to tie-ingest -> remember outcome -> ACK
+
+* **Unparseable** input gets ``AR`` with an ERR locating the problem (nothing is stored).
+* **Structurally unacceptable** (unsupported type/event/version, segment sequence): ``AR`` / ``CR``.
+* **Content errors** (required field missing, bad data type, table value, NHS number check digit):
+  original mode ``AE`` (not accepted: the sender must correct and resend); enhanced mode the message is
+  committed (``CA``) and the application ACK owed later is ``AE``.
+* **Accepted**: the message is published to the ingest topic — the bus holds it durably — *before*
+  ``AA`` / ``CA`` is built. If publishing fails (transient), the answer is ``AR`` / ``CE`` and nothing is
+  remembered, so the sender's retry is processed normally.
+* **Duplicates**: the outcome of every parseable message is remembered per (MSH-3, MSH-4, MSH-10). A
+  retransmission with the same bytes is answered with the stored ACK again and not re-processed; the same
+  control ID with *different* content is rejected with ERR 205 (Duplicate key identifier). The bus
+  message id is derived from the same key, so two concurrent copies are also de-duplicated by the bus.
+
+No patient data reaches logs or the journal: only control IDs, codes and positions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from shared.errors import TransientError
+from shared.hl7v2 import Hl7ParseError, Message, parse_message
+from shared.hl7v2.ack import AckCode, build_ack, build_ack_for_unparseable, choose_ack_codes
+from shared.hl7v2.validation import Issue, validate
+from shared.journal import Journal
+from shared.messaging.ports import MessageBus
+from shared.pipeline.ingest import InboundMessage, accept
+from shared.storage.errors import RecordExists
+from shared.storage.keys import safe_key
+from shared.storage.ports import RecordStore
+
+CHANNEL = "hl7v2"
+CONTENT_TYPE = "x-application/hl7-v2+er7"
+OUTCOME_TABLE = "hl7outcomes"
+
+_log = logging.getLogger("tie.hl7v2")
+
+Outcome = Literal["accepted", "content-error", "rejected", "unavailable"]
+
+
+@dataclass(frozen=True, slots=True)
+class Hl7IngestResult:
+    """What the edge sends back. ``ack`` is ``None`` when MSH-15 asks for no accept ACK."""
+
+    ack: bytes | None
+    code: AckCode | None
+    outcome: Outcome
+    duplicate: bool
+    correlation_id: str
+    control_id: str | None = None
+    message_id: str | None = None
+
+
+def _digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _sender_key(message: Message) -> str:
+    return safe_key(f"{message.get('MSH-3') or ''}|{message.get('MSH-4') or ''}")
+
+
+def bus_message_id(message: Message) -> str:
+    """Deterministic bus message id for a (sender, control id): the bus drops concurrent copies."""
+    key = f"{message.get('MSH-3') or ''}|{message.get('MSH-4') or ''}|{message.control_id or ''}"
+    return "hl7v2-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
+
+
+class Hl7Ingest:
+    """The HL7 v2 ingest service. Thread-safe: the ports are."""
+
+    def __init__(
+        self,
+        bus: MessageBus,
+        records: RecordStore,
+        *,
+        application: str = "TIE",
+        facility: str | None = None,
+        accepted_processing_ids: frozenset[str] | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._bus = bus
+        self._records = records
+        self._journal = Journal(records)
+        self._application = application
+        self._facility = facility
+        self._processing_ids = accepted_processing_ids
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    # ------------------------------------------------------------------------------------------ public
+    def handle(self, raw: bytes, *, source: str, correlation_id: str) -> Hl7IngestResult:
+        self._journal.record(correlation_id, "received", channel=CHANNEL, source=source, size=len(raw))
+        try:
+            message = parse_message(raw)
+        except Hl7ParseError as exc:
+            return self._unparseable(raw, exc, correlation_id)
+
+        control_id = message.control_id
+        if control_id:
+            previous = self._records.get(OUTCOME_TABLE, _sender_key(message), safe_key(control_id))
+            if previous is not None:
+                return self._repeat(message, raw, previous.value, correlation_id)
+
+        result = validate(message, accepted_processing_ids=self._processing_ids)
+        plan = choose_ack_codes(message, result)
+        committed_content = not result.reject and (result.ok or plan.mode == "enhanced")
+        if not committed_content or not control_id:
+            issues = result.issues if control_id else (*result.issues, _missing_control_id())
+            code: AckCode = plan.immediate or ("AR" if result.reject else "AE")
+            if not control_id and code in ("AA", "CA"):
+                code = "AR" if plan.mode == "original" else "CR"
+            outcome: Outcome = "rejected" if result.reject or not control_id else "content-error"
+            return self._answer(
+                message, raw, code, issues, outcome, correlation_id, remember=bool(control_id)
+            )
+
+        message_id = bus_message_id(message)
+        try:
+            accept(
+                self._bus,
+                self._journal,
+                body=raw,
+                channel=CHANNEL,
+                correlation_id=correlation_id,
+                content_type=CONTENT_TYPE,
+                source=source,
+                message_id=message_id,
+                extra_properties={
+                    "hl7_message_type": message.message_type or "",
+                    "hl7_trigger_event": message.trigger_event or "",
+                    "hl7_control_id": control_id,
+                },
+                journal_receipt=False,
+            )
+        except TransientError as exc:
+            _log.warning("ingest publish failed", extra={"control_id": control_id, "error_code": exc.code})
+            failed = choose_ack_codes(message, result, committed=False)
+            code = failed.immediate or ("AR" if failed.mode == "original" else "CE")
+            issue = Issue("E", "207", text="Message could not be stored; resend later")
+            return self._answer(message, raw, code, [issue], "unavailable", correlation_id, remember=False)
+        code = plan.immediate or ("AA" if plan.mode == "original" else "CA")
+        return self._answer(
+            message,
+            raw,
+            code,
+            result.warnings,
+            "accepted",
+            correlation_id,
+            remember=True,
+            message_id=message_id,
+            send=plan.immediate is not None,
+        )
+
+    # ----------------------------------------------------------------------------------------- helpers
+    def _unparseable(self, raw: bytes, exc: Hl7ParseError, correlation_id: str) -> Hl7IngestResult:
+        ack = build_ack_for_unparseable(raw, exc, sending_application=self._application)
+        self._journal.record(
+            correlation_id, "rejected", reason="unparseable", error_code=exc.error_code, segment=exc.segment
+        )
+        self._journal.record(correlation_id, "acknowledged", code="AR")
+        _log.info("hl7 unparseable", extra={"error_code": exc.error_code, "status": "AR"})
+        return Hl7IngestResult(ack, "AR", "rejected", False, correlation_id)
+
+    def _answer(
+        self,
+        message: Message,
+        raw: bytes,
+        code: AckCode,
+        issues: tuple[Issue, ...] | list[Issue],
+        outcome: Outcome,
+        correlation_id: str,
+        *,
+        remember: bool,
+        message_id: str | None = None,
+        send: bool = True,
+    ) -> Hl7IngestResult:
+        ack_message = build_ack(
+            message,
+            code=code,
+            issues=issues,
+            sending_application=self._application,
+            sending_facility=self._facility,
+            now=self._clock(),
+        )
+        ack = ack_message.encode()
+        if outcome != "accepted":
+            self._journal.record(
+                correlation_id,
+                "rejected"
+                if outcome == "rejected"
+                else ("failed" if outcome == "unavailable" else "invalid"),
+                control_id=message.control_id,
+                error_code=",".join(sorted({i.code for i in issues if i.severity == "E"})) or None,
+            )
+        if remember and message.control_id:
+            try:
+                self._records.insert(
+                    OUTCOME_TABLE,
+                    _sender_key(message),
+                    safe_key(message.control_id),
+                    {
+                        "code": code,
+                        "outcome": outcome,
+                        "ack": ack.decode("latin-1"),
+                        "send": send,
+                        "digest": _digest(raw),
+                        "correlation_id": correlation_id,
+                        "message_id": message_id,
+                        "at": self._clock().isoformat(),
+                    },
+                )
+            except RecordExists:
+                # A concurrent copy won the race; answer as it did (the bus dropped our duplicate publish).
+                stored = self._records.get(OUTCOME_TABLE, _sender_key(message), safe_key(message.control_id))
+                if stored is not None:
+                    return self._repeat(message, raw, stored.value, correlation_id, journal_receipt=False)
+        self._journal.record(correlation_id, "acknowledged", code=code, control_id=message.control_id)
+        _log.info("hl7 acknowledged", extra={"control_id": message.control_id, "status": code})
+        return Hl7IngestResult(
+            ack if send else None, code, outcome, False, correlation_id, message.control_id, message_id
+        )
+
+    def _repeat(
+        self,
+        message: Message,
+        raw: bytes,
+        stored: dict[str, object],
+        correlation_id: str,
+        *,
+        journal_receipt: bool = True,
+    ) -> Hl7IngestResult:
+        if stored.get("digest") != _digest(raw):
+            issue = Issue(
+                "E",
+                "205",
+                "MSH",
+                1,
+                10,
+                text="Control ID already used by this sender for a different message",
+            )
+            plan = choose_ack_codes(message)
+            code: AckCode = "AR" if plan.mode == "original" else "CR"
+            return self._answer(message, raw, code, [issue], "rejected", correlation_id, remember=False)
+        self._journal.record(
+            correlation_id,
+            "duplicate",
+            control_id=message.control_id,
+            original_correlation_id=str(stored.get("correlation_id")),
+        )
+        code = _ack_code(stored.get("code"))
+        self._journal.record(correlation_id, "acknowledged", code=code, control_id=message.control_id)
+        ack = str(stored["ack"]).encode("latin-1") if stored.get("send", True) else None
+        outcome = _outcome(stored.get("outcome"))
+        message_id = stored.get("message_id")
+        return Hl7IngestResult(
+            ack,
+            code,
+            outcome,
+            True,
+            correlation_id,
+            message.control_id,
+            str(message_id) if message_id else None,
+        )
+
+
+_ACK_CODES: dict[str, AckCode] = {c: c for c in ("AA", "AE", "AR", "CA", "CE", "CR")}
+_OUTCOMES: dict[str, Outcome] = {o: o for o in ("accepted", "content-error", "rejected", "unavailable")}
+
+
+def _ack_code(value: object) -> AckCode:
+    return _ACK_CODES[str(value)]
+
+
+def _outcome(value: object) -> Outcome:
+    return _OUTCOMES.get(str(value), "accepted")
+
+
+def _missing_control_id() -> Issue:
+    return Issue("E", "101", "MSH", 1, 10, text="Message control ID (MSH-10) is required")
+
+
+def process_hl7v2(message: InboundMessage) -> str:
+    """Bus-side processor for the ``hl7v2`` channel: re-parse (the bytes were validated at the edge).
+
+    The canonical mapping (issue 4) plugs in here; for now the outcome names the message type.
+    """
+    parsed = parse_message(message.body)
+    return f"parsed {parsed.message_type or '?'}^{parsed.trigger_event or '?'}"
