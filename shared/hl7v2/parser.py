@@ -18,7 +18,7 @@ from operator import itemgetter
 from typing import TypeAlias
 
 from shared.hl7v2 import escape as _escape
-from shared.hl7v2.charset import UTF8_BOM, codec_for_charset, decode_payload
+from shared.hl7v2.charset import UTF8_BOM, codec_for_charset, decode_payload, header_charset, resolve_override
 from shared.hl7v2.errors import Hl7EncodingError, Hl7ParseError, Hl7PathError
 
 __all__ = [
@@ -922,12 +922,12 @@ def decode_input(
         if data.startswith("\ufeff"):
             data = data[1:]
             bom = UTF8_BOM
-        codec = "utf-8"
         declared: str | None = None
         if encoding is not None:
-            from shared.hl7v2.charset import resolve_override
-
             codec = resolve_override(encoding)
+        else:  # text needs no decoding; MSH-18 only chooses the codec encode() will use
+            declared = header_charset(data.encode("utf-8", "surrogatepass"))
+            codec = (codec_for_charset(declared) if declared else None) or "utf-8"
         return data, codec, bom, declared
     if isinstance(data, (bytearray, memoryview)):
         data = bytes(data)
@@ -1076,8 +1076,6 @@ def build_message(
     codec = "utf-8"
     declared = _declared_charset(raws[0], seps)
     if encoding is not None:
-        from shared.hl7v2.charset import resolve_override
-
         try:
             codec = resolve_override(encoding)
         except Hl7ParseError:

@@ -569,6 +569,14 @@ def test_bare_messages_and_single_message_via_iter_messages() -> None:
     assert batch.encode() == ("".join(two_messages()) + "\r\n").encode()
 
 
+def test_batch_charset_from_first_msh() -> None:
+    text = BHS + "\r" + MSH + "||||||8859/1\rPID|1||1||é\rBTS|1\r"
+    data = text.encode("latin-1")
+    assert parse_batch(data).messages[0]["PID-5"] == "é"
+    assert parse_batch(data).encode() == data
+    assert parse_batch(text).encode() == data  # str input: MSH-18 picks the codec used by encode()
+
+
 def test_messages_in_a_batch_keep_their_own_separators() -> None:
     other = "MSH*@!%#*A*B*C*D*2024**ORU@R01*X9*P*2.4\rOBX*1*ST*C**v1@v2\r"
     batch = parse_batch(BHS + "\r" + adt() + other + "BTS|2\r")
