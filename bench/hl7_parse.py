@@ -131,11 +131,15 @@ def main() -> None:
     }
     keys = {
         "ours": "ours (shared.hl7v2)",
+        "parse": "ours, parse only",
         "hl7apy": "hl7apy",
         "python-hl7": "python-hl7",
         "split": "str.split floor",
     }
-    wanted = {keys[k.strip()] for k in args.only.split(",") if k.strip()} or set(candidates)
+    chosen = [k.strip() for k in args.only.split(",") if k.strip()]
+    if any(k not in keys for k in chosen):
+        parser.error(f"--only accepts: {','.join(keys)}")
+    wanted = {keys[k] for k in chosen} or set(candidates)
     print(f"message: {len(ADT_A01)} bytes, {len(SEGMENTS)} segments; {args.seconds:.1f}s per parser")
     results: dict[str, float] = {}
     expected = ours(ADT_A01)
