@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.messaging.ports import OutboundMessage
+from shared.messaging.topology import SUB_INGEST_PROCESSOR, TOPIC_INGEST
+from tie import cli
+from tie.localsettings import load_local_settings
+
+
+def out(capsys: pytest.CaptureFixture[str]) -> Any:
+    return json.loads(capsys.readouterr().out)
+
+
+def test_topics_lists_topology_with_counts(container: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    container.bus.publish(TOPIC_INGEST, [OutboundMessage(body=b"x", message_id="1")])
+    assert cli.main(["bus", "topics"]) == 0
+    topics = {t["topic"]: t for t in out(capsys)}
+    assert set(topics) == {"tie-ingest", "clinical-events", "operational-events", "platform-events"}
+    assert topics[TOPIC_INGEST]["subscriptions"][0]["active"] == 1
+
+
+def test_send_and_peek_hide_bodies_unless_asked(
+    container: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "m.txt"
+    f.write_text("PID|1||9434765919")
+    assert (
+        cli.main(["bus", "send", TOPIC_INGEST, str(f), "--prop", "tie_channel=raw", "--message-id", "s1"])
+        == 0
+    )
+    capsys.readouterr()
+    assert cli.main(["bus", "peek", TOPIC_INGEST, SUB_INGEST_PROCESSOR]) == 0
+    [row] = out(capsys)
+    assert row["messageId"] == "s1" and row["size"] == 17 and "body" not in row
+    assert row["properties"] == {"tie_channel": "raw"}
+    assert cli.main(["bus", "peek", TOPIC_INGEST, SUB_INGEST_PROCESSOR, "--body"]) == 0
+    assert out(capsys)[0]["body"] == "PID|1||9434765919"
+
+
+def test_dlq_replay_selected_and_purge(container: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    bus = container.bus
+    bus.publish(
+        TOPIC_INGEST, [OutboundMessage(body=b"a", message_id="a"), OutboundMessage(body=b"b", message_id="b")]
+    )
+    for m in bus.receive(TOPIC_INGEST, SUB_INGEST_PROCESSOR, max_messages=2):
+        bus.dead_letter(m, reason="test-reason", description="for the test")
+    assert cli.main(["bus", "dlq", "list", TOPIC_INGEST, SUB_INGEST_PROCESSOR]) == 0
+    rows = out(capsys)
+    assert [(r["messageId"], r["deadLetterReason"]) for r in rows] == [
+        ("a", "test-reason"),
+        ("b", "test-reason"),
+    ]
+    seq_a = rows[0]["sequence"]
+    assert cli.main(["bus", "dlq", "replay", TOPIC_INGEST, SUB_INGEST_PROCESSOR, "--seq", str(seq_a)]) == 0
+    assert "replayed 1" in capsys.readouterr().out
+    assert [m.message_id for m in bus.peek(TOPIC_INGEST, SUB_INGEST_PROCESSOR)] == ["a"]
+    assert cli.main(["bus", "dlq", "purge", TOPIC_INGEST, SUB_INGEST_PROCESSOR, "--older-than", "1d"]) == 0
+    assert "purged 0" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["bus", "dlq", "purge", TOPIC_INGEST, SUB_INGEST_PROCESSOR, "--older-than", "soon"])
+
+
+def test_trace_prints_the_journal(container: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from shared.journal import Journal
+
+    Journal(container.records).record("corr-9", "received", source="test")
+    assert cli.main(["trace", "corr-9"]) == 0
+    assert "received" in capsys.readouterr().out
+    assert cli.main(["trace", "unknown"]) == 1
+
+
+def test_local_settings_load_without_overriding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = tmp_path / "local.settings.json"
+    f.write_text(json.dumps({"Values": {"TIE_LOG_LEVEL": "DEBUG", "TIE_ENVIRONMENT": "dev"}}))
+    monkeypatch.setenv("TIE_ENVIRONMENT", "test")
+    monkeypatch.delenv("TIE_LOG_LEVEL", raising=False)
+    assert load_local_settings(f) == ["TIE_LOG_LEVEL"]
+    import os
+
+    assert os.environ["TIE_ENVIRONMENT"] == "test" and os.environ["TIE_LOG_LEVEL"] == "DEBUG"
+    assert load_local_settings(tmp_path / "absent.json") == []
