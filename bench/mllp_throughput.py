@@ -36,15 +36,15 @@ from shared.mllp.server import ConnectionInfo, MllpServer, generic_nak
 
 Handler = Callable[[bytes, ConnectionInfo], Awaitable[bytes]]
 
-#: A synthetic ADT^A01 (invented values, no real patient data), ~400 bytes.
+#: A synthetic ADT^A01 (invented values, no real patient data), ~400 bytes; valid ADT_A01 order (NK1, PV1).
 SAMPLE_MESSAGE = (
     "MSH|^~\\&|PAS|RXX|TIE|RXX|20240101120000||ADT^A01^ADT_A01|{ctrl}|P|2.5\r"
     "EVN|A01|20240101120000\r"
     "PID|1||9999999999^^^NHS^NH~X000001^^^RXX^MR||TESTPATIENT^ALPHA^^^MR||19700101|U|||"
     "1 TEST STREET^^TESTTOWN^^ZZ99 9ZZ^GBR||||||||||||||||||||\r"
+    "NK1|1|TESTRELATIVE^GAMMA|SPO\r"
     "PV1|1|I|WARD1^BED1^^RXX||||C0000000^TESTDOCTOR^BETA|||MED||||19|||||V0000001^^^RXX^VN|||||||||||||"
     "||||||||||||20240101120000\r"
-    "NK1|1|TESTRELATIVE^GAMMA|SPO\r"
     "AL1|1|DA|TESTALLERGEN\r"
 )
 
@@ -83,6 +83,28 @@ def fsync_handler(directory: Path) -> Handler:
     async def handler(payload: bytes, info: ConnectionInfo) -> bytes:
         await asyncio.to_thread(write, info.connection_id, payload)
         return _ack_for(payload)
+
+    return handler
+
+
+def ingest_handler(directory: Path) -> Handler:
+    """The real persist-before-ACK path: :class:`~shared.pipeline.hl7v2.Hl7Ingest` on the embedded
+    defaults (SQLite bus + record store in ``directory``): parse, validate, duplicate check, publish to the
+    ingest topic, remember the outcome, build the ACK. This is what ``make run``'s listener does."""
+    from shared.messaging.sqlite_bus import SqliteBus
+    from shared.pipeline.hl7v2 import Hl7Ingest
+    from shared.storage.sqlite_records import SqliteRecordStore
+
+    ingest = Hl7Ingest(SqliteBus(directory / "bus.sqlite3"), SqliteRecordStore(directory / "records.sqlite3"))
+    counter = iter(range(1 << 62))
+
+    def handle(payload: bytes) -> bytes:
+        result = ingest.handle(payload, source="bench", correlation_id=f"bench-{next(counter)}")
+        assert result.ack is not None
+        return result.ack
+
+    async def handler(payload: bytes, info: ConnectionInfo) -> bytes:
+        return await asyncio.to_thread(handle, payload)
 
     return handler
 
@@ -149,14 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 16])
     parser.add_argument(
         "--handler",
-        choices=["ack", "sleep", "fsync", "all"],
+        choices=["ack", "sleep", "fsync", "tie", "all"],
         default="all",
-        help="ack: no work; sleep: fixed-latency fake persist; fsync: append+fsync per message",
+        help="ack: no work; sleep: fixed-latency fake persist; fsync: append+fsync per message; "
+        "tie: the real HL7 ingest (parse, validate, publish to the embedded bus) before the ACK",
     )
     parser.add_argument("--sleep-ms", type=float, default=2.0, help="latency of the sleep handler")
     args = parser.parse_args(argv)
 
-    kinds = ["ack", "sleep", "fsync"] if args.handler == "all" else [args.handler]
+    kinds = ["ack", "sleep", "fsync", "tie"] if args.handler == "all" else [args.handler]
     print(f"MLLP round trip, message {len(SAMPLE_MESSAGE)} bytes, {args.seconds:g}s per run, same process")
     print(
         f"{'handler':<14} {'conns':>5} {'messages':>9} {'msgs/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6}"
@@ -170,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
                     handler: Handler = ack_handler
                 elif kind == "sleep":
                     handler = sleep_handler(args.sleep_ms)
+                elif kind == "tie":
+                    run_dir = Path(tempfile.mkdtemp(prefix=f"tie-{n}-", dir=tmp))
+                    handler = ingest_handler(run_dir)
                 else:
                     handler = fsync_handler(Path(tmp))
                 r = run_benchmark(handler, n, args.seconds)
