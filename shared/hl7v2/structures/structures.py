@@ -23,7 +23,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from types import MappingProxyType
 from typing import Any, Final, Literal
@@ -135,6 +135,7 @@ class StructureSet:
         return found if found.seq == seq else next((f for f in fields if f.seq == seq), None)
 
 
+@lru_cache(maxsize=256)
 def parse_version(text: str) -> tuple[int, ...] | None:
     """``"2.5.1"`` -> ``(2, 5, 1)``; ``None`` when the text is not dotted decimal numbers."""
     text = text.strip()
@@ -216,18 +217,23 @@ def load_structures(version: str) -> StructureSet:
 
 def _candidates(message_version: str) -> list[str]:
     """Generated versions in preference order for a message's MSH-12."""
+    return list(_candidates_cached(message_version))
+
+
+@lru_cache(maxsize=256)
+def _candidates_cached(message_version: str) -> tuple[str, ...]:
     versions = list(available_versions())
     wanted = parse_version(message_version)
     if wanted is None:
-        return list(reversed(versions))
+        return tuple(reversed(versions))
     if message_version.strip() in versions:
         exact = message_version.strip()
         older = [v for v in reversed(versions) if v != exact and (parse_version(v) or ()) < wanted]
         newer = [v for v in versions if (parse_version(v) or ()) > wanted]
-        return [exact, *older, *newer]
+        return (exact, *older, *newer)
     older = [v for v in reversed(versions) if (parse_version(v) or ()) <= wanted]
     newer = [v for v in versions if (parse_version(v) or ()) > wanted]
-    return older + newer
+    return (*older, *newer)
 
 
 def structures_for(message_version: str) -> StructureSet:
