@@ -30,6 +30,13 @@ PropertyValue = str | int | float | bool
 #: Pass as ``session_id`` to :meth:`MessageBus.receive` to lock whichever session has messages waiting.
 NEXT_AVAILABLE_SESSION = "*"
 
+#: Application property stamped on messages replayed from a dead-letter sub-queue (1, 2, ...).
+REPLAY_COUNT_PROPERTY = "tie_replay_count"
+#: Application property naming the one subscription a replayed copy is meant for. On Service Bus a replay
+#: re-enters through the topic, so subscription rules use it for routing (``replay_aware_filter``); the
+#: embedded bus stamps it too so consumers see the same properties on both.
+REPLAY_SUBSCRIPTION_PROPERTY = "tie_replay_subscription"
+
 
 @dataclass(frozen=True, slots=True)
 class OutboundMessage:

@@ -77,6 +77,8 @@ from shared.messaging.errors import (
 from shared.messaging.filters import CompiledFilter, SystemProps, compile_filter
 from shared.messaging.ports import (
     NEXT_AVAILABLE_SESSION,
+    REPLAY_COUNT_PROPERTY,
+    REPLAY_SUBSCRIPTION_PROPERTY,
     OutboundMessage,
     PropertyValue,
     ReceivedMessage,
@@ -100,11 +102,6 @@ _log = logging.getLogger(__name__)
 REASON_MAX_DELIVERY: Final = "MaxDeliveryCountExceeded"
 REASON_TTL_EXPIRED: Final = "TTLExpiredException"
 REASON_SESSION_ID_MISSING: Final = "SessionIdIsMissing"
-#: Application property stamped on replayed dead letters (1 on the first replay, then incremented).
-REPLAY_COUNT_PROPERTY: Final = "tie_replay_count"
-#: Application property naming the subscription a replay was for. Service Bus needs it for routing (a
-#: replay re-enters through the topic); here it is stamped only so consumers see the same properties.
-REPLAY_SUBSCRIPTION_PROPERTY: Final = "tie_replay_subscription"
 
 _ACTIVE: Final = 0
 _DEAD: Final = 1

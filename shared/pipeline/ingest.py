@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from shared.journal import Journal
-from shared.messaging.ports import MessageBus, OutboundMessage, PropertyValue
+from shared.messaging.ports import REPLAY_COUNT_PROPERTY, MessageBus, OutboundMessage, PropertyValue
 from shared.messaging.topology import TOPIC_INGEST
 from shared.observability.correlation import MESSAGE_PROPERTY as CORRELATION_PROPERTY
 from shared.pipeline.errors import MissingProperty, UnsupportedChannel
@@ -46,7 +46,7 @@ class InboundMessage:
 
     @property
     def is_replay(self) -> bool:
-        return int(self.properties.get("tie_replay_count", 0) or 0) > 0
+        return int(self.properties.get(REPLAY_COUNT_PROPERTY, 0) or 0) > 0
 
 
 Processor = Callable[[InboundMessage], str]

@@ -111,6 +111,8 @@ from shared.messaging.errors import (
 )
 from shared.messaging.ports import (
     NEXT_AVAILABLE_SESSION,
+    REPLAY_COUNT_PROPERTY,
+    REPLAY_SUBSCRIPTION_PROPERTY,
     OutboundMessage,
     PropertyValue,
     ReceivedMessage,
@@ -128,10 +130,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-#: Application property counting how often a message was replayed from a dead-letter sub-queue.
-REPLAY_COUNT_PROPERTY = "tie_replay_count"
-#: Application property naming the one subscription a replayed copy is meant for.
-REPLAY_SUBSCRIPTION_PROPERTY = "tie_replay_subscription"
 
 # Application properties the broker adds to dead-lettered messages; surfaced as fields, not properties.
 _DEAD_LETTER_PROPERTY_KEYS = frozenset({"DeadLetterReason", "DeadLetterErrorDescription"})
