@@ -8,6 +8,7 @@
     tie bus dlq replay TOPIC SUB  return dead-letters to the subscription (--seq N ... or all)
     tie bus dlq purge TOPIC SUB --older-than 7d
     tie trace CORRELATION_ID      the journal of one message
+    tie mllp send FILE            send an HL7 v2 file over MLLP and print the ACK
 
 Bodies are patient data: they are printed only with ``--body``, to stdout, never logged.
 """
@@ -150,6 +151,19 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mllp(args: argparse.Namespace) -> int:
+    from shared.mllp.client import read_msa, send_message
+
+    data = Path(args.file).read_bytes()
+    # Files on disk usually end segments with LF; HL7 over MLLP wants CR.
+    if not args.keep_line_endings:
+        data = data.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+    ack = send_message(args.host, args.port, data, timeout=args.timeout)
+    print(ack.replace(b"\r", b"\n").decode("latin-1"))
+    summary = read_msa(ack)
+    return 0 if summary.code in ("AA", "CA") else 1
+
+
 # ------------------------------------------------------------------------------------------------- run
 def cmd_run(args: argparse.Namespace) -> int:
     from tie.localsettings import load_local_settings
@@ -273,6 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("subscription")
     purge.add_argument("--older-than", type=_duration, required=True)
     bus.set_defaults(func=cmd_bus)
+
+    mllp = sub.add_parser("mllp", help="HL7 v2 over MLLP")
+    mllp_sub = mllp.add_subparsers(dest="mllp_cmd", required=True)
+    mllp_send = mllp_sub.add_parser("send", help="send a file, print the ACK (exit 1 unless AA/CA)")
+    mllp_send.add_argument("file")
+    mllp_send.add_argument("--host", default="127.0.0.1")
+    mllp_send.add_argument("--port", type=int, default=2575)
+    mllp_send.add_argument("--timeout", type=float, default=30.0)
+    mllp_send.add_argument("--keep-line-endings", action="store_true", help="do not convert LF to CR")
+    mllp.set_defaults(func=cmd_mllp)
 
     trace = sub.add_parser("trace", help="what happened to a message")
     trace.add_argument("correlation_id")

@@ -159,6 +159,12 @@ def test_adt_over_http_and_mllp_through_tie_run(tmp_path: Path) -> None:
         assert res.status == 200 and res.headers["X-HL7-Ack-Code"] == "AA"
         ack = send_message("127.0.0.1", mllp_port, adt_a01("E2E-MLLP"), timeout=15)
         assert read_msa(ack).code == "AA" and read_msa(ack).control_id == "E2E-MLLP"
+        # The README's sample file (LF line endings) through `tie mllp send`.
+        sent = tie(
+            local, "mllp", "send", str(REPO_ROOT / "samples" / "adt-a01.hl7"), "--port", str(mllp_port)
+        )
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert "MSA|AA|SAMPLE0001" in sent.stdout
 
         def processed() -> list[dict[str, object]] | None:
             trace = http("GET", f"{base}/messages/adt-http")
@@ -170,11 +176,7 @@ def test_adt_over_http_and_mllp_through_tie_run(tmp_path: Path) -> None:
         assert stages[-1]["outcome"] == "parsed ADT^A01"
         records = SqliteRecordStore(local / "records.sqlite3")
         try:
-            journal = records.query("journal")
-            consumed = [r for r in journal if r.value["stage"] == "consumed"]
-            wait_for(
-                lambda: len([r for r in records.query("journal") if r.value["stage"] == "consumed"]) == 2
-            )
+            # All three messages (HTTP, MLLP, tie mllp send) are consumed by the trigger.
+            wait_for(lambda: sum(r.value["stage"] == "consumed" for r in records.query("journal")) == 3)
         finally:
             records.close()
-        assert consumed
