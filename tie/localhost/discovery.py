@@ -54,6 +54,10 @@ def load_app(target: str = "function_app") -> func.FunctionApp:
         sys.modules[path.stem] = module
         spec.loader.exec_module(module)
     else:
+        # Like the Functions host, run from the app's root: function_app.py is a top-level module there.
+        root = str(Path.cwd())
+        if root not in sys.path:
+            sys.path.insert(0, root)
         module = importlib.import_module(module_part)
     if attr:
         app = getattr(module, attr)
