@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import TieError
+from shared.storage.names import CONTAINER_HEALTH, TABLE_HEALTH
 
 if TYPE_CHECKING:
     from shared.wiring import Container
 
-HEALTH_TABLE = "health"
-HEALTH_CONTAINER = "health"
+HEALTH_TABLE = TABLE_HEALTH
+HEALTH_CONTAINER = CONTAINER_HEALTH
 
 
 @dataclass(frozen=True, slots=True)

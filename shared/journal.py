@@ -17,9 +17,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.storage.keys import safe_key
+from shared.storage.names import TABLE_JOURNAL
 from shared.storage.ports import RecordStore
 
-JOURNAL_TABLE = "journal"
+JOURNAL_TABLE = TABLE_JOURNAL
 
 _ALLOWED_VALUE_TYPES = (str, int, float, bool, type(None))
 

@@ -38,11 +38,12 @@ from shared.messaging.ports import MessageBus
 from shared.pipeline.ingest import InboundMessage, accept
 from shared.storage.errors import RecordExists
 from shared.storage.keys import safe_key
+from shared.storage.names import TABLE_HL7_OUTCOMES
 from shared.storage.ports import RecordStore
 
 CHANNEL = "hl7v2"
 CONTENT_TYPE = "x-application/hl7-v2+er7"
-OUTCOME_TABLE = "hl7outcomes"
+OUTCOME_TABLE = TABLE_HL7_OUTCOMES
 
 _log = logging.getLogger("tie.hl7v2")
 

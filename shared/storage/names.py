@@ -1,0 +1,20 @@
+"""Every table and blob container the application uses, declared once.
+
+Code imports the names from here; the Bicep templates provision exactly these (checked by
+``tests/infra``). Names follow the strictest backend's rules (Azure Tables: alphanumeric, 3-63 chars;
+blob containers: lowercase, digits and hyphens).
+"""
+
+from __future__ import annotations
+
+#: Message journal: per correlation ID, every stage a message went through.
+TABLE_JOURNAL = "journal"
+#: HL7 v2 outcomes per (sender, control ID): duplicate retransmissions get the stored ACK back.
+TABLE_HL7_OUTCOMES = "hl7outcomes"
+#: Health probes read this (never written).
+TABLE_HEALTH = "health"
+#: Blob container probed by the health check.
+CONTAINER_HEALTH = "health"
+
+TABLES: frozenset[str] = frozenset({TABLE_JOURNAL, TABLE_HL7_OUTCOMES, TABLE_HEALTH})
+CONTAINERS: frozenset[str] = frozenset({CONTAINER_HEALTH})
