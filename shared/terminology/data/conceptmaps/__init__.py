@@ -1,0 +1,1 @@
+"""Concept maps, one ``<id>.json`` per map (format in ``shared/terminology/conceptmaps.py``)."""
