@@ -60,3 +60,9 @@ class AmbiguousMapping(TerminologyError, PermanentError):
 def short_code(code: str, limit: int = 20) -> str:
     """``repr`` of a code cut to ``limit`` characters, for exception text (never a whole field value)."""
     return repr(code if len(code) <= limit else code[:limit] + "...")
+
+
+class UnknownFieldPolicy(TerminologyError, PermanentError):
+    """No unmapped-code policy is declared for that field in ``data/field_policies.json``."""
+
+    code = "unknown-field-policy"
