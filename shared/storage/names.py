@@ -11,10 +11,16 @@ from __future__ import annotations
 TABLE_JOURNAL = "journal"
 #: HL7 v2 outcomes per (sender, control ID): duplicate retransmissions get the stored ACK back.
 TABLE_HL7_OUTCOMES = "hl7outcomes"
+#: Idempotency records per (namespace, clinical-event key) hash: state, lease, stored outcome.
+TABLE_IDEMPOTENCY = "idempotency"
+#: Transactional outbox entries: committed bus messages not yet published (see shared.outbox).
+TABLE_OUTBOX = "outbox"
 #: Health probes read this (never written).
 TABLE_HEALTH = "health"
 #: Blob container probed by the health check.
 CONTAINER_HEALTH = "health"
 
-TABLES: frozenset[str] = frozenset({TABLE_JOURNAL, TABLE_HL7_OUTCOMES, TABLE_HEALTH})
+TABLES: frozenset[str] = frozenset(
+    {TABLE_JOURNAL, TABLE_HL7_OUTCOMES, TABLE_IDEMPOTENCY, TABLE_OUTBOX, TABLE_HEALTH}
+)
 CONTAINERS: frozenset[str] = frozenset({CONTAINER_HEALTH})
