@@ -92,7 +92,7 @@ def test_sourced_uris_are_spelled_as_the_source_spells_them() -> None:
         for uri, folder in SOURCED.items()
         if f'"{uri}"' not in texts[folder]  # XML value="..." and JSON "...": exact, whole-URI match
     ]
-    assert not missing
+    assert not missing, missing
 
 
 def test_pds_security_labels_are_in_the_value_set() -> None:
@@ -164,6 +164,6 @@ def test_corpus_table_codes_are_mapped_or_known() -> None:
         known = (segment, field, code) in KNOWN_NON_TABLE_CODES
         if listed == known:  # neither explained, or a "local" code that a map now lists
             unexplained.append(f"{segment}-{field} {code!r} (listed={listed}) in {sorted(files)[:2]}")
-    assert not unexplained
+    assert not unexplained, "\n".join(unexplained)
     # Every known local code is still used by the corpora (keeps the list honest).
     assert set(KNOWN_NON_TABLE_CODES) <= set(found)
