@@ -142,18 +142,23 @@ class Concept(_Model):
 
 
 class DataAbsentReason(StrEnum):
-    """FHIR data-absent-reason codes used when a value is deliberately missing."""
+    """FHIR R4 data-absent-reason codes (http://terminology.hl7.org/CodeSystem/data-absent-reason)."""
 
     UNKNOWN = "unknown"
     ASKED_UNKNOWN = "asked-unknown"
     TEMP_UNKNOWN = "temp-unknown"
     NOT_ASKED = "not-asked"
+    ASKED_DECLINED = "asked-declined"
     MASKED = "masked"
     NOT_APPLICABLE = "not-applicable"
     UNSUPPORTED = "unsupported"
+    AS_TEXT = "as-text"
     ERROR = "error"
-    INVALID = "invalid"
+    NOT_A_NUMBER = "not-a-number"
+    NEGATIVE_INFINITY = "negative-infinity"
+    POSITIVE_INFINITY = "positive-infinity"
     NOT_PERFORMED = "not-performed"
+    NOT_PERMITTED = "not-permitted"
 
 
 class DataAbsent(_Model):
