@@ -1,0 +1,226 @@
+"""The FHIR repository port: versioned FHIR R4 resources with search, conditional writes and bundles.
+
+Two adapters implement it with the same observable contract: :class:`~shared.fhirstore.sqlite_store.
+SqliteFhirRepository` (the embedded default) and :class:`~shared.adapters.azure.ahds_fhir.AhdsFhirRepository`
+(an Azure Health Data Services FHIR service, or any FHIR R4 server, over HTTP). The HTTP API functions
+call this port; they own HTTP concerns (headers, ``Prefer``, Bundle paging links, validation of content).
+
+Contract (both adapters):
+
+* Resources are JSON objects (``dict``) as FHIR JSON. The repository sets ``id`` (server-assigned uuid4
+  on create), ``meta.versionId`` (integer strings "1", "2", ... per resource) and ``meta.lastUpdated``
+  (UTC instant, millisecond precision); other ``meta`` content (profile, tag, security, source) is kept.
+  Returned dicts are the caller's to mutate.
+* ``create`` ignores an ``id`` in the body (FHIR create semantics). ``update`` may create a resource with
+  a client-chosen id ("update as create"), including re-creating a deleted one (``created=True``).
+* ``if_match`` accepts ``W/"3"``, ``"3"`` or ``3``. A mismatch - or ``if_match`` on a resource that does not
+  exist - raises :class:`~shared.fhirstore.errors.VersionConflict` (412).
+* Conditional criteria (``if_none_exist``, the ``query`` of ``conditional_update``) are search query
+  strings such as ``identifier=https://fhir.nhs.uk/Id/nhs-number|9000000009`` (URL-encoded or not);
+  they are parsed strictly (an unknown parameter is :class:`~shared.fhirstore.errors.InvalidSearch`).
+  Conditional create: 0 matches -> create, 1 -> the existing resource (``created=False``), more ->
+  :class:`~shared.fhirstore.errors.MultipleMatches`. The check and the write are atomic.
+* ``delete`` is a soft delete recorded as a history version; deleting a deleted or unknown resource is a
+  no-op (FHIR allows 200/204 for that). ``read`` of a deleted resource raises
+  :class:`~shared.fhirstore.errors.ResourceGone` (410).
+* ``history`` returns versions newest first, deletions included (``deleted=True`` with a stub resource
+  holding only ``resourceType``, ``id`` and ``meta``), each with the interaction that produced it.
+* ``search`` parameters and their semantics are defined in :mod:`shared.fhirstore.search`.
+* ``transaction`` applies all entries or none (:class:`~shared.fhirstore.errors.TransactionFailed` names
+  the failing entry); ``batch`` applies entries independently and reports each entry's outcome.
+* Errors derive from :class:`~shared.fhirstore.errors.FhirStoreError` and carry ``http_status`` and an
+  OperationOutcome ``issue_code``; transient ones (store unavailable, throttled) derive from
+  :class:`~shared.errors.TransientError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, runtime_checkable
+
+JsonDict = dict[str, Any]
+
+#: Interactions recorded in history entries (``Bundle.entry.request.method`` of a history Bundle).
+METHOD_CREATE = "POST"
+METHOD_UPDATE = "PUT"
+METHOD_DELETE = "DELETE"
+
+
+def format_instant(moment: datetime) -> str:
+    """A FHIR ``instant`` in UTC with millisecond precision: ``2024-05-01T09:30:00.123Z``."""
+    utc = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def weak_etag(version_id: str) -> str:
+    """The FHIR ETag for a version: ``W/"<versionId>"``."""
+    return f'W/"{version_id}"'
+
+
+def parse_etag(value: str) -> str:
+    """The version id in an ``If-Match`` / ETag value: ``W/"3"``, ``"3"`` and ``3`` all give ``"3"``."""
+    text = value.strip()
+    if text[:2] in ("W/", "w/"):
+        text = text[2:]
+    return text.strip().strip('"')
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    """One version of a resource as stored."""
+
+    #: The resource with ``id``, ``meta.versionId`` and ``meta.lastUpdated`` set (a stub if deleted).
+    resource: JsonDict
+    version_id: str
+    last_modified: datetime
+    deleted: bool = False
+    #: The interaction that produced this version: ``POST`` (create), ``PUT`` (update) or ``DELETE``.
+    method: str = METHOD_UPDATE
+
+    @property
+    def resource_type(self) -> str:
+        return str(self.resource["resourceType"])
+
+    @property
+    def id(self) -> str:
+        return str(self.resource["id"])
+
+    @property
+    def etag(self) -> str:
+        return weak_etag(self.version_id)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """Outcome of create / update / conditional update.
+
+    ``created`` is True when a new resource came into existence (HTTP 201) and False when an existing
+    one was updated or - for a conditional create - found (HTTP 200).
+    """
+
+    resource: JsonDict
+    created: bool
+    version_id: str
+    last_modified: datetime
+
+    @property
+    def resource_type(self) -> str:
+        return str(self.resource["resourceType"])
+
+    @property
+    def id(self) -> str:
+        return str(self.resource["id"])
+
+    @property
+    def etag(self) -> str:
+        return weak_etag(self.version_id)
+
+    @property
+    def location(self) -> str:
+        """Relative version-specific location: ``Patient/<id>/_history/<versionId>``."""
+        return f"{self.resource_type}/{self.id}/_history/{self.version_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """One page of search results.
+
+    ``total`` counts all matches (None when ``_total=none`` was asked for); ``resources`` is the page
+    (search mode ``match``) and ``included`` the resources pulled in by ``_include``/``_revinclude``
+    (search mode ``include``, never duplicating a match). ``count``/``offset`` are the page size and
+    start actually used (``_count`` above the maximum is clipped), ``params`` the applied parameters in a
+    canonical order (for the Bundle's ``self``/``next`` links) and ``ignored`` the names of parameters
+    skipped in lenient mode (for an OperationOutcome warning).
+    """
+
+    total: int | None
+    resources: list[JsonDict]
+    included: list[JsonDict] = field(default_factory=list)
+    count: int = 0
+    offset: int = 0
+    params: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def has_next(self) -> bool:
+        """True when a further page exists (only known when the total was computed)."""
+        return self.total is not None and self.offset + len(self.resources) < self.total
+
+
+@runtime_checkable
+class FhirRepository(Protocol):
+    """Versioned FHIR resources (see the module docs for the contract). Implementations are thread-safe."""
+
+    def read(self, resource_type: str, resource_id: str) -> StoredResource:
+        """Current version; :class:`ResourceNotFound` (404) or :class:`ResourceGone` (410)."""
+        ...
+
+    def vread(self, resource_type: str, resource_id: str, version_id: str) -> StoredResource:
+        """A specific version; :class:`ResourceGone` if that version is a deletion."""
+        ...
+
+    def create(self, resource: JsonDict, *, if_none_exist: str | None = None) -> WriteResult: ...
+
+    def update(
+        self, resource_type: str, resource_id: str, resource: JsonDict, *, if_match: str | None = None
+    ) -> WriteResult:
+        """Replace (or create with this id). The body's ``resourceType``/``id`` must match the URL."""
+        ...
+
+    def conditional_update(
+        self, resource_type: str, query: str, resource: JsonDict, *, if_match: str | None = None
+    ) -> WriteResult:
+        """Update the one resource matching ``query``; create when none matches.
+
+        0 matches: create (with the body's id if it has one, unless that id already exists ->
+        :class:`ResourceConflict`); 1 match: update it (a body id that differs is :class:`InvalidResource`);
+        more: :class:`MultipleMatches`.
+        """
+        ...
+
+    def delete(self, resource_type: str, resource_id: str) -> None: ...
+
+    def history(
+        self,
+        resource_type: str,
+        resource_id: str | None = None,
+        *,
+        count: int | None = None,
+        since: datetime | None = None,
+    ) -> list[StoredResource]:
+        """Versions newest first: of one resource, or of every resource of the type when ``resource_id``
+        is None. ``since``: versions last updated at or after it; ``count``: at most that many."""
+        ...
+
+    def search(
+        self,
+        resource_type: str,
+        params: Sequence[tuple[str, str]] = (),
+        *,
+        count: int | None = None,
+        offset: int | None = None,
+        sort: Sequence[str] | None = None,
+        include: Sequence[str] | None = None,
+        strict: bool = True,
+    ) -> SearchResult:
+        """Search (see :mod:`shared.fhirstore.search`). ``params`` may also carry ``_count``,
+        ``_offset``, ``_sort``, ``_include``, ``_revinclude`` and ``_total``; the keyword arguments, when
+        given, override them. ``strict=False`` ignores unknown parameters (listed in ``ignored``)."""
+        ...
+
+    def transaction(self, bundle: JsonDict) -> JsonDict:
+        """Apply a ``transaction`` Bundle atomically; returns the ``transaction-response`` Bundle."""
+        ...
+
+    def batch(self, bundle: JsonDict) -> JsonDict:
+        """Apply a ``batch`` Bundle entry by entry; returns the ``batch-response`` Bundle."""
+        ...
+
+    def capabilities(self) -> JsonDict:
+        """What this repository supports, for generating the CapabilityStatement (see
+        :func:`shared.fhirstore.search.capabilities`)."""
+        ...
+
+    def close(self) -> None: ...

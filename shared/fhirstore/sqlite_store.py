@@ -1,0 +1,698 @@
+"""Embedded SQLite :class:`~shared.fhirstore.ports.FhirRepository` (the default FHIR store).
+
+Tables (one SQLite file, WAL mode, shared with other processes through SQLite's file locks):
+
+* ``fhir_version`` - every version of every resource: body (compact JSON with ``meta`` set), version
+  number, lastUpdated (epoch microseconds, millisecond precision), interaction, deleted flag.
+* ``fhir_resource`` - one row per resource: current version number, lastUpdated, deleted flag.
+* ``fhir_idx_token`` / ``fhir_idx_string`` / ``fhir_idx_date`` / ``fhir_idx_ref`` - search index rows
+  of the *current* version (:func:`shared.fhirstore.search.extract_index`), replaced on every write and
+  removed on delete. ``_id`` and ``_lastUpdated`` are evaluated on ``fhir_resource``.
+
+Concurrency: every write - including the search behind a conditional create/update and a whole
+transaction Bundle - runs inside one ``BEGIN IMMEDIATE`` transaction, which takes SQLite's write lock
+before the first read. Two conditional creates racing (threads of one process or separate processes on
+the same file) are therefore serialised: the second sees the first's insert and returns it. Writers
+wait for the lock up to ``busy_timeout`` seconds, then fail with
+:class:`~shared.fhirstore.errors.StoreUnavailable` (transient). Reads and searches run in a deferred read
+transaction (a consistent snapshot for the count and the page) and are never blocked by writers (WAL).
+
+Search compiles each criterion to ``r.id IN (SELECT id FROM <index> WHERE rtype=? AND param=? AND
+(<value OR value ...>))`` ANDed together; the semantics are those of :mod:`shared.fhirstore.search`.
+Pagination is offset-based with an exact total (unless ``_total=none``).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from shared.fhirstore import bundle as bundle_ops
+from shared.fhirstore.errors import (
+    InvalidSearch,
+    ResourceConflict,
+    ResourceGone,
+    ResourceNotFound,
+    StoreUnavailable,
+    VersionConflict,
+)
+from shared.fhirstore.ports import (
+    METHOD_CREATE,
+    METHOD_DELETE,
+    JsonDict,
+    SearchResult,
+    StoredResource,
+    WriteResult,
+    format_instant,
+    parse_etag,
+)
+from shared.fhirstore.search import (
+    ID_PATTERN,
+    Criterion,
+    DateValue,
+    ParamType,
+    ReferenceValue,
+    SearchQuery,
+    StringValue,
+    TokenValue,
+    capabilities,
+    check_type,
+    extract_index,
+    parse_query_string,
+    parse_search,
+    to_micros,
+)
+from shared.storage._sqlite import SqliteDatabase
+from shared.storage.errors import StorageUnavailable
+
+T = TypeVar("T")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS fhir_resource (
+    rtype TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    last_updated INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    PRIMARY KEY (rtype, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS fhir_resource_updated ON fhir_resource (rtype, deleted, last_updated);
+CREATE TABLE IF NOT EXISTS fhir_version (
+    rtype TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    last_updated INTEGER NOT NULL,
+    method TEXT NOT NULL,
+    deleted INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS fhir_version_key ON fhir_version (rtype, id, version);
+CREATE INDEX IF NOT EXISTS fhir_version_updated ON fhir_version (rtype, last_updated);
+CREATE TABLE IF NOT EXISTS fhir_idx_token (
+    rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS fhir_idx_token_value ON fhir_idx_token (rtype, param, code, system);
+CREATE INDEX IF NOT EXISTS fhir_idx_token_res ON fhir_idx_token (rtype, id);
+CREATE TABLE IF NOT EXISTS fhir_idx_string (
+    rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, norm TEXT NOT NULL, exact TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS fhir_idx_string_value ON fhir_idx_string (rtype, param, norm);
+CREATE INDEX IF NOT EXISTS fhir_idx_string_res ON fhir_idx_string (rtype, id);
+CREATE TABLE IF NOT EXISTS fhir_idx_date (
+    rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS fhir_idx_date_value ON fhir_idx_date (rtype, param, lo, hi);
+CREATE INDEX IF NOT EXISTS fhir_idx_date_res ON fhir_idx_date (rtype, id);
+CREATE TABLE IF NOT EXISTS fhir_idx_ref (
+    rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, ttype TEXT NOT NULL, tid TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS fhir_idx_ref_value ON fhir_idx_ref (rtype, param, tid, ttype);
+CREATE INDEX IF NOT EXISTS fhir_idx_ref_res ON fhir_idx_ref (rtype, id);
+CREATE INDEX IF NOT EXISTS fhir_idx_ref_target ON fhir_idx_ref (ttype, tid)
+"""
+
+_INDEX_TABLES = ("fhir_idx_token", "fhir_idx_string", "fhir_idx_date", "fhir_idx_ref")
+_TABLE_FOR = {
+    ParamType.TOKEN: "fhir_idx_token",
+    ParamType.URI: "fhir_idx_token",
+    ParamType.STRING: "fhir_idx_string",
+    ParamType.DATE: "fhir_idx_date",
+    ParamType.REFERENCE: "fhir_idx_ref",
+}
+_LAST_UPDATED_WIDTH = 1000  # lastUpdated has millisecond precision: [t, t + 1 ms)
+_STRING_UPPER = "\U0010ffff"
+
+
+def _from_micros(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _date_sql(prefix: str, lo_col: str, hi_col: str, lo: int, hi: int) -> tuple[str, list[Any]]:
+    """SQL for :func:`shared.fhirstore.search.date_predicate` (resource range in the two columns)."""
+    within = f"({lo_col} >= ? AND {hi_col} <= ?)"
+    if prefix == "eq":
+        return within, [lo, hi]
+    if prefix == "ne":
+        return f"NOT {within}", [lo, hi]
+    if prefix == "gt":
+        return f"{hi_col} > ?", [hi]
+    if prefix == "lt":
+        return f"{lo_col} < ?", [lo]
+    if prefix == "ge":
+        return f"({hi_col} > ? OR {within})", [hi, lo, hi]
+    if prefix == "le":
+        return f"({lo_col} < ? OR {within})", [lo, lo, hi]
+    if prefix == "sa":
+        return f"{lo_col} >= ?", [hi]
+    if prefix == "eb":
+        return f"{hi_col} <= ?", [lo]
+    if prefix == "ap":
+        return f"({lo_col} < ? AND {hi_col} > ?)", [hi, lo]
+    raise ValueError(prefix)
+
+
+def _value_sql(criterion: Criterion) -> tuple[str, list[Any]]:
+    """OR of the criterion's values against one index row."""
+    parts: list[str] = []
+    args: list[Any] = []
+    for value in criterion.values:
+        if isinstance(value, TokenValue):
+            clause: list[str] = []
+            if value.code is not None:
+                clause.append("code = ?")
+                args.append(value.code)
+            if value.system == "":
+                clause.append("system IS NULL")
+            elif value.system is not None:
+                clause.append("system = ?")
+                args.append(value.system)
+            parts.append("(" + " AND ".join(clause) + ")")
+        elif isinstance(value, StringValue):
+            if criterion.modifier == "exact":
+                parts.append("exact = ?")
+                args.append(value.text)
+            elif criterion.modifier == "contains":
+                parts.append("instr(norm, ?) > 0")
+                args.append(value.norm)
+            else:
+                parts.append("(norm >= ? AND norm < ?)")
+                args.extend((value.norm, value.norm + _STRING_UPPER))
+        elif isinstance(value, DateValue):
+            sql, date_args = _date_sql(value.prefix, "lo", "hi", value.lo, value.hi)
+            parts.append(sql)
+            args.extend(date_args)
+        elif isinstance(value, ReferenceValue):
+            if value.type is None:
+                parts.append("tid = ?")
+                args.append(value.id)
+            else:
+                parts.append("(tid = ? AND ttype = ?)")
+                args.extend((value.id, value.type))
+    return "(" + " OR ".join(parts) + ")", args
+
+
+def _criterion_sql(rtype: str, criterion: Criterion) -> tuple[str, list[Any]]:
+    name = criterion.param.name
+    if name == "_id":
+        ids = [v.code for v in criterion.values if isinstance(v, TokenValue) and not v.system]
+        if not ids:
+            return "0", []
+        return f"r.id IN ({','.join('?' * len(ids))})", list(ids)
+    if name == "_lastUpdated":
+        parts, args = [], []
+        for value in criterion.values:
+            if isinstance(value, DateValue):
+                sql, date_args = _date_sql(
+                    value.prefix,
+                    "r.last_updated",
+                    f"(r.last_updated + {_LAST_UPDATED_WIDTH})",
+                    value.lo,
+                    value.hi,
+                )
+                parts.append(sql)
+                args.extend(date_args)
+        return "(" + " OR ".join(parts) + ")", args
+    table = _TABLE_FOR[criterion.param.type]
+    if criterion.modifier == "missing":
+        negate = "NOT " if criterion.values[0] is True else ""
+        return f"r.id {negate}IN (SELECT id FROM {table} WHERE rtype = ? AND param = ?)", [rtype, name]
+    value_sql, args = _value_sql(criterion)
+    negate = "NOT " if criterion.modifier == "not" else ""
+    sql = f"r.id {negate}IN (SELECT id FROM {table} WHERE rtype = ? AND param = ? AND {value_sql})"
+    return sql, [rtype, name, *args]
+
+
+def _order_sql(rtype: str, query: SearchQuery) -> tuple[str, list[Any]]:
+    parts: list[str] = []
+    args: list[Any] = []
+    for key in query.sort:
+        direction = "DESC" if key.descending else "ASC"
+        if key.param == "_lastUpdated":
+            parts.append(f"r.last_updated {direction}")
+            continue
+        if key.param == "_id":
+            parts.append(f"r.id {direction}")
+            continue
+        assert key.type is not None
+        table = _TABLE_FOR[key.type]
+        column = {ParamType.DATE: "lo", ParamType.STRING: "norm"}.get(key.type, "code")
+        aggregate = "MIN"
+        if key.descending:
+            column = "hi" if key.type is ParamType.DATE else column
+            aggregate = "MAX"
+        sub = (
+            f"(SELECT {aggregate}({column}) FROM {table} s WHERE s.rtype = ? AND s.id = r.id AND s.param = ?)"
+        )
+        # Resources without a value sort last either way (SQLite puts NULL first in ascending order).
+        parts.append(f"{sub} IS NULL, {sub} {direction}")
+        args.extend((rtype, key.param, rtype, key.param))
+    if not query.sort:
+        parts.append("r.last_updated ASC")
+    parts.append("r.id ASC")
+    return ", ".join(parts), args
+
+
+class _Work:
+    """The :class:`~shared.fhirstore.bundle.UnitOfWork` over one connection (inside its transaction)."""
+
+    def __init__(self, repo: SqliteFhirRepository, conn: sqlite3.Connection) -> None:
+        self._repo = repo
+        self._conn = conn
+
+    # -- primitives -------------------------------------------------------------------------------
+
+    def new_id(self) -> str:
+        return self._repo._id_factory()
+
+    def current(self, resource_type: str, resource_id: str) -> tuple[str, bool] | None:
+        row = self._conn.execute(
+            "SELECT version, deleted FROM fhir_resource WHERE rtype = ? AND id = ?",
+            (resource_type, resource_id),
+        ).fetchone()
+        return None if row is None else (str(row[0]), bool(row[1]))
+
+    def _now(self) -> int:
+        moment = self._repo._clock()
+        micros = to_micros(moment)
+        return micros - micros % 1000
+
+    def put(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: JsonDict,
+        *,
+        if_match: str | None,
+        method: str,
+    ) -> WriteResult:
+        check_type(resource_type)
+        current = self.current(resource_type, resource_id)
+        if if_match is not None:
+            expected = parse_etag(if_match)
+            if current is None or current[1] or current[0] != expected:
+                actual = None if current is None or current[1] else current[0]
+                raise VersionConflict(resource_type, resource_id, expected, actual)
+        if method == METHOD_CREATE and current is not None:
+            raise ResourceConflict(f"{resource_type}/{resource_id} already exists")
+        version = int(current[0]) + 1 if current is not None else 1
+        now = self._now()
+        meta = dict(resource.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = format_instant(_from_micros(now))
+        body: JsonDict = {"resourceType": resource_type, "id": resource_id, "meta": meta}
+        body.update((k, v) for k, v in resource.items() if k not in body)
+        text = _dumps(body)
+        conn = self._conn
+        conn.execute(
+            "INSERT INTO fhir_version (rtype, id, version, last_updated, method, deleted, body) "
+            "VALUES (?, ?, ?, ?, ?, 0, ?)",
+            (resource_type, resource_id, version, now, method, text),
+        )
+        conn.execute(
+            "INSERT INTO fhir_resource (rtype, id, version, last_updated, deleted) VALUES (?, ?, ?, ?, 0) "
+            "ON CONFLICT (rtype, id) DO UPDATE SET version = excluded.version, "
+            "last_updated = excluded.last_updated, deleted = 0",
+            (resource_type, resource_id, version, now),
+        )
+        if current is not None:
+            self._drop_index(resource_type, resource_id)
+        rows = extract_index(body)
+        key = (resource_type, resource_id)
+        if rows.tokens:
+            conn.executemany(
+                "INSERT INTO fhir_idx_token (rtype, id, param, system, code) VALUES (?, ?, ?, ?, ?)",
+                [(*key, *row) for row in rows.tokens],
+            )
+        if rows.strings:
+            conn.executemany(
+                "INSERT INTO fhir_idx_string (rtype, id, param, norm, exact) VALUES (?, ?, ?, ?, ?)",
+                [(*key, *row) for row in rows.strings],
+            )
+        if rows.dates:
+            conn.executemany(
+                "INSERT INTO fhir_idx_date (rtype, id, param, lo, hi) VALUES (?, ?, ?, ?, ?)",
+                [(*key, *row) for row in rows.dates],
+            )
+        if rows.references:
+            conn.executemany(
+                "INSERT INTO fhir_idx_ref (rtype, id, param, ttype, tid) VALUES (?, ?, ?, ?, ?)",
+                [(*key, *row) for row in rows.references],
+            )
+        created = current is None or current[1]
+        return WriteResult(body, created, str(version), _from_micros(now))
+
+    def _drop_index(self, resource_type: str, resource_id: str) -> None:
+        for table in _INDEX_TABLES:
+            self._conn.execute(
+                f"DELETE FROM {table} WHERE rtype = ? AND id = ?", (resource_type, resource_id)
+            )
+
+    def delete(self, resource_type: str, resource_id: str) -> None:
+        check_type(resource_type)
+        current = self.current(resource_type, resource_id)
+        if current is None or current[1]:
+            return
+        version = int(current[0]) + 1
+        now = self._now()
+        stub = {
+            "resourceType": resource_type,
+            "id": resource_id,
+            "meta": {"versionId": str(version), "lastUpdated": format_instant(_from_micros(now))},
+        }
+        self._conn.execute(
+            "INSERT INTO fhir_version (rtype, id, version, last_updated, method, deleted, body) "
+            "VALUES (?, ?, ?, ?, ?, 1, ?)",
+            (resource_type, resource_id, version, now, METHOD_DELETE, _dumps(stub)),
+        )
+        self._conn.execute(
+            "UPDATE fhir_resource SET version = ?, last_updated = ?, deleted = 1 WHERE rtype = ? AND id = ?",
+            (version, now, resource_type, resource_id),
+        )
+        self._drop_index(resource_type, resource_id)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def read(self, resource_type: str, resource_id: str) -> StoredResource:
+        check_type(resource_type)
+        if not ID_PATTERN.match(resource_id):
+            raise ResourceNotFound(resource_type, "(invalid id)")
+        row = self._conn.execute(
+            "SELECT v.version, v.last_updated, v.method, v.deleted, v.body FROM fhir_resource r "
+            "JOIN fhir_version v ON v.rtype = r.rtype AND v.id = r.id AND v.version = r.version "
+            "WHERE r.rtype = ? AND r.id = ?",
+            (resource_type, resource_id),
+        ).fetchone()
+        if row is None:
+            raise ResourceNotFound(resource_type, resource_id)
+        if row[3]:
+            raise ResourceGone(resource_type, resource_id, str(row[0]))
+        return self._stored(row)
+
+    @staticmethod
+    def _stored(row: Sequence[Any]) -> StoredResource:
+        version, last_updated, method, deleted, body = row
+        return StoredResource(
+            resource=json.loads(body),
+            version_id=str(version),
+            last_modified=_from_micros(last_updated),
+            deleted=bool(deleted),
+            method=method,
+        )
+
+    def vread(self, resource_type: str, resource_id: str, version_id: str) -> StoredResource:
+        check_type(resource_type)
+        if not ID_PATTERN.match(resource_id) or not version_id.isdigit():
+            raise ResourceNotFound(
+                resource_type, resource_id if ID_PATTERN.match(resource_id) else "(invalid id)"
+            )
+        row = self._conn.execute(
+            "SELECT version, last_updated, method, deleted, body FROM fhir_version "
+            "WHERE rtype = ? AND id = ? AND version = ?",
+            (resource_type, resource_id, int(version_id)),
+        ).fetchone()
+        if row is None:
+            raise ResourceNotFound(resource_type, resource_id, version_id)
+        if row[3]:
+            raise ResourceGone(resource_type, resource_id, str(row[0]))
+        return self._stored(row)
+
+    def history(
+        self,
+        resource_type: str,
+        resource_id: str | None = None,
+        *,
+        count: int | None = None,
+        since: datetime | None = None,
+    ) -> list[StoredResource]:
+        check_type(resource_type)
+        where = ["rtype = ?"]
+        args: list[Any] = [resource_type]
+        if resource_id is not None:
+            where.append("id = ?")
+            args.append(resource_id)
+        if since is not None:
+            where.append("last_updated >= ?")
+            args.append(to_micros(since))
+        sql = (
+            "SELECT version, last_updated, method, deleted, body FROM fhir_version WHERE "
+            + " AND ".join(where)
+            + " ORDER BY last_updated DESC, id ASC, version DESC"
+        )
+        if count is not None:
+            sql += " LIMIT ?"
+            args.append(max(count, 0))
+        rows = self._conn.execute(sql, args).fetchall()
+        if resource_id is not None and not rows and since is None:
+            raise ResourceNotFound(
+                resource_type, resource_id if ID_PATTERN.match(resource_id) else "(invalid id)"
+            )
+        return [self._stored(row) for row in rows]
+
+    def _where(self, query: SearchQuery) -> tuple[str, list[Any]]:
+        clauses = ["r.rtype = ?", "r.deleted = 0"]
+        args: list[Any] = [query.resource_type]
+        for criterion in query.criteria:
+            sql, crit_args = _criterion_sql(query.resource_type, criterion)
+            clauses.append(sql)
+            args.extend(crit_args)
+        return " AND ".join(clauses), args
+
+    def match_ids(self, query: SearchQuery, *, limit: int, offset: int = 0) -> list[str]:
+        where, args = self._where(query)
+        order, order_args = _order_sql(query.resource_type, query)
+        rows = self._conn.execute(
+            f"SELECT r.id FROM fhir_resource r WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+            [*args, *order_args, limit, offset],
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def find(self, resource_type: str, query: str, *, context: str) -> list[str]:
+        parsed = parse_search(resource_type, parse_query_string(query), strict=True)
+        if not parsed.criteria:
+            raise InvalidSearch(context, "no search criteria")
+        return self.match_ids(parsed, limit=2)
+
+    def run_search(self, query: SearchQuery) -> SearchResult:
+        where, args = self._where(query)
+        total: int | None = None
+        if query.total:
+            total = int(
+                self._conn.execute(f"SELECT COUNT(*) FROM fhir_resource r WHERE {where}", args).fetchone()[0]
+            )
+        resources: list[JsonDict] = []
+        included: list[JsonDict] = []
+        if query.count > 0 and (total is None or total > query.offset):
+            order, order_args = _order_sql(query.resource_type, query)
+            rows = self._conn.execute(
+                "SELECT r.id, v.body FROM fhir_resource r JOIN fhir_version v "
+                "ON v.rtype = r.rtype AND v.id = r.id AND v.version = r.version "
+                f"WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+                [*args, *order_args, query.count, query.offset],
+            ).fetchall()
+            resources = [json.loads(row[1]) for row in rows]
+            if query.includes and rows:
+                included = self._included(query, [row[0] for row in rows])
+        return SearchResult(
+            total=total,
+            resources=resources,
+            included=included,
+            count=query.count,
+            offset=query.offset,
+            params=list(query.params),
+            ignored=list(query.ignored),
+        )
+
+    def search(self, resource_type: str, params: list[tuple[str, str]]) -> SearchResult:
+        return self.run_search(parse_search(resource_type, params))
+
+    def _included(self, query: SearchQuery, page_ids: list[str]) -> list[JsonDict]:
+        wanted: dict[tuple[str, str], None] = {}
+        marks = ",".join("?" * len(page_ids))
+        for include in query.includes:
+            params = [d.name for d in query.reference_params(include.source_type, include)]
+            if not params:
+                continue
+            pmarks = ",".join("?" * len(params))
+            if include.reverse:
+                sql = (
+                    f"SELECT DISTINCT rtype, id FROM fhir_idx_ref WHERE rtype = ? AND param IN ({pmarks}) "
+                    f"AND ttype = ? AND tid IN ({marks})"
+                )
+                args: list[Any] = [include.source_type, *params, query.resource_type, *page_ids]
+            else:
+                sql = (
+                    f"SELECT DISTINCT ttype, tid FROM fhir_idx_ref WHERE rtype = ? AND param IN ({pmarks}) "
+                    f"AND id IN ({marks})"
+                )
+                args = [include.source_type, *params, *page_ids]
+                if include.target_type:
+                    sql += " AND ttype = ?"
+                    args.append(include.target_type)
+            for rtype, rid in self._conn.execute(sql, args).fetchall():
+                wanted[(rtype, rid)] = None
+        page = {(query.resource_type, rid) for rid in page_ids}
+        keys = [key for key in wanted if key not in page]
+        return self._fetch_current(keys)
+
+    def _fetch_current(self, keys: list[tuple[str, str]]) -> list[JsonDict]:
+        found: dict[tuple[str, str], JsonDict] = {}
+        by_type: dict[str, list[str]] = {}
+        for rtype, rid in keys:
+            by_type.setdefault(rtype, []).append(rid)
+        for rtype, ids in by_type.items():
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = self._conn.execute(
+                    "SELECT r.id, v.body FROM fhir_resource r JOIN fhir_version v "
+                    "ON v.rtype = r.rtype AND v.id = r.id AND v.version = r.version "
+                    f"WHERE r.rtype = ? AND r.deleted = 0 AND r.id IN ({','.join('?' * len(chunk))})",
+                    [rtype, *chunk],
+                ).fetchall()
+                for rid, body in rows:
+                    found[(rtype, rid)] = json.loads(body)
+        return [found[key] for key in keys if key in found]
+
+
+class SqliteFhirRepository:
+    """FHIR repository in one SQLite file (see the module docs). Thread- and multi-process-safe."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        busy_timeout: float = 30.0,
+        clock: Callable[[], datetime] | None = None,
+        id_factory: Callable[[], str] | None = None,
+        max_transaction_entries: int | None = 500,
+    ) -> None:
+        """``max_transaction_entries`` mirrors the AHDS bundle limit so both adapters accept the same
+        transactions (None = unlimited). ``clock`` and ``id_factory`` are injectable for tests."""
+        self._clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self._id_factory: Callable[[], str] = id_factory or (lambda: str(uuid.uuid4()))
+        self._max_transaction_entries = max_transaction_entries
+        try:
+            self._db = SqliteDatabase(Path(path), busy_timeout=busy_timeout, schema=SCHEMA)
+        except StorageUnavailable as exc:
+            raise StoreUnavailable(f"FHIR store {Path(path).name} unavailable") from exc
+
+    # -- transactions -----------------------------------------------------------------------------
+
+    @contextmanager
+    def _writing(self) -> Iterator[_Work]:
+        try:
+            with self._db.write() as conn:
+                yield _Work(self, conn)
+        except StorageUnavailable as exc:
+            raise StoreUnavailable(f"FHIR store {self._db.path.name} unavailable") from exc
+
+    @contextmanager
+    def _reading(self) -> Iterator[_Work]:
+        """A deferred read transaction: every statement sees the same snapshot."""
+        try:
+            with self._db.read() as conn:
+                conn.execute("BEGIN")
+                try:
+                    yield _Work(self, conn)
+                finally:
+                    if conn.in_transaction:
+                        conn.rollback()
+        except StorageUnavailable as exc:
+            raise StoreUnavailable(f"FHIR store {self._db.path.name} unavailable") from exc
+
+    def _write(self, fn: Callable[[_Work], T]) -> T:
+        with self._writing() as work:
+            return fn(work)
+
+    # -- port -------------------------------------------------------------------------------------
+
+    def read(self, resource_type: str, resource_id: str) -> StoredResource:
+        with self._reading() as work:
+            return work.read(resource_type, resource_id)
+
+    def vread(self, resource_type: str, resource_id: str, version_id: str) -> StoredResource:
+        with self._reading() as work:
+            return work.vread(resource_type, resource_id, version_id)
+
+    def create(self, resource: JsonDict, *, if_none_exist: str | None = None) -> WriteResult:
+        rtype = bundle_ops.check_resource(resource)
+        if if_none_exist is not None:  # parse outside the write lock: a bad criterion fails fast
+            parse_search(rtype, parse_query_string(if_none_exist), strict=True)
+        with self._writing() as work:
+            return bundle_ops.create_in(work, resource, if_none_exist=if_none_exist)
+
+    def update(
+        self, resource_type: str, resource_id: str, resource: JsonDict, *, if_match: str | None = None
+    ) -> WriteResult:
+        bundle_ops.check_resource(resource, resource_type, resource_id)
+        with self._writing() as work:
+            return bundle_ops.update_in(work, resource_type, resource_id, resource, if_match=if_match)
+
+    def conditional_update(
+        self, resource_type: str, query: str, resource: JsonDict, *, if_match: str | None = None
+    ) -> WriteResult:
+        bundle_ops.check_resource(resource, resource_type)
+        parse_search(resource_type, parse_query_string(query), strict=True)
+        with self._writing() as work:
+            return bundle_ops.conditional_update_in(work, resource_type, query, resource, if_match=if_match)
+
+    def delete(self, resource_type: str, resource_id: str) -> None:
+        check_type(resource_type)
+        if not ID_PATTERN.match(resource_id):
+            return
+        with self._writing() as work:
+            work.delete(resource_type, resource_id)
+
+    def history(
+        self,
+        resource_type: str,
+        resource_id: str | None = None,
+        *,
+        count: int | None = None,
+        since: datetime | None = None,
+    ) -> list[StoredResource]:
+        with self._reading() as work:
+            return work.history(resource_type, resource_id, count=count, since=since)
+
+    def search(
+        self,
+        resource_type: str,
+        params: Sequence[tuple[str, str]] = (),
+        *,
+        count: int | None = None,
+        offset: int | None = None,
+        sort: Sequence[str] | None = None,
+        include: Sequence[str] | None = None,
+        strict: bool = True,
+    ) -> SearchResult:
+        query = parse_search(
+            resource_type, params, strict=strict, count=count, offset=offset, sort=sort, include=include
+        )
+        with self._reading() as work:
+            return work.run_search(query)
+
+    def transaction(self, bundle: JsonDict) -> JsonDict:
+        # Parse (and size-check) before taking the write lock; run_transaction parses again under it.
+        bundle_ops.parse_transaction(bundle, max_entries=self._max_transaction_entries)
+        with self._writing() as work:
+            return bundle_ops.run_transaction(work, bundle, max_entries=self._max_transaction_entries)
+
+    def batch(self, bundle: JsonDict) -> JsonDict:
+        return bundle_ops.run_batch(bundle, self._write)
+
+    def capabilities(self) -> JsonDict:
+        return capabilities(max_transaction_entries=self._max_transaction_entries or 0)
+
+    def close(self) -> None:
+        self._db.close()
