@@ -131,7 +131,15 @@ def observation_from_fhir(
     return Mapped(obs, rec.freeze())
 
 
+def _choice(resource: r.JsonObj, prefix: str, src: str) -> None:
+    """A FHIR choice element (``effective[x]``, ``onset[x]``) has at most one type present."""
+    present = [k for k in resource if k.startswith(prefix) and resource[k] is not None]
+    if len(present) > 1:
+        raise InvalidValue(f"{src}.{prefix}[x]", f"more than one {prefix}[x]")
+
+
 def _effective(resource: r.JsonObj, src: str, tgt: str, rec: LineageRecorder) -> ClinicalDateTime | None:
+    _choice(resource, "effective", src)
     for key in ("effectiveDateTime", "effectiveInstant"):
         if resource.get(key) is not None:
             rec.add(f"{src}.{key}", tgt, "fhir-datetime")
@@ -143,8 +151,8 @@ def _effective(resource: r.JsonObj, src: str, tgt: str, rec: LineageRecorder) ->
             raise MissingRequiredField(f"{src}.effectivePeriod.start")
         rec.add(f"{src}.effectivePeriod.start", tgt, "fhir-datetime (period start)")
         return start
-    for key in resource:
-        if key.startswith("effective"):
+    for key, node in resource.items():
+        if key.startswith("effective") and node is not None:
             raise InvalidValue(f"{src}.{key}", "this effective[x] type is not supported")
     return None
 
@@ -547,17 +555,19 @@ def _bound(
 
 
 def _onset(resource: r.JsonObj, src: str, rec: LineageRecorder) -> ClinicalDateTime | None:
+    _choice(resource, "onset", src)
     if resource.get("onsetDateTime") is not None:
         rec.add(f"{src}.onsetDateTime", "onset", "fhir-datetime")
         return r.date_time(resource["onsetDateTime"], f"{src}.onsetDateTime")
     if resource.get("onsetPeriod") is not None:
         p = r.obj(resource["onsetPeriod"], f"{src}.onsetPeriod")
         start = r.opt_date_time(p, "start", f"{src}.onsetPeriod")
-        if start is not None:
-            rec.add(f"{src}.onsetPeriod.start", "onset", "fhir-datetime (period start)")
-            return start
-    for key in resource:
-        if key.startswith("onset") and key not in ("onsetDateTime", "onsetPeriod"):
+        if start is None:
+            raise MissingRequiredField(f"{src}.onsetPeriod.start")
+        rec.add(f"{src}.onsetPeriod.start", "onset", "fhir-datetime (period start)")
+        return start
+    for key, node in resource.items():
+        if key.startswith("onset") and key not in ("onsetDateTime", "onsetPeriod") and node is not None:
             raise InvalidValue(f"{src}.{key}", "this onset[x] type is not supported")
     return None
 

@@ -289,10 +289,9 @@ def _contact_point(node: object, src: str, tgt: str, rec: LineageRecorder) -> Co
 
 def _sensitivity(resource: r.JsonObj, rec: LineageRecorder) -> Sensitivity:
     meta = r.opt_obj(resource, "meta", "Patient")
-    if meta is None:
-        return Sensitivity.NORMAL
     result = Sensitivity.NORMAL
-    for i, node in enumerate(r.arr(meta, "security", "Patient.meta")):
+    labelled = False
+    for i, node in enumerate(r.arr(meta, "security", "Patient.meta") if meta is not None else ()):
         path = f"Patient.meta.security[{i}]"
         label = r.coding(node, path)
         if label.system != systems.V3_CONFIDENTIALITY:
@@ -301,8 +300,11 @@ def _sensitivity(resource: r.JsonObj, rec: LineageRecorder) -> Sensitivity:
         if found is None:
             raise InvalidValue(f"{path}.code", "code is not in its value set", error_code="103")
         rec.add(f"{path}.code", "sensitivity", "confidentiality", table="pds-confidentiality")
+        labelled = True
         if _RANK[found] > _RANK[result]:
             result = found
+    if not labelled:
+        rec.add(None, "sensitivity", "no v3-Confidentiality label in meta.security: normal")
     return result
 
 

@@ -1,0 +1,411 @@
+"""FHIR clinical resources -> canonical (Observation, DiagnosticReport, ServiceRequest, AllergyIntolerance,
+Condition, MedicationRequest/Statement, DocumentReference)."""
+
+from __future__ import annotations
+
+import copy
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from shared.canonical.model import Attachment, ClinicalDateTime, Concept, DataAbsentReason, Quantity, Range
+from shared.mapping.errors import InvalidValue, MissingRequiredField
+from shared.mapping.fhir_in import (
+    allergy_from_fhir,
+    condition_from_fhir,
+    document_reference_from_fhir,
+    medication_request_from_fhir,
+    medication_statement_from_fhir,
+    observation_from_fhir,
+    report_from_fhir,
+    service_request_from_fhir,
+)
+from shared.terminology import systems
+from tests.unit.mapping.fhir_in.fhirin_helpers import sources, uncovered_leaves
+
+FILL = {"coding": [{"system": systems.V2_0203_IDENTIFIER_TYPE, "code": "FILL"}]}
+PLAC = {"coding": [{"system": systems.V2_0203_IDENTIFIER_TYPE, "code": "PLAC"}]}
+
+
+def potassium(**extra: Any) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": "k",
+        "status": "final",
+        "category": [{"coding": [{"system": systems.OBSERVATION_CATEGORY, "code": "laboratory"}]}],
+        "code": {
+            "coding": [
+                {"system": systems.LOINC, "code": "2823-3", "display": "Potassium"},
+                {"system": systems.LOCAL_LAB, "code": "K"},
+            ],
+            "text": "Potassium",
+        },
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2026-01-15T09:30:00Z",
+        "issued": "2026-01-15T11:00:00+00:00",
+        "valueQuantity": {"value": 5.9, "unit": "mmol/L", "system": systems.UCUM, "code": "mmol/L"},
+        "interpretation": [{"coding": [{"system": systems.V3_OBSERVATION_INTERPRETATION, "code": "H"}]}],
+        "referenceRange": [
+            {
+                "low": {"value": 3.5, "unit": "mmol/L", "system": systems.UCUM, "code": "mmol/L"},
+                "high": {"value": 5.3, "unit": "mmol/L", "system": systems.UCUM, "code": "mmol/L"},
+            }
+        ],
+        "note": [{"text": "haemolysed sample"}],
+    }
+    res.update(extra)
+    return copy.deepcopy(res)
+
+
+def test_observation_maps_value_codes_range_interpretation_and_times() -> None:
+    mapped = observation_from_fhir(potassium(), sequence=1)
+    o = mapped.value
+    assert o.status == "final"
+    assert isinstance(o.code, Concept) and [c.code for c in o.code.codings] == ["2823-3", "K"]
+    assert o.value == Quantity(value=Decimal("5.9"), unit="mmol/L", code="mmol/L", system=systems.UCUM)
+    assert o.reference_range[0].low is not None and o.reference_range[0].low.value == Decimal("3.5")
+    assert isinstance(o.interpretation[0], Concept) and o.interpretation[0].codings[0].code == "H"
+    assert o.effective is not None and o.effective.value.isoformat() == "2026-01-15T09:30:00+00:00"
+    assert o.notes == ("haemolysed sample",)
+    assert o.sequence == 1
+    assert sources(mapped.lineage, "reports[0].results[0].value.value") == {"Observation.valueQuantity.value"}
+    assert uncovered_leaves(o, "reports[0].results[0]", mapped.lineage, ignore=set()) == []
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected_type"),
+    [
+        ("valueString", "positive", str),
+        ("valueCodeableConcept", {"coding": [{"system": systems.SNOMED_CT, "code": "10828004"}]}, Concept),
+        ("valueDateTime", "2026-01-15", ClinicalDateTime),
+        ("valueRange", {"low": {"value": 1}, "high": {"value": 2}}, Range),
+        ("valueAttachment", {"contentType": "application/pdf", "url": "https://blob/x"}, Attachment),
+        ("valueInteger", 7, Quantity),
+    ],
+)
+def test_supported_value_types(key: str, value: object, expected_type: type) -> None:
+    res = potassium()
+    del res["valueQuantity"]
+    res[key] = value
+    assert isinstance(observation_from_fhir(res).value.value, expected_type)
+
+
+@pytest.mark.parametrize(
+    "key", ["valueBoolean", "valueRatio", "valuePeriod", "valueSampledData", "valueTime"]
+)
+def test_value_types_without_a_canonical_form_are_refused(key: str) -> None:
+    res = potassium()
+    del res["valueQuantity"]
+    res[key] = True if key == "valueBoolean" else {"x": 1}
+    with pytest.raises(InvalidValue) as err:
+        observation_from_fhir(res)
+    assert err.value.field == f"Observation.{key}"
+
+
+def test_data_absent_reason_and_its_value_set() -> None:
+    res = potassium()
+    del res["valueQuantity"]
+    res["dataAbsentReason"] = {"coding": [{"system": systems.DATA_ABSENT_REASON, "code": "not-performed"}]}
+    o = observation_from_fhir(res).value
+    assert o.data_absent is not None and o.data_absent.reason is DataAbsentReason.NOT_PERFORMED
+    res["dataAbsentReason"]["coding"][0]["code"] = "lost"
+    with pytest.raises(InvalidValue) as err:
+        observation_from_fhir(res)
+    assert err.value.field == "Observation.dataAbsentReason.coding[0].code"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda r: r.update(status="done"), "Observation.status"),
+        (lambda r: r["valueQuantity"].update(value="abc"), "Observation.valueQuantity.value"),
+        (lambda r: r["valueQuantity"].update(value=True), "Observation.valueQuantity.value"),
+        (lambda r: r["valueQuantity"].update(comparator="~"), "Observation.valueQuantity.comparator"),
+        (lambda r: r.update(effectiveDateTime="15/01/2026"), "Observation.effectiveDateTime"),
+        (lambda r: r.update(effectiveTiming={"event": []}), "Observation.effective[x]"),
+        (
+            lambda r: r.update(effectiveTiming={"event": []}, effectiveDateTime=None),
+            "Observation.effectiveTiming",
+        ),
+        (lambda r: r.update(valueString="x"), "Observation.value[x]"),
+    ],
+)
+def test_observation_errors_name_the_element(mutate: Any, field: str) -> None:
+    res = potassium()
+    mutate(res)
+    with pytest.raises(InvalidValue) as err:
+        observation_from_fhir(res)
+    assert err.value.field == field
+
+
+def test_observation_without_code_is_refused() -> None:
+    res = potassium()
+    del res["code"]
+    with pytest.raises(MissingRequiredField) as err:
+        observation_from_fhir(res)
+    assert err.value.field == "Observation.code"
+
+
+def report(**extra: Any) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "resourceType": "DiagnosticReport",
+        "identifier": [
+            {"system": "urn:tie:authority:LAB", "value": "F123", "type": FILL},
+            {"system": "urn:tie:authority:EPR", "value": "P456", "type": PLAC},
+        ],
+        "status": "final",
+        "code": {"coding": [{"system": systems.LOCAL_LAB, "code": "U&E"}], "text": "Urea and electrolytes"},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2026-01-15T09:30:00Z",
+        "issued": "2026-01-15T11:00:00Z",
+        "performer": [{"type": "Organization", "display": "Pathology"}],
+        "result": [{"reference": "#k"}, {"reference": "urn:uuid:na"}],
+        "contained": [potassium()],
+        "conclusion": "see notes",
+    }
+    res.update(extra)
+    return res
+
+
+def sodium() -> dict[str, Any]:
+    res = potassium()
+    res["id"] = "na"
+    res["code"] = {"coding": [{"system": systems.LOINC, "code": "2951-2"}]}
+    res["valueQuantity"] = {"value": 140, "unit": "mmol/L"}
+    del res["interpretation"]
+    return res
+
+
+def test_report_with_contained_and_bundled_observations() -> None:
+    mapped = report_from_fhir(report(), context={"urn:uuid:na": sodium()}, full_url="urn:uuid:dr")
+    rep = mapped.value
+    assert rep.filler_order_number is not None and rep.filler_order_number.value == "F123"
+    assert rep.placer_order_number is not None and rep.placer_order_number.value == "P456"
+    assert [r.sequence for r in rep.results] == [1, 2]
+    assert [r.code.codings[0].code for r in rep.results] == ["2823-3", "2951-2"]  # type: ignore[union-attr]
+    assert rep.results[1].value == Quantity(value=Decimal(140), unit="mmol/L")
+    assert rep.performer[0].name == "Pathology"  # type: ignore[union-attr]
+    assert rep.conclusion == "see notes"
+    assert sources(mapped.lineage, "reports[0].results[1].value.value") == {
+        "DiagnosticReport.result[1].resolve().valueQuantity.value"
+    }
+    assert uncovered_leaves(rep, "reports[0]", mapped.lineage, ignore=set()) == []
+
+
+def test_unresolvable_result_is_an_error_not_a_shorter_report() -> None:
+    with pytest.raises(MissingRequiredField) as err:
+        report_from_fhir(report())
+    assert err.value.field == "DiagnosticReport.result[1]"
+
+
+def test_untyped_report_identifier_is_the_filler_number() -> None:
+    res = report(identifier=[{"system": "urn:tie:authority:LAB", "value": "F9"}], result=[])
+    rep = report_from_fhir(res).value
+    assert rep.filler_order_number is not None and rep.filler_order_number.value == "F9"
+    assert rep.placer_order_number is None
+
+
+def test_placer_from_based_on() -> None:
+    res = report(
+        identifier=[{"system": "urn:tie:authority:LAB", "value": "F9", "type": FILL}],
+        basedOn=[{"identifier": {"system": "urn:tie:authority:EPR", "value": "P1", "type": PLAC}}],
+        result=[],
+    )
+    rep = report_from_fhir(res).value
+    assert rep.placer_order_number is not None and rep.placer_order_number.value == "P1"
+
+
+def test_report_status_value_set() -> None:
+    with pytest.raises(InvalidValue) as err:
+        report_from_fhir(report(status="done", result=[]))
+    assert err.value.field == "DiagnosticReport.status"
+
+
+def test_panel_observation_needs_the_event_path() -> None:
+    res = potassium(component=[{"code": {"text": "x"}, "valueQuantity": {"value": 1}}])
+    with pytest.raises(InvalidValue) as err:
+        observation_from_fhir(res)
+    assert err.value.field == "Observation.component"
+
+
+def test_service_request() -> None:
+    res = {
+        "resourceType": "ServiceRequest",
+        "identifier": [{"system": "urn:tie:authority:EPR", "value": "P1"}],
+        "status": "active",
+        "intent": "order",
+        "priority": "urgent",
+        "code": {"coding": [{"system": systems.LOCAL_LAB, "code": "FBC"}]},
+        "subject": {"reference": "Patient/p1"},
+        "authoredOn": "2026-01-15T09:00:00Z",
+        "requester": {"identifier": {"system": systems.GMC_NUMBER, "value": "C1"}},
+        "reasonCode": [{"text": "anaemia?"}],
+        "note": [{"text": "fasting"}],
+    }
+    mapped = service_request_from_fhir(res)
+    sr = mapped.value
+    assert sr.placer_order_number is not None and sr.placer_order_number.value == "P1"
+    assert (sr.status, sr.intent, sr.priority) == ("active", "order", "urgent")
+    assert sr.notes == ("fasting",) and sr.reason[0].text == "anaemia?"  # type: ignore[union-attr]
+    assert uncovered_leaves(sr, "orders[0]", mapped.lineage, ignore=set()) == []
+    res["intent"] = "wish"
+    with pytest.raises(InvalidValue):
+        service_request_from_fhir(res)
+    res["intent"] = "order"
+    res["identifier"] = []
+    with pytest.raises(MissingRequiredField) as err:
+        service_request_from_fhir(res)
+    assert err.value.field == "ServiceRequest.identifier"
+
+
+def allergy() -> dict[str, Any]:
+    return {
+        "resourceType": "AllergyIntolerance",
+        "identifier": [{"system": "urn:tie:allergy", "value": "A1"}],
+        "clinicalStatus": {"coding": [{"system": systems.ALLERGY_CLINICAL_STATUS, "code": "active"}]},
+        "verificationStatus": {
+            "coding": [{"system": systems.ALLERGY_VERIFICATION_STATUS, "code": "confirmed"}]
+        },
+        "type": "allergy",
+        "category": ["medication"],
+        "criticality": "high",
+        "code": {"coding": [{"system": systems.SNOMED_CT, "code": "372687004", "display": "Amoxicillin"}]},
+        "patient": {"reference": "Patient/p1"},
+        "onsetDateTime": "2019",
+        "recordedDate": "2026-01-15T09:00:00Z",
+        "reaction": [
+            {
+                "manifestation": [{"coding": [{"system": systems.SNOMED_CT, "code": "271807003"}]}],
+                "severity": "moderate",
+                "description": "rash",
+            }
+        ],
+    }
+
+
+def test_allergy() -> None:
+    mapped = allergy_from_fhir(allergy())
+    a = mapped.value
+    assert (a.clinical_status, a.verification_status, a.type, a.category, a.criticality) == (
+        "active",
+        "confirmed",
+        "allergy",
+        ("medication",),
+        "high",
+    )
+    assert a.onset is not None and a.onset.precision == "year"
+    assert a.reactions[0].severity == "moderate"
+    assert uncovered_leaves(a, "allergies[0]", mapped.lineage, ignore=set()) == []
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (
+            lambda r: r["clinicalStatus"]["coding"][0].update(code="gone"),
+            "AllergyIntolerance.clinicalStatus.coding[0].code",
+        ),
+        (
+            lambda r: r["clinicalStatus"]["coding"][0].update(system="urn:x"),
+            "AllergyIntolerance.clinicalStatus",
+        ),
+        (lambda r: r.update(category=["pollen"]), "AllergyIntolerance.category[0].c"),
+        (lambda r: r.update(criticality="very"), "AllergyIntolerance.criticality"),
+        (lambda r: r["reaction"][0].update(severity="fatal"), "AllergyIntolerance.reaction[0].severity"),
+    ],
+)
+def test_allergy_value_sets(mutate: Any, field: str) -> None:
+    res = allergy()
+    mutate(res)
+    with pytest.raises(InvalidValue) as err:
+        allergy_from_fhir(res)
+    assert err.value.field == field
+
+
+def test_condition() -> None:
+    res = {
+        "resourceType": "Condition",
+        "identifier": [{"system": "urn:tie:condition", "value": "C1"}],
+        "clinicalStatus": {"coding": [{"system": systems.CONDITION_CLINICAL_STATUS, "code": "active"}]},
+        "verificationStatus": {
+            "coding": [{"system": systems.CONDITION_VERIFICATION_STATUS, "code": "confirmed"}]
+        },
+        "category": [
+            {"coding": [{"system": systems.SNOMED_CT, "code": "394658006"}]},
+            {"coding": [{"system": systems.CONDITION_CATEGORY, "code": "problem-list-item"}]},
+        ],
+        "code": {"coding": [{"system": systems.SNOMED_CT, "code": "195967001", "display": "Asthma"}]},
+        "subject": {"reference": "Patient/p1"},
+        "onsetDateTime": "2010-05-01",
+    }
+    mapped = condition_from_fhir(res)
+    c = mapped.value
+    assert (c.clinical_status, c.verification_status, c.category) == (
+        "active",
+        "confirmed",
+        "problem-list-item",
+    )
+    assert uncovered_leaves(c, "conditions[0]", mapped.lineage, ignore=set()) == []
+    res["category"][1]["coding"][0]["code"] = "symptom"
+    with pytest.raises(InvalidValue) as err:
+        condition_from_fhir(res)
+    assert err.value.field == "Condition.category[1].coding[0].code"
+
+
+def test_medication_request_and_statement_are_kept_distinct() -> None:
+    request = {
+        "resourceType": "MedicationRequest",
+        "identifier": [{"system": "urn:tie:rx", "value": "RX1"}],
+        "status": "active",
+        "intent": "order",
+        "medicationReference": {"reference": "#med"},
+        "contained": [
+            {
+                "resourceType": "Medication",
+                "id": "med",
+                "code": {"coding": [{"system": systems.SNOMED_CT, "code": "39732311000001104"}]},
+            }
+        ],
+        "subject": {"reference": "Patient/p1"},
+        "authoredOn": "2026-01-15",
+        "dosageInstruction": [{"text": "500mg three times a day"}],
+    }
+    mr = medication_request_from_fhir(request).value
+    assert mr.medication.codings[0].code == "39732311000001104"  # type: ignore[union-attr]
+    assert mr.dosage_text == "500mg three times a day"
+    statement = {
+        "resourceType": "MedicationStatement",
+        "identifier": [{"system": "urn:tie:ms", "value": "MS1"}],
+        "status": "active",
+        "medicationCodeableConcept": {"text": "paracetamol"},
+        "subject": {"reference": "Patient/p1"},
+        "effectivePeriod": {"start": "2026-01-01"},
+        "dosage": [{"text": "1g prn"}],
+    }
+    ms = medication_statement_from_fhir(statement).value
+    assert ms.effective is not None and ms.effective.start is not None and ms.dosage_text == "1g prn"
+    request["medicationReference"] = {"reference": "Medication/absent"}
+    with pytest.raises(MissingRequiredField) as err:
+        medication_request_from_fhir(request)
+    assert err.value.field == "MedicationRequest.medicationReference"
+
+
+def test_document_reference_refuses_inline_data() -> None:
+    res = {
+        "resourceType": "DocumentReference",
+        "masterIdentifier": {"system": "urn:tie:doc", "value": "D1"},
+        "status": "current",
+        "type": {"coding": [{"system": systems.SNOMED_CT, "code": "373942005"}]},
+        "subject": {"reference": "Patient/p1"},
+        "date": "2026-01-15T09:00:00Z",
+        "content": [
+            {"attachment": {"contentType": "application/pdf", "url": "https://blob/doc", "size": 10}}
+        ],
+    }
+    d = document_reference_from_fhir(res).value
+    assert d.identifiers[0].value == "D1" and d.content[0].url == "https://blob/doc"
+    res["content"][0]["attachment"]["data"] = "JVBERi0="
+    with pytest.raises(InvalidValue) as err:
+        document_reference_from_fhir(res)
+    assert err.value.field == "DocumentReference.content[0].attachment.data"

@@ -1,0 +1,161 @@
+"""FHIR Encounter -> canonical Encounter."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from shared.canonical.model import EncounterStatus
+from shared.mapping.errors import InvalidValue, MissingRequiredField
+from shared.mapping.fhir_in import encounter_from_fhir
+from shared.terminology import systems
+from tests.unit.mapping.fhir_in.fhirin_helpers import sources, uncovered_leaves
+
+VISITS = "urn:tie:authority:RX1"
+PHYSICAL = "http://terminology.hl7.org/CodeSystem/location-physical-type"
+
+
+def encounter() -> dict[str, Any]:
+    return copy.deepcopy(
+        {
+            "resourceType": "Encounter",
+            "identifier": [
+                {
+                    "system": VISITS,
+                    "value": "V0001",
+                    "type": {"coding": [{"system": systems.V2_0203_IDENTIFIER_TYPE, "code": "VN"}]},
+                }
+            ],
+            "status": "in-progress",
+            "class": {"system": systems.V3_ACT_CODE, "code": "IMP", "display": "inpatient encounter"},
+            "period": {"start": "2026-07-01T10:15:00+01:00"},
+            "subject": {"reference": "Patient/p1"},
+            "participant": [
+                {
+                    "type": [{"coding": [{"system": systems.V3_PARTICIPATION_TYPE, "code": "ATND"}]}],
+                    "individual": {"identifier": {"system": systems.GMC_NUMBER, "value": "C1234567"}},
+                },
+                {
+                    "type": [{"coding": [{"system": systems.V3_PARTICIPATION_TYPE, "code": "REF"}]}],
+                    "individual": {"reference": "Practitioner/ref"},
+                },
+                {
+                    "type": [{"coding": [{"system": systems.V3_PARTICIPATION_TYPE, "code": "PART"}]}],
+                    "individual": {"identifier": {"system": systems.GMC_NUMBER, "value": "C7654321"}},
+                },
+            ],
+            "location": [
+                {"location": {"display": "Old ward"}, "status": "completed"},
+                {
+                    "location": {"reference": "#bed"},
+                    "status": "active",
+                    "period": {"start": "2026-07-02T09:00:00+01:00"},
+                },
+            ],
+            "contained": [
+                {
+                    "resourceType": "Location",
+                    "id": "bed",
+                    "name": "Bed 4",
+                    "physicalType": {"coding": [{"system": PHYSICAL, "code": "bd"}]},
+                    "partOf": {"reference": "#ward"},
+                },
+                {
+                    "resourceType": "Location",
+                    "id": "ward",
+                    "identifier": [{"system": "urn:tie:location", "value": "WARD7"}],
+                    "physicalType": {"coding": [{"system": PHYSICAL, "code": "wa"}]},
+                    "partOf": {"reference": "#site"},
+                },
+                {
+                    "resourceType": "Location",
+                    "id": "site",
+                    "identifier": [{"system": systems.ODS_SITE_CODE, "value": "RX101"}],
+                    "physicalType": {"coding": [{"system": PHYSICAL, "code": "si"}]},
+                },
+            ],
+            "hospitalization": {
+                "admitSource": {"coding": [{"system": "urn:tie:admit-source", "code": "19"}]},
+            },
+            "priority": {"coding": [{"system": systems.V3_ACT_PRIORITY, "code": "EM"}]},
+            "serviceProvider": {"identifier": {"system": systems.ODS_ORGANIZATION_CODE, "value": "RX1"}},
+        }
+    )
+
+
+def test_encounter_maps_identifiers_status_class_period_location_and_roles() -> None:
+    practitioner = {
+        "resourceType": "Practitioner",
+        "identifier": [{"system": systems.GMP_NUMBER, "value": "G1234567"}],
+        "name": [{"family": "Who", "prefix": ["Dr"]}],
+    }
+    mapped = encounter_from_fhir(encounter(), context={"Practitioner/ref": practitioner})
+    e = mapped.value
+    assert [(i.system, i.value, i.type) for i in e.identifiers] == [(VISITS, "V0001", "VN")]
+    assert e.status is EncounterStatus.IN_PROGRESS
+    assert e.encounter_class.codings[0].code == "IMP"  # type: ignore[union-attr]
+    assert e.period is not None and e.period.start is not None
+    assert e.period.start.value.isoformat() == "2026-07-01T10:15:00+01:00"
+    assert e.location is not None
+    assert (e.location.bed, e.location.point_of_care, e.location.facility) == ("Bed 4", "WARD7", "RX101")
+    assert e.prior_location is not None and e.prior_location.description == "Old ward"
+    assert [p.identifiers[0].value for p in e.attending] == ["C1234567"]
+    assert e.referring[0].name is not None and e.referring[0].name.family == "Who"
+    assert e.admitting == ()
+    assert e.priority is not None and e.admit_source is not None
+    assert e.service_provider is not None and e.service_provider.ods_code == "RX1"
+    assert sources(mapped.lineage, "encounter.location.bed") == {
+        "Encounter.location[1].location.resolve().name"
+    }
+    assert sources(mapped.lineage, "encounter.identifiers[0].value") == {"Encounter.identifier[0].value"}
+    assert uncovered_leaves(e, "encounter", mapped.lineage, ignore=set()) == []
+
+
+@pytest.mark.parametrize("status", ["triaged", "unknown", "done"])
+def test_status_outside_the_canonical_value_set_is_refused(status: str) -> None:
+    res = encounter()
+    res["status"] = status
+    with pytest.raises(InvalidValue) as err:
+        encounter_from_fhir(res)
+    assert err.value.field == "Encounter.status" and err.value.error_code == "103"
+
+
+@pytest.mark.parametrize("element", ["status", "class"])
+def test_required_elements(element: str) -> None:
+    res = encounter()
+    del res[element]
+    with pytest.raises(MissingRequiredField) as err:
+        encounter_from_fhir(res)
+    assert err.value.field == f"Encounter.{element}"
+
+
+def test_class_without_code_is_refused() -> None:
+    res = encounter()
+    res["class"] = {"system": systems.V3_ACT_CODE, "display": "inpatient"}
+    with pytest.raises(MissingRequiredField) as err:
+        encounter_from_fhir(res)
+    assert err.value.field == "Encounter.class.code"
+
+
+def test_unresolved_location_keeps_its_display_only() -> None:
+    res = encounter()
+    res["location"] = [{"location": {"reference": "Location/x", "display": "Ward 7"}}]
+    e = encounter_from_fhir(res).value
+    assert e.location is not None and e.location.description == "Ward 7" and e.location.bed is None
+
+
+def test_period_end_before_start_is_refused() -> None:
+    res = encounter()
+    res["period"]["end"] = "2026-06-30T10:00:00+01:00"
+    with pytest.raises(InvalidValue) as err:
+        encounter_from_fhir(res)
+    assert err.value.field == "Encounter.period.end"
+
+
+def test_part_of_identifier_is_the_spell() -> None:
+    res = encounter()
+    res["partOf"] = {"identifier": {"system": "urn:tie:authority:RX1-spell", "value": "S1"}}
+    e = encounter_from_fhir(res).value
+    assert e.spell_identifier is not None and e.spell_identifier.value == "S1"
