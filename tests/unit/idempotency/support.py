@@ -66,3 +66,29 @@ def race(count: int, action: Callable[[int], T], *, timeout: float = 30) -> list
         thread.join(timeout=timeout)
     assert not any(thread.is_alive() for thread in threads)
     return results
+
+
+class Losers:
+    """Lets the winner of a race hold its lease until every other racer has returned (no sleeps)."""
+
+    def __init__(self, expected: int) -> None:
+        self._cond = threading.Condition()
+        self._count = 0
+        self._expected = expected
+
+    def lost(self) -> None:
+        with self._cond:
+            self._count += 1
+            self._cond.notify_all()
+
+    def wait(self, timeout: float = 20) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._count >= self._expected, timeout)
+
+    def run(self, action: Callable[[], T]) -> T:
+        """``action()``; an exception counts as a lost race and is re-raised."""
+        try:
+            return action()
+        except BaseException:
+            self.lost()
+            raise

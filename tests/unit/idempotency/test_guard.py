@@ -34,7 +34,7 @@ from shared.idempotency import (
 from shared.idempotency.persistence import StoredRecord
 from shared.storage.names import TABLE_IDEMPOTENCY
 from shared.storage.sqlite_records import SqliteRecordStore
-from tests.unit.idempotency.support import Counter, FakeClock, race
+from tests.unit.idempotency.support import Counter, FakeClock, Losers, race
 
 LEASE = timedelta(seconds=30)
 LOCK = timedelta(seconds=60)
@@ -238,24 +238,17 @@ def test_exactly_one_taker_of_an_abandoned_lease(
     crash_holding(store, guard, "k", None, clock)
     clock.advance(LEASE.total_seconds() + 1)
     effects = Counter()
-    release = threading.Event()
+    losers = Losers(5)
 
     def deliver(_: int) -> object:
         def effect() -> str:
             effects.hit("k")
-            release.wait(5)
+            losers.wait()
             return "done"
 
-        return guard.run("k", None, effect)
+        return losers.run(lambda: guard.run("k", None, effect))
 
-    def release_soon() -> None:
-        release.wait(0.5)
-        release.set()
-
-    helper = threading.Thread(target=release_soon)
-    helper.start()
     results = race(6, deliver)
-    helper.join()
     assert effects.counts == {"k": 1}
     winners = [r for r in results if not isinstance(r, BaseException)]
     assert len(winners) == 1
@@ -264,18 +257,17 @@ def test_exactly_one_taker_of_an_abandoned_lease(
 
 def test_concurrent_first_deliveries_run_the_effect_once(guard: IdempotencyGuard) -> None:
     effects = Counter()
-    gate = threading.Event()
+    losers = Losers(7)
 
     def deliver(_: int) -> object:
         def effect() -> str:
             effects.hit("k")
-            gate.wait(0.3)  # hold the lease while the others arrive
+            losers.wait()  # hold the lease while the others arrive
             return "applied"
 
-        return guard.run("k", {"p": 1}, effect)
+        return losers.run(lambda: guard.run("k", {"p": 1}, effect))
 
     results = race(8, deliver)
-    gate.set()
     assert effects.counts == {"k": 1}
     outcomes = [r for r in results if not isinstance(r, BaseException)]
     assert [o.result for o in outcomes] == ["applied"]  # type: ignore[union-attr]
