@@ -243,6 +243,23 @@ def bound_code(node: object, src: str, system: str, allowed: frozenset[str]) -> 
     raise InvalidValue(src, "no coding in its required code system", error_code="103")
 
 
+def absent_extension(element: JsonObj | None, src: str) -> DataAbsent | None:
+    """The ``data-absent-reason`` extension on an element (``_gender``, ``class``), if any."""
+    if element is None:
+        return None
+    for i, node in enumerate(arr(element, "extension", src)):
+        ext = obj(node, f"{src}.extension[{i}]")
+        if ext.get("url") != systems.EXT_DATA_ABSENT_REASON:
+            continue
+        code = req_str(ext, "valueCode", f"{src}.extension[{i}]")
+        if code not in _DATA_ABSENT:
+            raise InvalidValue(
+                f"{src}.extension[{i}].valueCode", "code is not in its value set", error_code="103"
+            )
+        return DataAbsent(reason=DataAbsentReason(code))
+    return None
+
+
 def data_absent(node: object, src: str) -> DataAbsent:
     """``dataAbsentReason`` (CodeableConcept in the data-absent-reason code system) -> DataAbsent."""
     return DataAbsent(
@@ -437,15 +454,23 @@ def _kind_of(ref: JsonObj, resolved: JsonObj | None, reference: str | None) -> s
 
 
 def organization_from(resource: JsonObj, src: str, tgt: str, rec: LineageRecorder) -> Organization:
-    idents = identifiers(resource, "identifier", src, f"{tgt}.identifiers", rec)
-    ods = next((i.value for i in idents if i.system == systems.ODS_ORGANIZATION_CODE), None)
+    """Organization resource -> canonical: the (first) ODS code is ``ods_code`` and is not repeated in
+    ``identifiers``, which hold the organisation's other identifiers."""
+    ods: str | None = None
+    idents: list[Identifier] = []
+    for i, node in enumerate(arr(resource, "identifier", src)):
+        item = obj(node, f"{src}.identifier[{i}]")
+        if item.get("value") is None:
+            continue
+        if ods is None and item.get("system") == systems.ODS_ORGANIZATION_CODE:
+            ods = req_str(item, "value", f"{src}.identifier[{i}]")
+            rec.add(f"{src}.identifier[{i}].value", f"{tgt}.ods_code", "ods-code")
+            continue
+        idents.append(identifier(item, f"{src}.identifier[{i}]", f"{tgt}.identifiers[{len(idents)}]", rec))
     name = opt_str(resource, "name", src)
-    if ods is not None:
-        index = next(i for i, x in enumerate(idents) if x.system == systems.ODS_ORGANIZATION_CODE)
-        rec.add(f"{src}.identifier[{index}].value", f"{tgt}.ods_code", "ods-code")
     if name is not None:
         rec.add(f"{src}.name", f"{tgt}.name", "copy")
-    return Organization(ods_code=ods, name=name, identifiers=idents)
+    return Organization(ods_code=ods, name=name, identifiers=tuple(idents))
 
 
 def practitioner_from(resource: JsonObj, src: str, tgt: str, rec: LineageRecorder) -> Practitioner:
@@ -475,16 +500,19 @@ def party(
         return practitioner_from(resolved, f"{src}.resolve()", tgt, rec)
     logical = opt_obj(ref, "identifier", src)
     if logical is not None:
-        ident = identifier(logical, f"{src}.identifier", f"{tgt}.identifiers[0]", rec)
-        if kind == "Organization" or ident.system == systems.ODS_ORGANIZATION_CODE:
-            ods = ident.value if ident.system == systems.ODS_ORGANIZATION_CODE else None
-            if ods is not None:
-                rec.add(f"{src}.identifier.value", f"{tgt}.ods_code", "ods-code")
+        if kind == "Organization" or logical.get("system") == systems.ODS_ORGANIZATION_CODE:
             display = opt_str(ref, "display", src)
             if display is not None:
                 rec.add(f"{src}.display", f"{tgt}.name", "copy")
-            return Organization(ods_code=ods, name=display, identifiers=(ident,))
-        return Practitioner(identifiers=(ident,))
+            if logical.get("system") == systems.ODS_ORGANIZATION_CODE:
+                ods = req_str(logical, "value", f"{src}.identifier")
+                rec.add(f"{src}.identifier.value", f"{tgt}.ods_code", "ods-code")
+                return Organization(ods_code=ods, name=display)
+            ident = identifier(logical, f"{src}.identifier", f"{tgt}.identifiers[0]", rec)
+            return Organization(name=display, identifiers=(ident,))
+        return Practitioner(
+            identifiers=(identifier(logical, f"{src}.identifier", f"{tgt}.identifiers[0]", rec),)
+        )
     display = opt_str(ref, "display", src)
     if kind == "Organization" and display is not None:
         rec.add(f"{src}.display", f"{tgt}.name", "copy")

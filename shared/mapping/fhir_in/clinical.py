@@ -6,14 +6,15 @@ against the canonical model's codes and an unknown code is :class:`~shared.mappi
 (HL7 0357 ``103``), never a default; references to Practitioner/Organization become canonical parties
 (resolved from ``contained`` or the caller's ``context`` when supplied, else by logical identifier).
 
-* Observation: ``value[x]`` Quantity / CodeableConcept / string / dateTime / Range / Attachment / integer
-  (as a unit-less Quantity); any other ``value[x]`` is rejected. ``dataAbsentReason`` -> ``data_absent``.
+* Observation: ``value[x]`` Quantity / CodeableConcept / string / dateTime / Range / integer (as a
+  unit-less Quantity); any other ``value[x]`` is rejected. ``dataAbsentReason`` -> ``data_absent``.
   ``effective[x]``: dateTime / instant, or a Period's start. An Observation with ``component`` is a panel:
   :func:`observation_group` turns it into one canonical Observation per component (an HL7 OBX each).
 * DiagnosticReport: identifiers typed ``FILL`` / ``PLAC`` (v2-0203) give the filler / placer order
   numbers (also read from ``basedOn`` identifiers); without a FILL-typed one, the report's first untyped
   identifier is taken as the filler's (the result producer issued it). ``result`` references must resolve
   (``contained`` or ``context``) — an unresolvable result is an error, not a silently shorter report.
+  ``presentedForm`` attachments become results valued with the attachment (report code and status).
 * ServiceRequest: ``PLAC`` / ``FILL`` identifiers; an untyped first identifier is the placer's.
 * Inline attachment ``data`` is rejected: the API stores bytes first and passes a URL (claim check).
 """
@@ -87,10 +88,10 @@ _VALUE_KINDS = (
     "valueString",
     "valueDateTime",
     "valueRange",
-    "valueAttachment",
     "valueInteger",
 )
 _UNSUPPORTED_VALUES = (
+    "valueAttachment",  # not an R4 Observation.value[x]: documents come as DiagnosticReport.presentedForm
     "valueBoolean",
     "valueTime",
     "valuePeriod",
@@ -181,8 +182,6 @@ def _value(node: r.JsonObj, src: str, rec: LineageRecorder) -> tuple[Observation
         rec.add(path, "value", "fhir-datetime")
     elif key == "valueRange":
         value = r.fhir_range(raw, path, "value", rec)
-    elif key == "valueAttachment":
-        value = r.attachment(raw, path, "value", rec)
     else:  # valueInteger
         if isinstance(raw, bool) or not isinstance(raw, int):
             raise InvalidValue(path, "must be an integer")
@@ -331,38 +330,53 @@ def observation_group(
 
 # -------------------------------------------------------------------------------------- DiagnosticReport
 def _order_numbers(
-    resource: r.JsonObj, src: str, idents: tuple[Identifier, ...], rec: LineageRecorder, *, untyped: str
-) -> tuple[Identifier | None, Identifier | None]:
-    """(placer, filler) from identifiers typed PLAC / FILL, then ``basedOn`` logical identifiers; the
-    first untyped identifier fills the ``untyped`` role ("placer" or "filler") when still empty."""
-    placer = r.typed(idents, "PLAC")
-    filler = r.typed(idents, "FILL")
-    for key, ident in (("placer_order_number", placer), ("filler_order_number", filler)):
-        if ident is not None:
-            index = idents.index(ident)
-            rec.add(f"{src}.identifier[{index}]", key, "typed-identifier", table="v2-0203")
+    resource: r.JsonObj, src: str, rec: LineageRecorder, *, untyped: str
+) -> tuple[Identifier | None, Identifier | None, tuple[Identifier, ...]]:
+    """(placer, filler, other identifiers) of a report / order / observation.
+
+    Placer and filler come from identifiers typed PLAC / FILL (v2-0203), then ``basedOn`` logical
+    identifiers (typed, or untyped = the placer's); failing that, the first untyped identifier fills the
+    ``untyped`` role ("placer" or "filler"). An identifier used as placer/filler is not repeated in the
+    others, and its type is dropped: the canonical field says what it is (as ``fhir_out`` writes it).
+    """
+    off = LineageRecorder(enabled=False)
+    parsed: list[tuple[int, Identifier]] = []
+    for i, node in enumerate(r.arr(resource, "identifier", src)):
+        if r.obj(node, f"{src}.identifier[{i}]").get("value") is not None:
+            parsed.append((i, r.identifier(node, f"{src}.identifier[{i}]", "_", off)))
+    used: dict[str, tuple[str, Identifier]] = {}
+    for role, code in (("placer", "PLAC"), ("filler", "FILL")):
+        found = next(((i, x) for i, x in parsed if x.type == code), None)
+        if found is not None:
+            used[role] = (f"{src}.identifier[{found[0]}]", found[1])
     for i, node in enumerate(r.arr(resource, "basedOn", src)):
         ref = r.obj(node, f"{src}.basedOn[{i}]")
         if ref.get("identifier") is None:
             continue
         path = f"{src}.basedOn[{i}].identifier"
-        probe = r.identifier(ref["identifier"], path, "_", LineageRecorder(enabled=False))
-        if probe.type == "PLAC" and placer is None:
-            placer = r.identifier(ref["identifier"], path, "placer_order_number", rec)
-        elif probe.type == "FILL" and filler is None:
-            filler = r.identifier(ref["identifier"], path, "filler_order_number", rec)
-        elif probe.type is None and placer is None:
-            placer = r.identifier(ref["identifier"], path, "placer_order_number", rec)
-    first_untyped = next((i for i in idents if i.type is None), None)
-    if first_untyped is not None:
-        index = idents.index(first_untyped)
-        if untyped == "filler" and filler is None:
-            filler = first_untyped
-            rec.add(f"{src}.identifier[{index}]", "filler_order_number", "untyped-identifier-as-filler")
-        elif untyped == "placer" and placer is None:
-            placer = first_untyped
-            rec.add(f"{src}.identifier[{index}]", "placer_order_number", "untyped-identifier-as-placer")
-    return placer, filler
+        ident = r.identifier(ref["identifier"], path, "_", off)
+        based_role = {"PLAC": "placer", "FILL": "filler", None: "placer"}.get(ident.type)
+        if based_role is not None and based_role not in used:
+            used[based_role] = (path, ident)
+    taken = {id(x) for _, x in used.values()}
+    untyped_first = next(((i, x) for i, x in parsed if x.type is None and id(x) not in taken), None)
+    if untyped_first is not None and untyped not in used:
+        used[untyped] = (f"{src}.identifier[{untyped_first[0]}]", untyped_first[1])
+    for role, (path, _) in used.items():
+        rec.add(path, f"{role}_order_number", f"{role} order number (v2-0203 type implied by the field)")
+    taken = {id(x) for _, x in used.values()}
+    others: list[Identifier] = []
+    for i, ident in parsed:
+        if id(ident) in taken:
+            continue
+        path = f"{src}.identifier[{i}]"
+        others.append(r.identifier(resource["identifier"][i], path, f"identifiers[{len(others)}]", rec))
+
+    def plain(role: str) -> Identifier | None:
+        found = used.get(role)
+        return None if found is None else found[1].model_copy(update={"type": None})
+
+    return plain("placer"), plain("filler"), tuple(others)
 
 
 def report_from_fhir(
@@ -383,8 +397,7 @@ def report_from_fhir(
 def map_report(resource: r.JsonObj, rec: LineageRecorder, resolver: r.Resolver) -> ResultReport:
     _check_type(resource, "DiagnosticReport")
     src = "DiagnosticReport"
-    idents = r.identifiers(resource, "identifier", src, "identifiers", rec)
-    placer, filler = _order_numbers(resource, src, idents, rec, untyped="filler")
+    placer, filler, idents = _order_numbers(resource, src, rec, untyped="filler")
     status = r.req_code_in(resource, "status", src, _REPORT_STATUS)
     rec.add(f"{src}.status", "status", "copy", table="diagnostic-report-status")
     categories = r.arr(resource, "category", src)
@@ -415,6 +428,8 @@ def map_report(resource: r.JsonObj, rec: LineageRecorder, resolver: r.Resolver) 
                 src=f"{path}.resolve()",
             )
         )
+    for i, node in enumerate(r.arr(resource, "presentedForm", src)):
+        results.append(_presented(node, f"{src}.presentedForm[{i}]", status, code, len(results) + 1, rec))
     conclusion = r.opt_str(resource, "conclusion", src)
     if conclusion is not None:
         rec.add(f"{src}.conclusion", "conclusion", "copy")
@@ -433,13 +448,27 @@ def map_report(resource: r.JsonObj, rec: LineageRecorder, resolver: r.Resolver) 
     )
 
 
+def _presented(
+    node: object, src: str, status: str, code: Concept, sequence: int, rec: LineageRecorder
+) -> Observation:
+    """``presentedForm[i]`` -> a result whose value is the attachment (an HL7 ED/RP OBX): it carries the
+    report's code and status, as R4 has no Observation.valueAttachment to hold its own."""
+    if status not in _OBS_STATUS:
+        raise InvalidValue("DiagnosticReport.status", "no result status for a presentedForm with this status")
+    with rec.scope(f"results[{sequence - 1}]."):
+        value = r.attachment(node, src, "value", rec)
+        rec.add("DiagnosticReport.status", "status", "report status")
+        rec.add("DiagnosticReport.code", "code", "report code")
+        rec.add(None, "sequence", "position in the report")
+    return Observation(status=status, code=code, value=value, sequence=sequence)
+
+
 def report_for_observation(resource: r.JsonObj, rec: LineageRecorder, resolver: r.Resolver) -> ResultReport:
     """A standalone Observation as a one-result report (the shape of an ORU OBR group): the report takes
     the observation's code, status and times; a panel's components become its results."""
     _check_type(resource, "Observation")
     src = "Observation"
-    idents = r.identifiers(resource, "identifier", src, "identifiers", rec)
-    placer, filler = _order_numbers(resource, src, idents, rec, untyped="filler")
+    placer, filler, idents = _order_numbers(resource, src, rec, untyped="filler")
     status = r.req_code_in(resource, "status", src, _OBS_STATUS)
     rec.add(f"{src}.status", "status", "copy", table="observation-status")
     code_node = resource.get("code")
@@ -483,8 +512,7 @@ def service_request_from_fhir(
 def map_service_request(resource: r.JsonObj, rec: LineageRecorder, resolver: r.Resolver) -> ServiceRequest:
     _check_type(resource, "ServiceRequest")
     src = "ServiceRequest"
-    idents = r.identifiers(resource, "identifier", src, "_identifiers", LineageRecorder(enabled=False))
-    placer, filler = _order_numbers(resource, src, idents, rec, untyped="placer")
+    placer, filler, _ = _order_numbers(resource, src, rec, untyped="placer")
     if placer is None and filler is None:
         raise MissingRequiredField(f"{src}.identifier", "needs a placer or filler order number")
     status = r.req_code_in(resource, "status", src, _SR_STATUS)

@@ -8,11 +8,13 @@ Rules
 * ``status`` must be one of the canonical :class:`~shared.canonical.model.EncounterStatus` codes (FHIR's
   ``triaged``/``unknown`` have no canonical meaning and are rejected, not defaulted).
 * ``class`` (a Coding) -> ``encounter_class`` (a Concept with that coding).
+* ``class`` with the data-absent-reason extension -> DataAbsent (its code kept as ``source``).
 * ``location``: the entry whose status is ``active`` (else the last one without status ``planned``) ->
   ``location``; the most recent ``completed`` one -> ``prior_location``. A referenced Location resource
-  (contained, or supplied in ``context``) is read along its ``partOf`` chain by ``physicalType``
-  (bd bed, ro room, wa ward = point of care, si/bu site = facility); an unresolved reference keeps its
-  display as ``description``.
+  (contained, or supplied in ``context``) is read by the engine's own identifier convention
+  (``urn:tie:location[:<site>]|<point of care>/<room>/<bed>``, or an ODS site code), else along its
+  ``partOf`` chain by ``physicalType`` (bd bed, ro room, wa ward = point of care, si/bu site = facility);
+  an unresolved reference keeps its display as ``description``.
 * ``participant`` typed ATND / REF / ADM (v3-ParticipationType) -> attending / referring / admitting.
 * ``serviceType``, ``priority``, ``hospitalization.admitSource`` / ``dischargeDisposition`` -> Concepts;
   ``serviceProvider`` -> Organization; ``partOf`` (a logical identifier) -> ``spell_identifier``.
@@ -22,9 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from shared.canonical.model import (
     ClinicalDateTime,
+    Coded,
     Encounter,
     EncounterStatus,
     Location,
@@ -41,6 +45,8 @@ __all__ = ["EncounterLocations", "encounter_from_fhir", "encounter_locations"]
 
 _STATUSES = frozenset(s.value for s in EncounterStatus)
 LOCATION_PHYSICAL_TYPE = "http://terminology.hl7.org/CodeSystem/location-physical-type"
+#: Identifier system of the engine's own Location entries (written by ``shared.mapping.fhir_out``).
+TIE_LOCATION = "urn:tie:location"
 #: Location.physicalType code -> the canonical Location slot it fills (structure, not a code translation).
 _SLOT = {"bd": "bed", "ro": "room", "wa": "point_of_care", "si": "facility", "bu": "facility"}
 _ROLES = {"ATND": "attending", "REF": "referring", "ADM": "admitting"}
@@ -72,24 +78,40 @@ class EncounterLocations:
 
 
 def encounter_locations(resource: r.JsonObj) -> EncounterLocations:
+    """Which ``Encounter.location`` entries are the current and the prior location.
+
+    Current: an ``active`` entry, else (a closed encounter) a ``completed`` one, else any entry not
+    ``planned``; prior: a ``completed`` entry other than the current one. Among candidates the latest
+    ``period.start`` wins; without periods the first listed wins (the engine writes the current location
+    first, then the prior one).
+    """
     entries = [
         r.obj(e, f"Encounter.location[{i}]") for i, e in enumerate(r.arr(resource, "location", "Encounter"))
     ]
+    starts: list[ClinicalDateTime | None] = []
+    for i, entry in enumerate(entries):
+        p = r.opt_obj(entry, "period", f"Encounter.location[{i}]")
+        starts.append(r.opt_date_time(p, "start", f"Encounter.location[{i}].period") if p else None)
+
+    def pick(candidates: list[int]) -> int | None:
+        if not candidates:
+            return None
+        timed = [i for i in candidates if starts[i] is not None]
+        if timed:
+            return max(timed, key=lambda i: starts[i].value)  # type: ignore[union-attr]
+        return candidates[0]
+
     statuses = [e.get("status") for e in entries]
-    current = next((i for i in reversed(range(len(entries))) if statuses[i] == "active"), None)
-    if current is None:
-        current = next(
-            (i for i in reversed(range(len(entries))) if statuses[i] not in ("planned", "completed")), None
-        )
-    prior = next(
-        (i for i in reversed(range(len(entries))) if statuses[i] == "completed" and i != current), None
+    everything = range(len(entries))
+    current = (
+        pick([i for i in everything if statuses[i] == "active"])
+        if "active" in statuses
+        else pick([i for i in everything if statuses[i] == "completed"])
+        if "completed" in statuses
+        else pick([i for i in everything if statuses[i] != "planned"])
     )
-    start = None
-    if current is not None:
-        p = r.opt_obj(entries[current], "period", f"Encounter.location[{current}]")
-        if p is not None:
-            start = r.opt_date_time(p, "start", f"Encounter.location[{current}].period")
-    return EncounterLocations(current, prior, start)
+    prior = pick([i for i in everything if statuses[i] == "completed" and i != current])
+    return EncounterLocations(current, prior, starts[current] if current is not None else None)
 
 
 def map_encounter(resource: r.JsonObj, rec: LineageRecorder, resolver: r.Resolver) -> Encounter:
@@ -101,7 +123,7 @@ def map_encounter(resource: r.JsonObj, rec: LineageRecorder, resolver: r.Resolve
     class_node = resource.get("class")
     if class_node is None:
         raise MissingRequiredField("Encounter.class")
-    encounter_class = r.coding_concept(class_node, "Encounter.class", "encounter_class", rec)
+    encounter_class = _encounter_class(class_node, rec)
     enc_period = (
         r.period(resource["period"], "Encounter.period", "period", rec) if resource.get("period") else None
     )
@@ -170,6 +192,22 @@ def map_encounter(resource: r.JsonObj, rec: LineageRecorder, resolver: r.Resolve
     )
 
 
+def _encounter_class(node: object, rec: LineageRecorder) -> Coded:
+    """``class`` (a Coding) -> Concept; a class carrying the data-absent-reason extension -> DataAbsent,
+    with the source code beside it kept as ``source`` (how fhir_out writes an unmappable PV1-2)."""
+    cls = r.obj(node, "Encounter.class")
+    absent = r.absent_extension(cls, "Encounter.class")
+    if absent is None:
+        return r.coding_concept(cls, "Encounter.class", "encounter_class", rec)
+    rec.add("Encounter.class.extension", "encounter_class.reason", "data-absent-reason extension")
+    if cls.get("code") is not None:
+        absent = absent.model_copy(update={"source": r.coding(cls, "Encounter.class")})
+        rec.add("Encounter.class.code", "encounter_class.source.code", "copy")
+        if cls.get("system") is not None:
+            rec.add("Encounter.class.system", "encounter_class.source.system", "copy")
+    return absent
+
+
 def _participant_role(participant: r.JsonObj, path: str) -> str | None:
     for i, node in enumerate(r.arr(participant, "type", path)):
         cc = r.obj(node, f"{path}.type[{i}]")
@@ -192,6 +230,12 @@ def _location(
     slots: dict[str, str] = {}
     resolved = resolver.resolve(r.opt_str(ref, "reference", ref_path))
     path = f"{ref_path}.resolve()"
+    description: str | None = None
+    if resolved is not None:
+        tie = _tie_location(resolved, path, tgt, rec)
+        if tie is not None:
+            slots, description = tie
+            resolved = None
     seen = 0
     while resolved is not None and seen < 6:  # a partOf chain: bed -> room -> ward -> site
         seen += 1
@@ -204,9 +248,11 @@ def _location(
             break
         path = f"{path}.partOf.resolve()"
         resolved = resolver.resolve(r.opt_str(parent, "reference", path))
-    display = r.opt_str(ref, "display", ref_path)
-    if display is not None:
-        rec.add(f"{ref_path}.display", f"{tgt}.description", "copy")
+    display = description
+    if display is None:
+        display = r.opt_str(ref, "display", ref_path)
+        if display is not None:
+            rec.add(f"{ref_path}.display", f"{tgt}.description", "copy")
     if not slots and display is None:
         return None
     return Location(
@@ -216,6 +262,42 @@ def _location(
         facility=slots.get("facility"),
         description=display,
     )
+
+
+def _tie_location(
+    location: r.JsonObj, path: str, tgt: str, rec: LineageRecorder
+) -> tuple[dict[str, str], str | None] | None:
+    """The engine's own Location convention (see ``shared.mapping.fhir_out``): identifier
+    ``urn:tie:location[:<site>]`` | ``<point of care>/<room>/<bed>``, or a bare site by ODS site code;
+    ``name`` is the description unless it only repeats the identifier value. ``None`` for other Locations."""
+    for i, node in enumerate(r.arr(location, "identifier", path)):
+        ipath = f"{path}.identifier[{i}]"
+        ident = r.obj(node, ipath)
+        system = ident.get("system")
+        if not isinstance(system, str):
+            continue
+        slots: dict[str, str] = {}
+        value = r.req_str(ident, "value", ipath)
+        if system == TIE_LOCATION or system.startswith(TIE_LOCATION + ":"):
+            for slot, part in zip(("point_of_care", "room", "bed"), value.split("/"), strict=False):
+                if part:
+                    slots[slot] = part
+                    rec.add(f"{ipath}.value", f"{tgt}.{slot}", "location identifier part")
+            if system != TIE_LOCATION:
+                slots["facility"] = unquote(system[len(TIE_LOCATION) + 1 :])
+                rec.add(f"{ipath}.system", f"{tgt}.facility", "site in the location identifier system")
+        elif system == systems.ODS_SITE_CODE:
+            slots["facility"] = value
+            rec.add(f"{ipath}.value", f"{tgt}.facility", "ODS site code")
+        else:
+            continue
+        name = r.opt_str(location, "name", path)
+        if name is not None and name == value:
+            name = None  # the name only repeats the identifier
+        if name is not None:
+            rec.add(f"{path}.name", f"{tgt}.description", "copy")
+        return slots, name
+    return None
 
 
 def _physical_slot(location: r.JsonObj, path: str) -> str | None:

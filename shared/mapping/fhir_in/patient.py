@@ -12,8 +12,9 @@ Rules
 * ``meta.security`` in v3-Confidentiality -> ``sensitivity``: ``U`` or no label -> NORMAL, ``R`` ->
   RESTRICTED, ``V`` -> VERY_RESTRICTED (the PDS value set; any other confidentiality code is an error).
   When several labels are present the most restrictive wins.
-* ``gender``, name ``use``, address ``use``/``type``, telecom ``system``/``use`` and ``link.type`` are
-  checked against their (required) value sets; unknown codes are errors, never defaulted.
+* ``gender`` (or a ``_gender`` data-absent-reason extension -> DataAbsent), name ``use``, address
+  ``use``/``type``, telecom ``system``/``use`` and ``link.type`` are checked against their (required)
+  value sets; unknown codes are errors, never defaulted.
 * ``generalPractitioner``: the first reference that is an Organization (by ODS code) ->
   ``general_practitioner``.
 * ``link`` -> ``links`` (``other`` by its logical identifier, else the referenced Patient's NHS number /
@@ -33,6 +34,7 @@ from shared.canonical.model import (
     Address,
     ClinicalDateTime,
     ContactPoint,
+    DataAbsent,
     HumanName,
     Identifier,
     MergeLink,
@@ -106,9 +108,13 @@ def map_patient(resource: r.JsonObj, rec: LineageRecorder, resolver: r.Resolver)
     for i, node in enumerate(r.arr(resource, "name", src)):
         names.append(r.human_name(node, f"{src}.name[{i}]", f"names[{len(names)}]", rec))
 
-    gender = r.code_in(resource, "gender", src, _GENDERS)
+    gender: str | DataAbsent | None = r.code_in(resource, "gender", src, _GENDERS)
     if gender is not None:
         rec.add("Patient.gender", "gender", "copy", table="administrative-gender")
+    else:
+        gender = r.absent_extension(r.opt_obj(resource, "_gender", src), "Patient._gender")
+        if gender is not None:
+            rec.add("Patient._gender.extension", "gender.reason", "data-absent-reason extension")
 
     birth_date = None
     if resource.get("birthDate") is not None:

@@ -80,7 +80,6 @@ def test_observation_maps_value_codes_range_interpretation_and_times() -> None:
         ("valueCodeableConcept", {"coding": [{"system": systems.SNOMED_CT, "code": "10828004"}]}, Concept),
         ("valueDateTime", "2026-01-15", ClinicalDateTime),
         ("valueRange", {"low": {"value": 1}, "high": {"value": 2}}, Range),
-        ("valueAttachment", {"contentType": "application/pdf", "url": "https://blob/x"}, Attachment),
         ("valueInteger", 7, Quantity),
     ],
 )
@@ -197,6 +196,30 @@ def test_unresolvable_result_is_an_error_not_a_shorter_report() -> None:
     with pytest.raises(MissingRequiredField) as err:
         report_from_fhir(report())
     assert err.value.field == "DiagnosticReport.result[1]"
+
+
+def test_presented_form_becomes_an_attachment_result() -> None:
+    res = report(result=[], presentedForm=[{"contentType": "application/pdf", "url": "https://blob/r.pdf"}])
+    mapped = report_from_fhir(res)
+    rep = mapped.value
+    assert len(rep.results) == 1
+    only = rep.results[0]
+    assert isinstance(only.value, Attachment) and only.value.url == "https://blob/r.pdf"
+    assert (only.code, only.status, only.sequence) == (rep.code, "final", 1)
+    assert uncovered_leaves(rep, "reports[0]", mapped.lineage, ignore=set()) == []
+    res["presentedForm"][0]["data"] = "JVBERi0="
+    with pytest.raises(InvalidValue) as err:
+        report_from_fhir(res)
+    assert err.value.field == "DiagnosticReport.presentedForm[0].data"
+
+
+def test_placer_and_filler_are_not_repeated_in_identifiers_and_lose_their_type() -> None:
+    res = report(result=[])
+    res["identifier"].append({"system": "urn:tie:report", "value": "R1"})
+    rep = report_from_fhir(res).value
+    assert rep.filler_order_number is not None and rep.filler_order_number.type is None
+    assert rep.placer_order_number is not None and rep.placer_order_number.type is None
+    assert [(i.system, i.value) for i in rep.identifiers] == [("urn:tie:report", "R1")]
 
 
 def test_untyped_report_identifier_is_the_filler_number() -> None:

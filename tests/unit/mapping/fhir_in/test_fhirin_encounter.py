@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from shared.canonical.model import EncounterStatus
+from shared.canonical.model import DataAbsent, DataAbsentReason, EncounterStatus, Location
 from shared.mapping.errors import InvalidValue, MissingRequiredField
 from shared.mapping.fhir_in import encounter_from_fhir
 from shared.terminology import systems
@@ -159,3 +159,55 @@ def test_part_of_identifier_is_the_spell() -> None:
     res["partOf"] = {"identifier": {"system": "urn:tie:authority:RX1-spell", "value": "S1"}}
     e = encounter_from_fhir(res).value
     assert e.spell_identifier is not None and e.spell_identifier.value == "S1"
+
+
+def test_data_absent_class_keeps_the_source_code() -> None:
+    res = encounter()
+    res["class"] = {
+        "extension": [{"url": systems.EXT_DATA_ABSENT_REASON, "valueCode": "unknown"}],
+        "system": systems.V2_0004_PATIENT_CLASS,
+        "code": "U",
+    }
+    cls = encounter_from_fhir(res).value.encounter_class
+    assert isinstance(cls, DataAbsent) and cls.reason is DataAbsentReason.UNKNOWN
+    assert cls.source is not None and (cls.source.system, cls.source.code) == (
+        systems.V2_0004_PATIENT_CLASS,
+        "U",
+    )
+
+
+@pytest.mark.parametrize(
+    ("identifier", "name", "expected"),
+    [
+        (
+            {"system": "urn:tie:location:RX101", "value": "WARD7/R2/B4"},
+            "Ward 7 bay 2",
+            Location(
+                point_of_care="WARD7", room="R2", bed="B4", facility="RX101", description="Ward 7 bay 2"
+            ),
+        ),
+        ({"system": "urn:tie:location", "value": "WARD7"}, "WARD7", Location(point_of_care="WARD7")),
+        ({"system": systems.ODS_SITE_CODE, "value": "RX101"}, None, Location(facility="RX101")),
+    ],
+)
+def test_engine_location_convention(identifier: dict[str, str], name: str | None, expected: Location) -> None:
+    loc: dict[str, Any] = {"resourceType": "Location", "identifier": [identifier]}
+    if name is not None:
+        loc["name"] = name
+    res = encounter()
+    res["location"] = [{"location": {"reference": "urn:uuid:loc"}, "status": "active"}]
+    mapped = encounter_from_fhir(res, context={"urn:uuid:loc": loc})
+    assert mapped.value.location == expected
+    assert uncovered_leaves(mapped.value, "encounter", mapped.lineage, ignore=set()) == []
+
+
+def test_closed_encounter_keeps_current_and_prior_locations_in_written_order() -> None:
+    res = encounter()
+    res["status"] = "finished"
+    res["location"] = [
+        {"location": {"display": "Discharge lounge"}, "status": "completed"},
+        {"location": {"display": "Ward 7"}, "status": "completed"},
+    ]
+    e = encounter_from_fhir(res).value
+    assert e.location is not None and e.location.description == "Discharge lounge"
+    assert e.prior_location is not None and e.prior_location.description == "Ward 7"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from shared.canonical.model import Sensitivity
+from shared.canonical.model import DataAbsent, DataAbsentReason, Sensitivity
 from shared.mapping.errors import InvalidValue, MappingError, MissingRequiredField
 from shared.mapping.fhir_in import patient_from_fhir
 from shared.terminology import systems
@@ -327,3 +327,16 @@ def test_error_text_never_contains_patient_values() -> None:
     with pytest.raises(InvalidValue) as err:
         patient_from_fhir(res)
     assert "Jane" not in str(err.value) and "Smith" not in str(err.value)
+
+
+def test_gender_data_absent_extension() -> None:
+    res = pds_patient()
+    del res["gender"]
+    res["_gender"] = {"extension": [{"url": systems.EXT_DATA_ABSENT_REASON, "valueCode": "asked-unknown"}]}
+    mapped = patient_from_fhir(res)
+    assert isinstance(mapped.value.gender, DataAbsent)
+    assert mapped.value.gender.reason is DataAbsentReason.ASKED_UNKNOWN
+    res["_gender"]["extension"][0]["valueCode"] = "forgot"
+    with pytest.raises(InvalidValue) as err:
+        patient_from_fhir(res)
+    assert err.value.field == "Patient._gender.extension[0].valueCode"
