@@ -1,0 +1,476 @@
+// Serverless TIE: the whole platform for one environment in one resource group.
+//
+//   az deployment group create -g rg-tie-<env>-uks -f infra/bicep/main.bicep \
+//     -p @infra/bicep/params/<env>.parameters.json
+//
+// Names: <abbreviation>-<workload>-<environment>-<region>[-<suffix>], the suffix (5 chars of uniqueString
+// over subscription, resource group and environment) only where names are global (Service Bus, Key Vault,
+// storage, Function App, API Management). Tags on every resource: service, environment,
+// data-classification, managed-by. Operator walk-through: infra/README.md.
+targetScope = 'resourceGroup'
+
+metadata description = 'Serverless Trust Integration Engine (HL7 v2, FHIR R4) on Azure Functions, Service Bus, Storage, Key Vault and API Management.'
+
+@allowed([
+  'dev'
+  'test'
+  'prod'
+])
+param environmentName string
+param location string = resourceGroup().location
+@minLength(2)
+@maxLength(6)
+@description('Short lowercase workload name used in resource names.')
+param workload string = 'tie'
+@allowed([
+  'official'
+  'official-sensitive'
+])
+@description('UK Government Security Classification of the data the environment holds (patient data: official-sensitive).')
+param dataClassification string = 'official-sensitive'
+@description('Extra tags merged into the standard ones (cost centre, owner, ...).')
+param extraTags object = {}
+
+// Network -----------------------------------------------------------------------------------------------
+@description('Private endpoints for every PaaS resource, public network access off, private DNS. Requires Service Bus Premium and an API Management tier with VNet integration (StandardV2/PremiumV2).')
+param networkIsolation bool = true
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+@description('Public network access of Service Bus, Storage, Key Vault, the Function App and telemetry ingestion.')
+param publicNetworkAccess string = 'Disabled'
+param vnetAddressPrefix string = '10.60.0.0/22'
+
+// Service Bus --------------------------------------------------------------------------------------------
+@allowed([
+  'Standard'
+  'Premium'
+])
+param serviceBusSku string = 'Premium'
+param serviceBusCapacity int = 1
+
+// Storage and Key Vault ---------------------------------------------------------------------------------
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GZRS'
+])
+param storageSku string = 'Standard_ZRS'
+@allowed([
+  'standard'
+  'premium'
+])
+param keyVaultSku string = 'premium'
+
+// Function App -------------------------------------------------------------------------------------------
+param functionMaximumInstanceCount int = 100
+param functionInstanceMemoryMB int = 2048
+@description('Per-environment values for settings of config/app-settings.json, e.g. { TIE_LOG_LEVEL: \'DEBUG\' }.')
+param appSettingOverrides object = {}
+
+// API Management -----------------------------------------------------------------------------------------
+@allowed([
+  'Developer'
+  'BasicV2'
+  'StandardV2'
+  'PremiumV2'
+  'Premium'
+])
+param apimSku string = 'StandardV2'
+param apimCapacity int = 1
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+@description('The API Management gateway is the front door; callers need an Entra ID token and a subscription key.')
+param apimPublicNetworkAccess string = 'Enabled'
+param apimPublisherEmail string
+param apimPublisherName string = 'Trust Integration Team'
+@description('Application ID URI (audience) of the TIE API app registration, e.g. api://tie-prod.')
+param apiAudience string
+param apimRateLimitPerMinute int = 600
+param apimQuotaPerDay int = 500000
+@description('App teams that get a subscription to the TIE product: [{ name, displayName }].')
+param appTeams array = []
+
+// Monitoring ---------------------------------------------------------------------------------------------
+@minValue(30)
+param logRetentionDays int = 90
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+@description('Public query access to Log Analytics / Application Insights (portal, workbooks); Entra ID + RBAC still required.')
+param monitorQueryPublicNetworkAccess string = 'Enabled'
+@description('Alert e-mail receivers: [{ name, email }].')
+param alertEmailReceivers array
+@secure()
+param alertWebhookUri string = ''
+param backlogThreshold int = 1000
+param messageAgeThresholdSeconds int = 300
+param functionFailureThreshold int = 0
+param http5xxRatePercent int = 5
+param apim5xxThreshold int = 5
+param apim429Threshold int = 50
+param reconciliationVarianceThreshold int = 0
+param noHl7TrafficWindow string = 'PT30M'
+param workingHoursStart int = 8
+param workingHoursEnd int = 18
+
+// Names and tags ------------------------------------------------------------------------------------------
+var regionCodes = {
+  uksouth: 'uks'
+  ukwest: 'ukw'
+  westeurope: 'weu'
+  northeurope: 'neu'
+}
+var region = contains(regionCodes, location) ? regionCodes[location] : location
+var suffix = take(uniqueString(subscription().id, resourceGroup().id, environmentName), 5)
+var base = '${workload}-${environmentName}-${region}'
+var names = {
+  appIdentity: 'id-${base}-app'
+  apimIdentity: 'id-${base}-apim'
+  workspace: 'log-${base}'
+  appInsights: 'appi-${base}'
+  actionGroup: 'ag-${base}'
+  privateLinkScope: 'ampls-${base}'
+  vnet: 'vnet-${base}'
+  serviceBus: 'sb-${base}-${suffix}'
+  keyVault: take('kv-${workload}-${environmentName}-${suffix}', 24)
+  hostStorage: take('st${workload}${environmentName}h${suffix}', 24)
+  dataStorage: take('st${workload}${environmentName}d${suffix}', 24)
+  plan: 'asp-${base}'
+  functionApp: 'func-${base}-${suffix}'
+  apim: 'apim-${base}-${suffix}'
+  alertPrefix: 'alert-${base}'
+}
+var tags = union({
+  service: 'serverless-tie'
+  environment: environmentName
+  'data-classification': dataClassification
+  'managed-by': 'bicep'
+}, extraTags)
+
+var roles = loadJsonContent('config/roles.json')
+var storageConfig = loadJsonContent('config/storage.json')
+var appSettingsSpec = loadJsonContent('config/app-settings.json')
+var deploymentContainerName = 'app-package'
+var functionKeySecretName = 'tie-function-host-key'
+var isolatedAccess = networkIsolation ? 'Disabled' : publicNetworkAccess
+
+// Identities -------------------------------------------------------------------------------------------------
+module appIdentity 'modules/identity.bicep' = {
+  name: 'identity-app'
+  params: {
+    name: names.appIdentity
+    location: location
+    tags: tags
+  }
+}
+
+module apimIdentity 'modules/identity.bicep' = {
+  name: 'identity-apim'
+  params: {
+    name: names.apimIdentity
+    location: location
+    tags: tags
+  }
+}
+
+// Network ----------------------------------------------------------------------------------------------------
+module network 'modules/network.bicep' = {
+  name: 'network'
+  params: {
+    name: names.vnet
+    location: location
+    tags: tags
+    addressPrefix: vnetAddressPrefix
+    networkIsolation: networkIsolation
+    workspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+// Monitoring -------------------------------------------------------------------------------------------------
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    workspaceName: names.workspace
+    appInsightsName: names.appInsights
+    actionGroupName: names.actionGroup
+    location: location
+    tags: tags
+    retentionInDays: logRetentionDays
+    alertEmailReceivers: alertEmailReceivers
+    alertWebhookUri: alertWebhookUri
+    telemetryPublisherPrincipalIds: [
+      appIdentity.outputs.principalId
+      apimIdentity.outputs.principalId
+    ]
+    ingestionPublicNetworkAccess: isolatedAccess
+    queryPublicNetworkAccess: monitorQueryPublicNetworkAccess
+  }
+}
+
+module monitorPrivateLink 'modules/monitor-private-link.bicep' = if (networkIsolation) {
+  name: 'monitor-private-link'
+  params: {
+    name: names.privateLinkScope
+    location: location
+    tags: tags
+    workspaceId: monitoring.outputs.workspaceId
+    appInsightsId: monitoring.outputs.appInsightsId
+    privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
+    privateDnsZoneIds: network.outputs.privateDnsZoneIds
+  }
+}
+
+// Key Vault --------------------------------------------------------------------------------------------------
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  params: {
+    name: names.keyVault
+    location: location
+    tags: tags
+    skuName: keyVaultSku
+    publicNetworkAccess: isolatedAccess
+    networkIsolation: networkIsolation
+    privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
+    privateDnsZoneId: networkIsolation ? network.outputs.privateDnsZoneIds.keyVault : ''
+    workspaceId: monitoring.outputs.workspaceId
+    actionGroupId: monitoring.outputs.actionGroupId
+    appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
+    appInsightsSecretName: 'appinsights-connection-string'
+    roleAssignments: [
+      {
+        principalId: appIdentity.outputs.principalId
+        roleDefinitionId: roles.keyVaultSecretsUser
+      }
+      {
+        principalId: appIdentity.outputs.principalId
+        roleDefinitionId: roles.keyVaultCertificateUser
+      }
+      {
+        principalId: apimIdentity.outputs.principalId
+        roleDefinitionId: roles.keyVaultSecretsUser
+      }
+    ]
+  }
+}
+
+// Storage ----------------------------------------------------------------------------------------------------
+// Host storage: the Functions runtime (AzureWebJobsStorage, identity-based) and the deployment package.
+module hostStorage 'modules/storage.bicep' = {
+  name: 'storage-host'
+  params: {
+    name: names.hostStorage
+    location: location
+    tags: tags
+    skuName: storageSku
+    tables: []
+    containers: [
+      {
+        name: deploymentContainerName
+        immutabilityDays: 0
+      }
+    ]
+    publicNetworkAccess: isolatedAccess
+    networkIsolation: networkIsolation
+    privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
+    privateDnsZoneIds: network.outputs.privateDnsZoneIds
+    privateEndpointServices: [
+      'blob'
+      'queue'
+      'table'
+    ]
+    workspaceId: monitoring.outputs.workspaceId
+    roleAssignments: [
+      {
+        principalId: appIdentity.outputs.principalId
+        roleDefinitionId: roles.storageBlobDataOwner
+      }
+      {
+        principalId: appIdentity.outputs.principalId
+        roleDefinitionId: roles.storageQueueDataContributor
+      }
+    ]
+  }
+}
+
+// Data storage: exactly the tables and containers of shared/storage/names.py (config/storage.json), the
+// message-body container and the WORM audit container.
+module dataStorage 'modules/storage.bicep' = {
+  name: 'storage-data'
+  params: {
+    name: names.dataStorage
+    location: location
+    tags: tags
+    skuName: storageSku
+    tables: storageConfig.tables
+    containers: concat(map(storageConfig.containers, c => {
+      name: c
+      immutabilityDays: 0
+    }), map(storageConfig.infraContainers, c => {
+      name: c.name
+      immutabilityDays: c.immutabilityDays
+    }))
+    publicNetworkAccess: isolatedAccess
+    networkIsolation: networkIsolation
+    privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
+    privateDnsZoneIds: network.outputs.privateDnsZoneIds
+    privateEndpointServices: [
+      'blob'
+      'table'
+    ]
+    workspaceId: monitoring.outputs.workspaceId
+    roleAssignments: [
+      {
+        principalId: appIdentity.outputs.principalId
+        roleDefinitionId: roles.storageTableDataContributor
+      }
+      {
+        principalId: appIdentity.outputs.principalId
+        roleDefinitionId: roles.storageBlobDataContributor
+      }
+    ]
+  }
+}
+
+// Service Bus ------------------------------------------------------------------------------------------------
+module serviceBus 'modules/servicebus.bicep' = {
+  name: 'servicebus'
+  params: {
+    name: names.serviceBus
+    location: location
+    tags: tags
+    sku: serviceBusSku
+    capacity: serviceBusCapacity
+    publicNetworkAccess: isolatedAccess
+    networkIsolation: networkIsolation
+    privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
+    privateDnsZoneId: networkIsolation ? network.outputs.privateDnsZoneIds.serviceBus : ''
+    workspaceId: monitoring.outputs.workspaceId
+    appPrincipalId: appIdentity.outputs.principalId
+  }
+}
+
+// Function App -----------------------------------------------------------------------------------------------
+// Values that app-settings.json entries with from = "deployment" refer to by key.
+var deploymentValues = {
+  environmentName: environmentName
+  hostStorageAccountName: hostStorage.outputs.name
+  appIdentityClientId: appIdentity.outputs.clientId
+  serviceBusFqdn: serviceBus.outputs.fullyQualifiedNamespace
+  dataTableServiceUri: dataStorage.outputs.tableEndpoint
+  dataBlobServiceUri: dataStorage.outputs.blobEndpoint
+  keyVaultUri: keyVault.outputs.uri
+  appInsightsAuthenticationString: 'ClientId=${appIdentity.outputs.clientId};Authorization=AAD'
+}
+
+// THE app settings: one entry per element of config/app-settings.json "settings".
+var appSettings = [for setting in appSettingsSpec.settings: {
+  name: setting.name
+  value: contains(appSettingOverrides, setting.name) ? string(appSettingOverrides[setting.name]) : (setting.from == 'literal' ? setting.value : (setting.from == 'deployment' ? deploymentValues[setting.value] : '@Microsoft.KeyVault(VaultName=${names.keyVault};SecretName=${setting.value})'))
+}]
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  params: {
+    planName: names.plan
+    siteName: names.functionApp
+    location: location
+    tags: tags
+    identityId: appIdentity.outputs.id
+    hostStorageBlobEndpoint: hostStorage.outputs.blobEndpoint
+    deploymentContainerName: deploymentContainerName
+    integrationSubnetId: network.outputs.functionSubnetId
+    publicNetworkAccess: isolatedAccess
+    networkIsolation: networkIsolation
+    privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
+    privateDnsZoneId: networkIsolation ? network.outputs.privateDnsZoneIds.sites : ''
+    workspaceId: monitoring.outputs.workspaceId
+    appSettings: appSettings
+    maximumInstanceCount: functionMaximumInstanceCount
+    instanceMemoryMB: functionInstanceMemoryMB
+    keyVaultName: keyVault.outputs.name
+    functionKeySecretName: functionKeySecretName
+  }
+}
+
+// API Management ---------------------------------------------------------------------------------------------
+module apim 'modules/apim.bicep' = {
+  name: 'apim'
+  params: {
+    name: names.apim
+    location: location
+    tags: tags
+    sku: apimSku
+    capacity: apimCapacity
+    publisherEmail: apimPublisherEmail
+    publisherName: apimPublisherName
+    identityId: apimIdentity.outputs.id
+    identityClientId: apimIdentity.outputs.clientId
+    publicNetworkAccess: apimPublicNetworkAccess
+    integrationSubnetId: networkIsolation ? network.outputs.apimSubnetId : ''
+    appInsightsId: monitoring.outputs.appInsightsId
+    appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
+    workspaceId: monitoring.outputs.workspaceId
+    functionHostName: functionApp.outputs.defaultHostName
+    keyVaultUri: keyVault.outputs.uri
+    functionKeySecretName: functionKeySecretName
+    tenantId: tenant().tenantId
+    apiAudience: apiAudience
+    appTeams: appTeams
+    rateLimitPerMinute: apimRateLimitPerMinute
+    quotaPerDay: apimQuotaPerDay
+  }
+}
+
+// Alerts and workbook ----------------------------------------------------------------------------------------
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    namePrefix: names.alertPrefix
+    location: location
+    tags: tags
+    actionGroupId: monitoring.outputs.actionGroupId
+    serviceBusNamespaceId: serviceBus.outputs.id
+    apimId: apim.outputs.id
+    appInsightsId: monitoring.outputs.appInsightsId
+    backlogThreshold: backlogThreshold
+    messageAgeThresholdSeconds: messageAgeThresholdSeconds
+    functionFailureThreshold: functionFailureThreshold
+    http5xxRatePercent: http5xxRatePercent
+    apim5xxThreshold: apim5xxThreshold
+    apim429Threshold: apim429Threshold
+    reconciliationVarianceThreshold: reconciliationVarianceThreshold
+    hl7FunctionNames: [
+      'hl7v2_ingest'
+    ]
+    noHl7TrafficWindow: noHl7TrafficWindow
+    workingHoursStart: workingHoursStart
+    workingHoursEnd: workingHoursEnd
+  }
+}
+
+module workbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  params: {
+    displayName: 'TIE message flow (${environmentName})'
+    location: location
+    tags: tags
+    appInsightsId: monitoring.outputs.appInsightsId
+    serviceBusNamespaceId: serviceBus.outputs.id
+    apimId: apim.outputs.id
+  }
+}
+
+output functionAppName string = functionApp.outputs.name
+output functionAppHostName string = functionApp.outputs.defaultHostName
+output apimName string = apim.outputs.name
+output apimGatewayUrl string = apim.outputs.gatewayUrl
+output serviceBusNamespace string = serviceBus.outputs.fullyQualifiedNamespace
+output keyVaultName string = keyVault.outputs.name
+output dataStorageAccountName string = dataStorage.outputs.name
+output appInsightsName string = monitoring.outputs.appInsightsName
+output alertNames array = alerts.outputs.alertNames

@@ -1,0 +1,307 @@
+// Alert rules. Every rule notifies the platform action group. Rules on Service Bus and API Management use
+// platform metrics; rules on the Function App and on custom metrics query Application Insights (classic
+// table names: requests, traces, customMetrics). Key Vault certificate events are raised in keyvault.bicep.
+//
+//   alert (name)                     signal
+//   sb-dead-letters                  DeadletteredMessages > 0, per topic (EntityName)
+//   sb-backlog                       ActiveMessages above a threshold, per topic
+//   sb-backlog-growth                ActiveMessages above its learned (dynamic) band, per topic
+//   sb-message-age                   age of messages when the trigger receives them (host "Trigger Details")
+//   func-failures                    failed function invocations
+//   func-http-5xx-rate               share of HTTP responses with 5xx
+//   apim-5xx                         gateway responses 5xx
+//   apim-429                         gateway responses 429
+//   cert-expiry-90d/-30d/-7d         custom metric tie.certificate.days_remaining
+//   reconciliation-variance          custom metric tie.reconciliation.variance
+//   no-hl7-traffic                   no HL7 v2 requests for N minutes inside working hours (Europe/London)
+param namePrefix string
+param location string
+param tags object
+param actionGroupId string
+param serviceBusNamespaceId string
+param apimId string
+param appInsightsId string
+@description('Active messages per topic above which sb-backlog fires.')
+param backlogThreshold int
+@description('Seconds a message may wait on a subscription before sb-message-age fires.')
+param messageAgeThresholdSeconds int
+@description('Failed invocations per 15 minutes above which func-failures fires.')
+param functionFailureThreshold int
+@description('Percentage of 5xx HTTP responses (at least 20 requests in the window) above which func-http-5xx-rate fires.')
+param http5xxRatePercent int
+param apim5xxThreshold int
+param apim429Threshold int
+@description('Certificate expiry thresholds in days, largest first; one alert per band.')
+param certificateExpiryDays array = [
+  90
+  30
+  7
+]
+@description('Largest tolerated reconciliation variance (records) per run.')
+param reconciliationVarianceThreshold int
+@description('Function names whose requests count as HL7 v2 traffic (tests/infra checks they exist).')
+param hl7FunctionNames array
+@description('Window without HL7 v2 traffic that raises no-hl7-traffic (ISO 8601 duration).')
+param noHl7TrafficWindow string
+@minValue(0)
+@maxValue(23)
+param workingHoursStart int
+@minValue(1)
+@maxValue(24)
+param workingHoursEnd int
+param workingHoursTimeZone string = 'Europe/London'
+
+var customMetrics = loadJsonContent('../config/custom-metrics.json')
+var hl7Names = join(map(hl7FunctionNames, n => '\'${n}\''), ', ')
+
+var metricAlerts = [
+  {
+    name: 'sb-dead-letters'
+    description: 'A message was dead-lettered on a subscription of this topic. List: tie bus dlq list <topic> <subscription>.'
+    severity: 1
+    scope: serviceBusNamespaceId
+    windowSize: 'PT5M'
+    criterion: {
+      criterionType: 'StaticThresholdCriterion'
+      name: 'dead-letters'
+      metricNamespace: 'Microsoft.ServiceBus/namespaces'
+      metricName: 'DeadletteredMessages'
+      timeAggregation: 'Maximum'
+      operator: 'GreaterThan'
+      threshold: 0
+      dimensions: [
+        {
+          name: 'EntityName'
+          operator: 'Include'
+          values: [
+            '*'
+          ]
+        }
+      ]
+    }
+  }
+  {
+    name: 'sb-backlog'
+    description: 'Active messages on a topic\'s subscriptions stayed above the backlog threshold.'
+    severity: 2
+    scope: serviceBusNamespaceId
+    windowSize: 'PT15M'
+    criterion: {
+      criterionType: 'StaticThresholdCriterion'
+      name: 'backlog'
+      metricNamespace: 'Microsoft.ServiceBus/namespaces'
+      metricName: 'ActiveMessages'
+      timeAggregation: 'Average'
+      operator: 'GreaterThan'
+      threshold: backlogThreshold
+      dimensions: [
+        {
+          name: 'EntityName'
+          operator: 'Include'
+          values: [
+            '*'
+          ]
+        }
+      ]
+    }
+  }
+  {
+    name: 'sb-backlog-growth'
+    description: 'Active messages are growing beyond their usual band (consumers slower than producers).'
+    severity: 2
+    scope: serviceBusNamespaceId
+    windowSize: 'PT15M'
+    criterion: {
+      criterionType: 'DynamicThresholdCriterion'
+      name: 'backlog-growth'
+      metricNamespace: 'Microsoft.ServiceBus/namespaces'
+      metricName: 'ActiveMessages'
+      timeAggregation: 'Average'
+      operator: 'GreaterThan'
+      alertSensitivity: 'Medium'
+      failingPeriods: {
+        numberOfEvaluationPeriods: 4
+        minFailingPeriodsToAlert: 3
+      }
+      dimensions: [
+        {
+          name: 'EntityName'
+          operator: 'Include'
+          values: [
+            '*'
+          ]
+        }
+      ]
+    }
+  }
+  {
+    name: 'apim-5xx'
+    description: 'API Management answered with 5xx (gateway or backend failure).'
+    severity: 1
+    scope: apimId
+    windowSize: 'PT5M'
+    criterion: {
+      criterionType: 'StaticThresholdCriterion'
+      name: 'gateway-5xx'
+      metricNamespace: 'Microsoft.ApiManagement/service'
+      metricName: 'Requests'
+      timeAggregation: 'Total'
+      operator: 'GreaterThan'
+      threshold: apim5xxThreshold
+      dimensions: [
+        {
+          name: 'GatewayResponseCodeCategory'
+          operator: 'Include'
+          values: [
+            '5xx'
+          ]
+        }
+      ]
+    }
+  }
+  {
+    name: 'apim-429'
+    description: 'API Management throttled callers (429): a client exceeds its rate limit or quota.'
+    severity: 3
+    scope: apimId
+    windowSize: 'PT5M'
+    criterion: {
+      criterionType: 'StaticThresholdCriterion'
+      name: 'gateway-429'
+      metricNamespace: 'Microsoft.ApiManagement/service'
+      metricName: 'Requests'
+      timeAggregation: 'Total'
+      operator: 'GreaterThan'
+      threshold: apim429Threshold
+      dimensions: [
+        {
+          name: 'GatewayResponseCode'
+          operator: 'Include'
+          values: [
+            '429'
+          ]
+        }
+      ]
+    }
+  }
+]
+
+resource metricRules 'Microsoft.Insights/metricAlerts@2018-03-01' = [for rule in metricAlerts: {
+  name: '${namePrefix}-${rule.name}'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: rule.description
+    severity: rule.severity
+    enabled: true
+    scopes: [
+      rule.scope
+    ]
+    evaluationFrequency: 'PT1M'
+    windowSize: rule.windowSize
+    autoMitigate: true
+    criteria: {
+      'odata.type': rule.criterion.criterionType == 'DynamicThresholdCriterion' ? 'Microsoft.Azure.Monitor.MultipleResourceMultipleMetricCriteria' : 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        rule.criterion
+      ]
+    }
+    actions: [
+      {
+        actionGroupId: actionGroupId
+      }
+    ]
+  }
+}]
+
+// Certificate bands: 90d fires for (30, 90], 30d for (7, 30], 7d for anything at or below 7 days.
+var certificateAlerts = [for (days, i) in certificateExpiryDays: {
+  name: 'cert-expiry-${days}d'
+  description: 'A certificate expires within ${days} days (custom metric ${customMetrics.certificateDaysRemaining.name}). Rotate: infra/README.md.'
+  severity: i == 0 ? 3 : (i == 1 ? 2 : 1)
+  frequency: 'PT6H'
+  window: 'P1D'
+  query: 'customMetrics | where name == \'${customMetrics.certificateDaysRemaining.name}\' | extend certificate = tostring(customDimensions[\'certificate\']) | summarize daysRemaining = min(valueMin) by certificate | where daysRemaining <= ${days}${i < length(certificateExpiryDays) - 1 ? ' and daysRemaining > ${certificateExpiryDays[i + 1]}' : ''}'
+}]
+
+var logAlerts = concat([
+  {
+    name: 'sb-message-age'
+    description: 'Messages waited longer than ${messageAgeThresholdSeconds}s on a subscription before a trigger received them.'
+    severity: 2
+    frequency: 'PT5M'
+    window: 'PT15M'
+    query: 'traces | where message startswith \'Trigger Details:\' and message has \'EnqueuedTimeUtc\' | extend enqueued = todatetime(extract(@\'EnqueuedTimeUtc: ([^,]+)\', 1, message)) | where isnotnull(enqueued) | extend ageSeconds = datetime_diff(\'second\', timestamp, enqueued) | summarize maxAgeSeconds = max(ageSeconds) by operation_Name | where maxAgeSeconds > ${messageAgeThresholdSeconds}'
+  }
+  {
+    name: 'func-failures'
+    description: 'Function invocations failed (exceptions escaping a trigger, abandoned messages).'
+    severity: 2
+    frequency: 'PT5M'
+    window: 'PT15M'
+    query: 'requests | where success == false | summarize failures = count() by operation_Name | where failures > ${functionFailureThreshold}'
+  }
+  {
+    name: 'func-http-5xx-rate'
+    description: 'More than ${http5xxRatePercent}% of HTTP responses from the Function App were 5xx.'
+    severity: 1
+    frequency: 'PT5M'
+    window: 'PT15M'
+    query: 'requests | extend code = toint(resultCode) | where code >= 100 | summarize total = count(), errors = countif(code >= 500) | extend ratePercent = 100.0 * errors / total | where total >= 20 and ratePercent > ${http5xxRatePercent}'
+  }
+  {
+    name: 'reconciliation-variance'
+    description: 'A reconciliation run found records out of step (custom metric ${customMetrics.reconciliationVariance.name}).'
+    severity: 2
+    frequency: 'PT15M'
+    window: 'PT1H'
+    query: 'customMetrics | where name == \'${customMetrics.reconciliationVariance.name}\' | extend reconciliation = tostring(customDimensions[\'reconciliation\']) | summarize variance = max(valueMax) by reconciliation | where variance > ${reconciliationVarianceThreshold}'
+  }
+  {
+    name: 'no-hl7-traffic'
+    description: 'No HL7 v2 message arrived within the window during working hours (${workingHoursStart}:00-${workingHoursEnd}:00 ${workingHoursTimeZone}, Monday to Friday).'
+    severity: 2
+    frequency: 'PT5M'
+    window: noHl7TrafficWindow
+    query: 'let localNow = datetime_utc_to_local(now(), \'${workingHoursTimeZone}\'); requests | where operation_Name in (${hl7Names}) | summarize messages = count() | where messages == 0 and dayofweek(localNow) between (1d .. 5d) and hourofday(localNow) >= ${workingHoursStart} and hourofday(localNow) < ${workingHoursEnd}'
+  }
+], certificateAlerts)
+
+resource logRules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = [for rule in logAlerts: {
+  name: '${namePrefix}-${rule.name}'
+  location: location
+  tags: tags
+  properties: {
+    displayName: '${namePrefix}-${rule.name}'
+    description: rule.description
+    severity: rule.severity
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: rule.frequency
+    windowSize: rule.window
+    autoMitigate: false
+    criteria: {
+      allOf: [
+        {
+          query: rule.query
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [
+        actionGroupId
+      ]
+    }
+  }
+}]
+
+output alertNames array = concat(map(metricAlerts, a => a.name), map(logAlerts, a => a.name))

@@ -1,0 +1,354 @@
+// API Management: the front door. Imports infra/openapi/tie-api.json, applies the policies in
+// infra/apim/policies (global -> API -> operation), calls the Function App with its host key from a Key
+// Vault named value, logs to Application Insights without bodies, and publishes a product for app teams.
+param name string
+param location string
+param tags object
+@allowed([
+  'Developer'
+  'BasicV2'
+  'StandardV2'
+  'PremiumV2'
+  'Premium'
+])
+param sku string
+param capacity int
+param publisherEmail string
+param publisherName string
+param identityId string
+param identityClientId string
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+@description('The gateway is the front door: Enabled unless clients reach it privately (PremiumV2 injection).')
+param publicNetworkAccess string
+@description('Subnet for outbound VNet integration (StandardV2/PremiumV2) so the gateway reaches private backends; empty for none.')
+param integrationSubnetId string
+param appInsightsId string
+@secure()
+param appInsightsConnectionString string
+param workspaceId string
+@description('Function App default host name (backend).')
+param functionHostName string
+param keyVaultUri string
+param functionKeySecretName string
+@description('Entra ID tenant that issues the callers\' tokens.')
+param tenantId string
+@description('Application ID URI (audience) of the TIE API app registration, e.g. api://tie-prod.')
+param apiAudience string
+@description('App teams that get a subscription to the TIE product: [{ name, displayName }].')
+param appTeams array
+@minValue(1)
+@description('Calls per minute per app-team subscription (rate-limit-by-key).')
+param rateLimitPerMinute int
+@minValue(1)
+@description('Calls per day per app-team subscription (quota-by-key).')
+param quotaPerDay int
+
+var isV2 = endsWith(sku, 'V2')
+var apiName = 'tie'
+var backendName = 'tie-functions'
+var openApi = loadTextContent('../../openapi/tie-api.json')
+var globalPolicy = loadTextContent('../../apim/policies/global.xml')
+var apiPolicy = loadTextContent('../../apim/policies/api-tie.xml')
+var productPolicy = loadTextContent('../../apim/policies/product-app-teams.xml')
+var policyFragments = {
+  'tie-operation-outcome': loadTextContent('../../apim/policies/fragments/tie-operation-outcome.xml')
+}
+// One policy per OpenAPI operationId (tests/infra checks that the keys and the document agree).
+var operationPolicies = {
+  'get-health': loadTextContent('../../apim/policies/operations/get-health.xml')
+  'post-messages': loadTextContent('../../apim/policies/operations/post-messages.xml')
+  'get-message-trace': loadTextContent('../../apim/policies/operations/get-message-trace.xml')
+  'post-hl7v2': loadTextContent('../../apim/policies/operations/post-hl7v2.xml')
+}
+// Values the policy XML refers to as {{name}}.
+var namedValues = {
+  'tie-tenant-id': tenantId
+  'tie-api-audience': apiAudience
+  'tie-rate-limit-per-minute': string(rateLimitPerMinute)
+  'tie-quota-per-day': string(quotaPerDay)
+}
+
+resource service 'Microsoft.ApiManagement/service@2024-05-01' = {
+  name: name
+  location: location
+  tags: tags
+  sku: {
+    name: sku
+    capacity: capacity
+  }
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    publisherEmail: publisherEmail
+    publisherName: publisherName
+    publicNetworkAccess: publicNetworkAccess
+    virtualNetworkType: empty(integrationSubnetId) ? 'None' : 'External'
+    virtualNetworkConfiguration: empty(integrationSubnetId) ? null : {
+      subnetResourceId: integrationSubnetId
+    }
+    // Classic tiers: TLS 1.2+ only and no weak ciphers (v2 tiers allow nothing older by design).
+    customProperties: isV2 ? {} : {
+      'Microsoft.WindowsAzure.ApiManagement.Gateway.Security.Protocols.Tls10': 'false'
+      'Microsoft.WindowsAzure.ApiManagement.Gateway.Security.Protocols.Tls11': 'false'
+      'Microsoft.WindowsAzure.ApiManagement.Gateway.Security.Backend.Protocols.Tls10': 'false'
+      'Microsoft.WindowsAzure.ApiManagement.Gateway.Security.Backend.Protocols.Tls11': 'false'
+      'Microsoft.WindowsAzure.ApiManagement.Gateway.Security.Backend.Protocols.Ssl30': 'false'
+      'Microsoft.WindowsAzure.ApiManagement.Gateway.Security.Ciphers.TripleDes168': 'false'
+    }
+  }
+}
+
+resource diagnosticsToWorkspace 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: service
+  properties: {
+    workspaceId: workspaceId
+    logAnalyticsDestinationType: 'Dedicated'
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource plainNamedValues 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = [for item in items(namedValues): {
+  parent: service
+  name: item.key
+  properties: {
+    displayName: item.key
+    value: item.value
+    secret: false
+  }
+}]
+
+// Backed by Key Vault: API Management refreshes it from the vault (versionless secret id), so rotating the
+// key in Key Vault needs no redeployment.
+resource functionKey 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = {
+  parent: service
+  name: 'tie-function-key'
+  properties: {
+    displayName: 'tie-function-key'
+    secret: true
+    keyVault: {
+      secretIdentifier: '${keyVaultUri}secrets/${functionKeySecretName}'
+      identityClientId: identityClientId
+    }
+  }
+}
+
+resource logger 'Microsoft.ApiManagement/service/loggers@2024-05-01' = {
+  parent: service
+  name: 'appinsights'
+  properties: {
+    loggerType: 'applicationInsights'
+    resourceId: appInsightsId
+    credentials: {
+      connectionString: appInsightsConnectionString
+      identityClientId: identityClientId
+    }
+  }
+}
+
+// Request/response bodies are never logged (they carry patient data); only the correlation header.
+resource appInsightsDiagnostics 'Microsoft.ApiManagement/service/diagnostics@2024-05-01' = {
+  parent: service
+  name: 'applicationinsights'
+  properties: {
+    loggerId: logger.id
+    alwaysLog: 'allErrors'
+    httpCorrelationProtocol: 'W3C'
+    verbosity: 'information'
+    logClientIp: false
+    sampling: {
+      samplingType: 'fixed'
+      percentage: 100
+    }
+    frontend: {
+      request: {
+        headers: [
+          'X-Correlation-ID'
+        ]
+        body: {
+          bytes: 0
+        }
+      }
+      response: {
+        headers: [
+          'X-Correlation-ID'
+        ]
+        body: {
+          bytes: 0
+        }
+      }
+    }
+    backend: {
+      request: {
+        headers: [
+          'X-Correlation-ID'
+        ]
+        body: {
+          bytes: 0
+        }
+      }
+      response: {
+        headers: [
+          'X-Correlation-ID'
+        ]
+        body: {
+          bytes: 0
+        }
+      }
+    }
+  }
+}
+
+resource backend 'Microsoft.ApiManagement/service/backends@2024-05-01' = {
+  parent: service
+  name: backendName
+  properties: {
+    protocol: 'http'
+    url: 'https://${functionHostName}/api'
+    description: 'TIE Function App'
+    credentials: {
+      header: {
+        'x-functions-key': [
+          '{{${functionKey.name}}}'
+        ]
+      }
+    }
+    tls: {
+      validateCertificateChain: true
+      validateCertificateName: true
+    }
+  }
+}
+
+resource fragments 'Microsoft.ApiManagement/service/policyFragments@2024-05-01' = [for fragment in items(policyFragments): {
+  parent: service
+  name: fragment.key
+  properties: {
+    format: 'xml'
+    value: fragment.value
+    description: 'Shared policy fragment (infra/apim/policies/fragments/${fragment.key}.xml)'
+  }
+}]
+
+resource servicePolicy 'Microsoft.ApiManagement/service/policies@2024-05-01' = {
+  parent: service
+  name: 'policy'
+  properties: {
+    format: 'xml'
+    value: globalPolicy
+  }
+  dependsOn: [
+    fragments
+  ]
+}
+
+resource api 'Microsoft.ApiManagement/service/apis@2024-05-01' = {
+  parent: service
+  name: apiName
+  properties: {
+    displayName: 'Trust Integration Engine'
+    path: 'tie'
+    protocols: [
+      'https'
+    ]
+    apiType: 'http'
+    format: 'openapi+json'
+    value: openApi
+    serviceUrl: 'https://${functionHostName}/api'
+    subscriptionRequired: true
+    subscriptionKeyParameterNames: {
+      header: 'Ocp-Apim-Subscription-Key'
+      query: 'subscription-key'
+    }
+  }
+}
+
+resource apiLevelPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = {
+  parent: api
+  name: 'policy'
+  properties: {
+    format: 'xml'
+    value: apiPolicy
+  }
+  dependsOn: [
+    backend
+    functionKey
+    fragments
+    plainNamedValues
+  ]
+}
+
+resource operationLevelPolicies 'Microsoft.ApiManagement/service/apis/operations/policies@2024-05-01' = [for operation in items(operationPolicies): {
+  name: '${service.name}/${api.name}/${operation.key}/policy'
+  properties: {
+    format: 'xml'
+    value: operation.value
+  }
+  dependsOn: [
+    apiLevelPolicy
+    plainNamedValues
+  ]
+}]
+
+resource product 'Microsoft.ApiManagement/service/products@2024-05-01' = {
+  parent: service
+  name: 'tie-app-teams'
+  properties: {
+    displayName: 'TIE for application teams'
+    description: 'HL7 v2 and messaging APIs of the Trust Integration Engine. Callers need an Entra ID token with the operation\'s app role and a subscription key.'
+    subscriptionRequired: true
+    approvalRequired: true
+    subscriptionsLimit: 5
+    state: 'published'
+  }
+}
+
+resource productApi 'Microsoft.ApiManagement/service/products/apis@2024-05-01' = {
+  parent: product
+  name: api.name
+}
+
+resource productLevelPolicy 'Microsoft.ApiManagement/service/products/policies@2024-05-01' = {
+  parent: product
+  name: 'policy'
+  properties: {
+    format: 'xml'
+    value: productPolicy
+  }
+  dependsOn: [
+    plainNamedValues
+  ]
+}
+
+resource teamSubscriptions 'Microsoft.ApiManagement/service/subscriptions@2024-05-01' = [for team in appTeams: {
+  parent: service
+  name: team.name
+  properties: {
+    displayName: team.displayName
+    scope: product.id
+    state: 'active'
+    allowTracing: false
+  }
+}]
+
+output id string = service.id
+output name string = service.name
+output gatewayUrl string = service.properties.gatewayUrl

@@ -1,0 +1,124 @@
+// Log Analytics workspace, workspace-based Application Insights (Entra-only ingestion) and the action group
+// every alert notifies. The private link scope for isolated environments is monitor-private-link.bicep.
+param workspaceName string
+param appInsightsName string
+param actionGroupName string
+param location string
+param tags object
+@minValue(30)
+param retentionInDays int
+@description('Receivers of every alert: [{ name, email }].')
+param alertEmailReceivers array
+@description('Optional HTTPS webhook (e.g. the ITSM / on-call tool); empty for none.')
+@secure()
+param alertWebhookUri string = ''
+@description('Principals allowed to send telemetry to Application Insights with Entra ID (Monitoring Metrics Publisher).')
+param telemetryPublisherPrincipalIds array
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+@description('Public network ingestion. Disabled requires the private link scope (monitor-private-link.bicep).')
+param ingestionPublicNetworkAccess string
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+@description('Public network query access (portal, workbooks, alert rules). Access still needs Entra ID and RBAC.')
+param queryPublicNetworkAccess string
+
+var roles = loadJsonContent('../config/roles.json')
+
+resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: workspaceName
+  location: location
+  tags: tags
+  properties: {
+    sku: {
+      name: 'PerGB2018'
+    }
+    retentionInDays: retentionInDays
+    features: {
+      disableLocalAuth: true
+      enableLogAccessUsingOnlyResourcePermissions: true
+    }
+    publicNetworkAccessForIngestion: ingestionPublicNetworkAccess
+    publicNetworkAccessForQuery: queryPublicNetworkAccess
+  }
+}
+
+// Query audit (who read what) stays in the workspace itself.
+resource workspaceDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: workspace
+  properties: {
+    workspaceId: workspace.id
+    logs: [
+      {
+        categoryGroup: 'audit'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
+  name: appInsightsName
+  location: location
+  tags: tags
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: workspace.id
+    IngestionMode: 'LogAnalytics'
+    DisableLocalAuth: true
+    DisableIpMasking: false
+    publicNetworkAccessForIngestion: ingestionPublicNetworkAccess
+    publicNetworkAccessForQuery: queryPublicNetworkAccess
+  }
+}
+
+resource publisherRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principalId in telemetryPublisherPrincipalIds: {
+  name: guid(appInsights.id, principalId, roles.monitoringMetricsPublisher)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
+  name: actionGroupName
+  location: 'global'
+  tags: tags
+  properties: {
+    groupShortName: take(replace(actionGroupName, '-', ''), 12)
+    enabled: true
+    emailReceivers: [for receiver in alertEmailReceivers: {
+      name: receiver.name
+      emailAddress: receiver.email
+      useCommonAlertSchema: true
+    }]
+    webhookReceivers: empty(alertWebhookUri) ? [] : [
+      {
+        name: 'on-call'
+        serviceUri: alertWebhookUri
+        useCommonAlertSchema: true
+      }
+    ]
+  }
+}
+
+output workspaceId string = workspace.id
+output workspaceName string = workspace.name
+output appInsightsId string = appInsights.id
+output appInsightsName string = appInsights.name
+output appInsightsConnectionString string = appInsights.properties.ConnectionString
+output actionGroupId string = actionGroup.id
