@@ -1,0 +1,106 @@
+"""Benchmark: cost of the idempotency guard on the embedded SQLite store (with vs without).
+
+Effects measured, each over N distinct clinical-event keys (first deliveries) plus one repeat per key:
+
+* ``noop``      the effect does nothing: the guard's absolute cost per call;
+* ``writeback`` the effect upserts one ~2 KB record into the embedded store (a stand-in for writing a
+                FHIR resource to the embedded FHIR store): the ratio that matters for the pipeline;
+* ``+outbox``   ``writeback`` through ``run_and_publish`` with one message via the transactional outbox
+                to the embedded bus, against the same effect publishing directly.
+
+Prints per-call microseconds and the with/without ratio; asserts nothing (issue 6 targets < 15%
+idempotency overhead end to end; the real pipeline measurement is ``bench/pipeline.py``).
+
+    .venv/bin/python bench/idempotency_overhead.py [--n 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from shared.idempotency import IdempotencyConfig, IdempotencyGuard, RecordStorePersistence, WithMessages
+from shared.messaging.ports import OutboundMessage
+from shared.messaging.sqlite_bus import SqliteBus
+from shared.messaging.topology import SubscriptionSpec, TopicSpec
+from shared.outbox import Outbox, OutboxMessage
+from shared.storage.sqlite_records import SqliteRecordStore
+
+RESOURCE = {"resourceType": "Encounter", "status": "in-progress", "text": "x" * 2000}
+TOPIC = "clinical-events"
+
+
+def timed(n: int, call: Callable[[int], object]) -> float:
+    start = time.perf_counter()
+    for i in range(n):
+        call(i)
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000)
+    n = parser.parse_args().n
+    with tempfile.TemporaryDirectory() as tmp:
+        records = SqliteRecordStore(Path(tmp) / "records.sqlite3")
+        bus = SqliteBus(Path(tmp) / "bus.sqlite3", (TopicSpec(TOPIC, (SubscriptionSpec("audit"),)),))
+        outbox = Outbox(records)
+        guard = IdempotencyGuard(
+            RecordStorePersistence(records), IdempotencyConfig(namespace="bench"), outbox=outbox, bus=bus
+        )
+
+        def writeback(i: int, tag: str) -> dict[str, str]:
+            records.upsert("fhir", tag, f"Encounter-{i}", RESOURCE)
+            return {"id": f"Encounter/{i}"}
+
+        def message(i: int, tag: str) -> OutboundMessage:
+            return OutboundMessage(body=b'{"event":"admission"}', message_id=f"{tag}-admission-{i}")
+
+        rows: list[tuple[str, float, float]] = []
+        # warm-up (tables, connections)
+        guard.run("warm", None, lambda: None)
+        writeback(0, "warm")
+
+        base = timed(n, lambda i: None)
+        guarded = timed(n, lambda i: guard.run(f"noop-{i}", {"k": i}, lambda: None))
+        rows.append(("noop (first delivery)", base, guarded))
+        repeat = timed(n, lambda i: guard.run(f"noop-{i}", {"k": i}, lambda: None))
+        rows.append(("noop (duplicate: stored result)", base, repeat))
+
+        base = timed(n, lambda i: writeback(i, "plain"))
+        guarded = timed(
+            n,
+            lambda i: guard.run(f"wb-{i}", {"k": i}, lambda i=i: writeback(i, "guarded")),  # type: ignore[misc]
+        )
+        rows.append(("writeback", base, guarded))
+
+        def direct(i: int) -> None:
+            writeback(i, "direct")
+            bus.publish(TOPIC, [message(i, "direct")])
+
+        def through_outbox(i: int) -> None:
+            guard.run_and_publish(
+                f"ob-{i}",
+                {"k": i},
+                lambda: WithMessages(writeback(i, "outbox"), [OutboxMessage(TOPIC, message(i, "outbox"))]),
+            )
+
+        rows.append(("writeback + publish (outbox)", timed(n, direct), timed(n, through_outbox)))
+        bus.close()
+        records.close()
+
+    print(f"idempotency guard overhead on SQLite, n={n} per row (microseconds per call)")
+    print(f"{'case':34} {'without':>10} {'with':>10} {'added':>10} {'ratio':>7}")
+    for name, without, with_ in rows:
+        ratio = f"{with_ / without:6.2f}x" if without >= 1 else "   n/a"
+        print(f"{name:34} {without:10.1f} {with_:10.1f} {with_ - without:10.1f} {ratio}")
+
+
+if __name__ == "__main__":
+    main()
