@@ -15,6 +15,7 @@ from shared.errors import TieError
 from shared.idempotency.config import IdempotencyConfig
 from shared.idempotency.exceptions import (
     IdempotencyConfigError,
+    IdempotencyKeyError,
     IdempotencyLeaseLost,
     IdempotencyResultNotStorable,
     IdempotencyStoredFailure,
@@ -111,7 +112,13 @@ class IdempotencyGuard:
         if payload is None:
             return None
         selector = self._config.payload_validation
-        return hash_payload(selector(payload) if selector is not None else payload)
+        if selector is None:
+            return hash_payload(payload)
+        try:
+            selected = selector(payload)
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+            raise IdempotencyKeyError(f"payload_validation failed ({type(exc).__name__})") from None
+        return hash_payload(selected)
 
     def inspect(self, key: str) -> IdempotencyRecord | None:
         """The stored record for ``key`` (status: use ``record.status_at(now_ms)``)."""

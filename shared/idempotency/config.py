@@ -69,8 +69,8 @@ class IdempotencyConfig:
     clock: Callable[[], datetime] = utc_now
 
     def __post_init__(self) -> None:
-        if not isinstance(self.namespace, str) or not self.namespace:
-            raise IdempotencyConfigError("idempotency namespace must be a non-empty string")
+        if not isinstance(self.namespace, str) or not self.namespace or "\x1f" in self.namespace:
+            raise IdempotencyConfigError("idempotency namespace must be a non-empty string without U+001F")
         if self.in_progress_lease <= timedelta(0):
             raise IdempotencyConfigError("in_progress_lease must be positive")
         if self.in_progress_lease >= self.message_lock_duration:

@@ -5,6 +5,7 @@ See :mod:`shared.outbox` for the protocol and the crash windows it covers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -15,7 +16,7 @@ from typing import Any
 from shared.errors import PermanentError, TransientError
 from shared.messaging.ports import MessageBus, OutboundMessage
 from shared.outbox.model import OUTBOX_FIELD, OutboxMessage, OwnerRef
-from shared.storage.errors import ConcurrencyConflict, RecordNotFound
+from shared.storage.errors import ConcurrencyConflict, RecordExists, RecordNotFound
 from shared.storage.names import TABLE_OUTBOX
 from shared.storage.ports import JsonDict, Record, RecordStore
 
@@ -269,6 +270,18 @@ class Outbox:
     def entries(self, partition: str, *, limit: int | None = None) -> list[OutboxEntry]:
         """Entries of one partition (a shard, or :data:`PARKED_PARTITION`), oldest first."""
         return [OutboxEntry.from_record(r) for r in self._records.query(self._table, partition, limit=limit)]
+
+    def requeue_parked(self) -> int:
+        """Return every parked entry to its shard (after fixing what the bus rejected); returns how many."""
+        moved = 0
+        for record in self._records.query(self._table, PARKED_PARTITION):
+            value = dict(record.value)
+            shard = str(value.pop("shard", record.row_key.rsplit("-", 1)[-1][0]))
+            with contextlib.suppress(RecordExists):
+                self._records.insert(self._table, shard, record.row_key, value)
+            self._records.delete(self._table, PARKED_PARTITION, record.row_key)
+            moved += 1
+        return moved
 
     def pending_count(self) -> int:
         """Entries not yet settled (excluding parked ones); for health and ``tie`` output."""

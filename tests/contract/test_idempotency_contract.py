@@ -30,7 +30,7 @@ from shared.idempotency import (
 from shared.messaging.ports import OutboundMessage
 from shared.messaging.sqlite_bus import SqliteBus
 from shared.messaging.topology import SubscriptionSpec, TopicSpec
-from shared.outbox import OUTBOX_FIELD, Outbox, OutboxMessage, OutboxRelay
+from shared.outbox import OUTBOX_FIELD, Outbox, OutboxMessage, OutboxRelay, OwnerRef
 from shared.storage.errors import ConcurrencyConflict
 from shared.storage.ports import RecordStore
 from shared.storage.sqlite_records import SqliteRecordStore
@@ -266,5 +266,37 @@ def test_outbox_batch_committed_before_a_crash_is_published_by_a_new_relay(
         assert records.query(tables[1]) == []
         [record] = records.query(tables[0])
         assert record.value[OUTBOX_FIELD] == {}
+    finally:
+        bus.close()
+
+
+def test_relay_recognises_an_uncommitted_batch_by_the_owner_etag(
+    records: RecordStore, tables: tuple[str, str], tmp_path: Path, clock: FakeClock
+) -> None:
+    """The ETag a write returns equals the one a later read returns (else live writers' entries would be
+    dropped as orphans); a fenced owner refuses the late commit on every backend."""
+    bus = SqliteBus(tmp_path / "bus.sqlite3", (TopicSpec(TOPIC, (SubscriptionSpec(SUB),)),), clock=clock)
+    try:
+        outbox = Outbox(records, table=tables[1], clock=clock)
+        relay = OutboxRelay(outbox, bus, orphan_grace=timedelta(minutes=5), clock=clock)
+        created = records.insert(tables[0], "p", "r", {"state": 0})
+        message = OutboxMessage(TOPIC, OutboundMessage(body=b"{}", message_id="e1"))
+        batch = outbox.prepare(OwnerRef(tables[0], "p", "r"), created.etag, [message])
+        assert relay.relay_once().waiting == 1
+        clock.advance(minutes=5)
+        report = relay.relay_once()
+        assert (report.orphaned, report.fenced) == (1, 1)
+        with pytest.raises(ConcurrencyConflict):
+            outbox.commit(batch, {"state": 1})
+        assert bus.peek(TOPIC, SUB) == [] and records.query(tables[1]) == []
+
+        current = records.get(tables[0], "p", "r")
+        assert current is not None
+        batch = outbox.prepare(OwnerRef(tables[0], "p", "r"), current.etag, [message])
+        outbox.commit(batch, {"state": 2})
+        assert relay.relay_once().published == 1
+        assert [m.message_id for m in bus.peek(TOPIC, SUB)] == ["e1"]
+        stored = records.get(tables[0], "p", "r")
+        assert stored is not None and stored.value == {"state": 2, OUTBOX_FIELD: {}}
     finally:
         bus.close()

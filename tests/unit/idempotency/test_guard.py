@@ -21,6 +21,7 @@ from shared.idempotency import (
     IdempotencyAlreadyInProgress,
     IdempotencyConfig,
     IdempotencyGuard,
+    IdempotencyKeyError,
     IdempotencyLeaseLost,
     IdempotencyPayloadConflict,
     IdempotencyResultNotStorable,
@@ -319,6 +320,17 @@ def test_payload_validation_subset_ignores_volatile_fields(
     assert repeat.replayed_from_store and effects.counts == {"k": 1}
     with pytest.raises(IdempotencyPayloadConflict):
         guard.run("k", {"resource": {"id": 2}, "received": "12:05"}, lambda: effects.hit("k"))
+
+
+def test_failing_payload_selector_is_a_permanent_key_error(
+    make_guard: Callable[..., IdempotencyGuard],
+) -> None:
+    guard = make_guard(payload_validation=lambda event: event["resource"])
+    effects = Counter()
+    with pytest.raises(IdempotencyKeyError) as info:
+        guard.run("k", {"no-resource": 1}, lambda: effects.hit("k"))
+    assert isinstance(info.value, PermanentError) and "KeyError" in str(info.value)
+    assert effects.total() == 0 and guard.inspect("k") is None
 
 
 def test_no_payload_means_no_comparison(guard: IdempotencyGuard) -> None:

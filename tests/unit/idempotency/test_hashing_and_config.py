@@ -185,9 +185,10 @@ def test_expiry_must_outlast_the_lease() -> None:
         IdempotencyConfig(expires_after=timedelta(seconds=30))
 
 
-def test_namespace_required() -> None:
+@pytest.mark.parametrize("namespace", ["", "a\x1fb"])
+def test_namespace_must_be_non_empty_without_the_separator(namespace: str) -> None:
     with pytest.raises(IdempotencyConfigError):
-        IdempotencyConfig(namespace="")
+        IdempotencyConfig(namespace=namespace)
 
 
 def test_serializer_must_have_dump_and_load() -> None:

@@ -376,6 +376,22 @@ def test_poison_batch_is_parked_not_retried_forever(world: World) -> None:
     assert world.relay.relay_once().progressed == 0  # parked entries are not scanned again
 
 
+def test_parked_batches_can_be_requeued_after_a_fix(world: World) -> None:
+    world.guard.run_and_publish("k", None, lambda: WithMessages(1, [event_message("k", topic="later-topic")]))
+    assert world.relay.relay_once().parked == 1
+    fixed = (*TOPOLOGY, TopicSpec("later-topic", (SubscriptionSpec(SUB),)))
+    bus = SqliteBus(world.tmp_path / "bus.sqlite3", fixed, clock=world.clock)  # topology fixed
+    try:
+        assert world.outbox.requeue_parked() == 1
+        assert world.outbox.entries(PARKED_PARTITION) == []
+        report = OutboxRelay(world.outbox, bus, clock=world.clock).relay_once()
+        assert report.published == 1
+        assert [m.message_id for m in bus.peek("later-topic", SUB)] == ["k"]
+        assert world.outbox.pending_count() == 0
+    finally:
+        bus.close()
+
+
 # -- generic owners ---------------------------------------------------------------------------------------
 
 
