@@ -63,7 +63,8 @@ class OutboxRelay:
     conditional write would fail) or was already settled: delete the entry. Batch absent and the owner
     unchanged -> the writer may still commit: wait ``orphan_grace``, then *fence* (rewrite the owner
     unchanged, which changes its ETag, so the late writer's commit fails) and delete the entry.
-    ``orphan_grace`` should exceed the longest writer (for the idempotency guard: its lease).
+    ``orphan_grace`` should exceed the longest writer. For the idempotency guard that is its lease, which
+    is shorter than the message lock, which Service Bus caps at 5 minutes: the 5-minute default is safe.
     """
 
     def __init__(
