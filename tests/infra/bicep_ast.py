@@ -71,14 +71,31 @@ class Param:
     name: str
     type: str
     default: Node | None
-    decorators: tuple[str, ...]
+    decorators: tuple[Node, ...]
     line: int
+
+    def decorator_args(self, name: str) -> list[Node] | None:
+        """Arguments of decorator ``@name(...)``, or None when the parameter has no such decorator."""
+        for decorator in self.decorators:
+            for args in call_arguments(decorator, name):
+                return args
+        return None
+
+    def allowed(self) -> list[Any] | None:
+        args = self.decorator_args("allowed")
+        return None if args is None else literal(args[0])
+
+    @property
+    def secure(self) -> bool:
+        return self.decorator_args("secure") is not None or any(
+            text(d).replace(" ", "") == "@secure()" for d in self.decorators
+        )
 
 
 class BicepFile:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.rel = str(path.relative_to(ROOT))
+        self.rel = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
         self.source = path.read_bytes()
         self.tree = _parser().parse(self.source)
         self.root = self.tree.root_node
@@ -104,11 +121,11 @@ class BicepFile:
 
     # -- declarations ---------------------------------------------------------------------------------------
 
-    def _top(self, node_type: str) -> Iterator[tuple[Node, tuple[str, ...]]]:
-        decorators: tuple[str, ...] = ()
+    def _top(self, node_type: str) -> Iterator[tuple[Node, tuple[Node, ...]]]:
+        decorators: tuple[Node, ...] = ()
         for child in self.root.named_children:
             if child.type == "decorators":
-                decorators = tuple(text(d) for d in child.named_children)
+                decorators = tuple(child.named_children)
                 continue
             if child.type == node_type:
                 yield child, decorators
@@ -243,7 +260,9 @@ def string_value(node: Node) -> str | None:
             parts.append(text(child))
         elif child.type == "escape_sequence":
             raw = text(child)
-            parts.append({"\\'": "'", "\\\\": "\\", "\\n": "\n", "\\r": "\r", "\\t": "\t", "\\$": "$"}.get(raw, raw))
+            parts.append(
+                {"\\'": "'", "\\\\": "\\", "\\n": "\n", "\\r": "\r", "\\t": "\t", "\\$": "$"}.get(raw, raw)
+            )
         else:  # interpolation
             return None
     return "".join(parts)
@@ -292,4 +311,4 @@ def call_arguments(node: Node, function: str) -> Iterator[list[Node]]:
         if candidate.type == "call_expression":
             named = candidate.named_children
             if named and text(named[0]) == function and len(named) > 1:
-                yield [a for a in named[1].named_children]
+                yield list(named[1].named_children)
