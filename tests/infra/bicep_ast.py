@@ -36,8 +36,9 @@ def _parser() -> Parser:
     return Parser(Language(tree_sitter_bicep.language()))
 
 
-def text(node: Node) -> str:
-    return (node.text or b"").decode("utf-8")
+def text(node: Node | None) -> str:
+    """Source text of ``node``; "" for a missing node (so comparisons fail with a readable diff)."""
+    return "" if node is None else (node.text or b"").decode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -231,9 +232,11 @@ def property_key(prop: Node) -> str:
     return value if value is not None else text(key)
 
 
-def properties(obj: Node) -> dict[str, Node]:
-    """Key -> value node of an object literal (keys as written; string keys unquoted)."""
+def properties(obj: Node | None) -> dict[str, Node]:
+    """Key -> value node of an object literal (keys as written; string keys unquoted); {} for no object."""
     out: dict[str, Node] = {}
+    if obj is None or obj.type != "object":
+        return out
     for prop in obj.named_children:
         if prop.type == "object_property":
             out[property_key(prop)] = prop.named_children[-1]
@@ -250,9 +253,9 @@ def get(node: Node | None, path: str) -> Node | None:
     return current
 
 
-def string_value(node: Node) -> str | None:
+def string_value(node: Node | None) -> str | None:
     """The value of a string literal without interpolation (escapes resolved); None for anything else."""
-    if node.type != "string":
+    if node is None or node.type != "string":
         return None
     parts: list[str] = []
     for child in node.named_children:
@@ -272,8 +275,10 @@ class NotLiteral(ValueError):
     pass
 
 
-def literal(node: Node) -> Any:
-    """Python value of a literal expression; raises :class:`NotLiteral` for anything computed."""
+def literal(node: Node | None) -> Any:
+    """Python value of a literal expression; raises :class:`NotLiteral` for anything computed or missing."""
+    if node is None:
+        raise NotLiteral("<missing>")
     if node.type == "string":
         value = string_value(node)
         if value is None:
@@ -292,7 +297,9 @@ def literal(node: Node) -> Any:
     raise NotLiteral(text(node))
 
 
-def walk(node: Node) -> Iterator[Node]:
+def walk(node: Node | None) -> Iterator[Node]:
+    if node is None:
+        return
     yield node
     for child in node.named_children:
         yield from walk(child)

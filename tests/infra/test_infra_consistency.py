@@ -34,7 +34,8 @@ SAMPLE = b.ROOT / "local.settings.sample.json"
 
 
 def _json(name: str) -> dict[str, Any]:
-    return json.loads((CONFIG / name).read_text())
+    data: dict[str, Any] = json.loads((CONFIG / name).read_text())
+    return data
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +131,8 @@ def test_topic_module_maps_every_json_field_onto_the_resources() -> None:
     assert b.text(topic.get("name")) == "topic.name"
     mapped = {
         key: b.text(value)
-        for _, obj in [(None, n) for n in b.walk(topic.body) if n.type == "object"]
+        for obj in b.walk(topic.body)
+        if obj.type == "object"
         for key, value in b.properties(obj).items()
     }
     for field in TOPIC_FIELDS:
@@ -247,7 +249,7 @@ def test_setting_sources_resolve_in_main() -> None:
         b.string_value(v)
         for f in b.all_files()
         for m in f.modules()
-        for k, v in (b.properties(m.get("params")) if m.get("params") is not None else {}).items()
+        for k, v in b.properties(m.get("params")).items()
         if k == "appInsightsSecretName"
     }
     for setting in _json("app-settings.json")["settings"]:
