@@ -410,6 +410,9 @@ class ResultReport(_Model):
     performer: tuple[Practitioner | Organization, ...] = ()
     results: tuple[Observation, ...] = ()
     conclusion: str | None = None
+    #: Report-level comments (HL7 NTE directly after the OBR). FHIR R4 DiagnosticReport has no ``note``
+    #: element: a writer decides how to carry them; they are not a ``conclusion``.
+    notes: tuple[str, ...] = ()
 
 
 class ServiceRequest(_Model):
