@@ -1113,7 +1113,7 @@ class Builder:
                     item["manifestation"] = [{"extension": absent_extension("unknown")}]
                     if lin is not None:
                         lin.add(
-                            f"{rsrc}.manifestation",
+                            rsrc,
                             f"{rdst}.manifestation[0]",
                             "derived: no manifestation given -> data-absent unknown",
                         )
