@@ -43,6 +43,8 @@ Event semantics
 * Events that are not about the encounter (a result with a PV1) refer to it by identifier only.
 * Observation values: Quantity / CodeableConcept / string / dateTime / Range; an attachment result
   (OBX ED/RP) goes to ``DiagnosticReport.presentedForm`` (R4 Observation has no valueAttachment);
+  report-level comments (NTE after OBR) go to the R5 ``DiagnosticReport.note`` cross-version
+  extension (R4 has no element for them and they are not a ``conclusion``);
   a :class:`~shared.canonical.model.DataAbsent` becomes ``Observation.dataAbsentReason``; elsewhere the
   ``data-absent-reason`` extension (with the unmapped source coding, when there was one).
 * ``meta.security`` v3-Confidentiality (U/R/V as PDS) on the Patient, and on every resource of a

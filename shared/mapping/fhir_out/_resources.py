@@ -110,6 +110,8 @@ _CANCEL_STATUS = {
 _CONFIDENTIALITY_VS = "pds-confidentiality"
 _LOCATION_SYSTEM = "urn:tie:location"
 _EVENT_KEY_SYSTEM = "urn:tie:event-key"
+#: FHIR cross-version extension for R5 ``DiagnosticReport.note`` used from R4 (report-level comments).
+_EXT_REPORT_NOTE = "http://hl7.org/fhir/5.0/StructureDefinition/extension-DiagnosticReport.note"
 
 
 @functools.cache
@@ -766,6 +768,17 @@ class Builder:
             "id": rid,
             "meta": self.meta("DiagnosticReport", lin),
         }
+        if r.notes:
+            # R4 DiagnosticReport has no note: the R5 element via its cross-version extension
+            res["extension"] = [{"url": _EXT_REPORT_NOTE, "valueAnnotation": {"text": t}} for t in r.notes]
+            if lin is not None:
+                for k in range(len(r.notes)):
+                    lin.add(
+                        None,
+                        f"extension[{k}].url",
+                        "constant: R5 DiagnosticReport.note cross-version extension",
+                    )
+                    lin.add(f"{src}.notes[{k}]", f"extension[{k}].valueAnnotation.text")
         idents: list[JSON] = []
         for m, i in enumerate(r.identifiers):
             idents.append(identifier(i, lin, f"{src}.identifiers[{m}]", f"identifier[{m}]"))

@@ -302,6 +302,7 @@ def oru_r01(*, enc: Encounter | None = None) -> ClinicalEvent:
         performer=(Organization(ods_code="RX1", name="Test Hospitals NHS Trust"),),
         results=results(),
         conclusion="Normal",
+        notes=("Sample received late",),
     )
     return ClinicalEvent(
         kind=EventKind.RESULT,

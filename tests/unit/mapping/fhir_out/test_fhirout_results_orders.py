@@ -48,6 +48,13 @@ def test_oru_report_and_observations() -> None:
             "value": "LAB123456",
         }
     ]
+    assert dr["extension"] == [
+        {
+            "url": "http://hl7.org/fhir/5.0/StructureDefinition/extension-DiagnosticReport.note",
+            "valueAnnotation": {"text": "Sample received late"},
+        }
+    ]
+    assert dr["conclusion"] == "Normal"
     assert dr["basedOn"][0]["type"] == "ServiceRequest"
     assert dr["basedOn"][0]["identifier"]["value"] == "ORD98765"
     # the clocks went forward at 01:00 GMT on 29 March 2026
