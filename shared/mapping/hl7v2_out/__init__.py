@@ -1,0 +1,50 @@
+"""Canonical clinical event -> HL7 v2 (ADT^A08, ORU^R01) for write-back to systems that only speak v2.
+
+API::
+
+    to_adt_a08(event, *, sending_application, sending_facility, receiving_application,
+               receiving_facility, control_id=None, version="2.5.1", now=None) -> Message
+    to_oru_r01(event, ...same...) -> Message
+    adt_a08(...) / oru_r01(...) -> Mapped[Message]       (the same, with lineage canonical -> HL7 path)
+
+``Message`` is :class:`shared.hl7v2.Message` built with :func:`shared.hl7v2.build_message` (values are
+escaped: ``| ^ ~ \\ &`` and line breaks); ``.encode()`` gives the bytes. Every message is valid for
+:func:`shared.hl7v2.validation.validate` (no errors).
+
+Rules (each the inverse of :mod:`shared.mapping.hl7v2_in`, driven by the same ``rules.json``)
+----------------------------------------------------------------------------------------------
+* MSH-7 / every TS: :func:`shared.mapping.timeutil.to_hl7` - UK local time with an explicit offset, at
+  the recorded precision. MSH-10 defaults to a deterministic id derived from the event key (a replay
+  carries the same control id). MSH-9.3 (structure) from v2.3.1.
+* PID-3: the NHS number first as ``<nhs>^^^NHS^NH``, then local identifiers: ``urn:tie:authority:<ns>``
+  -> CX.4 ``<ns>``; a known authority URI (ODS, GMC ...) -> its name; ``urn:oid:``/``urn:uuid:`` ->
+  universal id (ISO/UUID); any other URI -> universal id type ``URI``.
+* PID-5 XPN: family ^ given ^ further given names space-joined ^ suffix ^ prefix ^ 2nd suffix, v2.5+
+  also period (.12/.13) and 3rd suffix (.14). PID-11 XAD: line 1 ^ line 2 (further lines comma-joined into
+  it) ^ city ^ district ^ postcode ^ country, v2.5+ period (.13/.14). Name type (XPN.7) and address type
+  (XAD.7) are not written, and telecom (PID-13/14) and the NHS-number verification status are not
+  written: their v2 tables (0200, 0190, 0201/0202, HL7 UK 0445) have no concept maps yet.
+* Codes are translated backwards through the concept maps (``translate(..., reverse=True)``): PID-8
+  (v2-0001), PV1-2 (v2-0004), PV1-4 (v2-0007), OBX-8 (v2-0078), OBX-11 (v2-0085), OBR-25 (v2-0123). A
+  coding already in the v2 table is used as it is; the single equivalent match wins; no match, or several
+  candidates, raise :class:`UnmappableCode` - never a default. FHIR's ``unknown`` result status (what an
+  empty OBX-11 / OBR-25 reads as) is written back as an empty field. Table-only fields without a map
+  (PV1-10, PV1-14, PV1-36, OBR-24) need a coding in their v2 table, else :class:`UnmappableCode`.
+* PD1 when there is a GP practice (PD1-3 XON: ODS code in XON.10, XON.3 before v2.5) or a restricted
+  record (PD1-12 protection indicator Y; a very restricted record cannot be expressed -> error).
+* PV1: class, location (PL), admission type, prior location, attending/referring/admitting (XCN),
+  hospital service, admit source, visit number (PV1-19, the identity rule's visit identifier),
+  discharge disposition, PV1-44/45 period. An event without an encounter gets ``PV1|1|N``.
+* ORU: per report an ORC (``RE``, placer, filler) when there is an order number, OBR (placer, filler,
+  code, OBR-7 effective, OBR-22 issued, OBR-24 category, OBR-25 status), NTE per report note and for the
+  conclusion; per result OBX (value type from the value: NM, SN for comparators and ranges, CWE/CE, ST/TX,
+  DTM/TS, RP for an attachment URL; OBX-6 UCUM units, OBX-7 the reference range text, OBX-8 flags,
+  OBX-11, OBX-14, OBX-16 practitioners, OBX-23 organisation) and an NTE per note.
+"""
+
+from __future__ import annotations
+
+from shared.mapping.hl7v2_out.errors import Hl7OutError, UnmappableCode
+from shared.mapping.hl7v2_out.messages import adt_a08, oru_r01, to_adt_a08, to_oru_r01
+
+__all__ = ["Hl7OutError", "UnmappableCode", "adt_a08", "oru_r01", "to_adt_a08", "to_oru_r01"]

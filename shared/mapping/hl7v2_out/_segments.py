@@ -1,0 +1,235 @@
+"""Segments shared by the ADT and ORU writers: MSH, EVN, PID, PD1, PV1."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+from shared.canonical.identity import encounter_identifier
+from shared.canonical.model import ClinicalDateTime, ClinicalEvent, Encounter, Sensitivity
+from shared.hl7v2 import ComponentValue, FieldValue, Repeated
+from shared.mapping.hl7v2_in.rules import RULES
+from shared.mapping.hl7v2_out import _fields as f
+from shared.mapping.hl7v2_out.errors import Hl7OutError, UnmappableCode
+from shared.terminology import systems
+
+#: HL7 v2 table 0004 code for "Not applicable": the patient class of an ADT message about a patient
+#: with no encounter (a demographics update).
+PATIENT_CLASS_NOT_APPLICABLE = "N"
+
+
+def control_id(event: ClinicalEvent, message_type: str) -> str:
+    """A deterministic MSH-10 (20 characters) from the event key: a replayed write-back carries the same
+    control id, so the receiver's duplicate check works."""
+    digest = hashlib.sha256(f"{message_type}|{event.key.value}".encode()).hexdigest()[:17].upper()
+    return f"TIE{digest}"
+
+
+def now_ts(now: datetime | None) -> ClinicalDateTime:
+    value = now if now is not None else datetime.now(UTC)
+    if value.tzinfo is None:
+        raise Hl7OutError("now", "the message time must be timezone-aware")
+    return ClinicalDateTime(value=value, precision="second")
+
+
+def msh(
+    o: f.Out,
+    *,
+    message_type: tuple[str, str, str],
+    sending_application: str,
+    sending_facility: str,
+    receiving_application: str,
+    receiving_facility: str,
+    control: str,
+    when: ClinicalDateTime,
+    processing_id: str,
+) -> list[FieldValue]:
+    if len(control) > 20:
+        raise Hl7OutError("control_id", "MSH-10 is at most 20 characters")
+    mtype: list[str | list[str | None] | None] = list(message_type)
+    if f.parse_version(o.version) < (2, 3, 1):
+        mtype = mtype[:2]  # MSH-9.3 (message structure) exists from v2.3.1
+    o.add(None, "MSH-7", "message time (timeutil.to_hl7, UK offset)")
+    o.add(None, "MSH-10", "message control id")
+    return [
+        "MSH",
+        None,
+        None,
+        [sending_application],
+        [sending_facility],
+        [receiving_application],
+        [receiving_facility],
+        f.ts(when),
+        None,
+        mtype,
+        control,
+        processing_id,
+        o.version,
+    ]
+
+
+def evn(event: ClinicalEvent, o: f.Out, trigger: str, when: ClinicalDateTime) -> list[FieldValue]:
+    """EVN-1 trigger, EVN-2 recorded time (the event's, else the message time), EVN-6 occurred time."""
+    recorded = event.recorded_at or when
+    o.add("recorded_at" if event.recorded_at else None, "EVN-2", "recorded date/time")
+    if event.occurred_at is not None:
+        o.add("occurred_at", "EVN-6", "event occurred")
+    return f.field_list(["EVN", trigger, f.ts(recorded), None, None, None, f.ts(event.occurred_at)])
+
+
+def _indicator_code(location: str, value: object) -> str | None:
+    """The Y/N code the rules read as ``value`` at ``location`` (PID-30, PD1-12), else None."""
+    return next((code for code, meaning in RULES.indicators[location].items() if meaning == value), None)
+
+
+def pid(event: ClinicalEvent, o: f.Out) -> list[FieldValue]:
+    p = event.patient
+    ids: list[ComponentValue] = []
+    if p.nhs_number is not None:
+        ids.append([p.nhs_number.value, None, None, "NHS", "NH"])
+        o.add("patient.nhs_number.value", "PID-3[1].1", "nhs-number: <nhs>^^^NHS^NH")
+    for i, ident in enumerate(p.identifiers):
+        ids.append(f.cx(ident, o, f"patient.identifiers[{i}]", f"PID-3[{len(ids) + 1}]"))
+    names = [f.xpn(n, o, f"patient.names[{i}]", f"PID-5[{i + 1}]") for i, n in enumerate(p.names)]
+    if p.birth_date is not None:
+        o.add("patient.birth_date", "PID-7", "birth date at its precision")
+    sex = None
+    if p.gender is not None:
+        sex = f.table_code(
+            p.gender,
+            o,
+            "patient.gender",
+            "PID-8",
+            table_system=systems.V2_0001_ADMINISTRATIVE_SEX,
+            concept_map_id="v2-0001-to-administrative-gender",
+            canonical_system=systems.ADMINISTRATIVE_GENDER,
+        )
+    addresses = [
+        f.xad(a, o, f"patient.addresses[{i}]", f"PID-11[{i + 1}]") for i, a in enumerate(p.addresses)
+    ]
+    marital = f.cwe(p.marital_status, o, "patient.marital_status", "PID-16") if p.marital_status else None
+    ethnicity = f.cwe(p.ethnicity, o, "patient.ethnicity", "PID-22") if p.ethnicity else None
+    death_time = death_flag = None
+    if isinstance(p.deceased, bool):
+        death_flag = _indicator_code("PID-30", p.deceased)
+        o.add("patient.deceased", "PID-30", "death indicator (rules' PID-30 Y/N table)")
+    elif p.deceased is not None:
+        death_time = f.ts(p.deceased)
+        death_flag = _indicator_code("PID-30", True)
+        o.add("patient.deceased", "PID-29", "death date/time")
+        o.add("patient.deceased", "PID-30", "death indicator Y: a death time is known")
+    fields: list[FieldValue] = [None] * 31
+    fields[0] = "PID"
+    fields[1] = "1"
+    fields[3] = Repeated(ids)
+    fields[5] = Repeated(names) if names else None
+    fields[7] = f.dt(p.birth_date)
+    fields[8] = sex
+    fields[11] = Repeated(addresses) if addresses else None
+    fields[16] = marital
+    fields[22] = ethnicity
+    fields[29] = death_time
+    fields[30] = death_flag
+    return f.field_list(fields)
+
+
+def pd1(event: ClinicalEvent, o: f.Out) -> list[FieldValue] | None:
+    """PD1-3 the GP practice (XON, ODS code), PD1-12 the protection indicator from the sensitivity
+    (the rules' PD1-12 table: restricted Y, normal N). A very restricted record has no v2 expression."""
+    p = event.patient
+    if p.general_practitioner is None and p.sensitivity is Sensitivity.NORMAL:
+        return None
+    fields: list[FieldValue] = [None] * 13
+    fields[0] = "PD1"
+    if p.general_practitioner is not None:
+        fields[3] = f.xon(p.general_practitioner, o, "patient.general_practitioner", "PD1-3")
+    flag = _indicator_code("PD1-12", p.sensitivity.value)
+    if flag is None:
+        raise UnmappableCode(
+            "patient.sensitivity", None, "no PD1-12 protection indicator for this sensitivity"
+        )
+    fields[12] = flag
+    o.add("patient.sensitivity", "PD1-12", "protection indicator (rules' PD1-12 table)")
+    return f.field_list(fields)
+
+
+def _coded_table(
+    value: object,
+    o: f.Out,
+    src: str,
+    dst: str,
+    table: str,
+    concept_map_id: str | None = None,
+    canonical_system: str | None = None,
+) -> str | None:
+    if value is None:
+        return None
+    return f.table_code(
+        value,  # type: ignore[arg-type]  # Coded: the encounter's coded fields
+        o,
+        src,
+        dst,
+        table_system=systems.v2_table_system(table),
+        concept_map_id=concept_map_id,
+        canonical_system=canonical_system,
+    )
+
+
+def pv1(event: ClinicalEvent, o: f.Out) -> list[FieldValue]:
+    """PV1 from the encounter; a patient-only event gets ``PV1|1|N`` (patient class not applicable)."""
+    enc: Encounter | None = event.encounter
+    fields: list[FieldValue] = [None] * 46
+    fields[0] = "PV1"
+    fields[1] = "1"
+    if enc is None:
+        fields[2] = PATIENT_CLASS_NOT_APPLICABLE
+        o.add(None, "PV1-2", "no encounter: patient class N (not applicable)")
+        return f.field_list(fields)
+    cls = _coded_table(
+        enc.encounter_class,
+        o,
+        "encounter.encounter_class",
+        "PV1-2",
+        "0004",
+        "v2-0004-to-encounter-class",
+        systems.V3_ACT_CODE,
+    )
+    if cls is None:
+        raise Hl7OutError("encounter.encounter_class", "PV1-2 needs a patient class")
+    fields[2] = cls
+    if enc.location is not None:
+        fields[3] = f.pl(enc.location, o, "encounter.location", "PV1-3")
+    fields[4] = _coded_table(
+        enc.priority,
+        o,
+        "encounter.priority",
+        "PV1-4",
+        "0007",
+        "v2-0007-to-encounter-priority",
+        systems.V3_ACT_PRIORITY,
+    )
+    if enc.prior_location is not None:
+        fields[6] = f.pl(enc.prior_location, o, "encounter.prior_location", "PV1-6")
+    for attr, n in (("attending", 7), ("referring", 8), ("admitting", 17)):
+        people = getattr(enc, attr)
+        if people:
+            fields[n] = Repeated(
+                [f.xcn(pr, o, f"encounter.{attr}[{i}]", f"PV1-{n}[{i + 1}]") for i, pr in enumerate(people)]
+            )
+    fields[10] = _coded_table(enc.service_type, o, "encounter.service_type", "PV1-10", "0069")
+    fields[14] = _coded_table(enc.admit_source, o, "encounter.admit_source", "PV1-14", "0023")
+    visit = encounter_identifier(enc) if enc.identifiers else None
+    if visit is not None:
+        index = enc.identifiers.index(visit)
+        fields[19] = f.cx(visit, o, f"encounter.identifiers[{index}]", "PV1-19")
+    fields[36] = _coded_table(
+        enc.discharge_disposition, o, "encounter.discharge_disposition", "PV1-36", "0112"
+    )
+    if enc.period is not None:
+        fields[44] = f.ts(enc.period.start)
+        fields[45] = f.ts(enc.period.end)
+        if enc.period.start is not None:
+            o.add("encounter.period.start", "PV1-44", "admit date/time")
+        if enc.period.end is not None:
+            o.add("encounter.period.end", "PV1-45", "discharge date/time")
+    return f.field_list(fields)
