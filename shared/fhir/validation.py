@@ -31,10 +31,10 @@ numbers, names, codes typed by people), so issues can be logged and returned in 
     * invariants: ele-1 (no empty elements or strings), obs-6 (value[x] or dataAbsentReason, not both),
       ait-1/ait-2 and con-5 (status combinations); no control characters in strings;
     * Bundles: entry fullUrls unique; transaction entries have a request whose URL fits the resource;
-      every reference resolves inside the bundle (``urn:uuid:`` to an entry ``fullUrl``, ``Type/id`` to
-      an entry with that type and id or that PUT URL, ``#id`` to a contained resource). Conditional
-      references (``Type?search``) are left to the server; absolute ``http(s)`` references and
-      logical (identifier-only) references are not checked.
+      references resolve inside the bundle (``urn:uuid:`` to an entry ``fullUrl``, ``#id`` to a
+      contained resource, and in a transaction/batch ``Type/id`` to an entry with that type and id or
+      that PUT URL). Conditional references (``Type?search``) are left to the server; absolute
+      ``http(s)`` references and logical (identifier-only) references are not checked.
 
 Speed: (b) is one pass over the dict (~tens of microseconds); (a) costs what pydantic model building
 costs (a few hundred microseconds to a few milliseconds per Bundle) - pass ``structural=False`` where a
@@ -451,12 +451,12 @@ _RULES: Mapping[str, Rule] = {
 }
 
 
-def _own_checks(res: Mapping[str, Any], path: str, w: _Walk) -> None:
+def _own_checks(res: Mapping[str, Any], path: str, w: _Walk, require_profile: bool) -> None:
     rtype = res.get("resourceType")
     if not isinstance(rtype, str):
         w.err("required", f"{path}.resourceType", "resourceType is required")
         return
-    profile = profiles.profile_for(rtype)
+    profile = profiles.profile_for(rtype) if require_profile else None
     if profile is not None:
         meta = res.get("meta")
         declared = meta.get("profile") if isinstance(meta, dict) else None
@@ -472,22 +472,25 @@ def _own_checks(res: Mapping[str, Any], path: str, w: _Walk) -> None:
 
 
 # ------------------------------------------------------------------------------------ public API
-def validate_resource(resource: Mapping[str, Any], *, structural: bool = True) -> list[ValidationIssue]:
+def validate_resource(
+    resource: Mapping[str, Any], *, structural: bool = True, require_profile: bool = True
+) -> list[ValidationIssue]:
     """Every issue found in one resource (a Bundle is passed to :func:`validate_bundle`).
 
     References are not resolved (a lone resource has nothing to resolve them against) except
-    ``#id`` references to its contained resources."""
+    ``#id`` references to its contained resources. ``require_profile=False`` accepts resources that do
+    not declare the UK Core profile in ``meta.profile`` (PDS, for one, does not)."""
     if not isinstance(resource, Mapping):
         return [ValidationIssue("fatal", "structure", "", "a resource must be a JSON object")]
     rtype = resource.get("resourceType")
     if rtype == "Bundle":
-        return validate_bundle(resource, structural=structural)
+        return validate_bundle(resource, structural=structural, require_profile=require_profile)
     path = rtype if isinstance(rtype, str) and rtype.isalpha() else "Resource"
     issues: list[ValidationIssue] = []
     if structural:
         issues.extend(_structural(resource, path))
     w = _Walk(issues)
-    _own_checks(resource, path, w)
+    _own_checks(resource, path, w, require_profile)
     _contained_refs(resource, w.refs, w)
     return _dedupe(issues)
 
@@ -504,12 +507,16 @@ _RELATIVE = re.compile(r"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-
 
 
 def validate_bundle(
-    bundle: Mapping[str, Any], *, structural: bool = True, external_references: bool = False
+    bundle: Mapping[str, Any],
+    *,
+    structural: bool = True,
+    external_references: bool = False,
+    require_profile: bool = True,
 ) -> list[ValidationIssue]:
     """Every issue in a Bundle and its entries (paths ``Bundle.entry[i].resource...``).
 
     In a transaction/batch, ``Type/id`` references must name an entry unless ``external_references``
-    (then they may point at resources already on the server)."""
+    (then they may point at resources already on the server); in other bundle types they may always."""
     if not isinstance(bundle, Mapping) or bundle.get("resourceType") != "Bundle":
         return [ValidationIssue("fatal", "structure", "Bundle", "not a Bundle")]
     issues: list[ValidationIssue] = []
@@ -553,14 +560,17 @@ def validate_bundle(
                 if m and full_url.endswith(m.group(0)):
                     by_type_id.add((m.group(1), m.group(2)))
             rw = _Walk(issues)
-            _own_checks(resource, f"{epath}.resource", rw)
+            _own_checks(resource, f"{epath}.resource", rw, require_profile)
             resource_refs.append((i, resource, rw.refs))
         elif resource is not None:
             w.err("structure", f"{epath}.resource", "resource must be an object")
         elif transaction and isinstance(request, dict) and request.get("method") in ("POST", "PUT"):
             w.err("required", f"{epath}.resource", "POST/PUT entries need a resource")
+    # Outside transactions/batches (documents, messages, collections, search results) a Type/id
+    # reference may name a resource on the server; urn:uuid and #id references must still resolve.
+    external = external_references or not transaction
     for _, resource, refs in resource_refs:
-        _resolve(resource, refs, full_urls, by_type_id, w, external_references=external_references)
+        _resolve(resource, refs, full_urls, by_type_id, w, external_references=external)
     return _dedupe(issues)
 
 
@@ -582,7 +592,7 @@ def _check_request(
     if not isinstance(resource, dict):
         return
     rtype = resource.get("resourceType")
-    if method == "POST" and url.split("?", 1)[0] != rtype:
+    if method == "POST" and url.split("?", 1)[0] != rtype and "$" not in url:  # "$": an operation
         w.err("invariant", f"{epath}.request.url", "POST url must be the resource type")
     elif method == "PUT":
         target = url.split("?", 1)[0]
@@ -630,20 +640,31 @@ def _resolve(
 
 
 # -------------------------------------------------------------------------------------- raising
-def check_resource(resource: Mapping[str, Any], *, structural: bool = True) -> list[ValidationIssue]:
+def check_resource(
+    resource: Mapping[str, Any], *, structural: bool = True, require_profile: bool = True
+) -> list[ValidationIssue]:
     """:func:`validate_resource`, raising :class:`FhirValidationError` when there is any error;
     returns the warnings otherwise."""
-    issues = validate_resource(resource, structural=structural)
+    issues = validate_resource(resource, structural=structural, require_profile=require_profile)
     if errors_only(issues):
         raise FhirValidationError(issues)
     return issues
 
 
 def check_bundle(
-    bundle: Mapping[str, Any], *, structural: bool = True, external_references: bool = False
+    bundle: Mapping[str, Any],
+    *,
+    structural: bool = True,
+    external_references: bool = False,
+    require_profile: bool = True,
 ) -> list[ValidationIssue]:
     """:func:`validate_bundle`, raising :class:`FhirValidationError` when there is any error."""
-    issues = validate_bundle(bundle, structural=structural, external_references=external_references)
+    issues = validate_bundle(
+        bundle,
+        structural=structural,
+        external_references=external_references,
+        require_profile=require_profile,
+    )
     if errors_only(issues):
         raise FhirValidationError(issues)
     return issues

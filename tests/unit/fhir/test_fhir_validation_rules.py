@@ -364,3 +364,31 @@ def test_bundle_routing_and_non_bundles() -> None:
     b = bundle(observation(status="done"))
     assert validate_resource(b) == validate_bundle(b)
     assert validate_bundle(patient())[0].severity == "fatal"
+
+
+def test_operations_and_non_transaction_bundles() -> None:
+    b = bundle(observation())
+    b["entry"].append(
+        {
+            "fullUrl": "urn:uuid:22222222-2222-5222-8222-222222222222",
+            "resource": {"resourceType": "Parameters", "parameter": [{"name": "code", "valueCode": "x"}]},
+            "request": {"method": "POST", "url": "ValueSet/$lookup"},
+        }
+    )
+    assert validate_bundle(b) == []
+    # in a collection (or document, message, searchset) Type/id may name a resource on the server ...
+    obs = observation(performer=[{"reference": "Practitioner/elsewhere"}])
+    collection = {"resourceType": "Bundle", "type": "collection", "entry": bundle(obs)["entry"]}
+    for entry in collection["entry"]:
+        del entry["request"]
+    assert validate_bundle(collection) == []
+    # ... but a urn:uuid reference must still name an entry
+    obs["subject"] = {"reference": "urn:uuid:33333333-3333-5333-8333-333333333333"}
+    assert [i.path for i in validate_bundle(collection)] == ["Bundle.entry[1].resource.subject.reference"]
+
+
+def test_profile_requirement_can_be_relaxed() -> None:
+    res = patient()
+    del res["meta"]
+    assert validate_resource(res, require_profile=False) == []
+    assert check_resource(res, require_profile=False) == []
