@@ -74,7 +74,10 @@ class VersionConflict(FhirStoreError, PermanentError):
         self.expected = expected
         self.actual = actual
         current = f"current version {actual}" if actual is not None else "no current version"
-        super().__init__(f"{resource_type}/{resource_id}: If-Match version {expected} but {current}")
+        if expected:
+            super().__init__(f"{resource_type}/{resource_id}: If-Match version {expected} but {current}")
+        else:
+            super().__init__(f"{resource_type}/{resource_id}: If-Match precondition failed")
 
 
 class MultipleMatches(FhirStoreError, PermanentError):
