@@ -239,7 +239,7 @@ module keyVault 'modules/keyvault.bicep' = {
     privateDnsZoneId: networkIsolation ? network.outputs.privateDnsZoneIds.keyVault : ''
     workspaceId: monitoring.outputs.workspaceId
     actionGroupId: monitoring.outputs.actionGroupId
-    appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
+    appInsightsName: monitoring.outputs.appInsightsName
     appInsightsSecretName: 'appinsights-connection-string'
     roleAssignments: [
       {
@@ -412,8 +412,7 @@ module apim 'modules/apim.bicep' = {
     identityClientId: apimIdentity.outputs.clientId
     publicNetworkAccess: apimPublicNetworkAccess
     integrationSubnetId: networkIsolation ? network.outputs.apimSubnetId : ''
-    appInsightsId: monitoring.outputs.appInsightsId
-    appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
+    appInsightsName: monitoring.outputs.appInsightsName
     workspaceId: monitoring.outputs.workspaceId
     functionHostName: functionApp.outputs.defaultHostName
     keyVaultUri: keyVault.outputs.uri

@@ -110,3 +110,33 @@ def test_parameter_file_fits_main(path: Path) -> None:
         if allowed is not None:
             assert value in allowed, f"{name}={value!r} not in {allowed}"
         assert not declared[name].secure, f"{name} is secure: pass it from the pipeline, not a file"
+
+
+def _references(file: b.BicepFile) -> set[str]:
+    """Identifiers used as values (not the names being declared, not object keys)."""
+    declaring = {
+        "parameter_declaration",
+        "variable_declaration",
+        "output_declaration",
+        "resource_declaration",
+        "module_declaration",
+        "object_property",
+    }
+    used = set()
+    for node in b.walk(file.root):
+        parent = node.parent
+        if node.type != "identifier" or parent is None:
+            continue
+        if parent.type in declaring and parent.named_children[0].id == node.id:
+            continue
+        used.add(b.text(node))
+    return used
+
+
+@pytest.mark.parametrize("path", b.bicep_files(), ids=lambda p: p.name)
+def test_no_unused_parameters_or_variables(path: Path) -> None:
+    """The linter's no-unused-params / no-unused-vars (errors in bicepconfig.json), checked here too."""
+    file = b.load(path)
+    used = _references(file)
+    unused = [name for name in [*file.params(), *file.variables()] if name not in used]
+    assert unused == [], f"{file.rel}: unused {unused}"

@@ -25,9 +25,7 @@ param identityClientId string
 param publicNetworkAccess string
 @description('Subnet for outbound VNet integration (StandardV2/PremiumV2) so the gateway reaches private backends; empty for none.')
 param integrationSubnetId string
-param appInsightsId string
-@secure()
-param appInsightsConnectionString string
+param appInsightsName string
 param workspaceId string
 @description('Function App default host name (backend).')
 param functionHostName string
@@ -47,6 +45,10 @@ param rateLimitPerMinute int
 param quotaPerDay int
 
 var isV2 = endsWith(sku, 'V2')
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: appInsightsName
+}
 var apiName = 'tie'
 var backendName = 'tie-functions'
 var openApi = loadTextContent('../../openapi/tie-api.json')
@@ -156,9 +158,9 @@ resource logger 'Microsoft.ApiManagement/service/loggers@2024-05-01' = {
   name: 'appinsights'
   properties: {
     loggerType: 'applicationInsights'
-    resourceId: appInsightsId
+    resourceId: appInsights.id
     credentials: {
-      connectionString: appInsightsConnectionString
+      connectionString: appInsights.properties.ConnectionString
       identityClientId: identityClientId
     }
   }

@@ -21,9 +21,8 @@ param workspaceId string
 param actionGroupId string
 @description('Role assignments on the vault: [{ principalId, roleDefinitionId }].')
 param roleAssignments array
-@secure()
-@description('Application Insights connection string, stored as a secret for the Function App Key Vault reference.')
-param appInsightsConnectionString string
+@description('Application Insights component whose connection string is stored as a secret for the Function App Key Vault reference.')
+param appInsightsName string
 @description('Secret name of the Application Insights connection string (app-settings.json keyVaultSecret).')
 param appInsightsSecretName string
 
@@ -72,11 +71,15 @@ resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' 
   }
 }
 
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: appInsightsName
+}
+
 resource appInsightsSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   parent: vault
   name: appInsightsSecretName
   properties: {
-    value: appInsightsConnectionString
+    value: appInsights.properties.ConnectionString
     contentType: 'Application Insights connection string'
   }
 }

@@ -120,5 +120,4 @@ output workspaceId string = workspace.id
 output workspaceName string = workspace.name
 output appInsightsId string = appInsights.id
 output appInsightsName string = appInsights.name
-output appInsightsConnectionString string = appInsights.properties.ConnectionString
 output actionGroupId string = actionGroup.id
