@@ -14,7 +14,8 @@ against the canonical model's codes and an unknown code is :class:`~shared.mappi
   numbers (also read from ``basedOn`` identifiers); without a FILL-typed one, the report's first untyped
   identifier is taken as the filler's (the result producer issued it). ``result`` references must resolve
   (``contained`` or ``context``) — an unresolvable result is an error, not a silently shorter report.
-  ``presentedForm`` attachments become results valued with the attachment (report code and status).
+  ``presentedForm`` attachments become results valued with the attachment (report code and status);
+  report-level comments come in the R5 ``DiagnosticReport.note`` cross-version extension -> ``notes``.
 * ServiceRequest: ``PLAC`` / ``FILL`` identifiers; an untyped first identifier is the placer's.
 * Inline attachment ``data`` is rejected: the API stores bytes first and passes a URL (claim check).
 """
@@ -62,6 +63,8 @@ __all__ = [
     "service_request_from_fhir",
 ]
 
+#: FHIR cross-version extension carrying R5 ``DiagnosticReport.note`` in R4 (report-level comments).
+EXT_REPORT_NOTE = "http://hl7.org/fhir/5.0/StructureDefinition/extension-DiagnosticReport.note"
 _OBS_STATUS = r.field_values(Observation, "status")
 _REPORT_STATUS = r.field_values(ResultReport, "status")
 _SR_STATUS = r.field_values(ServiceRequest, "status")
@@ -433,7 +436,19 @@ def map_report(resource: r.JsonObj, rec: LineageRecorder, resolver: r.Resolver) 
     conclusion = r.opt_str(resource, "conclusion", src)
     if conclusion is not None:
         rec.add(f"{src}.conclusion", "conclusion", "copy")
+    report_notes: list[str] = []
+    for i, node in enumerate(r.arr(resource, "extension", src)):
+        path = f"{src}.extension[{i}]"
+        ext = r.obj(node, path)
+        if ext.get("url") != EXT_REPORT_NOTE:
+            continue
+        annotation = r.opt_obj(ext, "valueAnnotation", path)
+        if annotation is None:
+            raise MissingRequiredField(f"{path}.valueAnnotation")
+        report_notes.append(r.req_str(annotation, "text", f"{path}.valueAnnotation"))
+        rec.add(f"{path}.valueAnnotation.text", f"notes[{len(report_notes) - 1}]", "R5 DiagnosticReport.note")
     return ResultReport(
+        notes=tuple(report_notes),
         identifiers=idents,
         placer_order_number=placer,
         filler_order_number=filler,

@@ -17,7 +17,6 @@ from shared.canonical.model import (
     ClinicalDateTime,
     Coded,
     Coding,
-    Concept,
     DataAbsent,
     HumanName,
     Identifier,
@@ -340,12 +339,17 @@ def table_code(
 ) -> str | None:
     """An HL7 v2 table code (IS/ID) for a canonical value: a coding already in the table's system is used
     as it is; a code in ``canonical_system`` is translated through ``concept_map_id`` backwards; a
-    DataAbsent writes its source code if that is a table code, else nothing. Anything else ->
+    DataAbsent writes its source code if the table's map lists it, else nothing. Anything else ->
     :class:`UnmappableCode`."""
     if isinstance(value, DataAbsent):
-        if value.source is not None and value.source.system == table_system:
-            o.add(f"{src}.source.code", dst, "data-absent: the table code as sent")
-            return value.source.code
+        source = value.source
+        if (
+            source is not None
+            and source.system == table_system
+            and _known(source.code, table_system, concept_map_id)
+        ):
+            o.add(f"{src}.source.code", dst, "data-absent: the table code as sent", table=concept_map_id)
+            return source.code
         o.add(src, dst, "data-absent: field left empty")
         return None
     codings: tuple[Coding, ...]
@@ -368,8 +372,12 @@ def table_code(
     raise UnmappableCode(src, concept_map_id, "no coding that can be expressed in the HL7 v2 table")
 
 
-def concept_of(value: Coded) -> Concept | None:
-    return value if isinstance(value, Concept) else None
+def _known(code: str, table_system: str, concept_map_id: str | None) -> bool:
+    """Whether a data-absent source code may be written back: a code the table's concept map lists
+    (mapped or explicitly unmatched); any code of a table without a map (local / user-defined tables)."""
+    if concept_map_id is None:
+        return True
+    return code in load_concept_map(concept_map_id).source_codes(table_system)
 
 
 # ------------------------------------------------------------------------------------------------ misc

@@ -229,8 +229,7 @@ def _order_group(report: ResultReport, n: int, o: f.Out, counts: dict[str, int])
     if report.issued is not None:
         o.add(f"{src}.issued", f"{obr_at}-22", "results reported / status change")
     out.append(f.field_list(obr))
-    notes: tuple[str, ...] = getattr(report, "notes", ())
-    for k, text in enumerate(notes):
+    for k, text in enumerate(report.notes):
         out.append(_nte(text, o, f"{src}.notes[{k}]", counts))
     if report.conclusion is not None:
         out.append(_nte(report.conclusion, o, f"{src}.conclusion", counts))

@@ -432,3 +432,11 @@ def test_document_reference_refuses_inline_data() -> None:
     with pytest.raises(InvalidValue) as err:
         document_reference_from_fhir(res)
     assert err.value.field == "DocumentReference.content[0].attachment.data"
+
+
+def test_report_notes_from_the_r5_note_extension() -> None:
+    ext = "http://hl7.org/fhir/5.0/StructureDefinition/extension-DiagnosticReport.note"
+    res = report(result=[], extension=[{"url": ext, "valueAnnotation": {"text": "sample haemolysed"}}])
+    mapped = report_from_fhir(res)
+    assert mapped.value.notes == ("sample haemolysed",)
+    assert uncovered_leaves(mapped.value, "reports[0]", mapped.lineage, ignore=set()) == []

@@ -1,0 +1,180 @@
+"""HL7 -> canonical (hl7v2_in) -> HL7 (hl7v2_out) -> canonical keeps what both directions carry."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.canonical.model import ClinicalEvent, EventKind
+from shared.hl7v2.validation import validate
+from shared.mapping.hl7v2_out import to_adt_a08, to_oru_r01
+from tests.unit.mapping.hl7v2_out.hl7out_helpers import HEADER, seg
+
+hl7v2_in = pytest.importorskip("shared.mapping.hl7v2_in")
+
+A01 = "\r".join(
+    [
+        "MSH|^~\\&|PAS|RX1|TIE|RX1|20260701101600||ADT^A01^ADT_A01|MSG1|P|2.5.1",
+        "EVN|A01|20260701101600",
+        seg(
+            "PID",
+            {
+                1: "1",
+                3: "9434765919^^^NHS^NH~MRN123^^^RX1^MR~L999^^^ODS^PI",
+                5: "Smith^Jane^Anne Marie^MBE^Mrs^PhD^^^^^^20200101~Jones^Jane",
+                7: "20101022",
+                8: "F",
+                11: "1 Trevelyan Square^Boar Lane^Leeds^West Yorkshire^LS1 6AE^GBR~2 Low St^^York^^YO1 1AA",
+                16: "M^Married^HL70002",
+                22: "A^British^NHSETH",
+                29: "20260115030000",
+                30: "Y",
+            },
+        ),
+        "PD1|||Example Surgery^^^^^^^^^B82005|||||||||Y",
+        seg(
+            "PV1",
+            {
+                1: "1",
+                2: "I",
+                3: "WARD7^R2^B4^RX101^^^^^Ward 7",
+                4: "EM",
+                6: "AMU^^^RX101",
+                7: "C1234567^Who^Alan^^^Dr^^^GMC",
+                8: "G7654321^Dolittle^John^^^Dr^^^GMP",
+                10: "MED",
+                14: "19",
+                19: "V0001^^^RX1^VN",
+                36: "19",
+                44: "20260701101500",
+                45: "20260705160000",
+            },
+        ),
+    ]
+)
+
+
+def _in(text: str | bytes) -> ClinicalEvent:
+    data = text.encode() if isinstance(text, str) else text
+    return hl7v2_in.map_bytes(data).value  # type: ignore[no-any-return]
+
+
+def test_adt_round_trip_keeps_patient_and_encounter() -> None:
+    first = _in(A01)
+    msg = to_adt_a08(first, **HEADER)
+    assert not [i for i in validate(msg).issues if i.severity == "E"]
+    again = _in(msg.encode())
+    assert again.kind is EventKind.ENCOUNTER_UPDATE
+    p, q = first.patient, again.patient
+    assert q.nhs_number == p.nhs_number
+    assert q.identifiers == p.identifiers
+    assert q.names == p.names
+    assert q.birth_date == p.birth_date
+    assert q.gender == p.gender
+    assert q.addresses == p.addresses
+    assert q.deceased == p.deceased
+    assert q.general_practitioner == p.general_practitioner
+    assert q.sensitivity == p.sensitivity
+    assert q.marital_status == p.marital_status and q.ethnicity == p.ethnicity
+    assert q == p
+    e, f = first.encounter, again.encounter
+    assert e is not None and f is not None
+    assert f.identifiers == e.identifiers
+    assert f.encounter_class == e.encounter_class
+    assert f.period == e.period
+    assert f.location == e.location and f.prior_location == e.prior_location
+    assert (f.attending, f.referring) == (e.attending, e.referring)
+    assert (f.priority, f.service_type, f.admit_source, f.discharge_disposition) == (
+        e.priority,
+        e.service_type,
+        e.admit_source,
+        e.discharge_disposition,
+    )
+    # A01 says in-progress; the A08 derives 'finished' from PV1-45 (the discharge time is known)
+    assert f.status.value == "finished"
+
+
+ORU = "\r".join(
+    [
+        "MSH|^~\\&|LIMS|LAB|TIE|RX1|20260115110500||ORU^R01^ORU_R01|MSG2|P|2.5.1",
+        "PID|1||9434765919^^^NHS^NH||Smith^Jane||20101022|F",
+        "ORC|RE|P456^EPR|F123^LAB",
+        seg(
+            "OBR",
+            {
+                1: "1",
+                2: "P456^EPR",
+                3: "F123^LAB",
+                4: "UE^U\\T\\E^EXAMPLE-TRUST-LAB",
+                7: "20260115093000",
+                22: "20260115110000",
+                24: "CH",
+                25: "F",
+            },
+        ),
+        "NTE|1||fasting sample",
+        seg(
+            "OBX",
+            {
+                1: "1",
+                2: "NM",
+                3: "K^Potassium^EXAMPLE-TRUST-LAB",
+                5: "5.9",
+                6: "mmol/L^^UCUM",
+                7: "3.5-5.3",
+                8: "H",
+                11: "F",
+                14: "20260115093000",
+            },
+        ),
+        "NTE|1||haemolysed",
+        seg(
+            "OBX",
+            {
+                1: "2",
+                2: "SN",
+                3: "GFR^eGFR^EXAMPLE-TRUST-LAB",
+                5: ">^90",
+                6: "mL/min/{1.73_m2}",
+                7: ">90",
+                11: "F",
+            },
+        ),
+        seg(
+            "OBX",
+            {1: "3", 2: "CWE", 3: "CULT^Culture^EXAMPLE-TRUST-LAB", 5: "10828004^Positive^SCT", 11: "P"},
+        ),
+        seg("OBX", {1: "4", 2: "ST", 3: "COM^Comment^EXAMPLE-TRUST-LAB", 5: "see report", 11: "C"}),
+        seg(
+            "OBX",
+            {1: "5", 2: "SN", 3: "RNG^Range^EXAMPLE-TRUST-LAB", 5: "^10^-^20", 6: "g/L", 11: "F", 8: "N"},
+        ),
+        seg("OBX", {1: "6", 2: "TS", 3: "DT^Date^EXAMPLE-TRUST-LAB", 5: "20260110", 11: "F"}),
+        seg("OBX", {1: "7", 2: "NM", 3: "X^Unknown status^EXAMPLE-TRUST-LAB", 5: "1"}),
+    ]
+)
+
+
+def test_oru_round_trip_keeps_codes_values_units_ranges_statuses() -> None:
+    first = _in(ORU)
+    msg = to_oru_r01(first, **HEADER)
+    assert not [i for i in validate(msg).issues if i.severity == "E"]
+    again = _in(msg.encode())
+    assert again.kind is EventKind.RESULT
+    assert again.key == first.key
+    (r1,), (r2,) = first.reports, again.reports
+    assert (r2.code, r2.status, r2.category) == (r1.code, r1.status, r1.category)
+    assert (r2.placer_order_number, r2.filler_order_number) == (
+        r1.placer_order_number,
+        r1.filler_order_number,
+    )
+    assert (r2.effective, r2.issued, r2.notes) == (r1.effective, r1.issued, r1.notes)
+    assert len(r2.results) == len(r1.results) == 7
+    for a, b in zip(r1.results, r2.results, strict=True):
+        assert b.code == a.code
+        assert b.value == a.value
+        assert b.status == a.status
+        assert b.reference_range == a.reference_range
+        assert b.interpretation == a.interpretation
+        assert (b.effective, b.notes, b.sequence) == (a.effective, a.notes, a.sequence)
+    assert r2 == r1
+    assert again.patient == first.patient
