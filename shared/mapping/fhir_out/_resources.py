@@ -205,6 +205,10 @@ class Builder:
     def put(self, resource_type: str, rid: str, resource: JSON, lin: Lin | None, key_source: str) -> str:
         """PUT ``<Type>/<id>`` with a deterministic id; referenced as ``<Type>/<id>``."""
         full_url = urn(rid)
+        if full_url in self.entries:
+            # e.g. two OBX with the same set id and code in one report: writing both to one id would
+            # silently drop one result, so the event is refused instead
+            raise FhirOutError(f"two {resource_type} resources have the same identity", field=key_source)
         if lin is not None:
             lin.add(key_source, "id", RULE_ID)
         self._entry(full_url, resource, {"method": "PUT", "url": f"{resource_type}/{rid}"}, key_source)

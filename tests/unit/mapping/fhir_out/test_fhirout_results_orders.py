@@ -141,6 +141,15 @@ def test_report_without_order_numbers_is_refused() -> None:
     assert info.value.field == "reports[0].filler_order_number"
 
 
+def test_results_with_the_same_identity_are_refused_not_merged() -> None:
+    e = ev.oru_r01()
+    first = e.reports[0].results[0]
+    twice = e.reports[0].model_copy(update={"results": (first, first)})
+    with pytest.raises(FhirOutError) as info:
+        to_bundle(e.model_copy(update={"reports": (twice,)}))
+    assert info.value.field == "reports[0].results[1]"
+
+
 def test_orm_service_request() -> None:
     b = to_bundle(ev.orm_o01()).value
     assert validate_bundle(b) == []
