@@ -355,7 +355,9 @@ module serviceBus 'modules/servicebus.bicep' = {
 }
 
 // Function App -----------------------------------------------------------------------------------------------
-// Values that app-settings.json entries with from = "deployment" refer to by key.
+// Values that app-settings.json entries with from = "deployment" refer to by key. The settings themselves
+// are rendered inside functionapp.bicep (a for-expression needs values known when its deployment starts,
+// which module parameters are and these module outputs are not).
 var deploymentValues = {
   environmentName: environmentName
   hostStorageAccountName: hostStorage.outputs.name
@@ -366,12 +368,6 @@ var deploymentValues = {
   keyVaultUri: keyVault.outputs.uri
   appInsightsAuthenticationString: 'ClientId=${appIdentity.outputs.clientId};Authorization=AAD'
 }
-
-// THE app settings: one entry per element of config/app-settings.json "settings".
-var appSettings = [for setting in appSettingsSpec.settings: {
-  name: setting.name
-  value: contains(appSettingOverrides, setting.name) ? string(appSettingOverrides[setting.name]) : (setting.from == 'literal' ? setting.value : (setting.from == 'deployment' ? deploymentValues[setting.value] : '@Microsoft.KeyVault(VaultName=${names.keyVault};SecretName=${setting.value})'))
-}]
 
 module functionApp 'modules/functionapp.bicep' = {
   name: 'functionapp'
@@ -389,7 +385,9 @@ module functionApp 'modules/functionapp.bicep' = {
     privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
     privateDnsZoneId: networkIsolation ? network.outputs.privateDnsZoneIds.sites : ''
     workspaceId: monitoring.outputs.workspaceId
-    appSettings: appSettings
+    appSettingsSpec: appSettingsSpec.settings
+    deploymentValues: deploymentValues
+    appSettingOverrides: appSettingOverrides
     maximumInstanceCount: functionMaximumInstanceCount
     instanceMemoryMB: functionInstanceMemoryMB
     keyVaultName: keyVault.outputs.name

@@ -262,18 +262,31 @@ def test_setting_sources_resolve_in_main() -> None:
     assert deployment_values <= {s["value"] for s in _json("app-settings.json")["settings"]}, "unused values"
 
 
-def test_main_renders_the_one_list_into_the_function_app() -> None:
+def test_the_one_list_is_rendered_into_the_function_app() -> None:
     main = b.load(b.MAIN)
     spec_var = main.variables()["appSettingsSpec"]
     assert [b.string_value(a[0]) for a in b.call_arguments(spec_var, "loadJsonContent")] == [
         "config/app-settings.json"
     ]
-    rendered = main.variables()["appSettings"]
-    assert rendered.type == "for_statement"
-    assert b.text(rendered.named_children[-2]) == "appSettingsSpec.settings"
     (function_app,) = [m for m in main.modules() if m.symbol == "functionApp"]
-    assert b.text(function_app.get("params.appSettings")) == "appSettings"
-    (site,) = b.load(b.MODULES / "functionapp.bicep").resources("Microsoft.Web/sites")
+    assert b.text(function_app.get("params.appSettingsSpec")) == "appSettingsSpec.settings"
+    assert b.text(function_app.get("params.deploymentValues")) == "deploymentValues"
+    assert b.text(function_app.get("params.appSettingOverrides")) == "appSettingOverrides"
+    module = b.load(b.MODULES / "functionapp.bicep")
+    rendered = module.variables()["appSettings"]
+    assert rendered.type == "for_statement"
+    assert b.text(rendered.named_children[-2]) == "appSettingsSpec"
+    body = b.properties(rendered.named_children[-1])
+    assert b.text(body["name"]) == "setting.name"
+    value = b.text(body["value"])
+    for piece in (
+        "appSettingOverrides[setting.name]",
+        "setting.from == 'literal' ? setting.value",
+        "deploymentValues[setting.value]",
+        "@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${setting.value})",
+    ):
+        assert piece in value
+    (site,) = module.resources("Microsoft.Web/sites")
     assert b.text(site.get("properties.siteConfig.appSettings")) == "appSettings"
 
 

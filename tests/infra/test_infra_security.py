@@ -84,7 +84,7 @@ def test_function_app_is_vnet_integrated_and_uses_key_vault_references_with_its_
     spec = json.loads((b.BICEP_DIR / "config" / "app-settings.json").read_text())
     secret = next(s for s in spec["settings"] if s["name"] == "APPLICATIONINSIGHTS_CONNECTION_STRING")
     assert secret["from"] == "keyVaultSecret"
-    rendered = b.text(b.load(b.MAIN).variables()["appSettings"])
+    rendered = b.text(b.load(b.MODULES / "functionapp.bicep").variables()["appSettings"])
     assert "@Microsoft.KeyVault(VaultName=" in rendered
 
 

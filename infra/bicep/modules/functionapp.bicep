@@ -22,8 +22,12 @@ param networkIsolation bool
 param privateEndpointSubnetId string
 param privateDnsZoneId string
 param workspaceId string
-@description('[{ name, value }], rendered from config/app-settings.json in main.bicep.')
-param appSettings array
+@description('"settings" of config/app-settings.json: [{ name, from, value }].')
+param appSettingsSpec array
+@description('Values for settings with from = "deployment", by key.')
+param deploymentValues object
+@description('Per-environment values by setting name; win over the list.')
+param appSettingOverrides object
 @minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int
@@ -35,6 +39,13 @@ param instanceMemoryMB int
 param keyVaultName string
 @description('Key Vault secret that receives the host key for API Management.')
 param functionKeySecretName string
+
+// THE app settings: one entry per element of config/app-settings.json "settings". literal -> value as is;
+// deployment -> deploymentValues[value]; keyVaultSecret -> Key Vault reference resolved with the app identity.
+var appSettings = [for setting in appSettingsSpec: {
+  name: setting.name
+  value: contains(appSettingOverrides, setting.name) ? string(appSettingOverrides[setting.name]) : (setting.from == 'literal' ? setting.value : (setting.from == 'deployment' ? deploymentValues[setting.value] : '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${setting.value})'))
+}]
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
