@@ -1,0 +1,605 @@
+"""Per-message mapping context and the HL7 v2 data-type readers (CX, EI, HD, XPN, XAD, XCN, XON, PL, CWE,
+TS) shared by the segment mappers. Lineage is recorded here, at the leaf where the source path is known."""
+
+from __future__ import annotations
+
+import functools
+from urllib.parse import quote
+
+from shared.canonical.model import (
+    Address,
+    ClinicalDateTime,
+    Coded,
+    Coding,
+    Concept,
+    DataAbsent,
+    HumanName,
+    Identifier,
+    Location,
+    Organization,
+    PartialDate,
+    Period,
+    Practitioner,
+)
+from shared.hl7v2 import Message, Segment
+from shared.mapping.errors import InvalidValue, MissingRequiredField
+from shared.mapping.hl7v2_in.rules import CodedRule, Compiled, Path, concept_from, outcome_kind, to_absent
+from shared.mapping.lineage import LineageRecorder
+from shared.mapping.timeutil import TimeFormatError, birth_date_from_hl7, from_hl7
+from shared.terminology import DataAbsent as TermDataAbsent
+from shared.terminology import MappedCode, v2_table_system
+
+__all__ = ["Ctx", "val"]
+
+_NULL = '""'
+
+
+def val(seg: Segment, n: int, rep: int = 1, comp: int | None = None, sub: int | None = None) -> str | None:
+    """Decoded leaf, stripped; ``None`` when absent, blank or the HL7 null ``""``."""
+    x = seg.get(n, rep, comp, sub)
+    if x is None:
+        return None
+    if x[0] == " " or x[-1] == " ":
+        x = x.strip()
+        if not x:
+            return None
+    return None if x == _NULL else x
+
+
+class Rep:
+    """One repetition of a field split into components once (the readers take several components of the
+    same field; :meth:`Segment.get` would re-split the field for each). ``rep(c)`` / ``rep(c, sub)`` is
+    the decoded, stripped leaf, ``None`` when empty or the HL7 null."""
+
+    __slots__ = ("_esc", "_parts", "_rep", "_seg", "_sub", "n", "text")
+
+    def __init__(self, seg: Segment, n: int, rep: int = 1) -> None:
+        self._seg = seg
+        self.n = n
+        self._rep = rep
+        seps = seg.separators
+        self._sub = seps.subcomponent
+        self._esc = seps.escape
+        raw = seg.raw_field(n)
+        if rep == 1:
+            i = raw.find(seps.repetition)
+            one = raw if i < 0 else raw[:i]
+        else:
+            reps = raw.split(seps.repetition)
+            one = reps[rep - 1] if rep <= len(reps) else ""
+        #: The repetition's encoded text (the memo key of the readers).
+        self.text = one
+        self._parts: list[str] = one.split(seps.component) if one else []
+
+    @property
+    def memoable(self) -> bool:
+        """No escape sequences (their decoding depends on the message's character set)."""
+        return bool(self.text) and self._esc not in self.text
+
+    def __bool__(self) -> bool:
+        return any(self._parts)
+
+    def __call__(self, c: int, sub: int | None = None) -> str | None:
+        parts = self._parts
+        if c > len(parts):
+            return None
+        x = parts[c - 1]
+        if not x:
+            return None
+        if self._sub in x:
+            subs = x.split(self._sub)
+            k = sub or 1
+            x = subs[k - 1] if k <= len(subs) else ""
+            if not x:
+                return None
+        elif sub is not None and sub > 1:
+            return None
+        if self._esc in x:
+            return val(self._seg, self.n, self._rep, c, sub)
+        if x[0] == " " or x[-1] == " ":
+            x = x.strip()
+            if not x:
+                return None
+        return None if x == _NULL else x
+
+
+#: Reader results by the repetition's encoded text (lineage off, standard delimiters, no escapes): the
+#: same consultant, ward or code recurs in message after message, and every canonical value is immutable.
+_MEMO_MAX = 8192
+_MEMO: dict[tuple[str, str, str | None], object] = {}
+_MISS = object()
+
+
+def _remember(key: tuple[str, str, str | None], value: object) -> None:
+    if len(_MEMO) >= _MEMO_MAX:
+        _MEMO.clear()
+    _MEMO[key] = value
+
+
+@functools.lru_cache(maxsize=4096)
+def _quoted(name: str) -> str:
+    return quote(name, safe="-._~")
+
+
+#: Parsed times by their text: a message usually repeats one time in MSH-7, EVN-2 and PV1-44.
+_TIMES: dict[str, ClinicalDateTime | None] = {}
+
+
+def _time(raw: str, src: str) -> ClinicalDateTime | None:
+    """:func:`~shared.mapping.timeutil.from_hl7` (Europe/London for offset-less values), memoised;
+    an unreadable value is InvalidValue at ``src``."""
+    hit = _TIMES.get(raw, _MISS)
+    if hit is not _MISS:
+        return hit  # type: ignore[return-value]
+    try:
+        value = from_hl7(raw)
+    except TimeFormatError:
+        raise InvalidValue(src, "not a valid HL7 date/time") from None
+    if len(_TIMES) >= 1024:
+        _TIMES.clear()
+    _TIMES[raw] = value
+    return value
+
+
+class Ctx:
+    """One message being mapped: the message, the compiled rules, the lineage recorder and the sender's
+    namespaces (computed on first use)."""
+
+    __slots__ = ("_application", "_facility", "lin", "memo", "msg", "rec", "rules")
+
+    def __init__(self, msg: Message, rules: Compiled, rec: LineageRecorder) -> None:
+        self.msg = msg
+        self.rules = rules
+        self.rec = rec
+        self.lin = rec.enabled
+        seps = msg.separators
+        #: Readers may reuse earlier results for the same encoded text (see ``_MEMO``).
+        self.memo = not self.lin and seps.component == "^" and seps.subcomponent == "&"
+        self._facility: tuple[str, str] | None = None
+        self._application: tuple[str, str] | None = None
+
+    # ----------------------------------------------------------------------------------------- lineage
+    def add(self, source: str | None, target: str, rule: str) -> None:
+        """Lineage of a non-coded field: the rules version is its table version."""
+        self.rec.add(source, target, rule, table_version=self.rules.version)
+
+    def add_coded(self, source: str, target: str, rule: CodedRule, how: str) -> None:
+        if rule.concept_map_id is not None:
+            self.rec.add(
+                source,
+                target,
+                f"{rule.name}: {how}",
+                table=rule.concept_map_id,
+                table_version=rule.concept_map_version,
+            )
+        else:
+            self.rec.add(source, target, f"{rule.name}: {how}", table_version=self.rules.version)
+
+    # --------------------------------------------------------------------------------------- namespaces
+    def _hd_system(self, seg_name: str, n: int) -> tuple[str, str] | None:
+        msh = self.msg.segment("MSH")
+        if msh is None:
+            return None
+        system = self.authority_system(val(msh, n, 1, 1), val(msh, n, 1, 2), val(msh, n, 1, 3))
+        return None if system is None else (system, f"{seg_name}-{n}")
+
+    def facility(self, where: str) -> tuple[str, str]:
+        """System for identifiers without an assigning authority: the sending facility (MSH-4), else the
+        sending application (MSH-3). ``(system, source path)``."""
+        if self._facility is None:
+            self._facility = self._hd_system("MSH", 4) or self._hd_system("MSH", 3)
+            if self._facility is None:
+                raise MissingRequiredField(
+                    "MSH-4", f"no assigning authority in {where} and no sending facility"
+                )
+        return self._facility
+
+    def application(self, where: str) -> tuple[str, str]:
+        """System for entity identifiers (order numbers) without a namespace: the sending application
+        (MSH-3), else the sending facility (MSH-4)."""
+        if self._application is None:
+            self._application = self._hd_system("MSH", 3) or self._hd_system("MSH", 4)
+            if self._application is None:
+                raise MissingRequiredField("MSH-3", f"no namespace in {where} and no sending application")
+        return self._application
+
+    def authority_system(self, namespace: str | None, universal: str | None, utype: str | None) -> str | None:
+        """Identifier system of an HD (assigning authority / namespace): a registered URI when the name is
+        a known authority (GMC, ODS...), else ``urn:tie:authority:<namespace>`` (percent-encoded), else
+        ``urn:oid:``/``urn:uuid:`` from the universal id, else ``None``."""
+        r = self.rules
+        if namespace is not None:
+            known = r.authority_systems.get(namespace.upper())
+            if known is not None:
+                return known
+            return r.local_system_prefix + _quoted(namespace)
+        if universal is not None and utype is not None:
+            prefix = r.universal_id_prefixes.get(utype.upper())
+            if prefix is not None:
+                return prefix + universal
+        return None
+
+    # ------------------------------------------------------------------------------------------ readers
+    def time(self, seg: Segment, n: int, src: str, rep: int = 1) -> ClinicalDateTime | None:
+        raw = seg.get(n, rep)
+        if raw is None:
+            return None
+        return _time(raw, src)
+
+    def time_at(self, path: Path, src: str) -> ClinicalDateTime | None:
+        seg = self.msg.segment(path[0])
+        if seg is None:
+            return None
+        return self.time(seg, path[1], src)
+
+    def birth_date(self, seg: Segment, n: int, src: str) -> PartialDate | None:
+        raw = seg.get(n)
+        if raw is None:
+            return None
+        try:
+            return birth_date_from_hl7(raw)
+        except TimeFormatError:
+            raise InvalidValue(src, "not a valid HL7 date") from None
+
+    def cx(
+        self, seg: Segment, n: int, rep: int, src: str, tgt: str, *, id_type: str | None = None
+    ) -> Identifier | None:
+        """CX -> Identifier: value CX.1, system from CX.4 (else the sending facility), type CX.5 (or
+        ``id_type`` when the field fixes it, e.g. VN for PV1-19), assigner CX.4.1."""
+        f = Rep(seg, n, rep)
+        memo = self.memo and f.memoable
+        if memo:
+            hit = _MEMO.get(("cx", f.text, id_type), _MISS)
+            if hit is not _MISS:
+                return hit  # type: ignore[return-value]
+        value = f(1)
+        if value is None:
+            return None
+        ns = f(4, 1)
+        system = self.authority_system(ns, f(4, 2), f(4, 3))
+        system_src = f"{src}.4"
+        if system is None:
+            system, system_src = self.facility(src)
+        ident = Identifier(system=system, value=value, type=id_type or f(5), assigner=ns)
+        if self.lin:
+            self.add(f"{src}.1", f"{tgt}.value", "cx-value")
+            self.add(system_src, f"{tgt}.system", "identifier-system: authority URI / urn:tie:authority")
+            if id_type is not None:
+                self.add(src, f"{tgt}.type", f"constant {id_type}: what the field identifies")
+            elif ident.type is not None:
+                self.add(f"{src}.5", f"{tgt}.type", "cx-type (v2-0203 code as sent)")
+            if ns is not None:
+                self.add(f"{src}.4.1", f"{tgt}.assigner", "cx-assigning-authority")
+        if memo and system_src == f"{src}.4":
+            _remember(("cx", f.text, id_type), ident)
+        return ident
+
+    def ei(self, seg: Segment, n: int, src: str, tgt: str, id_type: str) -> Identifier | None:
+        """EI -> Identifier: value EI.1, system from EI.2/EI.3+EI.4 (else the sending application)."""
+        f = Rep(seg, n)
+        value = f(1)
+        if value is None:
+            return None
+        ns = f(2)
+        system = self.authority_system(ns, f(3), f(4))
+        system_src = f"{src}.2"
+        if system is None:
+            system, system_src = self.application(src)
+        ident = Identifier(system=system, value=value, type=id_type, assigner=ns)
+        if self.lin:
+            self.add(f"{src}.1", f"{tgt}.value", "ei-entity-identifier")
+            self.add(system_src, f"{tgt}.system", "identifier-system: namespace URI / urn:tie:authority")
+            self.add(src, f"{tgt}.type", f"constant {id_type}: the field is a {id_type} order number")
+            if ns is not None:
+                self.add(f"{src}.2", f"{tgt}.assigner", "ei-namespace")
+        return ident
+
+    def period(self, f: Rep, start_c: int, end_c: int, src: str, tgt: str) -> Period | None:
+        start = self._component_time(f, start_c, f"{src}.{start_c}")
+        end = self._component_time(f, end_c, f"{src}.{end_c}")
+        if start is None and end is None:
+            return None
+        if self.lin:
+            if start is not None:
+                self.add(f"{src}.{start_c}", f"{tgt}.start", "ts")
+            if end is not None:
+                self.add(f"{src}.{end_c}", f"{tgt}.end", "ts")
+        return Period(start=start, end=end)
+
+    def _component_time(self, f: Rep, comp: int, src: str) -> ClinicalDateTime | None:
+        raw = f(comp)
+        if raw is None:
+            return None
+        return _time(raw, src)
+
+    def xpn(self, seg: Segment, n: int, rep: int, src: str, tgt: str) -> HumanName | None:
+        """XPN -> HumanName: family XPN.1.1; given XPN.2 then XPN.3 split on spaces (middle names);
+        prefix XPN.5; suffix XPN.4, XPN.6 (degree), XPN.14; period XPN.12/13. Name type XPN.7 through the
+        ``patient.names.use`` rule (no map: ``use`` stays None)."""
+        f = Rep(seg, n, rep)
+        memo = self.memo and f.memoable
+        if memo:
+            hit = _MEMO.get(("xpn", f.text, None), _MISS)
+            if hit is not _MISS:
+                return hit  # type: ignore[return-value]
+        family = f(1, 1)
+        first = f(2)
+        middle = f(3)
+        given: tuple[str, ...] = ()
+        if first is not None:
+            given = (first,)
+        if middle is not None:
+            given = (*given, *middle.split())
+        prefix = tuple(p for p in (f(5),) if p is not None)
+        suffix = tuple(s for s in (f(4), f(6), f(14)) if s)
+        if family is None and not given:
+            return None
+        period = self.period(f, 12, 13, src, f"{tgt}.period")
+        name = HumanName(family=family, given=given, prefix=prefix, suffix=suffix, period=period)
+        if self.lin:
+            if family is not None:
+                self.add(f"{src}.1.1", f"{tgt}.family", "xpn-family")
+            if first is not None:
+                self.add(f"{src}.2", f"{tgt}.given[0]", "xpn-given")
+            if middle is not None:
+                start = 1 if first is not None else 0
+                for i in range(start, len(given)):
+                    self.add(f"{src}.3", f"{tgt}.given[{i}]", "xpn-middle-names: split on spaces")
+            if prefix:
+                self.add(f"{src}.5", f"{tgt}.prefix[0]", "xpn-prefix")
+            i = 0
+            for comp in (4, 6, 14):
+                if f(comp) is not None:
+                    self.add(f"{src}.{comp}", f"{tgt}.suffix[{i}]", "xpn-suffix / degree")
+                    i += 1
+        if memo:
+            _remember(("xpn", f.text, None), name)
+        return name
+
+    def xad(self, seg: Segment, n: int, rep: int, src: str, tgt: str) -> Address | None:
+        """XAD -> Address: lines XAD.1.1 + XAD.2, city .3, district .4 (county), postcode .5, country .6,
+        period .13/.14. Address type XAD.7 through ``patient.addresses.use`` (no map: use/type None)."""
+        f = Rep(seg, n, rep)
+        memo = self.memo and f.memoable
+        if memo:
+            hit = _MEMO.get(("xad", f.text, None), _MISS)
+            if hit is not _MISS:
+                return hit  # type: ignore[return-value]
+        street = f(1, 1)
+        other = f(2)
+        lines = tuple(x for x in (street, other) if x is not None)
+        city = f(3)
+        district = f(4)
+        postcode = f(5)
+        country = f(6)
+        if not lines and city is None and district is None and postcode is None and country is None:
+            return None
+        period = self.period(f, 13, 14, src, f"{tgt}.period")
+        address = Address(
+            lines=lines, city=city, district=district, postal_code=postcode, country=country, period=period
+        )
+        if self.lin:
+            i = 0
+            for where, line in (("1.1", street), ("2", other)):
+                if line is not None:
+                    self.add(f"{src}.{where}", f"{tgt}.lines[{i}]", "xad-street")
+                    i += 1
+            for comp, attr, value in (
+                (3, "city", city),
+                (4, "district", district),
+                (5, "postal_code", postcode),
+                (6, "country", country),
+            ):
+                if value is not None:
+                    self.add(f"{src}.{comp}", f"{tgt}.{attr}", f"xad-{attr}")
+        if memo:
+            _remember(("xad", f.text, None), address)
+        return address
+
+    def xcn(self, seg: Segment, n: int, rep: int, src: str, tgt: str) -> Practitioner | None:
+        """XCN -> Practitioner: id XCN.1 in the system of XCN.9 (GMC/GMP... URIs for known authorities,
+        else ``urn:tie:authority:``, else the sending facility), type XCN.13; name XCN.2-7."""
+        f = Rep(seg, n, rep)
+        memo = self.memo and f.memoable
+        if memo:
+            hit = _MEMO.get(("xcn", f.text, None), _MISS)
+            if hit is not _MISS:
+                return hit  # type: ignore[return-value]
+        ident_value = f(1)
+        identifiers: tuple[Identifier, ...] = ()
+        fallback = False
+        if ident_value is not None:
+            ns = f(9, 1)
+            system = self.authority_system(ns, f(9, 2), f(9, 3))
+            system_src = f"{src}.9"
+            if system is None:
+                system, system_src = self.facility(src)
+                fallback = True
+            identifiers = (Identifier(system=system, value=ident_value, type=f(13), assigner=ns),)
+            if self.lin:
+                self.add(f"{src}.1", f"{tgt}.identifiers[0].value", "xcn-id")
+                self.add(system_src, f"{tgt}.identifiers[0].system", "identifier-system: authority URI")
+                if identifiers[0].type is not None:
+                    self.add(f"{src}.13", f"{tgt}.identifiers[0].type", "xcn-identifier-type")
+                if ns is not None:
+                    self.add(f"{src}.9.1", f"{tgt}.identifiers[0].assigner", "xcn-assigning-authority")
+        family = f(2, 1)
+        first = f(3)
+        middle = f(4)
+        given = tuple(x for x in (first,) if x is not None) + (tuple(middle.split()) if middle else ())
+        prefix = tuple(x for x in (f(6),) if x is not None)
+        suffix = tuple(x for x in (f(5), f(7)) if x is not None)
+        name = None
+        if family is not None or given:
+            name = HumanName(family=family, given=given, prefix=prefix, suffix=suffix)
+            if self.lin:
+                t = f"{tgt}.name"
+                if family is not None:
+                    self.add(f"{src}.2.1", f"{t}.family", "xcn-family")
+                if given:
+                    self.add(f"{src}.3", f"{t}.given", "xcn-given (+ XCN.4 middle names)")
+                if prefix:
+                    self.add(f"{src}.6", f"{t}.prefix", "xcn-prefix")
+                if suffix:
+                    self.add(f"{src}.5", f"{t}.suffix", "xcn-suffix / degree (XCN.5, XCN.7)")
+        if not identifiers and name is None:
+            return None
+        practitioner = Practitioner(identifiers=identifiers, name=name)
+        if memo and not fallback:
+            _remember(("xcn", f.text, None), practitioner)
+        return practitioner
+
+    def xcns(self, seg: Segment | None, n: int, src: str, tgt: str) -> tuple[Practitioner, ...]:
+        if seg is None:
+            return ()
+        out: list[Practitioner] = []
+        for rep in range(1, seg.repetition_count(n) + 1):
+            p = self.xcn(seg, n, rep, f"{src}[{rep}]", f"{tgt}[{len(out)}]")
+            if p is not None:
+                out.append(p)
+        return tuple(out)
+
+    def pl(self, seg: Segment, n: int, src: str, tgt: str) -> Location | None:
+        """PL -> Location: point of care .1, room .2, bed .3, facility .4.1, description .9."""
+        f = Rep(seg, n)
+        memo = self.memo and f.memoable
+        if memo:
+            hit = _MEMO.get(("pl", f.text, None), _MISS)
+            if hit is not _MISS:
+                return hit  # type: ignore[return-value]
+        poc, room, bed = f(1), f(2), f(3)
+        facility, desc = f(4, 1), f(9)
+        if poc is None and room is None and bed is None and facility is None and desc is None:
+            return None
+        if self.lin:
+            for comp, attr, value in (
+                ("1", "point_of_care", poc),
+                ("2", "room", room),
+                ("3", "bed", bed),
+                ("4.1", "facility", facility),
+                ("9", "description", desc),
+            ):
+                if value is not None:
+                    self.add(f"{src}.{comp}", f"{tgt}.{attr}", f"pl-{attr}")
+        location = Location(point_of_care=poc, room=room, bed=bed, facility=facility, description=desc)
+        if memo:
+            _remember(("pl", f.text, None), location)
+        return location
+
+    def xon(self, seg: Segment, n: int, src: str, tgt: str) -> Organization | None:
+        """XON -> Organization: ODS code XON.10 (v2.5+) else XON.3 (v2.3/2.4 id number), name XON.1."""
+        f = Rep(seg, n)
+        name = f(1)
+        code = f(10)
+        code_src = f"{src}.10"
+        if code is None:
+            code, code_src = f(3), f"{src}.3"
+        if name is None and code is None:
+            return None
+        if self.lin:
+            if code is not None:
+                self.add(code_src, f"{tgt}.ods_code", "xon-organization-identifier (ODS code)")
+            if name is not None:
+                self.add(f"{src}.1", f"{tgt}.name", "xon-organization-name")
+        return Organization(ods_code=code, name=name)
+
+    # ------------------------------------------------------------------------------------------- codes
+    def coding_system(self, name: str | None) -> str | None:
+        """URI of a CWE.3 coding-system name: the rules' table (LN, SCT...), ``HL7nnnn`` -> v2 table,
+        a URI as is, else ``urn:tie:codesystem:<name>``."""
+        if name is None:
+            return None
+        r = self.rules
+        known = r.coding_systems.get(name.upper())
+        if known is not None:
+            return known
+        if len(name) == 7 and name[:3].upper() == "HL7" and name[3:].isdigit():
+            return v2_table_system(name[3:])
+        if name.startswith(("http://", "https://", "urn:")):
+            return name
+        return r.local_coding_system_prefix + _quoted(name)
+
+    def coded(
+        self, rule: CodedRule, seg: Segment, n: int, src: str, tgt: str, *, rep: int = 1, simple: bool = False
+    ) -> Coded | None:
+        """A CE/CWE (or, with ``simple``, an IS/ID code) -> Concept / DataAbsent through ``rule``.
+
+        The sender's coding comes first; the concept-map translation (if any) follows it. The alternate
+        coding (CWE.4-6) is kept as a further coding, untranslated. A text-only value becomes a Concept
+        with text. The sender's system: CWE.3 resolved to a URI, else the rule's v2 table when the rule
+        says the field is drawn from one, else none (and then nothing is translated).
+        """
+        f = Rep(seg, n, rep)
+        memo = self.memo and f.memoable
+        if memo:
+            hit = rule.memo.get((f.text, simple), _MISS)
+            if hit is not _MISS:
+                return hit  # type: ignore[return-value]
+        code = f(1)
+        text = system_name = alt_code = None
+        if not simple:
+            text, system_name, alt_code = f(2), f(3), f(4)
+        if code is None and alt_code is None:
+            if text is None:
+                return None
+            if self.lin:
+                self.add_coded(f"{src}.2", f"{tgt}.text", rule, "text only")
+            return Concept(text=text)
+        out = None
+        value: Coded | None = None
+        if code is not None:
+            system = self.coding_system(system_name)
+            if system is None and rule.assume_source_system:
+                system = rule.source_system
+            out = rule.outcome(code, system, src)
+            display = text
+            if display is None and isinstance(out, MappedCode):
+                display = out.source.display
+            value = concept_from(out, Coding(system=system, code=code, display=display), text)
+        if alt_code is not None:
+            alt = Coding(system=self.coding_system(f(6)), code=alt_code, display=f(5))
+            if code is None:
+                value = Concept(codings=(alt,), text=text)
+            elif isinstance(value, Concept) and alt not in value.codings:
+                value = Concept(codings=(*value.codings, alt), text=text)
+        assert value is not None  # a code or an alternate code was present
+        if self.lin:
+            if code is not None:
+                self.add_coded(src if simple else f"{src}.1", tgt, rule, outcome_kind(out))
+            if system_name is not None:
+                self.add_coded(f"{src}.3", tgt, rule, "coding system name -> URI")
+            if text is not None and isinstance(value, Concept):
+                self.add_coded(f"{src}.2", f"{tgt}.text", rule, "original text")
+            if alt_code is not None:
+                self.add_coded(f"{src}.4", tgt, rule, "alternate coding kept as sent")
+        if memo:
+            rule.remember((f.text, simple), value)
+        return value
+
+    def code(
+        self, rule: CodedRule, seg: Segment, n: int, src: str, tgt: str, rep: int = 1
+    ) -> str | DataAbsent | None:
+        """An IS/ID code (or CWE.1) -> the bare code a ``Literal`` field holds, through ``rule``'s map.
+
+        Empty -> the rule's ``when_empty`` (e.g. FHIR's ``unknown`` status) or ``None``. A data-absent
+        outcome becomes a canonical DataAbsent when the field can hold one, else ``None``.
+        """
+        f = Rep(seg, n, rep)
+        code = f(1)
+        if code is None:
+            if rule.when_empty is not None and self.lin:
+                self.add(src, tgt, f"{rule.name}: empty field -> {rule.when_empty} (the source does not say)")
+            return rule.when_empty
+        if not rule.active:
+            return None
+        system = self.coding_system(f(3)) or rule.source_system
+        out = rule.outcome(code, system, src)
+        if isinstance(out, MappedCode):
+            result: str | DataAbsent | None = out.target.code
+        elif isinstance(out, TermDataAbsent):
+            result = to_absent(out) if rule.accepts_absent else None
+        else:
+            raise InvalidValue(src, f"code is not in a system {rule.name} can map", error_code="103")
+        if self.lin and result is not None:
+            self.add_coded(src, tgt, rule, outcome_kind(out))
+        return result

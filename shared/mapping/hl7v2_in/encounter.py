@@ -1,0 +1,108 @@
+"""PV1 / PV2 -> canonical :class:`~shared.canonical.model.Encounter` (rules in the package docstring)."""
+
+from __future__ import annotations
+
+from shared.canonical.model import Coded, Encounter, EncounterStatus, EventKind, Period
+from shared.hl7v2 import Segment
+from shared.mapping.errors import MissingRequiredField
+from shared.mapping.hl7v2_in._context import Ctx, val
+from shared.mapping.hl7v2_in.rules import MessageRule
+
+__all__ = ["map_encounter"]
+
+
+def _status(ctx: Ctx, rule: MessageRule, required: bool) -> EncounterStatus | None:
+    if rule.encounter_status is not None and not rule.derived:
+        if ctx.lin:
+            ctx.add(
+                "MSH-9.2", "encounter.status", f"trigger {rule.message_type}: {rule.encounter_status.value}"
+            )
+        return rule.encounter_status
+    for step in ctx.rules.derived_status:
+        if step.present is not None:
+            name, n, comp = step.present
+            seg = ctx.msg.segment(name)
+            hit = seg is not None and val(seg, n, 1, comp) is not None
+        else:
+            assert step.equals is not None
+            (name, n, comp), expected = step.equals
+            seg = ctx.msg.segment(name)
+            hit = seg is not None and val(seg, n, 1, comp) == expected
+        if hit:
+            if ctx.lin:
+                ctx.add(
+                    step.source, "encounter.status", f"derived status: {step.source} -> {step.status.value}"
+                )
+            return step.status
+    if required:
+        raise MissingRequiredField("PV1-44", "the encounter status cannot be derived (no PV1-44/PV1-45)")
+    return None
+
+
+def _start(ctx: Ctx, kind: EventKind, pv1: Segment) -> tuple[Period | None, str | None]:
+    sources = ctx.rules.encounter_start.get(kind.value) or ctx.rules.encounter_start["default"]
+    start = start_src = None
+    for name, n, _comp in sources:
+        seg = pv1 if name == "PV1" else ctx.msg.segment(name)
+        if seg is None:
+            continue
+        src = f"{name}-{n}"
+        start = ctx.time(seg, n, src)
+        if start is not None:
+            start_src = src
+            break
+    end = ctx.time(pv1, 45, "PV1-45")
+    if start is None and end is None:
+        return None, None
+    if ctx.lin:
+        if start_src is not None:
+            ctx.add(start_src, "encounter.period.start", "encounter start (admit date/time)")
+        if end is not None:
+            ctx.add("PV1-45", "encounter.period.end", "encounter end (discharge date/time)")
+    return Period(start=start, end=end), start_src
+
+
+def map_encounter(ctx: Ctx, rule: MessageRule, *, required: bool) -> Encounter | None:
+    """The encounter in PV1/PV2. ``required`` (ADT encounter events): a missing PV1, visit number
+    (PV1-19), patient class (PV1-2) or derivable status raises MissingRequiredField; otherwise (ORU/ORM
+    context) the encounter is simply left out when any of those is missing."""
+    pv1 = ctx.msg.segment("PV1")
+    if pv1 is None:
+        if required:
+            raise MissingRequiredField("PV1", "an encounter event needs a PV1 segment")
+        return None
+    if val(pv1, 19) is None or val(pv1, 2) is None:
+        if required:
+            raise MissingRequiredField("PV1-19" if val(pv1, 19) is None else "PV1-2")
+        return None
+    status = _status(ctx, rule, required)
+    if status is None:
+        return None
+    r = ctx.rules
+    visit = ctx.cx(pv1, 19, 1, "PV1-19", "encounter.identifiers[0]", id_type=r.visit_number_type)
+    assert visit is not None
+    enc_class = ctx.coded(
+        r.rule("encounter.encounter_class"), pv1, 2, "PV1-2", "encounter.encounter_class", simple=True
+    )
+    assert enc_class is not None
+    period, _ = _start(ctx, rule.kind, pv1)
+    prior = ctx.pl(pv1, 6, "PV1-6", "encounter.prior_location")
+    return Encounter(
+        identifiers=(visit,),
+        status=status,
+        encounter_class=enc_class,
+        period=period,
+        location=ctx.pl(pv1, 3, "PV1-3", "encounter.location"),
+        prior_location=prior,
+        attending=ctx.xcns(pv1, 7, "PV1-7", "encounter.attending"),
+        referring=ctx.xcns(pv1, 8, "PV1-8", "encounter.referring"),
+        admitting=ctx.xcns(pv1, 17, "PV1-17", "encounter.admitting"),
+        service_type=_simple(ctx, "encounter.service_type", pv1, 10),
+        priority=_simple(ctx, "encounter.priority", pv1, 4),
+        admit_source=_simple(ctx, "encounter.admit_source", pv1, 14),
+        discharge_disposition=_simple(ctx, "encounter.discharge_disposition", pv1, 36),
+    )
+
+
+def _simple(ctx: Ctx, name: str, pv1: Segment, n: int) -> Coded | None:
+    return ctx.coded(ctx.rules.rule(name), pv1, n, f"PV1-{n}", name, simple=True)

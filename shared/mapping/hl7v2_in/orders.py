@@ -1,0 +1,95 @@
+"""ORM^O01: ORC (+ its OBR) -> :class:`ServiceRequest` (rules in the package docstring)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.canonical.model import Coded, Practitioner, ServiceRequest
+from shared.mapping.errors import MissingRequiredField, UnsupportedEvent
+from shared.mapping.hl7v2_in._context import Ctx, val
+from shared.mapping.hl7v2_in.results import Group, group_segments, notes_of
+from shared.mapping.hl7v2_in.rules import MessageRule
+
+__all__ = ["map_orders"]
+
+
+def map_orders(ctx: Ctx, rule: MessageRule) -> tuple[ServiceRequest, ...]:
+    orders: list[ServiceRequest] = []
+    for group in group_segments(ctx, orders=True):
+        orders.append(_order(ctx, rule, group, f"orders[{len(orders)}]"))
+    if not orders:
+        raise MissingRequiredField("ORC", "an order message needs at least one ORC/OBR group")
+    return tuple(orders)
+
+
+def _order(ctx: Ctx, rule: MessageRule, group: Group, tgt: str) -> ServiceRequest:
+    r = ctx.rules
+    orc, orc_occ = group.orc if group.orc is not None else (None, 0)
+    if group.obr is None and group.other_detail is not None:
+        raise UnsupportedEvent(
+            f"{rule.message_type} {group.other_detail[:3]}",
+            "only service orders (ORC + OBR) are mapped; pharmacy/dietary/supply order detail is not",
+        )
+    if group.obr is None:
+        raise MissingRequiredField(f"ORC({orc_occ})", "an order needs an OBR (the requested service)")
+    obr, obr_occ = group.obr
+    obr_src = f"OBR({obr_occ})"
+    orc_src = f"ORC({orc_occ})"
+
+    placer = None
+    filler = None
+    for seg, src, n_placer, n_filler in ((orc, orc_src, 2, 3), (obr, obr_src, 2, 3)):
+        if seg is None:
+            continue
+        if placer is None:
+            placer = ctx.ei(seg, n_placer, f"{src}-{n_placer}", f"{tgt}.placer_order_number", r.placer_type)
+        if filler is None:
+            filler = ctx.ei(seg, n_filler, f"{src}-{n_filler}", f"{tgt}.filler_order_number", r.filler_type)
+    if placer is None and filler is None:
+        raise MissingRequiredField(f"{orc_src}-2", "an order needs a placer or filler order number")
+
+    status: Any = None
+    if orc is not None and val(orc, 5) is not None:
+        status = ctx.code(r.rule("order.status"), orc, 5, f"{orc_src}-5", f"{tgt}.status")
+    elif orc is not None and val(orc, 1) is not None:
+        status = ctx.code(r.rule("order.status_from_control"), orc, 1, f"{orc_src}-1", f"{tgt}.status")
+    if status is None:
+        raise MissingRequiredField(f"{orc_src}-1", "an order needs an order control or order status")
+
+    code = ctx.coded(r.rule("order.code"), obr, 4, f"{obr_src}-4", f"{tgt}.code")
+    if code is None:
+        raise MissingRequiredField(f"{obr_src}-4", "an order needs the requested service code")
+
+    authored = None
+    if orc is not None:
+        authored = ctx.time(orc, 9, f"{orc_src}-9")
+        if authored is not None and ctx.lin:
+            ctx.add(f"{orc_src}-9", f"{tgt}.authored_on", "orc-date-time-of-transaction")
+
+    requester: Practitioner | None = None
+    for seg, src, n in ((orc, orc_src, 12), (obr, obr_src, 16)):
+        if seg is not None and requester is None:
+            requester = ctx.xcn(seg, n, 1, f"{src}-{n}[1]", f"{tgt}.requester")
+
+    reasons: list[Coded] = []
+    reason_rule = r.rule("order.reason")
+    for rep in range(1, obr.repetition_count(31) + 1):
+        reason = ctx.coded(
+            reason_rule, obr, 31, f"{obr_src}-31[{rep}]", f"{tgt}.reason[{len(reasons)}]", rep=rep
+        )
+        if reason is not None:
+            reasons.append(reason)
+
+    if ctx.lin:
+        ctx.add("MSH-9", f"{tgt}.intent", f"{rule.message_type}: intent {rule.intent} (rules constant)")
+    return ServiceRequest(
+        placer_order_number=placer,
+        filler_order_number=filler,
+        status=status,
+        intent=rule.intent,  # a Literal: checked when rules compile
+        code=code,
+        authored_on=authored,
+        requester=requester,
+        reason=tuple(reasons),
+        notes=notes_of(ctx, group.notes, f"{tgt}.notes"),
+    )
