@@ -10,6 +10,8 @@ Rows (bundles/s, and the ratio to "map+serialize"):
   (``Bundle.model_validate(d).model_dump_json()``) - the path the mapper deliberately avoids
 * ``validate/own``   shared.fhir.validation.validate_bundle(structural=False)
 * ``validate/full``  validate_bundle (fhir.resources R4B structure + own checks)
+* ``hl7->canonical``  (a01 only, when shared.mapping.hl7v2_in is present) parse + map a ~0.5 KB ADT^A01
+* ``hl7->fhir bytes`` ... + to_bundle + serialize: the end-to-end hot path (lineage off)
 
     .venv/bin/python bench/fhir_bundle.py [--seconds 1] [--event a01|oru]
 
@@ -65,6 +67,17 @@ def main() -> None:
         ("validate/own", lambda: validate_bundle(bundle, structural=False)),
         ("validate/full", lambda: validate_bundle(bundle)),
     ]
+    if args.event == "a01":
+        try:
+            from shared.mapping.hl7v2_in import map_bytes
+        except ImportError:
+            map_bytes = None
+        if map_bytes is not None:
+            from tests.fixtures.hl7_messages import adt_a01
+
+            raw = adt_a01()
+            rows.append(("hl7->canonical", lambda: map_bytes(raw)))
+            rows.append(("hl7->fhir bytes", lambda: serialize(to_bundle(map_bytes(raw).value).value)))
     print(f"event {args.event}: {len(bundle['entry'])} entries, {size} bytes, json backend {fjson.BACKEND}")
     results = {name: rate(fn, args.seconds) for name, fn in rows}
     base = results["map+serialize"]

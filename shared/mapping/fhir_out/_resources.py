@@ -107,6 +107,7 @@ _CANCEL_STATUS = {
     EventKind.CANCEL_ADMISSION: EncounterStatus.CANCELLED,
     EventKind.CANCEL_DISCHARGE: EncounterStatus.IN_PROGRESS,
 }
+_CLOSED = frozenset({EncounterStatus.FINISHED, EncounterStatus.CANCELLED, EncounterStatus.ENTERED_IN_ERROR})
 _CONFIDENTIALITY_VS = "pds-confidentiality"
 _LOCATION_SYSTEM = "urn:tie:location"
 _EVENT_KEY_SYSTEM = "urn:tie:event-key"
@@ -680,11 +681,7 @@ class Builder:
         if hosp:
             res["hospitalization"] = hosp
         locations: list[JSON] = []
-        closed = status in (
-            EncounterStatus.FINISHED,
-            EncounterStatus.CANCELLED,
-            EncounterStatus.ENTERED_IN_ERROR,
-        )
+        closed = status in _CLOSED
         for attr, loc_status in (
             ("location", "completed" if closed else "active"),
             ("prior_location", "completed"),

@@ -264,3 +264,28 @@ def test_encounter_event_without_visit_number_is_refused() -> None:
         to_bundle(bad)
     assert info.value.field == "encounter.identifiers"
     assert "V0001" not in str(info.value)
+
+
+def test_locations_by_site_only_or_description_only() -> None:
+    from shared.canonical.model import Location
+    from shared.mapping.lineage import leaf_paths, uncovered
+
+    e = ev.adt_a01()
+    assert e.encounter is not None
+    site, theatre = Location(facility="RX101"), Location(description="Theatre recovery")
+    enc = e.encounter.model_copy(update={"location": site, "prior_location": theatre})
+    mapped = to_bundle(e.model_copy(update={"encounter": enc}), lineage=True)
+    b = mapped.value
+    assert_valid(b)
+    entry = one(b, "Location")
+    assert entry["resource"]["identifier"] == [{"system": systems.ODS_SITE_CODE, "value": "RX101"}]
+    assert "partOf" not in entry["resource"]
+    assert entry["request"]["ifNoneExist"] == f"identifier={systems.ODS_SITE_CODE}|RX101"
+    locations = one(b, "Encounter")["resource"]["location"]
+    assert locations == [
+        {"location": {"reference": entry["fullUrl"]}, "status": "active"},
+        {"location": {"display": "Theatre recovery"}, "status": "completed"},
+    ]
+    for e_ in b["entry"]:
+        res = e_["resource"]
+        assert uncovered(leaf_paths(res, res["resourceType"]), mapped.lineage, resource=e_["fullUrl"]) == []
