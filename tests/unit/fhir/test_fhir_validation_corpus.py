@@ -60,3 +60,27 @@ def test_pds_sandbox_responses() -> None:
         # and PDS's NHS numbers never leak into the messages
         for e in errors:
             assert re.search(r"\d{10}", e.message + e.path) is None
+
+
+UK_CORE_EXAMPLES = CORPORA / "uk-core-examples" / "examples"
+
+
+def test_uk_core_spellings_match_the_uk_core_examples() -> None:
+    """Profile, extension and code-system URLs the mapper writes are spelt as UK Core spells them."""
+    from shared.fhir import profiles
+
+    files = _files(UK_CORE_EXAMPLES, "*.xml")
+    text = "\n".join(p.read_text("utf-8") for p in files)
+    declared = set(
+        re.findall(r'<profile value="(https://fhir\.hl7\.org\.uk/StructureDefinition/UKCore-\w+)"', text)
+    )
+    assert declared and declared <= set(profiles.UK_CORE_PROFILES.values())
+    for uri in (
+        profiles.EXT_NHS_NUMBER_VERIFICATION,
+        profiles.NHS_NUMBER_VERIFICATION_SYSTEM,
+        profiles.NHS_NUMBER_SYSTEM,
+        profiles.ODS_ORGANIZATION_SYSTEM,
+        profiles.ODS_SITE_SYSTEM,
+        profiles.EXT_ETHNIC_CATEGORY,
+    ):
+        assert f'"{uri}"' in text, uri
