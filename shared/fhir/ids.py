@@ -18,9 +18,9 @@ The namespace is part of the contract: changing it (or the name layout) re-keys 
 server holds, so replays would create duplicates. Tests pin it. The ids are opaque: they carry no
 patient data (a SHA-1 of the name), but they are stable, so treat them as pseudonymous identifiers.
 
-Ambiguity: ``|`` separates the parts, so in every part except the last, ``\\`` and ``|`` are
-backslash-escaped; the last part is used as is. Identifier systems are URIs, which cannot contain a raw
-``|`` or ``\\``, so :func:`resource_id` names are exactly the documented ``type|system|value`` text.
+Ambiguity: ``|`` separates the parts, so in every part except the last, backslashes and ``|`` are
+escaped with a backslash; the last part is used as is. Identifier systems are URIs, which cannot contain
+a raw ``|`` or backslash, so :func:`resource_id` names are exactly the documented ``type|system|value``.
 """
 
 from __future__ import annotations
