@@ -5,7 +5,9 @@ API::
     to_adt_a08(event, *, sending_application, sending_facility, receiving_application,
                receiving_facility, control_id=None, version="2.5.1", now=None) -> Message
     to_oru_r01(event, ...same...) -> Message
-    adt_a08(...) / oru_r01(...) -> Mapped[Message]       (the same, with lineage canonical -> HL7 path)
+    to_adt_a31(event, ...same...) -> Message   (patient-level update: an A08 needs a visit in PV1-19)
+    adt_a08(...) / adt_a31(...) / oru_r01(...) -> Mapped[Message]   (the same, with lineage
+                                                                      canonical path -> HL7 path)
 
 ``Message`` is :class:`shared.hl7v2.Message` built with :func:`shared.hl7v2.build_message` (values are
 escaped: ``| ^ ~ \\ &`` and line breaks); ``.encode()`` gives the bytes. Every message is valid for
@@ -34,7 +36,9 @@ Rules (each the inverse of :mod:`shared.mapping.hl7v2_in`, driven by the same ``
   record (PD1-12 protection indicator Y; a very restricted record cannot be expressed -> error).
 * PV1: class, location (PL), admission type, prior location, attending/referring/admitting (XCN),
   hospital service, admit source, visit number (PV1-19, the identity rule's visit identifier),
-  discharge disposition, PV1-44/45 period. An event without an encounter gets ``PV1|1|N``.
+  discharge disposition, PV1-44/45 period. An event without an encounter gets ``PV1|1|N`` (patient
+  class not applicable); for such patient-level changes prefer the A31, since an A08 receiver (and
+  ``hl7v2_in``) expects the visit number.
 * ORU: per report an ORC (``RE``, placer, filler) when there is an order number, OBR (placer, filler,
   code, OBR-7 effective, OBR-22 issued, OBR-24 category, OBR-25 status), NTE per report note and for the
   conclusion; per result OBX (value type from the value: NM, SN for comparators and ranges, CWE/CE, ST/TX,
@@ -45,6 +49,15 @@ Rules (each the inverse of :mod:`shared.mapping.hl7v2_in`, driven by the same ``
 from __future__ import annotations
 
 from shared.mapping.hl7v2_out.errors import Hl7OutError, UnmappableCode
-from shared.mapping.hl7v2_out.messages import adt_a08, oru_r01, to_adt_a08, to_oru_r01
+from shared.mapping.hl7v2_out.messages import adt_a08, adt_a31, oru_r01, to_adt_a08, to_adt_a31, to_oru_r01
 
-__all__ = ["Hl7OutError", "UnmappableCode", "adt_a08", "oru_r01", "to_adt_a08", "to_oru_r01"]
+__all__ = [
+    "Hl7OutError",
+    "UnmappableCode",
+    "adt_a08",
+    "adt_a31",
+    "oru_r01",
+    "to_adt_a08",
+    "to_adt_a31",
+    "to_oru_r01",
+]

@@ -26,7 +26,7 @@ from shared.mapping.hl7v2_out.errors import Hl7OutError
 from shared.mapping.lineage import LineageRecorder, Mapped
 from shared.terminology import systems
 
-__all__ = ["adt_a08", "oru_r01", "to_adt_a08", "to_oru_r01"]
+__all__ = ["adt_a08", "adt_a31", "oru_r01", "to_adt_a08", "to_adt_a31", "to_oru_r01"]
 
 #: ORC-1 order control for an ORU order group: "RE" = observations to follow (HL7 table 0119).
 ORDER_CONTROL_RESULTS = "RE"
@@ -74,21 +74,51 @@ def adt_a08(
     lineage: bool = True,
 ) -> Mapped[Message]:
     """:func:`to_adt_a08` with lineage (canonical path -> HL7 path)."""
+    return _adt(
+        event,
+        ("ADT", "A08", "ADT_A01"),
+        sending_application=sending_application,
+        sending_facility=sending_facility,
+        receiving_application=receiving_application,
+        receiving_facility=receiving_facility,
+        control_id=control_id,
+        version=version,
+        now=now,
+        processing_id=processing_id,
+        lineage=lineage,
+    )
+
+
+def _adt(
+    event: ClinicalEvent,
+    message_type: tuple[str, str, str],
+    *,
+    sending_application: str,
+    sending_facility: str,
+    receiving_application: str,
+    receiving_facility: str,
+    control_id: str | None,
+    version: str,
+    now: datetime | None,
+    processing_id: str,
+    lineage: bool,
+) -> Mapped[Message]:
     o = f.Out(LineageRecorder(enabled=lineage), version)
     when = s.now_ts(now)
+    trigger = message_type[1]
     segments: list[list[FieldValue]] = [
         s.msh(
             o,
-            message_type=("ADT", "A08", "ADT_A01"),
+            message_type=message_type,
             sending_application=sending_application,
             sending_facility=sending_facility,
             receiving_application=receiving_application,
             receiving_facility=receiving_facility,
-            control=control_id or s.control_id(event, "ADT^A08"),
+            control=control_id or s.control_id(event, f"ADT^{trigger}"),
             when=when,
             processing_id=processing_id,
         ),
-        s.evn(event, o, "A08", when),
+        s.evn(event, o, trigger, when),
         s.pid(event, o),
     ]
     pd1 = s.pd1(event, o)
@@ -96,6 +126,63 @@ def adt_a08(
         segments.append(pd1)
     segments.append(s.pv1(event, o))
     return Mapped(build_message(segments), o.rec.freeze())
+
+
+def to_adt_a31(
+    event: ClinicalEvent,
+    *,
+    sending_application: str,
+    sending_facility: str,
+    receiving_application: str,
+    receiving_facility: str,
+    control_id: str | None = None,
+    version: str = "2.5.1",
+    now: datetime | None = None,
+    processing_id: str = "P",
+) -> Message:
+    """ADT^A31 (update person information): the A08 segments for a patient-level change with no visit
+    (receivers - and :mod:`shared.mapping.hl7v2_in` - expect an A08 to name the visit in PV1-19)."""
+    return adt_a31(
+        event,
+        sending_application=sending_application,
+        sending_facility=sending_facility,
+        receiving_application=receiving_application,
+        receiving_facility=receiving_facility,
+        control_id=control_id,
+        version=version,
+        now=now,
+        processing_id=processing_id,
+        lineage=False,
+    ).value
+
+
+def adt_a31(
+    event: ClinicalEvent,
+    *,
+    sending_application: str,
+    sending_facility: str,
+    receiving_application: str,
+    receiving_facility: str,
+    control_id: str | None = None,
+    version: str = "2.5.1",
+    now: datetime | None = None,
+    processing_id: str = "P",
+    lineage: bool = True,
+) -> Mapped[Message]:
+    """:func:`to_adt_a31` with lineage (canonical path -> HL7 path)."""
+    return _adt(
+        event,
+        ("ADT", "A31", "ADT_A05"),
+        sending_application=sending_application,
+        sending_facility=sending_facility,
+        receiving_application=receiving_application,
+        receiving_facility=receiving_facility,
+        control_id=control_id,
+        version=version,
+        now=now,
+        processing_id=processing_id,
+        lineage=lineage,
+    )
 
 
 def to_oru_r01(
@@ -316,6 +403,11 @@ def _obx(obs: Observation, m: int, o: f.Out, src: str, counts: dict[str, int]) -
     units = _units(qty)
     if units is not None:
         o.add(f"{src}.value", f"{dst}-6", "units (UCUM code ^ text ^ UCUM)")
+    else:  # a non-numeric value: OBX-6 still carries the reference range's units
+        bound = next((b for rr in obs.reference_range for b in (rr.low, rr.high) if b is not None), None)
+        units = _units(bound)
+        if units is not None:
+            o.add(f"{src}.reference_range[0]", f"{dst}-6", "units of the reference range")
     ranges = [_range_text(rr) for rr in obs.reference_range]
     ranges = [x for x in ranges if x is not None]
     if len(ranges) > 1:

@@ -1,0 +1,103 @@
+"""Every corpus ADT/ORU message hl7v2_in can map: canonical -> HL7 (A08 / A31 / ORU) is valid, and reads
+back to the same patient, encounter and results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.canonical.model import ClinicalEvent, Concept, Identifier, Observation, Patient
+from shared.hl7v2 import Hl7Error, Message, iter_messages
+from shared.hl7v2.validation import validate
+from shared.mapping.errors import MappingError
+from shared.mapping.hl7v2_out import UnmappableCode, to_adt_a08, to_adt_a31, to_oru_r01
+from tests.unit.mapping.hl7v2_out.hl7out_helpers import HEADER
+
+hl7v2_in = pytest.importorskip("shared.mapping.hl7v2_in")
+pytestmark = pytest.mark.corpus
+
+CORPORA = Path(__file__).resolve().parents[4] / ".." / "shared" / "corpora"
+
+
+def _messages() -> Iterator[tuple[str, Message]]:
+    for path in sorted(CORPORA.rglob("*")):
+        if path.suffix not in (".hl7", ".txt") or not path.is_file():
+            continue
+        try:
+            messages = list(iter_messages(path.read_bytes()))
+        except (Hl7Error, UnicodeDecodeError, ValueError):
+            continue
+        for i, msg in enumerate(messages):
+            yield f"{path.relative_to(CORPORA)}#{i}", msg
+
+
+def _write(event: ClinicalEvent) -> Message:
+    if event.reports:
+        return to_oru_r01(event, **HEADER)
+    if event.encounter is not None:
+        return to_adt_a08(event, **HEADER)
+    return to_adt_a31(event, **HEADER)
+
+
+def _ids(idents: tuple[Identifier, ...]) -> list[tuple[str, str, str | None]]:
+    """Identifiers without the assigner: an identifier whose system came from MSH-4 (no CX.4) is written
+    with that authority in CX.4, which the reader then also reports as the assigner."""
+    return [(i.system, i.value, i.type) for i in idents]
+
+
+def _patient(p: Patient) -> dict[str, object]:
+    """The patient as compared: identifiers without assigners (above); merge links are not compared (an
+    A08/A31 has no MRG segment: merges are written as A40, which is out of scope here)."""
+    out = p.model_dump(exclude={"identifiers", "links"})
+    out["identifiers"] = _ids(p.identifiers)
+    return out
+
+
+def _result(o: Observation) -> dict[str, object]:
+    """Interpretation flags are IS codes in v2.5.1 OBX-8: the sender's text beside the flag (and so the
+    flag's display) is not kept - only the codes are compared."""
+    out = o.model_dump(exclude={"interpretation"})
+    out["interpretation"] = [
+        [(c.system, c.code) for c in flag.codings] if isinstance(flag, Concept) else flag
+        for flag in o.interpretation
+    ]
+    return out
+
+
+def test_corpus_messages_write_valid_hl7_that_reads_back_the_same() -> None:
+    if not CORPORA.is_dir():
+        pytest.skip("../shared/corpora is not present")
+    checked = refused = 0
+    for name, msg in _messages():
+        try:
+            event = hl7v2_in.map_message(msg).value
+        except MappingError:
+            continue  # not mappable on the way in (other tests cover why)
+        if event.orders:
+            continue  # orders are not written back as HL7 (ORM is not in scope)
+        try:
+            out = _write(event)
+        except UnmappableCode:
+            refused += 1  # e.g. a report status with several v2 candidates: refused, never guessed
+            continue
+        errors = [i for i in validate(out).issues if i.severity == "E"]
+        assert errors == [], name
+        again = hl7v2_in.map_bytes(out.encode()).value
+        assert _patient(again.patient) == _patient(event.patient), name
+        if event.encounter is not None and not event.reports:
+            assert again.encounter is not None, name
+            e, f = event.encounter, again.encounter
+            assert (_ids(f.identifiers), f.encounter_class, f.period, f.location) == (
+                _ids(e.identifiers),
+                e.encounter_class,
+                e.period,
+                e.location,
+            ), name
+        for r1, r2 in zip(event.reports, again.reports, strict=True):
+            assert (r2.code, r2.status, r2.effective) == (r1.code, r1.status, r1.effective), name
+            assert [_result(o) for o in r2.results] == [_result(o) for o in r1.results], name
+        checked += 1
+    assert checked >= 30
+    assert refused <= checked
