@@ -21,7 +21,7 @@ from shared.canonical.model import (
 from shared.hl7v2 import Message, parse_message
 from shared.hl7v2.validation import validate
 from shared.mapping.errors import MappingError
-from shared.mapping.hl7v2_out import Hl7OutError, UnmappableCode, adt_a08, to_adt_a08
+from shared.mapping.hl7v2_out import Hl7OutError, UnmappableCode, adt_a08, to_adt_a08, to_adt_a31
 from shared.terminology import systems
 from tests.unit.mapping.hl7v2_out.hl7out_helpers import HEADER, encounter, event, patient, segment_text, t
 
@@ -228,3 +228,14 @@ def test_lineage_from_canonical_paths_to_hl7_fields() -> None:
     gender = next(e for e in mapped.lineage if e.target == "PID-8")
     assert gender.table == "v2-0001-to-administrative-gender" and gender.table_version
     assert to_adt_a08(event(), **HEADER).to_er7() == mapped.value.to_er7()
+
+
+def test_a31_for_a_patient_level_update() -> None:
+    msg = to_adt_a31(event(EventKind.PATIENT_UPDATED, encounter=None), **HEADER)
+    assert not [i for i in validate(msg).issues if i.severity == "E"]
+    read = parse_message(msg.encode())
+    assert read.get("MSH-9.2") == "A31" and read.get("MSH-9.3") == "ADT_A05" and read.get("EVN-1") == "A31"
+    assert [s.name for s in read.segments] == ["MSH", "EVN", "PID", "PD1", "PV1"]
+    assert (
+        read.control_id != to_adt_a08(event(EventKind.PATIENT_UPDATED, encounter=None), **HEADER).control_id
+    )
