@@ -50,7 +50,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from shared.canonical import identity
 from shared.canonical.model import (
@@ -129,8 +129,11 @@ def event_from_fhir(
     rec = LineageRecorder(enabled=lineage)
     resolver = r.Resolver(resource, context)
     recorded = recorded_at or _last_updated(resource, rtype)
+    meta_source = None if source is not None else _meta_source(resource, rtype)
     base = _Base(
-        source=source or _meta_source(resource, rtype) or DEFAULT_SOURCE,
+        source=source or meta_source or DEFAULT_SOURCE,
+        source_src=f"{rtype}.meta.source" if meta_source is not None else None,
+        recorded_src=f"{rtype}.meta.lastUpdated" if recorded_at is None and recorded is not None else None,
         provenance=Provenance(
             source_format="fhir",
             message_id=request_id,
@@ -152,20 +155,36 @@ def event_from_fhir(
             subject = patient if patient is not None else _subject(resource, rtype, rec, resolver)
             if patient is not None:
                 _check_subject(resource, rtype, patient)
+                rec.add(
+                    f"{rtype}.{_SUBJECT.get(rtype, 'subject')}",
+                    "patient",
+                    "the subject, resolved by the caller",
+                )
             event = builder(resource, interaction, subject, previous, rec, resolver, base)
     return Mapped(event, rec.freeze())
 
 
 # -------------------------------------------------------------------------------------------- helpers
 class _Base:
-    __slots__ = ("provenance", "recorded_at", "source")
+    """The envelope parts every event of one write shares, with the FHIR paths they came from (``None``:
+    supplied by the caller or a default)."""
+
+    __slots__ = ("provenance", "recorded_at", "recorded_src", "source", "source_src")
 
     def __init__(
-        self, *, source: SourceSystem, provenance: Provenance, recorded_at: ClinicalDateTime | None
+        self,
+        *,
+        source: SourceSystem,
+        source_src: str | None,
+        provenance: Provenance,
+        recorded_at: ClinicalDateTime | None,
+        recorded_src: str | None,
     ) -> None:
         self.source = source
+        self.source_src = source_src
         self.provenance = provenance
         self.recorded_at = recorded_at
+        self.recorded_src = recorded_src
 
 
 def _last_updated(resource: r.JsonObj, rtype: str) -> ClinicalDateTime | None:
@@ -249,10 +268,25 @@ def _event(
     base: _Base,
     rec: LineageRecorder,
     rule: str,
+    *,
+    occurred_src: str | None = None,
     **parts: object,
 ) -> ClinicalEvent:
-    rec.add(None, "kind", f"event rule: {rule}")
-    rec.add(None, "key", "derived: shared.canonical.identity")
+    if rec.enabled:
+        rec.add(None, "kind", f"event rule: {rule}")
+        rec.add(None, "key", "derived: shared.canonical.identity")
+        rec.add(
+            base.source_src, "source.application", "meta.source" if base.source_src else "caller / default"
+        )
+        rec.add(
+            None, "provenance", "the FHIR interaction (resource type, interaction, request/correlation id)"
+        )
+        if base.recorded_at is not None:
+            rec.add(base.recorded_src, "recorded_at", "meta.lastUpdated" if base.recorded_src else "caller")
+        if parts.get("occurred_at") is not None:
+            rec.add(occurred_src, "occurred_at", "event time (identity rule)")
+        if parts.get("cancels") is not None:
+            rec.add(None, "cancels", "derived: key of the admission / discharge being cancelled")
     return ClinicalEvent(
         kind=kind,
         key=key,
@@ -292,6 +326,7 @@ def _patient_event(
         rec,
         f"Patient {interaction}",
         occurred_at=recorded,
+        occurred_src=base.recorded_src,
     )
 
 
@@ -356,24 +391,40 @@ def _encounter_event(
         raise MissingRequiredField("Encounter.identifier", "encounter events need a visit number")
     period = encounter.period
     occurred: ClinicalDateTime | None
+    occurred_src: str | None = "Encounter.period.start"
     if kind in (EventKind.ADMISSION, EventKind.REGISTRATION, EventKind.PRE_ADMISSION):
         occurred = period.start if period else None
         if occurred is None:
             raise MissingRequiredField("Encounter.period.start", "event identity needs the encounter start")
     elif kind is EventKind.DISCHARGE:
+        occurred_src = "Encounter.period.end"
         occurred = period.end if period else None
         if occurred is None:
             raise MissingRequiredField("Encounter.period.end", "event identity needs the encounter end")
     elif kind is EventKind.TRANSFER:
-        occurred = encounter_locations(resource).current_start or _need_recorded(base, "Encounter")
+        locs = encounter_locations(resource)
+        occurred = locs.current_start or _need_recorded(base, "Encounter")
+        occurred_src = (
+            f"Encounter.location[{locs.current}].period.start" if locs.current_start else base.recorded_src
+        )
     else:
         occurred = _need_recorded(base, "Encounter")
+        occurred_src = base.recorded_src
     key = identity.encounter_event_key(kind, encounter, occurred_at=occurred, recorded_at=base.recorded_at)
     cancels = None
     if kind in (EventKind.CANCEL_ADMISSION, EventKind.CANCEL_DISCHARGE):
         cancels = _cancelled_key(kind, encounter)
     return _event(
-        kind, key, patient, base, rec, rule, encounter=encounter, occurred_at=occurred, cancels=cancels
+        kind,
+        key,
+        patient,
+        base,
+        rec,
+        rule,
+        encounter=encounter,
+        occurred_at=occurred,
+        cancels=cancels,
+        occurred_src=occurred_src,
     )
 
 
@@ -405,7 +456,15 @@ def _result_event(
         raise MissingRequiredField(f"{rtype}.identifier", "a result needs a filler order number (type FILL)")
     key = _keyed(lambda: identity.result_key(report.filler_order_number, report.code), f"{rtype}.code.coding")
     return _event(
-        EventKind.RESULT, key, patient, base, rec, rtype, reports=(report,), occurred_at=report.effective
+        EventKind.RESULT,
+        key,
+        patient,
+        base,
+        rec,
+        rtype,
+        reports=(report,),
+        occurred_at=report.effective,
+        occurred_src=f"{rtype}.effective[x]",
     )
 
 
@@ -430,6 +489,7 @@ def _order_event(
         "ServiceRequest",
         orders=(order,),
         occurred_at=order.authored_on,
+        occurred_src="ServiceRequest.authoredOn",
     )
 
 
@@ -454,6 +514,7 @@ def _allergy_event(
         "AllergyIntolerance",
         allergies=(allergy,),
         occurred_at=allergy.recorded,
+        occurred_src="AllergyIntolerance.recordedDate",
     )
 
 
@@ -482,6 +543,7 @@ def _condition_event(
         "Condition",
         conditions=(condition,),
         occurred_at=condition.onset,
+        occurred_src="Condition.onset[x]",
     )
 
 
@@ -507,9 +569,8 @@ def _identified_event(
             raise MissingRequiredField(
                 f"{rtype}.identifier", f"a {kind.value} event needs a business identifier"
             )
-        return _event(
-            kind, identity.identifier_key(kind, idents), patient, base, rec, rtype, **{scope: (value,)}
-        )
+        parts: dict[str, Any] = {scope: (value,)}
+        return _event(kind, identity.identifier_key(kind, idents), patient, base, rec, rtype, **parts)
 
     return build
 

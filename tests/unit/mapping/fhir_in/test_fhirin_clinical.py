@@ -3,7 +3,6 @@ Condition, MedicationRequest/Statement, DocumentReference)."""
 
 from __future__ import annotations
 
-import copy
 from decimal import Decimal
 from typing import Any
 
@@ -22,40 +21,16 @@ from shared.mapping.fhir_in import (
     service_request_from_fhir,
 )
 from shared.terminology import systems
-from tests.unit.mapping.fhir_in.fhirin_helpers import sources, uncovered_leaves
-
-FILL = {"coding": [{"system": systems.V2_0203_IDENTIFIER_TYPE, "code": "FILL"}]}
-PLAC = {"coding": [{"system": systems.V2_0203_IDENTIFIER_TYPE, "code": "PLAC"}]}
-
-
-def potassium(**extra: Any) -> dict[str, Any]:
-    res: dict[str, Any] = {
-        "resourceType": "Observation",
-        "id": "k",
-        "status": "final",
-        "category": [{"coding": [{"system": systems.OBSERVATION_CATEGORY, "code": "laboratory"}]}],
-        "code": {
-            "coding": [
-                {"system": systems.LOINC, "code": "2823-3", "display": "Potassium"},
-                {"system": systems.LOCAL_LAB, "code": "K"},
-            ],
-            "text": "Potassium",
-        },
-        "subject": {"reference": "Patient/p1"},
-        "effectiveDateTime": "2026-01-15T09:30:00Z",
-        "issued": "2026-01-15T11:00:00+00:00",
-        "valueQuantity": {"value": 5.9, "unit": "mmol/L", "system": systems.UCUM, "code": "mmol/L"},
-        "interpretation": [{"coding": [{"system": systems.V3_OBSERVATION_INTERPRETATION, "code": "H"}]}],
-        "referenceRange": [
-            {
-                "low": {"value": 3.5, "unit": "mmol/L", "system": systems.UCUM, "code": "mmol/L"},
-                "high": {"value": 5.3, "unit": "mmol/L", "system": systems.UCUM, "code": "mmol/L"},
-            }
-        ],
-        "note": [{"text": "haemolysed sample"}],
-    }
-    res.update(extra)
-    return copy.deepcopy(res)
+from tests.unit.mapping.fhir_in.fhirin_helpers import (
+    FILL,
+    PLAC,
+    allergy,
+    potassium,
+    report,
+    sodium,
+    sources,
+    uncovered_leaves,
+)
 
 
 def test_observation_maps_value_codes_range_interpretation_and_times() -> None:
@@ -144,36 +119,6 @@ def test_observation_without_code_is_refused() -> None:
     with pytest.raises(MissingRequiredField) as err:
         observation_from_fhir(res)
     assert err.value.field == "Observation.code"
-
-
-def report(**extra: Any) -> dict[str, Any]:
-    res: dict[str, Any] = {
-        "resourceType": "DiagnosticReport",
-        "identifier": [
-            {"system": "urn:tie:authority:LAB", "value": "F123", "type": FILL},
-            {"system": "urn:tie:authority:EPR", "value": "P456", "type": PLAC},
-        ],
-        "status": "final",
-        "code": {"coding": [{"system": systems.LOCAL_LAB, "code": "U&E"}], "text": "Urea and electrolytes"},
-        "subject": {"reference": "Patient/p1"},
-        "effectiveDateTime": "2026-01-15T09:30:00Z",
-        "issued": "2026-01-15T11:00:00Z",
-        "performer": [{"type": "Organization", "display": "Pathology"}],
-        "result": [{"reference": "#k"}, {"reference": "urn:uuid:na"}],
-        "contained": [potassium()],
-        "conclusion": "see notes",
-    }
-    res.update(extra)
-    return res
-
-
-def sodium() -> dict[str, Any]:
-    res = potassium()
-    res["id"] = "na"
-    res["code"] = {"coding": [{"system": systems.LOINC, "code": "2951-2"}]}
-    res["valueQuantity"] = {"value": 140, "unit": "mmol/L"}
-    del res["interpretation"]
-    return res
 
 
 def test_report_with_contained_and_bundled_observations() -> None:
@@ -280,31 +225,6 @@ def test_service_request() -> None:
     with pytest.raises(MissingRequiredField) as err:
         service_request_from_fhir(res)
     assert err.value.field == "ServiceRequest.identifier"
-
-
-def allergy() -> dict[str, Any]:
-    return {
-        "resourceType": "AllergyIntolerance",
-        "identifier": [{"system": "urn:tie:allergy", "value": "A1"}],
-        "clinicalStatus": {"coding": [{"system": systems.ALLERGY_CLINICAL_STATUS, "code": "active"}]},
-        "verificationStatus": {
-            "coding": [{"system": systems.ALLERGY_VERIFICATION_STATUS, "code": "confirmed"}]
-        },
-        "type": "allergy",
-        "category": ["medication"],
-        "criticality": "high",
-        "code": {"coding": [{"system": systems.SNOMED_CT, "code": "372687004", "display": "Amoxicillin"}]},
-        "patient": {"reference": "Patient/p1"},
-        "onsetDateTime": "2019",
-        "recordedDate": "2026-01-15T09:00:00Z",
-        "reaction": [
-            {
-                "manifestation": [{"coding": [{"system": systems.SNOMED_CT, "code": "271807003"}]}],
-                "severity": "moderate",
-                "description": "rash",
-            }
-        ],
-    }
 
 
 def test_allergy() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
@@ -11,78 +10,7 @@ from shared.canonical.model import DataAbsent, DataAbsentReason, EncounterStatus
 from shared.mapping.errors import InvalidValue, MissingRequiredField
 from shared.mapping.fhir_in import encounter_from_fhir
 from shared.terminology import systems
-from tests.unit.mapping.fhir_in.fhirin_helpers import sources, uncovered_leaves
-
-VISITS = "urn:tie:authority:RX1"
-PHYSICAL = "http://terminology.hl7.org/CodeSystem/location-physical-type"
-
-
-def encounter() -> dict[str, Any]:
-    return copy.deepcopy(
-        {
-            "resourceType": "Encounter",
-            "identifier": [
-                {
-                    "system": VISITS,
-                    "value": "V0001",
-                    "type": {"coding": [{"system": systems.V2_0203_IDENTIFIER_TYPE, "code": "VN"}]},
-                }
-            ],
-            "status": "in-progress",
-            "class": {"system": systems.V3_ACT_CODE, "code": "IMP", "display": "inpatient encounter"},
-            "period": {"start": "2026-07-01T10:15:00+01:00"},
-            "subject": {"reference": "Patient/p1"},
-            "participant": [
-                {
-                    "type": [{"coding": [{"system": systems.V3_PARTICIPATION_TYPE, "code": "ATND"}]}],
-                    "individual": {"identifier": {"system": systems.GMC_NUMBER, "value": "C1234567"}},
-                },
-                {
-                    "type": [{"coding": [{"system": systems.V3_PARTICIPATION_TYPE, "code": "REF"}]}],
-                    "individual": {"reference": "Practitioner/ref"},
-                },
-                {
-                    "type": [{"coding": [{"system": systems.V3_PARTICIPATION_TYPE, "code": "PART"}]}],
-                    "individual": {"identifier": {"system": systems.GMC_NUMBER, "value": "C7654321"}},
-                },
-            ],
-            "location": [
-                {"location": {"display": "Old ward"}, "status": "completed"},
-                {
-                    "location": {"reference": "#bed"},
-                    "status": "active",
-                    "period": {"start": "2026-07-02T09:00:00+01:00"},
-                },
-            ],
-            "contained": [
-                {
-                    "resourceType": "Location",
-                    "id": "bed",
-                    "name": "Bed 4",
-                    "physicalType": {"coding": [{"system": PHYSICAL, "code": "bd"}]},
-                    "partOf": {"reference": "#ward"},
-                },
-                {
-                    "resourceType": "Location",
-                    "id": "ward",
-                    "identifier": [{"system": "urn:tie:location", "value": "WARD7"}],
-                    "physicalType": {"coding": [{"system": PHYSICAL, "code": "wa"}]},
-                    "partOf": {"reference": "#site"},
-                },
-                {
-                    "resourceType": "Location",
-                    "id": "site",
-                    "identifier": [{"system": systems.ODS_SITE_CODE, "value": "RX101"}],
-                    "physicalType": {"coding": [{"system": PHYSICAL, "code": "si"}]},
-                },
-            ],
-            "hospitalization": {
-                "admitSource": {"coding": [{"system": "urn:tie:admit-source", "code": "19"}]},
-            },
-            "priority": {"coding": [{"system": systems.V3_ACT_PRIORITY, "code": "EM"}]},
-            "serviceProvider": {"identifier": {"system": systems.ODS_ORGANIZATION_CODE, "value": "RX1"}},
-        }
-    )
+from tests.unit.mapping.fhir_in.fhirin_helpers import VISITS, encounter, sources, uncovered_leaves
 
 
 def test_encounter_maps_identifiers_status_class_period_location_and_roles() -> None:

@@ -13,9 +13,17 @@ from shared.canonical.model import EventKind, Patient
 from shared.mapping.errors import InvalidValue, MissingRequiredField
 from shared.mapping.fhir_in import UnsupportedInteraction, event_from_fhir, patient_from_fhir
 from shared.terminology import systems
-from tests.unit.mapping.fhir_in.fhirin_helpers import NHS_OK, NHS_OK_2, pds_patient
-from tests.unit.mapping.fhir_in.test_fhirin_clinical import allergy, potassium, report, sodium
-from tests.unit.mapping.fhir_in.test_fhirin_encounter import encounter
+from tests.unit.mapping.fhir_in.fhirin_helpers import (
+    NHS_OK,
+    NHS_OK_2,
+    allergy,
+    encounter,
+    pds_patient,
+    potassium,
+    report,
+    sodium,
+    uncovered_leaves,
+)
 
 LAST_UPDATED = "2026-07-01T12:00:00+01:00"
 
@@ -317,3 +325,21 @@ def test_provenance_source_and_lineage_resource() -> None:
     assert ev.provenance.message_type == "Encounter:create"
     assert {e.resource for e in mapped.lineage} == {"urn:uuid:e1"}
     assert any(e.target == "kind" for e in mapped.lineage)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: (enc("in-progress"), "create", {}),
+        lambda: (enc("finished"), "update", {"previous": enc("in-progress")}),
+        lambda: ({**pds_patient(), "meta": {"lastUpdated": LAST_UPDATED, "source": "urn:epr"}}, "update", {}),
+        lambda: (report(), "create", {"context": {"urn:uuid:na": sodium()}}),
+        lambda: (allergy(), "create", {}),
+    ],
+)
+def test_every_populated_leaf_of_the_event_has_lineage(build: Any) -> None:
+    resource, interaction, extra = build()
+    mapped = event_from_fhir(
+        resource, interaction=interaction, patient=patient(), correlation_id="c", **extra
+    )
+    assert uncovered_leaves(mapped.value, "", mapped.lineage, ignore=set()) == []
