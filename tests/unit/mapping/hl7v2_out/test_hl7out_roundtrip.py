@@ -19,7 +19,7 @@ A01 = "\r".join(
             "PID",
             {
                 1: "1",
-                3: "9434765919^^^NHS^NH~MRN123^^^RX1^MR~L999^^^ODS^PI",
+                3: "9434765919^^^NHS^NH~MRN123^^^RX1^MR~L999^^^ODS^PI~X77^^^&1.2.826.0.1.285&ISO^PI",
                 5: "Smith^Jane^Anne Marie^MBE^Mrs^PhD^^^^^^20200101~Jones^Jane",
                 7: "20101022",
                 8: "F",
