@@ -95,8 +95,9 @@ class UnsupportedMessageType(UnsupportedEvent):
 class UnmappedSourceCode(MappingError):
     """A coded field has no mapping in its concept map and the field's policy is ``RAISE``.
 
-    Wraps :class:`shared.terminology.errors.UnmappedCode` (kept as ``__cause__`` and ``cause``) and adds
-    the HL7 location; ``target`` is the canonical element and ``concept_map_id`` the map consulted.
+    Wraps :class:`shared.terminology.errors.UnmappedCode` (kept as ``cause``; not chained as
+    ``__cause__``, whose text quotes the code) and adds the source location; ``target`` is the canonical
+    element and ``concept_map_id`` the map consulted.
     """
 
     code = "mapping-unmapped-code"

@@ -165,6 +165,7 @@ class CodedRule:
         hit = self._cache.get(key)
         if hit is not None:
             return hit
+        failure: UnmappedCode | None = None
         try:
             out = map_code(
                 self.concept_map_id,
@@ -176,9 +177,13 @@ class CodedRule:
                 absent_reason=self.absent_reason,
             )
         except UnmappedCode as exc:
+            failure = exc
+        if failure is not None:
+            # Raised outside the except block, so neither chained nor as context: terminology's text
+            # quotes the code, and a code field can hold anything a sender typed. ``cause`` keeps it.
             raise UnmappedSourceCode(
-                where, target=self.name, concept_map_id=self.concept_map_id, cause=exc
-            ) from exc
+                where, target=self.name, concept_map_id=self.concept_map_id, cause=failure
+            )
         if len(self._cache) < 4096:
             self._cache[key] = out
         return out
