@@ -111,9 +111,9 @@ def _key(
         start = period.start if period is not None else None
         end = period.end if period is not None else None
         if kind in _NEEDS_START and start is None:
-            raise MissingRequiredField("PV1-44", f"a {kind.value} event needs the admit date/time")
+            raise MissingRequiredField("PV1-44", f"the {kind.value} event needs the admit date/time")
         if kind in _NEEDS_END and end is None:
-            raise MissingRequiredField("PV1-45", f"a {kind.value} event needs the discharge date/time")
+            raise MissingRequiredField("PV1-45", f"the {kind.value} event needs the discharge date/time")
         if occurred_at is None and recorded_at is None:
             raise MissingRequiredField("MSH-7", "no event time (EVN-6, EVN-2, MSH-7)")
         key = identity.encounter_event_key(kind, encounter, occurred_at=occurred_at, recorded_at=recorded_at)

@@ -27,7 +27,12 @@ from shared.terminology.systems import NHS_NUMBER
 __all__ = ["map_merged_identifiers", "map_patient"]
 
 
-def _nhs_number(ctx: Ctx, pid: Segment) -> tuple[str, str] | None:
+def _nhs_repetitions(pid: Segment, n: int) -> list[int]:
+    """Repetitions of PID-``n`` that assert an NHS number (computed once per field)."""
+    return [rep for rep in range(1, pid.repetition_count(n) + 1) if asserts_nhs_number(pid, n, rep)]
+
+
+def _nhs_number(ctx: Ctx, pid: Segment, pid3_nhs: list[int]) -> tuple[str, str] | None:
     """``(number, source path)`` of the patient's NHS number, or ``None``.
 
     Repetitions of PID-3 (then PID-2) that assert an NHS number (the validator's rule,
@@ -38,9 +43,7 @@ def _nhs_number(ctx: Ctx, pid: Segment) -> tuple[str, str] | None:
     """
     found: tuple[str, str] | None = None
     for _seg, n, _comp in ctx.rules.nhs_number_fields:
-        for rep in range(1, pid.repetition_count(n) + 1):
-            if not asserts_nhs_number(pid, n, rep):
-                continue
+        for rep in pid3_nhs if n == 3 else _nhs_repetitions(pid, n):
             raw = val(pid, n, rep, 1)
             src = f"PID-{n}[{rep}].1"
             if raw is None:
@@ -66,10 +69,10 @@ def _nhs_number(ctx: Ctx, pid: Segment) -> tuple[str, str] | None:
     return None
 
 
-def _local_identifiers(ctx: Ctx, pid: Segment) -> list[Identifier]:
+def _local_identifiers(ctx: Ctx, pid: Segment, pid3_nhs: list[int]) -> list[Identifier]:
     out: list[Identifier] = []
     for rep in range(1, pid.repetition_count(3) + 1):
-        if asserts_nhs_number(pid, 3, rep):
+        if rep in pid3_nhs:
             continue
         ident = ctx.cx(pid, 3, rep, f"PID-3[{rep}]", f"patient.identifiers[{len(out)}]")
         if ident is not None and ident not in out:
@@ -84,7 +87,8 @@ def map_patient(ctx: Ctx) -> Patient:
     if pid is None:
         raise MissingRequiredField("PID", "the message has no PID segment")
     lin = ctx.lin
-    nhs = _nhs_number(ctx, pid)
+    pid3_nhs = _nhs_repetitions(pid, 3)
+    nhs = _nhs_number(ctx, pid, pid3_nhs)
     nhs_number = None
     if nhs is not None:
         # normalise_nhs_number has checked ten digits and Modulus 11: the model's own check is not re-run.
@@ -93,7 +97,7 @@ def map_patient(ctx: Ctx) -> Patient:
             ctx.add(
                 nhs[1], "patient.nhs_number.value", "nhs-number: asserted (CX.4 NHS / CX.5 NH|HN), Modulus 11"
             )
-    identifiers = _local_identifiers(ctx, pid)
+    identifiers = _local_identifiers(ctx, pid, pid3_nhs)
     if nhs_number is None and not identifiers:
         raise MissingRequiredField("PID-3", "no NHS number and no local patient identifier")
 
