@@ -36,7 +36,7 @@ def test_new_order() -> None:
     assert isinstance(order.code, Concept) and order.code.coding(systems.LOINC) is not None
     assert order.authored_on == ClinicalDateTime(value=datetime(2026, 3, 1, 8, 59, tzinfo=UTC))
     assert order.requester is not None
-    assert order.requester.identifiers[0].system == systems.GMC_NUMBER  # type: ignore[union-attr]
+    assert order.requester.identifiers[0].system == systems.GMC_NUMBER
     assert order.notes == ("Fasting sample", "Urgent please")
     (reason,) = order.reason
     assert reason == Concept(text="chest pain")
@@ -62,7 +62,7 @@ def test_requester_falls_back_to_obr_16_and_numbers_to_obr() -> None:
     ).orders
     assert order.placer_order_number is not None and order.placer_order_number.value == "P5"
     assert order.filler_order_number is not None and order.filler_order_number.value == "F5"
-    assert order.requester is not None and order.requester.identifiers[0].value == "G7654321"  # type: ignore[union-attr]
+    assert order.requester is not None and order.requester.identifiers[0].value == "G7654321"
 
 
 def test_several_orders() -> None:

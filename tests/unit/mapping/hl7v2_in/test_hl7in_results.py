@@ -96,7 +96,7 @@ def test_numeric_units_ucum_rules() -> None:
     ("text", "comparator", "number"), [("<7", "<", "7"), (">=10.5", ">=", "10.5"), ("> 2", ">", "2")]
 )
 def test_numeric_with_comparator_prefix(text: str, comparator: str, number: str) -> None:
-    assert value_of("NM", text) == Quantity(value=Decimal(number), comparator=comparator)  # type: ignore[arg-type]
+    assert value_of("NM", text) == Quantity(value=Decimal(number), comparator=comparator)
 
 
 @pytest.mark.parametrize("text", ["?7", "1,000", "7 mmol", "1e5"])
@@ -291,5 +291,5 @@ def test_result_context_encounter_when_pv1_is_complete() -> None:
 def test_performers() -> None:
     result = one(obx("NM", "1") + "||||F|||||C1234567^JONES^ANNA^^^DR^^^GMC|||||||THE LAB^^LAB01")
     practitioner, org = result.performer
-    assert practitioner.identifiers[0].system == systems.GMC_NUMBER  # type: ignore[union-attr]
+    assert practitioner.identifiers[0].system == systems.GMC_NUMBER
     assert (org.name, org.ods_code) == ("THE LAB", "LAB01")  # type: ignore[union-attr]
