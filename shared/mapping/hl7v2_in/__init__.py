@@ -13,8 +13,9 @@ the parser's ``Hl7ParseError`` through) with ``field`` = the HL7 location (``"PI
 ``error_code`` = HL7 table 0357 (101 required field missing, 102 data type, 103 table value / unmapped code,
 200 message type, 201 trigger event, 207 internal). Texts name fields, tables and rules, never patient data
 (no identifiers, names, codes or values typed by a person); an unmapped code's terminology error is kept
-as ``cause`` but not chained, as its text quotes the code. Nothing is returned half-built. ``strict=True`` makes every coded field that has a concept map raise on an unmapped
-code (:class:`~shared.mapping.errors.UnmappedSourceCode`, wrapping terminology's ``UnmappedCode``).
+as ``cause`` but not chained, as its text quotes the code. Nothing is returned half-built.
+``strict=True`` makes every coded field that has a concept map raise on an unmapped code
+(:class:`~shared.mapping.errors.UnmappedSourceCode`, wrapping terminology's ``UnmappedCode``).
 
 Rules as data
 -------------
