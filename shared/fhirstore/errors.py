@@ -173,6 +173,7 @@ class BundleTooLarge(FhirStoreError, PermanentError):
 class TransactionFailed(FhirStoreError, PermanentError):
     """A transaction entry failed; nothing was written. ``index`` is the entry's position in the bundle.
 
+    ``index`` is -1 when a remote service did not say which entry failed.
     Status, issue code and expression are the failing entry's. A transient cause (store unavailable,
     throttled) is raised as itself instead: it is not the entry's fault and the whole bundle may be retried.
     """

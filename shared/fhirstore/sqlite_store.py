@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 from shared.fhirstore import bundle as bundle_ops
 from shared.fhirstore.errors import (
+    InvalidResource,
     InvalidSearch,
     ResourceConflict,
     ResourceGone,
@@ -100,22 +101,22 @@ CREATE TABLE IF NOT EXISTS fhir_idx_token (
     rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS fhir_idx_token_value ON fhir_idx_token (rtype, param, code, system);
-CREATE INDEX IF NOT EXISTS fhir_idx_token_res ON fhir_idx_token (rtype, id);
+CREATE INDEX IF NOT EXISTS fhir_idx_token_res ON fhir_idx_token (rtype, id, param);
 CREATE TABLE IF NOT EXISTS fhir_idx_string (
     rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, norm TEXT NOT NULL, exact TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS fhir_idx_string_value ON fhir_idx_string (rtype, param, norm);
-CREATE INDEX IF NOT EXISTS fhir_idx_string_res ON fhir_idx_string (rtype, id);
+CREATE INDEX IF NOT EXISTS fhir_idx_string_res ON fhir_idx_string (rtype, id, param);
 CREATE TABLE IF NOT EXISTS fhir_idx_date (
     rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS fhir_idx_date_value ON fhir_idx_date (rtype, param, lo, hi);
-CREATE INDEX IF NOT EXISTS fhir_idx_date_res ON fhir_idx_date (rtype, id);
+CREATE INDEX IF NOT EXISTS fhir_idx_date_res ON fhir_idx_date (rtype, id, param);
 CREATE TABLE IF NOT EXISTS fhir_idx_ref (
     rtype TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, ttype TEXT NOT NULL, tid TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS fhir_idx_ref_value ON fhir_idx_ref (rtype, param, tid, ttype);
-CREATE INDEX IF NOT EXISTS fhir_idx_ref_res ON fhir_idx_ref (rtype, id);
+CREATE INDEX IF NOT EXISTS fhir_idx_ref_res ON fhir_idx_ref (rtype, id, param);
 CREATE INDEX IF NOT EXISTS fhir_idx_ref_target ON fhir_idx_ref (ttype, tid)
 """
 
@@ -143,7 +144,8 @@ def _date_sql(prefix: str, lo_col: str, hi_col: str, lo: int, hi: int) -> tuple[
     """SQL for :func:`shared.fhirstore.search.date_predicate` (resource range in the two columns)."""
     within = f"({lo_col} >= ? AND {hi_col} <= ?)"
     if prefix == "eq":
-        return within, [lo, hi]
+        # "lo < P.hi" is implied (a range is never empty) and bounds the index range scan.
+        return f"({lo_col} >= ? AND {lo_col} < ? AND {hi_col} <= ?)", [lo, hi, hi]
     if prefix == "ne":
         return f"NOT {within}", [lo, hi]
     if prefix == "gt":
@@ -157,7 +159,7 @@ def _date_sql(prefix: str, lo_col: str, hi_col: str, lo: int, hi: int) -> tuple[
     if prefix == "sa":
         return f"{lo_col} >= ?", [hi]
     if prefix == "eb":
-        return f"{hi_col} <= ?", [lo]
+        return f"({hi_col} <= ? AND {lo_col} < ?)", [lo, lo]
     if prefix == "ap":
         return f"({lo_col} < ? AND {hi_col} > ?)", [hi, lo]
     raise ValueError(prefix)
@@ -227,11 +229,53 @@ def _criterion_sql(rtype: str, criterion: Criterion) -> tuple[str, list[Any]]:
     table = _TABLE_FOR[criterion.param.type]
     if criterion.modifier == "missing":
         negate = "NOT " if criterion.values[0] is True else ""
-        return f"r.id {negate}IN (SELECT id FROM {table} WHERE rtype = ? AND param = ?)", [rtype, name]
+        sub = f"SELECT id FROM {table} INDEXED BY {table}_value WHERE rtype = ? AND param = ?"
+        return f"r.id {negate}IN ({sub})", [rtype, name]
     value_sql, args = _value_sql(criterion)
     negate = "NOT " if criterion.modifier == "not" else ""
-    sql = f"r.id {negate}IN (SELECT id FROM {table} WHERE rtype = ? AND param = ? AND {value_sql})"
+    sub = f"SELECT id FROM {table} INDEXED BY {table}_value WHERE rtype = ? AND param = ? AND {value_sql}"
+    sql = f"r.id {negate}IN ({sub})"
     return sql, [rtype, name, *args]
+
+
+#: Driver preference: exact lookups first, then string prefixes, then bounded (``eq``) date ranges.
+_DRIVER_RANK = {
+    ParamType.TOKEN: 1,
+    ParamType.URI: 1,
+    ParamType.REFERENCE: 1,
+    ParamType.STRING: 2,
+    ParamType.DATE: 3,
+}
+
+
+def _driver(criteria: Sequence[Criterion]) -> Criterion | None:
+    """The criterion whose index lookup should drive the query: positive (no ``:not``/``:missing``)."""
+    best: tuple[int, Criterion] | None = None
+    for criterion in criteria:
+        if criterion.modifier in ("not", "missing") or criterion.param.name == "_lastUpdated":
+            continue
+        if criterion.param.type is ParamType.DATE and not all(
+            isinstance(v, DateValue) and v.prefix == "eq" for v in criterion.values
+        ):
+            continue  # open-ended date ranges usually match most resources: filter, do not drive
+        rank = 0 if criterion.param.name == "_id" else _DRIVER_RANK[criterion.param.type]
+        if best is None or rank < best[0]:
+            best = (rank, criterion)
+    return None if best is None else best[1]
+
+
+def _driver_sql(rtype: str, criterion: Criterion) -> tuple[str, list[Any]]:
+    """Distinct ids matching one positive criterion (ignoring deletion, checked by the caller)."""
+    if criterion.param.name == "_id":
+        sql, args = _criterion_sql(rtype, criterion)
+        return f"SELECT id FROM fhir_resource r WHERE r.rtype = ? AND {sql}", [rtype, *args]
+    table = _TABLE_FOR[criterion.param.type]
+    value_sql, args = _value_sql(criterion)
+    return (
+        f"SELECT DISTINCT id FROM {table} INDEXED BY {table}_value "
+        f"WHERE rtype = ? AND param = ? AND {value_sql}",
+        [rtype, criterion.param.name, *args],
+    )
 
 
 def _order_sql(rtype: str, query: SearchQuery) -> tuple[str, list[Any]]:
@@ -313,7 +357,10 @@ class _Work:
         meta["lastUpdated"] = format_instant(_from_micros(now))
         body: JsonDict = {"resourceType": resource_type, "id": resource_id, "meta": meta}
         body.update((k, v) for k, v in resource.items() if k not in body)
-        text = _dumps(body)
+        try:
+            text = _dumps(body)
+        except (TypeError, ValueError):
+            raise InvalidResource("the resource is not JSON-serialisable") from None
         conn = self._conn
         conn.execute(
             "INSERT INTO fhir_version (rtype, id, version, last_updated, method, deleted, body) "
@@ -454,26 +501,43 @@ class _Work:
             sql += " LIMIT ?"
             args.append(max(count, 0))
         rows = self._conn.execute(sql, args).fetchall()
-        if resource_id is not None and not rows and since is None:
+        if resource_id is not None and not rows and self.current(resource_type, resource_id) is None:
             raise ResourceNotFound(
                 resource_type, resource_id if ID_PATTERN.match(resource_id) else "(invalid id)"
             )
         return [self._stored(row) for row in rows]
 
-    def _where(self, query: SearchQuery) -> tuple[str, list[Any]]:
-        clauses = ["r.rtype = ?", "r.deleted = 0"]
-        args: list[Any] = [query.resource_type]
+    def _from_where(self, query: SearchQuery) -> tuple[str, str, list[Any]]:
+        """(source, condition, args) selecting the current matches of ``query`` (alias ``r``).
+
+        With a selective positive criterion, that criterion's index lookup drives the query (``CROSS
+        JOIN`` fixes the join order, so SQLite cannot prefer scanning every resource of the type in
+        lastUpdated order); the other criteria filter. Otherwise the type's resources are scanned.
+        """
+        rtype = query.resource_type
+        driver = _driver(query.criteria)
+        clauses = ["r.deleted = 0"]
+        if driver is None:
+            source = "fhir_resource r"
+            clauses.insert(0, "r.rtype = ?")
+            args: list[Any] = [rtype]
+        else:
+            sub, args = _driver_sql(rtype, driver)
+            source = f"({sub}) m CROSS JOIN fhir_resource r ON r.rtype = ? AND r.id = m.id"
+            args.append(rtype)
         for criterion in query.criteria:
-            sql, crit_args = _criterion_sql(query.resource_type, criterion)
+            if criterion is driver:
+                continue
+            sql, crit_args = _criterion_sql(rtype, criterion)
             clauses.append(sql)
             args.extend(crit_args)
-        return " AND ".join(clauses), args
+        return source, " AND ".join(clauses), args
 
     def match_ids(self, query: SearchQuery, *, limit: int, offset: int = 0) -> list[str]:
-        where, args = self._where(query)
+        source, where, args = self._from_where(query)
         order, order_args = _order_sql(query.resource_type, query)
         rows = self._conn.execute(
-            f"SELECT r.id FROM fhir_resource r WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+            f"SELECT r.id FROM {source} WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
             [*args, *order_args, limit, offset],
         ).fetchall()
         return [row[0] for row in rows]
@@ -485,18 +549,18 @@ class _Work:
         return self.match_ids(parsed, limit=2)
 
     def run_search(self, query: SearchQuery) -> SearchResult:
-        where, args = self._where(query)
+        source, where, args = self._from_where(query)
         total: int | None = None
         if query.total:
             total = int(
-                self._conn.execute(f"SELECT COUNT(*) FROM fhir_resource r WHERE {where}", args).fetchone()[0]
+                self._conn.execute(f"SELECT COUNT(*) FROM {source} WHERE {where}", args).fetchone()[0]
             )
         resources: list[JsonDict] = []
         included: list[JsonDict] = []
         if query.count > 0 and (total is None or total > query.offset):
             order, order_args = _order_sql(query.resource_type, query)
             rows = self._conn.execute(
-                "SELECT r.id, v.body FROM fhir_resource r JOIN fhir_version v "
+                f"SELECT r.id, v.body FROM {source} CROSS JOIN fhir_version v "
                 "ON v.rtype = r.rtype AND v.id = r.id AND v.version = r.version "
                 f"WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
                 [*args, *order_args, query.count, query.offset],

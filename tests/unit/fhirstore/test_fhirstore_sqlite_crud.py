@@ -135,6 +135,9 @@ def test_invalid_bodies_on_create(repo: SqliteFhirRepository) -> None:
         repo.create({**patient(), "meta": "nope"})
     with pytest.raises(InvalidResource):
         repo.update("Patient", "bad id", patient(id="bad id"))
+    with pytest.raises(InvalidResource):
+        repo.create(patient(birthDate=object()))
+    assert count_rows(repo, "fhir_version") == 0
 
 
 @pytest.mark.parametrize("form", ['W/"{v}"', '"{v}"', "{v}", 'w/"{v}"'])

@@ -66,6 +66,21 @@ def test_token_forms_through_sql(repo: SqliteFhirRepository, people: dict[str, s
     assert ids(repo, "Patient", [("general-practitioner:missing", "true")]) == {"zoe", "sam", "kim"}
 
 
+def test_a_resource_matching_several_ways_is_returned_once(repo: SqliteFhirRepository) -> None:
+    obs = observation("p1") | {"id": "o1"}
+    obs["code"]["coding"].append({"system": SNOMED, "code": "8867-4"})
+    repo.update("Observation", "o1", obs)
+    repo.update("Patient", "p1", patient(identifier=[{"value": "A"}, {"value": "B"}]) | {"id": "p1"})
+    for rtype, params in [
+        ("Observation", [("code", "8867-4")]),
+        ("Observation", [("code", f"{LOINC}|8867-4,{SNOMED}|8867-4")]),
+        ("Patient", [("identifier", "A,B")]),
+        ("Patient", [("family", "t,te")]),
+    ]:
+        result = repo.search(rtype, params)
+        assert result.total == 1 and len(result.resources) == 1, params
+
+
 def test_strings_through_sql(repo: SqliteFhirRepository, people: dict[str, str]) -> None:
     assert ids(repo, "Patient", [("family", "no")]) == {"zoe", "sam"}
     assert ids(repo, "Patient", [("family", "ÑO")]) == {"zoe", "sam"}
@@ -384,7 +399,9 @@ def test_sql_agrees_with_reference_semantics(
                 query = parse_search("Observation", params, count=500, now=AP_NOW)
                 expected = {r["id"] for r in stored if matches(r, query)}
                 with store._reading() as work:
-                    found = {r["id"] for r in work.run_search(query).resources}
-                assert found == expected, params
+                    result = work.run_search(query)
+                found = [r["id"] for r in result.resources]
+                assert set(found) == expected, params
+                assert len(found) == len(expected) == result.total, "no duplicates, exact total"
         finally:
             store.close()
