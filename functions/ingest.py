@@ -102,7 +102,8 @@ def ingest_processor(msg: func.ServiceBusMessage) -> None:
         properties=dict(msg.application_properties or {}),
     )
     with correlation_scope(inbound.correlation_id):
-        outcome = ingest.process(inbound, Journal(container.records), PROCESSORS)
+        context = ingest.ProcessorContext(bus=container.bus, journal=Journal(container.records))
+        outcome = ingest.process(inbound, context, PROCESSORS)
         _log.info(
             "ingest processed",
             extra={

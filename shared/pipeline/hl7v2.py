@@ -6,9 +6,12 @@ One core serves both edges (``POST /api/hl7v2`` and the MLLP listener)::
 
 * **Unparseable** input gets ``AR`` with an ERR locating the problem (nothing is stored).
 * **Structurally unacceptable** (unsupported type/event/version, segment sequence): ``AR`` / ``CR``.
-* **Content errors** (required field missing, bad data type, table value, NHS number check digit):
-  original mode ``AE`` (not accepted: the sender must correct and resend); enhanced mode the message is
-  committed (``CA``) and the application ACK owed later is ``AE``.
+* **Content errors** (required field missing, bad data type, table value, NHS number check digit) and
+  messages that parse and validate but **cannot be mapped safely** to the canonical model (no patient
+  identifier, no visit number for an admission, an unmapped code under a strict policy): original mode
+  ``AE``, enhanced mode ``CR``, with an ERR naming the field. We never commit (``CA``) a message we know
+  we cannot process: HTTP senders have no channel for a later application ACK, and a committed message
+  that can only fail would end in the dead-letter queue instead of back with the sender.
 * **Accepted**: the message is published to the ingest topic — the bus holds it durably — *before*
   ``AA`` / ``CA`` is built. If publishing fails (transient), the answer is ``AR`` / ``CE`` and nothing is
   remembered, so the sender's retry is processed normally.
@@ -24,18 +27,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
 from shared.errors import TransientError
+from shared.events import clinical
 from shared.hl7v2 import Hl7ParseError, Message, parse_message
 from shared.hl7v2.ack import AckCode, build_ack, build_ack_for_unparseable, choose_ack_codes
 from shared.hl7v2.validation import Issue, validate
 from shared.journal import Journal
+from shared.mapping.errors import MappingError
+from shared.mapping.hl7v2_in import map_message
 from shared.messaging.ports import MessageBus
-from shared.pipeline.ingest import InboundMessage, accept
+from shared.pipeline.ingest import InboundMessage, ProcessorContext, accept
 from shared.storage.errors import RecordExists
 from shared.storage.keys import safe_key
 from shared.storage.names import TABLE_HL7_OUTCOMES
@@ -114,15 +121,36 @@ class Hl7Ingest:
 
         result = validate(message, accepted_processing_ids=self._processing_ids)
         plan = choose_ack_codes(message, result)
-        committed_content = not result.reject and (result.ok or plan.mode == "enhanced")
-        if not committed_content or not control_id:
+        if result.reject or not control_id:
             issues = result.issues if control_id else (*result.issues, _missing_control_id())
-            code: AckCode = plan.immediate or ("AR" if result.reject else "AE")
-            if not control_id and code in ("AA", "CA"):
-                code = "AR" if plan.mode == "original" else "CR"
-            outcome: Outcome = "rejected" if result.reject or not control_id else "content-error"
+            code: AckCode = "AR" if plan.mode == "original" else "CR"
             return self._answer(
-                message, raw, code, issues, outcome, correlation_id, remember=bool(control_id)
+                message,
+                raw,
+                code,
+                issues,
+                "rejected",
+                correlation_id,
+                remember=bool(control_id),
+                send=_accept_ack_wanted(message, code),
+            )
+        problems: tuple[Issue, ...] = result.errors
+        if not problems:
+            try:
+                map_message(message, correlation_id=correlation_id)
+            except MappingError as exc:
+                problems = (mapping_issue(exc),)
+        if problems:
+            code = "AE" if plan.mode == "original" else "CR"
+            return self._answer(
+                message,
+                raw,
+                code,
+                (*problems, *result.warnings),
+                "content-error",
+                correlation_id,
+                remember=True,
+                send=_accept_ack_wanted(message, code),
             )
 
         message_id = bus_message_id(message)
@@ -286,14 +314,63 @@ def _outcome(value: object) -> Outcome:
     return _OUTCOMES.get(str(value), "accepted")
 
 
+def _accept_ack_wanted(message: Message, code: AckCode) -> bool:
+    """Original mode always answers; enhanced mode follows MSH-15 (AL always, NE never, ER errors only,
+    SU successes only; empty or unknown counts as AL, as in :mod:`shared.hl7v2.ack`)."""
+    if not ((message.accept_ack_type or "").strip() or (message.application_ack_type or "").strip()):
+        return True
+    condition = (message.accept_ack_type or "").strip().upper()
+    if condition == "NE":
+        return False
+    if condition == "ER":
+        return code not in ("AA", "CA")
+    if condition == "SU":
+        return code in ("AA", "CA")
+    return True
+
+
 def _missing_control_id() -> Issue:
     return Issue("E", "101", "MSH", 1, 10, text="Message control ID (MSH-10) is required")
 
 
-def process_hl7v2(message: InboundMessage) -> str:
-    """Bus-side processor for the ``hl7v2`` channel: re-parse (the bytes were validated at the edge).
+def mapping_issue(exc: MappingError) -> Issue:
+    """An ERR-ready issue for a mapping failure, located at the field the mapper names."""
+    segment = None
+    occurrence = field = component = None
+    if exc.field:
+        m = _LOCATION.match(exc.field)
+        if m:
+            segment = m["segment"]
+            occurrence = int(m["occurrence"]) if m["occurrence"] else 1
+            field = int(m["field"]) if m["field"] else None
+            component = int(m["component"]) if m["component"] else None
+    return Issue(
+        "E",
+        exc.error_code,
+        segment,
+        None,
+        field,
+        component,
+        text=f"Cannot be mapped safely: {exc.reason}"[:200],
+        occurrence=occurrence,
+    )
 
-    The canonical mapping (issue 4) plugs in here; for now the outcome names the message type.
-    """
+
+_LOCATION = re.compile(
+    r"^(?P<segment>[A-Z][A-Z0-9]{2})(?:\((?P<occurrence>\d+)\))?(?:-(?P<field>\d+))?"
+    r"(?:\[\d+\])?(?:\.(?P<component>\d+))?"
+)
+
+
+def process_hl7v2(message: InboundMessage, context: ProcessorContext) -> str:
+    """Bus-side processor for the ``hl7v2`` channel: map to the canonical model and publish the clinical
+    event to ``clinical-events`` (message id = the clinical-event key, so a redelivery re-publishes a
+    duplicate the bus drops). Mapping is deterministic and was checked at the edge; a failure here is a
+    defect or a changed rule set, and the message is retried and then dead-lettered, never dropped."""
     parsed = parse_message(message.body)
-    return f"parsed {parsed.message_type or '?'}^{parsed.trigger_event or '?'}"
+    event = map_message(parsed, correlation_id=message.correlation_id).value
+    context.bus.publish(clinical.TOPIC, [clinical.to_message(event)])
+    context.journal.record(
+        message.correlation_id, "mapped", event_kind=event.kind.value, event_key=event.key.value
+    )
+    return f"published {event.kind.value}"

@@ -49,11 +49,19 @@ class InboundMessage:
         return int(self.properties.get(REPLAY_COUNT_PROPERTY, 0) or 0) > 0
 
 
-Processor = Callable[[InboundMessage], str]
-"""Processes one message; returns a short outcome word for the journal (e.g. ``"stored"``)."""
+@dataclass(frozen=True, slots=True)
+class ProcessorContext:
+    """What a channel processor may use: the ports, nothing global."""
+
+    bus: MessageBus
+    journal: Journal
 
 
-def raw_processor(message: InboundMessage) -> str:
+Processor = Callable[[InboundMessage, ProcessorContext], str]
+"""Processes one message; returns a short outcome for the journal (e.g. ``"published admission"``)."""
+
+
+def raw_processor(message: InboundMessage, context: ProcessorContext) -> str:
     """The ``raw`` channel: accepted bytes are only journaled (a smoke-test channel)."""
     return "journaled"
 
@@ -126,8 +134,9 @@ def inbound_from_properties(
     )
 
 
-def process(message: InboundMessage, journal: Journal, processors: Mapping[str, Processor]) -> str:
+def process(message: InboundMessage, context: ProcessorContext, processors: Mapping[str, Processor]) -> str:
     """Run the channel's processor; journal the outcome. Raises on failure (the trigger abandons)."""
+    journal = context.journal
     processor = processors.get(message.channel)
     if processor is None:
         journal.record(
@@ -139,7 +148,7 @@ def process(message: InboundMessage, journal: Journal, processors: Mapping[str, 
         )
         raise UnsupportedChannel(f"no processor for channel {message.channel!r}")
     try:
-        outcome = processor(message)
+        outcome = processor(message, context)
     except Exception as exc:
         journal.record(
             message.correlation_id,

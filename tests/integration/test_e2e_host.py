@@ -172,8 +172,10 @@ def test_adt_over_http_and_mllp_through_tie_run(tmp_path: Path) -> None:
             return stages if any(s["stage"] == "consumed" for s in stages) else None
 
         stages = wait_for(processed, timeout=30)
-        assert [s["stage"] for s in stages] == ["received", "published", "acknowledged", "consumed"]
-        assert stages[-1]["outcome"] == "parsed ADT^A01"
+        expected = ["received", "published", "acknowledged", "mapped", "consumed"]
+        assert [s["stage"] for s in stages] == expected
+        assert stages[-2]["event_kind"] == "admission"
+        assert stages[-1]["outcome"] == "published admission"
         records = SqliteRecordStore(local / "records.sqlite3")
         try:
             # All three messages (HTTP, MLLP, tie mllp send) are consumed by the trigger.

@@ -134,14 +134,22 @@ def test_missing_control_id_is_rejected(service: Hl7Ingest, container: Any) -> N
 def test_enhanced_mode_commit_ack(service: Hl7Ingest, container: Any) -> None:
     result = service.handle(adt_a01("E1", accept_ack="AL", app_ack="NE"), source="test", correlation_id="x")
     assert result.code == "CA" and ack_fields(result.ack)["code"] == "CA"
-    # Content errors are committed in enhanced mode; the application ACK (AE) is owed later.
+    # Content errors are not committed: we never CA a message we know we cannot process.
     bad = service.handle(
         adt_a01("E2", nhs_number="9434765910", accept_ack="AL", app_ack="AL"),
         source="test",
         correlation_id="y",
     )
-    assert bad.code == "CA"
-    assert len(on_topic(container)) == 2
+    assert bad.code == "CR" and bad.outcome == "content-error"
+    assert ack_fields(bad.ack)["err_codes"] == ["102"]
+    assert len(on_topic(container)) == 1
+    # MSH-15 = SU: only successes are acknowledged.
+    quiet = service.handle(
+        adt_a01("E4", nhs_number="9434765910", accept_ack="SU", app_ack="NE"),
+        source="test",
+        correlation_id="z",
+    )
+    assert quiet.code == "CR" and quiet.ack is None
 
 
 def test_enhanced_mode_never_means_no_ack_but_still_stored(service: Hl7Ingest, container: Any) -> None:
@@ -170,16 +178,43 @@ def test_bus_outage_answers_ar_and_the_retry_succeeds(service: Hl7Ingest, contai
     assert len(on_topic(container)) == 1
 
 
-def test_bus_processor_parses_the_message(container: Any) -> None:
+def test_bus_processor_maps_and_publishes_the_clinical_event(container: Any) -> None:
+    from shared.events.clinical import from_message
+    from shared.journal import Journal
+    from shared.messaging.topology import SUB_CLINICAL_AUDIT, TOPIC_CLINICAL
+    from shared.pipeline.ingest import ProcessorContext
+
     inbound = inbound_from_properties(
         body=adt_a01("P1"),
         message_id="m",
-        correlation_id="c",
+        correlation_id="c-1",
         content_type=None,
         delivery_count=1,
         properties={"tie_channel": "hl7v2"},
     )
-    assert process_hl7v2(inbound) == "parsed ADT^A01"
+    context = ProcessorContext(bus=container.bus, journal=Journal(container.records))
+    assert process_hl7v2(inbound, context) == "published admission"
+    [published] = container.bus.peek(TOPIC_CLINICAL, SUB_CLINICAL_AUDIT)
+    event = from_message(published.body)
+    assert published.message_id == event.key.value
+    assert published.session_id and "9434765919" not in published.session_id
+    assert published.application_properties["tie_event_kind"] == "admission"
+    assert event.patient.nhs_number is not None and event.patient.nhs_number.value == "9434765919"
+    assert event.provenance.correlation_id == "c-1"
+    # A redelivery re-publishes the same event id: the bus drops the duplicate.
+    process_hl7v2(inbound, context)
+    assert len(container.bus.peek(TOPIC_CLINICAL, SUB_CLINICAL_AUDIT)) == 1
+
+
+def test_unmappable_message_gets_ae_naming_the_field(service: Hl7Ingest, container: Any) -> None:
+    # Valid structure, but an admission without a visit number (PV1-19) has no identity: AE at PV1-19.
+    raw = adt_a01("U1").replace(b"|IP|V000123|", b"|IP||")
+    result = service.handle(raw, source="test", correlation_id="u-1")
+    assert result.code == "AE" and result.outcome == "content-error"
+    fields = ack_fields(result.ack)
+    assert fields["err_codes"] == ["101"]
+    assert fields["err_locations"] == [("PV1", "19")]
+    assert on_topic(container) == []
 
 
 def test_journal_records_the_ingest_stages(service: Hl7Ingest, container: Any) -> None:

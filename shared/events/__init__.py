@@ -1,0 +1,1 @@
+"""Event contracts on the bus: envelopes for clinical (and later operational/platform) events."""
