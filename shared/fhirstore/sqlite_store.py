@@ -659,7 +659,7 @@ class SqliteFhirRepository:
             with self._db.write() as conn:
                 yield _Work(self, conn)
         except StorageUnavailable as exc:
-            raise StoreUnavailable(f"FHIR store {self._db.path.name} unavailable") from exc
+            raise self._unavailable(exc) from exc
 
     @contextmanager
     def _reading(self) -> Iterator[_Work]:
@@ -673,7 +673,15 @@ class SqliteFhirRepository:
                     if conn.in_transaction:
                         conn.rollback()
         except StorageUnavailable as exc:
-            raise StoreUnavailable(f"FHIR store {self._db.path.name} unavailable") from exc
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: StorageUnavailable) -> Exception:
+        """SQLite "busy/locked/IO/full" errors are transient; a generic SQL error (``SQLITE_ERROR``:
+        bad SQL, missing table) is a defect and must not masquerade as a retryable outage."""
+        original = exc.__context__
+        if isinstance(original, sqlite3.OperationalError) and original.sqlite_errorname == "SQLITE_ERROR":
+            return RuntimeError(f"FHIR store {self._db.path.name}: SQL error")
+        return StoreUnavailable(f"FHIR store {self._db.path.name} unavailable")
 
     def _write(self, fn: Callable[[_Work], T]) -> T:
         with self._writing() as work:

@@ -304,7 +304,9 @@ def test_locked_database_is_transient(tmp_path: Path) -> None:
         blocker.execute("ROLLBACK")
         blocker.close()
         repo.close()
-    assert SqliteFhirRepository(tmp_path / "f.db").search("Patient", []).total == 0
+    reopened = SqliteFhirRepository(tmp_path / "f.db")
+    assert reopened.search("Patient", []).total == 0, "the failed write left nothing behind"
+    reopened.close()
 
 
 def test_error_texts_carry_no_patient_data(repo: SqliteFhirRepository) -> None:
@@ -326,3 +328,12 @@ def test_error_texts_carry_no_patient_data(repo: SqliteFhirRepository) -> None:
         assert (
             outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["code"] == error.issue_code
         )
+
+
+def test_sql_defects_are_not_reported_as_transient(repo: SqliteFhirRepository) -> None:
+    conn = sqlite3.connect(repo._db.path)
+    conn.execute("DROP TABLE fhir_idx_token")
+    conn.close()
+    with pytest.raises(RuntimeError) as info:
+        repo.search("Patient", [("identifier", "9000000009")])
+    assert not isinstance(info.value, TransientError)
