@@ -398,7 +398,8 @@ class _Work:
                 [(*key, *row) for row in rows.references],
             )
         created = current is None or current[1]
-        return WriteResult(body, created, str(version), _from_micros(now))
+        # A fresh copy of what was stored: the caller may mutate it without touching its input.
+        return WriteResult(json.loads(text), created, str(version), _from_micros(now))
 
     def _drop_index(self, resource_type: str, resource_id: str) -> None:
         for table in _INDEX_TABLES:
@@ -495,7 +496,11 @@ class _Work:
         sql = (
             "SELECT version, last_updated, method, deleted, body FROM fhir_version WHERE "
             + " AND ".join(where)
-            + " ORDER BY last_updated DESC, id ASC, version DESC"
+            + (
+                " ORDER BY version DESC"
+                if resource_id is not None
+                else " ORDER BY last_updated DESC, id, version DESC"
+            )
         )
         if count is not None:
             sql += " LIMIT ?"
