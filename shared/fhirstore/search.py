@@ -830,6 +830,11 @@ def _dates(node: Any) -> Iterator[tuple[int, int]]:
         end = date_range(node["end"]) if isinstance(node.get("end"), str) else None
         if start is None and end is None:
             return
+        if start is not None and end is not None:
+            # An end before the start breaks FHIR invariant per-1; index the span of both bounds so a
+            # range is never empty (the SQL relies on lo < hi).
+            yield min(start[0], end[0]), max(start[1], end[1])
+            return
         yield (start[0] if start else NEG_INF), (end[1] if end else POS_INF)
 
 

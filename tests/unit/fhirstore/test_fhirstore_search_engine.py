@@ -295,6 +295,11 @@ def test_partial_date_searches_against_a_birth_date() -> None:
     assert hit("Patient", body, [("birthdate", "1970,1980")])
 
 
+def test_inverted_period_is_indexed_as_the_span_of_its_bounds() -> None:
+    rows = extract_index(observation("p1", effective={"start": "2021-01-01", "end": "2020"}))
+    assert rows.dates == [("date", us("2020-01-01T00:00:00+00:00"), us("2021-01-02T00:00:00+00:00"))]
+
+
 def test_open_period_index_bounds() -> None:
     rows = extract_index(observation("p1", effective={"start": "2020-06-16"}))
     assert ("date", us("2020-06-16T00:00:00+00:00"), POS_INF) in rows.dates
