@@ -320,6 +320,10 @@ class EncounterStatus(StrEnum):
     FINISHED = "finished"
     CANCELLED = "cancelled"
     ENTERED_IN_ERROR = "entered-in-error"
+    #: FHIR R4's value of last resort: the source names the encounter but does not say its state (an
+    #: HL7 result/order message whose PV1 has a visit number but no admit/discharge time). Never the
+    #: status of an encounter *event*: those get theirs from the trigger or from PV1.
+    UNKNOWN = "unknown"
 
 
 class Encounter(_Model):
