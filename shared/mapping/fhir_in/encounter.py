@@ -43,7 +43,9 @@ from shared.terminology import systems
 
 __all__ = ["EncounterLocations", "encounter_from_fhir", "encounter_locations"]
 
-_STATUSES = frozenset(s.value for s in EncounterStatus)
+#: Statuses a FHIR Encounter write may carry: ``unknown`` is refused (an encounter event must say what
+#: state it is in; the canonical UNKNOWN only names the encounter of an HL7 result/order message).
+_STATUSES = frozenset(s.value for s in EncounterStatus if s is not EncounterStatus.UNKNOWN)
 LOCATION_PHYSICAL_TYPE = "http://terminology.hl7.org/CodeSystem/location-physical-type"
 #: Identifier system of the engine's own Location entries (written by ``shared.mapping.fhir_out``).
 TIE_LOCATION = "urn:tie:location"
