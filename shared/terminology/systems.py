@@ -41,6 +41,7 @@ def v2_table_system(table: str) -> str:
 V2_0001_ADMINISTRATIVE_SEX = v2_table_system("0001")  # FHIR R4 / v2-to-FHIR
 V2_0004_PATIENT_CLASS = v2_table_system("0004")  # FHIR R4 / v2-to-FHIR
 V2_0007_ADMISSION_TYPE = v2_table_system("0007")  # FHIR R4 / v2-to-FHIR
+V2_0027_PRIORITY = v2_table_system("0027")  # FHIR R4 / v2-to-FHIR (TQ.6 / TQ1-9 priority)
 V2_0038_ORDER_STATUS = v2_table_system("0038")  # FHIR R4 / v2-to-FHIR
 V2_0063_RELATIONSHIP = v2_table_system("0063")  # FHIR R4 / v2-to-FHIR
 V2_0074_DIAGNOSTIC_SERVICE_SECTION = v2_table_system("0074")  # UK Core ex. (DiagnosticReport.category)
@@ -49,8 +50,15 @@ V2_0085_OBSERVATION_RESULT_STATUS = v2_table_system("0085")  # FHIR R4 / v2-to-F
 V2_0119_ORDER_CONTROL = v2_table_system("0119")  # FHIR R4 / v2-to-FHIR
 V2_0123_RESULT_STATUS = v2_table_system("0123")  # FHIR R4 / v2-to-FHIR
 V2_0131_CONTACT_ROLE = v2_table_system("0131")  # PDS (RelatedPerson / Patient.contact relationship)
+V2_0190_ADDRESS_TYPE = v2_table_system("0190")  # FHIR R4 / v2-to-FHIR (XAD.7)
+V2_0200_NAME_TYPE = v2_table_system("0200")  # FHIR R4 / v2-to-FHIR (XPN.7)
+V2_0201_TELECOM_USE = v2_table_system("0201")  # FHIR R4 / v2-to-FHIR (XTN.2)
+V2_0202_TELECOM_EQUIPMENT_TYPE = v2_table_system("0202")  # FHIR R4 / v2-to-FHIR (XTN.3)
 V2_0203_IDENTIFIER_TYPE = v2_table_system("0203")  # FHIR R4 (Identifier.type binding)
 V2_0276_APPOINTMENT_REASON = v2_table_system("0276")  # UK Core ex. (Appointment)
+#: User-defined table 0445 (PID-32 identity reliability code). The HL7 UK / NHS ITK ADT convention adds
+#: NSTS01..NSTS08 (NHS number status indicator 01..08) to it; THO's v2-0445 lists only the HL7 codes.
+V2_0445_IDENTITY_RELIABILITY = v2_table_system("0445")  # FHIR R4 / HL7 UK ITK ADT
 
 # --------------------------------------------------------------------------------------------------
 # FHIR R4 core code systems (http://hl7.org/fhir/...)
@@ -62,6 +70,12 @@ ENCOUNTER_STATUS = "http://hl7.org/fhir/encounter-status"  # FHIR R4
 DIAGNOSTIC_REPORT_STATUS = "http://hl7.org/fhir/diagnostic-report-status"  # FHIR R4 / v2-to-FHIR
 REQUEST_STATUS = "http://hl7.org/fhir/request-status"  # FHIR R4 / v2-to-FHIR
 REQUEST_INTENT = "http://hl7.org/fhir/request-intent"  # FHIR R4
+REQUEST_PRIORITY = "http://hl7.org/fhir/request-priority"  # FHIR R4 (ServiceRequest.priority)
+NAME_USE = "http://hl7.org/fhir/name-use"  # FHIR R4 / v2-to-FHIR (HumanName.use)
+ADDRESS_USE = "http://hl7.org/fhir/address-use"  # FHIR R4 (Address.use)
+ADDRESS_TYPE = "http://hl7.org/fhir/address-type"  # FHIR R4 / v2-to-FHIR (Address.type)
+CONTACT_POINT_SYSTEM = "http://hl7.org/fhir/contact-point-system"  # FHIR R4 (ContactPoint.system)
+CONTACT_POINT_USE = "http://hl7.org/fhir/contact-point-use"  # FHIR R4 / v2-to-FHIR (ContactPoint.use)
 
 # --------------------------------------------------------------------------------------------------
 # HL7 Terminology (THO) code systems
@@ -186,6 +200,7 @@ CODE_SYSTEMS: frozenset[str] = frozenset(
         V2_0001_ADMINISTRATIVE_SEX,
         V2_0004_PATIENT_CLASS,
         V2_0007_ADMISSION_TYPE,
+        V2_0027_PRIORITY,
         V2_0038_ORDER_STATUS,
         V2_0063_RELATIONSHIP,
         V2_0074_DIAGNOSTIC_SERVICE_SECTION,
@@ -194,14 +209,25 @@ CODE_SYSTEMS: frozenset[str] = frozenset(
         V2_0119_ORDER_CONTROL,
         V2_0123_RESULT_STATUS,
         V2_0131_CONTACT_ROLE,
+        V2_0190_ADDRESS_TYPE,
+        V2_0200_NAME_TYPE,
+        V2_0201_TELECOM_USE,
+        V2_0202_TELECOM_EQUIPMENT_TYPE,
         V2_0203_IDENTIFIER_TYPE,
         V2_0276_APPOINTMENT_REASON,
+        V2_0445_IDENTITY_RELIABILITY,
         ADMINISTRATIVE_GENDER,
         OBSERVATION_STATUS,
         ENCOUNTER_STATUS,
         DIAGNOSTIC_REPORT_STATUS,
         REQUEST_STATUS,
         REQUEST_INTENT,
+        REQUEST_PRIORITY,
+        NAME_USE,
+        ADDRESS_USE,
+        ADDRESS_TYPE,
+        CONTACT_POINT_SYSTEM,
+        CONTACT_POINT_USE,
         V3_ACT_CODE,
         V3_ACT_PRIORITY,
         V3_OBSERVATION_INTERPRETATION,

@@ -49,6 +49,12 @@ REQUIRED_MAPS = {
     "v2-0119-to-request-status",
     "snomed-to-icd10-common-diagnoses",
     "example-trust-local-lab-to-loinc-snomed",
+    "v2-0200-to-name-use",
+    "v2-0190-to-address-use-and-type",
+    "v2-0201-to-contact-point-use",
+    "v2-0202-to-contact-point-system",
+    "v2-0027-to-request-priority",
+    "hl7uk-0445-to-nhs-number-verification-status",
 }
 REQUIRED_VALUE_SETS = {
     "administrative-gender",
