@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.config.settings import Backend, Settings, get_settings
+from shared.fhirstore.ports import FhirRepository
 from shared.messaging.ports import MessageBus
 from shared.storage.ports import BlobStore, RecordStore
 
@@ -23,7 +24,22 @@ class Container:
     bus: MessageBus
     records: RecordStore
     blobs: BlobStore
+    #: The FHIR repository when supplied up front; otherwise :attr:`fhir` builds it from ``settings`` on
+    #: first use (most processes - the MLLP listener, bus triggers, the CLI - never open it).
+    fhir_repository: FhirRepository | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
+    _fhir_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def fhir(self) -> FhirRepository:
+        """The FHIR repository (:func:`build_fhir` on first use)."""
+        repo = self.fhir_repository
+        if repo is not None:
+            return repo
+        with self._fhir_lock:
+            if self.fhir_repository is None:
+                self.fhir_repository = build_fhir(self.settings)
+            return self.fhir_repository
 
     def close(self) -> None:
         if self._closed:
@@ -31,6 +47,8 @@ class Container:
         self._closed = True
         for closable in (self.bus, self.records, self.blobs):
             closable.close()
+        if self.fhir_repository is not None:
+            self.fhir_repository.close()
 
 
 _lock = threading.Lock()
@@ -79,6 +97,17 @@ def build_blobs(settings: Settings) -> BlobStore:
     from shared.storage.sqlite_blobs import SqliteBlobStore
 
     return SqliteBlobStore(settings.blobs_root)
+
+
+def build_fhir(settings: Settings) -> FhirRepository:
+    if settings.fhir_backend is Backend.AZURE:
+        from shared.adapters.azure.ahds_fhir import AhdsFhirRepository
+
+        assert settings.fhir_service_url is not None  # checked by Settings
+        return AhdsFhirRepository(settings.fhir_service_url, credential=_credential(settings))
+    from shared.fhirstore.sqlite_store import SqliteFhirRepository
+
+    return SqliteFhirRepository(settings.fhir_path)
 
 
 def build_container(settings: Settings) -> Container:

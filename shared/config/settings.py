@@ -62,6 +62,20 @@ class Settings(BaseSettings):
     #: Largest request body accepted by HTTP functions (bytes); larger -> 413.
     http_max_body_bytes: int = Field(1_048_576, ge=1024, validation_alias="TIE_HTTP_MAX_BODY_BYTES")
 
+    # FHIR API (functions/fhir_*.py, shared/fhirapi). The repository is the embedded SQLite store
+    # (``<TIE_LOCAL_DIR>/fhir.sqlite3``) or an Azure Health Data Services FHIR service (managed identity).
+    fhir_backend: Backend = Field(Backend.EMBEDDED, validation_alias="TIE_FHIR_BACKEND")
+    #: Base URL of the AHDS FHIR service (``https://<workspace>-<service>.fhir.azurehealthcareapis.com``).
+    fhir_service_url: str | None = Field(None, validation_alias="TieFhir__serviceUrl")
+    #: Public base URL of our FHIR API (Location, Bundle fullUrl and paging links), e.g. the API Management
+    #: address ``https://<apim>.azure-api.net/tie/fhir``; empty: derived from each request's URL.
+    fhir_base_url: str | None = Field(None, validation_alias="TIE_FHIR_BASE_URL")
+    #: Refuse FHIR requests that lack the header API Management injects (401 OperationOutcome).
+    require_apim_header: bool = Field(False, validation_alias="TIE_REQUIRE_APIM_HEADER")
+    apim_header_name: str = Field(
+        "X-TIE-Gateway", min_length=1, max_length=64, validation_alias="TIE_APIM_HEADER_NAME"
+    )
+
     # MLLP listener (not a Function: runs beside the host; see README).
     mllp_host: str = Field("127.0.0.1", validation_alias="TIE_MLLP_HOST")
     mllp_port: int = Field(2575, ge=0, le=65535, validation_alias="TIE_MLLP_PORT")
@@ -79,6 +93,8 @@ class Settings(BaseSettings):
         "storage_emulator_connection",
         "managed_identity_client_id",
         "key_vault_uri",
+        "fhir_service_url",
+        "fhir_base_url",
         "applicationinsights_connection_string",
         "mllp_tls_cert_file",
         "mllp_tls_key_file",
@@ -119,6 +135,14 @@ class Settings(BaseSettings):
                 "TIE_STORAGE_BACKEND=azure needs TieStorage__tableServiceUri and TieStorage__blobServiceUri "
                 "(or TieStorage__emulatorConnectionString for Azurite)"
             )
+        if self.fhir_backend is Backend.AZURE and not self.fhir_service_url:
+            raise ValueError("TIE_FHIR_BACKEND=azure needs TieFhir__serviceUrl")
+        for name, url in (
+            ("TieFhir__serviceUrl", self.fhir_service_url),
+            ("TIE_FHIR_BASE_URL", self.fhir_base_url),
+        ):
+            if url is not None and not url.startswith(("https://", "http://")):
+                raise ValueError(f"{name} must be an absolute http(s) URL")
         return self
 
     # Derived locations of the embedded defaults ---------------------------------------------------------
@@ -133,6 +157,10 @@ class Settings(BaseSettings):
     @property
     def blobs_root(self) -> Path:
         return self.local_dir / "blobs"
+
+    @property
+    def fhir_path(self) -> Path:
+        return self.local_dir / "fhir.sqlite3"
 
 
 #: App-setting names (aliases) of every field, for the sample-file consistency test and docs.
