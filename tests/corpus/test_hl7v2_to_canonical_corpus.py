@@ -63,6 +63,11 @@ EXPECTED_FAILURES: dict[str, tuple[type[MappingError], str, str]] = {
         "PV1-19",
         "A04 with no visit number: no encounter identity",
     ),
+    _FC + "ADT04-23.hl7": (
+        UnmappedSourceCode,
+        "PID-13[1].3",
+        "XTN.3 holds 'JP:1234567', not a v2-0202 equipment type: ContactPoint.system cannot be read",
+    ),
     _FC + "LAB-ORM-1.hl7": (
         UnmappedSourceCode,
         "ORC(1)-5",

@@ -26,16 +26,24 @@ kinds, statuses, missing concept maps, map targets the canonical field cannot ho
   encounter status (or ``derived``), order intent;
 * ``event_times``: ``occurred_at`` = first of EVN-6, EVN-2, MSH-7; ``recorded_at`` = EVN-2, else MSH-7;
 * ``encounter_start``: PV1-44 (A05 pre-admission: PV1-44, else PV2-8 expected admit date);
+  ``encounter_end``: PV1-45 for every trigger (A05: PV1-45, else PV2-9 expected discharge - an expected
+  time is an end only for a planned encounter);
 * ``derived_encounter_status`` (A08 and result/order context): PV1-45 present -> finished; PV1-2 ``P`` ->
-  planned; PV1-44 present -> in-progress; none -> MissingRequiredField("PV1-44") (A08) / no encounter;
-* ``identifiers``: system construction (below), NHS-number fields;
+  planned; PV1-44 present -> in-progress; none -> MissingRequiredField("PV1-44") (A08) / ``unknown``
+  (result/order context: the PV1 names the encounter but not its state);
+* ``identifiers``: system construction (below), NHS-number fields, local identifier fields (PID-3, PID-2,
+  PID-4), the alternate visit field (PV1-50);
+* ``telecom``: PID-13/PID-14 and the use each implies, the system of an XTN without equipment type;
 * ``coding_systems``: CWE.3 names -> URIs (LN, SCT, SNM, I10, UCUM ... and the deploying trust's local
   lab system); ``HL7nnnn`` -> ``http://terminology.hl7.org/CodeSystem/v2-nnnn``; a URI as is; anything else
   ``urn:tie:codesystem:<name>`` (percent-encoded);
 * ``coded_fields``: per canonical field, its HL7 field, source table, concept map (``shared.terminology``) or
   ``null`` (kept as sent: the code in its source system), unmapped policy (``raise`` / ``data-absent`` /
-  ``keep-source``), ``when_empty`` and ``status`` (``pending``: the concept map does not ship yet, the field
-  is not mapped);
+  ``keep-source`` / ``omit``: an optional bare-code field that cannot hold a data-absent reason is left
+  empty - the name, address, contact or order is kept, nothing is defaulted; strict raises), ``unmatched``
+  (``omit``: codes the map lists as deliberately unmatched leave the field empty while unlisted codes
+  follow ``unmapped``), ``target_system`` (which group of a map), ``when_empty`` and ``status``
+  (``pending``: the concept map does not ship yet, the field is not mapped);
 * ``indicators`` (Y/N fields), ``observation_value_types`` (OBX-2 -> value handler), ``numeric_unparseable``
   policy, ``ucum_units`` (unit spellings that are valid UCUM), ``encapsulated_subtypes`` (ED subtype ->
   media type).
@@ -54,7 +62,7 @@ A01        admission                 in-progress; key needs PV1-44
 A02        transfer                  in-progress; PV1-6 prior location; key time = occurred_at
 A03        discharge                 finished; key needs PV1-45
 A04        registration              arrived (present, not necessarily seen; fhir_in reads it back as A04)
-A05        pre-admission             planned; start PV1-44 else PV2-8
+A05        pre-admission             planned; start PV1-44 else PV2-8, end PV1-45 else PV2-9
 A08        encounter-update          derived from PV1 (above)
 A11        cancel-admission          the same encounter, cancelled; ``cancels`` = the admission's key
                                      (same visit number + PV1-44), not a new encounter
@@ -63,7 +71,8 @@ A13        cancel-discharge          in-progress; PV1-45 kept in period.end (the
 A28/A31    patient-created/-updated  none (PV1 ignored)
 A40        patient-merge             none; MRG-1 -> ``merged_identifiers``; patient.links = ``replaces``
                                      -> each merged identifier. One PID/MRG pair per message.
-ORU^R01    result                    from PV1 when it has a visit number, a class and a derivable status
+ORU^R01    result                    from PV1 when it has a visit number and a class; status derived,
+                                     else ``unknown``; results refer to it (fhir_out: by identifier)
 ORM^O01    order                     as for results
 =========  ========================  ====================================================================
 
@@ -74,40 +83,55 @@ without an offset are Europe/London (GMT/BST, :mod:`shared.mapping.timeutil`); p
 
 Patient (PID, PD1)
 ------------------
-* NHS number: a PID-3 (then PID-2) repetition that asserts one - assigning authority ``NHS`` (or the NHS
-  OID) with type ``NH``, ``HN`` (UCLH Epic) or none, or type ``NH`` with no authority: the validator's own
-  rule (``shared.hl7v2.validation.asserts_nhs_number``). It must pass Modulus 11 (else InvalidValue
-  ``PID-3``: the validator already AEs it); two different ones are an error. Repeated-digit placeholders
-  (``9999999999``, UCLH test feeds) are not a patient's number and are ignored (treating them as one would
-  merge every such patient into one). Failing that, PID-19 (a v2.3 field some UK feeds use for the NHS
-  number) when it passes Modulus 11. Verification status: HL7 v2 has no standard field; the HL7 UK
-  convention (PID-32 ``NSTS01``..``NSTS08``) needs a concept map that does not ship yet, so it is None.
-* Other PID-3 repetitions -> ``identifiers``: value CX.1; type CX.5 as sent; assigner CX.4.1; system:
+* NHS number: a PID-3 (then PID-2, PID-4) repetition that asserts one - assigning authority ``NHS`` (or
+  the NHS OID) with type ``NH``, ``HN`` (UCLH Epic) or none, or type ``NH`` with no authority: the
+  validator's own rule (``shared.hl7v2.validation.asserts_nhs_number``). It must pass Modulus 11 (else
+  InvalidValue ``PID-3``: the validator already AEs it); two different ones are an error. Repeated-digit
+  placeholders (``9999999999``, UCLH test feeds) are not a patient's number and are ignored (treating them
+  as one would merge every such patient into one). Failing that, PID-19 (a v2.3 field some UK feeds use
+  for the NHS number) when it passes Modulus 11. Verification status: the HL7 UK / NHS ITK convention,
+  PID-32 ``NSTS01``..``NSTS08`` through ``hl7uk-0445-to-nhs-number-verification-status`` ->
+  ``01``..``08``; the table's own reliability codes (US, UD, UA, AL) say nothing about the NHS number (no
+  status); an unlisted code or two different statuses raise (a wrong status misleads about identity).
+  Without an NHS number a status has nothing to qualify and is not kept.
+* Other PID-3, then PID-2 (patient ID, external) and PID-4 (alternate patient ID) repetitions ->
+  ``identifiers`` (PID-3's first: the patient key; a system|value once): value CX.1; type CX.5 as sent;
+  assigner CX.4.1; system:
   a registered URI for a known authority name (GMC, GMP, GPHC, ODS, SDS), else
   ``urn:tie:authority:<CX.4.1>`` (percent-encoded), else ``urn:oid:<CX.4.2>`` (CX.4.3 ISO) /
   ``urn:uuid:``, else the sending facility's system (MSH-4 by the same rule, else MSH-3).
-  No NHS number and no such identifier -> MissingRequiredField("PID-3").
+  No NHS number and no such identifier -> MissingRequiredField("PID-3"). PID-19 (SSN) is only an NHS
+  number source (above) and PID-20 (driver's licence) is deliberately not mapped: US identifiers.
 * Names PID-5 (every repetition): family XPN.1.1; given XPN.2 then XPN.3 split on spaces; prefix XPN.5;
-  suffix XPN.4, XPN.6, XPN.14; period XPN.12/13. ``use`` (XPN.7, v2-0200) pending its concept map: None.
+  suffix XPN.4, XPN.6, XPN.14; period XPN.12/13; ``use`` XPN.7 through ``v2-0200-to-name-use`` (omit).
 * PID-7 birth date (date part as sent: a PartialDate, time not kept); PID-8 through
   ``v2-0001-to-administrative-gender`` (unmapped -> DataAbsent with the source code; ``N`` ->
-  not-applicable; ``strict`` raises); PID-11 addresses (lines XAD.1.1 + XAD.2, city .3, district .4,
-  postcode .5, country .6; use/type pending v2-0190); PID-29 death time else PID-30 Y/N; PID-16 marital
-  status and PID-22 ethnic group (first repetition) kept as sent.
-* Telecom (PID-13/14) is NOT mapped until concept maps for v2-0202/0201 ship (ContactPoint.system is
-  required and must not be guessed).
+  not-applicable; ``strict`` raises); PID-11 addresses: first line = XAD.1 as ONE line keeping every SAD
+  sub-component (SAD.1 street/mailing address, then SAD.2 street name and SAD.3 dwelling number unless
+  SAD.1 already holds them as words; without SAD.1 ``<number> <street name>``) - one line because the
+  parts are one postal line, and so it survives HL7 -> canonical -> HL7; second line XAD.2; city .3,
+  district .4, postcode .5, country .6; XAD.7 through ``v2-0190-to-address-use-and-type`` (home,
+  business... -> use; mailing -> type; omit). XAD.8 (other geographic designation: MSA / region codes,
+  not used as a line by UK feeds) and XAD.19 (addressee) are not lines. PID-29 death time else PID-30
+  Y/N; PID-16 marital status and PID-22 ethnic group (first repetition) kept as sent.
+* Telecom PID-13 (home) / PID-14 (business), every repetition: system XTN.3 through
+  ``v2-0202-to-contact-point-system`` (a local code raises); no XTN.3: an email address (XTN.4 or an ``@``)
+  is email, else phone (the fields are phone-number fields); value XTN.1, else XTN.12, else XTN.5-8 (an
+  email's XTN.4 first); use XTN.2 through ``v2-0201-to-contact-point-use`` (omit), empty XTN.2 -> the
+  field's own use (home / work).
 * PD1-3 GP practice -> Organization (ODS code XON.10, else XON.3; name XON.1). PD1-12 protection
   indicator ``Y`` -> sensitivity restricted (no standard HL7 v2 field exists), ``N``/empty -> normal.
 
 Encounter (PV1, PV2)
 --------------------
 Visit number PV1-19 -> ``identifiers[0]`` with type ``VN``; system by the identifier rule above (PV1-19.4,
-else MSH-4): this is the FHIR ``Encounter.identifier.system`` and feeds the identity key. PV1-2 class via
+else MSH-4): this is the FHIR ``Encounter.identifier.system`` and feeds the identity key. PV1-50
+(alternate visit ID) -> ``identifiers[1]`` (type as sent), never the identity's visit number. PV1-2 class via
 ``v2-0004-to-encounter-class`` (unmapped -> DataAbsent keeping the v2 code: fhir_out needs a v3-ActCode
 coding); PV1-3 location / PV1-6 prior location (point of care, room, bed, facility, description);
 PV1-7/8/17 attending/referring/admitting (XCN: id in the system of XCN.9, e.g. GMC); PV1-10 hospital
 service, PV1-14 admit source, PV1-36 discharge disposition kept as sent; PV1-4 admission type via
-``v2-0007-to-encounter-priority``; PV1-44/45 period.
+``v2-0007-to-encounter-priority``; PV1-44/45 period (``encounter_start`` / ``encounter_end`` above).
 
 Results (ORU^R01)
 -----------------
@@ -130,11 +154,19 @@ Orders (ORM^O01)
 ----------------
 Each ORC (with its OBR) -> ServiceRequest: placer ORC-2 else OBR-2, filler ORC-3 else OBR-3; status ORC-5
 via ``v2-0038`` else ORC-1 via ``v2-0119`` (unmapped raises); intent ``order`` (rules constant); code OBR-4;
-authored ORC-9; requester ORC-12 else OBR-16; reason OBR-31; NTE -> notes. Priority is not mapped (no
-v2-0027 concept map ships yet). OBX in an order (ask-at-order-entry answers) are not mapped.
+authored ORC-9; requester ORC-12 else OBR-16; reason OBR-31; NTE -> notes; priority TQ1-9, else ORC-7.6,
+else OBR-27.6 through ``v2-0027-to-request-priority`` (omit: timing-critical / pre-op / callback / PRN
+say when, not how urgent). OBX in an order (ask-at-order-entry answers) are not mapped.
 
-Not mapped (no canonical element or out of scope): NK1, AL1, DG1, PR1, IN1/GT1, ROL/PRT, SPM, TQ1,
-ADT OBX, PID-6/PID-9 names, PD1-4. SIU and MDM are not supported (UnsupportedMessageType).
+Not mapped (no canonical element or out of scope): NK1, AL1, DG1, PR1, IN1/IN2/GT1 (insurance and
+guarantor), ROL/PRT, SPM, ACC/PDA, DB1, PID-6/PID-9 names, XPN.15 (called-by), PD1-4. SIU and MDM are
+not supported (UnsupportedMessageType).
+
+OBX in ADT messages (after PV1/PV2: height, weight, triage answers) are deliberately NOT mapped: the
+canonical event has no free-standing observations, and such OBX have no order, filler number or
+identity of their own - replaying the ADT would create a second copy of each measurement. Clinical
+measurements come through the results feed (ORU), where they are identified and status-controlled.
+(A later change could add ``ClinicalEvent.observations`` keyed on visit number + OBX-3 + OBX-14.)
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from shared.canonical.model import (
     Coded,
     Coding,
     Concept,
+    ContactPoint,
     DataAbsent,
     HumanName,
     Identifier,
@@ -22,7 +23,7 @@ from shared.canonical.model import (
     Practitioner,
 )
 from shared.hl7v2 import Message, Segment
-from shared.mapping.errors import InvalidValue, MissingRequiredField
+from shared.mapping.errors import InvalidValue, MissingRequiredField, UnmappedSourceCode
 from shared.mapping.hl7v2_in.rules import CodedRule, Compiled, Path, concept_from, outcome_kind, to_absent
 from shared.mapping.lineage import LineageRecorder
 from shared.mapping.timeutil import TimeFormatError, birth_date_from_hl7, from_hl7
@@ -139,6 +140,20 @@ def _time(raw: str, src: str) -> ClinicalDateTime | None:
         _TIMES.clear()
     _TIMES[raw] = value
     return value
+
+
+def street_line(street: str | None, name: str | None, number: str | None) -> str | None:
+    """The first address line from XAD.1 (SAD): SAD.1 street or mailing address, SAD.2 street name,
+    SAD.3 dwelling number - one line, nothing dropped. SAD.2/SAD.3 are by definition parsed parts of SAD.1:
+    when SAD.1 already holds them (as whole words) they are not repeated; otherwise they follow SAD.1
+    (``1000&Hospital Lane`` -> ``1000 Hospital Lane``). Without SAD.1 the line is number then street name
+    (``&High Street&12`` -> ``12 High Street``), the UK order."""
+    if street is None:
+        parts = [p for p in (number, name) if p]
+        return " ".join(parts) if parts else None
+    words = set(street.replace(",", " ").split())
+    extra = [p for p in (name, number) if p and not set(p.replace(",", " ").split()) <= words]
+    return " ".join((street, *extra)) if extra else street
 
 
 class Ctx:
@@ -314,12 +329,13 @@ class Ctx:
 
     def xpn(self, seg: Segment, n: int, rep: int, src: str, tgt: str) -> HumanName | None:
         """XPN -> HumanName: family XPN.1.1; given XPN.2 then XPN.3 split on spaces (middle names);
-        prefix XPN.5; suffix XPN.4, XPN.6 (degree), XPN.14; period XPN.12/13. Name type XPN.7 through the
-        ``patient.names.use`` rule (no map: ``use`` stays None)."""
+        prefix XPN.5; suffix XPN.4, XPN.6 (degree), XPN.14; period XPN.12/13; use XPN.7 through the
+        ``patient.names.use`` rule (v2-0200; a type with no FHIR name-use leaves ``use`` empty)."""
         f = Rep(seg, n, rep)
         memo = self.memo and f.memoable
+        key = ("xpn", f.text, "strict" if self.rules.strict else None)
         if memo:
-            hit = _MEMO.get(("xpn", f.text, None), _MISS)
+            hit = _MEMO.get(key, _MISS)
             if hit is not _MISS:
                 return hit  # type: ignore[return-value]
         family = f(1, 1)
@@ -335,7 +351,18 @@ class Ctx:
         if family is None and not given:
             return None
         period = self.period(f, 12, 13, src, f"{tgt}.period")
-        name = HumanName(family=family, given=given, prefix=prefix, suffix=suffix, period=period)
+        use = None
+        name_type = f(7)
+        if name_type is not None:
+            use = self.code_value(self.rules.rule("patient.names.use"), name_type, f"{src}.7", f"{tgt}.use")
+        name = HumanName(
+            family=family,
+            given=given,
+            prefix=prefix,
+            suffix=suffix,
+            use=use,  # a HumanName.use literal: checked when rules compile
+            period=period,
+        )
         if self.lin:
             if family is not None:
                 self.add(f"{src}.1.1", f"{tgt}.family", "xpn-family")
@@ -353,19 +380,23 @@ class Ctx:
                     self.add(f"{src}.{comp}", f"{tgt}.suffix[{i}]", "xpn-suffix / degree")
                     i += 1
         if memo:
-            _remember(("xpn", f.text, None), name)
+            _remember(key, name)
         return name
 
     def xad(self, seg: Segment, n: int, rep: int, src: str, tgt: str) -> Address | None:
-        """XAD -> Address: lines XAD.1.1 + XAD.2, city .3, district .4 (county), postcode .5, country .6,
-        period .13/.14. Address type XAD.7 through ``patient.addresses.use`` (no map: use/type None)."""
+        """XAD -> Address: first line from XAD.1 (SAD, see :func:`street_line`), second line XAD.2 (other
+        designation), city .3, district .4 (county), postcode .5, country .6, period .13/.14; XAD.7 through
+        ``patient.addresses.use`` / ``patient.addresses.type`` (v2-0190: home/business... are uses,
+        mailing a type; the other stays empty). XAD.8 (other geographic designation) is not a line."""
         f = Rep(seg, n, rep)
         memo = self.memo and f.memoable
+        key = ("xad", f.text, "strict" if self.rules.strict else None)
         if memo:
-            hit = _MEMO.get(("xad", f.text, None), _MISS)
+            hit = _MEMO.get(key, _MISS)
             if hit is not _MISS:
                 return hit  # type: ignore[return-value]
-        street = f(1, 1)
+        sad = (f(1, 1), f(1, 2), f(1, 3))
+        street = street_line(*sad)
         other = f(2)
         lines = tuple(x for x in (street, other) if x is not None)
         city = f(3)
@@ -375,15 +406,29 @@ class Ctx:
         if not lines and city is None and district is None and postcode is None and country is None:
             return None
         period = self.period(f, 13, 14, src, f"{tgt}.period")
+        use = kind = None
+        address_type = f(7)
+        if address_type is not None:
+            use, kind = self._address_use_and_type(address_type, f"{src}.7", tgt)
         address = Address(
-            lines=lines, city=city, district=district, postal_code=postcode, country=country, period=period
+            lines=lines,
+            city=city,
+            district=district,
+            postal_code=postcode,
+            country=country,
+            use=use,  # Address.use / .type literals: checked when rules compile
+            type=kind,
+            period=period,
         )
         if self.lin:
             i = 0
-            for where, line in (("1.1", street), ("2", other)):
-                if line is not None:
-                    self.add(f"{src}.{where}", f"{tgt}.lines[{i}]", "xad-street")
-                    i += 1
+            if street is not None:
+                for k, part in enumerate(sad, start=1):
+                    if part is not None:
+                        self.add(f"{src}.1.{k}", f"{tgt}.lines[0]", "xad-street (SAD: street, name, number)")
+                i = 1
+            if other is not None:
+                self.add(f"{src}.2", f"{tgt}.lines[{i}]", "xad-other-designation")
             for comp, attr, value in (
                 (3, "city", city),
                 (4, "district", district),
@@ -393,8 +438,91 @@ class Ctx:
                 if value is not None:
                     self.add(f"{src}.{comp}", f"{tgt}.{attr}", f"xad-{attr}")
         if memo:
-            _remember(("xad", f.text, None), address)
+            _remember(key, address)
         return address
+
+    def _address_use_and_type(self, code: str, src: str, tgt: str) -> tuple[object, object]:
+        """XAD.7 is a use *or* a type: each group of the v2-0190 map is asked; the code is unmapped (and a
+        ``raise`` / strict rule raises) only when neither maps it."""
+        r = self.rules
+        found: list[object] = []
+        failure: UnmappedSourceCode | None = None
+        for name, attr in (("patient.addresses.use", "use"), ("patient.addresses.type", "type")):
+            try:
+                found.append(self.code_value(r.rule(name), code, src, f"{tgt}.{attr}"))
+            except UnmappedSourceCode as exc:
+                failure = failure or exc
+                found.append(None)
+        if failure is not None and found == [None, None]:
+            raise failure
+        return found[0], found[1]
+
+    def xtn(
+        self, seg: Segment, n: int, rep: int, src: str, tgt: str, field_use: str | None
+    ) -> ContactPoint | None:
+        """XTN -> ContactPoint (rules ``telecom`` and ``patient.telecom.*``): system from XTN.3 through
+        v2-0202 (a local equipment type raises); without XTN.3 an email address (XTN.4, or an ``@`` in
+        XTN.1) is ``email`` and anything else a phone number (the field is a phone-number field). Value:
+        an email's XTN.4 else XTN.1; otherwise XTN.1, else XTN.12 (unformatted), else XTN.5-8 joined.
+        Use: XTN.2 through v2-0201 (no FHIR use: empty); an empty XTN.2 takes ``field_use`` (PID-13 home,
+        PID-14 work). ``None`` when there is no value."""
+        f = Rep(seg, n, rep)
+        memo = self.memo and f.memoable
+        key = ("xtn", f.text, f"{field_use}|{'strict' if self.rules.strict else ''}")
+        if memo:
+            hit = _MEMO.get(key, _MISS)
+            if hit is not _MISS:
+                return hit  # type: ignore[return-value]
+        r = self.rules
+        number, number_src = f(1), f"{src}.1"
+        if number is None:
+            number, number_src = f(12), f"{src}.12"
+        if number is None:
+            parts = [f(5), f(6), f(7)]
+            extension = f(8)
+            if any(parts):
+                number = " ".join(p for p in parts if p) + (f" ext. {extension}" if extension else "")
+                number_src = f"{src}.7"
+        email = f(4)
+        equipment = f(3)
+        if equipment is not None:
+            system = self.code_value(r.rule("patient.telecom.system"), equipment, f"{src}.3", f"{tgt}.system")
+            if not isinstance(system, str):  # the rule raises for unmapped codes: defensive
+                raise InvalidValue(
+                    f"{src}.3", "telecom equipment type has no contact point system", error_code="103"
+                )
+        elif (number is None and email is not None) or (number is not None and "@" in number):
+            system = r.telecom_address_system
+            if self.lin:
+                self.add(src, f"{tgt}.system", "telecom: no XTN.3, an email address -> email")
+        else:
+            system = r.telecom_number_system
+            if self.lin:
+                self.add(src, f"{tgt}.system", "telecom: no XTN.3, a number in a phone-number field -> phone")
+        value: str | None
+        if system == r.telecom_address_system and email is not None:
+            value, value_src = email, f"{src}.4"
+        else:
+            value, value_src = number, number_src
+        if value is None:
+            return None
+        use_code = f(2)
+        if use_code is not None:
+            use = self.code_value(r.rule("patient.telecom.use"), use_code, f"{src}.2", f"{tgt}.use")
+        else:
+            use = field_use
+            if use is not None and self.lin:
+                self.add(src, f"{tgt}.use", f"telecom: no XTN.2, the field's own use ({use})")
+        if self.lin:
+            self.add(value_src, f"{tgt}.value", "xtn-value")
+        contact = ContactPoint(
+            system=system,  # ContactPoint literals: checked when rules compile
+            value=value,
+            use=use,
+        )
+        if memo:
+            _remember(key, contact)
+        return contact
 
     def xcn(self, seg: Segment, n: int, rep: int, src: str, tgt: str) -> Practitioner | None:
         """XCN -> Practitioner: id XCN.1 in the system of XCN.9 (GMC/GMP... URIs for known authorities,
@@ -575,6 +703,24 @@ class Ctx:
         if memo:
             rule.remember((f.text, simple), value)
         return value
+
+    def code_value(self, rule: CodedRule, code: str, src: str, tgt: str) -> str | DataAbsent | None:
+        """A bare code from a component with no coding-system slot (XPN.7, XAD.7, XTN.2/3, TQ.6) in the
+        rule's source table -> what the canonical field holds: the mapped code; for a code the map cannot
+        map, a DataAbsent when the field can hold one, else ``None`` (rule ``omit``); ``raise`` rules raise
+        UnmappedSourceCode naming ``src``."""
+        if not rule.active:
+            return None
+        out = rule.outcome(code, rule.source_system, src)
+        if isinstance(out, MappedCode):
+            result: str | DataAbsent | None = out.target.code
+        elif isinstance(out, TermDataAbsent):
+            result = to_absent(out) if rule.accepts_absent else None
+        else:
+            raise InvalidValue(src, f"code is not in a system {rule.name} can map", error_code="103")
+        if self.lin and result is not None:
+            self.add_coded(src, tgt, rule, outcome_kind(out))
+        return result
 
     def code(
         self, rule: CodedRule, seg: Segment, n: int, src: str, tgt: str, rep: int = 1

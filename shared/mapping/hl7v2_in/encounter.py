@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from shared.canonical.model import Coded, Encounter, EncounterStatus, EventKind, Period
+from collections.abc import Mapping
+
+from shared.canonical.model import (
+    ClinicalDateTime,
+    Coded,
+    Encounter,
+    EncounterStatus,
+    EventKind,
+    Identifier,
+    Period,
+)
 from shared.hl7v2 import Segment
 from shared.mapping.errors import MissingRequiredField
 from shared.mapping.hl7v2_in._context import Ctx, val
-from shared.mapping.hl7v2_in.rules import MessageRule
+from shared.mapping.hl7v2_in.rules import MessageRule, Path
 
 __all__ = ["map_encounter"]
 
@@ -36,30 +46,39 @@ def _status(ctx: Ctx, rule: MessageRule, required: bool) -> EncounterStatus | No
             return step.status
     if required:
         raise MissingRequiredField("PV1-44", "the encounter status cannot be derived (no PV1-44/PV1-45)")
-    return None
+    # Result/order context: the PV1 names the encounter (visit number, class) but not its state.
+    if ctx.lin:
+        ctx.add("PV1-19", "encounter.status", "result/order context, no PV1-44/45: status unknown")
+    return EncounterStatus.UNKNOWN
 
 
-def _start(ctx: Ctx, kind: EventKind, pv1: Segment) -> tuple[Period | None, str | None]:
-    sources = ctx.rules.encounter_start.get(kind.value) or ctx.rules.encounter_start["default"]
-    start = start_src = None
-    for name, n, _comp in sources:
+def _first_time(
+    ctx: Ctx, table: Mapping[str, tuple[Path, ...]], kind: EventKind, pv1: Segment
+) -> tuple[ClinicalDateTime | None, str | None]:
+    for name, n, _comp in table.get(kind.value) or table["default"]:
         seg = pv1 if name == "PV1" else ctx.msg.segment(name)
         if seg is None:
             continue
         src = f"{name}-{n}"
-        start = ctx.time(seg, n, src)
-        if start is not None:
-            start_src = src
-            break
-    end = ctx.time(pv1, 45, "PV1-45")
+        when = ctx.time(seg, n, src)
+        if when is not None:
+            return when, src
+    return None, None
+
+
+def _period(ctx: Ctx, kind: EventKind, pv1: Segment) -> Period | None:
+    """Start: rules ``encounter_start`` (PV1-44; a pre-admission also PV2-8); end: ``encounter_end``
+    (PV1-45 for every trigger; a pre-admission also PV2-9)."""
+    start, start_src = _first_time(ctx, ctx.rules.encounter_start, kind, pv1)
+    end, end_src = _first_time(ctx, ctx.rules.encounter_end, kind, pv1)
     if start is None and end is None:
-        return None, None
+        return None
     if ctx.lin:
         if start_src is not None:
             ctx.add(start_src, "encounter.period.start", "encounter start (admit date/time)")
-        if end is not None:
-            ctx.add("PV1-45", "encounter.period.end", "encounter end (discharge date/time)")
-    return Period(start=start, end=end), start_src
+        if end_src is not None:
+            ctx.add(end_src, "encounter.period.end", "encounter end (discharge date/time)")
+    return Period(start=start, end=end)
 
 
 def map_encounter(ctx: Ctx, rule: MessageRule, *, required: bool) -> Encounter | None:
@@ -81,14 +100,21 @@ def map_encounter(ctx: Ctx, rule: MessageRule, *, required: bool) -> Encounter |
     r = ctx.rules
     visit = ctx.cx(pv1, 19, 1, "PV1-19", "encounter.identifiers[0]", id_type=r.visit_number_type)
     assert visit is not None
+    identifiers: tuple[Identifier, ...] = (visit,)
+    # PV1-50 alternate visit ID: a further identifier (type as sent), never the identity's visit number
+    # (identity.encounter_identifier picks the VN-typed PV1-19, which comes first).
+    _seg, alt_n, _comp = r.alternate_visit_field
+    alternate = ctx.cx(pv1, alt_n, 1, f"PV1-{alt_n}", "encounter.identifiers[1]")
+    if alternate is not None and (alternate.system, alternate.value) != (visit.system, visit.value):
+        identifiers = (visit, alternate)
     enc_class = ctx.coded(
         r.rule("encounter.encounter_class"), pv1, 2, "PV1-2", "encounter.encounter_class", simple=True
     )
     assert enc_class is not None
-    period, _ = _start(ctx, rule.kind, pv1)
+    period = _period(ctx, rule.kind, pv1)
     prior = ctx.pl(pv1, 6, "PV1-6", "encounter.prior_location")
     return Encounter(
-        identifiers=(visit,),
+        identifiers=identifiers,
         status=status,
         encounter_class=enc_class,
         period=period,

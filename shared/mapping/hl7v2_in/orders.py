@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.canonical.model import Coded, Practitioner, ServiceRequest
+from shared.hl7v2 import Segment
 from shared.mapping.errors import MissingRequiredField, UnsupportedEvent
 from shared.mapping.hl7v2_in._context import Ctx, val
 from shared.mapping.hl7v2_in.results import Group, group_segments, notes_of
@@ -20,6 +21,26 @@ def map_orders(ctx: Ctx, rule: MessageRule) -> tuple[ServiceRequest, ...]:
     if not orders:
         raise MissingRequiredField("ORC", "an order message needs at least one ORC/OBR group")
     return tuple(orders)
+
+
+def _priority(
+    ctx: Ctx, group: Group, orc: Segment | None, orc_src: str, obr: Segment, obr_src: str, tgt: str
+) -> Any:
+    """Order priority through ``order.priority`` (v2-0027): TQ1-9 (v2.5+), else the TQ priority component
+    ORC-7.6, else OBR-27.6 (v2.3/v2.4). A priority with no FHIR request-priority is left empty."""
+    sources: list[tuple[Segment, int, int, str]] = []
+    if group.tq1 is not None:
+        tq1, tq1_occ = group.tq1
+        sources.append((tq1, 9, 1, f"TQ1({tq1_occ})-9"))
+    if orc is not None:
+        sources.append((orc, 7, 6, f"{orc_src}-7.6"))
+    sources.append((obr, 27, 6, f"{obr_src}-27.6"))
+    rule = ctx.rules.rule("order.priority")
+    for seg, n, comp, src in sources:
+        code = val(seg, n, 1, comp)
+        if code is not None:
+            return ctx.code_value(rule, code, src, f"{tgt}.priority")
+    return None
 
 
 def _order(ctx: Ctx, rule: MessageRule, group: Group, tgt: str) -> ServiceRequest:
@@ -80,6 +101,8 @@ def _order(ctx: Ctx, rule: MessageRule, group: Group, tgt: str) -> ServiceReques
         if reason is not None:
             reasons.append(reason)
 
+    priority = _priority(ctx, group, orc, orc_src, obr, obr_src, tgt)
+
     if ctx.lin:
         ctx.add("MSH-9", f"{tgt}.intent", f"{rule.message_type}: intent {rule.intent} (rules constant)")
     return ServiceRequest(
@@ -88,6 +111,7 @@ def _order(ctx: Ctx, rule: MessageRule, group: Group, tgt: str) -> ServiceReques
         status=status,
         intent=rule.intent,  # a Literal: checked when rules compile
         code=code,
+        priority=priority,  # a ServiceRequest.priority literal: checked when rules compile
         authored_on=authored,
         requester=requester,
         reason=tuple(reasons),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from shared.canonical.model import (
     Address,
     ClinicalDateTime,
+    ContactPoint,
     HumanName,
     Identifier,
     MergeLink,
@@ -32,10 +35,10 @@ def _nhs_repetitions(pid: Segment, n: int) -> list[int]:
     return [rep for rep in range(1, pid.repetition_count(n) + 1) if asserts_nhs_number(pid, n, rep)]
 
 
-def _nhs_number(ctx: Ctx, pid: Segment, pid3_nhs: list[int]) -> tuple[str, str] | None:
+def _nhs_number(ctx: Ctx, pid: Segment, nhs_reps: dict[int, list[int]]) -> tuple[str, str] | None:
     """``(number, source path)`` of the patient's NHS number, or ``None``.
 
-    Repetitions of PID-3 (then PID-2) that assert an NHS number (the validator's rule,
+    Repetitions of PID-3 (then PID-2, PID-4) that assert an NHS number (the validator's rule,
     :func:`~shared.hl7v2.validation.asserts_nhs_number`) must pass Modulus 11 (else InvalidValue) and
     agree with each other; repeated-digit placeholders (``9999999999``) are not a patient's number and are
     ignored. Failing those, PID-19 is used when it passes Modulus 11 (some v2.3 UK feeds send the NHS
@@ -43,7 +46,7 @@ def _nhs_number(ctx: Ctx, pid: Segment, pid3_nhs: list[int]) -> tuple[str, str] 
     """
     found: tuple[str, str] | None = None
     for _seg, n, _comp in ctx.rules.nhs_number_fields:
-        for rep in pid3_nhs if n == 3 else _nhs_repetitions(pid, n):
+        for rep in nhs_reps[n]:
             raw = val(pid, n, rep, 1)
             src = f"PID-{n}[{rep}].1"
             if raw is None:
@@ -69,15 +72,53 @@ def _nhs_number(ctx: Ctx, pid: Segment, pid3_nhs: list[int]) -> tuple[str, str] 
     return None
 
 
-def _local_identifiers(ctx: Ctx, pid: Segment, pid3_nhs: list[int]) -> list[Identifier]:
+def _local_identifiers(ctx: Ctx, pid: Segment, nhs_reps: dict[int, list[int]]) -> list[Identifier]:
+    """PID-3, then PID-2 and PID-4 (rules ``local_identifier_fields``), CX rules; repetitions asserting an
+    NHS number are skipped (they are the NHS number); a system|value seen before is not repeated."""
     out: list[Identifier] = []
-    for rep in range(1, pid.repetition_count(3) + 1):
-        if rep in pid3_nhs:
-            continue
-        ident = ctx.cx(pid, 3, rep, f"PID-3[{rep}]", f"patient.identifiers[{len(out)}]")
-        if ident is not None and ident not in out:
-            out.append(ident)
+    seen: set[tuple[str, str]] = set()
+    for _seg, n, _comp in ctx.rules.local_identifier_fields:
+        skip = nhs_reps.get(n, ())
+        for rep in range(1, pid.repetition_count(n) + 1):
+            if rep in skip:
+                continue
+            ident = ctx.cx(pid, n, rep, f"PID-{n}[{rep}]", f"patient.identifiers[{len(out)}]")
+            if ident is not None and (ident.system, ident.value) not in seen:
+                seen.add((ident.system, ident.value))
+                out.append(ident)
     return out
+
+
+def _telecom(ctx: Ctx, pid: Segment) -> tuple[ContactPoint, ...]:
+    """PID-13 (home) and PID-14 (business) repetitions -> ContactPoints (:meth:`Ctx.xtn`)."""
+    out: list[ContactPoint] = []
+    for loc, use in ctx.rules.telecom_fields.items():
+        n = int(loc[4:])
+        for rep in range(1, pid.repetition_count(n) + 1):
+            contact = ctx.xtn(pid, n, rep, f"{loc}[{rep}]", f"patient.telecom[{len(out)}]", use)
+            if contact is not None:
+                out.append(contact)
+    return tuple(out)
+
+
+def _verification_status(ctx: Ctx, pid: Segment) -> str | None:
+    """PID-32 repetitions through ``patient.nhs_number.verification_status`` (HL7 UK NSTS01..NSTS08): the
+    first status; the table's other reliability codes say nothing about the NHS number (no status); two
+    different statuses are an error."""
+    rule = ctx.rules.rule("patient.nhs_number.verification_status")
+    found: str | None = None
+    for rep in range(1, pid.repetition_count(32) + 1):
+        code = val(pid, 32, rep, 1)
+        if code is None:
+            continue
+        src = f"PID-32[{rep}]"
+        status = ctx.code_value(rule, code, src, "patient.nhs_number.verification_status")
+        if not isinstance(status, str):
+            continue
+        if found is not None and status != found:
+            raise InvalidValue("PID-32", "two different NHS number statuses")
+        found = status
+    return found
 
 
 def map_patient(ctx: Ctx) -> Patient:
@@ -87,19 +128,22 @@ def map_patient(ctx: Ctx) -> Patient:
     if pid is None:
         raise MissingRequiredField("PID", "the message has no PID segment")
     lin = ctx.lin
-    pid3_nhs = _nhs_repetitions(pid, 3)
-    nhs = _nhs_number(ctx, pid, pid3_nhs)
+    nhs_reps = {n: _nhs_repetitions(pid, n) for _seg, n, _comp in ctx.rules.nhs_number_fields}
+    nhs = _nhs_number(ctx, pid, nhs_reps)
     nhs_number = None
     if nhs is not None:
-        # normalise_nhs_number has checked ten digits and Modulus 11: the model's own check is not re-run.
-        nhs_number = NhsNumber.model_construct(value=nhs[0])
+        status = _verification_status(ctx, pid)
+        # normalise_nhs_number has checked ten digits and Modulus 11, and the status is a target of the
+        # concept map, checked against the field's literals when the rules compiled: the model's own
+        # checks are not re-run.
+        nhs_number = NhsNumber.model_construct(value=nhs[0], verification_status=cast(Any, status))
         if lin:
             ctx.add(
                 nhs[1], "patient.nhs_number.value", "nhs-number: asserted (CX.4 NHS / CX.5 NH|HN), Modulus 11"
             )
-    identifiers = _local_identifiers(ctx, pid, pid3_nhs)
+    identifiers = _local_identifiers(ctx, pid, nhs_reps)
     if nhs_number is None and not identifiers:
-        raise MissingRequiredField("PID-3", "no NHS number and no local patient identifier")
+        raise MissingRequiredField("PID-3", "no NHS number and no local patient identifier (PID-3/2/4)")
 
     names: list[HumanName] = []
     for rep in range(1, pid.repetition_count(5) + 1):
@@ -129,6 +173,8 @@ def map_patient(ctx: Ctx) -> Patient:
         if address is not None:
             addresses.append(address)
 
+    telecom = _telecom(ctx, pid)
+
     marital = ctx.coded(ctx.rules.rule("patient.marital_status"), pid, 16, "PID-16", "patient.marital_status")
     ethnicity = ctx.coded(ctx.rules.rule("patient.ethnicity"), pid, 22, "PID-22[1]", "patient.ethnicity")
 
@@ -151,6 +197,7 @@ def map_patient(ctx: Ctx) -> Patient:
         gender=gender,
         deceased=deceased,
         addresses=tuple(addresses),
+        telecom=telecom,
         general_practitioner=gp,
         ethnicity=ethnicity,
         marital_status=marital,

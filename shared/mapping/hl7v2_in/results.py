@@ -65,6 +65,8 @@ class Group:
     results: list[tuple[Segment, int, list[tuple[Segment, int]]]] = field(default_factory=list)
     #: First non-OBR order detail segment (RXO, ODS, RQD...) in the group, e.g. ``"RXO(1)"``.
     other_detail: str | None = None
+    #: First TQ1 (timing/quantity, v2.5+) of the group.
+    tq1: tuple[Segment, int] | None = None
 
 
 def group_segments(ctx: Ctx, *, orders: bool) -> list[Group]:
@@ -102,6 +104,9 @@ def group_segments(ctx: Ctx, *, orders: bool) -> list[Group]:
         elif name in _OTHER_ORDER_DETAIL:
             if current is not None and current.other_detail is None:
                 current.other_detail = f"{name}({occ})"
+        elif name == "TQ1":
+            if current is not None and current.tq1 is None and not in_specimen:
+                current.tq1 = (seg, occ)
         elif name == "SPM":
             in_specimen = True
         elif name == "OBX":

@@ -19,12 +19,16 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel
 
 from shared.canonical.model import (
+    Address,
     Coding,
     Concept,
+    ContactPoint,
     DataAbsent,
     DataAbsentReason,
     EncounterStatus,
     EventKind,
+    HumanName,
+    NhsNumber,
     Observation,
     Patient,
     ResultReport,
@@ -72,11 +76,12 @@ def _path(text: str) -> Path:
     return (name, n, comp)
 
 
-def _literals(model: type[BaseModel], name: str) -> tuple[frozenset[str], bool]:
-    """String literals a model field accepts, and whether it also accepts a canonical DataAbsent."""
+def _literals(model: type[BaseModel], name: str) -> tuple[frozenset[str], bool, bool]:
+    """String literals a model field accepts, whether it also accepts a canonical DataAbsent, and whether
+    it may be empty (``None``)."""
     annotation = model.model_fields[name].annotation
     values: set[str] = set()
-    absent = False
+    absent = optional = False
     stack: list[Any] = [annotation]
     while stack:
         t = stack.pop()
@@ -87,7 +92,9 @@ def _literals(model: type[BaseModel], name: str) -> tuple[frozenset[str], bool]:
             stack.extend(typing.get_args(t))
         elif t is DataAbsent:
             absent = True
-    return frozenset(values), absent
+        elif t is type(None):
+            optional = True
+    return frozenset(values), absent, optional
 
 
 #: Canonical fields that hold a bare code (a ``Literal``): what their concept maps may produce.
@@ -97,6 +104,13 @@ _CODE_TARGETS: Final[dict[str, tuple[type[BaseModel], str]]] = {
     "observation.status": (Observation, "status"),
     "order.status": (ServiceRequest, "status"),
     "order.status_from_control": (ServiceRequest, "status"),
+    "order.priority": (ServiceRequest, "priority"),
+    "patient.names.use": (HumanName, "use"),
+    "patient.addresses.use": (Address, "use"),
+    "patient.addresses.type": (Address, "type"),
+    "patient.telecom.system": (ContactPoint, "system"),
+    "patient.telecom.use": (ContactPoint, "use"),
+    "patient.nhs_number.verification_status": (NhsNumber, "verification_status"),
 }
 
 
@@ -143,6 +157,13 @@ class CodedRule:
     active: bool
     allowed: frozenset[str] = frozenset()
     accepts_absent: bool = True
+    #: ``"unmapped": "omit"``: a code the map cannot map leaves the (optional) field empty - for fields
+    #: that cannot hold a data-absent reason and whose element is worth keeping without it (a name
+    #: without its type). Never a default value.
+    omit: bool = False
+    #: ``"unmatched": "omit"``: a code the map lists as deliberately unmatched leaves the field empty; a
+    #: code it does not list still follows ``unmapped``.
+    unmatched_omit: bool = False
     _cache: dict[tuple[str, str | None], MapOutcome] = field(default_factory=dict, repr=False)
     #: Canonical values by (encoded field text, simple) - see ``Ctx.coded`` (lineage off only).
     memo: dict[tuple[str, bool], object] = field(default_factory=dict, repr=False)
@@ -170,7 +191,7 @@ class CodedRule:
             out = map_code(
                 self.concept_map_id,
                 code,
-                policy=self.unmapped,
+                policy=Unmapped.DATA_ABSENT if self.unmatched_omit else self.unmapped,
                 field=self.name,
                 system=system,
                 target_system=self.target_system,
@@ -178,6 +199,18 @@ class CodedRule:
             )
         except UnmappedCode as exc:
             failure = exc
+        else:
+            if (
+                self.unmatched_omit
+                and isinstance(out, TermDataAbsent)
+                and not out.explicitly_unmatched
+                and self.unmapped is Unmapped.RAISE
+            ):
+                failure = UnmappedCode(
+                    f"{self.name}: code is not listed in {self.concept_map_id}",
+                    field=self.name,
+                    concept_map_id=self.concept_map_id,
+                )
         if failure is not None:
             # Raised outside the except block, so neither chained nor as context: terminology's text
             # quotes the code, and a code field can hold anything a sender typed. ``cause`` keeps it.
@@ -237,13 +270,16 @@ class Compiled:
     occurred_at: tuple[Path, ...]
     recorded_at: tuple[Path, ...]
     encounter_start: Mapping[str, tuple[Path, ...]]
+    encounter_end: Mapping[str, tuple[Path, ...]]
     derived_status: tuple[StatusRule, ...]
     local_system_prefix: str
     universal_id_prefixes: Mapping[str, str]
     authority_systems: Mapping[str, str]
     nhs_number_fields: tuple[Path, ...]
     nhs_number_unflagged_fields: tuple[Path, ...]
+    local_identifier_fields: tuple[Path, ...]
     visit_number_type: str
+    alternate_visit_field: Path
     placer_type: str
     filler_type: str
     coding_systems: Mapping[str, str]
@@ -251,6 +287,12 @@ class Compiled:
     coded: Mapping[str, CodedRule]
     indicators: Mapping[str, Mapping[str, Any]]
     indicator_when_empty: Mapping[str, Any]
+    #: Telecom fields (PID-13/PID-14) -> the ContactPoint.use their definition implies.
+    telecom_fields: Mapping[str, str]
+    telecom_number_system: str
+    telecom_address_system: str
+    #: ContactPoint.system -> the XTN.2 HL7 pairs with it, written for a contact with no use (hl7v2_out).
+    telecom_use_code_without_use: Mapping[str, str]
     value_types: Mapping[str, str]
     numeric_unparseable: Unmapped
     ucum_units: frozenset[str]
@@ -270,6 +312,8 @@ _TOP = {
     "messages",
     "event_times",
     "encounter_start",
+    "encounter_end",
+    "telecom",
     "derived_encounter_status",
     "identifiers",
     "coding_systems",
@@ -304,14 +348,21 @@ def _coded(name: str, spec: Mapping[str, Any], *, strict: bool) -> CodedRule:
             "when_empty",
             "assume_source_system",
             "status",
+            "unmatched",
             "comment",
         },
     )
     where = f"rules.json: coded_fields.{name}"
+    omit = spec.get("unmapped") == "omit"
     try:
-        unmapped = Unmapped(spec["unmapped"])
+        unmapped = Unmapped.DATA_ABSENT if omit else Unmapped(spec["unmapped"])
     except (KeyError, ValueError):
-        raise RulesError(f"{where}.unmapped must be one of {[u.value for u in Unmapped]}") from None
+        raise RulesError(
+            f"{where}.unmapped must be one of {[u.value for u in Unmapped] + ['omit']}"
+        ) from None
+    unmatched_omit = spec.get("unmatched") == "omit"
+    if spec.get("unmatched", "omit") != "omit":
+        raise RulesError(f"{where}.unmatched may only be 'omit'")
     target = spec.get("target")
     if target not in ("code", "concept"):
         raise RulesError(f"{where}.target must be 'code' or 'concept'")
@@ -322,9 +373,12 @@ def _coded(name: str, spec: Mapping[str, Any], *, strict: bool) -> CodedRule:
     version: str | None = None
     allowed: frozenset[str] = frozenset()
     accepts_absent = True
+    optional = True
     if target == "code" and name in _CODE_TARGETS:
         model, attr = _CODE_TARGETS[name]
-        allowed, accepts_absent = _literals(model, attr)
+        allowed, accepts_absent, optional = _literals(model, attr)
+    if (omit or unmatched_omit) and (target != "code" or not optional):
+        raise RulesError(f"{where}: 'omit' needs a bare-code field that may be empty")
     if active and map_id is not None:
         try:
             cmap = load_concept_map(map_id)
@@ -335,6 +389,8 @@ def _coded(name: str, spec: Mapping[str, Any], *, strict: bool) -> CodedRule:
             if name not in _CODE_TARGETS:
                 raise RulesError(f"{where}: no canonical code field is registered for this rule")
             for group in cmap.groups:
+                if spec.get("target_system") is not None and group.target != spec["target_system"]:
+                    continue
                 for element in group.elements.values():
                     for t in element.targets:
                         if t.code is not None and t.code not in allowed:
@@ -345,14 +401,15 @@ def _coded(name: str, spec: Mapping[str, Any], *, strict: bool) -> CodedRule:
         raise RulesError(f"{where}: a code field needs a concept map")
     if target == "code" and unmapped is Unmapped.KEEP_SOURCE:
         raise RulesError(f"{where}: keep-source cannot apply to a field holding a bare code")
-    if target == "code" and unmapped is Unmapped.DATA_ABSENT and not accepts_absent and active:
-        raise RulesError(f"{where}: the field cannot hold a data-absent reason")
+    if target == "code" and unmapped is Unmapped.DATA_ABSENT and not accepts_absent and active and not omit:
+        raise RulesError(f"{where}: the field cannot hold a data-absent reason (use 'omit')")
     when_empty = spec.get("when_empty")
     if when_empty is not None and when_empty not in allowed:
         raise RulesError(f"{where}.when_empty is not a value of the field")
     table = spec.get("source_table")
     if strict and map_id is not None:
         unmapped = Unmapped.RAISE
+        omit = unmatched_omit = False
     return CodedRule(
         name=name,
         hl7v2=str(spec.get("hl7v2", "")),
@@ -368,6 +425,8 @@ def _coded(name: str, spec: Mapping[str, Any], *, strict: bool) -> CodedRule:
         active=active,
         allowed=allowed,
         accepts_absent=accepts_absent,
+        omit=omit,
+        unmatched_omit=unmatched_omit,
     )
 
 
@@ -413,6 +472,21 @@ def compile_rules(doc: Mapping[str, Any], *, strict: bool = False) -> Compiled:
             loc, value = step["equals"]
             derived_status.append(StatusRule(st, equals=(_path(loc), value), source=loc))
     ids = doc["identifiers"]
+    telecom = doc["telecom"]
+    _only("telecom", telecom, {"fields", "system_without_equipment_type", "use_code_without_use", "comment"})
+    systems_allowed = _literals(ContactPoint, "system")[0]
+    uses_allowed = _literals(ContactPoint, "use")[0]
+    telecom_fields = {loc: use for loc, use in telecom["fields"].items() if _path(loc)}
+    if not set(telecom_fields.values()) <= uses_allowed:
+        raise RulesError("rules.json: telecom.fields names a use ContactPoint.use cannot hold")
+    no_equipment = telecom["system_without_equipment_type"]
+    _only("telecom.system_without_equipment_type", no_equipment, {"number", "address"})
+    if not set(no_equipment.values()) <= systems_allowed:
+        raise RulesError("rules.json: telecom.system_without_equipment_type is not a ContactPoint.system")
+    use_codes = dict(telecom.get("use_code_without_use", {}))
+    if not set(use_codes) <= systems_allowed:
+        raise RulesError("rules.json: telecom.use_code_without_use names an unknown ContactPoint.system")
+    ends = {k: v for k, v in doc["encounter_end"].items() if k != "comment"}
     coded = {name: _coded(name, spec, strict=strict) for name, spec in doc["coded_fields"].items()}
     indicators: dict[str, Mapping[str, Any]] = {}
     when_empty: dict[str, Any] = {}
@@ -433,13 +507,16 @@ def compile_rules(doc: Mapping[str, Any], *, strict: bool = False) -> Compiled:
         encounter_start=types.MappingProxyType(
             {k: tuple(_path(p) for p in v) for k, v in doc["encounter_start"].items()}
         ),
+        encounter_end=types.MappingProxyType({k: tuple(_path(p) for p in v) for k, v in ends.items()}),
         derived_status=tuple(derived_status),
         local_system_prefix=ids["local_system_prefix"],
         universal_id_prefixes=types.MappingProxyType(dict(ids["universal_id_prefixes"])),
         authority_systems=types.MappingProxyType({k.upper(): v for k, v in ids["authority_systems"].items()}),
         nhs_number_fields=tuple(_path(p) for p in ids["nhs_number_fields"]),
         nhs_number_unflagged_fields=tuple(_path(p) for p in ids["nhs_number_unflagged_fields"]),
+        local_identifier_fields=tuple(_path(p) for p in ids["local_identifier_fields"]),
         visit_number_type=ids["visit_number_type"],
+        alternate_visit_field=_path(ids["alternate_visit_field"]),
         placer_type=ids["placer_type"],
         filler_type=ids["filler_type"],
         coding_systems=types.MappingProxyType({k.upper(): v for k, v in doc["coding_systems"].items()}),
@@ -447,6 +524,10 @@ def compile_rules(doc: Mapping[str, Any], *, strict: bool = False) -> Compiled:
         coded=types.MappingProxyType(coded),
         indicators=types.MappingProxyType(indicators),
         indicator_when_empty=types.MappingProxyType(when_empty),
+        telecom_fields=types.MappingProxyType(telecom_fields),
+        telecom_number_system=no_equipment["number"],
+        telecom_address_system=no_equipment["address"],
+        telecom_use_code_without_use=types.MappingProxyType(use_codes),
         value_types=types.MappingProxyType(value_types),
         numeric_unparseable=Unmapped(doc["numeric_unparseable"]),
         ucum_units=frozenset(doc["ucum_units"]),

@@ -245,3 +245,33 @@ def test_no_pv1_in_an_encounter_event() -> None:
     with pytest.raises(MissingRequiredField) as err:
         map_bytes(raw)
     assert err.value.field == "PV1"
+
+
+def test_pv1_50_alternate_visit_id_is_a_further_identifier_not_the_identity() -> None:
+    ev = event(adt("A01", pv1={50: "ALT42^^^OTHERPAS^VN"}))
+    assert ev.encounter is not None
+    visit, alternate = ev.encounter.identifiers
+    assert (visit.value, visit.type) == ("V0000123", "VN")  # PV1-19 first
+    assert (alternate.system, alternate.value) == ("urn:tie:authority:OTHERPAS", "ALT42")
+    assert identity.encounter_identifier(ev.encounter) == visit  # the identity uses PV1-19
+    assert ev.key == event(adt("A01")).key  # an alternate id does not change the event's identity
+    same = event(adt("A01", pv1={50: "V0000123^^^RRV"})).encounter
+    assert same is not None and len(same.identifiers) == 1  # the visit number again is not repeated
+
+
+@pytest.mark.parametrize("trigger", ["A01", "A02", "A04", "A08", "A11", "A13"])
+def test_pv1_45_is_the_period_end_whenever_present(trigger: str) -> None:
+    ev = event(adt(trigger, pv1={45: "20260705100000"}))
+    assert ev.encounter is not None and ev.encounter.period is not None
+    assert ev.encounter.period.end is not None
+    assert ev.encounter.period.end.value == datetime(2026, 7, 5, 9, 0, tzinfo=UTC)
+
+
+def test_expected_discharge_pv2_9_is_an_end_only_for_a_planned_encounter() -> None:
+    pv2 = (seg("PV2", {8: "20260710090000", 9: "20260712090000"}),)
+    planned = event(adt("A05", pv1={44: ""}, extra=pv2)).encounter
+    assert planned is not None and planned.period is not None and planned.period.end is not None
+    assert planned.period.end.value == datetime(2026, 7, 12, 8, 0, tzinfo=UTC)
+    registration = event(adt("A04", extra=pv2)).encounter  # an expected time is not an actual end
+    assert registration is not None and registration.period is not None
+    assert registration.period.end is None

@@ -34,9 +34,16 @@ MESSAGES = {
         "A01",
         pid={
             5: "SMITH^JOHN^PAUL DAVID^JR^MR^PHD^^^^^^20200101^20251231~JONES^JOHN",
-            11: "1 HIGH STREET^FLAT 2^LONDON^GREATER LONDON^NW1 2BU^GBR^H^^^^^^20200101^20251231",
+            11: "1 HIGH STREET^FLAT 2^LONDON^GREATER LONDON^NW1 2BU^GBR^H^^^^^^20200101^20251231"
+            "~&Mill Lane&4^^LEEDS^^LS1 4AP^GBR^M",
+            13: "020 7946 0000^PRN^PH~^NET^Internet^a@example.org~0113000000",
+            14: "0113111111^WPN^PH",
+            2: "EXT1^^^RRV",
+            4: "ALT1^^^OTHER",
             29: "20260101093000",
+            32: "NSTS01",
         },
+        pv1={50: "ALT9^^^OTHERPAS^VN"},
         before_pv1=(seg("PD1", {3: "THE SURGERY^^Y01234", 12: "Y"}),),
     ),
     "A02": adt("A02", pv1={6: "WARD9^BAY1^BED1^RRV"}, evn={6: "20260701125900"}),
@@ -55,6 +62,13 @@ MESSAGES = {
         seg("MRG", {1: "RRV7654321^^^RRV^MR~9449305552^^^NHS^NH"}),
     ),
     "ORU default": oru(pv1=True),
+    "ORU encounter state unknown": message(
+        msh("ORU^R01^ORU_R01", f3="LIMS", f4="LAB"),
+        seg("PID", {3: f"{NHS}^^^NHS^NH"}),
+        seg("PV1", {2: "O", 19: "V1^^^RRV", 50: "ALT1"}),
+        OBR,
+        "OBX|1|NM|NA^Sodium^EXAMPLE-TRUST-LAB||140|mmol/L|133-146|N|||F",
+    ),
     "ORU values": oru(
         "ORC|RE|ORD1^EPR|LAB1^LIMS",
         OBR,
@@ -73,6 +87,7 @@ MESSAGES = {
     ),
     "ORM": orm(
         "ORC|NW|ORD1^EPR|F1^LAB||SC||||20260301085900|||C1234567^JONES^ANNA^^^DR^^^GMC",
+        "TQ1|1||||||||S",
         "NTE|1||note",
         "OBR|1|ORD1^EPR||FBC^Full blood count^EXAMPLE-TRUST-LAB"
         + "|" * 27

@@ -89,3 +89,25 @@ def test_order_errors() -> None:
     with pytest.raises(MissingRequiredField) as err6:
         map_bytes(orm())
     assert err6.value.field == "ORC"
+
+
+@pytest.mark.parametrize(
+    ("segments", "priority"),
+    [
+        (("TQ1|1||||||||S",), "stat"),  # TQ1-9 (v2.5+)
+        (("TQ1|1||||||||T",), None),  # timing critical: not a FHIR priority, left empty
+        ((), None),
+    ],
+)
+def test_priority_from_tq1_9(segments: tuple[str, ...], priority: str | None) -> None:
+    (order,) = event(orm(ORC.format(status="SC"), *segments, OBR)).orders
+    assert order.priority == priority
+
+
+def test_priority_from_orc_7_6_and_obr_27_6() -> None:
+    orc = "ORC|NW|ORD1^EPR|||SC||^^^^^A||20260301085900"
+    (order,) = event(orm(orc, OBR)).orders
+    assert order.priority == "asap"
+    obr = OBR.replace("|" * 15 + "^chest pain", "|" * 11 + "^^^^^R" + "|" * 4 + "^chest pain")
+    (from_obr,) = event(orm(ORC.format(status="SC"), obr)).orders
+    assert from_obr.priority == "routine"

@@ -11,6 +11,7 @@ from shared.canonical.model import (
     ClinicalDateTime,
     Coding,
     Concept,
+    ContactPoint,
     DataAbsent,
     DataAbsentReason,
     HumanName,
@@ -45,7 +46,7 @@ def patient_of(pid: dict[int, str], *, msh_fields: dict[str, str] | None = None)
 def test_nhs_number_declarations(cx: str) -> None:
     patient = patient_of({3: f"{cx}~RRV1^^^RRV^MR"})
     assert patient.nhs_number is not None and patient.nhs_number.value == NHS
-    assert patient.nhs_number.verification_status is None  # no standard HL7 v2 field
+    assert patient.nhs_number.verification_status is None  # no PID-32 status
     assert [i.value for i in patient.identifiers] == ["RRV1"]  # the NHS repetition is not a local id
 
 
@@ -80,6 +81,30 @@ def test_pid_19_and_pid_2_as_nhs_number_sources() -> None:
     assert patient_of({2: f"{NHS_2}^^^NHS^NH", 3: "RRV1^^^RRV"}).nhs_number.value == NHS_2  # type: ignore[union-attr]
     # PID-3 wins over PID-19.
     assert patient_of({3: f"{NHS}^^^NHS^NH", 19: NHS_2}).nhs_number.value == NHS  # type: ignore[union-attr]
+
+
+def test_pid_2_and_pid_4_are_further_local_identifiers() -> None:
+    patient = patient_of(
+        {2: "EXT1^^^RRV^PI", 3: f"{NHS}^^^NHS^NH~RRV1^^^RRV^MR", 4: "ALT1^^^OTHER~RRV1^^^RRV^MR"}
+    )
+    assert [(i.system, i.value, i.type) for i in patient.identifiers] == [
+        ("urn:tie:authority:RRV", "RRV1", "MR"),  # PID-3 first: it is the patient key without an NHS number
+        ("urn:tie:authority:RRV", "EXT1", "PI"),
+        ("urn:tie:authority:OTHER", "ALT1", None),  # PID-4's repeat of RRV1 is not kept twice
+    ]
+    only_pid_2 = patient_of({2: "EXT1^^^RRV", 3: ""})
+    assert [i.value for i in only_pid_2.identifiers] == ["EXT1"]
+    # An NHS number in PID-4 is the NHS number (it must agree with PID-3's), never a local identifier.
+    pid_4_nhs = patient_of({3: "RRV1^^^RRV", 4: f"{NHS}^^^NHS^NH"})
+    assert pid_4_nhs.nhs_number is not None and [i.value for i in pid_4_nhs.identifiers] == ["RRV1"]
+    with pytest.raises(InvalidValue) as err:
+        map_bytes(adt("A28", pid={3: f"{NHS}^^^NHS^NH", 4: f"{NHS_2}^^^NHS^NH"}))
+    assert err.value.field == "PID-4"
+
+
+def test_pid_19_ssn_and_pid_20_driving_licence_are_not_identifiers() -> None:
+    patient = patient_of({3: "RRV1^^^RRV", 19: "123-45-6789", 20: "DLN-123^US^20010123"})
+    assert [i.value for i in patient.identifiers] == ["RRV1"] and patient.nhs_number is None
 
 
 def test_no_identifier_at_all() -> None:
@@ -123,8 +148,24 @@ def test_names_all_repetitions() -> None:
             end=ClinicalDateTime(value=datetime(2025, 12, 31, tzinfo=UTC), precision="day"),
         ),
     )
-    assert second.family == "JONES" and second.use is None  # name type: map pending, no default
+    assert second.family == "JONES" and second.use == "maiden"  # XPN.7 M through v2-0200
     assert len(patient.names) == 2  # the third repetition has no name parts
+
+
+@pytest.mark.parametrize(
+    ("name_type", "use"),
+    [("L", "official"), ("D", "usual"), ("N", "nickname"), ("BAD", "old"), ("A", None), ("LOCAL", None)],
+)
+def test_name_type_through_v2_0200(name_type: str, use: str | None) -> None:
+    (name,) = patient_of({5: f"SMITH^JOHN^^^^^{name_type}"}).names
+    # alias (no FHIR name-use) and a local code leave use empty: the name is kept, nothing is defaulted
+    assert (name.family, name.use) == ("SMITH", use)
+
+
+def test_unmapped_name_type_raises_under_strict() -> None:
+    with pytest.raises(UnmappedSourceCode) as err:
+        map_bytes(adt("A28", pid={5: "SMITH^JOHN^^^^^A"}), strict=True)
+    assert (err.value.field, err.value.concept_map_id) == ("PID-5[1].7", "v2-0200-to-name-use")
 
 
 def test_birth_date_partial_and_invalid() -> None:
@@ -170,13 +211,93 @@ def test_address_components() -> None:
         district="GREATER LONDON",
         postal_code="NW1 2BU",
         country="GBR",
-    )  # type H: use/type pending their concept map, not defaulted
+        use="home",  # XAD.7 H through v2-0190 (use group); the type stays empty
+    )
 
 
-def test_pending_fields_are_not_mapped() -> None:
-    patient = patient_of({13: "020 7946 0000^PRN^PH", 32: "NSTS01"})
-    assert patient.telecom == ()
-    assert patient.nhs_number is not None and patient.nhs_number.verification_status is None
+@pytest.mark.parametrize(
+    ("xad1", "line"),
+    [
+        ("1000&Hospital Lane", "1000 Hospital Lane"),  # SAD.1 number, SAD.2 street name: both kept
+        ("12 High Street&High Street&12", "12 High Street"),  # SAD.2/3 are parts of SAD.1: not repeated
+        ("&High Street&12", "12 High Street"),  # no SAD.1: number then street (UK order)
+        ("Flat 3&High Street&12", "Flat 3 High Street 12"),  # parts not in SAD.1 are kept
+        ("1 HIGH STREET", "1 HIGH STREET"),
+    ],
+)
+def test_street_line_keeps_every_sad_component(xad1: str, line: str) -> None:
+    (address,) = patient_of({11: f"{xad1}^Ste. 123^Ann Arbor^^99999"}).addresses
+    assert address.lines == (line, "Ste. 123")
+
+
+@pytest.mark.parametrize(
+    ("code", "use", "kind"),
+    [
+        ("H", "home", None),
+        ("M", None, "postal"),
+        ("B", "work", None),
+        ("N", None, None),
+        ("HOME", None, None),
+    ],
+)
+def test_address_type_through_v2_0190(code: str, use: str | None, kind: str | None) -> None:
+    (address,) = patient_of({11: f"1 HIGH STREET^^LONDON^^NW1 2BU^GBR^{code}"}).addresses
+    assert (address.use, address.type) == (use, kind)
+
+
+def test_xad_8_is_not_an_address_line() -> None:
+    (address,) = patient_of({11: "1 HIGH STREET^^LONDON^^NW1 2BU^GBR^H^MSA CODE"}).addresses
+    assert address.lines == ("1 HIGH STREET",)
+
+
+def test_telecom_home_and_business() -> None:
+    patient = patient_of(
+        {
+            13: "020 7946 0000^PRN^PH~07700900123^ORN^CP~^NET^Internet^a.patient@example.org~01130000000",
+            14: "01134960999^WPN^PH~^^^^44^113^4960000^22",
+        }
+    )
+    assert patient.telecom == (
+        ContactPoint(system="phone", value="020 7946 0000", use="home"),
+        ContactPoint(system="phone", value="07700900123", use="home"),  # ORN: another home number
+        ContactPoint(system="email", value="a.patient@example.org"),  # NET: no FHIR use
+        ContactPoint(system="phone", value="01130000000", use="home"),  # bare number in PID-13: home phone
+        ContactPoint(system="phone", value="01134960999", use="work"),
+        ContactPoint(system="phone", value="44 113 4960000 ext. 22", use="work"),  # XTN.5-8
+    )
+
+
+def test_telecom_without_equipment_type_holding_an_email_address() -> None:
+    (contact,) = patient_of({13: "a.patient@example.org"}).telecom
+    assert contact == ContactPoint(system="email", value="a.patient@example.org", use="home")
+
+
+def test_telecom_with_a_local_equipment_type_raises() -> None:
+    with pytest.raises(UnmappedSourceCode) as err:
+        map_bytes(adt("A28", pid={13: "07700900123^PRN^MOBILE"}))
+    assert (err.value.field, err.value.concept_map_id) == ("PID-13[1].3", "v2-0202-to-contact-point-system")
+    assert "07700900123" not in str(err.value)
+
+
+@pytest.mark.parametrize(("code", "status"), [("NSTS01", "01"), ("NSTS03", "03"), ("NSTS08", "08")])
+def test_nhs_number_status_from_pid_32(code: str, status: str) -> None:
+    patient = patient_of({32: code})
+    assert patient.nhs_number is not None and patient.nhs_number.verification_status == status
+
+
+def test_pid_32_codes_that_are_not_an_nhs_number_status() -> None:
+    patient = patient_of({32: "AL~NSTS02"})  # AL: the name is an alias - says nothing about the number
+    assert patient.nhs_number is not None and patient.nhs_number.verification_status == "02"
+    only_other = patient_of({32: "US"})
+    assert only_other.nhs_number is not None and only_other.nhs_number.verification_status is None
+    with pytest.raises(UnmappedSourceCode) as err:
+        map_bytes(adt("A28", pid={32: "NSTS1"}))  # not listed: a wrong status would mislead
+    assert err.value.field == "PID-32[1]"
+    with pytest.raises(InvalidValue) as err2:
+        map_bytes(adt("A28", pid={32: "NSTS01~NSTS03"}))
+    assert err2.value.field == "PID-32"
+    no_number = patient_of({3: "RRV1^^^RRV^MR", 32: "NSTS07"})  # no NHS number to carry a status
+    assert no_number.nhs_number is None
 
 
 def test_death() -> None:

@@ -15,6 +15,7 @@ from shared.canonical.model import (
     ClinicalDateTime,
     Coding,
     Concept,
+    EncounterStatus,
     EventKind,
     Observation,
     Quantity,
@@ -24,7 +25,7 @@ from shared.canonical.model import (
 from shared.mapping.errors import InvalidValue, MissingRequiredField, UnmappedSourceCode
 from shared.mapping.hl7v2_in import map_bytes
 from shared.terminology import systems
-from tests.unit.mapping.hl7v2_in.hl7in_samples import event, oru
+from tests.unit.mapping.hl7v2_in.hl7in_samples import PV1, event, message, oru, seg
 
 OBR = "OBR|1|ORD1^EPR|LAB1^LIMS|UE^Urea and electrolytes^EXAMPLE-TRUST-LAB|||20260115093000" + "|" * 18 + "F"
 
@@ -293,3 +294,14 @@ def test_performers() -> None:
     practitioner, org = result.performer
     assert practitioner.identifiers[0].system == systems.GMC_NUMBER
     assert (org.name, org.ods_code) == ("THE LAB", "LAB01")  # type: ignore[union-attr]
+
+
+def test_result_names_its_encounter_even_without_admit_or_discharge_time() -> None:
+    ev = event(oru(pv1=True))
+    assert ev.encounter is not None and ev.encounter.status is EncounterStatus.IN_PROGRESS  # PV1-44 set
+    head, pid, *body = [line for line in oru().decode().split("\r") if line]
+    named = event(message(head, pid, seg("PV1", {**PV1, 44: ""}), *body)).encounter
+    assert named is not None and named.status is EncounterStatus.UNKNOWN  # named, state not said
+    assert named.identifiers[0].value == "V0000123"
+    no_visit = message(head, pid, seg("PV1", {**PV1, 19: ""}), *body)
+    assert event(no_visit).encounter is None  # no visit number: nothing to link to, not an error

@@ -59,10 +59,20 @@ def test_strict_rules_raise_for_every_mapped_code_field() -> None:
     assert RULES.rule("patient.gender").unmapped is Unmapped.DATA_ABSENT
 
 
-def test_pending_rules_are_inactive() -> None:
-    for name in ("patient.names.use", "patient.addresses.use", "patient.telecom"):
-        rule = RULES.rule(name)
-        assert not rule.active and rule.concept_map_id is None
+def test_no_rule_is_pending_and_omit_rules_are_optional_code_fields() -> None:
+    for name, rule in RULES.coded.items():
+        assert rule.active, name
+    omitted = {name for name, rule in RULES.coded.items() if rule.omit}
+    assert omitted == {
+        "patient.names.use",
+        "patient.addresses.use",
+        "patient.addresses.type",
+        "patient.telecom.use",
+        "order.priority",
+    }
+    status = RULES.rule("patient.nhs_number.verification_status")
+    assert status.unmatched_omit and status.unmapped is Unmapped.RAISE and not status.omit
+    assert not any(r.omit or r.unmatched_omit for r in STRICT_RULES.coded.values())
 
 
 def test_concept_maps_agree_with_terminology_field_policies() -> None:
@@ -107,6 +117,16 @@ def _compile(mutate: Any) -> None:
         lambda d: d["coded_fields"]["patient.gender"].update(colour="blue"),
         lambda d: d["observation_value_types"].update(XX="guess"),
         lambda d: d["event_times"].update(occurred_at=["not a path"]),
+        # 'omit' only for optional bare-code fields; 'unmatched' only 'omit'
+        lambda d: d["coded_fields"]["patient.telecom.system"].update(unmapped="omit"),
+        lambda d: d["coded_fields"]["encounter.priority"].update(unmapped="omit"),
+        lambda d: d["coded_fields"]["report.status"].update(unmatched="raise"),
+        # a map target the canonical field cannot hold (address-type group read as Address.use)
+        lambda d: d["coded_fields"]["patient.addresses.use"].update(
+            target_system="http://hl7.org/fhir/address-type"
+        ),
+        lambda d: d["telecom"]["fields"].update({"PID-13": "mobile phone"}),
+        lambda d: d["telecom"]["system_without_equipment_type"].update(number="telephone"),
     ],
 )
 def test_bad_rules_are_rejected(mutate: Any) -> None:
@@ -117,6 +137,7 @@ def test_bad_rules_are_rejected(mutate: Any) -> None:
 def test_a_pending_rule_may_name_a_map_that_does_not_ship_yet() -> None:
     doc = rules_doc()
     doc["coded_fields"]["patient.names.use"]["concept_map"] = "not-shipped-yet"
+    doc["coded_fields"]["patient.names.use"]["status"] = "pending"
     compiled = compile_rules(doc)
     assert compiled.rule("patient.names.use").concept_map_id is None
     doc["coded_fields"]["patient.names.use"]["status"] = "active"
