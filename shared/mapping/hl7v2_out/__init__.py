@@ -18,14 +18,20 @@ Rules (each the inverse of :mod:`shared.mapping.hl7v2_in`, driven by the same ``
 * MSH-7 / every TS: :func:`shared.mapping.timeutil.to_hl7` - UK local time with an explicit offset, at
   the recorded precision. MSH-10 defaults to a deterministic id derived from the event key (a replay
   carries the same control id). MSH-9.3 (structure) from v2.3.1.
-* PID-3: the NHS number first as ``<nhs>^^^NHS^NH``, then local identifiers: ``urn:tie:authority:<ns>``
+* PID-3: the NHS number first as ``<nhs>^^^NHS^NH``, then every local identifier (those read from PID-2
+  and PID-4 included, in the same order, so they read back identically): ``urn:tie:authority:<ns>``
   -> CX.4 ``<ns>``; a known authority URI (ODS, GMC ...) -> its name; ``urn:oid:``/``urn:uuid:`` ->
-  universal id (ISO/UUID); any other URI -> universal id type ``URI``.
-* PID-5 XPN: family ^ given ^ further given names space-joined ^ suffix ^ prefix ^ 2nd suffix, v2.5+
-  also period (.12/.13) and 3rd suffix (.14). PID-11 XAD: line 1 ^ line 2 (further lines comma-joined into
-  it) ^ city ^ district ^ postcode ^ country, v2.5+ period (.13/.14). Name type (XPN.7) and address type
-  (XAD.7) are not written, and telecom (PID-13/14) and the NHS-number verification status are not
-  written: their v2 tables (0200, 0190, 0201/0202, HL7 UK 0445) have no concept maps yet.
+  universal id (ISO/UUID); any other URI -> universal id type ``URI``. PID-32: the NHS-number
+  verification status as the HL7 UK ``NSTS0n`` code.
+* PID-5 XPN: family ^ given ^ further given names space-joined ^ suffix ^ prefix ^ 2nd suffix ^ name type
+  (XPN.7, v2-0200), v2.5+ also period (.12/.13) and 3rd suffix (.14). PID-11 XAD: line 1 (as SAD.1) ^
+  line 2 (further lines comma-joined into it) ^ city ^ district ^ postcode ^ country ^ address type (XAD.7
+  v2-0190: the use, else the type), v2.5+ period (.13/.14). A name/address use or type, telecom use or
+  verification status with no v2 code is left empty (lineage says why), never guessed.
+* PID-13 (home) / PID-14 (a ``work`` contact) XTN: number ^ use (v2-0201; no use: NET for an email,
+  BPN for a pager) ^ equipment type (v2-0202, required: ``other``/``url``/``sms`` have no single v2 code
+  and raise :class:`UnmappableCode`) ^ email address (XTN.4). A contact with no use written to PID-13
+  reads back as home: HL7 v2.5 has no telecom field without a use.
 * Codes are translated backwards through the concept maps (``translate(..., reverse=True)``): PID-8
   (v2-0001), PV1-2 (v2-0004), PV1-4 (v2-0007), OBX-8 (v2-0078), OBX-11 (v2-0085), OBR-25 (v2-0123). A
   coding already in the v2 table is used as it is; the single equivalent match wins; no match, or several
@@ -35,8 +41,10 @@ Rules (each the inverse of :mod:`shared.mapping.hl7v2_in`, driven by the same ``
 * PD1 when there is a GP practice (PD1-3 XON: ODS code in XON.10, XON.3 before v2.5) or a restricted
   record (PD1-12 protection indicator Y; a very restricted record cannot be expressed -> error).
 * PV1: class, location (PL), admission type, prior location, attending/referring/admitting (XCN),
-  hospital service, admit source, visit number (PV1-19, the identity rule's visit identifier),
-  discharge disposition, PV1-44/45 period. An event without an encounter gets ``PV1|1|N`` (patient
+  hospital service, admit source, visit number (PV1-19, the identity rule's visit identifier), the
+  first other encounter identifier as the alternate visit ID (PV1-50; further ones are not written),
+  discharge disposition, PV1-44/45 period. A data-absent class whose source is not a listed v2-0004
+  code raises :class:`UnmappableCode`. An event without an encounter gets ``PV1|1|N`` (patient
   class not applicable); for such patient-level changes prefer the A31, since an A08 receiver (and
   ``hl7v2_in``) expects the visit number.
 * ORU: per report an ORC (``RE``, placer, filler) when there is an order number, OBR (placer, filler,

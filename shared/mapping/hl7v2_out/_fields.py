@@ -17,6 +17,7 @@ from shared.canonical.model import (
     ClinicalDateTime,
     Coded,
     Coding,
+    ContactPoint,
     DataAbsent,
     HumanName,
     Identifier,
@@ -31,6 +32,7 @@ from shared.mapping.hl7v2_out.errors import Hl7OutError, UnmappableCode
 from shared.mapping.lineage import LineageRecorder
 from shared.mapping.timeutil import to_hl7
 from shared.terminology import Equivalence, UnknownConceptMap, load_concept_map, translate
+from shared.terminology import systems as term
 from shared.terminology.systems import V2_TABLE_BASE
 
 Component = str | list[str | None] | None
@@ -137,9 +139,9 @@ def ei(ident: Identifier | None, o: Out, src: str, dst: str) -> list[Component] 
 
 # ------------------------------------------------------------------------------------------------ names
 def xpn(name: HumanName, o: Out, src: str, dst: str) -> list[Component]:
-    """XPN: family ^ given ^ middle names (space-joined) ^ suffix ^ prefix ^ degree (2nd suffix) ...
-    ^ (v2.5+) 12 start ^ 13 end ^ 14 professional suffix (3rd). Further prefixes/suffixes are space-joined
-    into the last slot; the name type (XPN.7) is not written: no v2-0200 concept map ships yet."""
+    """XPN: family ^ given ^ middle names (space-joined) ^ suffix ^ prefix ^ degree (2nd suffix) ^ name type
+    (XPN.7, v2-0200 read backwards; a use with no v2 code is left empty) ... ^ (v2.5+) 12 start ^ 13 end ^
+    14 professional suffix (3rd). Further prefixes/suffixes are space-joined into the last slot."""
     given = name.given
     first = given[0] if given else None
     middle = " ".join(given[1:]) or None
@@ -149,7 +151,8 @@ def xpn(name: HumanName, o: Out, src: str, dst: str) -> list[Component]:
     if len(name.suffix) >= slots:
         suffixes.append(" ".join(name.suffix[slots - 1 :]))
     suffixes += [None] * (3 - len(suffixes))
-    out: list[Component] = [name.family, first, middle, suffixes[0], prefix, suffixes[1]]
+    name_type = optional_code(name.use, o, f"{src}.use", f"{dst}.7", term.NAME_USE, "v2-0200-to-name-use")
+    out: list[Component] = [name.family, first, middle, suffixes[0], prefix, suffixes[1], name_type]
     if name.family is not None:
         o.add(f"{src}.family", f"{dst}.1", "xpn-family")
     if first is not None:
@@ -164,7 +167,7 @@ def xpn(name: HumanName, o: Out, src: str, dst: str) -> list[Component]:
     if o.v25:
         start = ts(name.period.start) if name.period else None
         end = ts(name.period.end) if name.period else None
-        out += [None] * 5 + [start, end, suffixes[2]]
+        out += [None] * 4 + [start, end, suffixes[2]]
         if start is not None:
             o.add(f"{src}.period.start", f"{dst}.12", "ts")
         if end is not None:
@@ -173,9 +176,9 @@ def xpn(name: HumanName, o: Out, src: str, dst: str) -> list[Component]:
 
 
 def xad(addr: Address, o: Out, src: str, dst: str) -> list[Component]:
-    """XAD: street (line 1) ^ other designation (line 2; further lines comma-joined into it) ^ city ^
-    district (county) ^ postcode ^ country ... (v2.5+) 13 start ^ 14 end. The address type (XAD.7) is not
-    written: no v2-0190 concept map ships yet."""
+    """XAD: street (line 1, as SAD.1) ^ other designation (line 2; further lines comma-joined into it) ^
+    city ^ district (county) ^ postcode ^ country ^ address type (XAD.7: the use read backwards through
+    v2-0190, else the type; no v2 code -> empty) ... (v2.5+) 13 start ^ 14 end."""
     lines = addr.lines
     other = ", ".join(lines[1:]) or None
     out: list[Component] = [
@@ -186,6 +189,14 @@ def xad(addr: Address, o: Out, src: str, dst: str) -> list[Component]:
         addr.postal_code,
         addr.country,
     ]
+    address_type = optional_code(
+        addr.use, o, f"{src}.use", f"{dst}.7", term.ADDRESS_USE, "v2-0190-to-address-use-and-type"
+    )
+    if address_type is None:
+        address_type = optional_code(
+            addr.type, o, f"{src}.type", f"{dst}.7", term.ADDRESS_TYPE, "v2-0190-to-address-use-and-type"
+        )
+    out.append(address_type)
     for i in range(len(lines)):
         o.add(f"{src}.lines[{i}]", f"{dst}.{1 if i == 0 else 2}", "xad-street / other designation")
     for attr, comp in (("city", 3), ("district", 4), ("postal_code", 5), ("country", 6)):
@@ -193,12 +204,36 @@ def xad(addr: Address, o: Out, src: str, dst: str) -> list[Component]:
             o.add(f"{src}.{attr}", f"{dst}.{comp}", f"xad-{attr}")
     if o.v25 and addr.period is not None:
         start, end = ts(addr.period.start), ts(addr.period.end)
-        out += [None] * 6 + [start, end]
+        out += [None] * 5 + [start, end]
         if start is not None:
             o.add(f"{src}.period.start", f"{dst}.13", "ts")
         if end is not None:
             o.add(f"{src}.period.end", f"{dst}.14", "ts")
     return _trim(out)
+
+
+def xtn(c: ContactPoint, o: Out, src: str, dst: str) -> list[Component]:
+    """XTN: number (XTN.1; an email address goes in XTN.4) ^ use (XTN.2, v2-0201 backwards; no use: NET for
+    an email, BPN for a pager, else empty) ^ equipment type (XTN.3, v2-0202 backwards: required - a system
+    with no single v2 code, e.g. ``other`` or ``url``, raises UnmappableCode)."""
+    equipment, why = reverse_code(c.system, term.CONTACT_POINT_SYSTEM, "v2-0202-to-contact-point-system")
+    if equipment is None:
+        raise UnmappableCode(f"{src}.system", "v2-0202-to-contact-point-system", why)
+    o.add(f"{src}.system", f"{dst}.3", why, table="v2-0202-to-contact-point-system")
+    use = optional_code(
+        c.use, o, f"{src}.use", f"{dst}.2", term.CONTACT_POINT_USE, "v2-0201-to-contact-point-use"
+    )
+    if use is None and c.use is None:
+        # HL7 pairs an email address with NET and a beeper with BPN (rules: telecom.use_code_without_use);
+        # hl7v2_in reads them back as no use. Anything else is left empty (read back as the field's use).
+        use = RULES.telecom_use_code_without_use.get(c.system)
+        if use is not None:
+            o.add(f"{src}.system", f"{dst}.2", "no use: the XTN.2 HL7 pairs with the equipment type")
+    if c.system == "email":
+        o.add(f"{src}.value", f"{dst}.4", "xtn-communication-address (email)")
+        return [None, use, equipment, c.value]
+    o.add(f"{src}.value", f"{dst}.1", "xtn-telephone-number")
+    return [c.value, use, equipment]
 
 
 def xcn(pr: Practitioner, o: Out, src: str, dst: str) -> list[Component]:
@@ -370,6 +405,22 @@ def table_code(
             o.add(src if isinstance(value, str) else f"{src}.codings[{k}]", dst, why, table=concept_map_id)
             return code
     raise UnmappableCode(src, concept_map_id, "no coding that can be expressed in the HL7 v2 table")
+
+
+def optional_code(
+    value: str | None, o: Out, src: str, dst: str, canonical_system: str, concept_map_id: str
+) -> str | None:
+    """The v2 code for a descriptive canonical code (a name/address/telecom use, a verification status)
+    through ``concept_map_id`` read backwards; ``None`` (the component left empty, with lineage saying why)
+    when there is no value or no single v2 code - HL7 v2 cannot say it, and a guess would mislead."""
+    if value is None:
+        return None
+    code, why = reverse_code(value, canonical_system, concept_map_id)
+    if code is None:
+        o.add(src, dst, f"{why}: left empty", table=concept_map_id)
+        return None
+    o.add(src, dst, why, table=concept_map_id)
+    return code
 
 
 def _known(code: str, table_system: str, concept_map_id: str | None) -> bool:

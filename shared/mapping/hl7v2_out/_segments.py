@@ -6,7 +6,7 @@ import hashlib
 from datetime import UTC, datetime
 
 from shared.canonical.identity import encounter_identifier
-from shared.canonical.model import ClinicalDateTime, ClinicalEvent, Encounter, Sensitivity
+from shared.canonical.model import ClinicalDateTime, ClinicalEvent, DataAbsent, Encounter, Sensitivity
 from shared.hl7v2 import ComponentValue, FieldValue, Repeated
 from shared.mapping.hl7v2_in.rules import RULES
 from shared.mapping.hl7v2_out import _fields as f
@@ -107,6 +107,23 @@ def pid(event: ClinicalEvent, o: f.Out) -> list[FieldValue]:
     addresses = [
         f.xad(a, o, f"patient.addresses[{i}]", f"PID-11[{i + 1}]") for i, a in enumerate(p.addresses)
     ]
+    # Telecom: PID-14 is the business number field, PID-13 the home one (hl7v2_in reads a work use from
+    # XTN.2 wherever it is, and an XTN.2-less PID-14 entry as work).
+    home: list[ComponentValue] = []
+    business: list[ComponentValue] = []
+    for i, c in enumerate(p.telecom):
+        bucket, field = (business, "PID-14") if c.use == "work" else (home, "PID-13")
+        bucket.append(f.xtn(c, o, f"patient.telecom[{i}]", f"{field}[{len(bucket) + 1}]"))
+    status = None
+    if p.nhs_number is not None:
+        status = f.optional_code(
+            p.nhs_number.verification_status,
+            o,
+            "patient.nhs_number.verification_status",
+            "PID-32",
+            systems.NHS_NUMBER_VERIFICATION_STATUS_ENGLAND,
+            "hl7uk-0445-to-nhs-number-verification-status",
+        )
     marital = f.cwe(p.marital_status, o, "patient.marital_status", "PID-16") if p.marital_status else None
     ethnicity = f.cwe(p.ethnicity, o, "patient.ethnicity", "PID-22") if p.ethnicity else None
     death_time = death_flag = None
@@ -118,7 +135,7 @@ def pid(event: ClinicalEvent, o: f.Out) -> list[FieldValue]:
         death_flag = _indicator_code("PID-30", True)
         o.add("patient.deceased", "PID-29", "death date/time")
         o.add("patient.deceased", "PID-30", "death indicator Y: a death time is known")
-    fields: list[FieldValue] = [None] * 31
+    fields: list[FieldValue] = [None] * 33
     fields[0] = "PID"
     fields[1] = "1"
     fields[3] = Repeated(ids)
@@ -126,10 +143,13 @@ def pid(event: ClinicalEvent, o: f.Out) -> list[FieldValue]:
     fields[7] = f.dt(p.birth_date)
     fields[8] = sex
     fields[11] = Repeated(addresses) if addresses else None
+    fields[13] = Repeated(home) if home else None
+    fields[14] = Repeated(business) if business else None
     fields[16] = marital
     fields[22] = ethnicity
     fields[29] = death_time
     fields[30] = death_flag
+    fields[32] = status
     return f.field_list(fields)
 
 
@@ -178,7 +198,7 @@ def _coded_table(
 def pv1(event: ClinicalEvent, o: f.Out) -> list[FieldValue]:
     """PV1 from the encounter; a patient-only event gets ``PV1|1|N`` (patient class not applicable)."""
     enc: Encounter | None = event.encounter
-    fields: list[FieldValue] = [None] * 46
+    fields: list[FieldValue] = [None] * 51
     fields[0] = "PV1"
     fields[1] = "1"
     if enc is None:
@@ -195,6 +215,13 @@ def pv1(event: ClinicalEvent, o: f.Out) -> list[FieldValue]:
         systems.V3_ACT_CODE,
     )
     if cls is None:
+        if isinstance(enc.encounter_class, DataAbsent):
+            # e.g. a local patient class the v2-0004 map does not list (UCLH "NH"): not written as a guess
+            raise UnmappableCode(
+                "encounter.encounter_class",
+                "v2-0004-to-encounter-class",
+                "the patient class is data-absent and its source is not a v2-0004 code the map lists",
+            )
         raise Hl7OutError("encounter.encounter_class", "PV1-2 needs a patient class")
     fields[2] = cls
     if enc.location is not None:
@@ -222,6 +249,11 @@ def pv1(event: ClinicalEvent, o: f.Out) -> list[FieldValue]:
     if visit is not None:
         index = enc.identifiers.index(visit)
         fields[19] = f.cx(visit, o, f"encounter.identifiers[{index}]", "PV1-19")
+        # PV1-50 (alternate visit ID) holds one identifier: the first that is not the visit number.
+        for k, other in enumerate(enc.identifiers):
+            if k != index:
+                fields[50] = f.cx(other, o, f"encounter.identifiers[{k}]", "PV1-50")
+                break
     fields[36] = _coded_table(
         enc.discharge_disposition, o, "encounter.discharge_disposition", "PV1-36", "0112"
     )

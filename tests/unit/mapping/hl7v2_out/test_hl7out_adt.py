@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 import pytest
 
 from shared.canonical.model import (
+    Address,
     Coding,
     Concept,
+    ContactPoint,
     DataAbsent,
     DataAbsentReason,
     EventKind,
@@ -239,3 +241,44 @@ def test_a31_for_a_patient_level_update() -> None:
     assert (
         read.control_id != to_adt_a08(event(EventKind.PATIENT_UPDATED, encounter=None), **HEADER).control_id
     )
+
+
+def test_name_address_and_telecom_types_are_reverse_translated() -> None:
+    p = patient(
+        names=(HumanName(family="Smith", given=("Jane",), use="official"), HumanName(family="X", use="temp")),
+        addresses=(
+            Address(lines=("1 High St",), city="Leeds", use="home"),
+            Address(lines=("PO Box 9",), city="Leeds", type="postal"),
+            Address(lines=("2 Low St",), city="York", type="physical"),  # no v2 code: left empty
+        ),
+        telecom=(
+            ContactPoint(system="phone", value="0113 496 0000", use="home"),
+            ContactPoint(system="phone", value="07700 900123", use="mobile"),
+            ContactPoint(system="email", value="jane@example.org"),
+            ContactPoint(system="phone", value="0113 496 0999", use="work"),
+        ),
+    )
+    msg = a08(event(patient=p))
+    assert (msg.get("PID-5.7"), msg.get("PID-5[2].7")) == ("L", "TEMP")
+    assert (msg.get("PID-11.7"), msg.get("PID-11[2].7"), msg.get("PID-11[3].7")) == ("H", "M", None)
+    pid = segment_text(msg, "PID").split("|")
+    assert pid[13] == "0113 496 0000^PRN^PH~07700 900123^PRS^PH~^NET^Internet^jane@example.org"
+    assert pid[14] == "0113 496 0999^WPN^PH"  # the work number goes in the business phone field
+    assert msg.get("PID-32") == "NSTS01"  # the helper's NHS number is verified (01)
+
+
+def test_contact_point_system_with_no_single_v2_code_is_refused() -> None:
+    p = patient(telecom=(ContactPoint(system="other", value="0113 496 0000"),))
+    with pytest.raises(UnmappableCode) as err:
+        to_adt_a08(event(patient=p), **HEADER)
+    assert (err.value.field, err.value.concept_map_id) == (
+        "patient.telecom[0].system",
+        "v2-0202-to-contact-point-system",
+    )
+
+
+def test_alternate_visit_identifier_goes_in_pv1_50() -> None:
+    enc = encounter()
+    extra = Identifier(system="urn:tie:authority:OTHERPAS", value="ALT9", type="AN")
+    msg = a08(event(encounter=enc.model_copy(update={"identifiers": (*enc.identifiers, extra)})))
+    assert msg.get("PV1-19") == "V0001" and msg.get("PV1-50") == "ALT9" and msg.get("PV1-50.4") == "OTHERPAS"

@@ -49,9 +49,12 @@ def _ids(idents: tuple[Identifier, ...]) -> list[tuple[str, str, str | None]]:
 
 def _patient(p: Patient) -> dict[str, object]:
     """The patient as compared: identifiers without assigners (above); merge links are not compared (an
-    A08/A31 has no MRG segment: merges are written as A40, which is out of scope here)."""
-    out = p.model_dump(exclude={"identifiers", "links"})
+    A08/A31 has no MRG segment: merges are written as A40, which is out of scope here). A telecom whose use
+    the sender's XTN.2 could not say (a local code: use empty) is written to PID-13 with no XTN.2 and so
+    reads back as PID-13's own use, home: HL7 v2.5 has no telecom field without a use."""
+    out = p.model_dump(exclude={"identifiers", "links", "telecom"})
     out["identifiers"] = _ids(p.identifiers)
+    out["telecom"] = [(c.system, c.value, c.use or "home") for c in p.telecom]
     return out
 
 
@@ -64,6 +67,11 @@ def _result(o: Observation) -> dict[str, object]:
         for flag in o.interpretation
     ]
     return out
+
+
+def _without_other_telecom(event: ClinicalEvent) -> ClinicalEvent:
+    telecom = tuple(c for c in event.patient.telecom if c.system != "other")
+    return event.model_copy(update={"patient": event.patient.model_copy(update={"telecom": telecom})})
 
 
 def test_corpus_messages_write_valid_hl7_that_reads_back_the_same() -> None:
@@ -79,9 +87,14 @@ def test_corpus_messages_write_valid_hl7_that_reads_back_the_same() -> None:
             continue  # orders are not written back as HL7 (ORM is not in scope)
         try:
             out = _write(event)
-        except UnmappableCode:
-            refused += 1  # e.g. a report status with several v2 candidates: refused, never guessed
-            continue
+        except UnmappableCode as exc:
+            if exc.field is None or not exc.field.startswith("patient.telecom"):
+                refused += 1  # e.g. a report status with several v2 candidates: refused, never guessed
+                continue
+            # A contact point whose system has no single v2 equipment type (FHIR 'other': modem, TDD,
+            # TTY) refuses the write (tested in test_hl7out_adt); the rest of the message is still checked.
+            event = _without_other_telecom(event)
+            out = _write(event)
         errors = [i for i in validate(out).issues if i.severity == "E"]
         assert errors == [], name
         again = hl7v2_in.map_bytes(out.encode()).value

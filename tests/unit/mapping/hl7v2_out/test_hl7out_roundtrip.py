@@ -19,15 +19,21 @@ A01 = "\r".join(
             "PID",
             {
                 1: "1",
+                2: "EXT5^^^RX9^PI",
                 3: "9434765919^^^NHS^NH~MRN123^^^RX1^MR~L999^^^ODS^PI~X77^^^&1.2.826.0.1.285&ISO^PI",
-                5: "Smith^Jane^Anne Marie^MBE^Mrs^PhD^^^^^^20200101~Jones^Jane",
+                4: "ALT1^^^OTHERPAS",
+                5: "Smith^Jane^Anne Marie^MBE^Mrs^PhD^L^^^^^20200101~Jones^Jane^^^^^M~Janey^^^^^^A",
                 7: "20101022",
                 8: "F",
-                11: "1 Trevelyan Square^Boar Lane^Leeds^West Yorkshire^LS1 6AE^GBR~2 Low St^^York^^YO1 1AA",
+                11: "1 Trevelyan Square^Boar Lane^Leeds^West Yorkshire^LS1 6AE^GBR^H"
+                "~2&Low St^^York^^YO1 1AA^^M~&Mill Lane&4^^Leeds^^LS2 2AA^^N",
+                13: "0113 496 0000^PRN^PH~07700 900123^PRS^CP~^NET^Internet^jane@example.org~0113 496 0001",
+                14: "0113 496 0999^WPN^PH",
                 16: "M^Married^HL70002",
                 22: "A^British^NHSETH",
                 29: "20260115030000",
                 30: "Y",
+                32: "NSTS02",
             },
         ),
         "PD1|||Example Surgery^^^^^^^^^B82005|||||||||Y",
@@ -47,6 +53,7 @@ A01 = "\r".join(
                 36: "19",
                 44: "20260701101500",
                 45: "20260705160000",
+                50: "ALTV9^^^OTHERPAS^AN",
             },
         ),
     ]
@@ -71,6 +78,22 @@ def test_adt_round_trip_keeps_patient_and_encounter() -> None:
     assert q.birth_date == p.birth_date
     assert q.gender == p.gender
     assert q.addresses == p.addresses
+    assert [(n.use) for n in p.names] == ["official", "maiden", None]  # XPN.7 L, M, A (alias: no use)
+    assert [(a.lines[0], a.use, a.type) for a in p.addresses] == [
+        ("1 Trevelyan Square", "home", None),
+        ("2 Low St", None, "postal"),
+        ("4 Mill Lane", None, None),  # N (birth address): no FHIR use or type
+    ]
+    assert [(c.system, c.use) for c in p.telecom] == [
+        ("phone", "home"),
+        ("phone", "mobile"),
+        ("email", None),
+        ("phone", "home"),
+        ("phone", "work"),
+    ]
+    assert q.telecom == p.telecom
+    assert p.nhs_number is not None and p.nhs_number.verification_status == "02"
+    assert [i.value for i in p.identifiers] == ["MRN123", "L999", "X77", "EXT5", "ALT1"]
     assert q.deceased == p.deceased
     assert q.general_practitioner == p.general_practitioner
     assert q.sensitivity == p.sensitivity
@@ -78,7 +101,7 @@ def test_adt_round_trip_keeps_patient_and_encounter() -> None:
     assert q == p
     e, f = first.encounter, again.encounter
     assert e is not None and f is not None
-    assert f.identifiers == e.identifiers
+    assert f.identifiers == e.identifiers and [i.value for i in e.identifiers] == ["V0001", "ALTV9"]
     assert f.encounter_class == e.encounter_class
     assert f.period == e.period
     assert f.location == e.location and f.prior_location == e.prior_location
