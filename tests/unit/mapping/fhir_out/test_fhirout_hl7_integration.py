@@ -196,3 +196,25 @@ def test_visit_number_keys_the_encounter() -> None:
     assert (
         enc["id"] == resource_id("Encounter", ident["system"], ident["value"]) and ident["value"] == "V000123"
     )
+
+
+def test_results_link_to_the_encounter_their_pv1_names() -> None:
+    # PV1 with a visit number but no admit/discharge time: the encounter is named (status unknown) and every
+    # result refers to it by its visit number; the Encounter itself is stated only by the ADT feed.
+    raw = ORU.replace(b"|20260328102900|", b"||")
+    event = map_bytes(raw).value
+    assert event.encounter is not None and event.encounter.status.value == "unknown"
+    bundle, lineage = hl7_to_fhir(raw)
+    assert_complete(bundle, lineage)
+    types = [e["resource"]["resourceType"] for e in bundle["entry"]]
+    assert "Encounter" not in types
+    visit = {"type": "Encounter", "identifier": {"system": "urn:tie:authority:RGT01", "value": "V000123"}}
+    linked = [
+        e["resource"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] in ("DiagnosticReport", "Observation")
+    ]
+    assert len(linked) == 5 and all(r["encounter"] == visit for r in linked)
+    no_pv1 = map_bytes(b"\r".join(s for s in raw.split(b"\r") if not s.startswith(b"PV1"))).value
+    assert no_pv1.encounter is None
+    assert all("encounter" not in e["resource"] for e in to_bundle(no_pv1).value["entry"])
