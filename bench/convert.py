@@ -27,6 +27,7 @@ Not a test: it asserts nothing (the outputs are checked in tests/unit/mapping).
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -43,47 +44,94 @@ from shared.mapping.fhir_out import serialize, to_bundle
 from shared.mapping.hl7v2_in import map_message
 
 ADT_A01_SEGMENTS = [
-    "MSH|^~\\&|PAS|RXX01|TIE|RXX01|20260315143012||ADT^A01^ADT_A01|MSG000123456|P|2.5.1|||AL|NE|GBR|"
-    "UNICODE UTF-8",
-    "EVN|A01|20260315143000|||C0012345^OFFICER^ADMITTING^^^DR^^^NHS|20260315142500",
-    "PID|1||9434765919^^^NHS^NH~RXX0012345^^^RXX01^MR||TESTPATIENT^ALEXANDRA^JANE^^MS^^L~BLOGGS^ALEX^^^^^N||"
-    "19800229|F|||12&Test Street^Flat 3^Testtown^Testshire^LS1 4AP^GBR^H||"
-    "01134960000^PRN^PH~07700900123^ORN^CP|01134960999^WPN^PH|ENG^English^ISO639|M^Married^HL70002|"
-    "C^Church of England^HL70006|||||A^White - British^NHSETHNIC||N|||||||||",
-    "PD1|||TEST SURGERY^^B86016|G1234567^GPNAME^TEST^^^DR^^^GMP",
-    "NK1|1|TESTPATIENT^CHRIS^^^MR|SPO^Spouse^HL70063|12 TEST STREET^FLAT 3^TESTTOWN^TESTSHIRE^LS1 4AP^GBR^H|"
-    "07700900456^PRN^CP||NOK^Next of kin^HL70131",
-    "PV1|1|I|W12^BAY2^BED05^RXX01^^^^^Ward 12|E|||C1234567^CONSULTANT^TEST^^^DR^^^GMC|"
+    "MSH|^~\\&|PAS|RXX01|TIE|RXX01|{ts}12||ADT^A01^ADT_A01|MSG{n:09d}|P|2.5.1|||AL|NE|GBR|UNICODE UTF-8",
+    "EVN|A01|{ts}00|||C0012345^OFFICER^ADMITTING^^^DR^^^NHS|{ts}00",
+    "PID|1||{nhs}^^^NHS^NH~RXX{n:07d}^^^RXX01^MR||{family}^{given}^JANE^^MS^^L~{family2}^ALEX^^^^^M||"
+    "{dob}|F|||{house}&{street}^Flat {flat}^{town}^Testshire^{postcode}^GBR^H||"
+    "0113496{n4}^PRN^PH~07700900{n3}^PRS^CP|0113496{n4b}^WPN^PH|ENG^English^ISO639|M^Married^HL70002|"
+    "C^Church of England^HL70006|||||A^White - British^NHSETHNIC||N||||||||NSTS01",
+    "PD1|||TEST SURGERY^^{gp}|G1234567^GPNAME^TEST^^^DR^^^GMP",
+    "NK1|1|{family}^CHRIS^^^MR|SPO^Spouse^HL70063|{house} {street}^Flat {flat}^{town}^Testshire^{postcode}"
+    "^GBR^H|07700900456^PRN^CP||NOK^Next of kin^HL70131",
+    "PV1|1|I|{ward}^BAY2^BED{bed:02d}^RXX01^^^^^Ward {ward}|E|||{consultant}^CONSULTANT^TEST^^^DR^^^GMC|"
     "G1234567^GPNAME^TEST^^^DR^^^GMP||300^General Medicine^NHSSPEC||||19^Usual place of residence^NHSDD|||"
-    "C1234567^CONSULTANT^TEST^^^DR^^^GMC||VN00987654^^^RXX01^VN|||||||||||||||||||||RXX01||||"
-    "20260315142500",
+    "{consultant}^CONSULTANT^TEST^^^DR^^^GMC||VN{n:08d}^^^RXX01^VN|||||||||||||||||||||RXX01||||{ts}00",
     "PV2|||R69X^Illness unspecified^I10|||||||2|||||||||||||N",
     "AL1|1|DA|N0000145918^Penicillin^SNOMEDCT|SV^Severe^HL70128|Rash",
-    "DG1|1||R69X^Illness unspecified^I10||20260315143000|A",
+    "DG1|1||R69X^Illness unspecified^I10||{ts}00|A",
 ]
 
 ORU_R01_SEGMENTS = [
-    "MSH|^~\\&|WINPATH|RXX01|TIE|RXX01|20260316091512||ORU^R01^ORU_R01|LAB000098765|P|2.5.1|||AL|NE|GBR",
-    "PID|1||9449305552^^^NHS^NH~RXX0054321^^^RXX01^MR||TESTPATIENT^BEATRICE^ROSE^^MRS||19621103|F|||"
-    "4&Sample Road^^Testville^^TE5 7ST^GBR^H",
-    "PV1|1|O|OPD1^^^RXX01||||C7654321^PHYSICIAN^TEST^^^DR^^^GMC||||||||||||VN00123987^^^RXX01^VN",
-    "ORC|RE|ORD778899^ICE|LAB445566^WINPATH||CM||||20260316080000|||C7654321^PHYSICIAN^TEST^^^DR^^^GMC",
-    "OBR|1|ORD778899^ICE|LAB445566^WINPATH|UE^Urea and electrolytes^EXAMPLE-TRUST-LAB|||20260316081500|||"
-    "||||||C7654321^PHYSICIAN^TEST^^^DR^^^GMC||||||20260316091000|||F",
+    "MSH|^~\\&|WINPATH|RXX01|TIE|RXX01|{ts}12||ORU^R01^ORU_R01|LAB{n:09d}|P|2.5.1|||AL|NE|GBR",
+    "PID|1||{nhs}^^^NHS^NH~RXX{n:07d}^^^RXX01^MR||{family}^{given}^ROSE^^MRS||{dob}|F|||"
+    "{house}&{street}^^{town}^^{postcode}^GBR^H",
+    "PV1|1|O|OPD1^^^RXX01||||{consultant}^PHYSICIAN^TEST^^^DR^^^GMC||||||||||||VN{n:08d}^^^RXX01^VN",
+    "ORC|RE|ORD{n:07d}^ICE|LAB{n:07d}^WINPATH||CM||||{ts}00|||{consultant}^PHYSICIAN^TEST^^^DR^^^GMC",
+    "OBR|1|ORD{n:07d}^ICE|LAB{n:07d}^WINPATH|UE^Urea and electrolytes^EXAMPLE-TRUST-LAB|||{ts}00|||"
+    "||||||{consultant}^PHYSICIAN^TEST^^^DR^^^GMC||||||{ts}30|||F",
     "NTE|1||Sample received haemolysed; potassium may be falsely raised.",
-    "OBX|1|NM|NA^Sodium^EXAMPLE-TRUST-LAB||138|mmol/L^^UCUM|133-146|N|||F|||20260316081500",
-    "OBX|2|NM|K^Potassium^EXAMPLE-TRUST-LAB||5.9|mmol/L^^UCUM|3.5-5.3|H|||F|||20260316081500",
-    "OBX|3|NM|UREA^Urea^EXAMPLE-TRUST-LAB||6.1|mmol/L^^UCUM|2.5-7.8|N|||F|||20260316081500",
-    "OBX|4|NM|CREA^Creatinine^EXAMPLE-TRUST-LAB||88|umol/L^^UCUM|45-84|H|||F|||20260316081500",
-    "OBX|5|NM|EGFR^eGFR^EXAMPLE-TRUST-LAB||>90|mL/min/{1.73_m2}|||||F|||20260316081500",
+    "OBX|1|NM|NA^Sodium^EXAMPLE-TRUST-LAB||{na}|mmol/L^^UCUM|133-146|N|||F|||{ts}00",
+    "OBX|2|NM|K^Potassium^EXAMPLE-TRUST-LAB||{k}|mmol/L^^UCUM|3.5-5.3|H|||F|||{ts}00",
+    "OBX|3|NM|UREA^Urea^EXAMPLE-TRUST-LAB||{urea}|mmol/L^^UCUM|2.5-7.8|N|||F|||{ts}00",
+    "OBX|4|NM|CREA^Creatinine^EXAMPLE-TRUST-LAB||{crea}|umol/L^^UCUM|45-84|H|||F|||{ts}00",
+    "OBX|5|NM|EGFR^eGFR^EXAMPLE-TRUST-LAB||>90|mL/min/{{1.73_m2}}|||||F|||{ts}00",
 ]
 
+_FAMILIES = ("TESTPATIENT", "SAMPLE", "EXAMPLE", "DUMMY", "FICTIONAL", "MADEUP", "PRETEND", "SPECIMEN")
+_GIVENS = ("ALEXANDRA", "BEATRICE", "CHARLOTTE", "DEBORAH", "ELEANOR", "FRANCES", "GEORGIA", "HANNAH")
+_STREETS = ("Test Street", "Sample Road", "Example Lane", "Demo Avenue", "Mock Close", "Trial Way")
+_TOWNS = ("Testtown", "Samplecity", "Exampleton", "Demoford")
 
-def _message(segments: list[str]) -> bytes:
-    return ("\r".join(segments) + "\r").encode("ascii")
+
+def _nhs_number(i: int) -> str:
+    """The i-th valid Modulus 11 number in the 999 (test) range: never a real patient's."""
+    stem = 999_000_000 + i * 7
+    while True:
+        digits = f"{stem:09d}"
+        check = 11 - sum(int(d) * w for d, w in zip(digits, range(10, 1, -1), strict=True)) % 11
+        if check == 11:
+            check = 0
+        if check != 10:
+            return f"{digits}{check}"
+        stem += 1
 
 
-MESSAGES: dict[str, bytes] = {"adt": _message(ADT_A01_SEGMENTS), "oru": _message(ORU_R01_SEGMENTS)}
+def _fill(segments: list[str], n: int) -> bytes:
+    """Message ``n`` of a series: patient, visit, numbers, times and results differ; the consultant,
+    wards and GP practice come from small sets, as in a real feed."""
+    fields = {
+        "n": n,
+        "n4": f"{n % 10000:04d}",
+        "n4b": f"{(n * 7) % 10000:04d}",
+        "n3": f"{n % 1000:03d}",
+        "ts": f"2026{1 + n % 12:02d}{1 + n % 28:02d}{n % 24:02d}{n % 60:02d}",
+        "nhs": _nhs_number(n),
+        "family": _FAMILIES[n % len(_FAMILIES)],
+        "family2": _FAMILIES[(n // 8) % len(_FAMILIES)],
+        "given": _GIVENS[(n // 3) % len(_GIVENS)],
+        "dob": f"{1930 + n % 90}{1 + n % 12:02d}{1 + n % 28:02d}",
+        "house": 1 + n % 200,
+        "street": _STREETS[n % len(_STREETS)],
+        "flat": 1 + n % 9,
+        "town": _TOWNS[n % len(_TOWNS)],
+        "postcode": f"LS{1 + n % 29} {n % 10}{chr(65 + n % 26)}{chr(65 + (n // 26) % 26)}",
+        "gp": f"B8{2000 + n % 40}",
+        "ward": f"W{1 + n % 20}",
+        "bed": 1 + n % 30,
+        "consultant": f"C{1234500 + n % 60}",
+        "na": 130 + n % 15,
+        "k": f"{3.0 + (n % 40) / 10:.1f}",
+        "urea": f"{2.0 + (n % 80) / 10:.1f}",
+        "crea": 40 + n % 120,
+    }
+    text = "\r".join(segments).format(**fields) + "\r"
+    return text.encode("ascii")
+
+
+def messages(kind: str, count: int) -> list[bytes]:
+    """``count`` distinct fabricated messages of ``kind`` (``adt`` or ``oru``)."""
+    segments = ADT_A01_SEGMENTS if kind == "adt" else ORU_R01_SEGMENTS
+    return [_fill(segments, n) for n in range(count)]
 
 
 def convert(raw: bytes) -> bytes:
@@ -118,33 +166,48 @@ def rates(fn: Callable[[], object], seconds: float, rounds: int) -> list[float]:
     return out
 
 
+def _cycling(fn: Callable[[Any], object], items: list[Any]) -> Callable[[], object]:
+    it = itertools.cycle(items)
+    return lambda: fn(next(it))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=1.0, help="length of one measurement round")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per row (best and median printed)")
-    parser.add_argument("--only", choices=tuple(MESSAGES), help="one message type only")
+    parser.add_argument("--only", choices=("adt", "oru"), help="one message type only")
+    parser.add_argument(
+        "--distinct",
+        type=int,
+        default=20_000,
+        help="distinct messages per type, cycled (1 = the same message again and again)",
+    )
     args = parser.parse_args()
 
     from fhir.resources.R4B.bundle import Bundle
 
     print(f"{'row':18s} {'best/s':>10s} {'median/s':>10s} {'us (best)':>10s} {'ratio':>8s}")
-    for name, raw in MESSAGES.items():
-        if args.only and name != args.only:
+    for kind in ("adt", "oru"):
+        if args.only and kind != args.only:
             continue
-        msg = parse_message(raw)
-        event = map_message(msg).value
-        bundle = to_bundle(event).value
-        size = len(serialize(bundle))
-        mtype = "ADT^A01" if name == "adt" else "ORU^R01"
-        print(f"{mtype}: {len(raw)} bytes HL7 -> {len(bundle['entry'])} entries, {size} bytes JSON")
+        raws = messages(kind, max(1, args.distinct))
+        parsed = [parse_message(r) for r in raws[:2000]]
+        events = [map_message(m).value for m in parsed]
+        bundles = [to_bundle(e).value for e in events[:200]]
+        size = sum(len(serialize(b)) for b in bundles) // len(bundles)
+        mtype = "ADT^A01" if kind == "adt" else "ORU^R01"
+        print(
+            f"{mtype}: {len(raws):,} distinct messages of ~{sum(map(len, raws)) // len(raws)} bytes HL7 -> "
+            f"{len(bundles[0]['entry'])} entries, ~{size} bytes JSON"
+        )
         rows: list[tuple[str, Callable[[], object]]] = [
-            ("ours", partial(convert, raw)),
-            ("  parse", partial(parse_message, raw)),
-            ("  hl7v2_in", partial(map_message, msg)),
-            ("  fhir_out+json", partial(_fhir_out, event)),
-            ("fhir.resources", partial(_fhir_resources, Bundle, bundle)),
+            ("ours", _cycling(convert, raws)),
+            ("  parse", _cycling(parse_message, raws)),
+            ("  parse+hl7v2_in", _cycling(lambda r: map_message(parse_message(r)), raws)),
+            ("  fhir_out+json", _cycling(_fhir_out, events)),
+            ("fhir.resources", _cycling(partial(_fhir_resources, Bundle), bundles)),
         ]
         results = {label: rates(fn, args.seconds, args.rounds) for label, fn in rows}
         reference = max(results["fhir.resources"])
