@@ -7,7 +7,18 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from functions import health, hl7v2, ingest
+from functions import (
+    fhir_directory,
+    fhir_encounter,
+    fhir_orders,
+    fhir_patient,
+    fhir_records,
+    fhir_results,
+    fhir_system,
+    health,
+    hl7v2,
+    ingest,
+)
 from shared.bootstrap import bootstrap
 
 bootstrap()
@@ -16,3 +27,10 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(health.bp)
 app.register_functions(ingest.bp)
 app.register_functions(hl7v2.bp)
+app.register_functions(fhir_system.bp)
+app.register_functions(fhir_patient.bp)
+app.register_functions(fhir_encounter.bp)
+app.register_functions(fhir_results.bp)
+app.register_functions(fhir_orders.bp)
+app.register_functions(fhir_records.bp)
+app.register_functions(fhir_directory.bp)

@@ -89,6 +89,8 @@ param apimPublisherEmail string
 param apimPublisherName string = 'Trust Integration Team'
 @description('Application ID URI (audience) of the TIE API app registration, e.g. api://tie-prod.')
 param apiAudience string
+@description('Base URL of the Azure Health Data Services FHIR service the FHIR API stores resources in (https://<workspace>-<service>.fhir.azurehealthcareapis.com); the app identity needs FHIR Data Contributor on it.')
+param fhirServiceUrl string
 param apimRateLimitPerMinute int = 600
 param apimQuotaPerDay int = 500000
 @description('App teams that get a subscription to the TIE product: [{ name, displayName }].')
@@ -367,6 +369,9 @@ var deploymentValues = {
   dataBlobServiceUri: dataStorage.outputs.blobEndpoint
   keyVaultUri: keyVault.outputs.uri
   appInsightsAuthenticationString: 'ClientId=${appIdentity.outputs.clientId};Authorization=AAD'
+  fhirServiceUrl: fhirServiceUrl
+  // Public FHIR base behind the gateway (Location headers, Bundle links); override for a custom domain.
+  fhirPublicBaseUrl: 'https://${names.apim}.azure-api.net/tie/fhir'
 }
 
 module functionApp 'modules/functionapp.bicep' = {

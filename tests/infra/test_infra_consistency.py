@@ -301,6 +301,8 @@ def test_provisioned_settings_make_a_valid_azure_configuration() -> None:
         "dataBlobServiceUri": "https://sttieprodd12345.blob.core.windows.net/",
         "keyVaultUri": "https://kv-tie-prod-12345.vault.azure.net/",
         "appInsightsAuthenticationString": "ClientId=x;Authorization=AAD",
+        "fhirServiceUrl": "https://tieprodws-fhir.fhir.azurehealthcareapis.com",
+        "fhirPublicBaseUrl": "https://apim-tie-prod-uks-12345.azure-api.net/tie/fhir",
     }
     values: dict[str, str] = {}
     for setting in _json("app-settings.json")["settings"]:

@@ -64,6 +64,18 @@ var operationPolicies = {
   'post-messages': loadTextContent('../../apim/policies/operations/post-messages.xml')
   'get-message-trace': loadTextContent('../../apim/policies/operations/get-message-trace.xml')
   'post-hl7v2': loadTextContent('../../apim/policies/operations/post-hl7v2.xml')
+  'fhir-metadata': loadTextContent('../../apim/policies/operations/fhir-metadata.xml')
+  'fhir-bundle': loadTextContent('../../apim/policies/operations/fhir-bundle.xml')
+  'fhir-search': loadTextContent('../../apim/policies/operations/fhir-search.xml')
+  'fhir-create': loadTextContent('../../apim/policies/operations/fhir-create.xml')
+  'fhir-conditional-update': loadTextContent('../../apim/policies/operations/fhir-conditional-update.xml')
+  'fhir-search-post': loadTextContent('../../apim/policies/operations/fhir-search-post.xml')
+  'fhir-history-type': loadTextContent('../../apim/policies/operations/fhir-history-type.xml')
+  'fhir-read': loadTextContent('../../apim/policies/operations/fhir-read.xml')
+  'fhir-update': loadTextContent('../../apim/policies/operations/fhir-update.xml')
+  'fhir-delete': loadTextContent('../../apim/policies/operations/fhir-delete.xml')
+  'fhir-history-instance': loadTextContent('../../apim/policies/operations/fhir-history-instance.xml')
+  'fhir-vread': loadTextContent('../../apim/policies/operations/fhir-vread.xml')
 }
 // Values the policy XML refers to as {{name}}.
 var namedValues = {

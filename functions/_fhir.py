@@ -1,0 +1,196 @@
+"""Azure Functions adapters for the FHIR API: request/response conversion and route registration.
+
+The logic is in :mod:`shared.fhirapi`; a FHIR function here only builds a :class:`FhirRequest`, calls the
+interaction and writes the :class:`FhirResponse` back (``application/fhir+json``), with the correlation
+ID accepted or generated and echoed like every HTTP function. An exception that escapes the core becomes
+a 500 OperationOutcome without details.
+
+:func:`register_resources` adds one resource family's functions to a blueprint (``functions/fhir_*.py``
+hold one blueprint per family; a family's ``{type}`` route segment is constrained to its types, so the
+functions - and their telemetry - are per family while the API Management operations are per interaction):
+
+======================================  ======  ==============================================
+route (under ``/api``)                  method  interaction
+======================================  ======  ==============================================
+``fhir/{type}``                         GET     search (query string)
+``fhir/{type}``                         POST    create (``If-None-Exist``: conditional create)
+``fhir/{type}``                         PUT     conditional update (criteria in the query string)
+``fhir/{type}/_search``                 POST    search (form body)
+``fhir/{type}/_history``                GET     type history
+``fhir/{type}/{id}``                    GET     read (``If-None-Match`` / ``If-Modified-Since``)
+``fhir/{type}/{id}``                    PUT     update (``If-Match``)
+``fhir/{type}/{id}``                    DELETE  delete (405 where deletion is not allowed)
+``fhir/{type}/{id}/_history``           GET     instance history
+``fhir/{type}/{id}/_history/{vid}``     GET     vread
+``fhir/metadata``                       GET     CapabilityStatement
+``fhir``                                POST    transaction / batch Bundle
+======================================  ======  ==============================================
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import azure.functions as func
+
+from shared.fhir.json import dumps
+from shared.fhirapi import FhirApi, FhirRequest, FhirResponse, Headers, api_for
+from shared.fhirapi.service import error_response
+from shared.observability.correlation import HEADER, correlation_scope, from_headers
+from shared.wiring import Container, get_container
+
+_log = logging.getLogger("tie.http")
+
+_lock = threading.Lock()
+_cached: tuple[Container, FhirApi] | None = None
+
+Interaction = Callable[[FhirApi, FhirRequest, dict[str, str]], FhirResponse]
+
+
+def get_api() -> FhirApi:
+    """The API over the process-wide container (rebuilt when the container is replaced)."""
+    global _cached
+    container = get_container()
+    with _lock:
+        if _cached is None or _cached[0] is not container:
+            _cached = (container, api_for(container))
+        return _cached[1]
+
+
+def to_request(req: func.HttpRequest, correlation_id: str) -> FhirRequest:
+    return FhirRequest(
+        method=req.method.upper(),
+        url=req.url,
+        headers=Headers(dict(req.headers.items())),
+        body=req.get_body() or b"",
+        correlation_id=correlation_id,
+    )
+
+
+def to_http(response: FhirResponse, correlation_id: str) -> func.HttpResponse:
+    headers = dict(response.headers)
+    headers[HEADER] = correlation_id
+    if response.body is None:
+        return func.HttpResponse(status_code=response.status, headers=headers)
+    return func.HttpResponse(
+        body=dumps(response.body),
+        status_code=response.status,
+        headers=headers,
+        mimetype=response.content_type,
+        charset="utf-8",
+    )
+
+
+def fhir_endpoint(interaction: Interaction, name: str) -> Callable[[func.HttpRequest], func.HttpResponse]:
+    """A Functions handler ``(req) -> HttpResponse`` running ``interaction(api, request, route_params)``."""
+
+    def handler(req: func.HttpRequest) -> func.HttpResponse:
+        correlation_id, _ = from_headers(dict(req.headers.items()))
+        started = time.perf_counter()
+        with correlation_scope(correlation_id):
+            try:
+                response = interaction(get_api(), to_request(req, correlation_id), dict(req.route_params))
+            except Exception as exc:  # noqa: BLE001 - HTTP boundary: no stack trace or payload leaves the app
+                _log.error("unhandled error", extra={"function": name, "error_code": type(exc).__name__})
+                response = error_response(exc)
+            result = to_http(response, correlation_id)
+            _log.info(
+                "http request",
+                extra={
+                    "function": name,
+                    "method": req.method,
+                    "status": response.status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+            return result
+
+    handler.__name__ = name
+    handler.__qualname__ = name
+    # The Functions worker matches parameters to bindings by name.
+    handler.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("req", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=func.HttpRequest)],
+        return_annotation=func.HttpResponse,
+    )
+    return handler
+
+
+def _add(bp: Any, name: str, route: str, method: str, interaction: Interaction) -> None:
+    handler = fhir_endpoint(interaction, name)
+    bp.function_name(name)(
+        bp.route(route=route, methods=[method], auth_level=func.AuthLevel.FUNCTION)(handler)
+    )
+
+
+def type_segment(resource_types: tuple[str, ...]) -> str:
+    """The route segment matching exactly ``resource_types``, e.g.
+    ``{type:regex(^Observation$|^DiagnosticReport$)}`` (no groups: a route constraint cannot nest
+    parentheses)."""
+    for rtype in resource_types:
+        if not rtype.isalpha():
+            raise ValueError("resource types are letters only")
+    return "{type:regex(" + "|".join(f"^{t}$" for t in resource_types) + ")}"
+
+
+def register_resources(bp: Any, family: str, resource_types: tuple[str, ...]) -> None:
+    """Register the interactions of ``resource_types`` on ``bp`` as functions ``fhir_<family>_<interaction>``
+    (see the module docs); the ``{type}`` route segment only matches those types."""
+    base = f"fhir/{type_segment(resource_types)}"
+    f = f"fhir_{family}"
+    _add(bp, f"{f}_search", base, "GET", lambda api, r, p: api.search(r, p["type"]))
+    _add(bp, f"{f}_create", base, "POST", lambda api, r, p: api.create(r, p["type"]))
+    _add(bp, f"{f}_conditional_update", base, "PUT", lambda api, r, p: api.conditional_update(r, p["type"]))
+    _add(
+        bp,
+        f"{f}_search_post",
+        f"{base}/_search",
+        "POST",
+        lambda api, r, p: api.search(r, p["type"], post=True),
+    )
+    _add(bp, f"{f}_history_type", f"{base}/_history", "GET", lambda api, r, p: api.history(r, p["type"]))
+    _add(bp, f"{f}_read", f"{base}/{{id}}", "GET", lambda api, r, p: api.read(r, p["type"], p["id"]))
+    _add(bp, f"{f}_update", f"{base}/{{id}}", "PUT", lambda api, r, p: api.update(r, p["type"], p["id"]))
+    _add(bp, f"{f}_delete", f"{base}/{{id}}", "DELETE", lambda api, r, p: api.delete(r, p["type"], p["id"]))
+    _add(
+        bp,
+        f"{f}_history_instance",
+        f"{base}/{{id}}/_history",
+        "GET",
+        lambda api, r, p: api.history(r, p["type"], p["id"]),
+    )
+    _add(
+        bp,
+        f"{f}_vread",
+        f"{base}/{{id}}/_history/{{vid}}",
+        "GET",
+        lambda api, r, p: api.vread(r, p["type"], p["id"], p["vid"]),
+    )
+
+
+def register_system(bp: Any) -> None:
+    """``GET fhir/metadata`` and ``POST fhir`` (transaction / batch)."""
+    _add(bp, "fhir_metadata", "fhir/metadata", "GET", lambda api, r, p: api.metadata(r))
+    _add(bp, "fhir_bundle", "fhir", "POST", lambda api, r, p: api.bundle(r))
+
+
+def blueprint(family: str, *resource_types: str) -> Any:
+    """A blueprint with the interactions of one resource family."""
+    bp = func.Blueprint()  # type: ignore[no-untyped-call]
+    register_resources(bp, family, resource_types)
+    return bp
+
+
+__all__ = [
+    "blueprint",
+    "fhir_endpoint",
+    "get_api",
+    "register_resources",
+    "register_system",
+    "to_http",
+    "to_request",
+]
