@@ -10,14 +10,31 @@ HL7 time becomes ``YYYY-MM`` in FHIR, not a fabricated first-of-month midnight.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from shared.canonical.model import ClinicalDateTime, PartialDate, Precision
 from shared.hl7v2.datatypes import Hl7DataTypeError, parse_dtm
 from shared.hl7v2.datatypes import Precision as Hl7Precision
+from shared.mapping._construct import builder
 
 UK = ZoneInfo("Europe/London")
+
+#: Trusted constructors: every value built here is timezone-aware (UK or an explicit offset) and a
+#: PartialDate is checked to be a calendar date before it is built.
+_new_time = builder(ClinicalDateTime)
+_new_partial_date = builder(PartialDate)
+_PRECISION_BY_DIGITS: dict[int, Precision] = {
+    4: "year",
+    6: "month",
+    8: "day",
+    10: "hour",
+    12: "minute",
+    14: "second",
+}
+#: Explicit HL7 offsets seen so far (``+0100`` -> tzinfo); bounded by the few offsets senders use.
+_OFFSETS: dict[str, timezone] = {}
+_MAX_OFFSET_HOURS = 14
 
 _FROM_HL7: dict[Hl7Precision, Precision] = {
     Hl7Precision.YEAR: "year",
@@ -33,10 +50,58 @@ class TimeFormatError(ValueError):
     """A time value cannot be read (the mapper turns it into a data-absent reason or a typed error)."""
 
 
+def _offset_tz(text: str) -> timezone | None:
+    """``+HHMM`` / ``-HHMM`` -> tzinfo (``None`` when out of range: the caller falls back and raises)."""
+    tz = _OFFSETS.get(text)
+    if tz is None:
+        hours, minutes = int(text[1:3]), int(text[3:5])
+        if hours > _MAX_OFFSET_HOURS or minutes > 59 or (hours == _MAX_OFFSET_HOURS and minutes):
+            return None
+        delta = timedelta(hours=hours, minutes=minutes)
+        tz = timezone(-delta if text[0] == "-" else delta)
+        if len(_OFFSETS) < 64:
+            _OFFSETS[text] = tz
+    return tz
+
+
 def from_hl7(text: str | None) -> ClinicalDateTime | None:
-    """HL7 TS/DTM -> canonical; ``None`` for empty or HL7 null. Raises :class:`TimeFormatError`."""
+    """HL7 TS/DTM -> canonical; ``None`` for empty or HL7 null. Raises :class:`TimeFormatError`.
+
+    The common shapes (4-14 digits, optional ``+/-HHMM``, no fraction) are read directly; anything else
+    goes through :func:`shared.hl7v2.datatypes.parse_dtm` - same results (tested both ways)."""
     if text is None:
         return None
+    if text[:1] == " " or text[-1:] == " ":
+        text = text.strip()
+    n = len(text)
+    digits = n if n <= 14 else n - 5
+    precision = _PRECISION_BY_DIGITS.get(digits)
+    if (
+        precision is not None
+        and text.isascii()
+        and text[:digits].isdigit()
+        and (n == digits or (text[digits] in "+-" and text[digits + 1 :].isdigit()))
+    ):
+        tz = UK if n == digits else _offset_tz(text[digits:])
+        if tz is not None:
+            try:
+                value = datetime(
+                    int(text[0:4]),
+                    int(text[4:6]) if digits > 4 else 1,
+                    int(text[6:8]) if digits > 6 else 1,
+                    int(text[8:10]) if digits > 8 else 0,
+                    int(text[10:12]) if digits > 10 else 0,
+                    int(text[12:14]) if digits > 12 else 0,
+                    tzinfo=tz,
+                )
+            except ValueError:
+                raise TimeFormatError("not an HL7 date/time") from None
+            return _new_time(value=value, precision=precision)
+    return _from_hl7_general(text)
+
+
+def _from_hl7_general(text: str) -> ClinicalDateTime | None:
+    """:func:`from_hl7` through the HL7 data-type parser (fractions, malformed values)."""
     text = text.strip()
     if not text or text == '""':
         return None
@@ -54,19 +119,24 @@ def from_hl7(text: str | None) -> ClinicalDateTime | None:
 
 
 def birth_date_from_hl7(text: str | None) -> PartialDate | None:
-    if text is None or not text.strip() or text.strip() == '""':
+    """HL7 DT/TS birth date -> PartialDate (the date part as sent, no time zone conversion)."""
+    if text is None:
         return None
-    digits = text.strip()[:8]
-    if not re.fullmatch(r"\d{4}(\d{2}){0,2}", digits):
+    stripped = text.strip()
+    if not stripped or stripped == '""':
+        return None
+    digits = stripped[:8]
+    if len(digits) not in (4, 6, 8) or not (digits.isascii() and digits.isdigit()):
         raise TimeFormatError("not an HL7 date")
+    year = int(digits[:4])
+    month = int(digits[4:6]) if len(digits) >= 6 else None
+    day = int(digits[6:8]) if len(digits) >= 8 else None
+    # PartialDate's own checks (year 1-9999, month 1-12, a real calendar day), then a trusted build.
     try:
-        return PartialDate(
-            year=int(digits[:4]),
-            month=int(digits[4:6]) if len(digits) >= 6 else None,
-            day=int(digits[6:8]) if len(digits) >= 8 else None,
-        )
+        date(year, 1 if month is None else month, 1 if day is None else day)
     except ValueError as exc:
         raise TimeFormatError("not a calendar date") from exc
+    return _new_partial_date(year=year, month=month, day=day)
 
 
 def _offset(value: datetime) -> str:
@@ -77,16 +147,20 @@ def _offset(value: datetime) -> str:
     return f"{sign}{total // 60:02d}:{total % 60:02d}"
 
 
+#: ``isoformat`` slice length per date precision (``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD``).
+_DATE_CUT: dict[str, int] = {"year": 4, "month": 7, "day": 10}
+
+
 def to_fhir(t: ClinicalDateTime) -> str:
     """FHIR dateTime at the recorded precision; times keep their UK offset (``+01:00`` in BST)."""
     v = t.value
-    if t.precision == "year":
-        return f"{v.year:04d}"
-    if t.precision == "month":
-        return f"{v.year:04d}-{v.month:02d}"
-    if t.precision == "day":
-        return f"{v.year:04d}-{v.month:02d}-{v.day:02d}"
-    base = f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
+    cut = _DATE_CUT.get(t.precision)
+    if cut is not None:
+        return v.date().isoformat()[:cut]
+    off = v.utcoffset()
+    if off is not None and off.seconds % 60 == 0 and not off.microseconds:  # isoformat's +HH:MM form
+        return v.isoformat(timespec="milliseconds" if t.precision == "millisecond" else "seconds")
+    base = v.replace(microsecond=0).isoformat()[:19]  # an offset with seconds (pre-1900 local mean time)
     if t.precision == "millisecond":
         base += f".{v.microsecond // 1000:03d}"
     return base + _offset(v)
@@ -95,7 +169,7 @@ def to_fhir(t: ClinicalDateTime) -> str:
 def to_fhir_instant(t: ClinicalDateTime) -> str:
     """FHIR instant (always to the second, with offset)."""
     v = t.value
-    return f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}{_offset(v)}"
+    return v.replace(microsecond=0).isoformat()[:19] + _offset(v)
 
 
 _FHIR = re.compile(
