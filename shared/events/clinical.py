@@ -1,11 +1,15 @@
 """Clinical events on the ``clinical-events`` topic: a CloudEvents 1.0 envelope around a canonical event.
 
-Structured-mode CloudEvents JSON. Attributes: ``id`` = the clinical-event key (also the Service Bus
-``message_id``, so duplicate detection drops a re-published event), ``type`` =
+Structured-mode CloudEvents JSON (the contract and its JSON Schema: :mod:`shared.backbone.contracts`,
+``shared/backbone/schemas/clinical-event-1.0.json``). Attributes: ``id`` = the clinical-event key (also
+the Service Bus ``message_id``, so duplicate detection drops a re-published event), ``type`` =
 ``uk.nhs.tie.clinical.<kind>``, ``source`` = ``urn:tie:source:<application>[:<facility>]``, ``time`` = when
 the event was recorded, ``dataschema`` = the canonical schema version; extension attributes
-``tieeventkey``, ``tiepatientkey`` (hashed), ``tiecorrelationid``, ``tiesensitivity``. State-carrying: the
-``data`` member is the whole canonical event, so consumers need no call-back.
+``tieschemaversion`` (envelope contract), ``tieeventkey``, ``tiepatientkey`` (hashed), ``tiecorrelationid``,
+``tiesourcesystem``, ``tiesensitivity``. State-carrying: the ``data`` member is the whole canonical event,
+so consumers need no call-back.
+
+Validated against the schema when built (:func:`to_message`) and when read (:func:`from_message`).
 
 Service Bus properties mirror what subscriptions filter on (``tie_event_kind``, ``tie_sensitivity``...);
 ``session_id`` is the hashed patient key (per-patient FIFO).
@@ -16,6 +20,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from shared.backbone import contracts
 from shared.canonical.identity import patient_session_id
 from shared.canonical.model import ClinicalEvent
 from shared.mapping.timeutil import to_fhir_instant
@@ -23,25 +28,27 @@ from shared.messaging.ports import OutboundMessage
 from shared.messaging.topology import TOPIC_CLINICAL
 from shared.observability.correlation import MESSAGE_PROPERTY as CORRELATION_PROPERTY
 
-SPEC_VERSION = "1.0"
-SCHEMA = "urn:tie:schema:canonical-clinical-event:1.0"
-CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
+SPEC_VERSION = contracts.SPEC_VERSION
+SCHEMA = contracts.CLINICAL_DATASCHEMA
+CONTENT_TYPE = contracts.CONTENT_TYPE
 TOPIC = TOPIC_CLINICAL
 
 
 def envelope(event: ClinicalEvent) -> dict[str, Any]:
-    source = f"urn:tie:source:{event.source.application}"
+    system = event.source.application
     if event.source.facility:
-        source += f":{event.source.facility}"
+        system += f":{event.source.facility}"
     attributes: dict[str, Any] = {
         "specversion": SPEC_VERSION,
         "id": event.key.value,
-        "source": source,
+        "source": f"urn:tie:source:{system}",
         "type": f"uk.nhs.tie.clinical.{event.kind.value}",
-        "datacontenttype": "application/json",
+        "datacontenttype": contracts.DATA_CONTENT_TYPE,
         "dataschema": SCHEMA,
+        "tieschemaversion": contracts.SCHEMA_VERSION,
         "tieeventkey": event.key.value,
         "tiepatientkey": patient_session_id(event.patient),
+        "tiesourcesystem": system,
         "tiesensitivity": event.sensitivity.value,
     }
     when = event.recorded_at or event.occurred_at
@@ -54,19 +61,23 @@ def envelope(event: ClinicalEvent) -> dict[str, Any]:
 
 
 def to_message(event: ClinicalEvent) -> OutboundMessage:
-    body = json.dumps(envelope(event), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """The bus message for ``event`` (schema-validated: raises
+    :class:`~shared.backbone.errors.ContractViolation` for an event the contract does not allow)."""
+    document = envelope(event)
+    contracts.validate(TOPIC, document)
     properties: dict[str, str | int | float | bool] = {
         "tie_event_kind": event.kind.value,
         "tie_event_key": event.key.value,
         "tie_sensitivity": event.sensitivity.value,
         "tie_schema": SCHEMA,
+        contracts.EVENT_TYPE_PROPERTY: document["type"],
     }
     if event.provenance.correlation_id:
         properties[CORRELATION_PROPERTY] = event.provenance.correlation_id
     return OutboundMessage(
-        body=body,
+        body=contracts.encode(document),
         message_id=event.key.value,
-        session_id=patient_session_id(event.patient),
+        session_id=document["tiepatientkey"],
         correlation_id=event.provenance.correlation_id,
         content_type=CONTENT_TYPE,
         subject=event.kind.value,
@@ -74,9 +85,16 @@ def to_message(event: ClinicalEvent) -> OutboundMessage:
     )
 
 
+def decode(body: bytes) -> tuple[dict[str, Any], ClinicalEvent]:
+    """The validated envelope and the canonical event it carries (consume side).
+
+    Raises :class:`~shared.backbone.errors.ContractViolation` (envelope) or pydantic's
+    ``ValidationError`` (the canonical event itself).
+    """
+    document = contracts.decode(TOPIC, body)
+    return document, ClinicalEvent.model_validate(document["data"])
+
+
 def from_message(body: bytes) -> ClinicalEvent:
-    """Parse an envelope back into the canonical event (validated)."""
-    doc = json.loads(body)
-    if doc.get("specversion") != SPEC_VERSION or doc.get("dataschema") != SCHEMA:
-        raise ValueError("not a clinical event envelope of a supported version")
-    return ClinicalEvent.model_validate(doc["data"])
+    """Parse an envelope back into the canonical event (envelope and event validated)."""
+    return decode(body)[1]
