@@ -110,6 +110,25 @@ def build_fhir(settings: Settings) -> FhirRepository:
     return SqliteFhirRepository(settings.fhir_path)
 
 
+def build_writeback_fhir(settings: Settings) -> FhirRepository | None:
+    """The FHIR server write-back targets when ``TIE_WRITEBACK_FHIR_URL`` names one (a REST client with no
+    retries of its own: the write-back subscriber retries, backs off and trips its circuit breaker);
+    ``None``: write back to the platform's own repository (:attr:`Container.fhir`)."""
+    if not settings.writeback_fhir_url:
+        return None
+    from shared.adapters.azure.ahds_fhir import AhdsFhirRepository
+
+    url = settings.writeback_fhir_url
+    local = url.startswith(("http://127.0.0.1", "http://localhost"))
+    return AhdsFhirRepository(
+        url,
+        credential=None if local else _credential(settings),
+        read_timeout=settings.writeback_timeout_seconds,
+        connect_timeout=min(5.0, settings.writeback_timeout_seconds),
+        max_retries=0,
+    )
+
+
 def build_container(settings: Settings) -> Container:
     return Container(
         settings=settings,

@@ -76,6 +76,36 @@ class Settings(BaseSettings):
         "X-TIE-Gateway", min_length=1, max_length=64, validation_alias="TIE_APIM_HEADER_NAME"
     )
 
+    # Write-back (functions/events.py, shared/backbone). FHIR: empty URL = the platform's FHIR repository
+    # (TIE_FHIR_BACKEND); a URL = that FHIR R4 server over REST (managed identity token). HL7 v2 over MLLP:
+    # empty host = not configured (events are journaled as skipped for that downstream).
+    writeback_fhir_url: str | None = Field(None, validation_alias="TIE_WRITEBACK_FHIR_URL")
+    writeback_mllp_host: str | None = Field(None, validation_alias="TIE_WRITEBACK_MLLP_HOST")
+    writeback_mllp_port: int = Field(2575, ge=1, le=65535, validation_alias="TIE_WRITEBACK_MLLP_PORT")
+    writeback_hl7_receiving_application: str = Field(
+        "", max_length=180, validation_alias="TIE_WRITEBACK_HL7_RECEIVING_APPLICATION"
+    )
+    writeback_hl7_receiving_facility: str = Field(
+        "", max_length=180, validation_alias="TIE_WRITEBACK_HL7_RECEIVING_FACILITY"
+    )
+    #: Per downstream call: FHIR read timeout / MLLP ACK timeout (seconds).
+    writeback_timeout_seconds: float = Field(
+        10.0, gt=0, le=120, validation_alias="TIE_WRITEBACK_TIMEOUT_SECONDS"
+    )
+    #: Downstream calls per delivery (1 = no in-delivery retry); backoff = full jitter from this base.
+    writeback_max_attempts: int = Field(3, ge=1, le=10, validation_alias="TIE_WRITEBACK_MAX_ATTEMPTS")
+    writeback_backoff_base_seconds: float = Field(
+        0.5, ge=0, le=30, validation_alias="TIE_WRITEBACK_BACKOFF_BASE_SECONDS"
+    )
+    #: Consecutive "downstream unavailable" failures that open a downstream's circuit (work is parked).
+    writeback_breaker_failure_threshold: int = Field(
+        5, ge=1, le=1000, validation_alias="TIE_WRITEBACK_BREAKER_FAILURE_THRESHOLD"
+    )
+    #: First wait before a half-open probe; doubles after each failed probe (up to 20x).
+    writeback_breaker_cooldown_seconds: float = Field(
+        30.0, gt=0, le=3600, validation_alias="TIE_WRITEBACK_BREAKER_COOLDOWN_SECONDS"
+    )
+
     # MLLP listener (not a Function: runs beside the host; see README).
     mllp_host: str = Field("127.0.0.1", validation_alias="TIE_MLLP_HOST")
     mllp_port: int = Field(2575, ge=0, le=65535, validation_alias="TIE_MLLP_PORT")
@@ -99,6 +129,8 @@ class Settings(BaseSettings):
         "mllp_tls_cert_file",
         "mllp_tls_key_file",
         "mllp_tls_client_ca_file",
+        "writeback_fhir_url",
+        "writeback_mllp_host",
         mode="before",
     )
     @classmethod

@@ -9,6 +9,10 @@ that correctness depends on:
   subscription whose SQL filter (:mod:`shared.messaging.filters`) matches. A batch is one transaction:
   all messages are stored or none is. Each accepted message takes the next per-topic
   ``sequence_number``; the copies in different subscriptions share it.
+* **Addressed copies**: a message published with application property ``tie_replay_subscription``
+  reaches only the subscription it names (and only if that subscription's filter admits it) - what the
+  deployed rules do on Service Bus (``replay_aware_filter``), where dead-letter replays and released
+  parked work re-enter through the topic.
 * **Duplicate detection**: a ``message_id`` already accepted on the topic within the topic's
   ``duplicate_detection_window`` (measured from the first acceptance) is dropped silently.
 * **Peek-lock**: ``receive`` hands out messages in ``sequence_number`` order under a lock (token +
@@ -386,7 +390,10 @@ class SqliteBus:
                     subject=message.subject,
                     session_id=message.session_id,
                 )
+                target = message.application_properties.get(REPLAY_SUBSCRIPTION_PROPERTY)
                 for sub in entry.subscriptions.values():
+                    if isinstance(target, str) and target and target != sub.spec.name:
+                        continue  # addressed to one subscription (replay_aware_filter on Service Bus)
                     if not sub.matches(message.application_properties, system):
                         continue
                     missing_session = sub.spec.requires_session and message.session_id is None

@@ -26,6 +26,11 @@ SUB_INGEST_PROCESSOR = "ingest-processor"
 SUB_CLINICAL_AUDIT = "clinical-audit"
 SUB_OPERATIONAL_AUDIT = "operational-audit"
 SUB_PLATFORM_AUDIT = "platform-audit"
+#: Write-back subscribers on clinical-events (shared/backbone, functions/events.py): one per downstream.
+#: Sessions on (session id = hashed patient key): one patient's events are written back in order.
+SUB_WRITEBACK_FHIR = "writeback-fhir"
+SUB_WRITEBACK_HL7V2 = "writeback-hl7v2"
+WRITEBACK_SUBSCRIPTIONS: tuple[str, ...] = (SUB_WRITEBACK_FHIR, SUB_WRITEBACK_HL7V2)
 
 #: Name of the app setting (connection prefix) every Service Bus trigger uses.
 SERVICE_BUS_CONNECTION = "ServiceBusConnection"
@@ -52,7 +57,14 @@ class TopicSpec:
 
 TOPOLOGY: tuple[TopicSpec, ...] = (
     TopicSpec(TOPIC_INGEST, (SubscriptionSpec(SUB_INGEST_PROCESSOR),)),
-    TopicSpec(TOPIC_CLINICAL, (SubscriptionSpec(SUB_CLINICAL_AUDIT),)),
+    TopicSpec(
+        TOPIC_CLINICAL,
+        (
+            SubscriptionSpec(SUB_CLINICAL_AUDIT),
+            SubscriptionSpec(SUB_WRITEBACK_FHIR, max_delivery_count=10, requires_session=True),
+            SubscriptionSpec(SUB_WRITEBACK_HL7V2, max_delivery_count=10, requires_session=True),
+        ),
+    ),
     TopicSpec(TOPIC_OPERATIONAL, (SubscriptionSpec(SUB_OPERATIONAL_AUDIT),)),
     TopicSpec(TOPIC_PLATFORM, (SubscriptionSpec(SUB_PLATFORM_AUDIT),)),
 )

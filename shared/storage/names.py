@@ -15,12 +15,30 @@ TABLE_HL7_OUTCOMES = "hl7outcomes"
 TABLE_IDEMPOTENCY = "idempotency"
 #: Transactional outbox entries: committed bus messages not yet published (see shared.outbox).
 TABLE_OUTBOX = "outbox"
+#: Write-back work parked while a downstream's circuit is open (see shared.backbone.parking).
+TABLE_PARKED = "writebackparked"
+#: Circuit-breaker state per write-back downstream, shared by every instance (shared.backbone.breaker).
+TABLE_CIRCUITS = "circuits"
+#: Dead letters seen by the dead-letter monitor: reason, delivery count, correlation ID (no bodies).
+TABLE_DEADLETTERS = "deadletters"
+#: What is accepted but not finished: one row per (correlation ID, subscriber still to act).
+TABLE_INFLIGHT = "inflight"
 #: Health probes read this (never written).
 TABLE_HEALTH = "health"
 #: Blob container probed by the health check.
 CONTAINER_HEALTH = "health"
 
 TABLES: frozenset[str] = frozenset(
-    {TABLE_JOURNAL, TABLE_HL7_OUTCOMES, TABLE_IDEMPOTENCY, TABLE_OUTBOX, TABLE_HEALTH}
+    {
+        TABLE_JOURNAL,
+        TABLE_HL7_OUTCOMES,
+        TABLE_IDEMPOTENCY,
+        TABLE_OUTBOX,
+        TABLE_PARKED,
+        TABLE_CIRCUITS,
+        TABLE_DEADLETTERS,
+        TABLE_INFLIGHT,
+        TABLE_HEALTH,
+    }
 )
 CONTAINERS: frozenset[str] = frozenset({CONTAINER_HEALTH})

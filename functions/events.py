@@ -1,0 +1,106 @@
+"""Event backbone triggers: write-back subscribers on ``clinical-events``, parked-work release, outbox relay.
+
+Thin adapters: build a :class:`~shared.backbone.delivery.Delivery` from the trigger's message and hand it
+to the write-back core (:mod:`shared.backbone.writeback`). Returning completes the message; raising
+abandons it (the host redelivers, and dead-letters at the subscription's max delivery count). A parked
+delivery returns normally: it is stored and will be re-published by ``writeback_release``.
+
+* ``writeback_fhir`` / ``writeback_hl7v2`` - one per downstream, sessions on (per-patient order).
+* ``writeback_release`` - every 10 s: re-publishes parked work of downstreams whose circuit is closed
+  (or one item as the half-open probe).
+* ``outbox_relay`` - every 15 s: publishes outbox batches whose writer crashed or met a bus outage.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared.backbone.delivery import Delivery
+from shared.backbone.runtime import get_backbone
+from shared.messaging.topology import (
+    SERVICE_BUS_CONNECTION,
+    SUB_WRITEBACK_FHIR,
+    SUB_WRITEBACK_HL7V2,
+    TOPIC_CLINICAL,
+)
+from shared.observability.correlation import correlation_scope
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+_log = logging.getLogger("tie.events")
+
+
+def delivery_from(msg: func.ServiceBusMessage, topic: str, subscription: str) -> Delivery:
+    """The trigger's message as the core sees it."""
+    return Delivery(
+        topic=topic,
+        subscription=subscription,
+        body=msg.get_body(),
+        message_id=msg.message_id or "",
+        delivery_count=msg.delivery_count or 1,
+        correlation_id=msg.correlation_id,
+        session_id=msg.session_id,
+        content_type=msg.content_type,
+        subject=msg.subject,
+        properties=dict(msg.application_properties or {}),
+    )
+
+
+def _write_back(msg: func.ServiceBusMessage, subscription: str) -> None:
+    delivery = delivery_from(msg, TOPIC_CLINICAL, subscription)
+    with correlation_scope(delivery.correlation):
+        result = get_backbone().subscriber(subscription).handle(delivery)
+        _log.info(
+            "write-back",
+            extra={
+                "subscription": subscription,
+                "message_id": delivery.message_id,
+                "delivery_count": delivery.delivery_count,
+                "status": result.status,
+                "reason": result.reason,
+            },
+        )
+
+
+@bp.function_name("writeback_fhir")
+@bp.service_bus_topic_trigger(
+    arg_name="msg",
+    topic_name=TOPIC_CLINICAL,
+    subscription_name=SUB_WRITEBACK_FHIR,
+    connection=SERVICE_BUS_CONNECTION,
+    is_sessions_enabled=True,
+)
+def writeback_fhir(msg: func.ServiceBusMessage) -> None:
+    _write_back(msg, SUB_WRITEBACK_FHIR)
+
+
+@bp.function_name("writeback_hl7v2")
+@bp.service_bus_topic_trigger(
+    arg_name="msg",
+    topic_name=TOPIC_CLINICAL,
+    subscription_name=SUB_WRITEBACK_HL7V2,
+    connection=SERVICE_BUS_CONNECTION,
+    is_sessions_enabled=True,
+)
+def writeback_hl7v2(msg: func.ServiceBusMessage) -> None:
+    _write_back(msg, SUB_WRITEBACK_HL7V2)
+
+
+@bp.function_name("writeback_release")
+@bp.timer_trigger(schedule="*/10 * * * * *", arg_name="timer", use_monitor=False)
+def writeback_release(timer: func.TimerRequest) -> None:
+    released = get_backbone().release_parked()
+    if released:
+        _log.info("parked work released", extra={"count": sum(released.values())})
+
+
+@bp.function_name("outbox_relay")
+@bp.timer_trigger(schedule="*/15 * * * * *", arg_name="timer", use_monitor=False)
+def outbox_relay(timer: func.TimerRequest) -> None:
+    report = get_backbone().relay_outbox(max_seconds=10.0)
+    if report.published or report.parked or report.failed:
+        _log.info(
+            "outbox relayed",
+            extra={"count": report.messages, "status": f"parked={report.parked} failed={report.failed}"},
+        )

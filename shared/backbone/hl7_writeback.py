@@ -1,0 +1,216 @@
+"""Write-back to a system that speaks HL7 v2 over MLLP (e.g. a PAS or a lab system).
+
+Events are written as HL7 v2 (:mod:`shared.mapping.hl7v2_out`): encounter events as ADT^A08 (update
+patient information - the receiver already knows the visit), patient-level changes as ADT^A31, results
+as ORU^R01. Other kinds (orders, merges, allergies...) are *skipped* for this downstream (journaled with
+the reason); so is everything when no MLLP address is configured.
+
+MSH-10 is derived from the clinical-event key (the mapper's default), so a message re-sent after a crash
+carries the same control ID and a receiver's own duplicate check recognises it.
+
+The receiver's answer decides (:func:`shared.mllp.client.read_msa`):
+
+==================================  ===========================================================
+``AA`` / ``CA``                     done
+``AE`` / ``CE``                     retry (:class:`~shared.backbone.errors.DownstreamRetry`)
+``AR`` / ``CR``                     dead-letter (:class:`~shared.backbone.errors.DownstreamRejected`)
+no ACK within ``ack_timeout``       retry, counts for the circuit breaker (unavailable)
+connection refused / reset          retry, counts for the circuit breaker (unavailable)
+garbled reply, ACK for another ID   retry (the message may or may not have been processed)
+==================================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import TimeoutError as FutureTimeout
+from ssl import SSLContext
+from typing import Any, TypeVar
+
+from shared.backbone.errors import (
+    DownstreamRejected,
+    DownstreamRetry,
+    DownstreamUnavailable,
+    WriteBackUnmappable,
+)
+from shared.backbone.writeback import DownstreamResponse
+from shared.canonical.model import ClinicalEvent, EventKind
+from shared.mapping.hl7v2_out import Hl7OutError, to_adt_a08, to_adt_a31, to_oru_r01
+from shared.mllp.client import AckOutcome, MllpClient, read_msa
+from shared.mllp.errors import MllpAckTimeout, MllpConnectionError, MllpError, MllpProtocolError
+
+T = TypeVar("T")
+
+_ENCOUNTER_KINDS = frozenset(
+    {
+        EventKind.ADMISSION,
+        EventKind.TRANSFER,
+        EventKind.DISCHARGE,
+        EventKind.REGISTRATION,
+        EventKind.PRE_ADMISSION,
+        EventKind.ENCOUNTER_UPDATE,
+        EventKind.CANCEL_ADMISSION,
+        EventKind.CANCEL_DISCHARGE,
+    }
+)
+_PATIENT_KINDS = frozenset({EventKind.PATIENT_CREATED, EventKind.PATIENT_UPDATED})
+
+
+class MllpSender:
+    """A synchronous face on :class:`~shared.mllp.client.MllpClient` for threaded callers.
+
+    One connection, driven by a private event loop in a daemon thread; concurrent :meth:`send` calls are
+    serialised by the client (strict request/response on one connection keeps the receiver's order).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        connect_timeout: float = 10.0,
+        ssl: SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._connect_timeout = connect_timeout
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tie-mllp-sender", daemon=True)
+        self._thread.start()
+        self._client = MllpClient(
+            host, port, ssl=ssl, server_hostname=server_hostname, connect_timeout=connect_timeout
+        )
+        self._closed = False
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise MllpAckTimeout(f"no reply within {timeout:g}s") from None
+
+    def send(self, payload: bytes, *, timeout: float) -> bytes:
+        """Send one message, return the ACK payload (MLLP errors as :mod:`shared.mllp.errors`)."""
+        if self._closed:
+            raise MllpConnectionError("sender is closed")
+        # The client bounds connect and exchange itself; the outer bound only guards a stuck loop.
+        return self._run(self._client.send(payload, timeout=timeout), timeout + self._connect_timeout + 5)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(MllpError):
+            self._run(self._client.close(), 5.0)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+
+class Hl7MllpDownstream:
+    """:class:`~shared.backbone.writeback.Downstream` sending HL7 v2 over MLLP (see the module docs).
+
+    ``sender=None``: not configured - every event is skipped.
+    """
+
+    def __init__(
+        self,
+        sender: MllpSender | None,
+        *,
+        name: str = "hl7v2",
+        ack_timeout: float = 30.0,
+        sending_application: str = "TIE",
+        sending_facility: str = "",
+        receiving_application: str = "",
+        receiving_facility: str = "",
+        version: str = "2.5.1",
+    ) -> None:
+        self.sender = sender
+        self.name = name
+        self.ack_timeout = ack_timeout
+        self._sending_application = sending_application
+        self._sending_facility = sending_facility
+        self._receiving_application = receiving_application
+        self._receiving_facility = receiving_facility
+        self._version = version
+
+    def skip_reason(self, event: ClinicalEvent) -> str | None:
+        if self.sender is None:
+            return "not-configured"
+        if event.kind in _ENCOUNTER_KINDS or event.kind in _PATIENT_KINDS or event.kind is EventKind.RESULT:
+            return None
+        return f"kind-not-written-back:{event.kind.value}"
+
+    def message_for(self, event: ClinicalEvent) -> bytes:
+        """The HL7 v2 message for ``event`` (raises :class:`WriteBackUnmappable`)."""
+        if event.kind in _ENCOUNTER_KINDS:
+            build = to_adt_a08
+        elif event.kind in _PATIENT_KINDS:
+            build = to_adt_a31
+        elif event.kind is EventKind.RESULT:
+            build = to_oru_r01
+        else:
+            raise WriteBackUnmappable(self.name, f"kind {event.kind.value} is not written as HL7 v2")
+        try:
+            message = build(
+                event,
+                sending_application=self._sending_application,
+                sending_facility=self._sending_facility,
+                receiving_application=self._receiving_application,
+                receiving_facility=self._receiving_facility,
+                version=self._version,
+            )
+        except Hl7OutError as exc:
+            raise WriteBackUnmappable(self.name, f"event cannot be written as HL7 v2 ({exc.code})") from None
+        return message.encode()
+
+    def apply(self, event: ClinicalEvent) -> DownstreamResponse:
+        if self.sender is None:
+            raise DownstreamUnavailable(self.name, "no MLLP address configured")
+        payload = self.message_for(event)
+        try:
+            ack = self.sender.send(payload, timeout=self.ack_timeout)
+        except MllpAckTimeout:
+            raise DownstreamUnavailable(self.name, "no ACK within the timeout") from None
+        except MllpConnectionError as exc:
+            raise DownstreamUnavailable(self.name, f"connection failed ({exc.code})") from None
+        except MllpProtocolError as exc:
+            raise DownstreamRetry(self.name, f"unusable reply ({exc.code})") from None
+        try:
+            summary = read_msa(ack)
+        except MllpProtocolError:
+            raise DownstreamRetry(self.name, "the reply is not an HL7 ACK") from None
+        control_id = _control_id(payload)
+        if control_id and summary.control_id != control_id:
+            raise DownstreamRetry(self.name, "the ACK names another message", response=summary.code)
+        if summary.outcome is AckOutcome.ERROR:
+            raise DownstreamRetry(self.name, f"application error ACK {summary.code}", response=summary.code)
+        if summary.outcome is AckOutcome.REJECT:
+            raise DownstreamRejected(self.name, f"rejected with ACK {summary.code}", response=summary.code)
+        return DownstreamResponse(
+            status=summary.code,
+            summary=f"{summary.code} for control ID {summary.control_id}",
+            details={"control_id": summary.control_id},
+        )
+
+    def close(self) -> None:
+        if self.sender is not None:
+            self.sender.close()
+
+
+def _control_id(payload: bytes) -> str:
+    """MSH-10 of an ER7 message (separators from MSH-1/MSH-2)."""
+    first = payload.split(b"\r", 1)[0]
+    if len(first) < 4:
+        return ""
+    fields = first.split(first[3:4])
+    if len(fields) <= 9:
+        return ""
+    component = fields[1][:1] or b"^"
+    return fields[9].split(component, 1)[0].decode("ascii", errors="replace")

@@ -1,0 +1,347 @@
+"""Builds the backbone's moving parts from the container and settings, once per process.
+
+:func:`get_backbone` is what the trigger adapters (``functions/events.py``, ``functions/deadletter.py``)
+and the ``tie`` CLI call. Each write-back subscription gets its downstream, an idempotency guard in its
+own namespace (``writeback-<downstream>``: the HL7 v2 and FHIR paths of one event share it) with the
+transactional outbox, a circuit breaker and a parking lot.
+
+Timing budget: one delivery may call the downstream ``max_attempts`` times with backoff in between; that
+must finish inside the idempotency lease (75 % of the subscription's lock), else a redelivery could take
+the key over while the first run is still going. :func:`build_backbone` refuses settings that break it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.backbone.breaker import BreakerConfig, CircuitBreaker, Permit
+from shared.backbone.deadletter import DeadLetterMonitor, ScanReport
+from shared.backbone.fhir_writeback import FhirDownstream
+from shared.backbone.hl7_writeback import Hl7MllpDownstream, MllpSender
+from shared.backbone.parking import ParkingLot
+from shared.backbone.retry import Backoff, RetryPolicy
+from shared.backbone.writeback import Downstream, WriteBackSubscriber
+from shared.config.settings import Settings
+from shared.errors import ConfigurationError, TieError
+from shared.fhirstore.ports import FhirRepository
+from shared.idempotency import IdempotencyConfig, IdempotencyGuard, RecordStorePersistence
+from shared.journal import RELEASED, Journal
+from shared.messaging.ports import MessageBus
+from shared.messaging.topology import (
+    SUB_WRITEBACK_FHIR,
+    SUB_WRITEBACK_HL7V2,
+    TOPIC_CLINICAL,
+    TOPOLOGY,
+    TopicSpec,
+    topic_spec,
+)
+from shared.outbox import Outbox, OutboxRelay, RelayReport
+from shared.storage.ports import RecordStore
+
+_log = logging.getLogger("tie.backbone")
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBackOptions:
+    """Tunables (from :class:`~shared.config.settings.Settings` via :meth:`from_settings`)."""
+
+    timeout_seconds: float = 10.0
+    max_attempts: int = 3
+    backoff_base_seconds: float = 0.5
+    backoff_cap_seconds: float = 10.0
+    breaker_failure_threshold: int = 5
+    breaker_cooldown_seconds: float = 30.0
+    idempotency: bool = True
+    operational_events: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WriteBackOptions:
+        return cls(
+            timeout_seconds=settings.writeback_timeout_seconds,
+            max_attempts=settings.writeback_max_attempts,
+            backoff_base_seconds=settings.writeback_backoff_base_seconds,
+            breaker_failure_threshold=settings.writeback_breaker_failure_threshold,
+            breaker_cooldown_seconds=settings.writeback_breaker_cooldown_seconds,
+        )
+
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            self.max_attempts, Backoff(base=self.backoff_base_seconds, cap=self.backoff_cap_seconds)
+        )
+
+    def breaker(self) -> BreakerConfig:
+        cooldown = timedelta(seconds=self.breaker_cooldown_seconds)
+        return BreakerConfig(
+            failure_threshold=self.breaker_failure_threshold,
+            cooldown=cooldown,
+            max_cooldown=cooldown * 20,
+            probe_lease=timedelta(seconds=max(5.0, self.timeout_seconds * 2)),
+        )
+
+    def worst_case_seconds(self) -> float:
+        """Longest a delivery can spend calling the downstream (timeouts plus largest backoffs)."""
+        backoff = Backoff(self.backoff_base_seconds, self.backoff_cap_seconds)
+        waits = sum(backoff.ceiling(n) for n in range(1, self.max_attempts))
+        return self.max_attempts * self.timeout_seconds + waits
+
+
+@dataclass
+class Backbone:
+    """The write-back subscribers, the dead-letter monitor, the parking release and the outbox relay."""
+
+    bus: MessageBus
+    records: RecordStore
+    journal: Journal
+    subscribers: Mapping[str, WriteBackSubscriber]
+    monitor: DeadLetterMonitor
+    relay: OutboxRelay
+    _closables: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    def subscriber(self, subscription: str) -> WriteBackSubscriber:
+        try:
+            return self.subscribers[subscription]
+        except KeyError:
+            raise ConfigurationError(f"no write-back subscriber for subscription {subscription}") from None
+
+    def parking_for(self, subscription: str) -> ParkingLot | None:
+        sub = self.subscribers.get(subscription)
+        return None if sub is None else sub.parking
+
+    def release_parked(self, *, limit: int = 200) -> dict[str, int]:
+        """Release parked work of every downstream whose circuit allows it (timer). Returns counts."""
+        released: dict[str, int] = {}
+        for name, sub in self.subscribers.items():
+            lot, breaker = sub.parking, sub.breaker
+            snapshot = breaker.snapshot(fresh=True)
+            if snapshot.state.value == "closed":
+                items = lot.release(self.bus, limit=limit)
+            elif breaker.due_for_probe():
+                items = lot.release(self.bus, probe=True)
+            else:
+                continue
+            for item in items:
+                if item.correlation_id:
+                    self.journal.record(
+                        item.correlation_id,
+                        RELEASED,
+                        subscriber=name,
+                        downstream=lot.downstream,
+                        release=item.releases,
+                        probe=snapshot.state.value != "closed",
+                    )
+            if items:
+                released[name] = len(items)
+        return released
+
+    def scan_dead_letters(self) -> ScanReport:
+        return self.monitor.scan()
+
+    def relay_outbox(self, *, max_seconds: float = 20.0) -> RelayReport:
+        return self.relay.run_until_idle(max_seconds=max_seconds)
+
+    def permit(self, subscription: str) -> Permit:
+        return self.subscriber(subscription).breaker.permit()
+
+    def close(self) -> None:
+        for close in self._closables:
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - closing must not mask the caller's exit
+                _log.warning("backbone component failed to close")
+        self._closables.clear()
+
+
+def build_backbone(
+    *,
+    bus: MessageBus,
+    records: RecordStore,
+    downstreams: Mapping[str, Downstream],
+    options: WriteBackOptions | None = None,
+    topology: Sequence[TopicSpec] = TOPOLOGY,
+    clock: Callable[[], datetime] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+    close_downstreams: bool = False,
+) -> Backbone:
+    """Wire the subscribers for ``downstreams`` (subscription name -> downstream) over the given ports."""
+    options = options or WriteBackOptions()
+    journal = Journal(records, clock=clock)
+    outbox = Outbox(records, clock=clock)
+    specs = {s.name: s for s in topic_spec(TOPIC_CLINICAL, tuple(topology)).subscriptions}
+    subscribers: dict[str, WriteBackSubscriber] = {}
+    for subscription, downstream in downstreams.items():
+        spec = specs.get(subscription)
+        if spec is None:
+            raise ConfigurationError(f"subscription {subscription} is not in the clinical-events topology")
+        guard: IdempotencyGuard | None = None
+        if options.idempotency:
+            config = IdempotencyConfig.for_lock_duration(
+                spec.lock_duration,
+                namespace=f"writeback-{downstream.name}",
+                payload_validation=_assertion,
+                is_final_failure=_is_final,
+                **({"clock": clock} if clock else {}),
+            )
+            lease = config.in_progress_lease.total_seconds()
+            if options.worst_case_seconds() >= lease:
+                raise ConfigurationError(
+                    f"write-back to {downstream.name}: {options.max_attempts} attempts of "
+                    f"{options.timeout_seconds:g} s plus backoff do not fit the {lease:g} s idempotency "
+                    f"lease of subscription {subscription}; lower TIE_WRITEBACK_TIMEOUT_SECONDS or "
+                    "TIE_WRITEBACK_MAX_ATTEMPTS"
+                )
+            guard = IdempotencyGuard(RecordStorePersistence(records), config, outbox=outbox, bus=bus)
+        subscribers[subscription] = WriteBackSubscriber(
+            downstream=downstream,
+            subscription=subscription,
+            journal=journal,
+            bus=bus,
+            guard=guard,
+            breaker=CircuitBreaker(records, downstream.name, options.breaker(), clock=clock, rng=rng),
+            parking=ParkingLot(records, downstream.name, clock=clock),
+            policy=options.policy(),
+            operational_events=options.operational_events,
+            sleep=sleep,
+            rng=rng,
+        )
+
+    def forget_parked(subscription: str, row: str) -> None:
+        sub = subscribers.get(subscription)
+        if sub is not None:
+            sub.parking.forget(row)
+
+    backbone = Backbone(
+        bus=bus,
+        records=records,
+        journal=journal,
+        subscribers=subscribers,
+        monitor=DeadLetterMonitor(bus, records, journal, topology=topology, forget_parked=forget_parked),
+        relay=OutboxRelay(outbox, bus),
+    )
+    if close_downstreams:
+        backbone._closables.extend(d.close for d in downstreams.values())
+    return backbone
+
+
+def _assertion(event: Any) -> Any:
+    from shared.backbone.writeback import clinical_assertion
+
+    return clinical_assertion(event)
+
+
+def _is_final(exc: BaseException) -> bool:
+    from shared.backbone.errors import is_final_failure
+
+    return is_final_failure(exc)
+
+
+def default_downstreams(
+    settings: Settings, fhir: FhirRepository, *, mllp_connect_timeout: float | None = None
+) -> dict[str, Downstream]:
+    """The production downstreams: FHIR (``fhir``) and HL7 v2 over MLLP (sender only when configured)."""
+    sender = None
+    if settings.writeback_mllp_host:
+        sender = MllpSender(
+            settings.writeback_mllp_host,
+            settings.writeback_mllp_port,
+            connect_timeout=mllp_connect_timeout or min(5.0, settings.writeback_timeout_seconds),
+        )
+    return {
+        SUB_WRITEBACK_FHIR: FhirDownstream(fhir),
+        SUB_WRITEBACK_HL7V2: Hl7MllpDownstream(
+            sender,
+            ack_timeout=settings.writeback_timeout_seconds,
+            receiving_application=settings.writeback_hl7_receiving_application,
+            receiving_facility=settings.writeback_hl7_receiving_facility,
+        ),
+    }
+
+
+# -- the process-wide backbone ------------------------------------------------------------------------
+
+_lock = threading.Lock()
+_backbone: Backbone | None = None
+_owner: object | None = None
+
+
+def get_backbone() -> Backbone:
+    """The process-wide backbone over :func:`shared.wiring.get_container` (rebuilt if the container is
+    replaced, e.g. by a test app)."""
+    global _backbone, _owner
+    from shared.wiring import build_writeback_fhir, get_container
+
+    container = get_container()
+    with _lock:
+        if _backbone is not None and _owner is container:
+            return _backbone
+        if _backbone is not None:
+            _backbone.close()
+        settings = container.settings
+        remote = build_writeback_fhir(settings)
+        fhir = remote if remote is not None else container.fhir
+        downstreams = default_downstreams(settings, fhir)
+        backbone = build_backbone(
+            bus=container.bus,
+            records=container.records,
+            downstreams=downstreams,
+            options=WriteBackOptions.from_settings(settings),
+            topology=_topology_of(container.bus),
+        )
+        backbone._closables.append(downstreams[SUB_WRITEBACK_HL7V2].close)
+        if remote is not None:
+            backbone._closables.append(remote.close)
+        _backbone, _owner = backbone, container
+        return backbone
+
+
+def set_backbone(backbone: Backbone | None, owner: object | None = None) -> Backbone | None:
+    """Install (or clear) the process-wide backbone; ``owner`` = the container it belongs to."""
+    global _backbone, _owner
+    with _lock:
+        previous, _backbone, _owner = _backbone, backbone, owner
+        return previous
+
+
+def _topology_of(bus: MessageBus) -> tuple[TopicSpec, ...]:
+    """The topology the embedded bus was opened with (a test app may use short locks), else the declared
+    one (asking Service Bus would need management rights). Lock durations size the idempotency leases."""
+    from shared.messaging.sqlite_bus import SqliteBus
+
+    if not isinstance(bus, SqliteBus):
+        return TOPOLOGY
+    try:
+        infos = bus.topology()
+    except TieError:
+        return TOPOLOGY
+    declared = {t.name: t for t in TOPOLOGY}
+    topics: list[TopicSpec] = []
+    for info in infos:
+        base = declared.get(info.name)
+        subs = []
+        for s in info.subscriptions:
+            spec = next((x for x in base.subscriptions if x.name == s.name), None) if base else None
+            if spec is None:
+                continue
+            subs.append(
+                type(spec)(
+                    s.name,
+                    filter=spec.filter,
+                    max_delivery_count=s.max_delivery_count,
+                    lock_duration=s.lock_duration,
+                    requires_session=s.requires_session,
+                    default_ttl=spec.default_ttl,
+                    dead_letter_on_expiry=spec.dead_letter_on_expiry,
+                )
+            )
+        if base is not None:
+            topics.append(
+                TopicSpec(info.name, tuple(subs), base.duplicate_detection_window, base.max_message_bytes)
+            )
+    return tuple(topics) or TOPOLOGY
