@@ -6,25 +6,26 @@ ID accepted or generated and echoed like every HTTP function. An exception that 
 a 500 OperationOutcome without details.
 
 :func:`register_resources` adds one resource family's functions to a blueprint (``functions/fhir_*.py``
-hold one blueprint per family; a family's ``{type}`` route segment is constrained to its types, so the
-functions - and their telemetry - are per family while the API Management operations are per interaction):
+hold one blueprint per family; a family's ``{resourceType}`` route segment is constrained to its types,
+so the functions - and their telemetry - are per family while the API Management operations are per
+interaction):
 
-======================================  ======  ==============================================
-route (under ``/api``)                  method  interaction
-======================================  ======  ==============================================
-``fhir/{type}``                         GET     search (query string)
-``fhir/{type}``                         POST    create (``If-None-Exist``: conditional create)
-``fhir/{type}``                         PUT     conditional update (criteria in the query string)
-``fhir/{type}/_search``                 POST    search (form body)
-``fhir/{type}/_history``                GET     type history
-``fhir/{type}/{id}``                    GET     read (``If-None-Match`` / ``If-Modified-Since``)
-``fhir/{type}/{id}``                    PUT     update (``If-Match``)
-``fhir/{type}/{id}``                    DELETE  delete (405 where deletion is not allowed)
-``fhir/{type}/{id}/_history``           GET     instance history
-``fhir/{type}/{id}/_history/{vid}``     GET     vread
-``fhir/metadata``                       GET     CapabilityStatement
-``fhir``                                POST    transaction / batch Bundle
-======================================  ======  ==============================================
+===========================================  ======  =================================================
+route (under ``/api``)                       method  interaction
+===========================================  ======  =================================================
+``fhir/{resourceType}``                      GET     search (query string)
+``fhir/{resourceType}``                      POST    create (``If-None-Exist``: conditional create)
+``fhir/{resourceType}``                      PUT     conditional update (criteria in the query string)
+``fhir/{resourceType}/_search``              POST    search (form body)
+``fhir/{resourceType}/_history``             GET     type history
+``fhir/{resourceType}/{id}``                 GET     read (``If-None-Match`` / ``If-Modified-Since``)
+``fhir/{resourceType}/{id}``                 PUT     update (``If-Match``)
+``fhir/{resourceType}/{id}``                 DELETE  delete (405 where deletion is not allowed)
+``fhir/{resourceType}/{id}/_history``        GET     instance history
+``fhir/{resourceType}/{id}/_history/{vid}``  GET     vread
+``fhir/metadata``                            GET     CapabilityStatement
+``fhir``                                     POST    transaction / batch Bundle
+===========================================  ======  =================================================
 """
 
 from __future__ import annotations
@@ -129,46 +130,70 @@ def _add(bp: Any, name: str, route: str, method: str, interaction: Interaction) 
 
 def type_segment(resource_types: tuple[str, ...]) -> str:
     """The route segment matching exactly ``resource_types``, e.g.
-    ``{type:regex(^Observation$|^DiagnosticReport$)}`` (no groups: a route constraint cannot nest
+    ``{resourceType:regex(^Observation$|^DiagnosticReport$)}`` (no groups: a route constraint cannot nest
     parentheses)."""
     for rtype in resource_types:
         if not rtype.isalpha():
             raise ValueError("resource types are letters only")
-    return "{type:regex(" + "|".join(f"^{t}$" for t in resource_types) + ")}"
+    return "{resourceType:regex(" + "|".join(f"^{t}$" for t in resource_types) + ")}"
 
 
 def register_resources(bp: Any, family: str, resource_types: tuple[str, ...]) -> None:
     """Register the interactions of ``resource_types`` on ``bp`` as functions ``fhir_<family>_<interaction>``
-    (see the module docs); the ``{type}`` route segment only matches those types."""
+    (see the module docs); the ``{resourceType}`` route segment only matches those types."""
     base = f"fhir/{type_segment(resource_types)}"
     f = f"fhir_{family}"
-    _add(bp, f"{f}_search", base, "GET", lambda api, r, p: api.search(r, p["type"]))
-    _add(bp, f"{f}_create", base, "POST", lambda api, r, p: api.create(r, p["type"]))
-    _add(bp, f"{f}_conditional_update", base, "PUT", lambda api, r, p: api.conditional_update(r, p["type"]))
+    _add(bp, f"{f}_search", base, "GET", lambda api, r, p: api.search(r, p["resourceType"]))
+    _add(bp, f"{f}_create", base, "POST", lambda api, r, p: api.create(r, p["resourceType"]))
+    _add(
+        bp,
+        f"{f}_conditional_update",
+        base,
+        "PUT",
+        lambda api, r, p: api.conditional_update(r, p["resourceType"]),
+    )
     _add(
         bp,
         f"{f}_search_post",
         f"{base}/_search",
         "POST",
-        lambda api, r, p: api.search(r, p["type"], post=True),
+        lambda api, r, p: api.search(r, p["resourceType"], post=True),
     )
-    _add(bp, f"{f}_history_type", f"{base}/_history", "GET", lambda api, r, p: api.history(r, p["type"]))
-    _add(bp, f"{f}_read", f"{base}/{{id}}", "GET", lambda api, r, p: api.read(r, p["type"], p["id"]))
-    _add(bp, f"{f}_update", f"{base}/{{id}}", "PUT", lambda api, r, p: api.update(r, p["type"], p["id"]))
-    _add(bp, f"{f}_delete", f"{base}/{{id}}", "DELETE", lambda api, r, p: api.delete(r, p["type"], p["id"]))
+    _add(
+        bp,
+        f"{f}_history_type",
+        f"{base}/_history",
+        "GET",
+        lambda api, r, p: api.history(r, p["resourceType"]),
+    )
+    _add(bp, f"{f}_read", f"{base}/{{id}}", "GET", lambda api, r, p: api.read(r, p["resourceType"], p["id"]))
+    _add(
+        bp,
+        f"{f}_update",
+        f"{base}/{{id}}",
+        "PUT",
+        lambda api, r, p: api.update(r, p["resourceType"], p["id"]),
+    )
+    _add(
+        bp,
+        f"{f}_delete",
+        f"{base}/{{id}}",
+        "DELETE",
+        lambda api, r, p: api.delete(r, p["resourceType"], p["id"]),
+    )
     _add(
         bp,
         f"{f}_history_instance",
         f"{base}/{{id}}/_history",
         "GET",
-        lambda api, r, p: api.history(r, p["type"], p["id"]),
+        lambda api, r, p: api.history(r, p["resourceType"], p["id"]),
     )
     _add(
         bp,
         f"{f}_vread",
         f"{base}/{{id}}/_history/{{vid}}",
         "GET",
-        lambda api, r, p: api.vread(r, p["type"], p["id"], p["vid"]),
+        lambda api, r, p: api.vread(r, p["resourceType"], p["id"], p["vid"]),
     )
 
 

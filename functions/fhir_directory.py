@@ -1,7 +1,7 @@
 """FHIR API, reference data (Organization, Practitioner, Location; stored without clinical events).
 
 Read, vread, create, update, conditional create/update, delete, history and search under
-``/api/fhir/{type}``. Routes and semantics: :mod:`functions._fhir`, :mod:`shared.fhirapi.service`.
+``/api/fhir/{resourceType}``. Routes and semantics: :mod:`functions._fhir`, :mod:`shared.fhirapi.service`.
 """
 
 from __future__ import annotations

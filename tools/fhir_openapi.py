@@ -1,11 +1,12 @@
 """Render the FHIR API part of the API Management configuration from the registered FHIR functions.
 
-The FHIR functions are per resource family (``functions/fhir_*.py``), their ``{type}`` route segment
-constrained to the family's types; API Management sees one operation per interaction on ``/fhir/{type}``
-(with the exposed types as an enum), which keeps the OpenAPI document within what Bicep's
-``loadTextContent`` accepts (131,072 characters) and gives one policy per interaction. The OpenAPI paths,
-the APIM operation policies (``infra/apim/policies/operations/fhir-*.xml``) and their entries in
-``infra/bicep/modules/apim.bicep`` are rendered from ``function_app`` itself (the ``fhir_*`` functions and
+The FHIR functions are per resource family (``functions/fhir_*.py``), their ``{resourceType}`` route
+segment constrained to the family's types; API Management sees one operation per interaction on
+``/fhir/{resourceType}`` (``resourceType`` an enum of the exposed types), which keeps the OpenAPI
+document within what Bicep's ``loadTextContent`` accepts (131,072 characters) and gives one policy per
+interaction. The OpenAPI paths, the APIM operation policies
+(``infra/apim/policies/operations/fhir-*.xml``) and their entries in ``infra/bicep/modules/apim.bicep`` are
+rendered from ``function_app`` itself (the ``fhir_*`` functions and
 their routes, as the Functions host indexes them) and the search parameters of
 :mod:`shared.fhirstore.search`; everything non-FHIR in the files is left alone. ``tests/unit/fhirapi``
 re-renders and compares (``--check``).
@@ -87,7 +88,7 @@ SYSTEM = {
 
 # ----------------------------------------------------------------------------------------- discovery
 
-_TYPES = re.compile(r"\{type:regex\((?P<types>[A-Za-z|^$]+)\)\}")
+_TYPES = re.compile(r"\{resourceType:regex\((?P<types>[A-Za-z|^$]+)\)\}")
 
 
 def fhir_functions() -> list[dict[str, Any]]:
@@ -101,7 +102,9 @@ def fhir_functions() -> list[dict[str, Any]]:
         assert spec.route is not None and spec.methods and len(spec.methods) == 1, spec.name
         found = _TYPES.search(spec.route.template)
         template = re.sub(
-            r"\{\*?([A-Za-z0-9_]+)(?::[^}]*)?\??\}", r"{\1}", _TYPES.sub("{type}", spec.route.template)
+            r"\{\*?([A-Za-z0-9_]+)(?::[^}]*)?\??\}",
+            r"{\1}",
+            _TYPES.sub("{resourceType}", spec.route.template),
         )
         out.append(
             {
@@ -172,7 +175,9 @@ def components() -> dict[str, dict[str, Any]]:
             "_count", "Page size (default 20, max 500; 0: total only).", {"type": "integer", "minimum": 0}
         ),
         "FhirOffset": _query(
-            "_offset", "Index of the first match to return.", {"type": "integer", "minimum": 0}
+            "_offset",
+            "Index of the first match to return.",
+            {"type": "integer", "minimum": 0, "maximum": 1000000},
         ),
         "FhirSince": _query(
             "_since", "Versions updated at or after this instant.", {"type": "string", "format": "date-time"}
@@ -324,10 +329,10 @@ def _errors(*statuses: str) -> dict[str, Any]:
 def operation(name: str, method: str, path: str, types: list[str]) -> dict[str, Any]:
     op_suffix, summary, role, kind = _classify(name)
     params: list[dict[str, Any]] = [_ref("parameters", "CorrelationId"), _ref("parameters", "FhirFormat")]
-    if "{type}" in path:
+    if "{resourceType}" in path:
         params.append(
             {
-                "name": "type",
+                "name": "resourceType",
                 "in": "path",
                 "required": True,
                 "description": "Resource type",

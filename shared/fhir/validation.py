@@ -215,7 +215,9 @@ def _structural(resource: Mapping[str, Any], path: str) -> list[ValidationIssue]
             )
             for err in exc.errors(include_input=False, include_url=False)
         ]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, KeyError):
+        # fhir_core raises KeyError for a nested resource with an unknown resourceType (contained, Bundle
+        # entries): the content is not FHIR, not a defect of ours.
         return [ValidationIssue("error", "structure", path, "resource could not be read as FHIR")]
     return []
 

@@ -9,6 +9,7 @@ HTTP dates.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ FORM = "application/x-www-form-urlencoded"
 BODY_MEDIA_TYPES = frozenset({FHIR_JSON, JSON})
 #: ``_format`` values meaning JSON (FHIR R4 http.html#mime-type).
 _JSON_FORMATS = frozenset({"json", FHIR_JSON, JSON, "application/json+fhir", "text/json"})
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _XML_FORMATS = frozenset({"xml", "application/fhir+xml", "application/xml", "text/xml", "ttl", "text/turtle"})
 
 ReturnPreference = Literal["minimal", "representation", "OperationOutcome"]
@@ -190,6 +192,11 @@ def decode_json_object(body: bytes, *, limit: int) -> dict[str, Any]:
         raise MalformedBody("the request body is not valid JSON") from None
     if not isinstance(value, dict):
         raise MalformedBody("the request body must be a JSON object (a FHIR resource)")
+    if _SURROGATE_ESCAPE.search(body):
+        try:  # a lone surrogate escape (\ud800) decodes to a string that cannot be stored as UTF-8
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise MalformedBody("the request body holds an unpaired UTF-16 surrogate escape") from None
     return value
 
 

@@ -113,6 +113,9 @@ _HISTORY_PARAMS = frozenset({"_count", "_since", "_offset"})
 _SUMMARY_HONOURED = frozenset({"count", "false"})
 _NO_STORE = ("_elements", "_format", "_pretty")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Deepest page start accepted (``_offset``); beyond it narrow the search instead (and SQLite's
+#: integers end at 2**63).
+MAX_OFFSET = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +268,9 @@ class FhirApi:
         requested = parse_elements(elements_raw, rtype)
         if elements_raw:
             extra.append(("_elements", ",".join(elements_raw)))
+        for name, value in params:
+            if name == "_offset" and value.strip().isdigit() and int(value) > MAX_OFFSET:
+                raise InvalidSearch("_offset", f"must be at most {MAX_OFFSET}")
         store_params = [(k, v) for k, v in params if k not in _NO_STORE and k != "_summary"]
         store_params += [("_summary", "count")] if ("_summary", "count") in extra else []
         result = self.repository.search(rtype, store_params, strict=strict)
@@ -353,6 +359,8 @@ class FhirApi:
                     count = min(_non_negative("_count", value), MAX_COUNT)
                 elif name == "_offset":
                     offset = _non_negative("_offset", value)
+                    if offset > MAX_OFFSET:
+                        raise InvalidSearch("_offset", f"must be at most {MAX_OFFSET}")
                 elif name == "_since":
                     since = _instant("_since", value)
                 elif prefs.handling == "strict":
