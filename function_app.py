@@ -8,6 +8,8 @@ from __future__ import annotations
 import azure.functions as func
 
 from functions import (
+    deadletter,
+    events,
     fhir_directory,
     fhir_encounter,
     fhir_orders,
@@ -34,3 +36,5 @@ app.register_functions(fhir_results.bp)
 app.register_functions(fhir_orders.bp)
 app.register_functions(fhir_records.bp)
 app.register_functions(fhir_directory.bp)
+app.register_functions(events.bp)
+app.register_functions(deadletter.bp)

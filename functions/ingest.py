@@ -72,13 +72,19 @@ def message_trace(req: func.HttpRequest, correlation_id: str) -> func.HttpRespon
     wanted = req.route_params.get("correlationId", "")
     if not is_valid_correlation_id(wanted):
         return error_response(400, "invalid_correlation_id", "Invalid correlation ID.", correlation_id)
-    entries = Journal(get_container().records).trace(wanted)
+    journal = Journal(get_container().records)
+    entries = journal.trace(wanted)
     if not entries:
         return error_response(404, "not_found", "No message with that correlation ID.", correlation_id)
+    waiting = journal.waiting(wanted)
     return json_response(
         {
             "correlationId": wanted,
             "stages": [{"stage": e.stage, "at": e.at.isoformat(), **dict(e.attributes)} for e in entries],
+            # Subscribers still expected to act ("accepted but not finished"); empty when finished.
+            "inflight": [
+                {"subscriber": name, "since": at.isoformat()} for name, at in sorted(waiting.items())
+            ],
         },
         correlation_id=correlation_id,
     )

@@ -7,7 +7,12 @@
     tie bus dlq list TOPIC SUB    dead-lettered messages with reason and delivery count
     tie bus dlq replay TOPIC SUB  return dead-letters to the subscription (--seq N ... or all)
     tie bus dlq purge TOPIC SUB --older-than 7d
-    tie trace CORRELATION_ID      the journal of one message
+    tie dlq list [TOPIC [SUB]]    dead letters of every subscription: reason, deliveries, last error code
+    tie dlq show TOPIC SUB SEQ    one dead letter and its journal (--body to print the body)
+    tie dlq replay TOPIC SUB      back to the subscription as a replay (--seq N ...; idempotent effects)
+    tie dlq purge --older-than 7d [TOPIC [SUB]]
+    tie trace CORRELATION_ID      the journal of one message, and what it is still waiting for
+    tie inflight                  accepted but not finished (--older-than 5m)
     tie mllp send FILE            send an HL7 v2 file over MLLP and print the ACK
 
 Bodies are patient data: they are printed only with ``--body``, to stdout, never logged.
@@ -141,14 +146,102 @@ def cmd_bus(args: argparse.Namespace) -> int:
 def cmd_trace(args: argparse.Namespace) -> int:
     from shared.journal import Journal
 
-    entries = Journal(_container().records).trace(args.correlation_id)
+    journal = Journal(_container().records)
+    entries = journal.trace(args.correlation_id)
     if not entries:
         print("no such correlation id", file=sys.stderr)
         return 1
+    waiting = journal.waiting(args.correlation_id)
+    if args.json:
+        _print(
+            {
+                "correlationId": args.correlation_id,
+                "stages": [{"stage": e.stage, "at": e.at.isoformat(), **dict(e.attributes)} for e in entries],
+                "inflight": {name: at.isoformat() for name, at in sorted(waiting.items())},
+            }
+        )
+        return 0
+    start = entries[0].at
     for e in entries:
-        attrs = " ".join(f"{k}={v}" for k, v in e.attributes.items())
-        print(f"{e.at.isoformat()}  {e.stage:<14} {attrs}")
+        who = e.attributes.get("subscriber") or e.attributes.get("subscription") or ""
+        attrs = " ".join(
+            f"{k}={v}"
+            for k, v in e.attributes.items()
+            if v is not None and k not in ("subscriber", "subscription")
+        )
+        offset = (e.at - start).total_seconds() * 1000
+        print(f"{e.at.isoformat()}  +{offset:9.1f} ms  {e.stage:<14} {who:<17} {attrs}")
+    if waiting:
+        print(
+            "in flight: waiting for " + ", ".join(f"{n} (since {a.isoformat()})" for n, a in waiting.items())
+        )
+    else:
+        print("finished: no subscriber is still to act")
     return 0
+
+
+def cmd_inflight(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from shared.journal import Journal
+
+    journal = Journal(_container().records)
+    entries = journal.inflight(limit=args.n, older_than=args.older_than)
+    now = datetime.now(UTC)
+    _print(
+        [
+            {
+                "correlationId": e.correlation_id,
+                "since": e.since.isoformat(),
+                "ageSeconds": round((now - e.since).total_seconds(), 1),
+                "waitingFor": sorted(e.waiting),
+            }
+            for e in entries
+        ]
+    )
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from shared.backbone import deadletter
+    from shared.journal import Journal
+
+    container = _container()
+    bus, records = container.bus, container.records
+    if args.dlq_cmd == "list":
+        letters = deadletter.list_dead_letters(
+            bus, records, topic=args.topic, subscription=args.subscription, limit=args.n
+        )
+        _print([letter.to_json() for letter in letters])
+        return 0
+    if args.dlq_cmd == "show":
+        letter = deadletter.show_dead_letter(bus, records, args.topic, args.subscription, args.sequence)
+        if letter is None:
+            print("no such dead letter", file=sys.stderr)
+            return 1
+        row = letter.to_json(include_body=args.body)
+        if letter.correlation_id:
+            row["journal"] = [
+                {"stage": e.stage, "at": e.at.isoformat(), **dict(e.attributes)}
+                for e in Journal(records).trace(letter.correlation_id)
+            ]
+        _print(row)
+        return 0
+    if args.dlq_cmd == "replay":
+        count = deadletter.replay(
+            bus, records, Journal(records), args.topic, args.subscription, sequence_numbers=args.seq or None
+        )
+        print(f"replayed {count}")
+        return 0
+    if args.dlq_cmd == "purge":
+        purged = deadletter.purge(
+            bus, records, older_than=args.older_than, topic=args.topic, subscription=args.subscription
+        )
+        for where, count in purged.items():
+            print(f"purged {count} from {where}")
+        print(f"purged {sum(purged.values())}")
+        return 0
+    return 2
 
 
 def cmd_mllp(args: argparse.Namespace) -> int:
@@ -300,7 +393,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     trace = sub.add_parser("trace", help="what happened to a message")
     trace.add_argument("correlation_id")
+    trace.add_argument("--json", action="store_true", help="machine-readable output")
     trace.set_defaults(func=cmd_trace)
+
+    inflight = sub.add_parser("inflight", help="accepted but not finished")
+    inflight.add_argument(
+        "--older-than", type=_duration, default=None, help="e.g. 5m: only those waiting longer"
+    )
+    inflight.add_argument("-n", type=int, default=200)
+    inflight.set_defaults(func=cmd_inflight)
+
+    dlq_top = sub.add_parser("dlq", help="dead letters of every subscription (recorded, replay, purge)")
+    dlq_top_sub = dlq_top.add_subparsers(dest="dlq_cmd", required=True)
+    d_list = dlq_top_sub.add_parser(
+        "list", help="reason, delivery count, correlation id, last error (no bodies)"
+    )
+    d_list.add_argument("topic", nargs="?")
+    d_list.add_argument("subscription", nargs="?")
+    d_list.add_argument("-n", type=int, default=250)
+    d_show = dlq_top_sub.add_parser("show", help="one dead letter with its journal")
+    d_show.add_argument("topic")
+    d_show.add_argument("subscription")
+    d_show.add_argument("sequence", type=int)
+    d_show.add_argument("--body", action="store_true", help="print the body (patient data!)")
+    d_replay = dlq_top_sub.add_parser("replay", help="return to the subscription, tagged as a replay")
+    d_replay.add_argument("topic")
+    d_replay.add_argument("subscription")
+    d_replay.add_argument("--seq", type=int, nargs="*", help="sequence numbers (default: all)")
+    d_purge = dlq_top_sub.add_parser("purge", help="delete dead letters older than a duration")
+    d_purge.add_argument("topic", nargs="?")
+    d_purge.add_argument("subscription", nargs="?")
+    d_purge.add_argument("--older-than", type=_duration, required=True)
+    dlq_top.set_defaults(func=cmd_dlq)
     return parser
 
 

@@ -141,7 +141,8 @@ def _subscriptions(topology: Sequence[TopicSpec]) -> list[tuple[str, str]]:
 
 
 def last_error_code(journal: Journal, correlation_id: str | None, subscription: str) -> str | None:
-    """The error code of the last ``failed`` stage the journal holds for ``subscription``."""
+    """The error code of the last ``failed`` stage the journal holds for ``subscription`` (for a delivery
+    answered with a stored failure: the stored failure's code)."""
     if not correlation_id:
         return None
     for entry in reversed(journal.trace(correlation_id)):
@@ -149,7 +150,7 @@ def last_error_code(journal: Journal, correlation_id: str | None, subscription: 
             continue
         subscriber = entry.attributes.get("subscriber")
         if subscriber in (None, subscription):
-            code = entry.attributes.get("error_code")
+            code = entry.attributes.get("cause") or entry.attributes.get("error_code")
             return str(code) if code else None
     return None
 

@@ -18,6 +18,11 @@ write but before the guard stores ``COMPLETED``, the redelivery re-runs the effe
 already in the state the event describes, and writes nothing. So "exactly one effect" holds for the FHIR
 store even in the crash window the guard alone cannot close.
 
+**Echoes**: when the target is the platform's own repository (``origin_store=True``: the embedded
+default, where the FHIR API writes too), an event that came *from* a FHIR write is not written again - its
+effect is already in the store - but its key is still completed, so the HL7 v2 version of the same event
+that arrives later is answered as a duplicate instead of creating a second Encounter.
+
 Errors (see :mod:`shared.backbone.errors`): ``StoreUnavailable`` / ``Throttled`` / ``UpstreamError``
 (401/403: credentials - park until fixed rather than dead-letter everything) -> unavailable;
 ``VersionConflict`` / ``ResourceConflict`` (also inside a failed transaction) -> retry; other FHIR errors
@@ -84,9 +89,10 @@ def _comparable(resource: JsonDict) -> JsonDict:
 class FhirDownstream:
     """:class:`~shared.backbone.writeback.Downstream` over a FHIR repository (embedded or REST)."""
 
-    def __init__(self, repository: FhirRepository, *, name: str = "fhir") -> None:
+    def __init__(self, repository: FhirRepository, *, name: str = "fhir", origin_store: bool = False) -> None:
         self.repository = repository
         self.name = name
+        self.origin_store = origin_store
 
     def skip_reason(self, event: ClinicalEvent) -> str | None:
         return None
@@ -97,6 +103,10 @@ class FhirDownstream:
     # -- the write -----------------------------------------------------------------------------------
 
     def apply(self, event: ClinicalEvent) -> DownstreamResponse:
+        if self.origin_store and event.provenance.source_format == "fhir":
+            # The event came from a write to this very store (the FHIR API): its effect is already there.
+            # Completing the key without writing makes the HL7 v2 version of the same event a duplicate.
+            return DownstreamResponse("200", "written through the FHIR API: already in this store")
         try:
             entries = _plain(to_entries(event).value)
         except FhirOutError as exc:

@@ -243,7 +243,11 @@ def _is_final(exc: BaseException) -> bool:
 
 
 def default_downstreams(
-    settings: Settings, fhir: FhirRepository, *, mllp_connect_timeout: float | None = None
+    settings: Settings,
+    fhir: FhirRepository,
+    *,
+    fhir_is_platform_store: bool = True,
+    mllp_connect_timeout: float | None = None,
 ) -> dict[str, Downstream]:
     """The production downstreams: FHIR (``fhir``) and HL7 v2 over MLLP (sender only when configured)."""
     sender = None
@@ -254,7 +258,7 @@ def default_downstreams(
             connect_timeout=mllp_connect_timeout or min(5.0, settings.writeback_timeout_seconds),
         )
     return {
-        SUB_WRITEBACK_FHIR: FhirDownstream(fhir),
+        SUB_WRITEBACK_FHIR: FhirDownstream(fhir, origin_store=fhir_is_platform_store),
         SUB_WRITEBACK_HL7V2: Hl7MllpDownstream(
             sender,
             ack_timeout=settings.writeback_timeout_seconds,
@@ -286,7 +290,7 @@ def get_backbone() -> Backbone:
         settings = container.settings
         remote = build_writeback_fhir(settings)
         fhir = remote if remote is not None else container.fhir
-        downstreams = default_downstreams(settings, fhir)
+        downstreams = default_downstreams(settings, fhir, fhir_is_platform_store=remote is None)
         backbone = build_backbone(
             bus=container.bus,
             records=container.records,

@@ -55,7 +55,13 @@ from shared.canonical.identity import patient_session_id
 from shared.canonical.model import ClinicalEvent, Coded, Concept
 from shared.errors import PermanentError, TieError, TransientError
 from shared.events import clinical
-from shared.idempotency import IdempotencyGuard, IdempotencyPayloadConflict, Outcome, WithMessages
+from shared.idempotency import (
+    IdempotencyGuard,
+    IdempotencyPayloadConflict,
+    IdempotencyStoredFailure,
+    Outcome,
+    WithMessages,
+)
 from shared.journal import DELIVERED, DUPLICATE, FAILED, PARKED, RETRIED, SKIPPED, WRITTEN_BACK, Journal
 from shared.messaging.ports import MessageBus
 from shared.messaging.topology import TOPIC_OPERATIONAL, TOPIC_PLATFORM
@@ -386,6 +392,8 @@ class WriteBackSubscriber:
             attempts=attempts,
             final=final,
             classification=classification,
+            # A redelivery answered with a stored failure: what the stored failure was.
+            cause=exc.error_code if isinstance(exc, IdempotencyStoredFailure) else None,
         )
 
     def _operational_failed(self, delivery: Delivery, key: str, exc: TieError) -> None:

@@ -169,13 +169,22 @@ def test_adt_over_http_and_mllp_through_tie_run(tmp_path: Path) -> None:
         def processed() -> list[dict[str, object]] | None:
             trace = http("GET", f"{base}/messages/adt-http")
             stages = trace.json()["stages"] if trace.status == 200 else []
-            return stages if any(s["stage"] == "consumed" for s in stages) else None
+            finished = {s.get("subscriber") for s in stages if s["stage"] in ("written-back", "skipped")}
+            done = any(s["stage"] == "consumed" for s in stages) and len(finished) == 2
+            return stages if done else None
 
         stages = wait_for(processed, timeout=30)
+        # The ingest journey, then each write-back subscriber's (interleaved in time).
+        ingest = [s for s in stages if "subscriber" not in s]
         expected = ["received", "published", "acknowledged", "mapped", "consumed"]
-        assert [s["stage"] for s in stages] == expected
-        assert stages[-2]["event_kind"] == "admission"
-        assert stages[-1]["outcome"] == "published admission"
+        assert [s["stage"] for s in ingest] == expected
+        assert ingest[-2]["event_kind"] == "admission"
+        assert ingest[-1]["outcome"] == "published admission"
+        fhir = [s for s in stages if s.get("subscriber") == "writeback-fhir"]
+        assert [s["stage"] for s in fhir] == ["delivered", "written-back"]
+        assert fhir[-1]["status"] == "201"
+        hl7 = [s["stage"] for s in stages if s.get("subscriber") == "writeback-hl7v2"]
+        assert hl7 == ["delivered", "skipped"]  # no MLLP downstream configured
         records = SqliteRecordStore(local / "records.sqlite3")
         try:
             # All three messages (HTTP, MLLP, tie mllp send) are consumed by the trigger.
