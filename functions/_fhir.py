@@ -203,15 +203,36 @@ def register_system(bp: Any) -> None:
     _add(bp, "fhir_bundle", "fhir", "POST", lambda api, r, p: api.bundle(r))
 
 
-def blueprint(family: str, *resource_types: str) -> Any:
-    """A blueprint with the interactions of one resource family."""
+#: Resource families: one blueprint (module ``functions/fhir_<family>.py``) each.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "patient": ("Patient",),
+    "encounter": ("Encounter",),
+    "results": ("Observation", "DiagnosticReport"),
+    "orders": ("ServiceRequest", "MedicationRequest"),
+    "records": ("AllergyIntolerance", "Condition", "DocumentReference"),
+    "directory": ("Organization", "Practitioner", "Location"),
+}
+
+
+def blueprint(family: str) -> Any:
+    """A new blueprint with the interactions of one resource family (:data:`FAMILIES`)."""
     bp = func.Blueprint()  # type: ignore[no-untyped-call]
-    register_resources(bp, family, resource_types)
+    register_resources(bp, family, FAMILIES[family])
     return bp
 
 
+def blueprints() -> list[Any]:
+    """New blueprints for the whole FHIR API (system interactions and every family), e.g. for a test or
+    benchmark FunctionApp; ``function_app`` registers the module-level ones of ``functions/fhir_*.py``."""
+    system = func.Blueprint()  # type: ignore[no-untyped-call]
+    register_system(system)
+    return [system, *(blueprint(family) for family in FAMILIES)]
+
+
 __all__ = [
+    "FAMILIES",
     "blueprint",
+    "blueprints",
     "fhir_endpoint",
     "get_api",
     "register_resources",

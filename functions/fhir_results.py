@@ -8,4 +8,4 @@ from __future__ import annotations
 
 from functions._fhir import blueprint
 
-bp = blueprint("results", "Observation", "DiagnosticReport")
+bp = blueprint("results")

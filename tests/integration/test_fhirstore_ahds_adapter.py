@@ -1,8 +1,10 @@
-"""The HTTP FHIR adapter (AhdsFhirRepository) over real loopback HTTP.
+"""The HTTP FHIR adapter (AhdsFhirRepository) over real loopback HTTP: fault injection and request shape.
 
-The server is tests/fhir_test_server.py (aiohttp on 127.0.0.1) delegating to the SQLite store. The same
-contract scenarios run against the SQLite store directly and through HTTP; fault injection covers
-throttling, 5xx, timeouts, token refresh and bundle splitting.
+The adapter's contract over HTTP runs against the project's own FHIR API served by the local host
+(tests/integration/test_fhir_api_ahds.py). Here the server is tests/fhir_test_server.py (aiohttp on
+127.0.0.1, delegating to the SQLite store) because these tests script it: throttling, 5xx, timeouts, token
+refresh, recorded requests and a small bundle limit for splitting. The contract scenarios below run against
+the SQLite store directly.
 """
 
 from __future__ import annotations
@@ -79,20 +81,12 @@ def client(server: FhirTestServer, sleeps: list[float]) -> Iterator[AhdsFhirRepo
     repo.close()
 
 
-@pytest.fixture(params=["sqlite", "http"])
-def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FhirRepository]:
-    """The same contract through both adapters."""
-    if request.param == "sqlite":
-        store = SqliteFhirRepository(tmp_path / "direct.db", clock=StepClock(), max_transaction_entries=LIMIT)
-        yield store
-        store.close()
-        return
-    backend = SqliteFhirRepository(tmp_path / "server.db", clock=StepClock(), max_transaction_entries=None)
-    with FhirTestServer(backend, max_bundle_entries=LIMIT).running() as server:
-        http_repo = make_client(server, [])
-        yield http_repo
-        http_repo.close()
-    backend.close()
+@pytest.fixture
+def repo(tmp_path: Path) -> Iterator[FhirRepository]:
+    """The embedded store (the HTTP adapter's contract runs against the real FHIR API elsewhere)."""
+    store = SqliteFhirRepository(tmp_path / "direct.db", clock=StepClock(), max_transaction_entries=LIMIT)
+    yield store
+    store.close()
 
 
 # ----------------------------------------------------------------------------------------- contract
