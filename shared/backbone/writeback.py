@@ -113,10 +113,17 @@ class Downstream(Protocol):
     def close(self) -> None: ...
 
 
+_V2_TABLES = "http://terminology.hl7.org/CodeSystem/v2-"
+
+
 def _coded(code: Coded | None) -> str | None:
+    """One token per concept, the same whichever format it came in: an HL7 v2 field carries its v2 table
+    code *and* the translated standard code, a FHIR write only the standard one - so the standard coding
+    wins when there is one (the smallest, for determinism), else the smallest of the rest."""
     if isinstance(code, Concept) and code.codings:
-        first = code.codings[0]
-        return f"{first.system or ''}|{first.code}"
+        tokens = [f"{c.system or ''}|{c.code}" for c in code.codings]
+        standard = [t for t in tokens if not t.startswith(_V2_TABLES)]
+        return min(standard or tokens)
     if code is None:
         return None
     return code.model_dump_json()
@@ -258,6 +265,8 @@ class WriteBackSubscriber:
                     self._announce(transition, corr)
                     if transition is not None or self.breaker.snapshot().state is not BreakerState.CLOSED:
                         return self._park(delivery, key, "circuit-open", error_code=exc.code)
+                elif isinstance(exc, DownstreamError) and exc.response is not None:
+                    self._announce(self.breaker.record_success(), corr)  # it answered (AE, 409): it is up
                 if attempt >= self.policy.max_attempts:
                     self._failed(corr, delivery, exc, attempts=attempt)
                     raise

@@ -171,6 +171,7 @@ def pump(
     max_seconds: float = 60.0,
     settle: Callable[[ReceivedMessage, bool], str] | None = None,
     stats: PumpStats | None = None,
+    sessions: bool = True,
 ) -> PumpStats:
     """Deliver until the subscription stays empty for ``idle_rounds`` receives: complete on return,
     abandon on exception. ``settle(message, ok)`` may override the settlement ("complete"/"abandon")."""
@@ -179,9 +180,8 @@ def pump(
     deadline = time.monotonic() + max_seconds
     while idle < idle_rounds:
         assert time.monotonic() < deadline, f"pump on {subscription} did not drain in {max_seconds}s"
-        batch = bus.receive(
-            topic, subscription, max_messages=1, max_wait=0.05, session_id=NEXT_AVAILABLE_SESSION
-        )
+        session = NEXT_AVAILABLE_SESSION if sessions else None
+        batch = bus.receive(topic, subscription, max_messages=1, max_wait=0.05, session_id=session)
         if not batch:
             idle += 1
             continue

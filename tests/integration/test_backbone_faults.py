@@ -1,0 +1,459 @@
+"""Fault scenarios of the event backbone (issue 6), in process, loopback only. Each prints its counts.
+
+(a) every message delivered 2-3 times            -> each downstream effect exactly once
+(c) downstream 503 / timing out for a while      -> retries (and parking), then success, no duplicates
+(d) poison messages                              -> dead-lettered after max delivery count; replay after
+                                                    the fix -> applied once; replaying again changes nothing
+(e) HL7 v2 and FHIR versions of one admission    -> one effect per downstream
+
+(b) - the host killed at random points - runs the real host in a subprocess: test_backbone_kill.py.
+
+Effects are counted in the downstreams themselves: Encounter versions in the FHIR store (every event is
+a distinct admission, so one version each), AA answers per control ID at the fake HL7 receiver.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.backbone import deadletter
+from shared.backbone.fhir_writeback import FhirDownstream
+from shared.backbone.hl7_writeback import Hl7MllpDownstream, MllpSender
+from shared.backbone.runtime import Backbone, WriteBackOptions
+from shared.canonical.model import ClinicalEvent
+from shared.events import clinical
+from shared.fhirstore.sqlite_store import SqliteFhirRepository
+from shared.journal import Journal
+from shared.mapping.fhir_in import event_from_fhir, patient_from_fhir
+from shared.messaging.ports import ReceivedMessage
+from shared.messaging.sqlite_bus import SqliteBus
+from shared.messaging.topology import (
+    SUB_INGEST_PROCESSOR,
+    SUB_WRITEBACK_FHIR,
+    SUB_WRITEBACK_HL7V2,
+    TOPIC_CLINICAL,
+    TOPIC_INGEST,
+    TopicSpec,
+)
+from shared.pipeline import ingest
+from shared.pipeline.channels import PROCESSORS
+from shared.pipeline.hl7v2 import Hl7Ingest
+from shared.terminology import systems
+from tests.fhir_test_server import Fault, FhirTestServer
+from tests.unit.backbone import support as s
+
+pytestmark = pytest.mark.timeout(120)
+
+WRITEBACKS = (SUB_WRITEBACK_FHIR, SUB_WRITEBACK_HL7V2)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[s.Env]:
+    with s.embedded(tmp_path, lock_seconds=5.0, max_delivery=5) as e:
+        yield e
+
+
+@pytest.fixture
+def receiver() -> Iterator[s.FakeHl7Receiver]:
+    with s.FakeHl7Receiver() as rx:
+        yield rx
+
+
+def hl7_downstream(port: int, timeout: float = 0.5) -> Hl7MllpDownstream:
+    return Hl7MllpDownstream(MllpSender("127.0.0.1", port, connect_timeout=0.5), ack_timeout=timeout)
+
+
+def drain(
+    env: s.Env,
+    bb: Backbone,
+    subscriptions: tuple[str, ...] = WRITEBACKS,
+    *,
+    workers: int = 2,
+    settle: Callable[[ReceivedMessage, bool], str] | None = None,
+    max_seconds: float = 90.0,
+) -> s.PumpStats:
+    """Several consumers per subscription (each with its own bus connection, like separate hosts) until
+    the subscriptions are empty and nothing is parked; releases parked work between rounds (the timer)."""
+    total = s.PumpStats()
+    lock = threading.Lock()
+    deadline = time.monotonic() + max_seconds
+
+    def worker(subscription: str) -> None:
+        bus = SqliteBus(env.bus.path, env.topology)
+        try:
+            stats = s.pump(
+                bus, subscription, bb.subscriber(subscription).handle, settle=settle, idle_rounds=3
+            )
+        finally:
+            bus.close()
+        with lock:
+            total.delivered += stats.delivered
+            total.completed += stats.completed
+            total.abandoned += stats.abandoned
+            total.statuses.update(stats.statuses)
+
+    while True:
+        assert time.monotonic() < deadline, "the subscriptions did not drain"
+        threads = [
+            threading.Thread(target=worker, args=(sub,)) for sub in subscriptions for _ in range(workers)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        released = bb.release_parked()
+        active = sum(len(env.bus.peek(TOPIC_CLINICAL, sub, max_messages=1)) for sub in subscriptions)
+        parked = sum(bb.subscriber(sub).parking.count() for sub in subscriptions)
+        if not released and not active and not parked:
+            return total
+        if not released and not active:
+            time.sleep(0.05)  # parked work waits for the circuit's cooldown
+
+
+def dead_letters(env: s.Env, subscriptions: tuple[str, ...] = WRITEBACKS) -> int:
+    return sum(len(env.bus.peek(TOPIC_CLINICAL, sub, dead_letter=True)) for sub in subscriptions)
+
+
+def fhir_counts(repo: SqliteFhirRepository, sent: int, expected: int | None = None) -> dict[str, int]:
+    """``sent`` messages that should make ``expected`` (default: ``sent``) distinct Encounters."""
+    versions = s.encounter_versions(repo)
+    return {
+        "sent": sent,
+        "effects": len(versions),
+        "duplicates": sum(v - 1 for v in versions.values()),
+        "lost": (sent if expected is None else expected) - len(versions),
+    }
+
+
+def hl7_counts(receiver: s.FakeHl7Receiver, sent: int, expected: int | None = None) -> dict[str, int]:
+    return {
+        "sent": sent,
+        "effects": len(receiver.applied),
+        "duplicates": sum(v - 1 for v in receiver.applied.values()),
+        "lost": (sent if expected is None else expected) - len(receiver.applied),
+    }
+
+
+def admissions(count: int, patients: int, prefix: str) -> list[ClinicalEvent]:
+    nhs = s.nhs_numbers(patients)
+    return [
+        s.event(
+            f"{prefix}{i}", nhs=nhs[i % patients], visit=f"{prefix}V{i:05d}", correlation_id=f"{prefix}-{i}"
+        )
+        for i in range(count)
+    ]
+
+
+# -- (a) ---------------------------------------------------------------------------------------------------
+
+
+def test_a_every_message_delivered_two_or_three_times_gives_exactly_one_effect(
+    env: s.Env, receiver: s.FakeHl7Receiver
+) -> None:
+    events = admissions(150, 25, "a")
+    ds = hl7_downstream(receiver.port)
+    bb = s.backbone(env, {SUB_WRITEBACK_FHIR: FhirDownstream(env.fhir), SUB_WRITEBACK_HL7V2: ds})
+    rng = random.Random(6)
+    target = {e.key.value: rng.choice((2, 3)) for e in events}
+    seen: dict[tuple[str, str], int] = {}
+    seen_lock = threading.Lock()
+
+    def settle(message: ReceivedMessage, ok: bool) -> str:
+        # Processed, then "lost the lock": abandoned so the bus delivers it again, until 2-3 deliveries.
+        with seen_lock:
+            seen[(message.subscription, message.message_id)] = message.delivery_count
+        return "abandon" if not ok or message.delivery_count < target[message.message_id] else "complete"
+
+    try:
+        s.publish(env.bus, *events)
+        stats = drain(env, bb, settle=settle)
+    finally:
+        ds.close()
+    sent = len(events)
+    assert sorted(set(seen.values())) == [2, 3] and len(seen) == 2 * sent
+    assert stats.delivered == 2 * sum(target.values())
+    assert stats.statuses["applied"] == 2 * sent and stats.statuses["duplicate"] == stats.delivered - 2 * sent
+    fhir = fhir_counts(env.fhir, sent)
+    hl7 = hl7_counts(receiver, sent)
+    dead = dead_letters(env)
+    s.counts_line("a/fhir", **fhir, dead_lettered=dead)
+    s.counts_line("a/hl7v2", **hl7, dead_lettered=dead)
+    assert fhir == hl7 == {"sent": sent, "effects": sent, "duplicates": 0, "lost": 0} and dead == 0
+    assert sum(receiver.received.values()) == sent  # a duplicate never even reached the downstream
+
+
+# -- (c) ---------------------------------------------------------------------------------------------------
+
+
+def test_c_downstreams_failing_for_a_while_are_retried_then_succeed_without_duplicates(
+    env: s.Env, receiver: s.FakeHl7Receiver
+) -> None:
+    """Both downstreams are down for a while (measured from the start): the FHIR server answers 503, then
+    hangs past the client's read timeout (and answers 503 without processing); the HL7 receiver does not
+    answer at all, then answers AE (briefly: AE is a per-message error, retried within a bounded number
+    of deliveries and then dead-lettered - not an outage to wait out). Afterwards both work."""
+    events = admissions(40, 10, "c")
+    sent = len(events)
+    backend = SqliteFhirRepository(env.root / "remote-fhir.sqlite3")
+    server = FhirTestServer(backend)
+    start = time.monotonic()
+
+    def during(a: float, b: float) -> Callable[[Any], bool]:
+        return lambda _request: a <= time.monotonic() - start < b
+
+    def decide(_cid: str, _n: int) -> str:
+        elapsed = time.monotonic() - start
+        return "timeout" if elapsed < 0.8 else "AE" if elapsed < 1.2 else "AA"
+
+    receiver.script = s.ReceiverScript(decide)
+    options = WriteBackOptions(
+        timeout_seconds=0.3,
+        max_attempts=3,
+        backoff_base_seconds=0.05,
+        backoff_cap_seconds=0.2,
+        breaker_failure_threshold=6,
+        breaker_cooldown_seconds=0.25,
+    )
+    from shared.adapters.azure.ahds_fhir import AhdsFhirRepository
+
+    with server.running():
+        server.inject(Fault(status=503, times=10**6, match=during(0.0, 1.0)))
+        server.inject(Fault(status=503, delay=0.6, times=10**6, match=during(1.0, 1.6)))
+        remote = AhdsFhirRepository(server.base_url, read_timeout=0.3, connect_timeout=0.5, max_retries=0)
+        ds = hl7_downstream(receiver.port, timeout=0.3)
+        bb = s.backbone(
+            env,
+            {SUB_WRITEBACK_FHIR: FhirDownstream(remote), SUB_WRITEBACK_HL7V2: ds},
+            options=options,
+            sleep=time.sleep,
+        )
+        start = time.monotonic()
+        try:
+            s.publish(env.bus, *events)
+            stats = drain(env, bb, workers=2)
+        finally:
+            ds.close()
+            remote.close()
+    journal = Journal(env.records)
+    stage_counts: Counter[str] = Counter()
+    for e in events:
+        stage_counts.update(entry.stage for entry in journal.trace(e.provenance.correlation_id or ""))
+    fhir = fhir_counts(backend, sent)
+    hl7 = hl7_counts(receiver, sent)
+    dead = dead_letters(env)
+    s.counts_line("c/fhir", **fhir, dead_lettered=dead)
+    s.counts_line("c/hl7v2", **hl7, dead_lettered=dead)
+    print(
+        f"[fault c] retried={stage_counts['retried']} parked={stage_counts['parked']} "
+        f"released={stage_counts['released']} abandoned={stats.abandoned} "
+        f"seconds={time.monotonic() - start:.1f}"
+    )
+    assert fhir == hl7 == {"sent": sent, "effects": sent, "duplicates": 0, "lost": 0} and dead == 0
+    assert stage_counts["retried"] > 0 and stage_counts["parked"] > 0  # the outage was met, and survived
+    assert (
+        stage_counts["released"]
+        >= stage_counts["parked"] - stats.statuses["parked"] + stats.statuses["parked"]
+    )
+    assert stage_counts["written-back"] == 2 * sent
+    backend.close()
+
+
+# -- (d) ---------------------------------------------------------------------------------------------------
+
+
+def test_d_poison_messages_dead_letter_and_a_replay_after_the_fix_applies_once(
+    env: s.Env, receiver: s.FakeHl7Receiver
+) -> None:
+    events = admissions(30, 6, "d")
+    sent = len(events)
+    hl7 = hl7_downstream(receiver.port)
+    poisoned = {e.key.value for e in events[::6]}  # 5 events the receiver rejects (AR) until fixed
+    control_ids = {hl7.message_for(e).split(b"|")[9].decode(): e.key.value for e in events}
+    fixed = False
+    receiver.script = s.ReceiverScript(
+        lambda cid, _n: "AR" if control_ids[cid] in poisoned and not fixed else "AA"
+    )
+    bb = s.backbone(env, {SUB_WRITEBACK_FHIR: FhirDownstream(env.fhir), SUB_WRITEBACK_HL7V2: hl7})
+    try:
+        s.publish(env.bus, *events)
+        stats = drain(env, bb)
+        dead = env.bus.peek(TOPIC_CLINICAL, SUB_WRITEBACK_HL7V2, dead_letter=True)
+        assert {m.message_id for m in dead} == poisoned
+        assert {m.delivery_count for m in dead} == {5} and {m.dead_letter_reason for m in dead} == {
+            "MaxDeliveryCountExceeded"
+        }
+        assert stats.statuses["error:downstream-rejected"] == len(poisoned)  # the downstream saw each once
+        assert sum(receiver.received[cid] for cid, key in control_ids.items() if key in poisoned) == len(
+            poisoned
+        )
+        report = bb.scan_dead_letters()
+        assert report.recorded == len(poisoned)
+        dead_lettered = len(dead)
+
+        fixed = True
+        replayed = deadletter.replay(env.bus, env.records, bb.journal, TOPIC_CLINICAL, SUB_WRITEBACK_HL7V2)
+        assert replayed == len(poisoned)
+        drain(env, bb)
+        # Replaying again: nothing left in the dead-letter queue; the same events re-sent as replays are
+        # answered from the idempotency store.
+        assert deadletter.replay(env.bus, env.records, bb.journal, TOPIC_CLINICAL, SUB_WRITEBACK_HL7V2) == 0
+        again = [clinical.to_message(e) for e in events if e.key.value in poisoned]
+        env.bus.publish(
+            TOPIC_CLINICAL,
+            [
+                replace(
+                    m,
+                    message_id=f"{m.message_id}-again",
+                    application_properties={**m.application_properties, "tie_replay_count": 2},
+                )
+                for m in again
+            ],
+        )
+        repeat = drain(env, bb)
+        assert repeat.statuses["duplicate"] == 2 * len(poisoned)
+    finally:
+        hl7.close()
+    counts = hl7_counts(receiver, sent)
+    s.counts_line("d/hl7v2", **counts, dead_lettered=dead_lettered)
+    s.counts_line("d/fhir", **fhir_counts(env.fhir, sent), dead_lettered=0)
+    assert counts == {"sent": sent, "effects": sent, "duplicates": 0, "lost": 0}
+    assert fhir_counts(env.fhir, sent)["duplicates"] == 0
+    assert dead_letters(env) == 0
+    replay_stages = [
+        x for x in bb.journal.trace(events[0].provenance.correlation_id or "") if x.stage == "replayed"
+    ]
+    assert len(replay_stages) == 1
+
+
+# -- (e) ---------------------------------------------------------------------------------------------------
+
+A01 = "\r".join(
+    [
+        "MSH|^~\\&|PAS|RX1|TIE|RX1|20260701101600||ADT^A01^ADT_A01|{control}|P|2.5.1",
+        "EVN|A01|20260701101600",
+        "PID|1||9434765919^^^NHS^NH~MRN123^^^RX1^MR||Smith^Jane^Anne||20101022|F|||"
+        "1 Trevelyan Square^Boar Lane^Leeds^West Yorkshire^LS1 6AE",
+        "PV1|1|I|WARD7^R2^B4^RX101||||C1234567^Who^Alan^^^Dr^^^GMC"
+        + "|" * 12
+        + "{visit}^^^RX1^VN"
+        + "|" * 25
+        + "20260701101500",
+    ]
+)
+
+
+def fhir_patient() -> dict[str, Any]:
+    return {
+        "resourceType": "Patient",
+        "identifier": [
+            {"system": systems.NHS_NUMBER, "value": "9434765919"},
+            {"system": "urn:tie:authority:RX1", "value": "MRN123"},
+        ],
+        "name": [{"family": "Smith", "given": ["Jane", "Anne"]}],
+        "gender": "female",
+        "birthDate": "2010-10-22",
+    }
+
+
+def fhir_admission(visit: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Encounter",
+        "meta": {"lastUpdated": "2026-07-01T10:16:30+01:00"},
+        "identifier": [
+            {
+                "type": {"coding": [{"system": systems.V2_0203_IDENTIFIER_TYPE, "code": "VN"}]},
+                "system": "urn:tie:authority:RX1",
+                "value": visit,
+            }
+        ],
+        "status": "in-progress",
+        "class": {"system": systems.V3_ACT_CODE, "code": "IMP"},
+        "subject": {"reference": "Patient/p1"},
+        "period": {"start": "2026-07-01T09:15:00Z"},
+    }
+
+
+def no_duplicate_detection(topology: tuple[TopicSpec, ...]) -> tuple[TopicSpec, ...]:
+    """clinical-events without the broker's duplicate detection: a copy arriving after the detection window
+    (or re-published under another id) reaches the subscribers, and only idempotency stands in the way."""
+    return tuple(
+        replace(t, duplicate_detection_window=None) if t.name == TOPIC_CLINICAL else t for t in topology
+    )
+
+
+def test_e_hl7_and_fhir_versions_of_one_admission_give_one_effect(
+    tmp_path: Path, receiver: s.FakeHl7Receiver
+) -> None:
+    with s.embedded(tmp_path) as env:
+        env.bus.close()
+        env.topology = no_duplicate_detection(env.topology)
+        env.bus = SqliteBus(env.root / "bus.sqlite3", env.topology)
+        ds = hl7_downstream(receiver.port)
+        bb = s.backbone(env, {SUB_WRITEBACK_FHIR: FhirDownstream(env.fhir), SUB_WRITEBACK_HL7V2: ds})
+        edge = Hl7Ingest(env.bus, env.records)
+        context = ingest.ProcessorContext(bus=env.bus, journal=Journal(env.records))
+
+        def via_hl7(visit: str, control: str) -> None:
+            raw = (A01.format(control=control, visit=visit) + "\r").encode()
+            result = edge.handle(raw, source="http", correlation_id=f"e-hl7-{visit}")
+            assert result.code == "AA"
+            s.pump(
+                env.bus,
+                SUB_INGEST_PROCESSOR,
+                lambda d: ingest.process(
+                    ingest.inbound_from_properties(
+                        body=d.body,
+                        message_id=d.message_id,
+                        correlation_id=d.correlation_id,
+                        content_type=d.content_type,
+                        delivery_count=d.delivery_count,
+                        properties=d.properties,
+                    ),
+                    context,
+                    PROCESSORS,
+                ),
+                topic=TOPIC_INGEST,
+                sessions=False,
+            )
+
+        def via_fhir(visit: str) -> ClinicalEvent:
+            e = event_from_fhir(
+                fhir_admission(visit),
+                interaction="create",
+                patient=patient_from_fhir(fhir_patient()).value,
+                correlation_id=f"e-fhir-{visit}",
+                lineage=False,
+            ).value
+            env.bus.publish(TOPIC_CLINICAL, [clinical.to_message(e)])
+            return e
+
+        try:
+            via_hl7("VE1", "E1")  # HL7 first, then the FHIR version of the same admission
+            first = via_fhir("VE1")
+            second = via_fhir("VE2")  # FHIR first, then HL7
+            via_hl7("VE2", "E2")
+            stats = drain(env, bb)
+        finally:
+            ds.close()
+        admissions_ = len({first.key.value, second.key.value})  # 4 messages, 2 admissions
+        assert stats.statuses == {"applied": 2 * admissions_, "duplicate": 2 * admissions_}
+        fhir = fhir_counts(env.fhir, 4, admissions_)
+        hl7 = hl7_counts(receiver, 4, admissions_)
+        s.counts_line("e/fhir", **fhir, dead_lettered=dead_letters(env))
+        s.counts_line("e/hl7v2", **hl7, dead_lettered=dead_letters(env))
+        assert fhir == hl7 == {"sent": 4, "effects": 2, "duplicates": 0, "lost": 0}
+        journal = Journal(env.records)
+        # The second version of each admission was a duplicate for both downstreams.
+        for corr in ("e-fhir-VE1", "e-hl7-VE2"):
+            for sub in WRITEBACKS:
+                path = [x.stage for x in journal.trace(corr) if x.attributes.get("subscriber") == sub]
+                assert path == ["delivered", "duplicate"], (corr, sub)
