@@ -639,3 +639,20 @@ def test_metadata_lists_what_is_served(api: FhirApi) -> None:
     types = {r["type"]: {i["code"] for i in r["interaction"]} for r in statement["rest"][0]["resource"]}
     assert "delete" in types["Encounter"] and "delete" not in types["Patient"]
     assert {i["code"] for i in statement["rest"][0]["interaction"]} == {"transaction", "batch"}
+
+
+def test_conflicts_are_409(api: FhirApi, s: Stores) -> None:
+    existing = create(api, patient())
+    # Conditional update: no match for the criteria, but the body's id is taken by another resource.
+    taken = api.conditional_update(
+        request("PUT", f"Patient?identifier={NHS_SYSTEM}|{NHS[4]}", patient(NHS[4], id=existing["id"])),
+        "Patient",
+    )
+    assert taken.status == 409 and outcome(taken)["code"] == "conflict"
+    twice = _transaction(
+        {"resource": patient(NHS[5], id="same"), "request": {"method": "PUT", "url": "Patient/same"}},
+        {"resource": patient(NHS[6], id="same"), "request": {"method": "PUT", "url": "Patient/same"}},
+    )
+    response = api.bundle(request("POST", "", twice))
+    assert response.status == 409 and outcome(response)["expression"] == ["Bundle.entry[1]"]
+    assert s.repo.search("Patient", []).total == 1
