@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 from datetime import UTC
+from typing import Any
 from urllib.parse import quote
 
 from shared.canonical.identity import IdentityError, encounter_identifier, patient_key
@@ -64,6 +65,7 @@ from shared.mapping.fhir_out._build import (
     quantity,
     range_,
 )
+from shared.mapping.fhir_out._frozen import freeze
 from shared.mapping.fhir_out.errors import FhirOutError
 from shared.mapping.lineage import LineageEntry
 from shared.terminology.valuesets import load_value_set
@@ -124,6 +126,73 @@ def _security_coding(sensitivity: Sensitivity) -> JSON:
     if display is not None:
         coding["display"] = display
     return coding
+
+
+@functools.lru_cache(maxsize=16384)
+def _reference_url(resource_type: str, system: str, value: str) -> str:
+    """``urn:uuid:<id>`` of a conditionally created (reference data) entry: the same practitioners,
+    organisations and wards recur message after message, so their uuid5 is computed once."""
+    return urn(resource_id(resource_type, system, value))
+
+
+@functools.lru_cache(maxsize=16384)
+def _query(system: str, value: str) -> str:
+    return identifier_query(system, value)
+
+
+#: Reference-data resources (Practitioner / Organization / Location) built for a canonical value, lineage
+#: off: (read-only resource, ifNoneExist query). They never carry patient data or meta.security, so the
+#: same value always gives the same resource, shared read-only between bundles (see ``_frozen``).
+_REFERENCE: dict[object, tuple[JSON, str]] = {}
+_REFERENCE_MAX = 4096
+
+
+def _remember_reference(key: object, resource: JSON, query: str) -> JSON:
+    """Freeze ``resource``, keep it for the next bundle naming the same value, and return it."""
+    if len(_REFERENCE) >= _REFERENCE_MAX:
+        _REFERENCE.clear()
+    frozen: JSON = freeze(resource)
+    _REFERENCE[key] = (frozen, query)
+    return frozen
+
+
+#: Patient / Encounter resources by the canonical object they were built from (lineage off): the HL7
+#: mapper hands the same immutable object back for a repeated PID / PV1, so the resource is built once and
+#: shared read-only (``_frozen``). Keyed by ``id`` and checked by identity (the entry holds the object, so
+#: its id cannot be reused while cached); the key also holds what else the resource depends on. An object
+#: is only cached when it is seen a second time: one-off patients never pay for freezing.
+_BY_OBJECT: dict[int, tuple[object, object, Any]] = {}
+_SEEN_ONCE = object()
+
+
+def _worth_caching(obj: object, kind: object) -> bool:
+    """True when ``obj`` (with the same dependencies) was built before; remembers this sighting."""
+    seen = _BY_OBJECT.get(id(obj))
+    if seen is not None and seen[0] is obj and seen[1] == kind:
+        return True
+    if len(_BY_OBJECT) >= _REFERENCE_MAX:
+        _BY_OBJECT.clear()
+    _BY_OBJECT[id(obj)] = (obj, kind, _SEEN_ONCE)
+    return False
+
+
+def _cached_object(obj: object, kind: object) -> Any:
+    hit = _BY_OBJECT.get(id(obj))
+    if hit is not None and hit[0] is obj and hit[1] == kind and hit[2] is not _SEEN_ONCE:
+        return hit[2]
+    return None
+
+
+def _remember_object(obj: object, kind: object, value: Any) -> None:
+    _BY_OBJECT[id(obj)] = (obj, kind, value)
+
+
+def clear_caches() -> None:
+    """Forget every cached resource and id (tests: a fresh build must equal a cached one)."""
+    _REFERENCE.clear()
+    _BY_OBJECT.clear()
+    _reference_url.cache_clear()
+    _query.cache_clear()
 
 
 def _utc(t: ClinicalDateTime | None) -> str:
@@ -253,14 +322,24 @@ class Builder:
         seen = self._seen.get((resource_type, system, value))
         if seen is not None:
             return seen, True
-        full_url = urn(resource_id(resource_type, system, value))
+        full_url = _reference_url(resource_type, system, value)
         self._seen[(resource_type, system, value)] = full_url
         return full_url, False
+
+    def _cached_reference(self, resource_type: str, value: object, full_url: str, key_src: str) -> bool:
+        """Add the entry for reference-data ``value`` from the cache (lineage off); False on a miss."""
+        if self.sink is not None:
+            return False
+        hit = _REFERENCE.get((resource_type, value))
+        if hit is None:
+            return False
+        self.create(resource_type, full_url, hit[0], hit[1], key_src)
+        return True
 
     def practitioner(self, pr: Practitioner, src: str) -> str:
         key = pr.identifiers[0]
         full_url, seen = self._ref_url("Practitioner", key.system, key.value)
-        if seen:
+        if seen or self._cached_reference("Practitioner", pr, full_url, f"{src}.identifiers[0]"):
             return full_url
         lin = self.lin("Practitioner", full_url)
         res: JSON = {
@@ -278,9 +357,10 @@ class Builder:
             name = human_name(pr.name, lin, f"{src}.name", "name[0]")
             if name:
                 res["name"] = [name]
-        self.create(
-            "Practitioner", full_url, res, identifier_query(key.system, key.value), f"{src}.identifiers[0]"
-        )
+        query = _query(key.system, key.value)
+        if lin is None:
+            res = _remember_reference(("Practitioner", pr), res, query)
+        self.create("Practitioner", full_url, res, query, f"{src}.identifiers[0]")
         return full_url
 
     def organization(self, org: Organization, src: str) -> str:
@@ -291,7 +371,7 @@ class Builder:
             key_system, key_value = org.identifiers[0].system, org.identifiers[0].value
             key_src = f"{src}.identifiers[0]"
         full_url, seen = self._ref_url("Organization", key_system, key_value)
-        if seen:
+        if seen or self._cached_reference("Organization", org, full_url, key_src):
             return full_url
         lin = self.lin("Organization", full_url)
         res: JSON = {
@@ -314,7 +394,10 @@ class Builder:
             res["name"] = org.name
             if lin is not None:
                 lin.add(f"{src}.name", "name")
-        self.create("Organization", full_url, res, identifier_query(key_system, key_value), key_src)
+        query = _query(key_system, key_value)
+        if lin is None:
+            res = _remember_reference(("Organization", org), res, query)
+        self.create("Organization", full_url, res, query, key_src)
         return full_url
 
     def location_ref(self, loc: Location, src: str, lin: Lin | None, dst: str) -> JSON | None:
@@ -340,7 +423,7 @@ class Builder:
         full_url, seen = self._ref_url("Location", system, value)
         if lin is not None:
             lin.add(src, f"{dst}.reference", RULE_REF)
-        if seen:
+        if seen or self._cached_reference("Location", loc, full_url, src):
             return {"reference": full_url}
         llin = self.lin("Location", full_url)
         res: JSON = {
@@ -381,13 +464,27 @@ class Builder:
                 llin.add(None, "partOf.type", "constant")
                 llin.add(None, "partOf.identifier.system", "constant: ODS site code system")
                 llin.add(f"{src}.facility", "partOf.identifier.value")
-        self.create("Location", full_url, res, identifier_query(system, value), src)
+        query = _query(system, value)
+        if llin is None:
+            res = _remember_reference(("Location", loc), res, query)
+        self.create("Location", full_url, res, query, src)
         return {"reference": full_url}
 
     # ---------------------------------------------------------------------------------- patient
     def patient(self) -> None:
         ev = self.event
         p = ev.patient
+        cacheable = self.sink is None and not ev.merged_identifiers
+        if cacheable:
+            hit = _cached_object(p, "Patient")
+            if hit is not None:
+                cached_url, cached, cached_query, cached_src = hit
+                self.patient_ref = {"reference": cached_url}
+                self.reserve(cached_url)
+                if p.general_practitioner is not None:  # its Organization entry, after the Patient
+                    self.party_ref(p.general_practitioner, "patient.general_practitioner", None, "")
+                self._entry(cached_url, cached, self._patient_request(cached_query), cached_src)
+                return
         if p.nhs_number is not None:
             key_system, key_value, key_src = (
                 profiles.NHS_NUMBER_SYSTEM,
@@ -502,11 +599,15 @@ class Builder:
         if links:
             res["link"] = links
         query = identifier_query(key_system, key_value)
-        if ev.kind in PATIENT_UPSERT_KINDS:
-            request = {"method": "PUT", "url": f"Patient?{query}"}
-        else:
-            request = {"method": "POST", "url": "Patient", "ifNoneExist": query}
-        self._entry(full_url, res, request, key_src)
+        if cacheable and _worth_caching(p, "Patient"):
+            res = freeze(res)
+            _remember_object(p, "Patient", (full_url, res, query, key_src))
+        self._entry(full_url, res, self._patient_request(query), key_src)
+
+    def _patient_request(self, query: str) -> JSON:
+        if self.event.kind in PATIENT_UPSERT_KINDS:
+            return {"method": "PUT", "url": f"Patient?{query}"}
+        return {"method": "POST", "url": "Patient", "ifNoneExist": query}
 
     def _links(self, lin: Lin | None) -> list[JSON]:
         """Patient.link from the canonical MergeLinks, plus ``replaces`` for each merged-away identifier
@@ -611,6 +712,14 @@ class Builder:
         enc = ev.encounter
         if enc is None:
             raise FhirOutError("encounter event without an encounter", field="encounter")
+        depends = (ev.kind, self.patient_ref.get("reference"), ev.patient.sensitivity)
+        if self.sink is None:
+            hit = _cached_object(enc, depends)
+            if hit is not None:
+                cached_rid, cached, cached_src = hit
+                self._encounter_parties(enc)  # their entries, as a first build adds them
+                self.put("Encounter", cached_rid, cached, None, cached_src)
+                return
         visit, vn = self._visit(enc)
         rid = resource_id("Encounter", visit.system, visit.value)
         full_url = urn(rid)
@@ -716,7 +825,22 @@ class Builder:
                 lin.add(None, "partOf.type", "constant: the hospital spell, by identifier")
                 lin.add("encounter.spell_identifier.system", "partOf.identifier.system")
                 lin.add("encounter.spell_identifier.value", "partOf.identifier.value")
+        if lin is None and _worth_caching(enc, depends):
+            res = freeze(res)
+            _remember_object(enc, depends, (rid, res, f"encounter.identifiers[{vn}]"))
         self.put("Encounter", rid, res, lin, f"encounter.identifiers[{vn}]")
+
+    def _encounter_parties(self, enc: Encounter) -> None:
+        """The entries :meth:`encounter` adds for the practitioners, locations and provider it refers to,
+        in the same order (for a resource taken from the cache)."""
+        for attr, _role in _PARTICIPANT_ROLES:
+            for pr in getattr(enc, attr):
+                self.party_ref(pr, "", None, "")
+        for loc in (enc.location, enc.prior_location):
+            if loc is not None:
+                self.location_ref(loc, "", None, "")
+        if enc.service_provider is not None:
+            self.party_ref(enc.service_provider, "", None, "")
 
     def _encounter_class(self, c: Coded, lin: Lin | None) -> JSON:
         """Encounter.class (a Coding): the canonical v3-ActCode coding. A data-absent class keeps the

@@ -23,6 +23,8 @@ from shared.canonical.model import (
     Practitioner,
 )
 from shared.hl7v2 import Message, Segment
+from shared.hl7v2.validation import NHS_NUMBER_OID
+from shared.mapping._construct import builder
 from shared.mapping.errors import InvalidValue, MissingRequiredField, UnmappedSourceCode
 from shared.mapping.hl7v2_in.rules import CodedRule, Compiled, Path, concept_from, outcome_kind, to_absent
 from shared.mapping.lineage import LineageRecorder
@@ -33,6 +35,19 @@ from shared.terminology import MappedCode, v2_table_system
 __all__ = ["Ctx", "val"]
 
 _NULL = '""'
+
+# Trusted constructors (shared.mapping._construct): every reader below builds its models only from
+# non-empty stripped strings, tuples of them, models, aware times and literals the rules compiler checked.
+new_identifier = builder(Identifier)
+new_human_name = builder(HumanName)
+new_address = builder(Address)
+new_contact_point = builder(ContactPoint)
+new_location = builder(Location)
+new_practitioner = builder(Practitioner)
+new_organization = builder(Organization)
+new_coding = builder(Coding)
+new_concept = builder(Concept)  # callers guarantee a coding or a text (Concept's own rule)
+new_period = builder(Period)
 
 
 def val(seg: Segment, n: int, rep: int = 1, comp: int | None = None, sub: int | None = None) -> str | None:
@@ -54,23 +69,57 @@ class Rep:
 
     __slots__ = ("_esc", "_parts", "_rep", "_seg", "_sub", "n", "text")
 
-    def __init__(self, seg: Segment, n: int, rep: int = 1) -> None:
+    def __init__(self, seg: Segment, n: int, rep: int = 1, text: str | None = None) -> None:
         self._seg = seg
         self.n = n
         self._rep = rep
         seps = seg.separators
         self._sub = seps.subcomponent
         self._esc = seps.escape
-        raw = seg.raw_field(n)
-        if rep == 1:
-            i = raw.find(seps.repetition)
-            one = raw if i < 0 else raw[:i]
-        else:
-            reps = raw.split(seps.repetition)
-            one = reps[rep - 1] if rep <= len(reps) else ""
+        if text is None:
+            text = rep_text(seg, n, rep)
         #: The repetition's encoded text (the memo key of the readers).
-        self.text = one
-        self._parts: list[str] = one.split(seps.component) if one else []
+        self.text = text
+        self._parts: list[str] = text.split(seps.component) if text else []
+
+    @property
+    def width(self) -> int:
+        """Number of components present (trailing empty ones included as sent)."""
+        return len(self._parts)
+
+    def has(self, c: int) -> bool:
+        """Whether component ``c`` holds anything (encoded text, before decoding)."""
+        parts = self._parts
+        return c <= len(parts) and bool(parts[c - 1])
+
+    def asserts_nhs_number(self) -> bool:
+        """This CX repetition declares itself an NHS number: exactly
+        :func:`shared.hl7v2.validation.asserts_nhs_number` (assigning authority ``NHS`` or the NHS number
+        OID with type ``NH``/``HN``/none, or type ``NH`` without an authority), on the already split
+        components (tested equal)."""
+        parts = self._parts
+        if len(parts) < 4:
+            return False  # no CX.4 and no CX.5
+        authority = parts[3]
+        sub = self._sub
+        if sub in authority:
+            subs = authority.split(sub)
+            namespace, oid = subs[0], subs[1]
+        else:
+            namespace, oid = authority, ""
+        id_type = parts[4] if len(parts) > 4 else ""
+        if self._esc in authority or self._esc in id_type or sub in id_type:
+            return self._asserts_slow()
+        namespace = namespace.strip().upper()
+        id_type = id_type.strip().upper()
+        if namespace == "NHS" or oid.strip() == NHS_NUMBER_OID:
+            return id_type in ("NH", "HN", "")
+        return id_type == "NH" and not namespace
+
+    def _asserts_slow(self) -> bool:
+        from shared.hl7v2.validation import asserts_nhs_number
+
+        return asserts_nhs_number(self._seg, self.n, self._rep)
 
     @property
     def memoable(self) -> bool:
@@ -104,17 +153,28 @@ class Rep:
         return None if x == _NULL else x
 
 
+def rep_text(seg: Segment, n: int, rep: int = 1) -> str:
+    """The encoded text of repetition ``rep`` of field ``n`` (``""`` when absent)."""
+    raw = seg.raw_field(n)
+    sep = seg.separators.repetition
+    if rep == 1:
+        i = raw.find(sep)
+        return raw if i < 0 else raw[:i]
+    reps = raw.split(sep)
+    return reps[rep - 1] if rep <= len(reps) else ""
+
+
 #: Reader results by the repetition's encoded text (lineage off, standard delimiters, no escapes): the
 #: same consultant, ward or code recurs in message after message, and every canonical value is immutable.
-_MEMO_MAX = 8192
-_MEMO: dict[tuple[str, str, str | None], object] = {}
+#: They live on the compiled rules (``Compiled.memo``): the same text under other rules may map otherwise.
+_MEMO_MAX = 16384
 _MISS = object()
 
 
-def _remember(key: tuple[str, str, str | None], value: object) -> None:
-    if len(_MEMO) >= _MEMO_MAX:
-        _MEMO.clear()
-    _MEMO[key] = value
+def remember(memo: dict[object, object], key: object, value: object) -> None:
+    if len(memo) >= _MEMO_MAX:
+        memo.clear()
+    memo[key] = value
 
 
 @functools.lru_cache(maxsize=4096)
@@ -160,7 +220,7 @@ class Ctx:
     """One message being mapped: the message, the compiled rules, the lineage recorder and the sender's
     namespaces (computed on first use)."""
 
-    __slots__ = ("_application", "_facility", "lin", "memo", "msg", "rec", "rules")
+    __slots__ = ("_application", "_facility", "_segments", "esc", "lin", "memo", "msg", "rec", "rules")
 
     def __init__(self, msg: Message, rules: Compiled, rec: LineageRecorder) -> None:
         self.msg = msg
@@ -168,10 +228,38 @@ class Ctx:
         self.rec = rec
         self.lin = rec.enabled
         seps = msg.separators
+        self.esc = seps.escape
         #: Readers may reuse earlier results for the same encoded text (see ``_MEMO``).
         self.memo = not self.lin and seps.component == "^" and seps.subcomponent == "&"
         self._facility: tuple[str, str] | None = None
         self._application: tuple[str, str] | None = None
+        self._segments: dict[str, Segment | None] = {}
+
+    def segments_key(self, *names: str) -> tuple[str | None, ...] | None:
+        """Memo key for a result that depends only on the named segments' text and the sender (MSH-3/4:
+        the fallback identifier systems); ``None`` when results may not be reused (lineage on,
+        non-standard delimiters, escape sequences)."""
+        if not self.memo:
+            return None
+        msh = self.segment("MSH")
+        assert msh is not None  # the parser guarantees MSH first
+        key: list[str | None] = [msh.raw_field(3), msh.raw_field(4)]
+        esc = self.esc
+        for name in names:
+            seg = self.segment(name)
+            raw = None if seg is None else seg.raw
+            if raw is not None and esc in raw:
+                return None
+            key.append(raw)
+        return tuple(key)
+
+    def segment(self, name: str) -> Segment | None:
+        """The first ``name`` segment of the message (looked up once per message)."""
+        try:
+            return self._segments[name]
+        except KeyError:
+            found = self._segments[name] = self.msg.segment(name)
+            return found
 
     # ----------------------------------------------------------------------------------------- lineage
     def add(self, source: str | None, target: str, rule: str) -> None:
@@ -192,7 +280,7 @@ class Ctx:
 
     # --------------------------------------------------------------------------------------- namespaces
     def _hd_system(self, seg_name: str, n: int) -> tuple[str, str] | None:
-        msh = self.msg.segment("MSH")
+        msh = self.segment("MSH")
         if msh is None:
             return None
         system = self.authority_system(val(msh, n, 1, 1), val(msh, n, 1, 2), val(msh, n, 1, 3))
@@ -242,7 +330,7 @@ class Ctx:
         return _time(raw, src)
 
     def time_at(self, path: Path, src: str) -> ClinicalDateTime | None:
-        seg = self.msg.segment(path[0])
+        seg = self.segment(path[0])
         if seg is None:
             return None
         return self.time(seg, path[1], src)
@@ -257,26 +345,39 @@ class Ctx:
             raise InvalidValue(src, "not a valid HL7 date") from None
 
     def cx(
-        self, seg: Segment, n: int, rep: int, src: str, tgt: str, *, id_type: str | None = None
+        self,
+        seg: Segment,
+        n: int,
+        rep: int,
+        src: str,
+        tgt: str,
+        *,
+        id_type: str | None = None,
+        f: Rep | None = None,
     ) -> Identifier | None:
         """CX -> Identifier: value CX.1, system from CX.4 (else the sending facility), type CX.5 (or
-        ``id_type`` when the field fixes it, e.g. VN for PV1-19), assigner CX.4.1."""
-        f = Rep(seg, n, rep)
-        memo = self.memo and f.memoable
+        ``id_type`` when the field fixes it, e.g. VN for PV1-19), assigner CX.4.1. ``f``: the repetition
+        already split by the caller."""
+        text = rep_text(seg, n, rep) if f is None else f.text
+        memo = self.memo and bool(text) and self.esc not in text
         if memo:
-            hit = _MEMO.get(("cx", f.text, id_type), _MISS)
+            hit = self.rules.memo.get(("cx", text, id_type), _MISS)
             if hit is not _MISS:
                 return hit  # type: ignore[return-value]
+        if f is None:
+            f = Rep(seg, n, rep, text)
         value = f(1)
         if value is None:
             return None
         ns = f(4, 1)
-        system = self.authority_system(ns, f(4, 2), f(4, 3))
-        system_src = f"{src}.4"
-        if system is None:
+        system = self.authority_system(ns, f(4, 2), f(4, 3)) if f.has(4) else None
+        fallback = system is None
+        if fallback:
             system, system_src = self.facility(src)
-        ident = Identifier(system=system, value=value, type=id_type or f(5), assigner=ns)
+        ident = new_identifier(system=system, value=value, type=id_type or f(5), assigner=ns)
         if self.lin:
+            if not fallback:
+                system_src = f"{src}.4"
             self.add(f"{src}.1", f"{tgt}.value", "cx-value")
             self.add(system_src, f"{tgt}.system", "identifier-system: authority URI / urn:tie:authority")
             if id_type is not None:
@@ -285,8 +386,8 @@ class Ctx:
                 self.add(f"{src}.5", f"{tgt}.type", "cx-type (v2-0203 code as sent)")
             if ns is not None:
                 self.add(f"{src}.4.1", f"{tgt}.assigner", "cx-assigning-authority")
-        if memo and system_src == f"{src}.4":
-            _remember(("cx", f.text, id_type), ident)
+        if memo and not fallback:
+            remember(self.rules.memo, ("cx", text, id_type), ident)
         return ident
 
     def ei(self, seg: Segment, n: int, src: str, tgt: str, id_type: str) -> Identifier | None:
@@ -300,7 +401,7 @@ class Ctx:
         system_src = f"{src}.2"
         if system is None:
             system, system_src = self.application(src)
-        ident = Identifier(system=system, value=value, type=id_type, assigner=ns)
+        ident = new_identifier(system=system, value=value, type=id_type, assigner=ns)
         if self.lin:
             self.add(f"{src}.1", f"{tgt}.value", "ei-entity-identifier")
             self.add(system_src, f"{tgt}.system", "identifier-system: namespace URI / urn:tie:authority")
@@ -310,6 +411,8 @@ class Ctx:
         return ident
 
     def period(self, f: Rep, start_c: int, end_c: int, src: str, tgt: str) -> Period | None:
+        if not f.has(start_c) and not f.has(end_c):
+            return None
         start = self._component_time(f, start_c, f"{src}.{start_c}")
         end = self._component_time(f, end_c, f"{src}.{end_c}")
         if start is None and end is None:
@@ -319,7 +422,7 @@ class Ctx:
                 self.add(f"{src}.{start_c}", f"{tgt}.start", "ts")
             if end is not None:
                 self.add(f"{src}.{end_c}", f"{tgt}.end", "ts")
-        return Period(start=start, end=end)
+        return new_period(start=start, end=end)
 
     def _component_time(self, f: Rep, comp: int, src: str) -> ClinicalDateTime | None:
         raw = f(comp)
@@ -331,13 +434,14 @@ class Ctx:
         """XPN -> HumanName: family XPN.1.1; given XPN.2 then XPN.3 split on spaces (middle names);
         prefix XPN.5; suffix XPN.4, XPN.6 (degree), XPN.14; period XPN.12/13; use XPN.7 through the
         ``patient.names.use`` rule (v2-0200; a type with no FHIR name-use leaves ``use`` empty)."""
-        f = Rep(seg, n, rep)
-        memo = self.memo and f.memoable
-        key = ("xpn", f.text, "strict" if self.rules.strict else None)
+        text = rep_text(seg, n, rep)
+        memo = self.memo and bool(text) and self.esc not in text
+        key = ("xpn", text, "strict" if self.rules.strict else None)
         if memo:
-            hit = _MEMO.get(key, _MISS)
+            hit = self.rules.memo.get(key, _MISS)
             if hit is not _MISS:
                 return hit  # type: ignore[return-value]
+        f = Rep(seg, n, rep, text)
         family = f(1, 1)
         first = f(2)
         middle = f(3)
@@ -346,16 +450,17 @@ class Ctx:
             given = (first,)
         if middle is not None:
             given = (*given, *middle.split())
-        prefix = tuple(p for p in (f(5),) if p is not None)
-        suffix = tuple(s for s in (f(4), f(6), f(14)) if s)
         if family is None and not given:
             return None
-        period = self.period(f, 12, 13, src, f"{tgt}.period")
+        pre = f(5)
+        prefix = () if pre is None else (pre,)
+        suffix = tuple(s for s in (f(4), f(6), f(14)) if s)
+        period = self.period(f, 12, 13, src, f"{tgt}.period") if f.width > 11 else None
         use = None
         name_type = f(7)
         if name_type is not None:
-            use = self.code_value(self.rules.rule("patient.names.use"), name_type, f"{src}.7", f"{tgt}.use")
-        name = HumanName(
+            use = self.code_value(self.rules.coded["patient.names.use"], name_type, f"{src}.7", f"{tgt}.use")
+        name = new_human_name(
             family=family,
             given=given,
             prefix=prefix,
@@ -380,7 +485,7 @@ class Ctx:
                     self.add(f"{src}.{comp}", f"{tgt}.suffix[{i}]", "xpn-suffix / degree")
                     i += 1
         if memo:
-            _remember(key, name)
+            remember(self.rules.memo, key, name)
         return name
 
     def xad(self, seg: Segment, n: int, rep: int, src: str, tgt: str) -> Address | None:
@@ -388,13 +493,14 @@ class Ctx:
         designation), city .3, district .4 (county), postcode .5, country .6, period .13/.14; XAD.7 through
         ``patient.addresses.use`` / ``patient.addresses.type`` (v2-0190: home/business... are uses,
         mailing a type; the other stays empty). XAD.8 (other geographic designation) is not a line."""
-        f = Rep(seg, n, rep)
-        memo = self.memo and f.memoable
-        key = ("xad", f.text, "strict" if self.rules.strict else None)
+        text = rep_text(seg, n, rep)
+        memo = self.memo and bool(text) and self.esc not in text
+        key = ("xad", text, "strict" if self.rules.strict else None)
         if memo:
-            hit = _MEMO.get(key, _MISS)
+            hit = self.rules.memo.get(key, _MISS)
             if hit is not _MISS:
                 return hit  # type: ignore[return-value]
+        f = Rep(seg, n, rep, text)
         sad = (f(1, 1), f(1, 2), f(1, 3))
         street = street_line(*sad)
         other = f(2)
@@ -405,12 +511,12 @@ class Ctx:
         country = f(6)
         if not lines and city is None and district is None and postcode is None and country is None:
             return None
-        period = self.period(f, 13, 14, src, f"{tgt}.period")
+        period = self.period(f, 13, 14, src, f"{tgt}.period") if f.width > 12 else None
         use = kind = None
         address_type = f(7)
         if address_type is not None:
             use, kind = self._address_use_and_type(address_type, f"{src}.7", tgt)
-        address = Address(
+        address = new_address(
             lines=lines,
             city=city,
             district=district,
@@ -438,18 +544,18 @@ class Ctx:
                 if value is not None:
                     self.add(f"{src}.{comp}", f"{tgt}.{attr}", f"xad-{attr}")
         if memo:
-            _remember(key, address)
+            remember(self.rules.memo, key, address)
         return address
 
     def _address_use_and_type(self, code: str, src: str, tgt: str) -> tuple[object, object]:
         """XAD.7 is a use *or* a type: each group of the v2-0190 map is asked; the code is unmapped (and a
         ``raise`` / strict rule raises) only when neither maps it."""
-        r = self.rules
+        coded = self.rules.coded
         found: list[object] = []
         failure: UnmappedSourceCode | None = None
         for name, attr in (("patient.addresses.use", "use"), ("patient.addresses.type", "type")):
             try:
-                found.append(self.code_value(r.rule(name), code, src, f"{tgt}.{attr}"))
+                found.append(self.code_value(coded[name], code, src, f"{tgt}.{attr}"))
             except UnmappedSourceCode as exc:
                 failure = failure or exc
                 found.append(None)
@@ -466,13 +572,14 @@ class Ctx:
         an email's XTN.4 else XTN.1; otherwise XTN.1, else XTN.12 (unformatted), else XTN.5-8 joined.
         Use: XTN.2 through v2-0201 (no FHIR use: empty); an empty XTN.2 takes ``field_use`` (PID-13 home,
         PID-14 work). ``None`` when there is no value."""
-        f = Rep(seg, n, rep)
-        memo = self.memo and f.memoable
-        key = ("xtn", f.text, f"{field_use}|{'strict' if self.rules.strict else ''}")
+        text = rep_text(seg, n, rep)
+        memo = self.memo and bool(text) and self.esc not in text
+        key = ("xtn", text, f"{field_use}|{'strict' if self.rules.strict else ''}")
         if memo:
-            hit = _MEMO.get(key, _MISS)
+            hit = self.rules.memo.get(key, _MISS)
             if hit is not _MISS:
                 return hit  # type: ignore[return-value]
+        f = Rep(seg, n, rep, text)
         r = self.rules
         number, number_src = f(1), f"{src}.1"
         if number is None:
@@ -486,7 +593,8 @@ class Ctx:
         email = f(4)
         equipment = f(3)
         if equipment is not None:
-            system = self.code_value(r.rule("patient.telecom.system"), equipment, f"{src}.3", f"{tgt}.system")
+            rule = r.coded["patient.telecom.system"]
+            system = self.code_value(rule, equipment, f"{src}.3", f"{tgt}.system")
             if not isinstance(system, str):  # the rule raises for unmapped codes: defensive
                 raise InvalidValue(
                     f"{src}.3", "telecom equipment type has no contact point system", error_code="103"
@@ -508,31 +616,32 @@ class Ctx:
             return None
         use_code = f(2)
         if use_code is not None:
-            use = self.code_value(r.rule("patient.telecom.use"), use_code, f"{src}.2", f"{tgt}.use")
+            use = self.code_value(r.coded["patient.telecom.use"], use_code, f"{src}.2", f"{tgt}.use")
         else:
             use = field_use
             if use is not None and self.lin:
                 self.add(src, f"{tgt}.use", f"telecom: no XTN.2, the field's own use ({use})")
         if self.lin:
             self.add(value_src, f"{tgt}.value", "xtn-value")
-        contact = ContactPoint(
+        contact = new_contact_point(
             system=system,  # ContactPoint literals: checked when rules compile
             value=value,
             use=use,
         )
         if memo:
-            _remember(key, contact)
+            remember(self.rules.memo, key, contact)
         return contact
 
     def xcn(self, seg: Segment, n: int, rep: int, src: str, tgt: str) -> Practitioner | None:
         """XCN -> Practitioner: id XCN.1 in the system of XCN.9 (GMC/GMP... URIs for known authorities,
         else ``urn:tie:authority:``, else the sending facility), type XCN.13; name XCN.2-7."""
-        f = Rep(seg, n, rep)
-        memo = self.memo and f.memoable
+        text = rep_text(seg, n, rep)
+        memo = self.memo and bool(text) and self.esc not in text
         if memo:
-            hit = _MEMO.get(("xcn", f.text, None), _MISS)
+            hit = self.rules.memo.get(("xcn", text, None), _MISS)
             if hit is not _MISS:
                 return hit  # type: ignore[return-value]
+        f = Rep(seg, n, rep, text)
         ident_value = f(1)
         identifiers: tuple[Identifier, ...] = ()
         fallback = False
@@ -543,7 +652,7 @@ class Ctx:
             if system is None:
                 system, system_src = self.facility(src)
                 fallback = True
-            identifiers = (Identifier(system=system, value=ident_value, type=f(13), assigner=ns),)
+            identifiers = (new_identifier(system=system, value=ident_value, type=f(13), assigner=ns),)
             if self.lin:
                 self.add(f"{src}.1", f"{tgt}.identifiers[0].value", "xcn-id")
                 self.add(system_src, f"{tgt}.identifiers[0].system", "identifier-system: authority URI")
@@ -559,7 +668,7 @@ class Ctx:
         suffix = tuple(x for x in (f(5), f(7)) if x is not None)
         name = None
         if family is not None or given:
-            name = HumanName(family=family, given=given, prefix=prefix, suffix=suffix)
+            name = new_human_name(family=family, given=given, prefix=prefix, suffix=suffix)
             if self.lin:
                 t = f"{tgt}.name"
                 if family is not None:
@@ -572,9 +681,9 @@ class Ctx:
                     self.add(f"{src}.5", f"{t}.suffix", "xcn-suffix / degree (XCN.5, XCN.7)")
         if not identifiers and name is None:
             return None
-        practitioner = Practitioner(identifiers=identifiers, name=name)
+        practitioner = new_practitioner(identifiers=identifiers, name=name)
         if memo and not fallback:
-            _remember(("xcn", f.text, None), practitioner)
+            remember(self.rules.memo, ("xcn", text, None), practitioner)
         return practitioner
 
     def xcns(self, seg: Segment | None, n: int, src: str, tgt: str) -> tuple[Practitioner, ...]:
@@ -589,12 +698,13 @@ class Ctx:
 
     def pl(self, seg: Segment, n: int, src: str, tgt: str) -> Location | None:
         """PL -> Location: point of care .1, room .2, bed .3, facility .4.1, description .9."""
-        f = Rep(seg, n)
-        memo = self.memo and f.memoable
+        text = rep_text(seg, n)
+        memo = self.memo and bool(text) and self.esc not in text
         if memo:
-            hit = _MEMO.get(("pl", f.text, None), _MISS)
+            hit = self.rules.memo.get(("pl", text, None), _MISS)
             if hit is not _MISS:
                 return hit  # type: ignore[return-value]
+        f = Rep(seg, n, 1, text)
         poc, room, bed = f(1), f(2), f(3)
         facility, desc = f(4, 1), f(9)
         if poc is None and room is None and bed is None and facility is None and desc is None:
@@ -609,9 +719,9 @@ class Ctx:
             ):
                 if value is not None:
                     self.add(f"{src}.{comp}", f"{tgt}.{attr}", f"pl-{attr}")
-        location = Location(point_of_care=poc, room=room, bed=bed, facility=facility, description=desc)
+        location = new_location(point_of_care=poc, room=room, bed=bed, facility=facility, description=desc)
         if memo:
-            _remember(("pl", f.text, None), location)
+            remember(self.rules.memo, ("pl", text, None), location)
         return location
 
     def xon(self, seg: Segment, n: int, src: str, tgt: str) -> Organization | None:
@@ -629,7 +739,7 @@ class Ctx:
                 self.add(code_src, f"{tgt}.ods_code", "xon-organization-identifier (ODS code)")
             if name is not None:
                 self.add(f"{src}.1", f"{tgt}.name", "xon-organization-name")
-        return Organization(ods_code=code, name=name)
+        return new_organization(ods_code=code, name=name)
 
     # ------------------------------------------------------------------------------------------- codes
     def coding_system(self, name: str | None) -> str | None:
@@ -657,12 +767,15 @@ class Ctx:
         with text. The sender's system: CWE.3 resolved to a URI, else the rule's v2 table when the rule
         says the field is drawn from one, else none (and then nothing is translated).
         """
-        f = Rep(seg, n, rep)
-        memo = self.memo and f.memoable
+        raw = rep_text(seg, n, rep)
+        memo = self.memo and bool(raw) and self.esc not in raw
         if memo:
-            hit = rule.memo.get((f.text, simple), _MISS)
+            hit = rule.memo.get((raw, simple), _MISS)
             if hit is not _MISS:
                 return hit  # type: ignore[return-value]
+        if not raw:
+            return None
+        f = Rep(seg, n, rep, raw)
         code = f(1)
         text = system_name = alt_code = None
         if not simple:
@@ -672,7 +785,7 @@ class Ctx:
                 return None
             if self.lin:
                 self.add_coded(f"{src}.2", f"{tgt}.text", rule, "text only")
-            return Concept(text=text)
+            return new_concept(text=text)  # a text
         out = None
         value: Coded | None = None
         if code is not None:
@@ -683,13 +796,13 @@ class Ctx:
             display = text
             if display is None and isinstance(out, MappedCode):
                 display = out.source.display
-            value = concept_from(out, Coding(system=system, code=code, display=display), text)
+            value = concept_from(out, new_coding(system=system, code=code, display=display), text)
         if alt_code is not None:
-            alt = Coding(system=self.coding_system(f(6)), code=alt_code, display=f(5))
+            alt = new_coding(system=self.coding_system(f(6)), code=alt_code, display=f(5))
             if code is None:
-                value = Concept(codings=(alt,), text=text)
+                value = new_concept(codings=(alt,), text=text)  # a coding
             elif isinstance(value, Concept) and alt not in value.codings:
-                value = Concept(codings=(*value.codings, alt), text=text)
+                value = new_concept(codings=(*value.codings, alt), text=text)  # codings
         assert value is not None  # a code or an alternate code was present
         if self.lin:
             if code is not None:
@@ -701,7 +814,7 @@ class Ctx:
             if alt_code is not None:
                 self.add_coded(f"{src}.4", tgt, rule, "alternate coding kept as sent")
         if memo:
-            rule.remember((f.text, simple), value)
+            rule.remember((raw, simple), value)
         return value
 
     def code_value(self, rule: CodedRule, code: str, src: str, tgt: str) -> str | DataAbsent | None:
@@ -709,6 +822,10 @@ class Ctx:
         rule's source table -> what the canonical field holds: the mapped code; for a code the map cannot
         map, a DataAbsent when the field can hold one, else ``None`` (rule ``omit``); ``raise`` rules raise
         UnmappedSourceCode naming ``src``."""
+        if not self.lin:
+            hit = rule.values.get(code, _MISS)
+            if hit is not _MISS:
+                return hit  # type: ignore[return-value]
         if not rule.active:
             return None
         out = rule.outcome(code, rule.source_system, src)
@@ -718,8 +835,11 @@ class Ctx:
             result = to_absent(out) if rule.accepts_absent else None
         else:
             raise InvalidValue(src, f"code is not in a system {rule.name} can map", error_code="103")
-        if self.lin and result is not None:
-            self.add_coded(src, tgt, rule, outcome_kind(out))
+        if self.lin:
+            if result is not None:
+                self.add_coded(src, tgt, rule, outcome_kind(out))
+        elif len(rule.values) < 1024:
+            rule.values[code] = result
         return result
 
     def code(

@@ -14,11 +14,14 @@ from shared.canonical.model import (
     Period,
 )
 from shared.hl7v2 import Segment
+from shared.mapping._construct import builder
 from shared.mapping.errors import MissingRequiredField
-from shared.mapping.hl7v2_in._context import Ctx, val
+from shared.mapping.hl7v2_in._context import Ctx, remember, val
 from shared.mapping.hl7v2_in.rules import MessageRule, Path
 
 __all__ = ["map_encounter"]
+
+_new_encounter = builder(Encounter)
 
 
 def _status(ctx: Ctx, rule: MessageRule, required: bool) -> EncounterStatus | None:
@@ -31,12 +34,12 @@ def _status(ctx: Ctx, rule: MessageRule, required: bool) -> EncounterStatus | No
     for step in ctx.rules.derived_status:
         if step.present is not None:
             name, n, comp = step.present
-            seg = ctx.msg.segment(name)
+            seg = ctx.segment(name)
             hit = seg is not None and val(seg, n, 1, comp) is not None
         else:
             assert step.equals is not None
             (name, n, comp), expected = step.equals
-            seg = ctx.msg.segment(name)
+            seg = ctx.segment(name)
             hit = seg is not None and val(seg, n, 1, comp) == expected
         if hit:
             if ctx.lin:
@@ -56,7 +59,7 @@ def _first_time(
     ctx: Ctx, table: Mapping[str, tuple[Path, ...]], kind: EventKind, pv1: Segment
 ) -> tuple[ClinicalDateTime | None, str | None]:
     for name, n, _comp in table.get(kind.value) or table["default"]:
-        seg = pv1 if name == "PV1" else ctx.msg.segment(name)
+        seg = pv1 if name == "PV1" else ctx.segment(name)
         if seg is None:
             continue
         src = f"{name}-{n}"
@@ -84,12 +87,31 @@ def _period(ctx: Ctx, kind: EventKind, pv1: Segment) -> Period | None:
 def map_encounter(ctx: Ctx, rule: MessageRule, *, required: bool) -> Encounter | None:
     """The encounter in PV1/PV2. ``required`` (ADT encounter events): a missing PV1, visit number
     (PV1-19), patient class (PV1-2) or derivable status raises MissingRequiredField; otherwise (ORU/ORM
-    context) the encounter is simply left out when any of those is missing."""
-    pv1 = ctx.msg.segment("PV1")
+    context) the encounter is simply left out when any of those is missing.
+
+    Lineage off, the result is reused for a later message of the same trigger with the same PV1 and
+    PV2 text from the same sender (the Encounter is immutable)."""
+    pv1 = ctx.segment("PV1")
     if pv1 is None:
         if required:
             raise MissingRequiredField("PV1", "an encounter event needs a PV1 segment")
         return None
+    key = ctx.segments_key("PV1", "PV2")
+    if key is not None:
+        memo_key = ("encounter", rule.message_type, required, key)
+        hit = ctx.rules.memo.get(memo_key, _NONE)
+        if hit is not _NONE:
+            return hit  # type: ignore[return-value]
+    encounter = _map_encounter(ctx, rule, pv1, required=required)
+    if key is not None:
+        remember(ctx.rules.memo, memo_key, encounter)
+    return encounter
+
+
+_NONE = object()
+
+
+def _map_encounter(ctx: Ctx, rule: MessageRule, pv1: Segment, *, required: bool) -> Encounter | None:
     if val(pv1, 19) is None or val(pv1, 2) is None:
         if required:
             raise MissingRequiredField("PV1-19" if val(pv1, 19) is None else "PV1-2")
@@ -113,7 +135,8 @@ def map_encounter(ctx: Ctx, rule: MessageRule, *, required: bool) -> Encounter |
     assert enc_class is not None
     period = _period(ctx, rule.kind, pv1)
     prior = ctx.pl(pv1, 6, "PV1-6", "encounter.prior_location")
-    return Encounter(
+    # Encounter has no model validator; status/class were checked present above: a trusted build.
+    return _new_encounter(
         identifiers=identifiers,
         status=status,
         encounter_class=enc_class,

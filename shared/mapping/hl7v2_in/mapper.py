@@ -19,6 +19,7 @@ from shared.canonical.model import (
     SourceSystem,
 )
 from shared.hl7v2 import Message, parse_message
+from shared.mapping._construct import builder
 from shared.mapping.errors import (
     InvalidValue,
     MappingError,
@@ -71,9 +72,23 @@ def _first_time(ctx: Ctx, paths: tuple[Path, ...], target: str) -> ClinicalDateT
     return None
 
 
+_new_source = builder(SourceSystem)
+_new_provenance = builder(Provenance)
+#: ``ClinicalEvent`` built without validation: its parts are models already, kind/key come from the rules
+#: and shared.canonical.identity, times from timeutil (aware) - see shared.mapping._construct.
+_new_event = builder(ClinicalEvent)
+#: SourceSystem by the encoded MSH-3 + MSH-4 text (lineage off): a feed's sender never changes.
+_SOURCES: dict[tuple[str, str], SourceSystem] = {}
+
+
 def _source(ctx: Ctx) -> SourceSystem:
-    msh = ctx.msg.segment("MSH")
+    msh = ctx.segment("MSH")
     assert msh is not None
+    memo_key = (msh.raw_field(3), msh.raw_field(4))
+    if not ctx.lin:
+        hit = _SOURCES.get(memo_key)
+        if hit is not None:
+            return hit
     app_src = "MSH-3.1"
     application = val(msh, 3, 1, 1)
     if application is None:
@@ -88,7 +103,10 @@ def _source(ctx: Ctx) -> SourceSystem:
         ctx.add(app_src, "source.application", "msh-sending-application")
         if facility is not None:
             ctx.add(fac_src, "source.facility", "msh-sending-facility")
-    return SourceSystem(application=application, facility=facility)
+    source = _new_source(application=application, facility=facility)
+    if len(_SOURCES) < 256:
+        _SOURCES[memo_key] = source
+    return source
 
 
 def _key(
@@ -186,13 +204,13 @@ def _map(
             ctx.add(None, "provenance.received_at", "argument: when the ingest path received the message")
         if correlation_id is not None:
             ctx.add(None, "provenance.correlation_id", "argument: the ingest correlation id")
-    return ClinicalEvent(
+    return _new_event(
         kind=rule.kind,
         key=key,
         occurred_at=occurred_at,
         recorded_at=recorded_at,
         source=source,
-        provenance=Provenance(
+        provenance=_new_provenance(
             source_format="hl7v2",
             message_id=message_id,
             message_type=rule.message_type,
@@ -222,6 +240,11 @@ def map_message(
     its declared policy. Raises a :class:`~shared.mapping.errors.MappingError` subclass (and nothing
     else) when the message cannot be mapped safely; nothing is returned half-built.
     """
+    # the envelope is built without validation (see _map): check the caller's two values here
+    if received_at is not None and not isinstance(received_at, ClinicalDateTime):
+        raise TypeError("received_at must be a ClinicalDateTime")
+    if correlation_id is not None and not isinstance(correlation_id, str):
+        raise TypeError("correlation_id must be a str")
     rules = STRICT_RULES if strict else RULES
     rec = LineageRecorder(enabled=lineage)
     ctx = Ctx(message, rules, rec)

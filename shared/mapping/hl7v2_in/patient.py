@@ -23,70 +23,97 @@ from shared.identifiers.nhs_number import (
     is_valid_nhs_number,
     normalise_nhs_number,
 )
+from shared.mapping._construct import builder
 from shared.mapping.errors import InvalidValue, MissingRequiredField
-from shared.mapping.hl7v2_in._context import Ctx, val
+from shared.mapping.hl7v2_in._context import Ctx, Rep, remember, val
 from shared.terminology.systems import NHS_NUMBER
 
 __all__ = ["map_merged_identifiers", "map_patient"]
 
-
-def _nhs_repetitions(pid: Segment, n: int) -> list[int]:
-    """Repetitions of PID-``n`` that assert an NHS number (computed once per field)."""
-    return [rep for rep in range(1, pid.repetition_count(n) + 1) if asserts_nhs_number(pid, n, rep)]
+_new_patient = builder(Patient)
 
 
-def _nhs_number(ctx: Ctx, pid: Segment, nhs_reps: dict[int, list[int]]) -> tuple[str, str] | None:
-    """``(number, source path)`` of the patient's NHS number, or ``None``.
+def _nhs_value(raw: str, n: int) -> str | None:
+    """The normalised NHS number of a repetition asserting one; ``None`` for a repeated-digit placeholder
+    (``9999999999``: not a patient's number). A failed Modulus 11 check is InvalidValue ``PID-n``.
 
-    Repetitions of PID-3 (then PID-2, PID-4) that assert an NHS number (the validator's rule,
-    :func:`~shared.hl7v2.validation.asserts_nhs_number`) must pass Modulus 11 (else InvalidValue) and
-    agree with each other; repeated-digit placeholders (``9999999999``) are not a patient's number and are
-    ignored. Failing those, PID-19 is used when it passes Modulus 11 (some v2.3 UK feeds send the NHS
-    number there); a PID-19 value that does not is an SSN-style field and is ignored.
+    Ten plain ASCII digits (the usual form) are checked here directly; anything else (spaces, hyphens,
+    junk) goes through :func:`~shared.identifiers.nhs_number.normalise_nhs_number` - the same verdicts
+    (tested against it)."""
+    if len(raw) == 10 and raw.isascii() and raw.isdigit():
+        d = raw.encode("ascii")  # byte values: digit = value - 48; the weights sum to 54
+        total = (
+            10 * d[0] + 9 * d[1] + 8 * d[2] + 7 * d[3] + 6 * d[4] + 5 * d[5] + 4 * d[6] + 3 * d[7] + 2 * d[8]
+        ) - 54 * 48
+        check = 11 - total % 11
+        if check == 11:
+            check = 0
+        if check == 10 or check != d[9] - 48:
+            raise InvalidValue(f"PID-{n}", "NHS number fails the Modulus 11 check")
+        return None if raw == raw[0] * 10 else raw
+    try:
+        number = normalise_nhs_number(raw)
+    except InvalidNhsNumber:
+        raise InvalidValue(f"PID-{n}", "NHS number fails the Modulus 11 check") from None
+    return None if is_repeated_digit_nhs_number(number) else number
+
+
+def _identifiers(ctx: Ctx, pid: Segment) -> tuple[tuple[str, str] | None, list[Identifier]]:
+    """The NHS number ``(number, source path)`` and the local identifiers, in one pass over PID-3, PID-2
+    and PID-4 (rules ``nhs_number_fields`` / ``local_identifier_fields``).
+
+    * A repetition that asserts an NHS number (the validator's own rule,
+      :func:`~shared.hl7v2.validation.asserts_nhs_number`) is the NHS number: it must pass Modulus 11
+      (else InvalidValue) and agree with every other one; repeated-digit placeholders are ignored. It is
+      never a local identifier.
+    * Every other repetition -> a local identifier (CX rules), PID-3's first; a system|value once.
+    * No asserted NHS number: PID-19 when it passes Modulus 11 (some v2.3 UK feeds send the NHS number
+      there); a PID-19 value that does not is an SSN-style field and is ignored.
     """
+    r = ctx.rules
+    nhs_fields = {n for _s, n, _c in r.nhs_number_fields}
+    local_fields = [n for _s, n, _c in r.local_identifier_fields]
+    fields = [n for _s, n, _c in r.nhs_number_fields] + [n for n in local_fields if n not in nhs_fields]
     found: tuple[str, str] | None = None
-    for _seg, n, _comp in ctx.rules.nhs_number_fields:
-        for rep in nhs_reps[n]:
-            raw = val(pid, n, rep, 1)
-            src = f"PID-{n}[{rep}].1"
-            if raw is None:
-                continue
-            try:
-                number = normalise_nhs_number(raw)
-            except InvalidNhsNumber:
-                raise InvalidValue(f"PID-{n}", "NHS number fails the Modulus 11 check") from None
-            if is_repeated_digit_nhs_number(number):
-                continue
-            if found is not None and found[0] != number:
-                raise InvalidValue(f"PID-{n}", "two different NHS numbers for one patient")
-            if found is None:
-                found = (number, src)
-    if found is not None:
-        return found
-    for _seg, n, _comp in ctx.rules.nhs_number_unflagged_fields:
-        raw = val(pid, n, 1, 1)
-        if raw is not None and is_valid_nhs_number(raw):
-            number = normalise_nhs_number(raw)
-            if not is_repeated_digit_nhs_number(number):
-                return (number, f"PID-{n}")
-    return None
-
-
-def _local_identifiers(ctx: Ctx, pid: Segment, nhs_reps: dict[int, list[int]]) -> list[Identifier]:
-    """PID-3, then PID-2 and PID-4 (rules ``local_identifier_fields``), CX rules; repetitions asserting an
-    NHS number are skipped (they are the NHS number); a system|value seen before is not repeated."""
+    local: dict[int, list[tuple[int, Rep]]] = {}
+    for n in fields:
+        raw_field = pid.raw_field(n)
+        if not raw_field:
+            continue
+        for rep in range(1, pid.repetition_count(n) + 1):
+            f = Rep(pid, n, rep)
+            if f.asserts_nhs_number():
+                if n not in nhs_fields:
+                    continue  # an NHS number is never a local identifier
+                raw = f(1)
+                if raw is None:
+                    continue
+                number = _nhs_value(raw, n)
+                if number is None:
+                    continue
+                if found is None:
+                    found = (number, f"PID-{n}[{rep}].1")
+                elif found[0] != number:
+                    raise InvalidValue(f"PID-{n}", "two different NHS numbers for one patient")
+            else:
+                local.setdefault(n, []).append((rep, f))
     out: list[Identifier] = []
     seen: set[tuple[str, str]] = set()
-    for _seg, n, _comp in ctx.rules.local_identifier_fields:
-        skip = nhs_reps.get(n, ())
-        for rep in range(1, pid.repetition_count(n) + 1):
-            if rep in skip:
-                continue
-            ident = ctx.cx(pid, n, rep, f"PID-{n}[{rep}]", f"patient.identifiers[{len(out)}]")
+    for n in local_fields:
+        for rep, f in local.get(n, ()):
+            ident = ctx.cx(pid, n, rep, f"PID-{n}[{rep}]", f"patient.identifiers[{len(out)}]", f=f)
             if ident is not None and (ident.system, ident.value) not in seen:
                 seen.add((ident.system, ident.value))
                 out.append(ident)
-    return out
+    if found is None:
+        for _seg, n, _comp in r.nhs_number_unflagged_fields:
+            raw = val(pid, n, 1, 1)
+            if raw is not None and is_valid_nhs_number(raw):
+                number = normalise_nhs_number(raw)
+                if not is_repeated_digit_nhs_number(number):
+                    found = (number, f"PID-{n}")
+                    break
+    return found, out
 
 
 def _telecom(ctx: Ctx, pid: Segment) -> tuple[ContactPoint, ...]:
@@ -123,13 +150,27 @@ def _verification_status(ctx: Ctx, pid: Segment) -> str | None:
 
 def map_patient(ctx: Ctx) -> Patient:
     """The patient of the message (PID, PD1). Raises MissingRequiredField("PID-3") when there is
-    neither an NHS number nor a local identifier."""
-    pid = ctx.msg.segment("PID")
+    neither an NHS number nor a local identifier.
+
+    Lineage off, the result is reused for a later message with the same PID and PD1 text from the same
+    sender (a patient's demographics recur in every message of their stay; the Patient is immutable)."""
+    pid = ctx.segment("PID")
     if pid is None:
         raise MissingRequiredField("PID", "the message has no PID segment")
+    key = ctx.segments_key("PID", "PD1")
+    if key is not None:
+        hit = ctx.rules.memo.get(("patient", key))
+        if hit is not None:
+            return hit  # type: ignore[return-value]
+    patient = _map_patient(ctx, pid)
+    if key is not None:
+        remember(ctx.rules.memo, ("patient", key), patient)
+    return patient
+
+
+def _map_patient(ctx: Ctx, pid: Segment) -> Patient:
     lin = ctx.lin
-    nhs_reps = {n: _nhs_repetitions(pid, n) for _seg, n, _comp in ctx.rules.nhs_number_fields}
-    nhs = _nhs_number(ctx, pid, nhs_reps)
+    nhs, identifiers = _identifiers(ctx, pid)
     nhs_number = None
     if nhs is not None:
         status = _verification_status(ctx, pid)
@@ -141,7 +182,6 @@ def map_patient(ctx: Ctx) -> Patient:
             ctx.add(
                 nhs[1], "patient.nhs_number.value", "nhs-number: asserted (CX.4 NHS / CX.5 NH|HN), Modulus 11"
             )
-    identifiers = _local_identifiers(ctx, pid, nhs_reps)
     if nhs_number is None and not identifiers:
         raise MissingRequiredField("PID-3", "no NHS number and no local patient identifier (PID-3/2/4)")
 
@@ -180,7 +220,7 @@ def map_patient(ctx: Ctx) -> Patient:
 
     gp = None
     sensitivity = Sensitivity.NORMAL
-    pd1 = ctx.msg.segment("PD1")
+    pd1 = ctx.segment("PD1")
     if pd1 is not None:
         gp = ctx.xon(pd1, 3, "PD1-3", "patient.general_practitioner")
         level = _indicator(ctx, pd1, 12, "PD1-12", "patient.sensitivity")
@@ -189,7 +229,8 @@ def map_patient(ctx: Ctx) -> Patient:
     if lin and pd1 is None:
         ctx.add(None, "patient.sensitivity", "no PD1-12 protection indicator: normal")
 
-    return Patient(
+    # Patient's own rule (an NHS number or a local identifier) was checked above: a trusted build.
+    return _new_patient(
         nhs_number=nhs_number,
         identifiers=tuple(identifiers),
         names=tuple(names),
@@ -228,7 +269,7 @@ def _indicator(ctx: Ctx, seg: Segment, n: int, src: str, tgt: str) -> str | bool
 def map_merged_identifiers(ctx: Ctx, surviving: Patient) -> tuple[tuple[Identifier, ...], Patient]:
     """A40: MRG-1 (the record merged away) -> ``merged_identifiers``, and the surviving patient with a
     ``replaces`` link to each of them. An NHS-number repetition of MRG-1 gives an NHS-number identifier."""
-    mrg = ctx.msg.segment("MRG")
+    mrg = ctx.segment("MRG")
     if mrg is None:
         raise MissingRequiredField("MRG", "a merge needs an MRG segment")
     merged: list[Identifier] = []

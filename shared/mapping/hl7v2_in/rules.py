@@ -36,6 +36,7 @@ from shared.canonical.model import (
 )
 from shared.errors import ConfigurationError
 from shared.hl7v2 import Hl7PathError, parse_path
+from shared.mapping._construct import builder
 from shared.mapping.errors import UnmappedSourceCode
 from shared.terminology import (
     Coding as TermCoding,
@@ -167,6 +168,8 @@ class CodedRule:
     _cache: dict[tuple[str, str | None], MapOutcome] = field(default_factory=dict, repr=False)
     #: Canonical values by (encoded field text, simple) - see ``Ctx.coded`` (lineage off only).
     memo: dict[tuple[str, bool], object] = field(default_factory=dict, repr=False)
+    #: Canonical values of bare codes (``Ctx.code_value``; a code that raises is never stored).
+    values: dict[str, object] = field(default_factory=dict, repr=False)
 
     def remember(self, key: tuple[str, bool], value: object) -> None:
         if len(self.memo) >= 4096:
@@ -230,12 +233,19 @@ class CodedRule:
         return self.concept_map_version
 
 
+# Trusted constructors (shared.mapping._construct): terminology codings have non-empty codes (the map
+# loader checks), reasons are data-absent-reason codes, and every Concept below has a coding.
+_new_coding = builder(Coding)
+_new_concept = builder(Concept)
+_new_absent = builder(DataAbsent)
+
+
 def to_coding(c: TermCoding) -> Coding:
-    return Coding(system=c.system, code=c.code, display=c.display, version=c.version)
+    return _new_coding(system=c.system, code=c.code, display=c.display, version=c.version)
 
 
 def to_absent(out: TermDataAbsent) -> DataAbsent:
-    return DataAbsent(
+    return _new_absent(
         reason=DataAbsentReason(out.reason), source=to_coding(out.source) if out.source else None
     )
 
@@ -256,11 +266,11 @@ def concept_from(out: MapOutcome | None, source: Coding, text: str | None) -> Co
     if isinstance(out, MappedCode):
         target = to_coding(out.target)
         if target == source:
-            return Concept(codings=(source,), text=text)
-        return Concept(codings=(source, target), text=text)
+            return _new_concept(codings=(source,), text=text)
+        return _new_concept(codings=(source, target), text=text)
     if isinstance(out, TermDataAbsent):
-        return DataAbsent(reason=DataAbsentReason(out.reason), source=source)
-    return Concept(codings=(source,), text=text)
+        return _new_absent(reason=DataAbsentReason(out.reason), source=source)
+    return _new_concept(codings=(source,), text=text)
 
 
 @dataclass(frozen=True)
@@ -298,6 +308,9 @@ class Compiled:
     ucum_units: frozenset[str]
     encapsulated_subtypes: Mapping[str, str]
     strict: bool = False
+    #: Reader results by encoded text, and patient / encounter results by their segments' text (lineage
+    #: off; see ``_context``): kept per compiled rules, so rules with other tables never share them.
+    memo: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
 
     def rule(self, name: str) -> CodedRule:
         return self.coded[name]
