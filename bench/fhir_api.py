@@ -9,9 +9,12 @@ Workloads, each against the same host in the same run:
 * ``create``   ``POST /api/fhir/Patient`` (validation, clinical-event dry run, SQLite write, event publish
   and journal on the embedded stores).
 
-The host is ``tie run`` in a subprocess with this module's ``bench_app`` (the FHIR blueprints plus the
-trivial endpoint; not registered in ``function_app``); the load comes from this process (asyncio + aiohttp,
-``--connections`` concurrent keep-alive connections, closed loop). Then a fixed-rate open-loop run of
+The host is the local functions host (``tie.localhost``, as ``tie run`` starts it: bootstrap, container
+from settings, 16 HTTP worker threads unless ``--host-workers``) in a subprocess serving this module's
+``bench_app`` (the FHIR blueprints plus the trivial endpoint; not registered in ``function_app``); the load
+comes from this process (asyncio + aiohttp,
+``--connections`` concurrent keep-alive connections, closed loop, the workloads interleaved in
+``--rounds`` slices so that other load on the machine affects them alike). Then a fixed-rate open-loop run of
 ``read`` at ``--rate`` req/s reports the latency a client sees at that load (target: p99 < 20 ms at 200
 req/s; read-by-id >= 50% of the trivial endpoint's throughput). Both processes share the machine's cores,
 so absolute numbers are a floor; the ratios are the result.
@@ -180,11 +183,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_host(local_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_host(local_dir: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+    """This module with ``--serve`` in a subprocess: the local host (``tie.localhost``) serving
+    ``bench_app`` on the embedded stores under ``local_dir``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TIE_", "TieStorage__"))}
     env.update({"TIE_LOCAL_DIR": str(local_dir), "PYTHONPATH": str(ROOT), "TIE_LOG_LEVEL": "WARNING"})
-    args = [sys.executable, "-m", "tie.cli", "run", "--app", f"{Path(__file__).resolve()}:bench_app"]
-    args += ["--port", str(port), "--settings", "none.json", "--no-mllp"]
+    args = [sys.executable, str(Path(__file__).resolve()), "--serve", "--port", str(port)]
+    args += ["--host-workers", str(workers)]
     log = open(local_dir / "host.log", "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
@@ -257,16 +262,23 @@ async def run(args: argparse.Namespace, base: str) -> None:
             ("search-by-identifier", search),
             ("create", create),
         ]
-        results: list[Result] = []
         for name, call in workloads:
             await closed_loop(session, name, call, args.connections, 0.5)  # warm-up
-            results.append(await closed_loop(session, name, call, args.connections, args.seconds))
+        # Interleaved slices: load from other processes on a shared machine hits every workload alike.
+        results = [Result(name) for name, _ in workloads]
+        for _round in range(args.rounds):
+            for total, (name, call) in zip(results, workloads, strict=True):
+                part = await closed_loop(session, name, call, args.connections, args.seconds / args.rounds)
+                total.requests += part.requests
+                total.errors += part.errors
+                total.seconds += part.seconds
+                total.latencies += part.latencies
         paced = await open_loop(session, f"read-by-id at {args.rate:g} req/s", read, args.rate, args.seconds)
 
     yardstick = results[0].rate
     print(
-        f"\nFHIR API via the local host, loopback, load from a separate process "
-        f"({args.connections} connections, {args.seconds:g} s per workload, {args.patients} patients stored)"
+        f"\nFHIR API via the local host ({args.host_workers} HTTP workers), loopback, load from a separate "
+        f"process ({args.connections} connections, {args.seconds:g} s per workload, {args.patients} patients)"
     )
     print(f"{'workload':<30} {'req/s':>9} {'vs trivial':>11} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for r in results:
@@ -286,17 +298,45 @@ async def run(args: argparse.Namespace, base: str) -> None:
     )
 
 
+def serve(port: int, workers: int) -> None:
+    """The host process: like ``tie run`` (bootstrap, the container from settings, the local host) with
+    ``bench_app`` and ``workers`` HTTP worker threads (``tie run`` uses 16)."""
+    os.environ["TIE_LOCAL_HOST"] = "1"
+    from shared.bootstrap import bootstrap
+    from shared.wiring import get_container
+    from tie.localhost.host import HostConfig, LocalHost
+
+    bootstrap()
+    app = __getattr__("bench_app")
+    container = get_container()
+    config = HostConfig(port=port, http_workers=workers, enable_service_bus=False, enable_timers=False)
+
+    async def run_host() -> None:
+        host = LocalHost(app=app, bus=container.bus, records=container.records, config=config)
+        await host.start()
+        await asyncio.Event().wait()
+
+    asyncio.run(run_host())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--patients", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved slices per workload")
+    parser.add_argument("--host-workers", type=int, default=16, help="HTTP worker threads of the host")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        serve(args.port, args.host_workers)
+        return
     with tempfile.TemporaryDirectory(prefix="tie-bench-fhir-") as tmp:
         local = Path(tmp)
         port = free_port()
-        proc = start_host(local, port)
+        proc = start_host(local, port, args.host_workers)
         try:
             asyncio.run(run(args, f"http://127.0.0.1:{port}/api"))
         finally:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
@@ -32,6 +32,7 @@ FORM = "application/x-www-form-urlencoded"
 BODY_MEDIA_TYPES = frozenset({FHIR_JSON, JSON})
 #: ``_format`` values meaning JSON (FHIR R4 http.html#mime-type).
 _JSON_FORMATS = frozenset({"json", FHIR_JSON, JSON, "application/json+fhir", "text/json"})
+_COMMON_ACCEPT = frozenset({"*/*", FHIR_JSON, "application/fhir+json;charset=utf-8"})
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _XML_FORMATS = frozenset({"xml", "application/fhir+xml", "application/xml", "text/xml", "ttl", "text/turtle"})
 
@@ -60,6 +61,10 @@ class Headers(Mapping[str, str]):
     def __len__(self) -> int:
         return len(self._items)
 
+    def get(self, key: str, default: Any = None) -> Any:  # the Mapping mixin goes through KeyError
+        item = self._items.get(key.lower())
+        return default if item is None else item[1]
+
 
 @dataclass(frozen=True, slots=True)
 class FhirRequest:
@@ -74,13 +79,19 @@ class FhirRequest:
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
     correlation_id: str = ""
+    _params: list[tuple[str, str]] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def query(self) -> str:
-        return urlsplit(self.url).query
+        _, _, rest = self.url.partition("?")
+        return rest.partition("#")[0]
 
     def query_params(self) -> list[tuple[str, str]]:
-        return parse_qsl(self.query, keep_blank_values=True)
+        """The decoded query parameters in order, repeats kept (parsed once; do not mutate)."""
+        if self._params is None:
+            object.__setattr__(self, "_params", parse_qsl(self.query, keep_blank_values=True))
+        assert self._params is not None
+        return self._params
 
     def header(self, name: str) -> str | None:
         value = self.headers.get(name)
@@ -113,15 +124,20 @@ class Preferences:
     handling: Handling = "lenient"
 
 
+_DEFAULT_PREFERENCES = Preferences()
+
+
 def parse_prefer(value: str | None) -> Preferences:
     """``return=minimal|representation|OperationOutcome`` and ``handling=strict|lenient``.
 
     Unknown preferences and values are ignored (RFC 7240: a server ignores what it does not understand);
     the defaults are ``return=representation`` and ``handling=lenient`` (FHIR R4 search.html#errors).
     """
+    if not value:
+        return _DEFAULT_PREFERENCES
     returns: ReturnPreference = "representation"
     handling: Handling = "lenient"
-    for part in (value or "").split(","):
+    for part in value.split(","):
         token = part.split(";", 1)[0].strip()
         name, _, raw = token.partition("=")
         choice = raw.strip().strip('"')
@@ -139,6 +155,8 @@ def response_media_type(accept: str | None, format_param: str | None) -> str:
     ``_format`` wins over ``Accept`` (FHIR http.html#mime-type). We produce FHIR JSON; a client that
     accepts only ``application/json`` gets that label on the same bytes.
     """
+    if not format_param and (not accept or accept in _COMMON_ACCEPT):
+        return FHIR_JSON
     if format_param:
         fmt = format_param.strip().lower()
         if fmt in _JSON_FORMATS:
@@ -230,10 +248,17 @@ def base_url(request_url: str, configured: str | None = None) -> str:
 # -------------------------------------------------------------------------------------------- dates
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def http_date(moment: datetime) -> str:
     """RFC 9110 IMF-fixdate (``Last-Modified``): ``Wed, 01 May 2024 09:30:00 GMT``."""
     utc = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return format_datetime(utc.replace(microsecond=0), usegmt=True)
+    return (
+        f"{_DAYS[utc.weekday()]}, {utc.day:02d} {_MONTHS[utc.month - 1]} {utc.year:04d} "
+        f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d} GMT"
+    )
 
 
 def parse_http_date(value: str | None) -> datetime | None:

@@ -240,7 +240,7 @@ class FhirApi:
     def search(self, request: FhirRequest, resource_type: str, *, post: bool = False) -> FhirResponse:
         def act(media: str, prefs: Preferences) -> FhirResponse:
             rtype = self._type(resource_type)
-            params = request.query_params()
+            params = list(request.query_params())
             if post:
                 kind = check_body_media_type(request.header("Content-Type"), allow_form=True)
                 if kind != FORM:
