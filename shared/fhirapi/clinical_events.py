@@ -12,9 +12,9 @@ Policy (why it is this way):
   (Organization, Practitioner, Location) is stored without an event.
 * **Publish after committing.** The committed version (server id, ``meta.versionId``/``lastUpdated``) is
   mapped again - so the event carries the stored identity and time - and published to ``clinical-events``
-  with the same clinical-event keys as the HL7 path (:mod:`shared.canonical.identity`), one atomic
-  ``publish`` per request (a transaction's events go together). Each write and each event is journaled
-  under the request's correlation ID.
+  with the same clinical-event keys as the HL7 path (:mod:`shared.canonical.identity`), in request order,
+  in as few bus batches as fit (a transaction's events usually go in one). Each write and each event is
+  journaled under the request's correlation ID.
 * **A publish that fails does not fail the write** (it is committed and visible; answering 5xx would make
   a client retry a create and duplicate it). The messages go to the transactional outbox
   (:class:`shared.outbox.Outbox`, owner record in the ``outbox`` table, partition ``fhir-api``) and the
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -280,8 +280,8 @@ class ClinicalEvents:
         correlation_id: str,
         known: Mapping[str, JsonDict] | None = None,
     ) -> PublishReport:
-        """Journal the committed writes, map the clinical ones and publish their events (one atomic
-        publish); a failed publish is handed to the outbox. Never raises for a bus or journal failure:
+        """Journal the committed writes, map the clinical ones and publish their events (in bus-sized
+        batches); what the bus refuses is handed to the outbox. Never raises for a bus or journal failure:
         the writes are committed."""
         events: list[ClinicalEvent] = []
         for write in writes:
@@ -330,24 +330,32 @@ class ClinicalEvents:
         if not events:
             return PublishReport()
         messages = [clinical.to_message(event) for event in events]
-        try:
-            self._bus.publish(clinical.TOPIC, messages)
-        except TieError as exc:
-            _log.warning(
-                "clinical events not published; handed to the outbox",
-                extra={"error_code": exc.code, "topic": clinical.TOPIC},
-            )
-            deferred = self._defer(messages, correlation_id)
-            return PublishReport(tuple(events), published=False, deferred=deferred)
+        sent = 0
+        for chunk in _batches(messages):
+            try:
+                self._bus.publish(clinical.TOPIC, chunk)
+            except TieError as exc:
+                _log.warning(
+                    "clinical events not published; handed to the outbox",
+                    extra={"error_code": exc.code, "topic": clinical.TOPIC, "count": len(messages) - sent},
+                )
+                deferred = self._defer(messages[sent:], correlation_id)
+                for event in events[:sent]:
+                    self._journal_published(correlation_id, event)
+                return PublishReport(tuple(events), published=False, deferred=deferred)
+            sent += len(chunk)
         for event in events:
-            self._journal_safely(
-                correlation_id,
-                "published",
-                topic=clinical.TOPIC,
-                message_id=event.key.value,
-                event_kind=event.kind.value,
-            )
+            self._journal_published(correlation_id, event)
         return PublishReport(tuple(events))
+
+    def _journal_published(self, correlation_id: str, event: ClinicalEvent) -> None:
+        self._journal_safely(
+            correlation_id,
+            "published",
+            topic=clinical.TOPIC,
+            message_id=event.key.value,
+            event_kind=event.kind.value,
+        )
 
     def _defer(self, messages: Sequence[OutboundMessage], correlation_id: str) -> bool:
         owner = OwnerRef(TABLE_OUTBOX, OUTBOX_OWNER_PARTITION, uuid.uuid4().hex)
@@ -376,3 +384,22 @@ class ClinicalEvents:
             self._journal.record(correlation_id, stage, **attributes)
         except TieError as exc:
             _log.warning("journal write failed", extra={"error_code": exc.code, "reason": stage})
+
+
+#: A bus batch stays well under Service Bus's smallest batch limit (256 KB on Standard).
+MAX_BATCH_BYTES = 192 * 1024
+MAX_BATCH_MESSAGES = 100
+
+
+def _batches(messages: Sequence[OutboundMessage]) -> Iterator[list[OutboundMessage]]:
+    """Consecutive runs of messages that fit one bus batch (a large transaction's events do not)."""
+    batch: list[OutboundMessage] = []
+    size = 0
+    for message in messages:
+        if batch and (size + len(message.body) > MAX_BATCH_BYTES or len(batch) >= MAX_BATCH_MESSAGES):
+            yield batch
+            batch, size = [], 0
+        batch.append(message)
+        size += len(message.body)
+    if batch:
+        yield batch

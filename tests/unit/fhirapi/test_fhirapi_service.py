@@ -656,3 +656,52 @@ def test_conflicts_are_409(api: FhirApi, s: Stores) -> None:
     response = api.bundle(request("POST", "", twice))
     assert response.status == 409 and outcome(response)["expression"] == ["Bundle.entry[1]"]
     assert s.repo.search("Patient", []).total == 1
+
+
+class FlakyBus:
+    """Counts publishes; fails from the ``fail_from``-th call on."""
+
+    def __init__(self, inner: MessageBus, fail_from: int | None = None) -> None:
+        self.inner = inner
+        self.fail_from = fail_from
+        self.batches: list[int] = []
+
+    def publish(self, topic: str, messages: Sequence[OutboundMessage]) -> None:
+        if self.fail_from is not None and len(self.batches) + 1 >= self.fail_from:
+            raise BusUnavailable("bus down")
+        self.batches.append(len(messages))
+        self.inner.publish(topic, messages)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _patients_transaction(count: int) -> dict[str, Any]:
+    from shared.identifiers.nhs_number import is_valid_nhs_number
+
+    numbers = [str(n) for n in range(9_200_000_000, 9_200_001_000) if is_valid_nhs_number(str(n))][:count]
+    return _transaction(
+        *({"resource": patient(n), "request": {"method": "POST", "url": "Patient"}} for n in numbers)
+    )
+
+
+def test_a_transactions_events_go_in_bus_sized_batches(s: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("shared.fhirapi.clinical_events.MAX_BATCH_MESSAGES", 3)
+    bus = FlakyBus(s.bus)
+    api = make_api(s, bus=bus)  # type: ignore[arg-type]
+    assert api.bundle(request("POST", "", _patients_transaction(7))).status == 200
+    assert bus.batches == [3, 3, 1]
+    assert len(clinical_messages(s.bus)) == 7
+
+
+def test_events_the_bus_refuses_part_way_go_to_the_outbox(s: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("shared.fhirapi.clinical_events.MAX_BATCH_MESSAGES", 3)
+    bus = FlakyBus(s.bus, fail_from=2)
+    api = make_api(s, bus=bus)  # type: ignore[arg-type]
+    response = api.bundle(request("POST", "", _patients_transaction(7), correlation_id="part-1"))
+    assert response.status == 200 and bus.batches == [3]
+    assert len(clinical_messages(s.bus)) == 3
+    stages = [e.stage for e in Journal(s.records).trace("part-1")]
+    assert stages.count("published") == 3 and stages.count("publish-deferred") == 4
+    OutboxRelay(Outbox(s.records), s.bus, orphan_grace=timedelta(0)).run_until_idle(max_seconds=5)
+    assert len(clinical_messages(s.bus)) == 4
