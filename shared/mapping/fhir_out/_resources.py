@@ -144,15 +144,25 @@ def _query(system: str, value: str) -> str:
 #: off: (read-only resource, ifNoneExist query). They never carry patient data or meta.security, so the
 #: same value always gives the same resource, shared read-only between bundles (see ``_frozen``).
 _REFERENCE: dict[object, tuple[JSON, str]] = {}
-_REFERENCE_MAX = 4096
+_REFERENCE_MAX = 1024
 
 
-def _remember_reference(key: object, resource: JSON, query: str) -> JSON:
+_REFERENCE_BY_ID: dict[int, tuple[object, tuple[JSON, str]]] = {}
+
+
+def _remember_by_id(value: object, hit: tuple[JSON, str]) -> None:
+    if len(_REFERENCE_BY_ID) >= _REFERENCE_MAX:
+        _REFERENCE_BY_ID.clear()
+    _REFERENCE_BY_ID[id(value)] = (value, hit)
+
+
+def _remember_reference(key: tuple[str, object], resource: JSON, query: str) -> JSON:
     """Freeze ``resource``, keep it for the next bundle naming the same value, and return it."""
     if len(_REFERENCE) >= _REFERENCE_MAX:
         _REFERENCE.clear()
     frozen: JSON = freeze(resource)
     _REFERENCE[key] = (frozen, query)
+    _remember_by_id(key[1], (frozen, query))
     return frozen
 
 
@@ -165,12 +175,16 @@ _BY_OBJECT: dict[int, tuple[object, object, Any]] = {}
 _SEEN_ONCE = object()
 
 
+#: Small on purpose: every cached object stays alive, and Python's garbage collector walks them all.
+_BY_OBJECT_MAX = 256
+
+
 def _worth_caching(obj: object, kind: object) -> bool:
     """True when ``obj`` (with the same dependencies) was built before; remembers this sighting."""
     seen = _BY_OBJECT.get(id(obj))
     if seen is not None and seen[0] is obj and seen[1] == kind:
         return True
-    if len(_BY_OBJECT) >= _REFERENCE_MAX:
+    if len(_BY_OBJECT) >= _BY_OBJECT_MAX:
         _BY_OBJECT.clear()
     _BY_OBJECT[id(obj)] = (obj, kind, _SEEN_ONCE)
     return False
@@ -190,6 +204,7 @@ def _remember_object(obj: object, kind: object, value: Any) -> None:
 def clear_caches() -> None:
     """Forget every cached resource and id (tests: a fresh build must equal a cached one)."""
     _REFERENCE.clear()
+    _REFERENCE_BY_ID.clear()
     _BY_OBJECT.clear()
     _reference_url.cache_clear()
     _query.cache_clear()
@@ -330,9 +345,17 @@ class Builder:
         """Add the entry for reference-data ``value`` from the cache (lineage off); False on a miss."""
         if self.sink is not None:
             return False
-        hit = _REFERENCE.get((resource_type, value))
-        if hit is None:
-            return False
+        # the same object (the HL7 mapper's memo hands it back) is found by identity, without hashing or
+        # comparing the model tree; an equal but distinct object by value
+        same = _REFERENCE_BY_ID.get(id(value))
+        if same is not None and same[0] is value:
+            hit: tuple[JSON, str] | None = same[1]
+        else:
+            hit = _REFERENCE.get((resource_type, value))
+            if hit is None:
+                return False
+            _remember_by_id(value, hit)
+        assert hit is not None
         self.create(resource_type, full_url, hit[0], hit[1], key_src)
         return True
 

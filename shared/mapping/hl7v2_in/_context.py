@@ -82,6 +82,19 @@ class Rep:
         self.text = text
         self._parts: list[str] = text.split(seps.component) if text else []
 
+    @classmethod
+    def of(cls, seg: Segment, n: int, rep: int, text: str, seps: tuple[str, str, str]) -> Rep:
+        """:class:`Rep` from already-known text and (component, subcomponent, escape) separators."""
+        f = cls.__new__(cls)
+        f._seg = seg
+        f.n = n
+        f._rep = rep
+        f._sub = seps[1]
+        f._esc = seps[2]
+        f.text = text
+        f._parts = text.split(seps[0]) if text else []
+        return f
+
     @property
     def width(self) -> int:
         """Number of components present (trailing empty ones included as sent)."""
@@ -167,7 +180,7 @@ def rep_text(seg: Segment, n: int, rep: int = 1) -> str:
 #: Reader results by the repetition's encoded text (lineage off, standard delimiters, no escapes): the
 #: same consultant, ward or code recurs in message after message, and every canonical value is immutable.
 #: They live on the compiled rules (``Compiled.memo``): the same text under other rules may map otherwise.
-_MEMO_MAX = 16384
+_MEMO_MAX = 2048
 _MISS = object()
 
 
@@ -220,7 +233,19 @@ class Ctx:
     """One message being mapped: the message, the compiled rules, the lineage recorder and the sender's
     namespaces (computed on first use)."""
 
-    __slots__ = ("_application", "_facility", "_segments", "esc", "lin", "memo", "msg", "rec", "rules")
+    __slots__ = (
+        "_application",
+        "_facility",
+        "_segments",
+        "esc",
+        "lin",
+        "memo",
+        "msg",
+        "rec",
+        "rsep",
+        "rules",
+        "seps",
+    )
 
     def __init__(self, msg: Message, rules: Compiled, rec: LineageRecorder) -> None:
         self.msg = msg
@@ -229,11 +254,26 @@ class Ctx:
         self.lin = rec.enabled
         seps = msg.separators
         self.esc = seps.escape
+        self.rsep = seps.repetition
+        #: (component, subcomponent, escape) for :meth:`Rep.of`.
+        self.seps = (seps.component, seps.subcomponent, seps.escape)
         #: Readers may reuse earlier results for the same encoded text (see ``_MEMO``).
         self.memo = not self.lin and seps.component == "^" and seps.subcomponent == "&"
         self._facility: tuple[str, str] | None = None
         self._application: tuple[str, str] | None = None
         self._segments: dict[str, Segment | None] = {}
+
+    def rep_text(self, seg: Segment, n: int, rep: int = 1) -> str:
+        """:func:`rep_text` with the message's repetition separator."""
+        raw = seg.raw_field(n)
+        if rep == 1:
+            i = raw.find(self.rsep)
+            return raw if i < 0 else raw[:i]
+        reps = raw.split(self.rsep)
+        return reps[rep - 1] if rep <= len(reps) else ""
+
+    def rep(self, seg: Segment, n: int, rep: int, text: str) -> Rep:
+        return Rep.of(seg, n, rep, text, self.seps)
 
     def segments_key(self, *names: str) -> tuple[str | None, ...] | None:
         """Memo key for a result that depends only on the named segments' text and the sender (MSH-3/4:
@@ -255,11 +295,10 @@ class Ctx:
 
     def segment(self, name: str) -> Segment | None:
         """The first ``name`` segment of the message (looked up once per message)."""
-        try:
-            return self._segments[name]
-        except KeyError:
+        found = self._segments.get(name, _MISS)
+        if found is _MISS:
             found = self._segments[name] = self.msg.segment(name)
-            return found
+        return found  # type: ignore[return-value]
 
     # ----------------------------------------------------------------------------------------- lineage
     def add(self, source: str | None, target: str, rule: str) -> None:
@@ -358,14 +397,14 @@ class Ctx:
         """CX -> Identifier: value CX.1, system from CX.4 (else the sending facility), type CX.5 (or
         ``id_type`` when the field fixes it, e.g. VN for PV1-19), assigner CX.4.1. ``f``: the repetition
         already split by the caller."""
-        text = rep_text(seg, n, rep) if f is None else f.text
+        text = self.rep_text(seg, n, rep) if f is None else f.text
         memo = self.memo and bool(text) and self.esc not in text
         if memo:
             hit = self.rules.memo.get(("cx", text, id_type), _MISS)
             if hit is not _MISS:
                 return hit  # type: ignore[return-value]
         if f is None:
-            f = Rep(seg, n, rep, text)
+            f = self.rep(seg, n, rep, text)
         value = f(1)
         if value is None:
             return None
@@ -434,14 +473,14 @@ class Ctx:
         """XPN -> HumanName: family XPN.1.1; given XPN.2 then XPN.3 split on spaces (middle names);
         prefix XPN.5; suffix XPN.4, XPN.6 (degree), XPN.14; period XPN.12/13; use XPN.7 through the
         ``patient.names.use`` rule (v2-0200; a type with no FHIR name-use leaves ``use`` empty)."""
-        text = rep_text(seg, n, rep)
+        text = self.rep_text(seg, n, rep)
         memo = self.memo and bool(text) and self.esc not in text
         key = ("xpn", text, "strict" if self.rules.strict else None)
         if memo:
             hit = self.rules.memo.get(key, _MISS)
             if hit is not _MISS:
                 return hit  # type: ignore[return-value]
-        f = Rep(seg, n, rep, text)
+        f = self.rep(seg, n, rep, text)
         family = f(1, 1)
         first = f(2)
         middle = f(3)
@@ -493,14 +532,14 @@ class Ctx:
         designation), city .3, district .4 (county), postcode .5, country .6, period .13/.14; XAD.7 through
         ``patient.addresses.use`` / ``patient.addresses.type`` (v2-0190: home/business... are uses,
         mailing a type; the other stays empty). XAD.8 (other geographic designation) is not a line."""
-        text = rep_text(seg, n, rep)
+        text = self.rep_text(seg, n, rep)
         memo = self.memo and bool(text) and self.esc not in text
         key = ("xad", text, "strict" if self.rules.strict else None)
         if memo:
             hit = self.rules.memo.get(key, _MISS)
             if hit is not _MISS:
                 return hit  # type: ignore[return-value]
-        f = Rep(seg, n, rep, text)
+        f = self.rep(seg, n, rep, text)
         sad = (f(1, 1), f(1, 2), f(1, 3))
         street = street_line(*sad)
         other = f(2)
@@ -572,24 +611,24 @@ class Ctx:
         an email's XTN.4 else XTN.1; otherwise XTN.1, else XTN.12 (unformatted), else XTN.5-8 joined.
         Use: XTN.2 through v2-0201 (no FHIR use: empty); an empty XTN.2 takes ``field_use`` (PID-13 home,
         PID-14 work). ``None`` when there is no value."""
-        text = rep_text(seg, n, rep)
+        text = self.rep_text(seg, n, rep)
         memo = self.memo and bool(text) and self.esc not in text
         key = ("xtn", text, f"{field_use}|{'strict' if self.rules.strict else ''}")
         if memo:
             hit = self.rules.memo.get(key, _MISS)
             if hit is not _MISS:
                 return hit  # type: ignore[return-value]
-        f = Rep(seg, n, rep, text)
+        f = self.rep(seg, n, rep, text)
         r = self.rules
-        number, number_src = f(1), f"{src}.1"
+        number, number_comp = f(1), 1
         if number is None:
-            number, number_src = f(12), f"{src}.12"
+            number, number_comp = f(12), 12
         if number is None:
             parts = [f(5), f(6), f(7)]
             extension = f(8)
             if any(parts):
                 number = " ".join(p for p in parts if p) + (f" ext. {extension}" if extension else "")
-                number_src = f"{src}.7"
+                number_comp = 7
         email = f(4)
         equipment = f(3)
         if equipment is not None:
@@ -609,9 +648,9 @@ class Ctx:
                 self.add(src, f"{tgt}.system", "telecom: no XTN.3, a number in a phone-number field -> phone")
         value: str | None
         if system == r.telecom_address_system and email is not None:
-            value, value_src = email, f"{src}.4"
+            value, value_comp = email, 4
         else:
-            value, value_src = number, number_src
+            value, value_comp = number, number_comp
         if value is None:
             return None
         use_code = f(2)
@@ -622,7 +661,7 @@ class Ctx:
             if use is not None and self.lin:
                 self.add(src, f"{tgt}.use", f"telecom: no XTN.2, the field's own use ({use})")
         if self.lin:
-            self.add(value_src, f"{tgt}.value", "xtn-value")
+            self.add(f"{src}.{value_comp}", f"{tgt}.value", "xtn-value")
         contact = new_contact_point(
             system=system,  # ContactPoint literals: checked when rules compile
             value=value,
@@ -635,13 +674,13 @@ class Ctx:
     def xcn(self, seg: Segment, n: int, rep: int, src: str, tgt: str) -> Practitioner | None:
         """XCN -> Practitioner: id XCN.1 in the system of XCN.9 (GMC/GMP... URIs for known authorities,
         else ``urn:tie:authority:``, else the sending facility), type XCN.13; name XCN.2-7."""
-        text = rep_text(seg, n, rep)
+        text = self.rep_text(seg, n, rep)
         memo = self.memo and bool(text) and self.esc not in text
         if memo:
             hit = self.rules.memo.get(("xcn", text, None), _MISS)
             if hit is not _MISS:
                 return hit  # type: ignore[return-value]
-        f = Rep(seg, n, rep, text)
+        f = self.rep(seg, n, rep, text)
         ident_value = f(1)
         identifiers: tuple[Identifier, ...] = ()
         fallback = False
@@ -698,13 +737,13 @@ class Ctx:
 
     def pl(self, seg: Segment, n: int, src: str, tgt: str) -> Location | None:
         """PL -> Location: point of care .1, room .2, bed .3, facility .4.1, description .9."""
-        text = rep_text(seg, n)
+        text = self.rep_text(seg, n)
         memo = self.memo and bool(text) and self.esc not in text
         if memo:
             hit = self.rules.memo.get(("pl", text, None), _MISS)
             if hit is not _MISS:
                 return hit  # type: ignore[return-value]
-        f = Rep(seg, n, 1, text)
+        f = self.rep(seg, n, 1, text)
         poc, room, bed = f(1), f(2), f(3)
         facility, desc = f(4, 1), f(9)
         if poc is None and room is None and bed is None and facility is None and desc is None:
@@ -767,7 +806,7 @@ class Ctx:
         with text. The sender's system: CWE.3 resolved to a URI, else the rule's v2 table when the rule
         says the field is drawn from one, else none (and then nothing is translated).
         """
-        raw = rep_text(seg, n, rep)
+        raw = self.rep_text(seg, n, rep)
         memo = self.memo and bool(raw) and self.esc not in raw
         if memo:
             hit = rule.memo.get((raw, simple), _MISS)
@@ -775,7 +814,7 @@ class Ctx:
                 return hit  # type: ignore[return-value]
         if not raw:
             return None
-        f = Rep(seg, n, rep, raw)
+        f = self.rep(seg, n, rep, raw)
         code = f(1)
         text = system_name = alt_code = None
         if not simple:

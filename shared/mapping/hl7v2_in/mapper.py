@@ -18,7 +18,7 @@ from shared.canonical.model import (
     ServiceRequest,
     SourceSystem,
 )
-from shared.hl7v2 import Message, parse_message
+from shared.hl7v2 import Message, Segment, parse_message
 from shared.mapping._construct import builder
 from shared.mapping.errors import (
     InvalidValue,
@@ -48,6 +48,17 @@ _KEY_RULE = "identity: shared.canonical.identity rule for the event kind (see it
 def _rule_for(msg: Message, rules: Compiled) -> MessageRule:
     msh = msg.segment("MSH")
     assert msh is not None  # the parser guarantees MSH first
+    raw = msh.raw_field(9)
+    hit = rules.memo.get(("rule", raw))
+    if hit is not None:
+        return hit  # type: ignore[return-value]
+    rule = _find_rule(msh, rules)
+    if len(raw) < 64:
+        rules.memo[("rule", raw)] = rule
+    return rule
+
+
+def _find_rule(msh: Segment, rules: Compiled) -> MessageRule:
     mtype = val(msh, 9, 1, 1)
     trigger = val(msh, 9, 1, 2)
     if mtype is None:

@@ -81,7 +81,7 @@ def _identifiers(ctx: Ctx, pid: Segment) -> tuple[tuple[str, str] | None, list[I
         if not raw_field:
             continue
         for rep in range(1, pid.repetition_count(n) + 1):
-            f = Rep(pid, n, rep)
+            f = ctx.rep(pid, n, rep, ctx.rep_text(pid, n, rep))
             if f.asserts_nhs_number():
                 if n not in nhs_fields:
                     continue  # an NHS number is never a local identifier
