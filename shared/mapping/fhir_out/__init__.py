@@ -1,8 +1,18 @@
 """Canonical clinical event -> FHIR R4 (UK Core) transaction Bundle.
 
-Output is plain dicts in FHIR JSON shape, built directly (no fhir.resources models on this path);
+Output is dicts and lists in FHIR JSON shape, built directly (no fhir.resources models on this path);
 decimals are :class:`~decimal.Decimal` so their precision survives - write them with :func:`serialize`
 (:func:`shared.fhir.json.dumps`). Every resource carries its UK Core ``meta.profile``.
+
+Read-only shared parts (speed, lineage off): a reference-data resource (Practitioner, Organization,
+Location), the Patient / Encounter resource of a canonical object seen before (the HL7 mapper hands back
+the same object for a repeated PID / PV1) and a recurring CodeableConcept are built once and shared
+between bundles as :class:`~shared.mapping.fhir_out._frozen.FrozenDict` / ``FrozenList`` - ``dict`` /
+``list`` subclasses whose mutating methods raise ``TypeError``, so one caller's change can never leak into
+another bundle. Treat a bundle as read-only, or copy it first (``copy.deepcopy`` or
+``json.loads(serialize(bundle))`` give plain containers). The bundle, its ``entry`` list, entries and
+requests are always the caller's own. ``tests/unit/mapping/fhir_out/test_fhirout_caches.py`` proves a
+bundle served from the caches equals a fresh build (fabricated, bench and corpus events).
 
 Entries and references (replaying a message never creates a second resource)
 ----------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from shared.canonical.model import (
 from shared.fhir import profiles
 from shared.fhir.ids import child_id, keyed_id, resource_id, urn
 from shared.mapping.fhir_out._build import (
+    _CODEABLE,
     JSON,
     RULE_ABSENT,
     RULE_COPY,
@@ -206,6 +207,7 @@ def clear_caches() -> None:
     _REFERENCE.clear()
     _REFERENCE_BY_ID.clear()
     _BY_OBJECT.clear()
+    _CODEABLE.clear()
     _reference_url.cache_clear()
     _query.cache_clear()
 

@@ -6,12 +6,15 @@ from typing import Any
 
 from shared.canonical.model import Coded, Practitioner, ServiceRequest
 from shared.hl7v2 import Segment
+from shared.mapping._construct import builder
 from shared.mapping.errors import MissingRequiredField, UnsupportedEvent
 from shared.mapping.hl7v2_in._context import Ctx, val
 from shared.mapping.hl7v2_in.results import Group, group_segments, notes_of
 from shared.mapping.hl7v2_in.rules import MessageRule
 
 __all__ = ["map_orders"]
+
+_new_service_request = builder(ServiceRequest)
 
 
 def map_orders(ctx: Ctx, rule: MessageRule) -> tuple[ServiceRequest, ...]:
@@ -105,7 +108,8 @@ def _order(ctx: Ctx, rule: MessageRule, group: Group, tgt: str) -> ServiceReques
 
     if ctx.lin:
         ctx.add("MSH-9", f"{tgt}.intent", f"{rule.message_type}: intent {rule.intent} (rules constant)")
-    return ServiceRequest(
+    # ServiceRequest's own rule (a placer or filler number) was checked above: a trusted build.
+    return _new_service_request(
         placer_order_number=placer,
         filler_order_number=filler,
         status=status,

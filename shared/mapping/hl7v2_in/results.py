@@ -10,7 +10,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Literal
+from typing import Literal, cast
 
 from shared.canonical.model import (
     Attachment,
@@ -28,12 +28,21 @@ from shared.canonical.model import (
     ResultReport,
 )
 from shared.hl7v2 import Segment
+from shared.mapping._construct import builder
 from shared.mapping.errors import InvalidValue, MissingRequiredField
-from shared.mapping.hl7v2_in._context import Ctx, val
+from shared.mapping.hl7v2_in._context import Ctx, remember, val
 from shared.terminology import Unmapped
 from shared.terminology.systems import UCUM
 
 __all__ = ["Group", "group_segments", "map_reports", "notes_of"]
+
+# Trusted constructors (shared.mapping._construct): decimals are Decimal, comparators come from
+# _SN_COMPARATORS, statuses from concept maps checked against the literals when the rules compile.
+_new_quantity = builder(Quantity)
+_new_range = builder(Range)
+_new_reference_range = builder(ReferenceRange)
+_new_observation = builder(Observation)
+_new_report = builder(ResultReport)
 
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 _COMPARATOR = re.compile(r"(<=|>=|<|>)\s*")
@@ -176,7 +185,7 @@ def _report(ctx: Ctx, group: Group, tgt: str) -> ResultReport:
         _observation(ctx, obx, o_occ, nte, effective, f"{src}-7", f"{tgt}.results[{i}]")
         for i, (obx, o_occ, nte) in enumerate(group.results)
     )
-    return ResultReport(
+    return _new_report(
         placer_order_number=placer,
         filler_order_number=filler,
         status=status,  # a Literal: checked against the map's targets when rules compile
@@ -231,7 +240,7 @@ def _observation(
         sequence = int(set_id)
         if ctx.lin:
             ctx.add(f"{src}-1", f"{tgt}.sequence", "obx-set-id")
-    return Observation(
+    return _new_observation(  # never a data-absent reason here: Observation's own rule holds
         status=status,  # a Literal: checked against the map's targets when rules compile
         code=code,
         value=value,
@@ -288,7 +297,19 @@ def _value(ctx: Ctx, obx: Segment, src: str, tgt: str) -> ObservationValue | Non
 
 def _units(ctx: Ctx, obx: Segment) -> dict[str, str | None]:
     """OBX-6 -> Quantity unit fields: ``code``/``system`` UCUM when OBX-6.3 says UCUM or the unit is in
-    the rules' list of units whose spelling is valid UCUM; ``unit`` the human-readable text."""
+    the rules' list of units whose spelling is valid UCUM; ``unit`` the human-readable text. The same
+    units recur in result after result: remembered by OBX-6's text (a fresh dict each call)."""
+    raw = obx.raw_field(6)
+    if ctx.memo and ctx.esc not in raw:
+        hit = ctx.rules.memo.get(("units", raw))
+        if hit is None:
+            hit = _read_units(ctx, obx)
+            remember(ctx.rules.memo, ("units", raw), hit)
+        return dict(cast(dict[str, str | None], hit))
+    return _read_units(ctx, obx)
+
+
+def _read_units(ctx: Ctx, obx: Segment) -> dict[str, str | None]:
     code, text, system = val(obx, 6, 1, 1), val(obx, 6, 1, 2), val(obx, 6, 1, 3)
     unit = text or code
     if code is not None and (
@@ -338,7 +359,7 @@ def _numeric(ctx: Ctx, obx: Segment, src: str, tgt: str) -> ObservationValue | N
         if comparator is not None:
             ctx.add(f"{src}-5", f"{tgt}.comparator", "obx-value NM: comparator prefix")
         _unit_lineage(ctx, obx, src, tgt, units)
-    return Quantity(value=value, comparator=comparator, **units)
+    return _new_quantity(value=value, comparator=comparator, **units)
 
 
 def _structured_numeric(ctx: Ctx, obx: Segment, src: str, tgt: str) -> ObservationValue | None:
@@ -359,14 +380,14 @@ def _structured_numeric(ctx: Ctx, obx: Segment, src: str, tgt: str) -> Observati
             if _SN_COMPARATORS[comp] is not None:
                 ctx.add(f"{src}-5.1", f"{tgt}.comparator", "obx-value SN: comparator")
             _unit_lineage(ctx, obx, src, tgt, units)
-        return Quantity(value=v1, comparator=_SN_COMPARATORS[comp], **units)
+        return _new_quantity(value=v1, comparator=_SN_COMPARATORS[comp], **units)
     if sep == "-" and v1 is not None and v2 is not None and _SN_COMPARATORS[comp] is None:
         if ctx.lin:
             ctx.add(f"{src}-5.2", f"{tgt}.low.value", "obx-value SN: range low")
             ctx.add(f"{src}-5.4", f"{tgt}.high.value", "obx-value SN: range high")
             _unit_lineage(ctx, obx, src, f"{tgt}.low", units)
             _unit_lineage(ctx, obx, src, f"{tgt}.high", units)
-        return Range(low=Quantity(value=v1, **units), high=Quantity(value=v2, **units))
+        return _new_range(low=_new_quantity(value=v1, **units), high=_new_quantity(value=v2, **units))
     if sep in (":", "/") and n1 is not None and n2 is not None and _SN_COMPARATORS[comp] is None:
         if ctx.lin:
             ctx.add(f"{src}-5", tgt, "obx-value SN: ratio as text (no canonical Ratio)")
@@ -431,7 +452,24 @@ def _reference(ctx: Ctx, obx: Segment, src: str, tgt: str) -> Attachment | None:
 
 def _reference_range(ctx: Ctx, obx: Segment, src: str, tgt: str) -> tuple[ReferenceRange, ...]:
     """OBX-7 -> one ReferenceRange: ``text`` as sent always; ``low``/``high`` only for ``a-b`` numbers
-    (``<7.2``, ``>2-7.2`` etc. stay text: a comparator is not a bound)."""
+    (``<7.2``, ``>2-7.2`` etc. stay text: a comparator is not a bound). A test's range recurs with its
+    units in every result: remembered by the OBX-6 and OBX-7 text (the value is immutable)."""
+    key = None
+    if ctx.memo:
+        key = ("range", obx.raw_field(6), obx.raw_field(7))
+        if ctx.esc not in key[1] and ctx.esc not in key[2]:
+            hit = ctx.rules.memo.get(key)
+            if hit is not None:
+                return hit  # type: ignore[return-value]
+        else:
+            key = None
+    ranges = _read_reference_range(ctx, obx, src, tgt)
+    if key is not None:
+        remember(ctx.rules.memo, key, ranges)
+    return ranges
+
+
+def _read_reference_range(ctx: Ctx, obx: Segment, src: str, tgt: str) -> tuple[ReferenceRange, ...]:
     text = obx.get(7)
     if text is None or not text.strip() or text.strip() == '""':
         return ()
@@ -439,8 +477,8 @@ def _reference_range(ctx: Ctx, obx: Segment, src: str, tgt: str) -> tuple[Refere
     m = _RANGE.fullmatch(text)
     if m is not None:
         units = _units(ctx, obx)
-        low = Quantity(value=Decimal(m.group(1)), **units)
-        high = Quantity(value=Decimal(m.group(2)), **units)
+        low = _new_quantity(value=Decimal(m.group(1)), **units)
+        high = _new_quantity(value=Decimal(m.group(2)), **units)
     if ctx.lin:
         t = f"{tgt}[0]"
         ctx.add(f"{src}-7", f"{t}.text", "obx-reference-range as sent")
@@ -450,4 +488,4 @@ def _reference_range(ctx: Ctx, obx: Segment, src: str, tgt: str) -> tuple[Refere
             units = _units(ctx, obx)
             _unit_lineage(ctx, obx, src, f"{t}.low", units)
             _unit_lineage(ctx, obx, src, f"{t}.high", units)
-    return (ReferenceRange(low=low, high=high, text=text.strip()),)
+    return (_new_reference_range(low=low, high=high, text=text.strip()),)
