@@ -167,19 +167,20 @@ canonical event has no free-standing observations, and such OBX have no order, f
 identity of their own - replaying the ADT would create a second copy of each measurement. Clinical
 measurements come through the results feed (ORU), where they are identified and status-controlled.
 (A later change could add ``ClinicalEvent.observations`` keyed on visit number + OBX-3 + OBX-14.)
+
+Speed (lineage off, the ingest hot path) - none of it changes a result
+-----------------------------------------------------------------------
+* Models are built without pydantic validation (:mod:`shared.mapping._construct`) from values the readers
+  have checked; ``tests/unit/mapping/test_trusted_construction.py`` re-validates every mapped event.
+* Results are remembered per compiled rules (``Compiled.memo``, bounded - every cached object is walked by
+  the garbage collector): reader results by a field repetition's text, units and reference ranges by
+  OBX-6/7, the Patient by the PID + PD1 text and the Encounter by trigger + PV1 + PV2 text (with MSH-3/4,
+  the fallback identifier systems), so a repeated patient or visit costs a lookup. Never with lineage on,
+  non-standard delimiters or escape sequences; ``test_hl7in_fast_paths.py`` checks reuse and the inline
+  NHS-number checks against the code they stand in for. Figures: ``bench/convert.py``.
 """
 
 from __future__ import annotations
-
-# Speed (lineage off, the ingest hot path) - none of it changes a result:
-# * models are built without pydantic validation (shared.mapping._construct) from values the readers
-#   have checked; tests/unit/mapping/test_trusted_construction.py re-validates every mapped event;
-# * results are remembered per compiled rules (``Compiled.memo``, bounded): reader results by a field
-#   repetition's text, units and reference ranges by OBX-6/7, the Patient by the PID + PD1 text and the
-#   Encounter by trigger + PV1 + PV2 text (with MSH-3/4: the fallback identifier systems) - a repeated
-#   patient or visit costs a lookup. Never with lineage on, non-standard delimiters or escape sequences;
-#   tests/unit/mapping/hl7v2_in/test_hl7in_fast_paths.py checks reuse and the inline NHS-number checks.
-# See bench/convert.py for figures.
 
 from shared.mapping.hl7v2_in.mapper import map_bytes, map_message
 from shared.mapping.hl7v2_in.rules import RULES
