@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,6 +59,16 @@ def _num(value: Any) -> str | None:
         return str(value)
 
 
+class _Subset(frozenset[str]):
+    """A value that agrees when the other side's set contains it (ours <= theirs)."""
+
+
+def _agrees(theirs: Any, ours: Any) -> bool:
+    if isinstance(ours, _Subset) and isinstance(theirs, frozenset):
+        return ours <= theirs
+    return bool(theirs == ours)
+
+
 def _codes(concept: Resource | None) -> frozenset[str]:
     if not concept:
         return frozenset()
@@ -71,16 +81,35 @@ def patient_fields(bundle: Resource) -> dict[str, Any]:
     if not pats:
         return {}
     p = pats[0]
+    names = p.get("name", [])
+    addresses = p.get("address", [])
+    ids = frozenset(i.get("value") for i in p.get("identifier", []) if i.get("value"))
+    first_address = addresses[0] if addresses else {}
     return {
-        "patient.identifier.values": frozenset(
-            i.get("value") for i in p.get("identifier", []) if i.get("value")
-        ),
-        "patient.name": tuple((n.get("family"), tuple(n.get("given", []))) for n in p.get("name", [])),
+        "patient.identifier.values": ids,
+        # What both sides should carry: every identifier we emit (PID-2/3/4, NHS number) is also in theirs.
+        # Theirs add US-only PID-19/PID-20 and GT1/IN1 identifiers (deliberately not mapped here).
+        "patient.identifier.ours-in-theirs": _Subset(ids),
+        "patient.name": tuple((n.get("family"), tuple(n.get("given", []))) for n in names),
+        # The first (legal) name: family and the first two given names.
+        "patient.name.primary": (names[0].get("family"), tuple(names[0].get("given", []))[:2])
+        if names
+        else None,
         "patient.birthDate": p.get("birthDate"),
         "patient.gender": p.get("gender"),
         "patient.address": tuple(
             (tuple(a.get("line", [])), a.get("city"), a.get("postalCode"), a.get("country"))
-            for a in p.get("address", [])
+            for a in addresses
+        ),
+        # City (trimmed), postcode and country of the first address.
+        "patient.address.place": (
+            (
+                (first_address.get("city") or "").strip() or None,
+                first_address.get("postalCode"),
+                first_address.get("country"),
+            )
+            if addresses
+            else None
         ),
     }
 
@@ -168,6 +197,8 @@ class FieldStats:
     only_theirs: int = 0
     only_ours: int = 0
     examples: list[str] = field(default_factory=list)
+    #: file name -> "differ" | "theirs-only" | "ours-only", for every pair that does not agree.
+    disagreements: dict[str, str] = field(default_factory=dict)
 
     @property
     def compared(self) -> int:
@@ -228,19 +259,18 @@ def compare(convert: Callable[[bytes], Resource], selected: Iterable[str] | None
                 continue
             if va and not vb:
                 stats.only_theirs += 1
+                stats.disagreements[name] = "theirs-only"
             elif vb and not va:
                 stats.only_ours += 1
-            elif va == vb:
+                stats.disagreements[name] = "ours-only"
+            elif _agrees(va, vb):
                 stats.agree += 1
             else:
                 stats.differ += 1
+                stats.disagreements[name] = "differ"
                 if len(stats.examples) < 3:
                     stats.examples.append(name)
     return report
-
-
-def counts(report: Report) -> Counter[str]:
-    return Counter({k: v.differ for k, v in report.fields.items()})
 
 
 def our_converter() -> Callable[[bytes], Resource]:
