@@ -43,6 +43,9 @@ _CONTAINER_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{1,61})[a-z0-9]")
 _METADATA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,127}")
 _METADATA_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 
+#: A non-empty ASCII key with none of ``/ \\ # ?`` and no control character, within the length limit.
+_VALID_ASCII_KEY = re.compile(r"[^/\\#?\x00-\x1f\x7f]{1,512}")
+
 _ESCAPE: Final = "!"
 _KEY_FORBIDDEN: Final = frozenset("/\\#?")
 _ESCAPED_PRINTABLE: Final = frozenset("/\\#?%'!")
@@ -147,6 +150,8 @@ def validate_key(key: str, *, what: str = "key", allow_empty: bool = False) -> s
     Valid: at most :data:`MAX_KEY_LENGTH` UTF-16 code units, none of ``/ \\ # ?``, no control characters,
     no lone surrogates, non-empty unless ``allow_empty``. ``what`` names the argument in the error.
     """
+    if key.__class__ is str and key.isascii() and _VALID_ASCII_KEY.fullmatch(key):
+        return key  # fast path: the common case, same rules (ASCII: one UTF-16 unit per character)
     if not isinstance(key, str):
         raise InvalidKey(f"{what} must be a string, not {type(key).__name__}")
     if not key and not allow_empty:
