@@ -1,19 +1,20 @@
 """Write-back to a FHIR server through the repository port (:class:`~shared.fhirstore.ports.FhirRepository`).
 
 The event becomes FHIR R4 entries with :func:`shared.mapping.fhir_out.to_entries` (deterministic ids,
-conditional requests), applied in two steps:
+conditional requests), applied as **reads, then at most one transaction**:
 
-1. **Conditional creates** (``POST`` with ``ifNoneExist``: the context Patient, Practitioners,
-   Organizations, Locations) one by one through ``create(..., if_none_exist=...)`` in dependency order;
-   each answers the real id (created, or found), which replaces the entry's ``urn:uuid`` in every
-   reference. Reference data is created once and never overwritten by an event.
-2. **Updates** (``PUT Type/id`` and conditional ``PUT Type?criteria``) in one ``transaction`` Bundle: for
-   each, the current version is read first; an update whose content equals the stored resource (``meta``
-   version/lastUpdated aside) is **dropped** - re-applying an event changes nothing - and the others
-   carry ``ifMatch`` with the version read, so a concurrent writer makes the transaction fail with 412
-   (retried) instead of being overwritten silently.
+1. **Reads.** Each conditional create (``POST`` with ``ifNoneExist``: the context Patient, Practitioners,
+   Organizations, Locations - reference data is created once, never overwritten by an event) is searched
+   for; a match gives the real id, which replaces the entry's ``urn:uuid`` in every reference. Each
+   update target (``PUT Type/id``, conditional ``PUT Type?criteria``) is read.
+2. **One transaction Bundle** with what is left to write: the creates that found no match (their
+   ``ifNoneExist`` is evaluated again inside the transaction, so a concurrent creator is found, not
+   duplicated) and the updates whose content differs from the stored resource (``meta`` version /
+   lastUpdated aside), each carrying ``ifMatch`` with the version read - a concurrent writer makes the
+   transaction fail with 412 (retried) instead of being overwritten. Unchanged updates are **dropped**:
+   re-applying an event writes nothing; nothing to write, no transaction.
 
-Step 2 is the second line of defence behind the idempotency guard: if the process dies after the FHIR
+Dropping unchanged updates is the second line of defence behind the idempotency guard: if the process dies after the FHIR
 write but before the guard stores ``COMPLETED``, the redelivery re-runs the effect, finds every resource
 already in the state the event describes, and writes nothing. So "exactly one effect" holds for the FHIR
 store even in the crash window the guard alone cannot close.
@@ -57,7 +58,7 @@ from shared.fhirstore.errors import (
     UpstreamError,
     VersionConflict,
 )
-from shared.fhirstore.ports import FhirRepository, StoredResource, WriteResult
+from shared.fhirstore.ports import FhirRepository, StoredResource
 from shared.mapping.fhir_out import FhirOutError, to_entries
 
 T = TypeVar("T")
@@ -112,20 +113,22 @@ class FhirDownstream:
         except FhirOutError as exc:
             raise WriteBackUnmappable(self.name, f"event cannot be mapped to FHIR ({exc.code})") from None
         resolved: dict[str, str] = {}
-        created = found = 0
+        found = 0
         posts = [e for e in entries if e["request"]["method"] == "POST"]
         puts = [e for e in entries if e["request"]["method"] == "PUT"]
-        for entry in self._dependency_order(posts):
-            body = rewrite_references(entry["resource"], lambda ref: resolved.get(ref, ref))
+        # Reads first (no write transaction): which conditional creates already match, and the current
+        # version of every update target. References to what exists are resolved to its real id.
+        creates: list[JsonDict] = []
+        for entry in posts:
+            resource_type = str(entry["request"]["url"])
             query = entry["request"].get("ifNoneExist")
-            result = self._create(body, query)
-            resolved[entry["fullUrl"]] = f"{result.resource_type}/{result.id}"
-            created += int(result.created)
-            found += int(not result.created)
-
-        # Identities of the updates first (a conditional PUT's match, an existing id), so that references
-        # between updates resolve whether or not an entry turns out to be unchanged and is dropped.
-        targets: list[tuple[JsonDict, str, StoredResource | None]] = []
+            existing = self._match(resource_type, query) if query else None
+            if existing is None:
+                creates.append(entry)
+            else:
+                resolved[entry["fullUrl"]] = f"{resource_type}/{existing}"
+                found += 1
+        targets: list[tuple[JsonDict, StoredResource | None]] = []
         for entry in puts:
             url = str(entry["request"]["url"])
             if "?" in url:
@@ -135,11 +138,16 @@ class FhirDownstream:
             current = self._current(resource_type, url, resource_id)
             if current is not None:
                 resolved[entry["fullUrl"]] = f"{resource_type}/{current.id}"
-            targets.append((entry, resource_type, current))
+            targets.append((entry, current))
 
-        updates: list[JsonDict] = []
+        # One transaction for every write: the creates still missing (ifNoneExist is checked again inside
+        # it, so a concurrent creator is found, not duplicated) and the updates that change something.
+        writes: list[JsonDict] = []
+        for entry in creates:
+            body = rewrite_references(entry["resource"], lambda ref: resolved.get(ref, ref))
+            writes.append({"fullUrl": entry["fullUrl"], "resource": body, "request": dict(entry["request"])})
         unchanged = 0
-        for entry, _resource_type, current in targets:
+        for entry, current in targets:
             body = rewrite_references(entry["resource"], lambda ref: resolved.get(ref, ref))
             request: JsonDict = {"method": "PUT", "url": entry["request"]["url"]}
             if current is not None:
@@ -147,26 +155,27 @@ class FhirDownstream:
                     unchanged += 1
                     continue
                 request["ifMatch"] = current.etag
-            updates.append({"fullUrl": entry["fullUrl"], "resource": body, "request": request})
-        in_bundle = {u["fullUrl"] for u in updates}
-        for update in updates:
-            if any(r.startswith("urn:") and r not in in_bundle for r in iter_references(update["resource"])):
+            writes.append({"fullUrl": entry["fullUrl"], "resource": body, "request": request})
+        in_bundle = {w["fullUrl"] for w in writes}
+        for write in writes:
+            if any(r.startswith("urn:") and r not in in_bundle for r in iter_references(write["resource"])):
                 raise WriteBackUnmappable(self.name, "an update references an entry that is not in the event")
 
-        updated = 0
+        created = updated = 0
         locations: list[str] = []
-        status = "200" if not created else "201"
-        if updates:
-            bundle = {"resourceType": "Bundle", "type": "transaction", "entry": updates}
+        if writes:
+            bundle = {"resourceType": "Bundle", "type": "transaction", "entry": writes}
             response = self._call(lambda: self.repository.transaction(bundle))
-            for item in response.get("entry", []):
+            for write, item in zip(writes, response.get("entry", []), strict=False):
                 answer = item.get("response", {})
                 if str(answer.get("status", "")).startswith("201"):
                     created += 1
-                    status = "201"
+                elif write["request"]["method"] == "POST":
+                    found += 1
+                    continue
                 else:
                     updated += 1
-                if answer.get("location"):
+                if write["request"]["method"] == "PUT" and answer.get("location"):
                     locations.append(str(answer["location"]))
         parts = [f"{n} {what}" for n, what in ((created, "created"), (updated, "updated")) if n]
         parts += [f"{n} {what}" for n, what in ((found, "found"), (unchanged, "unchanged")) if n]
@@ -174,13 +183,18 @@ class FhirDownstream:
         if locations:
             summary = f"{summary}: {' '.join(locations[:8])}"
         return DownstreamResponse(
-            status=status if (created or updated) else "200",
+            status="201" if created else "200",
             summary=summary,
             details={"created": created, "updated": updated, "found": found, "unchanged": unchanged},
         )
 
-    def _create(self, body: JsonDict, query: str | None) -> WriteResult:
-        return self._call(lambda: self.repository.create(body, if_none_exist=query))
+    def _match(self, resource_type: str, query: str) -> str | None:
+        """The id of the one resource matching a conditional create's criteria (``None``: no match)."""
+        params = parse_qsl(query, keep_blank_values=True)
+        page = self._call(lambda: self.repository.search(resource_type, params, count=2))
+        if len(page.resources) > 1:
+            raise DownstreamRejected(self.name, "conditional create matches several", response="412")
+        return str(page.resources[0]["id"]) if page.resources else None
 
     def _current(self, resource_type: str, url: str, resource_id: str | None) -> StoredResource | None:
         if resource_id is None:
@@ -203,23 +217,6 @@ class FhirDownstream:
             if exc.response in ("404", "410"):
                 return None  # absent, or deleted: the update re-creates it
             raise
-
-    @staticmethod
-    def _dependency_order(entries: list[JsonDict]) -> list[JsonDict]:
-        pending = {e["fullUrl"]: e for e in entries}
-        ordered: list[JsonDict] = []
-        while pending:
-            ready = [
-                e
-                for url, e in pending.items()
-                if not any(ref in pending and ref != url for ref in iter_references(e["resource"]))
-            ]
-            if not ready:
-                raise WriteBackUnmappable("fhir", "conditional creates reference each other in a cycle")
-            for entry in ready:
-                ordered.append(entry)
-                del pending[entry["fullUrl"]]
-        return ordered
 
     # -- error taxonomy --------------------------------------------------------------------------------
 

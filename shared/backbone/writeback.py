@@ -324,8 +324,10 @@ class WriteBackSubscriber:
 
     def _run(self, event: ClinicalEvent, envelope: Mapping[str, Any], delivery: Delivery) -> Outcome[Any]:
         key = event.key.value
-        if self.guard is None:
+        if self.guard is None:  # unprotected (benchmarks): no idempotency, so no outbox either
             response = self.downstream.apply(event)
+            if self.operational_events:
+                self._publish(TOPIC_OPERATIONAL, self._completed_notice(key, response, delivery))
             return Outcome(response.to_json(), False, "", delivery.is_replay, False, False, 1)
         if not self.operational_events:
             return self.guard.run(
@@ -334,20 +336,23 @@ class WriteBackSubscriber:
 
         def effect() -> WithMessages[dict[str, Any]]:
             response = self.downstream.apply(event)
-            notice = contracts.operational_event(
-                "writeback.completed",
-                event_id=f"wb-{self.downstream.name}-{_short_id(key)}",
-                downstream=self.downstream.name,
-                subscription=self.subscription,
-                status=response.status,
-                correlation_id=delivery.correlation,
-                event_key=key,
-                details={"summary": response.summary[:500], "replay": delivery.is_replay},
-            )
+            notice = self._completed_notice(key, response, delivery)
             message = contracts.to_outbound(TOPIC_OPERATIONAL, notice)
             return WithMessages(response.to_json(), (OutboxMessage(TOPIC_OPERATIONAL, message),))
 
         return self.guard.run_and_publish(key, event, effect, is_replay=delivery.is_replay)
+
+    def _completed_notice(self, key: str, response: DownstreamResponse, delivery: Delivery) -> dict[str, Any]:
+        return contracts.operational_event(
+            "writeback.completed",
+            event_id=f"wb-{self.downstream.name}-{_short_id(key)}",
+            downstream=self.downstream.name,
+            subscription=self.subscription,
+            status=response.status,
+            correlation_id=delivery.correlation,
+            event_key=key,
+            details={"summary": response.summary[:500], "replay": delivery.is_replay},
+        )
 
     def _park(
         self, delivery: Delivery, key: str, reason: str, *, error_code: str | None = None
