@@ -14,10 +14,10 @@ conditional requests), applied as **reads, then at most one transaction**:
    transaction fail with 412 (retried) instead of being overwritten. Unchanged updates are **dropped**:
    re-applying an event writes nothing; nothing to write, no transaction.
 
-Dropping unchanged updates is the second line of defence behind the idempotency guard: if the process dies after the FHIR
-write but before the guard stores ``COMPLETED``, the redelivery re-runs the effect, finds every resource
-already in the state the event describes, and writes nothing. So "exactly one effect" holds for the FHIR
-store even in the crash window the guard alone cannot close.
+Dropping unchanged updates is the second line of defence behind the idempotency guard: if the process
+dies after the FHIR write but before the guard stores ``COMPLETED``, the redelivery re-runs the effect,
+finds every resource already in the state the event describes, and writes nothing. So "exactly one
+effect" holds for the FHIR store even in the crash window the guard alone cannot close.
 
 **Echoes**: when the target is the platform's own repository (``origin_store=True``: the embedded
 default, where the FHIR API writes too), an event that came *from* a FHIR write is not written again - its
