@@ -14,12 +14,12 @@ downstream's response), ``duplicate`` (answered from the idempotency store: no s
 In flight ("accepted but not finished")
 ---------------------------------------
 Recording a stage also maintains a small index (table ``inflight``, partition = correlation ID, row = the
-subscriber still expected to act): ``received`` opens ``ingest-processor``; ``mapped`` opens every
-write-back subscription; a subscriber's final stage (``consumed``, ``written-back``, ``duplicate``,
-``skipped``, ``dead-lettered``, an edge rejection) closes its row; ``replayed`` re-opens it. Opening is an
-insert-if-absent and closing writes a tombstone, so a write-back that finishes before ``mapped`` is
-journaled (the event is published first) is not re-opened by it. :meth:`Journal.inflight` lists the open
-rows and clears tombstones older than ``tombstone_ttl``.
+subscriber still expected to act): ``received`` opens ``ingest-processor``; ``mapped`` (HL7 v2 path) or
+``published`` to ``clinical-events`` (FHIR API) opens every write-back subscription; a subscriber's final
+stage (``consumed``, ``written-back``, ``duplicate``, ``skipped``, ``dead-lettered``, an edge rejection)
+closes its row; ``replayed`` re-opens it. Opening is an insert-if-absent and closing writes a tombstone, so
+a write-back that finishes before ``mapped`` is journaled (the event is published first) is not re-opened
+by it. :meth:`Journal.inflight` lists the open rows and clears tombstones older than ``tombstone_ttl``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from shared.messaging.topology import SUB_INGEST_PROCESSOR, WRITEBACK_SUBSCRIPTIONS
+from shared.messaging.topology import SUB_INGEST_PROCESSOR, TOPIC_CLINICAL, WRITEBACK_SUBSCRIPTIONS
 from shared.storage.errors import ConcurrencyConflict, RecordExists, RecordNotFound
 from shared.storage.keys import restore_key, safe_key
 from shared.storage.names import TABLE_INFLIGHT, TABLE_JOURNAL
@@ -109,7 +109,10 @@ def _effect(stage: str, attributes: Mapping[str, Any]) -> tuple[str, str] | list
     subscriber = attributes.get("subscriber") or attributes.get("subscription")
     if stage == RECEIVED:
         return ("open", SUB_INGEST_PROCESSOR)
-    if stage == MAPPED:
+    if stage == MAPPED or (
+        stage in (PUBLISHED, "publish-deferred") and attributes.get("topic") == TOPIC_CLINICAL
+    ):
+        # A clinical event is (or, from the outbox, will be) on clinical-events: every write-back is due.
         return [("open", name) for name in WRITEBACK_SUBSCRIPTIONS]
     if stage in (REJECTED, INVALID, CONSUMED):
         return ("close", SUB_INGEST_PROCESSOR)

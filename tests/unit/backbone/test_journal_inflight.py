@@ -90,3 +90,12 @@ def test_listing_is_oldest_first_filters_by_age_and_clears_old_tombstones(tmp_pa
     untracked = Journal(records, track_inflight=False)
     untracked.record("quiet", "received")
     assert untracked.waiting("quiet") == {}
+
+
+def test_a_fhir_api_write_awaits_the_write_backs_of_the_events_it_published(tmp_path: Path) -> None:
+    journal = Journal(SqliteRecordStore(tmp_path / "r.sqlite3"))
+    journal.record("f1", "fhir-write", interaction="create", resource="Encounter/1")
+    journal.record("f1", "published", topic="clinical-events", message_id="k", event_kind="admission")
+    assert set(journal.waiting("f1")) == {"writeback-fhir", "writeback-hl7v2"}
+    journal.record("f2", "published", topic="tie-ingest", message_id="x")
+    assert journal.waiting("f2") == {}
