@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -94,42 +95,48 @@ def host_process(
     port: int | None = None,
     env: dict[str, str] | None = None,
     extra_args: list[str] | None = None,
+    output: deque[str] | None = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """``tie run`` in a subprocess; yields (process, base_url). Killed (not asked) on exit if still alive."""
+    """``tie run`` in a subprocess; yields (process, base_url). Killed (not asked) on exit if still alive.
+
+    The host's output is read continuously by a background thread (a full pipe would block the host);
+    the last lines are kept in ``output`` (pass a deque to read them) for assertion messages.
+    """
     port = port or free_port()
+    tail: deque[str] = output if output is not None else deque(maxlen=200)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TIE_", "TieStorage__"))}
     full_env.update({"TIE_LOCAL_DIR": str(local_dir), "PYTHONPATH": str(REPO_ROOT)})
     full_env.update(env or {})
-    args = [
-        sys.executable,
-        "-m",
-        "tie.cli",
-        "run",
-        "--app",
-        app,
-        "--port",
-        str(port),
-        "--settings",
-        "none.json",
-    ]
+    # The console script, as `make run` starts it (its sys.path lacks the working directory).
+    script = Path(sys.executable).parent / "tie"
+    launcher = [str(script)] if script.exists() else [sys.executable, "-m", "tie.cli"]
+    args = [*launcher, "run", "--app", app, "--port", str(port), "--settings", "none.json"]
     args += extra_args or ["--no-mllp"]
     proc = subprocess.Popen(
         args, cwd=REPO_ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
+
+    def drain() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            tail.append(line.decode(errors="replace").rstrip())
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
     base = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-                raise AssertionError(f"host exited early ({proc.returncode}):\n{out[-3000:]}")
+                reader.join(5)
+                raise AssertionError(f"host exited early ({proc.returncode}):\n" + "\n".join(tail))
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                     break
             except OSError:
                 time.sleep(0.1)
         else:
-            raise AssertionError("host did not open its port within 60s")
+            raise AssertionError("host did not open its port within 60s:\n" + "\n".join(tail))
         yield proc, base
     finally:
         if proc.poll() is None:
@@ -139,3 +146,4 @@ def host_process(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+        reader.join(5)

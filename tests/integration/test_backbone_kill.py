@@ -13,7 +13,6 @@ import os
 import queue
 import random
 import signal
-import subprocess
 import threading
 import time
 from collections import deque
@@ -43,19 +42,6 @@ ENV = {
     "TIE_WRITEBACK_BACKOFF_BASE_SECONDS": "0.05",
     "TIE_LOG_LEVEL": "WARNING",
 }
-
-
-def _drain(proc: subprocess.Popen[bytes], tail: deque[str]) -> threading.Thread:
-    """Read the host's output as it comes (a full pipe would block the host), keeping the last lines."""
-
-    def run() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            tail.append(line.decode(errors="replace").rstrip())
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
 
 
 def test_b_host_killed_at_random_points_loses_and_duplicates_nothing(tmp_path: Path) -> None:
@@ -102,8 +88,7 @@ def test_b_host_killed_at_random_points_loses_and_duplicates_nothing(tmp_path: P
     kills_at: list[float] = []
     try:
         for round_ in range(KILLS + 1):
-            with host_process(local, app=APP, port=port, env=ENV) as (proc, _base):
-                _drain(proc, tail)
+            with host_process(local, app=APP, port=port, env=ENV, output=tail) as (proc, _base):
                 if round_ == 0:
                     for t in senders:
                         t.start()
