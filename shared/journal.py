@@ -8,8 +8,9 @@ ID, row = time-ordered stage key), so it works on the embedded default and on Az
 Stages (:data:`STAGES`): ``received``, ``acknowledged``, ``rejected`` / ``invalid`` (edge), ``published``,
 ``consumed`` / ``failed`` (ingest processor), ``mapped`` (a clinical event was published), and per
 write-back subscriber ``delivered``, ``retried``, ``parked``, ``released``, ``written-back`` (with the
-downstream's response), ``duplicate`` (answered from the idempotency store: no second effect),
-``skipped``; then ``dead-lettered`` and ``replayed`` (by the dead-letter monitor and ``tie dlq replay``).
+downstream's response), ``duplicate`` (the same clinical event, proven by identity and content digest: no second effect),
+``superseded`` (an older version of an event than the one applied: recorded, never applied),
+``conflict`` (contents that cannot both be true: surfaced, never applied), ``skipped``; then ``dead-lettered`` and ``replayed`` (by the dead-letter monitor and ``tie dlq replay``).
 
 In flight ("accepted but not finished")
 ---------------------------------------
@@ -17,7 +18,7 @@ Recording a stage also maintains a small index (table ``inflight``, partition = 
 subscriber still expected to act): ``received`` opens ``ingest-processor``; ``mapped`` (HL7 v2 path) or
 ``published`` to ``clinical-events`` (FHIR API) opens every write-back subscription; a subscriber's final
 stage (``consumed``, ``written-back``, ``duplicate``, ``skipped``, ``dead-lettered``, an edge rejection)
-closes its row; ``replayed`` re-opens it. Opening is an insert-if-absent and closing writes a tombstone, so
+closes its row (``superseded`` and ``conflict`` too); ``replayed`` re-opens it. Opening is an insert-if-absent and closing writes a tombstone, so
 a write-back that finishes before ``mapped`` is journaled (the event is published first) is not re-opened
 by it. :meth:`Journal.inflight` lists the open rows and clears tombstones older than ``tombstone_ttl``.
 """
@@ -55,6 +56,8 @@ PARKED: Final = "parked"
 RELEASED: Final = "released"
 WRITTEN_BACK: Final = "written-back"
 DUPLICATE: Final = "duplicate"
+SUPERSEDED: Final = "superseded"
+CONFLICT: Final = "conflict"
 SKIPPED: Final = "skipped"
 DEAD_LETTERED: Final = "dead-lettered"
 REPLAYED: Final = "replayed"
@@ -74,13 +77,15 @@ STAGES: Final = (
     RELEASED,
     WRITTEN_BACK,
     DUPLICATE,
+    SUPERSEDED,
+    CONFLICT,
     SKIPPED,
     DEAD_LETTERED,
     REPLAYED,
 )
 
 _ALLOWED_VALUE_TYPES = (str, int, float, bool, type(None))
-_SUBSCRIBER_DONE: Final = frozenset({WRITTEN_BACK, SKIPPED})
+_SUBSCRIBER_DONE: Final = frozenset({WRITTEN_BACK, SKIPPED, SUPERSEDED, CONFLICT})
 
 
 @dataclass(frozen=True, slots=True)
