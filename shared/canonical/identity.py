@@ -1,43 +1,31 @@
-"""Clinical-event identity: one deterministic key per event, whatever wire format it arrived in.
+"""Clinical-event identity, content digest and clinical order (the rules: ``docs/event-identity.md``).
 
-Write-back deduplicates on these keys (not on HTTP requests or HL7 control IDs), so an HL7 v2 ADT^A01 and
-a FHIR Encounter create describing the same admission must produce the same key. The rules, per kind:
+* **Identity** (:class:`~shared.canonical.model.EventKey`): what the event is *about* - its kind, the
+  patient (``patient_key``: NHS number, else the first local identifier with its assigning authority) and
+  the natural id, whose identifier system already names its issuer (PV1-19.4, OBR-3.2 ...; the sending
+  facility / application only when the message names none). Never the transport, the control id or the
+  time a message was sent, so one admission is one identity over HL7 v2 and over FHIR.
+* **Digest** (:func:`content_digest`): the clinical content - the whole canonical event less provenance,
+  source, key and record time. Same identity + same digest = a duplicate, proven.
+* **Order** (:func:`clinical_order`): how two versions of one identity sort (result status precedence,
+  then result time, then record time); an older version than the one applied is ``superseded``.
+* **Claim** (:func:`natural_claim`): the natural id alone, to catch two patients claiming one visit or
+  order number from one issuer (a conflict, never a silent overwrite).
 
-=========================  ==========================================================================
-kind                       key components (after the kind)
-=========================  ==========================================================================
-admission, registration,   encounter identifier system, value; the event time = encounter start
-pre-admission              (HL7 PV1-44 / FHIR Encounter.period.start)
-discharge                  encounter identifier; event time = encounter end (PV1-45 / period.end)
-transfer                   encounter identifier; event time = occurred_at (EVN-6, else EVN-2 /
-                           the new location's period start)
-encounter-update           encounter identifier; recorded_at (EVN-2 / MSH-7; FHIR: meta.lastUpdated)
-cancel-admission,          encounter identifier; occurred_at of the cancellation
-cancel-discharge
-patient-created/-updated   patient key; recorded_at
-patient-merge              surviving patient key; the merged-away identifiers (sorted)
-result                     filler order number (system, value); report code (system|code)
-                           — "filler order number + observation set"
-order                      placer order number (system, value) (filler number if no placer); status
-allergy                    patient key; allergen code (system|code)
-condition                  patient key; code; onset
-document, referral,        the resource's first business identifier (system, value)
-medication-request/-stmt
-=========================  ==========================================================================
-
-Times are normalised to UTC and written to the second (``YYYY-MM-DDTHH:MM:SSZ``). The *patient key* is
-``nhs|<NHS number>`` when there is one, else ``<system>|<value>`` of the first local identifier; it is the
-Service Bus session id (per-patient ordering). Keys are ``<kind>-<32 hex>`` (a SHA-256 of the
-components), safe for message ids, table keys and logs; the components stay out of logs.
+Keys are ``<kind>-<32 hex>`` (SHA-256 of the components): safe for message ids, table keys and logs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Mapping
 from datetime import UTC
+from typing import Any, Final
 
 from shared.canonical.model import (
     ClinicalDateTime,
+    ClinicalEvent,
     Coded,
     Concept,
     Encounter,
@@ -47,6 +35,8 @@ from shared.canonical.model import (
     Patient,
 )
 from shared.errors import PermanentError
+
+NHS_NUMBER_SYSTEM: Final = "https://fhir.nhs.uk/Id/nhs-number"
 
 
 class IdentityError(PermanentError):
@@ -108,40 +98,51 @@ def code_token(code: Coded) -> str:
     raise IdentityError("event identity needs a coded value")
 
 
+#: Encounter events that happen once per encounter: identity = patient + visit (their time is content).
+_ONCE_PER_ENCOUNTER = {
+    EventKind.ADMISSION,
+    EventKind.REGISTRATION,
+    EventKind.PRE_ADMISSION,
+    EventKind.DISCHARGE,
+    EventKind.ENCOUNTER_UPDATE,
+}
+
+
 def encounter_event_key(
     kind: EventKind,
     encounter: Encounter | None,
     *,
+    patient: Patient,
     occurred_at: ClinicalDateTime | None,
     recorded_at: ClinicalDateTime | None,
 ) -> EventKey:
+    """Admission, registration, pre-admission, discharge and encounter update: patient + visit number.
+    Transfers and cancellations are point events in an encounter's life: + the time they occurred."""
     if kind not in _ENCOUNTER_KINDS:
         raise ValueError(f"{kind} is not an encounter event")
     visit = encounter_identifier(encounter)
-    assert encounter is not None
-    period = encounter.period
-    if kind in (EventKind.ADMISSION, EventKind.REGISTRATION, EventKind.PRE_ADMISSION):
-        when = utc_second(period.start if period else None, what="the encounter start time")
-    elif kind is EventKind.DISCHARGE:
-        when = utc_second(period.end if period else None, what="the encounter end time")
-    elif kind is EventKind.ENCOUNTER_UPDATE:
-        when = utc_second(recorded_at, what="the time the update was recorded")
-    else:
-        when = utc_second(occurred_at or recorded_at, what="the time the event occurred")
-    return make_key(kind, visit.system, visit.value, when)
+    who = patient_key(patient)
+    if kind in _ONCE_PER_ENCOUNTER:
+        return make_key(kind, who, visit.system, visit.value)
+    when = utc_second(occurred_at or recorded_at, what="the time the event occurred")
+    return make_key(kind, who, visit.system, visit.value, when)
 
 
-def cancelled_event_key(kind: EventKind, encounter: Encounter | None) -> EventKey:
+def cancelled_event_key(kind: EventKind, encounter: Encounter | None, *, patient: Patient) -> EventKey:
     """The key of the event a cancellation undoes (A11 -> the admission, A13 -> the discharge)."""
     if kind is EventKind.CANCEL_ADMISSION:
-        return encounter_event_key(EventKind.ADMISSION, encounter, occurred_at=None, recorded_at=None)
-    if kind is EventKind.CANCEL_DISCHARGE:
-        return encounter_event_key(EventKind.DISCHARGE, encounter, occurred_at=None, recorded_at=None)
-    raise ValueError(f"{kind} is not a cancellation")
+        target = EventKind.ADMISSION
+    elif kind is EventKind.CANCEL_DISCHARGE:
+        target = EventKind.DISCHARGE
+    else:
+        raise ValueError(f"{kind} is not a cancellation")
+    return encounter_event_key(target, encounter, patient=patient, occurred_at=None, recorded_at=None)
 
 
-def patient_event_key(kind: EventKind, patient: Patient, *, recorded_at: ClinicalDateTime | None) -> EventKey:
-    return make_key(kind, patient_key(patient), utc_second(recorded_at, what="the time it was recorded"))
+def patient_event_key(kind: EventKind, patient: Patient) -> EventKey:
+    """Registration / demographic updates of one patient: every version is the same identity, ordered by
+    the time it was recorded."""
+    return make_key(kind, patient_key(patient))
 
 
 def merge_key(surviving: Patient, merged: tuple[Identifier, ...]) -> EventKey:
@@ -151,24 +152,32 @@ def merge_key(surviving: Patient, merged: tuple[Identifier, ...]) -> EventKey:
     return make_key(EventKind.PATIENT_MERGE, patient_key(surviving), *retired)
 
 
-def result_key(filler_order_number: Identifier | None, code: Coded) -> EventKey:
+def result_key(patient: Patient, filler_order_number: Identifier | None, code: Coded) -> EventKey:
+    """Patient + filler order number (its system names the issuer, OBR-3.2) + the test (OBR-4)."""
     if filler_order_number is None:
         raise IdentityError("a result needs a filler order number")
-    return make_key(EventKind.RESULT, filler_order_number.system, filler_order_number.value, code_token(code))
+    return make_key(
+        EventKind.RESULT,
+        patient_key(patient),
+        filler_order_number.system,
+        filler_order_number.value,
+        code_token(code),
+    )
 
 
-def order_key(placer: Identifier | None, filler: Identifier | None, status: str) -> EventKey:
+def order_key(patient: Patient, placer: Identifier | None, filler: Identifier | None) -> EventKey:
+    """Patient + placer order number (filler when there is no placer); the status is content."""
     number = placer or filler
     if number is None:
         raise IdentityError("an order needs a placer or filler order number")
-    return make_key(EventKind.ORDER, number.system, number.value, status)
+    return make_key(EventKind.ORDER, patient_key(patient), number.system, number.value)
 
 
-def identifier_key(kind: EventKind, identifiers: tuple[Identifier, ...]) -> EventKey:
+def identifier_key(kind: EventKind, patient: Patient, identifiers: tuple[Identifier, ...]) -> EventKey:
     if not identifiers:
         raise IdentityError(f"a {kind.value} event needs a business identifier")
     first = identifiers[0]
-    return make_key(kind, first.system, first.value)
+    return make_key(kind, patient_key(patient), first.system, first.value)
 
 
 def allergy_key(patient: Patient, code: Coded) -> EventKey:
@@ -179,3 +188,122 @@ def condition_key(patient: Patient, code: Coded, onset: ClinicalDateTime | None)
     return make_key(
         EventKind.CONDITION, patient_key(patient), code_token(code), utc_second(onset, what="the onset time")
     )
+
+
+# ------------------------------------------------------------------------------ digest, order, claims
+#: Not clinical content: how and when the event travelled, and what it is (the key).
+_NOT_CONTENT = frozenset({"key", "provenance", "source", "recorded_at"})
+
+
+def content_digest(data: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of an event's clinical content, from its JSON form (``ClinicalEvent`` dumped in JSON
+    mode, as the clinical-event envelope carries it in ``data``): both ends of the bus compute it from the
+    same JSON, and the HL7 v2 and FHIR versions of one statement give the same digest."""
+    content = {k: v for k, v in data.items() if k not in _NOT_CONTENT}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def event_digest(event: ClinicalEvent) -> str:
+    return content_digest(json.loads(event.model_dump_json(exclude_defaults=True)))
+
+
+#: Result status precedence: a late preliminary never overwrites a final; a correction beats a final;
+#: cancelled / entered-in-error are the last word.
+RESULT_STATUS_RANK: Final[Mapping[str, int]] = {
+    "unknown": 0,
+    "registered": 1,
+    "partial": 1,
+    "preliminary": 1,
+    "final": 2,
+    "appended": 2,
+    "amended": 3,
+    "corrected": 3,
+    "cancelled": 4,
+    "entered-in-error": 4,
+}
+ORDER_STATUS_RANK: Final[Mapping[str, int]] = {
+    "unknown": 0,
+    "draft": 1,
+    "active": 1,
+    "on-hold": 1,
+    "completed": 2,
+    "revoked": 2,
+    "entered-in-error": 3,
+}
+
+Order = tuple[int, str, str]
+
+
+def _instant(t: ClinicalDateTime | None) -> str:
+    return "" if t is None else t.value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def clinical_order(event: ClinicalEvent) -> Order:
+    """``(status rank, clinical time, record time)``: compare two versions of one identity.
+
+    Results: status precedence (:data:`RESULT_STATUS_RANK`, the highest of the report and its results),
+    then the result time (issued, else effective), then the record time. Orders: status precedence, then
+    the record time. Everything else: the record time (EVN-2 / MSH-7; FHIR ``meta.lastUpdated``)."""
+    recorded = _instant(event.recorded_at or event.occurred_at)
+    if event.reports:
+        rank = 0
+        latest: ClinicalDateTime | None = None
+        for report in event.reports:
+            rank = max(rank, RESULT_STATUS_RANK.get(report.status, 0))
+            rank = max([rank, *(RESULT_STATUS_RANK.get(r.status, 0) for r in report.results)])
+            when = report.issued or report.effective
+            if when is not None and (latest is None or when.value > latest.value):
+                latest = when
+        return (rank, _instant(latest), recorded)
+    if event.orders:
+        rank = max(ORDER_STATUS_RANK.get(o.status, 0) for o in event.orders)
+        return (rank, "", recorded)
+    return (0, "", recorded)
+
+
+def ordering_scope(event: ClinicalEvent) -> str:
+    """The stream in which versions are put in clinical order: every event of one encounter (an A01, A08
+    and A03 of a visit change one record), of one patient's demographics, else the identity itself."""
+    if event.kind in _ENCOUNTER_KINDS and event.encounter is not None and event.encounter.identifiers:
+        visit = encounter_identifier(event.encounter)
+        return "encounter-" + _hash(("encounter", patient_key(event.patient), visit.system, visit.value))
+    if event.kind in (EventKind.PATIENT_CREATED, EventKind.PATIENT_UPDATED):
+        return "patient-" + _hash(("patient", patient_key(event.patient)))
+    return event.key.value
+
+
+def natural_claim(event: ClinicalEvent) -> str | None:
+    """The natural id without the patient (visit number, filler / placer order number, each with its
+    issuer): one issuer's number names one patient's record. ``None``: the event has none to claim."""
+    number: Identifier | None = None
+    family = ""
+    if event.kind in _ENCOUNTER_KINDS and event.encounter is not None and event.encounter.identifiers:
+        number, family = encounter_identifier(event.encounter), "visit"
+    elif event.reports:
+        number, family = event.reports[0].filler_order_number, "filler"
+    elif event.orders:
+        order = event.orders[0]
+        number, family = order.placer_order_number or order.filler_order_number, "order"
+    if number is None:
+        return None
+    return f"{family}-{_hash((family, number.system, number.value))}"
+
+
+def patient_tokens(patient: Patient) -> tuple[str, ...]:
+    """Hashed tokens of every identifier of ``patient`` (NHS number and local ones, with authority):
+    two records are one patient when any token is shared."""
+    raw = [f"{i.system}|{i.value}" for i in patient.identifiers]
+    if patient.nhs_number is not None:
+        raw.append(f"nhs|{patient.nhs_number.value}")
+    return tuple(sorted(_hash(("patient", token)) for token in raw))
+
+
+def identifier_tokens(identifiers: tuple[Identifier, ...]) -> tuple[str, ...]:
+    """As :func:`patient_tokens`, for identifiers alone (a merge's retired record, MRG-1)."""
+    raw = []
+    for i in identifiers:
+        raw.append(f"{i.system}|{i.value}")
+        if i.system == NHS_NUMBER_SYSTEM:
+            raw.append(f"nhs|{i.value}")
+    return tuple(sorted(_hash(("patient", token)) for token in raw))

@@ -84,40 +84,86 @@ def encounter(start: ClinicalDateTime, end: ClinicalDateTime | None = None) -> E
     )
 
 
-def test_admission_key_is_stable_across_time_zone_representations() -> None:
+PAT = Patient(nhs_number=NhsNumber(value="9434765919"))
+OTHER_PAT = Patient(nhs_number=NhsNumber(value="9434765870"))
+
+
+def test_admission_identity_is_patient_and_visit_not_time() -> None:
     bst = timezone(timedelta(hours=1))
     a = identity.encounter_event_key(
-        EventKind.ADMISSION, encounter(t(2026, 7, 1, 12, tz=bst)), occurred_at=None, recorded_at=None
+        EventKind.ADMISSION,
+        encounter(t(2026, 7, 1, 12, tz=bst)),
+        patient=PAT,
+        occurred_at=None,
+        recorded_at=None,
     )
     b = identity.encounter_event_key(
-        EventKind.ADMISSION, encounter(t(2026, 7, 1, 11)), occurred_at=None, recorded_at=None
+        EventKind.ADMISSION, encounter(t(2026, 7, 3, 9)), patient=PAT, occurred_at=None, recorded_at=None
     )
-    assert a == b
+    assert a == b  # the admit time is content (a corrected time is an update), not identity
     assert a.value.startswith("admission-") and len(a.value) == len("admission-") + 32
     other_visit = encounter(t(2026, 7, 1, 11)).model_copy(
         update={"identifiers": (VISIT.model_copy(update={"value": "V2"}),)}
     )
-    c = identity.encounter_event_key(EventKind.ADMISSION, other_visit, occurred_at=None, recorded_at=None)
-    assert c != a
+    c = identity.encounter_event_key(
+        EventKind.ADMISSION, other_visit, patient=PAT, occurred_at=None, recorded_at=None
+    )
+    other_issuer = encounter(t(2026, 7, 1, 11)).model_copy(
+        update={"identifiers": (VISIT.model_copy(update={"system": "urn:tie:authority:RX1"}),)}
+    )
+    d = identity.encounter_event_key(
+        EventKind.ADMISSION, other_issuer, patient=PAT, occurred_at=None, recorded_at=None
+    )
+    e = identity.encounter_event_key(
+        EventKind.ADMISSION,
+        encounter(t(2026, 7, 1, 11)),
+        patient=OTHER_PAT,
+        occurred_at=None,
+        recorded_at=None,
+    )
+    assert len({a, c, d, e}) == 4  # visit, issuer and patient each make a different event
+
+
+def test_transfers_are_point_events_keyed_by_when_they_occurred() -> None:
+    enc = encounter(t(2026, 7, 1, 11))
+    first = identity.encounter_event_key(
+        EventKind.TRANSFER,
+        enc,
+        patient=PAT,
+        occurred_at=t(2026, 7, 1, 14),
+        recorded_at=None,
+    )
+    second = identity.encounter_event_key(
+        EventKind.TRANSFER,
+        enc,
+        patient=PAT,
+        occurred_at=t(2026, 7, 2, 9),
+        recorded_at=None,
+    )
+    assert first != second
 
 
 def test_cancellation_points_at_the_admission() -> None:
     enc = encounter(t(2026, 7, 1, 11))
-    admitted = identity.encounter_event_key(EventKind.ADMISSION, enc, occurred_at=None, recorded_at=None)
-    assert identity.cancelled_event_key(EventKind.CANCEL_ADMISSION, enc) == admitted
+    admitted = identity.encounter_event_key(
+        EventKind.ADMISSION, enc, patient=PAT, occurred_at=None, recorded_at=None
+    )
+    assert identity.cancelled_event_key(EventKind.CANCEL_ADMISSION, enc, patient=PAT) == admitted
 
 
 def test_identity_errors_are_permanent_and_specific() -> None:
     with pytest.raises(identity.IdentityError):
-        identity.encounter_event_key(EventKind.ADMISSION, None, occurred_at=None, recorded_at=None)
-    with pytest.raises(identity.IdentityError):
         identity.encounter_event_key(
-            EventKind.DISCHARGE, encounter(t(2026, 1, 1)), occurred_at=None, recorded_at=None
+            EventKind.ADMISSION, None, patient=PAT, occurred_at=None, recorded_at=None
         )
     with pytest.raises(identity.IdentityError):
-        identity.result_key(None, CLASS)
+        identity.encounter_event_key(
+            EventKind.TRANSFER, encounter(t(2026, 1, 1)), patient=PAT, occurred_at=None, recorded_at=None
+        )
     with pytest.raises(identity.IdentityError):
-        identity.merge_key(Patient(nhs_number=NhsNumber(value="9434765919")), ())
+        identity.result_key(PAT, None, CLASS)
+    with pytest.raises(identity.IdentityError):
+        identity.merge_key(PAT, ())
 
 
 def test_patient_key_prefers_the_nhs_number() -> None:

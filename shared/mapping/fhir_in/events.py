@@ -320,7 +320,7 @@ def _patient_event(
     recorded = _need_recorded(base, "Patient")
     return _event(
         kind,
-        identity.patient_event_key(kind, patient, recorded_at=recorded),
+        identity.patient_event_key(kind, patient),
         patient,
         base,
         rec,
@@ -410,10 +410,12 @@ def _encounter_event(
     else:
         occurred = _need_recorded(base, "Encounter")
         occurred_src = base.recorded_src
-    key = identity.encounter_event_key(kind, encounter, occurred_at=occurred, recorded_at=base.recorded_at)
+    key = identity.encounter_event_key(
+        kind, encounter, patient=patient, occurred_at=occurred, recorded_at=base.recorded_at
+    )
     cancels = None
     if kind in (EventKind.CANCEL_ADMISSION, EventKind.CANCEL_DISCHARGE):
-        cancels = _cancelled_key(kind, encounter)
+        cancels = _cancelled_key(kind, encounter, patient)
     return _event(
         kind,
         key,
@@ -428,10 +430,10 @@ def _encounter_event(
     )
 
 
-def _cancelled_key(kind: EventKind, encounter: Encounter) -> EventKey | None:
-    """The key of the admission / discharge being cancelled, when the encounter still says when it was."""
+def _cancelled_key(kind: EventKind, encounter: Encounter, patient: Patient) -> EventKey | None:
+    """The key of the admission / discharge being cancelled."""
     try:
-        return identity.cancelled_event_key(kind, encounter)
+        return identity.cancelled_event_key(kind, encounter, patient=patient)
     except identity.IdentityError:
         return None
 
@@ -454,7 +456,9 @@ def _result_event(
             report = clinical.report_for_observation(resource, rec, resolver)
     if report.filler_order_number is None:
         raise MissingRequiredField(f"{rtype}.identifier", "a result needs a filler order number (type FILL)")
-    key = _keyed(lambda: identity.result_key(report.filler_order_number, report.code), f"{rtype}.code.coding")
+    key = _keyed(
+        lambda: identity.result_key(patient, report.filler_order_number, report.code), f"{rtype}.code.coding"
+    )
     return _event(
         EventKind.RESULT,
         key,
@@ -479,7 +483,7 @@ def _order_event(
 ) -> ClinicalEvent:
     with rec.scope("orders[0]."):
         order = clinical.map_service_request(resource, rec, resolver)
-    key = identity.order_key(order.placer_order_number, order.filler_order_number, order.status)
+    key = identity.order_key(patient, order.placer_order_number, order.filler_order_number)
     return _event(
         EventKind.ORDER,
         key,
@@ -570,7 +574,9 @@ def _identified_event(
                 f"{rtype}.identifier", f"a {kind.value} event needs a business identifier"
             )
         parts: dict[str, Any] = {scope: (value,)}
-        return _event(kind, identity.identifier_key(kind, idents), patient, base, rec, rtype, **parts)
+        return _event(
+            kind, identity.identifier_key(kind, patient, idents), patient, base, rec, rtype, **parts
+        )
 
     return build
 

@@ -145,25 +145,25 @@ def _key(
             raise MissingRequiredField("PV1-45", f"the {kind.value} event needs the discharge date/time")
         if occurred_at is None and recorded_at is None:
             raise MissingRequiredField("MSH-7", "no event time (EVN-6, EVN-2, MSH-7)")
-        key = identity.encounter_event_key(kind, encounter, occurred_at=occurred_at, recorded_at=recorded_at)
+        key = identity.encounter_event_key(
+            kind, encounter, patient=patient, occurred_at=occurred_at, recorded_at=recorded_at
+        )
         if kind in (EventKind.CANCEL_ADMISSION, EventKind.CANCEL_DISCHARGE):
-            cancels = identity.cancelled_event_key(kind, encounter)
+            cancels = identity.cancelled_event_key(kind, encounter, patient=patient)
     elif rule.assembly == "patient":
         if recorded_at is None:
             raise MissingRequiredField("MSH-7", "no record time (EVN-2, MSH-7)")
-        key = identity.patient_event_key(kind, patient, recorded_at=recorded_at)
+        key = identity.patient_event_key(kind, patient)
     elif rule.assembly == "merge":
         key = identity.merge_key(patient, merged)
     elif rule.assembly == "results":
         first = reports[0]
         if first.filler_order_number is None:
             raise MissingRequiredField("OBR-3", "a result needs a filler order number (OBR-3 / ORC-3)")
-        key = identity.result_key(first.filler_order_number, first.code)
+        key = identity.result_key(patient, first.filler_order_number, first.code)
     else:  # orders
         first_order = orders[0]
-        key = identity.order_key(
-            first_order.placer_order_number, first_order.filler_order_number, first_order.status
-        )
+        key = identity.order_key(patient, first_order.placer_order_number, first_order.filler_order_number)
     if ctx.lin:
         ctx.add(None, "key", _KEY_RULE)
         if cancels is not None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from shared.canonical import identity
 from shared.canonical.model import ClinicalEvent, EventKind
 from shared.mapping.fhir_in import event_from_fhir, patient_from_fhir
 from shared.terminology import systems
@@ -87,11 +88,14 @@ def test_hl7_a01_and_fhir_encounter_create_have_the_same_key() -> None:
     assert via_context.key == from_hl7.key
 
 
-def test_a_different_admission_time_is_a_different_event() -> None:
+def test_a_different_admission_time_is_the_same_event_with_different_content() -> None:
     res = fhir_admission()
     res["period"]["start"] = "2026-07-01T10:15:00Z"  # 11:15 BST, not the A01's 10:15
     patient = patient_from_fhir(fhir_patient()).value
-    assert event_from_fhir(res, interaction="create", patient=patient).value.key != hl7(A01).key
+    corrected = event_from_fhir(res, interaction="create", patient=patient).value
+    original = hl7(A01)
+    assert corrected.key == original.key  # one admission (patient + visit): a corrected time is an update
+    assert identity.event_digest(corrected) != identity.event_digest(original)
 
 
 def _bundle_context(event: ClinicalEvent) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:

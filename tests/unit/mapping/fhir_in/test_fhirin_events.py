@@ -96,15 +96,19 @@ def test_location_change_is_a_transfer_timed_by_the_new_location() -> None:
     assert event.occurred_at is not None
     assert event.occurred_at.value.isoformat() == "2026-07-02T09:00:00+01:00"
     assert event.key == identity.encounter_event_key(
-        EventKind.TRANSFER, event.encounter, occurred_at=event.occurred_at, recorded_at=None
+        EventKind.TRANSFER,
+        event.encounter,
+        patient=event.patient,
+        occurred_at=event.occurred_at,
+        recorded_at=None,
     )
 
 
-def test_admission_key_is_the_identity_rule_visit_number_and_start() -> None:
+def test_admission_key_is_the_identity_rule_patient_and_visit_number() -> None:
     event = event_from_fhir(enc("in-progress"), interaction="create", patient=patient()).value
     visit = event.encounter.identifiers[0]  # type: ignore[union-attr]
     assert event.key == identity.make_key(
-        EventKind.ADMISSION, visit.system, visit.value, "2026-07-01T09:15:00Z"
+        EventKind.ADMISSION, identity.patient_key(event.patient), visit.system, visit.value
     )
 
 
@@ -156,9 +160,7 @@ def test_patient_create_update_and_merge() -> None:
     created = event_from_fhir(res, interaction="create", patient=None).value
     updated = event_from_fhir(res, interaction="update", patient=None).value
     assert (created.kind, updated.kind) == (EventKind.PATIENT_CREATED, EventKind.PATIENT_UPDATED)
-    assert created.key == identity.patient_event_key(
-        EventKind.PATIENT_CREATED, created.patient, recorded_at=created.recorded_at
-    )
+    assert created.key == identity.patient_event_key(EventKind.PATIENT_CREATED, created.patient)
     res["link"] = [
         {"type": "replaces", "other": {"identifier": {"system": systems.NHS_NUMBER, "value": NHS_OK_2}}},
         {"type": "seealso", "other": {"identifier": {"system": "urn:x", "value": "y"}}},
@@ -184,7 +186,7 @@ def test_result_events_from_observation_and_report() -> None:
     assert event.kind is EventKind.RESULT
     rep = event.reports[0]
     assert rep.filler_order_number is not None and rep.filler_order_number.value == "F1"
-    assert event.key == identity.result_key(rep.filler_order_number, rep.code)
+    assert event.key == identity.result_key(event.patient, rep.filler_order_number, rep.code)
     dr = event_from_fhir(
         report(), interaction="create", patient=patient(), context={"urn:uuid:na": sodium()}
     ).value
@@ -239,7 +241,7 @@ def test_order_allergy_condition_and_identified_kinds() -> None:
     }
     ev = event_from_fhir(order, interaction="create", patient=p).value
     assert ev.kind is EventKind.ORDER and ev.key == identity.order_key(
-        ev.orders[0].placer_order_number, None, "active"
+        p, ev.orders[0].placer_order_number, None
     )
     ev = event_from_fhir(allergy(), interaction="create", patient=p).value
     assert ev.kind is EventKind.ALLERGY and ev.key == identity.allergy_key(p, ev.allergies[0].code)
@@ -272,7 +274,7 @@ def test_order_allergy_condition_and_identified_kinds() -> None:
     doc["identifier"] = [{"system": "urn:tie:doc", "value": "D1"}]
     ev = event_from_fhir(doc, interaction="create", patient=p).value
     assert ev.kind is EventKind.DOCUMENT and ev.key == identity.identifier_key(
-        EventKind.DOCUMENT, ev.documents[0].identifiers
+        EventKind.DOCUMENT, p, ev.documents[0].identifiers
     )
 
 

@@ -139,10 +139,10 @@ def encounter(
 def _adt(
     kind: EventKind, enc: Encounter, pat: Patient, *, occurred: ClinicalDateTime = SUMMER
 ) -> ClinicalEvent:
-    key = identity.encounter_event_key(kind, enc, occurred_at=occurred, recorded_at=occurred)
+    key = identity.encounter_event_key(kind, enc, patient=pat, occurred_at=occurred, recorded_at=occurred)
     cancels = None
     if kind in (EventKind.CANCEL_ADMISSION, EventKind.CANCEL_DISCHARGE):
-        cancels = identity.cancelled_event_key(kind, enc)
+        cancels = identity.cancelled_event_key(kind, enc, patient=pat)
     return ClinicalEvent(
         kind=kind,
         key=key,
@@ -306,7 +306,7 @@ def oru_r01(*, enc: Encounter | None = None) -> ClinicalEvent:
     )
     return ClinicalEvent(
         kind=EventKind.RESULT,
-        key=identity.result_key(FILLER, FBC),
+        key=identity.result_key(patient(), FILLER, FBC),
         occurred_at=uk(2026, 3, 29, 9, 0),
         source=SourceSystem(application="WINPATH", facility="RX1"),
         provenance=Provenance(source_format="hl7v2", message_id="MSG0100", message_type="ORU^R01"),
@@ -330,7 +330,7 @@ def orm_o01(status: str = "active") -> ClinicalEvent:
     )
     return ClinicalEvent(
         kind=EventKind.ORDER,
-        key=identity.order_key(PLACER, None, status),
+        key=identity.order_key(patient(), PLACER, None),
         occurred_at=WINTER,
         source=SourceSystem(application="ICE"),
         provenance=Provenance(source_format="hl7v2", message_id="MSG0200", message_type="ORM^O01"),
@@ -345,7 +345,11 @@ def clinical(**patient_kw: object) -> ClinicalEvent:
     return ClinicalEvent(
         kind=EventKind.ENCOUNTER_UPDATE,
         key=identity.encounter_event_key(
-            EventKind.ENCOUNTER_UPDATE, encounter(), occurred_at=None, recorded_at=WINTER
+            EventKind.ENCOUNTER_UPDATE,
+            encounter(),
+            patient=patient(**patient_kw),  # type: ignore[arg-type]
+            occurred_at=None,
+            recorded_at=WINTER,
         ),
         recorded_at=WINTER,
         source=SOURCE,

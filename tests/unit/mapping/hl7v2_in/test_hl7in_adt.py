@@ -76,7 +76,7 @@ def test_a03_discharge_needs_and_uses_pv1_45() -> None:
     assert enc.period.end.value == datetime(2026, 7, 5, 9, 0, tzinfo=UTC)
     assert isinstance(enc.discharge_disposition, Concept)
     assert enc.discharge_disposition.codings[0].system == systems.v2_table_system("0112")
-    assert ev.key.components[-1] == "2026-07-05T09:00:00Z"
+    assert ev.key.components[-2:] == ("urn:tie:authority:RRV", "V0000123")  # patient + visit, not time
     with pytest.raises(MissingRequiredField) as err:
         map_bytes(adt("A03"))
     assert err.value.field == "PV1-45" and err.value.error_code == "101"
@@ -115,7 +115,8 @@ def test_a08_status_is_derived_from_pv1(pv1: dict[int, str], status: EncounterSt
     ev = event(adt("A08", pv1=pv1, evn={2: "20260702080000"}))
     assert ev.kind is EventKind.ENCOUNTER_UPDATE
     assert ev.encounter is not None and ev.encounter.status is status
-    assert ev.key.components[-1] == "2026-07-02T07:00:00Z"  # keyed on recorded_at (EVN-2)
+    assert ev.key.components[1:] == ("nhs|" + NHS, "urn:tie:authority:RRV", "V0000123")
+    assert ev.recorded_at is not None and ev.recorded_at.value == datetime(2026, 7, 2, 7, 0, tzinfo=UTC)
 
 
 def test_a08_without_any_status_evidence_is_an_error() -> None:
@@ -155,7 +156,7 @@ def test_patient_events_have_no_encounter(trigger: str, kind: EventKind) -> None
     assert ev.encounter is None
     assert ev.patient.nhs_number is not None and ev.patient.nhs_number.value == NHS
     assert ev.recorded_at is not None
-    assert ev.key == identity.patient_event_key(kind, ev.patient, recorded_at=ev.recorded_at)
+    assert ev.key == identity.patient_event_key(kind, ev.patient)
 
 
 def test_a40_merge() -> None:

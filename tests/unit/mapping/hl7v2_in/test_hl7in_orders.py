@@ -40,7 +40,7 @@ def test_new_order() -> None:
     assert order.notes == ("Fasting sample", "Urgent please")
     (reason,) = order.reason
     assert reason == Concept(text="chest pain")
-    assert ev.key == identity.order_key(order.placer_order_number, order.filler_order_number, order.status)
+    assert ev.key == identity.order_key(ev.patient, order.placer_order_number, order.filler_order_number)
 
 
 @pytest.mark.parametrize(("orc5", "status"), [("SC", "active"), ("CA", "revoked"), ("CM", "completed")])

@@ -81,7 +81,7 @@ def test_default_report() -> None:
     assert isinstance(flag, Concept) and flag.coding(systems.V3_OBSERVATION_INTERPRETATION) is not None
     assert sodium.effective == report.effective  # no OBX-14: the OBR-7 time
     assert sodium.sequence == 1
-    assert ev.key == identity.result_key(report.filler_order_number, report.code)
+    assert ev.key == identity.result_key(ev.patient, report.filler_order_number, report.code)
 
 
 def test_numeric_units_ucum_rules() -> None:
@@ -269,7 +269,9 @@ def test_grouping_notes_specimens_and_several_reports() -> None:
     assert second.status == "preliminary"
     assert second.results[0].status == "preliminary"
     assert isinstance(second.code, Concept)
-    assert ev.key == identity.result_key(first.filler_order_number, first.code)  # keyed on the first report
+    assert ev.key == identity.result_key(
+        ev.patient, first.filler_order_number, first.code
+    )  # keyed on the first report
 
 
 def test_report_and_result_need_codes() -> None:
