@@ -100,6 +100,17 @@ class WriteBackUnmappable(DownstreamError, PermanentError):
         self._init(downstream, None, text)
 
 
+class EventConflict(PermanentError):
+    """Two contents that cannot both be true for one identity (one issuer's visit or order number for two
+    patients): never applied; stored as the version's outcome, dead-lettered with this reason, announced."""
+
+    code = "event-conflict"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def counts_against_breaker(exc: BaseException) -> bool:
     """Whether ``exc`` says the downstream is down (as opposed to answering with an error)."""
     return isinstance(exc, DownstreamUnavailable)
@@ -107,4 +118,4 @@ def counts_against_breaker(exc: BaseException) -> bool:
 
 def is_final_failure(exc: BaseException) -> bool:
     """Failures the idempotency guard stores as the key's outcome (see the module table)."""
-    return isinstance(exc, DownstreamRejected | WriteBackUnmappable)
+    return isinstance(exc, DownstreamRejected | WriteBackUnmappable | EventConflict)

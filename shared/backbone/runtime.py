@@ -25,6 +25,7 @@ from shared.backbone.breaker import BreakerConfig, CircuitBreaker, Permit
 from shared.backbone.deadletter import DeadLetterMonitor, ScanReport
 from shared.backbone.fhir_writeback import FhirDownstream
 from shared.backbone.hl7_writeback import Hl7MllpDownstream, MllpSender
+from shared.backbone.ledger import EventLedger
 from shared.backbone.parking import ParkingLot
 from shared.backbone.retry import Backoff, RetryPolicy
 from shared.backbone.writeback import Downstream, WriteBackSubscriber
@@ -204,6 +205,7 @@ def build_backbone(
             journal=journal,
             bus=bus,
             guard=guard,
+            ledger=EventLedger(records, downstream.name, clock=clock) if options.idempotency else None,
             breaker=CircuitBreaker(records, downstream.name, options.breaker(), clock=clock, rng=rng),
             parking=ParkingLot(records, downstream.name, clock=clock),
             policy=options.policy(),

@@ -48,10 +48,11 @@ from pydantic import ValidationError
 from shared.backbone import contracts
 from shared.backbone.breaker import BreakerState, CircuitBreaker, Permit, Transition
 from shared.backbone.delivery import Delivery
-from shared.backbone.errors import ContractViolation, DownstreamError, counts_against_breaker
+from shared.backbone.errors import ContractViolation, DownstreamError, EventConflict, counts_against_breaker
+from shared.backbone.ledger import EventLedger, Verdict
 from shared.backbone.parking import ParkingLot
 from shared.backbone.retry import RetryPolicy
-from shared.canonical.identity import patient_session_id
+from shared.canonical.identity import content_digest, patient_session_id
 from shared.canonical.model import ClinicalEvent, Coded, Concept
 from shared.errors import PermanentError, TieError, TransientError
 from shared.events import clinical
@@ -62,7 +63,18 @@ from shared.idempotency import (
     Outcome,
     WithMessages,
 )
-from shared.journal import DELIVERED, DUPLICATE, FAILED, PARKED, RETRIED, SKIPPED, WRITTEN_BACK, Journal
+from shared.journal import (
+    CONFLICT,
+    DELIVERED,
+    DUPLICATE,
+    FAILED,
+    PARKED,
+    RETRIED,
+    SKIPPED,
+    SUPERSEDED,
+    WRITTEN_BACK,
+    Journal,
+)
 from shared.messaging.ports import MessageBus
 from shared.messaging.topology import TOPIC_OPERATIONAL, TOPIC_PLATFORM
 from shared.outbox import OutboxMessage
@@ -169,7 +181,7 @@ def _value(value: Any) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class HandleResult:
-    status: Literal["applied", "duplicate", "parked", "skipped"]
+    status: Literal["applied", "duplicate", "superseded", "parked", "skipped"]
     response: DownstreamResponse | None = None
     attempts: int = 0
     reason: str | None = None
@@ -182,8 +194,9 @@ def _short_id(*parts: str) -> str:
 class WriteBackSubscriber:
     """The subscriber of one write-back subscription (see the module docstring). Thread-safe.
 
-    ``guard=None`` runs the downstream without idempotency (benchmarks only: duplicates then reach the
-    downstream). ``operational_events`` publishes ``writeback.*`` events on ``operational-events``.
+    ``guard=None`` and ``ledger=None`` run the downstream without idempotency (benchmarks only: duplicates
+    then reach the downstream). ``operational_events`` publishes ``writeback.*`` events on
+    ``operational-events``.
     """
 
     def __init__(
@@ -194,6 +207,7 @@ class WriteBackSubscriber:
         journal: Journal,
         bus: MessageBus,
         guard: IdempotencyGuard | None,
+        ledger: EventLedger | None,
         breaker: CircuitBreaker,
         parking: ParkingLot,
         policy: RetryPolicy | None = None,
@@ -206,6 +220,7 @@ class WriteBackSubscriber:
         self.journal = journal
         self.bus = bus
         self.guard = guard
+        self.ledger = ledger
         self.breaker = breaker
         self.parking = parking
         self.policy = policy or RetryPolicy()
@@ -229,6 +244,8 @@ class WriteBackSubscriber:
             self._failed(corr, delivery, violation)
             raise violation from None
         key = event.key.value
+        digest = content_digest(envelope["data"])
+        version = str(envelope["id"])
         self.journal.record(
             corr,
             DELIVERED,
@@ -253,7 +270,7 @@ class WriteBackSubscriber:
         while True:
             attempt += 1
             try:
-                outcome = self._run(event, envelope, delivery)
+                outcome = self._run(event, delivery, digest, version)
             except IdempotencyPayloadConflict as exc:
                 self._forget(delivery)
                 self._failed(corr, delivery, exc, classification=exc.classification)
@@ -286,6 +303,16 @@ class WriteBackSubscriber:
                 if isinstance(exc, DownstreamError) and exc.response is not None:
                     self._announce(self.breaker.record_success(), corr)  # it answered: it is up
                 self._forget(delivery)
+                if isinstance(exc, EventConflict):
+                    self.journal.record(
+                        corr,
+                        CONFLICT,
+                        subscriber=self.subscription,
+                        event_key=key,
+                        digest=digest[:16],
+                        reason=exc.reason,
+                    )
+                    self._platform_event_conflict(delivery, key, digest, exc)
                 self._failed(corr, delivery, exc, attempts=attempt, final=True)
                 self._operational_failed(delivery, key, exc)
                 raise
@@ -297,16 +324,33 @@ class WriteBackSubscriber:
         self._announce(self.breaker.record_success(), corr)
         self._forget(delivery)
         response = DownstreamResponse.from_json(outcome.result)
-        if outcome.replayed_from_store:
+        stored = outcome.result if isinstance(outcome.result, dict) else {}
+        decision = str(stored.get("ledger") or "apply")
+        if outcome.replayed_from_store and decision == "apply":
             self.journal.record(
                 corr,
                 DUPLICATE,
                 subscriber=self.subscription,
                 event_key=key,
+                digest=digest[:16],
+                reason="redelivery of a message already applied",
                 replay=delivery.is_replay,
                 first_applied_by_replay=outcome.applied_by_replay,
             )
             return HandleResult("duplicate", response, attempt)
+        if decision in ("duplicate", "superseded"):
+            original = stored.get("original_correlation_id")
+            self.journal.record(
+                corr,
+                DUPLICATE if decision == "duplicate" else SUPERSEDED,
+                subscriber=self.subscription,
+                event_key=key,
+                digest=digest[:16],
+                original_correlation_id=str(original) if original else None,
+                reason=str(stored.get("reason") or ""),
+                replay=delivery.is_replay,
+            )
+            return HandleResult("duplicate" if decision == "duplicate" else "superseded", None, attempt)
         self.journal.record(
             corr,
             WRITTEN_BACK,
@@ -317,35 +361,63 @@ class WriteBackSubscriber:
             attempts=attempt,
             replay=delivery.is_replay,
             event_key=key,
+            digest=digest[:16],
         )
         return HandleResult("applied", response, attempt)
 
     # -- pieces --------------------------------------------------------------------------------------------
 
-    def _run(self, event: ClinicalEvent, envelope: Mapping[str, Any], delivery: Delivery) -> Outcome[Any]:
+    def _decide_and_apply(
+        self, event: ClinicalEvent, delivery: Delivery, digest: str
+    ) -> tuple[dict[str, Any], DownstreamResponse | None]:
+        """The ledger's verdict, and the downstream call when it says ``apply`` (run inside the guard, so a
+        redelivery gets the stored verdict). Raises :class:`EventConflict` for a conflict."""
+        corr = delivery.correlation
+        if self.ledger is None:  # unprotected (benchmarks)
+            unprotected = self.downstream.apply(event)
+            return unprotected.to_json(), unprotected
+        verdict = self.ledger.judge(event, digest, corr)
+        if verdict.decision == "conflict":
+            raise EventConflict(verdict.reason)
+        if verdict.decision != "apply":
+            return _verdict_result(verdict), None
+        response = self.downstream.apply(event)
+        self.ledger.applied(event, digest, corr)
+        return {**response.to_json(), "ledger": "apply", "reason": verdict.reason}, response
+
+    def _run(self, event: ClinicalEvent, delivery: Delivery, digest: str, version: str) -> Outcome[Any]:
+        """Run the verdict + effect once per version (``version``: the event key, its digest and the
+        message that carried it - a redelivery of the same message is answered from the store)."""
         key = event.key.value
         if self.guard is None:  # unprotected (benchmarks): no idempotency, so no outbox either
-            response = self.downstream.apply(event)
-            if self.operational_events:
-                self._publish(TOPIC_OPERATIONAL, self._completed_notice(key, response, delivery))
-            return Outcome(response.to_json(), False, "", delivery.is_replay, False, False, 1)
+            result, response = self._decide_and_apply(event, delivery, digest)
+            if response is not None and self.operational_events:
+                self._publish(TOPIC_OPERATIONAL, self._completed_notice(key, version, response, delivery))
+            return Outcome(result, False, "", delivery.is_replay, False, False, 1)
         if not self.operational_events:
             return self.guard.run(
-                key, event, lambda: self.downstream.apply(event).to_json(), is_replay=delivery.is_replay
+                version,
+                event,
+                lambda: self._decide_and_apply(event, delivery, digest)[0],
+                is_replay=delivery.is_replay,
             )
 
         def effect() -> WithMessages[dict[str, Any]]:
-            response = self.downstream.apply(event)
-            notice = self._completed_notice(key, response, delivery)
+            result, response = self._decide_and_apply(event, delivery, digest)
+            if response is None:
+                return WithMessages(result, ())
+            notice = self._completed_notice(key, version, response, delivery)
             message = contracts.to_outbound(TOPIC_OPERATIONAL, notice)
-            return WithMessages(response.to_json(), (OutboxMessage(TOPIC_OPERATIONAL, message),))
+            return WithMessages(result, (OutboxMessage(TOPIC_OPERATIONAL, message),))
 
-        return self.guard.run_and_publish(key, event, effect, is_replay=delivery.is_replay)
+        return self.guard.run_and_publish(version, event, effect, is_replay=delivery.is_replay)
 
-    def _completed_notice(self, key: str, response: DownstreamResponse, delivery: Delivery) -> dict[str, Any]:
+    def _completed_notice(
+        self, key: str, version: str, response: DownstreamResponse, delivery: Delivery
+    ) -> dict[str, Any]:
         return contracts.operational_event(
             "writeback.completed",
-            event_id=f"wb-{self.downstream.name}-{_short_id(key)}",
+            event_id=f"wb-{self.downstream.name}-{_short_id(version)}",
             downstream=self.downstream.name,
             subscription=self.subscription,
             status=response.status,
@@ -442,6 +514,23 @@ class WriteBackSubscriber:
         )
         self._publish(TOPIC_PLATFORM, notice)
 
+    def _platform_event_conflict(self, delivery: Delivery, key: str, digest: str, exc: EventConflict) -> None:
+        notice = contracts.platform_event(
+            "writeback.conflict",
+            event_id=f"conflict-{self.downstream.name}-{_short_id(key, digest)}",
+            subject=f"writeback/{self.downstream.name}",
+            severity="error",
+            correlation_id=delivery.correlation,
+            event_key=key,
+            details={
+                "subscription": self.subscription,
+                "classification": "natural-id-conflict",
+                "reason": exc.reason,
+                "received_payload_hash": digest[:16],
+            },
+        )
+        self._publish(TOPIC_PLATFORM, notice)
+
     def _announce(self, transition: Transition | None, corr: str) -> None:
         if transition is None:
             return
@@ -470,6 +559,17 @@ class WriteBackSubscriber:
             self.bus.publish(topic, [contracts.to_outbound(topic, document)])
         except TieError as exc:
             _log.warning("notification not published", extra={"topic": topic, "error_code": exc.code})
+
+
+def _verdict_result(verdict: Verdict) -> dict[str, Any]:
+    return {
+        "status": "",
+        "summary": verdict.reason,
+        "details": {},
+        "ledger": verdict.decision,
+        "reason": verdict.reason,
+        "original_correlation_id": verdict.original_correlation_id,
+    }
 
 
 def _response_code(exc: BaseException) -> str | None:

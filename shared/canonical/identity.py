@@ -299,6 +299,14 @@ def patient_tokens(patient: Patient) -> tuple[str, ...]:
     return tuple(sorted(_hash(("patient", token)) for token in raw))
 
 
+def nhs_token(patient: Patient) -> str | None:
+    """The hashed token of the patient's NHS number (``None``: none): two different NHS numbers are two
+    patients, whatever local identifiers they share."""
+    if patient.nhs_number is None:
+        return None
+    return _hash(("patient", f"nhs|{patient.nhs_number.value}"))
+
+
 def identifier_tokens(identifiers: tuple[Identifier, ...]) -> tuple[str, ...]:
     """As :func:`patient_tokens`, for identifiers alone (a merge's retired record, MRG-1)."""
     raw = []

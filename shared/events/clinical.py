@@ -1,8 +1,10 @@
 """Clinical events on the ``clinical-events`` topic: a CloudEvents 1.0 envelope around a canonical event.
 
 Structured-mode CloudEvents JSON (the contract and its JSON Schema: :mod:`shared.backbone.contracts`,
-``shared/backbone/schemas/clinical-event-1.0.json``). Attributes: ``id`` = the clinical-event key (also
-the Service Bus ``message_id``, so duplicate detection drops a re-published event), ``type`` =
+``shared/backbone/schemas/clinical-event-1.0.json``). Attributes: ``id`` = :func:`version_id` (also the
+Service Bus ``message_id``): the event key, its content digest and the message it came in, so the bus's
+duplicate detection drops only a re-publication of the same event from the same message, never an update
+or a resend whose fate the write-back must journal; ``tieeventdigest`` = the content digest; ``type`` =
 ``uk.nhs.tie.clinical.<kind>``, ``source`` = ``urn:tie:source:<application>[:<facility>]``, ``time`` = when
 the event was recorded, ``dataschema`` = the canonical schema version; extension attributes
 ``tieschemaversion`` (envelope contract), ``tieeventkey``, ``tiepatientkey`` (hashed), ``tiecorrelationid``,
@@ -17,11 +19,12 @@ Service Bus properties mirror what subscriptions filter on (``tie_event_kind``, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
 from shared.backbone import contracts
-from shared.canonical.identity import patient_session_id
+from shared.canonical.identity import content_digest, patient_session_id
 from shared.canonical.model import ClinicalEvent
 from shared.mapping.timeutil import to_fhir_instant
 from shared.messaging.ports import OutboundMessage
@@ -34,19 +37,28 @@ CONTENT_TYPE = contracts.CONTENT_TYPE
 TOPIC = TOPIC_CLINICAL
 
 
+def version_id(key: str, digest: str, correlation_id: str | None) -> str:
+    """Bus message id of one version of an event as carried by one message: ``<key>~<digest 16>~<16>``."""
+    carried = hashlib.sha256((correlation_id or "").encode("utf-8")).hexdigest()[:16]
+    return f"{key}~{digest[:16]}~{carried}"
+
+
 def envelope(event: ClinicalEvent) -> dict[str, Any]:
     system = event.source.application
     if event.source.facility:
         system += f":{event.source.facility}"
+    data = json.loads(event.model_dump_json(exclude_defaults=True))
+    digest = content_digest(data)
     attributes: dict[str, Any] = {
         "specversion": SPEC_VERSION,
-        "id": event.key.value,
+        "id": version_id(event.key.value, digest, event.provenance.correlation_id),
         "source": f"urn:tie:source:{system}",
         "type": f"uk.nhs.tie.clinical.{event.kind.value}",
         "datacontenttype": contracts.DATA_CONTENT_TYPE,
         "dataschema": SCHEMA,
         "tieschemaversion": contracts.SCHEMA_VERSION,
         "tieeventkey": event.key.value,
+        "tieeventdigest": digest,
         "tiepatientkey": patient_session_id(event.patient),
         "tiesourcesystem": system,
         "tiesensitivity": event.sensitivity.value,
@@ -56,7 +68,7 @@ def envelope(event: ClinicalEvent) -> dict[str, Any]:
         attributes["time"] = to_fhir_instant(when)
     if event.provenance.correlation_id:
         attributes["tiecorrelationid"] = event.provenance.correlation_id
-    attributes["data"] = json.loads(event.model_dump_json(exclude_defaults=True))
+    attributes["data"] = data
     return attributes
 
 
@@ -68,6 +80,7 @@ def to_message(event: ClinicalEvent) -> OutboundMessage:
     properties: dict[str, str | int | float | bool] = {
         "tie_event_kind": event.kind.value,
         "tie_event_key": event.key.value,
+        "tie_event_digest": document["tieeventdigest"],
         "tie_sensitivity": event.sensitivity.value,
         "tie_schema": SCHEMA,
         contracts.EVENT_TYPE_PROPERTY: document["type"],
@@ -76,7 +89,7 @@ def to_message(event: ClinicalEvent) -> OutboundMessage:
         properties[CORRELATION_PROPERTY] = event.provenance.correlation_id
     return OutboundMessage(
         body=contracts.encode(document),
-        message_id=event.key.value,
+        message_id=str(document["id"]),
         session_id=document["tiepatientkey"],
         correlation_id=event.provenance.correlation_id,
         content_type=CONTENT_TYPE,

@@ -23,6 +23,12 @@ TABLE_CIRCUITS = "circuits"
 TABLE_DEADLETTERS = "deadletters"
 #: What is accepted but not finished: one row per (correlation ID, subscriber still to act).
 TABLE_INFLIGHT = "inflight"
+#: Event ledger per (write-back downstream, event identity / ordering scope): the version applied last
+#: (content digest, clinical order) - duplicates, superseded versions and updates are decided on it.
+TABLE_EVENT_LEDGER = "eventledger"
+#: Natural-id claims (visit / order number with its issuer -> the patient's hashed identifiers) and
+#: patient merges (retired patient token -> survivor): two patients claiming one number is a conflict.
+TABLE_EVENT_CLAIMS = "eventclaims"
 #: Health probes read this (never written).
 TABLE_HEALTH = "health"
 #: Blob container probed by the health check.
@@ -38,6 +44,8 @@ TABLES: frozenset[str] = frozenset(
         TABLE_CIRCUITS,
         TABLE_DEADLETTERS,
         TABLE_INFLIGHT,
+        TABLE_EVENT_LEDGER,
+        TABLE_EVENT_CLAIMS,
         TABLE_HEALTH,
     }
 )

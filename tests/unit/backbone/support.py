@@ -55,12 +55,13 @@ def adt(
     minute: int = 0,
     bed: str = "BED2",
     discharged: str | None = None,
+    recorded: str = "20260315102900",
 ) -> bytes:
     """A fabricated ADT message (visit number and admission minute make an admission's key;
     ``discharged`` = PV1-45 as HL7 TS)."""
     segments = [
         f"MSH|^~\\&|PAS|RGT01|TIE|RGT01|20260315103000||ADT^{trigger}^ADT_A01|{control_id}|P|2.5.1",
-        f"EVN|{trigger}|20260315102900",
+        f"EVN|{trigger}|{recorded}",
         f"PID|1||{nhs}^^^NHS^NH~H{visit}^^^RGT01^MR||TESTPATIENT^ALEX^J^^MX||19800101|F|||"
         "1 TEST STREET^^LEEDS^^LS1 4AP^GBR||01130000000",
         f"PV1|1|I|WARD1^{bed}^^RGT01||||C1234567^CONSULTANT^ANNA|||MED||||1|||C1234567^CONSULTANT^ANNA|IP|"
@@ -70,8 +71,10 @@ def adt(
     return ("\r".join(segments) + "\r").encode("ascii")
 
 
-def event(control_id: str, *, nhs: str, visit: str, correlation_id: str | None = None) -> ClinicalEvent:
-    raw = adt(control_id, nhs=nhs, visit=visit)
+def event(
+    control_id: str, *, nhs: str, visit: str, correlation_id: str | None = None, **fields: Any
+) -> ClinicalEvent:
+    raw = adt(control_id, nhs=nhs, visit=visit, **fields)
     return map_message(parse_message(raw), correlation_id=correlation_id or f"corr-{control_id}").value
 
 

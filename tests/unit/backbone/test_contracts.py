@@ -12,6 +12,7 @@ from jsonschema import Draft202012Validator
 from shared.backbone import contracts
 from shared.backbone._fastschema import UnsupportedSchema, compile_schema, json_equal
 from shared.backbone.errors import ContractViolation
+from shared.canonical import identity
 from shared.events import clinical
 from shared.messaging.topology import TOPIC_CLINICAL, TOPIC_INGEST, TOPIC_OPERATIONAL, TOPIC_PLATFORM
 from tests.unit.backbone.support import event, nhs_numbers
@@ -80,7 +81,10 @@ def test_built_events_satisfy_their_topic_schema(topic: str) -> None:
 def test_clinical_envelope_carries_the_versioned_tie_attributes() -> None:
     doc = clinical_document()
     assert doc["specversion"] == "1.0" and doc["tieschemaversion"] == "1.0"
-    assert doc["id"] == doc["tieeventkey"] == doc["data"]["key"]["value"]
+    assert doc["tieeventkey"] == doc["data"]["key"]["value"]
+    assert doc["tieeventdigest"] == identity.content_digest(doc["data"])
+    # id = one version of the event as carried by one message: key, digest, carrying message
+    assert doc["id"].startswith(doc["tieeventkey"] + "~" + doc["tieeventdigest"][:16] + "~")
     assert doc["tiepatientkey"].startswith("patient-") and NHS not in doc["tiepatientkey"]
     assert doc["tiecorrelationid"] == "corr-k1"
     assert doc["tiesourcesystem"] == "PAS:RGT01" and doc["source"] == "urn:tie:source:PAS:RGT01"
@@ -90,11 +94,12 @@ def test_clinical_envelope_carries_the_versioned_tie_attributes() -> None:
 def test_clinical_message_round_trip_validates_both_ways() -> None:
     e = event("K2", nhs=NHS, visit="V00002")
     message = clinical.to_message(e)
-    assert message.message_id == e.key.value
+    assert message.message_id == json.loads(message.body)["id"]
+    assert message.message_id.startswith(e.key.value + "~")
     assert message.session_id == json.loads(message.body)["tiepatientkey"]
     assert message.application_properties[contracts.EVENT_TYPE_PROPERTY] == "uk.nhs.tie.clinical.admission"
     document, decoded = clinical.decode(message.body)
-    assert decoded == e and document["id"] == e.key.value
+    assert decoded == e and document["tieeventkey"] == e.key.value
     broken = json.loads(message.body)
     broken["tiepatientkey"] = NHS  # an identifier where a hash belongs
     with pytest.raises(ContractViolation) as info:

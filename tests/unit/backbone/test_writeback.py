@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from shared.backbone import contracts
 from shared.backbone.breaker import BreakerState
 from shared.backbone.delivery import PARKED_ROW_PROPERTY, Delivery
 from shared.backbone.errors import (
@@ -16,9 +18,11 @@ from shared.backbone.errors import (
     DownstreamRejected,
     DownstreamRetry,
     DownstreamUnavailable,
+    EventConflict,
 )
 from shared.backbone.runtime import WriteBackOptions
 from shared.backbone.writeback import clinical_assertion
+from shared.canonical import identity
 from shared.canonical.model import EncounterStatus
 from shared.events import clinical
 from shared.idempotency import IdempotencyPayloadConflict, IdempotencyStoredFailure
@@ -57,6 +61,12 @@ def delivery(e: Any, *, count: int = 1, properties: dict[str, Any] | None = None
     )
 
 
+def trace(env: s.Env, corr: str) -> list[Any]:
+    from shared.journal import Journal
+
+    return Journal(env.records).trace(corr)
+
+
 def stages(env: s.Env, corr: str) -> list[str]:
     from shared.journal import Journal
 
@@ -90,30 +100,78 @@ def test_applies_once_and_answers_repeats_from_the_store(env: s.Env) -> None:
     assert completed["tieeventkey"] == e.key.value and completed["data"]["status"] == "200"
 
 
-def test_the_same_event_from_another_path_is_the_same_effect_but_a_changed_assertion_is_a_conflict(
-    env: s.Env,
-) -> None:
+def test_a_resend_is_a_proven_duplicate_and_changed_content_an_update_in_clinical_order(env: s.Env) -> None:
     fake = s.FakeDownstream()
     sub = s.backbone(env, {SUB_WRITEBACK_FHIR: fake}).subscriber(SUB_WRITEBACK_FHIR)
-    e = s.event("B1", nhs=NHS[0], visit="V2")
-    sub.handle(delivery(e))
-    # Same key and clinical assertion, different provenance / descriptive detail: a duplicate.
-    relabelled = e.model_copy(
-        update={"provenance": e.provenance.model_copy(update={"message_id": "OTHER", "correlation_id": "c2"})}
+    e = s.event("B1", nhs=NHS[0], visit="V2", correlation_id="c-b1", recorded="20260315110000")
+    assert sub.handle(delivery(e)).status == "applied"
+    # The same admission resent under a new control id (another message, same clinical content).
+    resent = s.event("B2", nhs=NHS[0], visit="V2", correlation_id="c-b2", recorded="20260315110000")
+    assert resent.key == e.key and clinical.to_message(resent).message_id != clinical.to_message(e).message_id
+    assert sub.handle(delivery(resent)).status == "duplicate"
+    [dup] = [x for x in trace(env, "c-b2") if x.stage == "duplicate"]
+    assert dup.attributes["original_correlation_id"] == "c-b1"
+    assert dup.attributes["digest"] == identity.event_digest(e)[:16]
+    # Same identity, different content (another bed), recorded later: an update, applied.
+    moved = s.event(
+        "B3", nhs=NHS[0], visit="V2", correlation_id="c-b3", bed="BED9", recorded="20260315120000"
     )
-    assert clinical_assertion(relabelled) == clinical_assertion(e)
-    assert sub.handle(delivery(relabelled)).status == "duplicate"
-    # Same key, different encounter status: surfaced, never applied silently.
+    assert moved.key == e.key and identity.event_digest(moved) != identity.event_digest(e)
+    assert sub.handle(delivery(moved)).status == "applied"
+    # An older version arriving late: recorded as superseded, never applied.
+    stale = s.event(
+        "B4", nhs=NHS[0], visit="V2", correlation_id="c-b4", bed="BED5", recorded="20260315103000"
+    )
+    assert sub.handle(delivery(stale)).status == "superseded"
+    [superseded] = [x for x in trace(env, "c-b4") if x.stage == "superseded"]
+    assert superseded.attributes["original_correlation_id"] == "c-b3"
+    assert fake.effects[e.key.value] == 2 and fake.calls[e.key.value] == 2
+    # Every message ended in a terminal stage with its reason; nothing is left in flight.
+    assert [stages(env, c)[-1] for c in ("c-b1", "c-b2", "c-b3", "c-b4")] == [
+        "written-back",
+        "duplicate",
+        "written-back",
+        "superseded",
+    ]
+
+
+def test_one_visit_number_of_one_issuer_for_two_patients_is_a_conflict(env: s.Env) -> None:
+    fake = s.FakeDownstream()
+    sub = s.backbone(env, {SUB_WRITEBACK_FHIR: fake}).subscriber(SUB_WRITEBACK_FHIR)
+    first = s.event("X1", nhs=NHS[0], visit="V9", correlation_id="c-x1")
+    other = s.event("X2", nhs=NHS[1], visit="V9", correlation_id="c-x2")
+    assert first.key != other.key  # the patient is part of the identity
+    assert sub.handle(delivery(first)).status == "applied"
+    with pytest.raises(EventConflict):
+        sub.handle(delivery(other))
+    with pytest.raises(IdempotencyStoredFailure):  # a redelivery gets the stored verdict
+        sub.handle(delivery(other, count=2))
+    assert fake.effects == {first.key.value: 1}
+    assert "conflict" in stages(env, "c-x2")
+    [conflict] = events_on(env, TOPIC_PLATFORM, SUB_PLATFORM_AUDIT)
+    assert conflict["type"] == "uk.nhs.tie.platform.writeback.conflict"
+    assert conflict["data"]["classification"] == "natural-id-conflict"
+    assert NHS[1] not in json.dumps(conflict) and "V9" not in json.dumps(conflict)
+
+
+def test_a_changed_assertion_under_one_version_id_is_still_a_payload_conflict(env: s.Env) -> None:
+    """Belt and braces: the guard's payload check still refuses two assertions under one version id."""
+    fake = s.FakeDownstream()
+    sub = s.backbone(env, {SUB_WRITEBACK_FHIR: fake}).subscriber(SUB_WRITEBACK_FHIR)
+    e = s.event("P1", nhs=NHS[0], visit="V2")
+    first = delivery(e)
+    sub.handle(first)
     assert e.encounter is not None
     changed = e.model_copy(
         update={"encounter": e.encounter.model_copy(update={"status": EncounterStatus.PLANNED})}
     )
+    assert clinical_assertion(changed) != clinical_assertion(e)
+    forged = clinical.envelope(changed)
+    forged["id"] = json.loads(first.body)["id"]  # the same version id, another content
+    body = contracts.encode(forged)
     with pytest.raises(IdempotencyPayloadConflict):
-        sub.handle(delivery(changed))
+        sub.handle(dataclasses.replace(first, body=body))
     assert fake.effects[e.key.value] == 1
-    [conflict] = events_on(env, TOPIC_PLATFORM, SUB_PLATFORM_AUDIT)
-    assert conflict["type"] == "uk.nhs.tie.platform.writeback.conflict"
-    assert conflict["data"]["classification"] == "correction"
 
 
 def test_transient_failures_are_retried_with_backoff_inside_the_delivery(env: s.Env) -> None:

@@ -1,0 +1,195 @@
+"""The event ledger: what one delivered version of a clinical event is, for one write-back downstream.
+
+A duplicate is proven, never assumed (rules: ``docs/event-identity.md``). Per downstream the ledger keeps,
+for each event identity, the version applied last (content digest, clinical order, who carried it) and,
+for each ordering scope (an encounter, a patient's demographics, else the identity), the newest clinical
+order applied. A delivered version is then:
+
+* ``conflict``   - its natural id (visit / order number with its issuer) is claimed by another patient
+                   who was not merged into this one: surfaced, never applied;
+* ``duplicate``  - same identity and same digest as the version applied last (and not cancelled since);
+* ``superseded`` - older, in clinical order, than what was applied in its scope: recorded, never applied;
+* ``apply``      - anything else: a new event, or an update applied in clinical order.
+
+Only hashes are stored (keys, digests, hashed patient tokens): no identifiers, no values. Writes for one
+identity come from one Service Bus session (the patient's), so they never race; natural-id claims cross
+patients and are made with an atomic insert.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from shared.canonical import identity
+from shared.canonical.model import ClinicalEvent, EventKind
+from shared.storage.errors import ConcurrencyConflict, RecordExists
+from shared.storage.keys import safe_key
+from shared.storage.names import TABLE_EVENT_CLAIMS, TABLE_EVENT_LEDGER
+from shared.storage.ports import Record, RecordStore
+
+Decision = Literal["apply", "duplicate", "superseded", "conflict"]
+
+#: How many merge hops a claim follows (A merged into B merged into C ...).
+_MAX_MERGE_HOPS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    decision: Decision
+    #: Short, identifier-free reason (journaled).
+    reason: str
+    digest: str
+    #: ``duplicate``: the correlation id of the message whose version this repeats; ``superseded``: the
+    #: one whose newer version stands.
+    original_correlation_id: str | None = None
+
+
+def _order(value: Any) -> tuple[int, str, str] | None:
+    if not isinstance(value, list) or len(value) != 3:
+        return None
+    return (int(value[0]), str(value[1]), str(value[2]))
+
+
+class EventLedger:
+    """The ledger of one downstream (``namespace``: its name). Thread-safe: the record store is."""
+
+    def __init__(
+        self, records: RecordStore, namespace: str, *, clock: Callable[[], datetime] | None = None
+    ) -> None:
+        self._records = records
+        self._namespace = safe_key(namespace)
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    # -- deciding --------------------------------------------------------------------------------------
+
+    def judge(self, event: ClinicalEvent, digest: str, correlation_id: str | None) -> Verdict:
+        conflict = self._check_claim(event, correlation_id)
+        if conflict is not None:
+            return Verdict("conflict", conflict, digest)
+        state = self._get(event.key.value, "id")
+        if state is not None and not state.value.get("cancelled") and state.value.get("digest") == digest:
+            original = state.value.get("correlation_id")
+            return Verdict(
+                "duplicate",
+                "same identity and clinical content as the version applied",
+                digest,
+                str(original) if original else None,
+            )
+        order = identity.clinical_order(event)
+        scope = self._get(identity.ordering_scope(event), "scope")
+        newest = _order(scope.value.get("order")) if scope is not None else None
+        if newest is not None and order < newest:
+            original = scope.value.get("correlation_id") if scope is not None else None
+            return Verdict(
+                "superseded",
+                "older in clinical order than the version applied",
+                digest,
+                str(original) if original else None,
+            )
+        if state is not None and state.value.get("cancelled"):
+            return Verdict("apply", "re-applied after a cancellation", digest)
+        return Verdict("apply", "an update, in clinical order" if state is not None else "new", digest)
+
+    # -- recording -------------------------------------------------------------------------------------
+
+    def applied(self, event: ClinicalEvent, digest: str, correlation_id: str | None) -> None:
+        """Record that this version was applied (call inside the guarded effect, after the downstream)."""
+        order = list(identity.clinical_order(event))
+        at = self._clock().isoformat()
+        self._put(
+            event.key.value,
+            "id",
+            {
+                "digest": digest,
+                "order": order,
+                "correlation_id": correlation_id,
+                "cancelled": False,
+                "at": at,
+            },
+        )
+        scope_key = identity.ordering_scope(event)
+        scope = self._get(scope_key, "scope")
+        newest = _order(scope.value.get("order")) if scope is not None else None
+        if newest is None or tuple(order) >= newest:
+            self._put(scope_key, "scope", {"order": order, "correlation_id": correlation_id, "at": at})
+        if event.cancels is not None:
+            # The cancelled event may happen again (re-admitted after A11): its next version is applied.
+            self._put(
+                event.cancels.value,
+                "id",
+                {
+                    "digest": None,
+                    "order": order,
+                    "correlation_id": correlation_id,
+                    "cancelled": True,
+                    "at": at,
+                },
+            )
+        if event.kind is EventKind.PATIENT_MERGE and event.merged_identifiers:
+            survivor = list(identity.patient_tokens(event.patient))
+            for token in identity.identifier_tokens(event.merged_identifiers):
+                self._records.upsert(
+                    TABLE_EVENT_CLAIMS, f"merge-{token}", "survivor", {"tokens": survivor, "at": at}
+                )
+
+    # -- natural-id claims -----------------------------------------------------------------------------
+
+    def _check_claim(self, event: ClinicalEvent, correlation_id: str | None) -> str | None:
+        claim = identity.natural_claim(event)
+        if claim is None:
+            return None
+        tokens = identity.patient_tokens(event.patient)
+        nhs = identity.nhs_token(event.patient)
+        value = {
+            "tokens": list(tokens),
+            "nhs": nhs,
+            "correlation_id": correlation_id,
+            "at": self._clock().isoformat(),
+        }
+        for _ in range(3):
+            existing = self._records.get(TABLE_EVENT_CLAIMS, claim, "claim")
+            if existing is None:
+                with contextlib.suppress(RecordExists):
+                    self._records.insert(TABLE_EVENT_CLAIMS, claim, "claim", value)
+                    return None
+                continue
+            held = set(existing.value.get("tokens") or ())
+            held_nhs = existing.value.get("nhs")
+            # One patient: an identifier in common, and no two different NHS numbers.
+            if held & set(tokens) and (held_nhs is None or nhs is None or held_nhs == nhs):
+                return None
+            if self._merged_into(held, set(tokens)):
+                with contextlib.suppress(ConcurrencyConflict):
+                    self._records.update(TABLE_EVENT_CLAIMS, claim, "claim", value, etag=existing.etag)
+                return None
+            return "the natural id (visit / order number of this issuer) belongs to another patient"
+        return None  # pragma: no cover - three lost races in a row
+
+    def _merged_into(self, retired: set[str], survivor: set[str]) -> bool:
+        frontier = set(retired)
+        seen: set[str] = set()
+        for _ in range(_MAX_MERGE_HOPS):
+            reached: set[str] = set()
+            for token in frontier - seen:
+                seen.add(token)
+                row = self._records.get(TABLE_EVENT_CLAIMS, f"merge-{token}", "survivor")
+                if row is not None:
+                    reached.update(str(t) for t in row.value.get("tokens") or ())
+            if reached & survivor:
+                return True
+            if not reached - seen:
+                return False
+            frontier = reached
+        return False
+
+    # -- storage ---------------------------------------------------------------------------------------
+
+    def _get(self, key: str, kind: str) -> Record | None:
+        return self._records.get(TABLE_EVENT_LEDGER, key, f"{self._namespace}~{kind}")
+
+    def _put(self, key: str, kind: str, value: dict[str, Any]) -> None:
+        self._records.upsert(TABLE_EVENT_LEDGER, key, f"{self._namespace}~{kind}", value)

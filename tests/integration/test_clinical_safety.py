@@ -1,0 +1,285 @@
+"""Clinical safety (issue 10): what a hospital's lab and PAS send is applied by identity and content, in
+clinical order - through the real HL7 v2 edge (parse, validate, ACK, persist), the ingest processor and
+both write-back subscribers (FHIR store, HL7 v2 over MLLP), in process, loopback only.
+
+Every scenario asserts the FHIR store's *contents* - the set of (patient, natural id, code, value, status)
+tuples - and the terminal journal stage of every message for every subscriber. Each runs three ways:
+as built, and with two guards broken on purpose (no idempotency/ledger; the content digest removed from
+the identity's versions); the broken runs must fail, which proves the scenario can see what it guards.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.backbone.fhir_writeback import FhirDownstream
+from shared.backbone.hl7_writeback import Hl7MllpDownstream, MllpSender
+from shared.backbone.runtime import Backbone, WriteBackOptions
+from shared.canonical import identity
+from shared.fhirstore.ports import FhirRepository
+from shared.journal import Journal
+from shared.messaging.topology import (
+    SUB_INGEST_PROCESSOR,
+    SUB_WRITEBACK_FHIR,
+    SUB_WRITEBACK_HL7V2,
+    TOPIC_INGEST,
+)
+from shared.pipeline import ingest
+from shared.pipeline.channels import PROCESSORS
+from shared.pipeline.hl7v2 import Hl7Ingest
+from tests.integration.test_backbone_faults import drain
+from tests.unit.backbone import support as s
+
+pytestmark = pytest.mark.timeout(120)
+
+WRITEBACKS = (SUB_WRITEBACK_FHIR, SUB_WRITEBACK_HL7V2)
+NHS_A, NHS_B, NHS_C = s.nhs_numbers(3)
+_COUNTER = itertools.count(1)
+#: As built, then each guard the scenarios stand on broken once (each scenario lists those it needs).
+RESULTS_GUARDS = (None, "no-idempotency", "no-digest")
+CLAIM_GUARDS = (None, "no-idempotency", "no-claims")
+DUPLICATE_GUARDS = (None, "no-idempotency", "no-ledger-duplicates")
+
+
+def _segments(*lines: str) -> bytes:
+    return ("\r".join(lines) + "\r").encode("ascii")
+
+
+def oru(control: str, *, value: str, flag: str, status: str, reported: str, nhs: str = NHS_A) -> bytes:
+    """A troponin result for one filler order (OBR-3 LAB1 of WINPATH), OBR-25 / OBX-11 ``status``."""
+    return _segments(
+        f"MSH|^~\\&|WINPATH|RX1|TIE|RX1|{reported}||ORU^R01^ORU_R01|{control}|P|2.5.1",
+        f"PID|1||{nhs}^^^NHS^NH~M{nhs[-4:]}^^^RX1^MR||TESTPATIENT^ALEX||19800101|F",
+        "ORC|RE|ORD1^EPR|LAB1^WINPATH",
+        "OBR|1|ORD1^EPR|LAB1^WINPATH|TROP^Troponin T^L|||20260701100000"
+        + "|" * 15
+        + f"{reported}|||{status}",
+        f"OBX|1|NM|TROP^Troponin T^L||{value}|ng/L|0-14|{flag}|||{status}",
+    )
+
+
+def a01(control: str, *, nhs: str, visit: str = "V100", app: str = "PAS", facility: str = "RX1") -> bytes:
+    """An admission; PV1-19 names no assigning authority, so the sending facility scopes the visit."""
+    return _segments(
+        f"MSH|^~\\&|{app}|{facility}|TIE|RX1|20260701101600||ADT^A01^ADT_A01|{control}|P|2.5.1",
+        "EVN|A01|20260701101600",
+        f"PID|1||{nhs}^^^NHS^NH||TESTPATIENT^ALEX||19800101|F",
+        "PV1|1|I|WARD7^R2^B4^RX1||||C1234567^Who^Alan^^^Dr^^^GMC"
+        + "|" * 12
+        + visit
+        + "|" * 25
+        + "20260701101500",
+    )
+
+
+class Rig:
+    """The HL7 edge, the ingest processor and both write-backs over embedded ports."""
+
+    def __init__(self, env: s.Env, receiver: s.FakeHl7Receiver, options: WriteBackOptions) -> None:
+        self.env = env
+        self.hl7 = Hl7MllpDownstream(
+            MllpSender("127.0.0.1", receiver.port, connect_timeout=0.5), ack_timeout=2
+        )
+        self.bb: Backbone = s.backbone(
+            env,
+            {SUB_WRITEBACK_FHIR: FhirDownstream(env.fhir), SUB_WRITEBACK_HL7V2: self.hl7},
+            options=options,
+        )
+        self.edge = Hl7Ingest(env.bus, env.records)
+        self.context = ingest.ProcessorContext(bus=env.bus, journal=Journal(env.records))
+        self.journal = Journal(env.records)
+
+    def send(self, raw: bytes, corr: str) -> str | None:
+        """Send one message and let it run its whole course; the ACK code."""
+        result = self.edge.handle(raw, source="mllp", correlation_id=corr)
+        s.pump(
+            self.env.bus,
+            SUB_INGEST_PROCESSOR,
+            lambda d: ingest.process(
+                ingest.inbound_from_properties(
+                    body=d.body,
+                    message_id=d.message_id,
+                    correlation_id=d.correlation_id,
+                    content_type=d.content_type,
+                    delivery_count=d.delivery_count,
+                    properties=d.properties,
+                ),
+                self.context,
+                PROCESSORS,
+            ),
+            topic=TOPIC_INGEST,
+            sessions=False,
+        )
+        drain(self.env, self.bb, workers=1)
+        return result.code
+
+    def terminal(self, corr: str) -> dict[str, str]:
+        """Each write-back subscriber's last stage for ``corr``."""
+        last: dict[str, str] = {}
+        for entry in self.journal.trace(corr):
+            sub = entry.attributes.get("subscriber")
+            if sub in WRITEBACKS and entry.stage not in ("delivered", "retried", "failed"):
+                last[str(sub)] = entry.stage
+        return last
+
+    def close(self) -> None:
+        self.hl7.close()
+
+
+def _nhs_of(repo: FhirRepository, reference: str) -> str:
+    rtype, _, rid = reference.partition("/")
+    patient = repo.read(rtype, rid).resource
+    return next(i["value"] for i in patient["identifier"] if i["system"].endswith("nhs-number"))
+
+
+def observations(repo: FhirRepository) -> set[tuple[str, str, str, str, str]]:
+    """(patient NHS number, code, value, interpretation, status) of every stored Observation."""
+    found = set()
+    for resource in repo.search("Observation", [], count=100).resources:
+        interp = ",".join(sorted({c["code"] for i in resource.get("interpretation", []) for c in i["coding"]}))
+        found.add(
+            (
+                _nhs_of(repo, resource["subject"]["reference"]),
+                resource["code"]["coding"][0]["code"],
+                str(resource["valueQuantity"]["value"]),
+                interp,
+                resource["status"],
+            )
+        )
+    return found
+
+
+def encounters(repo: FhirRepository) -> set[tuple[str, str, str]]:
+    """(patient NHS number, visit system|value, status) of every stored Encounter."""
+    found = set()
+    for resource in repo.search("Encounter", [], count=100).resources:
+        visit = resource["identifier"][0]
+        found.add(
+            (
+                _nhs_of(repo, resource["subject"]["reference"]),
+                f"{visit['system']}|{visit['value']}",
+                resource["status"],
+            )
+        )
+    return found
+
+
+@contextmanager
+def rig(tmp_path: Path, sabotage: str | None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
+    quick = {"timeout_seconds": 0.5, "max_attempts": 2, "backoff_base_seconds": 0.01}
+    options = WriteBackOptions(operational_events=False, **quick)  # type: ignore[arg-type]
+    if sabotage == "no-idempotency":
+        options = WriteBackOptions(operational_events=False, idempotency=False, **quick)  # type: ignore[arg-type]
+    elif sabotage == "no-digest":
+        for module in ("shared.backbone.writeback", "shared.events.clinical"):
+            monkeypatch.setattr(f"{module}.content_digest", lambda _data: "0" * 64)
+    elif sabotage == "no-claims":
+        monkeypatch.setattr(identity, "natural_claim", lambda _event: None)
+    elif sabotage == "no-ledger-duplicates":  # every version of an identity taken as new content
+        monkeypatch.setattr(
+            "shared.backbone.writeback.content_digest", lambda _data: next(_COUNTER).to_bytes(32).hex()
+        )
+    with s.embedded(tmp_path, lock_seconds=5.0, max_delivery=3) as env, s.FakeHl7Receiver() as receiver:
+        r = Rig(env, receiver, options)
+        try:
+            yield r
+        finally:
+            r.close()
+
+
+def expect(sabotage: str | None, check: Callable[[], Any]) -> None:
+    """As built the scenario holds; with a guard broken it must not (the test can fail)."""
+    if sabotage is None:
+        check()
+    else:
+        with pytest.raises(AssertionError):
+            check()
+
+
+# -- case 1: results in clinical order ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sabotage", RESULTS_GUARDS)
+def test_a_final_result_replaces_the_preliminary_and_a_late_preliminary_never_wins(
+    tmp_path: Path, sabotage: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with rig(tmp_path, sabotage, monkeypatch) as r:
+        codes = [
+            r.send(oru("L1", value="9", flag="N", status="P", reported="20260701103000"), "r-prelim"),
+            r.send(oru("L2", value="52", flag="H", status="F", reported="20260701113000"), "r-final"),
+            # the preliminary again, late, under a new control id
+            r.send(oru("L3", value="9", flag="N", status="P", reported="20260701103000"), "r-late"),
+            r.send(oru("L4", value="48", flag="H", status="C", reported="20260701123000"), "r-corrected"),
+            # the final, resent after the correction
+            r.send(oru("L5", value="52", flag="H", status="F", reported="20260701113000"), "r-final-again"),
+        ]
+        repo = r.env.fhir
+
+        def check() -> None:
+            assert codes == ["AA"] * 5
+            assert observations(repo) == {(NHS_A, "TROP", "48", "H", "corrected")}
+            both = dict.fromkeys(WRITEBACKS)
+            assert r.terminal("r-prelim") == dict.fromkeys(both, "written-back")
+            assert r.terminal("r-final") == dict.fromkeys(both, "written-back")
+            assert r.terminal("r-late") == dict.fromkeys(both, "superseded")
+            assert r.terminal("r-corrected") == dict.fromkeys(both, "written-back")
+            assert r.terminal("r-final-again") == dict.fromkeys(both, "superseded")
+            assert r.journal.waiting("r-late") == {}
+
+        expect(sabotage, check)
+
+
+# -- case 2: one visit number, several patients --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sabotage", CLAIM_GUARDS)
+def test_patients_sharing_a_visit_number_never_collapse(
+    tmp_path: Path, sabotage: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with rig(tmp_path, sabotage, monkeypatch) as r:
+        codes = [
+            r.send(a01("A1", nhs=NHS_A), "p-a"),
+            r.send(a01("A2", nhs=NHS_B), "p-b"),  # same issuer's visit V100, another NHS number: conflict
+            r.send(a01("A3", nhs=NHS_C, app="EPR2", facility="RX2"), "p-c"),  # another issuer's V100
+        ]
+        repo = r.env.fhir
+
+        def check() -> None:
+            assert codes == ["AA"] * 3
+            assert encounters(repo) == {
+                (NHS_A, "urn:tie:authority:RX1|V100", "in-progress"),
+                (NHS_C, "urn:tie:authority:RX2|V100", "in-progress"),
+            }
+            assert r.terminal("p-a") == dict.fromkeys(WRITEBACKS, "written-back")
+            assert r.terminal("p-b") == dict.fromkeys(WRITEBACKS, "conflict")
+            assert r.terminal("p-c") == dict.fromkeys(WRITEBACKS, "written-back")
+
+        expect(sabotage, check)
+
+
+# -- case 3: the same admission resent under a new control id ------------------------------------------------
+
+
+@pytest.mark.parametrize("sabotage", DUPLICATE_GUARDS)
+def test_an_admission_resent_under_a_new_control_id_is_recorded_as_a_duplicate(
+    tmp_path: Path, sabotage: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with rig(tmp_path, sabotage, monkeypatch) as r:
+        codes = [r.send(a01("D1", nhs=NHS_A), "d-first"), r.send(a01("D2", nhs=NHS_A), "d-again")]
+
+        def check() -> None:
+            assert codes == ["AA", "AA"]
+            assert encounters(r.env.fhir) == {(NHS_A, "urn:tie:authority:RX1|V100", "in-progress")}
+            assert r.terminal("d-first") == dict.fromkeys(WRITEBACKS, "written-back")
+            assert r.terminal("d-again") == dict.fromkeys(WRITEBACKS, "duplicate")
+            dup = [x for x in r.journal.trace("d-again") if x.stage == "duplicate"]
+            assert {x.attributes["original_correlation_id"] for x in dup} == {"d-first"}
+            assert r.journal.waiting("d-again") == {}
+
+        expect(sabotage, check)
