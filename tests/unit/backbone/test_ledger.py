@@ -1,0 +1,99 @@
+"""The event ledger: duplicates proven by content, versions in clinical order, cancellations, merges, claims;
+and a property: any interleaving and redelivery of a result's P / F / C versions ends in the same state."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.backbone.fhir_writeback import FhirDownstream
+from shared.backbone.ledger import EventLedger
+from shared.backbone.runtime import WriteBackOptions
+from shared.canonical import identity
+from shared.canonical.model import ClinicalEvent, Identifier
+from shared.hl7v2 import parse_message
+from shared.mapping.hl7v2_in import map_message
+from shared.messaging.topology import SUB_WRITEBACK_FHIR
+from shared.storage.sqlite_records import SqliteRecordStore
+from tests.integration.test_clinical_safety import NHS_A, observations, oru
+from tests.unit.backbone import support as s
+from tests.unit.backbone.test_writeback import delivery
+
+NHS = s.nhs_numbers(3)
+
+
+def mapped(raw: bytes, corr: str) -> ClinicalEvent:
+    return map_message(parse_message(raw), correlation_id=corr).value
+
+
+def test_cancelled_then_readmitted_with_the_same_content_is_applied_again(tmp_path: Path) -> None:
+    records = SqliteRecordStore(tmp_path / "r.sqlite3")
+    ledger = EventLedger(records, "fhir")
+    admit = s.event("C1", nhs=NHS[0], visit="V1", recorded="20260315103000")
+    digest = identity.event_digest(admit)
+    assert ledger.judge(admit, digest, "c1").decision == "apply"
+    ledger.applied(admit, digest, "c1")
+    assert ledger.judge(admit, digest, "c1b").decision == "duplicate"
+    cancel = s.event("C2", nhs=NHS[0], visit="V1", trigger="A11", recorded="20260315110000")
+    assert cancel.cancels == admit.key
+    ledger.applied(cancel, identity.event_digest(cancel), "c2")
+    later = s.event("C3", nhs=NHS[0], visit="V1", recorded="20260315120000").recorded_at
+    again = admit.model_copy(update={"recorded_at": later})  # the same content, recorded after the A11
+    assert identity.event_digest(again) == digest
+    assert ledger.judge(again, digest, "c3").decision == "apply"  # re-admitted: not a duplicate
+    late = s.event("C4", nhs=NHS[0], visit="V1", bed="BED7", recorded="20260315100000")
+    assert ledger.judge(late, identity.event_digest(late), "c4").decision == "superseded"
+    records.close()
+
+
+def test_a_visit_of_a_merged_away_patient_is_not_a_conflict_for_the_survivor(tmp_path: Path) -> None:
+    records = SqliteRecordStore(tmp_path / "r.sqlite3")
+    ledger = EventLedger(records, "fhir")
+    retired = s.event("M1", nhs=NHS[1], visit="V2")
+    ledger.applied(retired, identity.event_digest(retired), "m1")
+    assert ledger.judge(retired, identity.event_digest(retired), "m1").decision == "duplicate"
+    survivor_visit = s.event("M2", nhs=NHS[0], visit="V2")
+    assert ledger.judge(survivor_visit, identity.event_digest(survivor_visit), "m2").decision == "conflict"
+    merge = survivor_visit.model_copy(
+        update={
+            "kind": identity.EventKind.PATIENT_MERGE,
+            "merged_identifiers": (Identifier(system=identity.NHS_NUMBER_SYSTEM, value=NHS[1]),),
+        }
+    )
+    ledger.applied(merge, identity.event_digest(merge), "m3")
+    assert ledger.judge(survivor_visit, identity.event_digest(survivor_visit), "m2").decision == "apply"
+    records.close()
+
+
+VERSIONS = {
+    "P": oru("P1", value="9", flag="N", status="P", reported="20260701103000"),
+    "F": oru("F1", value="52", flag="H", status="F", reported="20260701113000"),
+    "C": oru("C1", value="48", flag="H", status="C", reported="20260701123000"),
+}
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sequence=st.lists(st.sampled_from(sorted(VERSIONS)), min_size=3, max_size=7).filter(
+        lambda seq: set(seq) == set(VERSIONS)
+    ),
+    redeliver=st.lists(st.booleans(), min_size=7, max_size=7),
+)
+def test_any_interleaving_and_redelivery_of_p_f_c_ends_in_the_corrected_result(
+    sequence: list[str], redeliver: list[bool]
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp, s.embedded(Path(tmp)) as env:
+        sub = s.backbone(
+            env,
+            {SUB_WRITEBACK_FHIR: FhirDownstream(env.fhir)},
+            options=WriteBackOptions(operational_events=False, timeout_seconds=0.3, max_attempts=2),
+        ).subscriber(SUB_WRITEBACK_FHIR)
+        for n, name in enumerate(sequence):
+            event = mapped(VERSIONS[name], f"corr-{n}-{name}")
+            sub.handle(delivery(event))
+            if redeliver[n]:
+                sub.handle(delivery(event, count=2))
+        assert observations(env.fhir) == {(NHS_A, "TROP", "48", "H", "corrected")}
