@@ -1,4 +1,4 @@
-"""Event backbone triggers: write-back subscribers on ``clinical-events``, parked-work release, outbox relay.
+"""Event backbone triggers: write-back, parked-work release, outbox relay, stuck-message monitor.
 
 Thin adapters: build a :class:`~shared.backbone.delivery.Delivery` from the trigger's message and hand it
 to the write-back core (:mod:`shared.backbone.writeback`). Returning completes the message; raising
@@ -9,6 +9,8 @@ delivery returns normally: it is stored and will be re-published by ``writeback_
 * ``writeback_release`` - every 10 s: re-publishes parked work of downstreams whose circuit is closed
   (or one item as the half-open probe).
 * ``outbox_relay`` - every 15 s: publishes outbox batches whose writer crashed or met a bus outage.
+* ``stuck_monitor`` - every minute: announces messages still in flight after ``TIE_STUCK_AFTER_SECONDS``
+  (``message.stuck`` platform event once per message and subscriber, gauge ``tie.messages.stuck``).
 """
 
 from __future__ import annotations
@@ -103,4 +105,18 @@ def outbox_relay(timer: func.TimerRequest) -> None:
         _log.info(
             "outbox relayed",
             extra={"count": report.messages, "status": f"parked={report.parked} failed={report.failed}"},
+        )
+
+
+@bp.function_name("stuck_monitor")
+@bp.timer_trigger(schedule="0 * * * * *", arg_name="timer", use_monitor=False)
+def stuck_monitor(timer: func.TimerRequest) -> None:
+    report = get_backbone().scan_stuck()
+    if report.stuck or report.resolved:
+        _log.info(
+            "in flight past the deadline",
+            extra={
+                "count": report.stuck,
+                "status": f"new={report.announced} resolved={report.resolved} failed={report.failed}",
+            },
         )

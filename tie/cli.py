@@ -13,6 +13,7 @@
     tie dlq purge --older-than 7d [TOPIC [SUB]]
     tie trace CORRELATION_ID      the journal of one message, and what it is still waiting for
     tie inflight                  accepted but not finished (--older-than 5m)
+    tie inflight --stuck          only those in flight longer than TIE_STUCK_AFTER_SECONDS (age, subscribers)
     tie mllp send FILE            send an HL7 v2 file over MLLP and print the ACK
 
 Bodies are patient data: they are printed only with ``--body``, to stdout, never logged.
@@ -185,7 +186,16 @@ def cmd_inflight(args: argparse.Namespace) -> int:
 
     from shared.journal import Journal
 
-    journal = Journal(_container().records)
+    container = _container()
+    journal = Journal(container.records)
+    if args.stuck:
+        from shared.backbone.stuck import describe, stuck_messages
+
+        deadline = timedelta(seconds=container.settings.stuck_after_seconds)
+        stuck = stuck_messages(journal, deadline, limit=args.n)
+        now = datetime.now(UTC)
+        _print([describe(e, now) for e in stuck])
+        return 0
     entries = journal.inflight(limit=args.n, older_than=args.older_than)
     now = datetime.now(UTC)
     _print(
@@ -397,8 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
     trace.set_defaults(func=cmd_trace)
 
     inflight = sub.add_parser("inflight", help="accepted but not finished")
-    inflight.add_argument(
-        "--older-than", type=_duration, default=None, help="e.g. 5m: only those waiting longer"
+    age = inflight.add_mutually_exclusive_group()
+    age.add_argument("--older-than", type=_duration, default=None, help="e.g. 5m: only those waiting longer")
+    age.add_argument(
+        "--stuck", action="store_true", help="only those in flight longer than TIE_STUCK_AFTER_SECONDS"
     )
     inflight.add_argument("-n", type=int, default=200)
     inflight.set_defaults(func=cmd_inflight)

@@ -27,7 +27,8 @@ Notification vs state-carrying, per topic
   identifiers, statuses and downstream responses only (flat scalars, enforced by the schema). Detail
   lives in the journal, read by correlation ID.
 * ``platform-events`` - **notification** for alerting: dead-letters recorded, dead-letter backlog,
-  circuit opened / closed, write-back conflicts; ``data.severity`` drives alert rules.
+  circuit opened / closed, write-back conflicts, messages stuck in flight; ``data.severity`` drives alert
+  rules.
 
 Errors name the JSON path and the failing schema keyword, never the offending value.
 """
@@ -272,6 +273,7 @@ def platform_event(
         "circuit.opened",
         "circuit.closed",
         "writeback.conflict",
+        "message.stuck",
     ],
     *,
     event_id: str,

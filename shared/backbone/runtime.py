@@ -28,6 +28,7 @@ from shared.backbone.hl7_writeback import Hl7MllpDownstream, MllpSender
 from shared.backbone.ledger import EventLedger
 from shared.backbone.parking import ParkingLot
 from shared.backbone.retry import Backoff, RetryPolicy
+from shared.backbone.stuck import DEFAULT_STUCK_AFTER, StuckMonitor, StuckReport
 from shared.backbone.writeback import Downstream, WriteBackSubscriber
 from shared.config.settings import Settings
 from shared.errors import ConfigurationError, TieError
@@ -43,6 +44,7 @@ from shared.messaging.topology import (
     TopicSpec,
     topic_spec,
 )
+from shared.observability.metrics import Metrics
 from shared.outbox import Outbox, OutboxRelay, RelayReport
 from shared.storage.ports import RecordStore
 
@@ -95,7 +97,8 @@ class WriteBackOptions:
 
 @dataclass
 class Backbone:
-    """The write-back subscribers, the dead-letter monitor, the parking release and the outbox relay."""
+    """The write-back subscribers, the dead-letter monitor, the parking release, the outbox relay and the
+    stuck-message monitor."""
 
     bus: MessageBus
     records: RecordStore
@@ -103,6 +106,7 @@ class Backbone:
     subscribers: Mapping[str, WriteBackSubscriber]
     monitor: DeadLetterMonitor
     relay: OutboxRelay
+    stuck: StuckMonitor
     _closables: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def subscriber(self, subscription: str) -> WriteBackSubscriber:
@@ -144,6 +148,10 @@ class Backbone:
     def scan_dead_letters(self) -> ScanReport:
         return self.monitor.scan()
 
+    def scan_stuck(self) -> StuckReport:
+        """Announce messages in flight past the deadline (timer ``stuck_monitor``)."""
+        return self.stuck.scan()
+
     def relay_outbox(self, *, max_seconds: float = 20.0) -> RelayReport:
         return self.relay.run_until_idle(max_seconds=max_seconds)
 
@@ -170,8 +178,13 @@ def build_backbone(
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
     close_downstreams: bool = False,
+    stuck_after: timedelta = DEFAULT_STUCK_AFTER,
+    metrics: Metrics | None = None,
 ) -> Backbone:
-    """Wire the subscribers for ``downstreams`` (subscription name -> downstream) over the given ports."""
+    """Wire the subscribers for ``downstreams`` (subscription name -> downstream) over the given ports.
+
+    ``stuck_after``: how long a subscriber may keep a message in flight before it is announced as stuck;
+    ``metrics``: where the stuck gauge goes (default: the OpenTelemetry meter)."""
     options = options or WriteBackOptions()
     journal = Journal(records, clock=clock)
     outbox = Outbox(records, clock=clock)
@@ -226,6 +239,7 @@ def build_backbone(
         subscribers=subscribers,
         monitor=DeadLetterMonitor(bus, records, journal, topology=topology, forget_parked=forget_parked),
         relay=OutboxRelay(outbox, bus),
+        stuck=StuckMonitor(bus, records, journal, stuck_after=stuck_after, metrics=metrics, clock=clock),
     )
     if close_downstreams:
         backbone._closables.extend(d.close for d in downstreams.values())
@@ -299,6 +313,7 @@ def get_backbone() -> Backbone:
             downstreams=downstreams,
             options=WriteBackOptions.from_settings(settings),
             topology=_topology_of(container.bus),
+            stuck_after=timedelta(seconds=settings.stuck_after_seconds),
         )
         backbone._closables.append(downstreams[SUB_WRITEBACK_HL7V2].close)
         if remote is not None:

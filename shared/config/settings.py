@@ -106,6 +106,10 @@ class Settings(BaseSettings):
         30.0, gt=0, le=3600, validation_alias="TIE_WRITEBACK_BREAKER_COOLDOWN_SECONDS"
     )
 
+    #: A message still in flight this long after a subscriber became due is *stuck*: announced once as a
+    #: ``message.stuck`` platform event, gauge ``tie.messages.stuck`` (shared/backbone/stuck.py).
+    stuck_after_seconds: int = Field(900, ge=1, le=7 * 86_400, validation_alias="TIE_STUCK_AFTER_SECONDS")
+
     # MLLP listener (not a Function: runs beside the host; see README).
     mllp_host: str = Field("127.0.0.1", validation_alias="TIE_MLLP_HOST")
     mllp_port: int = Field(2575, ge=0, le=65535, validation_alias="TIE_MLLP_PORT")

@@ -23,6 +23,8 @@ TABLE_CIRCUITS = "circuits"
 TABLE_DEADLETTERS = "deadletters"
 #: What is accepted but not finished: one row per (correlation ID, subscriber still to act).
 TABLE_INFLIGHT = "inflight"
+#: (correlation ID, subscriber) pairs announced as stuck, so each is announced once (shared.backbone.stuck).
+TABLE_STUCK = "stuck"
 #: Event ledger per (write-back downstream, event identity / ordering scope): the version applied last
 #: (content digest, clinical order) - duplicates, superseded versions and updates are decided on it.
 TABLE_EVENT_LEDGER = "eventledger"
@@ -44,6 +46,7 @@ TABLES: frozenset[str] = frozenset(
         TABLE_CIRCUITS,
         TABLE_DEADLETTERS,
         TABLE_INFLIGHT,
+        TABLE_STUCK,
         TABLE_EVENT_LEDGER,
         TABLE_EVENT_CLAIMS,
         TABLE_HEALTH,

@@ -110,8 +110,24 @@ def test_custom_metric_alerts_use_the_documented_metric_names() -> None:
     assert CUSTOM_METRICS["reconciliationVariance"]["name"] == "tie.reconciliation.variance"
     assert CUSTOM_METRICS["certificateDaysRemaining"]["name"] == "tie.certificate.days_remaining"
     readme = (b.INFRA / "README.md").read_text()
-    for metric in ("reconciliationVariance", "certificateDaysRemaining"):
+    for metric in ("reconciliationVariance", "certificateDaysRemaining", "stuckMessages"):
         assert CUSTOM_METRICS[metric]["name"] in readme, f"document {CUSTOM_METRICS[metric]['name']}"
+
+
+def test_stuck_messages_alert_watches_the_gauge_the_stuck_monitor_emits() -> None:
+    from shared.backbone.stuck import STUCK_METRIC, STUCK_METRIC_UNIT
+
+    assert CUSTOM_METRICS["stuckMessages"]["name"] == STUCK_METRIC
+    assert CUSTOM_METRICS["stuckMessages"]["unit"] == STUCK_METRIC_UNIT
+    assert CUSTOM_METRICS["stuckMessages"]["dimensions"] == ["subscriber"]
+    rule = _rules("logAlerts")["messages-stuck"]
+    query = b.text(rule["query"])
+    assert "where name == \\'${customMetrics.stuckMessages.name}\\'" in query
+    assert "by subscriber" in query and "customDimensions[\\'subscriber\\']" in query
+    assert "where stuck > ${stuckMessagesThreshold}" in query
+    assert b.literal(ALERTS.params()["stuckMessagesThreshold"].default) == 0
+    assert "tie inflight --stuck" in b.text(rule["description"])
+    assert "messages-stuck" in (b.INFRA / "README.md").read_text()
 
 
 def test_no_hl7_traffic_alert_is_limited_to_working_hours() -> None:

@@ -84,3 +84,48 @@ def test_local_settings_load_without_overriding(tmp_path: Path, monkeypatch: pyt
 
     assert os.environ["TIE_ENVIRONMENT"] == "test" and os.environ["TIE_LOG_LEVEL"] == "DEBUG"
     assert load_local_settings(tmp_path / "absent.json") == []
+
+
+def test_inflight_stuck_lists_only_messages_past_the_deadline(
+    container: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from shared.config.settings import get_settings, reset_settings
+    from shared.journal import Journal
+    from shared.wiring import build_container, set_container
+
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    then, now = Journal(container.records, clock=lambda: an_hour_ago), Journal(container.records)
+    then.record("old-ingest", "received")
+    then.record("old-wb", "mapped", event_kind="admission")
+    now.record("old-wb", "written-back", subscriber="writeback-fhir", status="201")
+    then.record("old-done", "received")
+    now.record("old-done", "consumed", delivery_count=1)
+    now.record("fresh", "received")
+
+    assert cli.main(["inflight", "--stuck"]) == 0  # default deadline: 900 s
+    rows = {r["correlationId"]: r for r in out(capsys)}
+    assert set(rows) == {"old-ingest", "old-wb"}
+    assert rows["old-wb"]["waitingFor"] == ["writeback-hl7v2"]
+    assert rows["old-wb"]["since"] == an_hour_ago.isoformat()
+    assert 3600 <= rows["old-wb"]["ageSeconds"] < 3600 + 300
+    assert list(rows["old-wb"]["waiting"]) == ["writeback-hl7v2"]
+    assert rows["old-ingest"]["waiting"][SUB_INGEST_PROCESSOR]["ageSeconds"] >= 3600
+
+    # Without --stuck: everything in flight, output as before.
+    assert cli.main(["inflight"]) == 0
+    plain = out(capsys)
+    assert {r["correlationId"] for r in plain} == {"old-ingest", "old-wb", "fresh"}
+    assert all(set(r) == {"correlationId", "since", "ageSeconds", "waitingFor"} for r in plain)
+    with pytest.raises(SystemExit):
+        cli.main(["inflight", "--stuck", "--older-than", "5m"])
+    capsys.readouterr()
+
+    # The deadline is TIE_STUCK_AFTER_SECONDS: two hours -> nothing is stuck yet.
+    monkeypatch.setenv("TIE_STUCK_AFTER_SECONDS", "7200")
+    reset_settings()
+    set_container(build_container(get_settings()))
+    assert cli.main(["inflight", "--stuck"]) == 0
+    assert out(capsys) == []
+    container.close()

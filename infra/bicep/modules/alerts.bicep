@@ -13,6 +13,7 @@
 //   apim-429                         gateway responses 429
 //   cert-expiry-90d/-30d/-7d         custom metric tie.certificate.days_remaining
 //   reconciliation-variance          custom metric tie.reconciliation.variance
+//   messages-stuck                   custom metric tie.messages.stuck (in flight past TIE_STUCK_AFTER_SECONDS)
 //   no-hl7-traffic                   no HL7 v2 requests for N minutes inside working hours (Europe/London)
 param namePrefix string
 param location string
@@ -39,6 +40,9 @@ param certificateExpiryDays array = [
 ]
 @description('Largest tolerated reconciliation variance (records) per run.')
 param reconciliationVarianceThreshold int
+@description('Messages a subscriber may hold in flight past TIE_STUCK_AFTER_SECONDS before messages-stuck fires (0: any).')
+@minValue(0)
+param stuckMessagesThreshold int = 0
 @description('Function names whose requests count as HL7 v2 traffic (tests/infra checks they exist).')
 param hl7FunctionNames array
 @description('Window without HL7 v2 traffic that raises no-hl7-traffic (ISO 8601 duration).')
@@ -256,6 +260,14 @@ var logAlerts = concat([
     frequency: 'PT15M'
     window: 'PT1H'
     query: 'customMetrics | where name == \'${customMetrics.reconciliationVariance.name}\' | extend reconciliation = tostring(customDimensions[\'reconciliation\']) | summarize variance = max(valueMax) by reconciliation | where variance > ${reconciliationVarianceThreshold}'
+  }
+  {
+    name: 'messages-stuck'
+    description: 'A message is still in flight past TIE_STUCK_AFTER_SECONDS (custom metric ${customMetrics.stuckMessages.name}; platform event message.stuck). List: tie inflight --stuck; then tie trace <correlationId>.'
+    severity: 2
+    frequency: 'PT5M'
+    window: 'PT10M'
+    query: 'customMetrics | where name == \'${customMetrics.stuckMessages.name}\' | extend subscriber = tostring(customDimensions[\'subscriber\']) | summarize stuck = max(valueMax) by subscriber | where stuck > ${stuckMessagesThreshold}'
   }
   {
     name: 'no-hl7-traffic'
