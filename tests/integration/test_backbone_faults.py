@@ -4,7 +4,8 @@
 (c) downstream 503 / timing out for a while      -> retries (and parking), then success, no duplicates
 (d) poison messages                              -> dead-lettered after max delivery count; replay after
                                                     the fix -> applied once; replaying again changes nothing
-(e) HL7 v2 and FHIR versions of one admission    -> one effect per downstream
+(e) HL7 v2 and FHIR versions of one admission    -> one identity: one Encounter, versions in clinical
+                                                    order (the older one superseded)
 
 (b) - the host killed at random points - runs the real host in a subprocess: test_backbone_kill.py.
 
@@ -163,7 +164,7 @@ def test_a_every_message_delivered_two_or_three_times_gives_exactly_one_effect(
     ds = hl7_downstream(receiver.port)
     bb = s.backbone(env, {SUB_WRITEBACK_FHIR: FhirDownstream(env.fhir), SUB_WRITEBACK_HL7V2: ds})
     rng = random.Random(6)
-    target = {e.key.value: rng.choice((2, 3)) for e in events}
+    target = {clinical.to_message(e).message_id: rng.choice((2, 3)) for e in events}
     seen: dict[tuple[str, str], int] = {}
     seen_lock = threading.Lock()
 
@@ -287,7 +288,9 @@ def test_d_poison_messages_dead_letter_and_a_replay_after_the_fix_applies_once(
         s.publish(env.bus, *events)
         stats = drain(env, bb)
         dead = env.bus.peek(TOPIC_CLINICAL, SUB_WRITEBACK_HL7V2, dead_letter=True)
-        assert {m.message_id for m in dead} == poisoned
+        assert {m.message_id for m in dead} == {
+            clinical.to_message(e).message_id for e in events if e.key.value in poisoned
+        }
         assert {m.delivery_count for m in dead} == {5} and {m.dead_letter_reason for m in dead} == {
             "MaxDeliveryCountExceeded"
         }
@@ -390,7 +393,7 @@ def no_duplicate_detection(topology: tuple[TopicSpec, ...]) -> tuple[TopicSpec, 
     )
 
 
-def test_e_hl7_and_fhir_versions_of_one_admission_give_one_effect(
+def test_e_hl7_and_fhir_versions_of_one_admission_are_one_event_in_clinical_order(
     tmp_path: Path, receiver: s.FakeHl7Receiver
 ) -> None:
     with s.embedded(tmp_path) as env:
@@ -444,16 +447,32 @@ def test_e_hl7_and_fhir_versions_of_one_admission_give_one_effect(
             stats = drain(env, bb)
         finally:
             ds.close()
-        admissions_ = len({first.key.value, second.key.value})  # 4 messages, 2 admissions
-        assert stats.statuses == {"applied": 2 * admissions_, "duplicate": 2 * admissions_}
-        fhir = fhir_counts(env.fhir, 4, admissions_)
-        hl7 = hl7_counts(receiver, 4, admissions_)
-        s.counts_line("e/fhir", **fhir, dead_lettered=dead_letters(env))
+        assert first.key != second.key  # 4 messages, 2 admissions
+        # One identity each: the later version (in clinical order) is applied as an update of the same
+        # Encounter, the older one is superseded; neither is ever a second Encounter.
+        assert stats.statuses == {"applied": 6, "superseded": 2}
+        stored = {
+            (r["identifier"][0]["value"], r["subject"]["reference"].split("/")[0], r["status"])
+            for r in env.fhir.search("Encounter", [], count=10).resources
+        }
+        assert stored == {("VE1", "Patient", "in-progress"), ("VE2", "Patient", "in-progress")}
+        patients = env.fhir.search("Patient", [], count=10).resources
+        assert len(patients) == 1
+        assert {r["subject"]["reference"] for r in env.fhir.search("Encounter", [], count=10).resources} == {
+            f"Patient/{patients[0]['id']}"
+        }
+        hl7 = hl7_counts(receiver, 4, 3)
+        s.counts_line("e/fhir", **fhir_counts(env.fhir, 4, 2), dead_lettered=dead_letters(env))
         s.counts_line("e/hl7v2", **hl7, dead_lettered=dead_letters(env))
-        assert fhir == hl7 == {"sent": 4, "effects": 2, "duplicates": 0, "lost": 0}
+        assert hl7["duplicates"] == 0 and hl7["effects"] == 3 and dead_letters(env) == 0
         journal = Journal(env.records)
-        # The second version of each admission was a duplicate for both downstreams.
-        for corr in ("e-fhir-VE1", "e-hl7-VE2"):
+        expected = {
+            "e-hl7-VE1": "written-back",
+            "e-fhir-VE1": "written-back",  # recorded later than the A01: an update
+            "e-fhir-VE2": "written-back",
+            "e-hl7-VE2": "superseded",  # recorded before the FHIR write it arrived after
+        }
+        for corr, stage in expected.items():
             for sub in WRITEBACKS:
                 path = [x.stage for x in journal.trace(corr) if x.attributes.get("subscriber") == sub]
-                assert path == ["delivered", "duplicate"], (corr, sub)
+                assert path == ["delivered", stage], (corr, sub)

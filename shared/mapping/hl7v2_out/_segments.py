@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 
-from shared.canonical.identity import encounter_identifier
+from shared.canonical.identity import encounter_identifier, event_digest
 from shared.canonical.model import ClinicalDateTime, ClinicalEvent, DataAbsent, Encounter, Sensitivity
 from shared.hl7v2 import ComponentValue, FieldValue, Repeated
 from shared.mapping.hl7v2_in.rules import RULES
@@ -19,9 +19,11 @@ PATIENT_CLASS_NOT_APPLICABLE = "N"
 
 
 def control_id(event: ClinicalEvent, message_type: str) -> str:
-    """A deterministic MSH-10 (20 characters) from the event key: a replayed write-back carries the same
-    control id, so the receiver's duplicate check works."""
-    digest = hashlib.sha256(f"{message_type}|{event.key.value}".encode()).hexdigest()[:17].upper()
+    """A deterministic MSH-10 (20 characters) from the event key and its content digest: a replayed
+    write-back carries the same control id, so the receiver's duplicate check works, while an update of the
+    same event (other content) gets its own and is not mistaken for a duplicate."""
+    version = f"{message_type}|{event.key.value}|{event_digest(event)}"
+    digest = hashlib.sha256(version.encode()).hexdigest()[:17].upper()
     return f"TIE{digest}"
 
 
