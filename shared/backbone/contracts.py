@@ -5,8 +5,9 @@ Every event is a CloudEvents 1.0 structured-mode JSON document (``specversion``,
 
 =====================  ==================================================================================
 ``tieschemaversion``   version of this envelope contract (``1.0``); a consumer accepts ``1.x``
-``tieeventkey``        the clinical-event key (:mod:`shared.canonical.identity`) - also ``id`` and the
-                       Service Bus ``message_id`` on ``clinical-events`` (duplicate detection)
+``tieeventkey``        the clinical-event identity (:mod:`shared.canonical.identity`); on
+                       ``clinical-events`` ``id`` (= Service Bus ``message_id``) is key~digest~message
+``tieeventdigest``     the clinical-event content digest (``docs/event-identity.md``)
 ``tiepatientkey``      hashed patient key - the Service Bus ``session_id`` (per-patient FIFO)
 ``tiecorrelationid``   the correlation ID of the message that caused the event
 ``tiesourcesystem``    the sending application (and facility) as the source named it
