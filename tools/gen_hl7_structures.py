@@ -12,7 +12,9 @@ message types the TIE supports and writes one JSON file per HL7 version:
 * ``segments``: for the segments whose fields are checked, every field's sequence, name, data type,
   required flag, repeat flag and HL7 table;
 * ``tables``: the values of the few HL7 tables the validator checks (administrative sex, processing id,
-  acknowledgment conditions, acknowledgment code).
+  acknowledgment conditions, acknowledgment code);
+* ``datatypes``: each composite data type's component types in ER7 notation (``"CE": "ST^ST^ID^ST^ST^ID"``)
+  and ``primitive_datatypes``: the version's primitive types (arity checks for unescaped delimiters).
 
 Run ``python tools/gen_hl7_structures.py`` to regenerate, ``--check`` to verify the checked-in files match
 (exit status 1 and a list of stale files otherwise). Output is deterministic (sorted keys, fixed indent).
@@ -145,6 +147,15 @@ def _tables(version: str) -> dict[str, Any]:
     return {}  # pragma: no cover - every generated version has a newer version with tables
 
 
+def _datatypes(module: Any) -> dict[str, str]:
+    """Composite type -> its component types joined with ``^`` (arrays MA/NA have no fixed arity)."""
+    return {
+        name: "^".join(str(component[1][2]) for component in components)
+        for name, components in sorted(module.DATATYPES_STRUCTS.items())
+        if name not in ("MA", "NA")
+    }
+
+
 def build(version: str) -> dict[str, Any]:
     """The JSON document for one HL7 version (only structures hl7apy defines for that version)."""
     module = importlib.import_module(VERSIONS[version])
@@ -157,6 +168,8 @@ def build(version: str) -> dict[str, Any]:
         "structures": {sid: _structure(module, sid) for sid in sorted(set(events.values()))},
         "segments": {seg: _segment_fields(module, seg) for seg in CHECKED_SEGMENTS if seg in module.SEGMENTS},
         "tables": _tables(version),
+        "datatypes": _datatypes(module),
+        "primitive_datatypes": sorted(module.BASE_DATATYPES),
     }
 
 

@@ -6,7 +6,8 @@ nothing here imports hl7apy. One file per HL7 version holds, for the supported t
 * the trigger -> message structure mapping (HL7 table 0354),
 * each message structure as a tree of :class:`SegmentRef` and :class:`GroupRef` nodes with cardinalities,
 * field definitions (:class:`FieldDef`) for the segments the validator checks field by field,
-* the values of the few HL7 tables the validator checks (:class:`Hl7Table`).
+* the values of the few HL7 tables the validator checks (:class:`Hl7Table`),
+* each composite data type's component types and the primitive types (for arity checks).
 
 :func:`structures_for` picks the definitions for a message's MSH-12: the file for that exact version if
 there is one, otherwise the newest generated version not newer than it (``2.8.2`` -> ``2.8``,
@@ -23,6 +24,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from functools import cache, lru_cache
 from importlib import resources
 from types import MappingProxyType
@@ -126,6 +128,9 @@ class StructureSet:
     structures: Mapping[str, GroupRef]
     segments: Mapping[str, tuple[FieldDef, ...]]
     tables: Mapping[str, Hl7Table]
+    #: Composite data type -> its component types (``"CE"`` -> ``("ST", "ST", "ID", ...)``).
+    datatypes: Mapping[str, tuple[str, ...]] = dataclass_field(default_factory=lambda: MappingProxyType({}))
+    primitive_datatypes: frozenset[str] = frozenset()
 
     def field(self, segment: str, seq: int) -> FieldDef | None:
         fields = self.segments.get(segment)
@@ -206,12 +211,17 @@ def load_structures(version: str) -> StructureSet:
         table_id: Hl7Table(table_id, str(raw["name"]), frozenset(str(v) for v in raw["values"]))
         for table_id, raw in document.get("tables", {}).items()
     }
+    datatypes = {
+        name: tuple(str(components).split("^")) for name, components in document.get("datatypes", {}).items()
+    }
     return StructureSet(
         version=str(document["hl7_version"]),
         events=MappingProxyType(dict(document["events"])),
         structures=MappingProxyType(structures),
         segments=MappingProxyType(segments),
         tables=MappingProxyType(tables),
+        datatypes=MappingProxyType(datatypes),
+        primitive_datatypes=frozenset(str(t) for t in document.get("primitive_datatypes", ())),
     )
 
 

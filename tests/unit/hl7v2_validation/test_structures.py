@@ -177,3 +177,15 @@ def test_parse_version() -> None:
     assert parse_version(" 2.4 ") == (2, 4)
     assert parse_version("2.x") is None
     assert parse_version("") is None
+
+
+def test_datatype_components() -> None:
+    v251 = load_structures("2.5.1")
+    assert v251.datatypes["CE"] == ("ST", "ST", "ID", "ST", "ST", "ID")
+    assert v251.datatypes["CX"][3] == "HD"
+    assert len(v251.datatypes["HD"]) == 3
+    assert {"ST", "NM", "ID", "IS", "DT", "DTM", "TM", "SI", "TX", "FT"} <= v251.primitive_datatypes
+    assert "CE" not in v251.primitive_datatypes and "NM" not in v251.datatypes
+    assert len(load_structures("2.8").datatypes["CWE"]) == 22
+    for version in available_versions():  # arrays have no fixed arity and are left out
+        assert not {"MA", "NA"} & set(load_structures(version).datatypes)
