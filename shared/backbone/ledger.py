@@ -3,7 +3,7 @@
 A duplicate is proven, never assumed (rules: ``docs/event-identity.md``). Per downstream the ledger keeps,
 for each event identity, the version applied last (content digest, clinical order, who carried it) and,
 for each ordering scope (an encounter, a patient's demographics, else the identity), the newest clinical
-order applied. A delivered version is then:
+order applied. A delivered version is then (one record-store row per downstream and scope):
 
 * ``conflict``   - its natural id (visit / order number with its issuer) is claimed by another patient
                    who was not merged into this one: surfaced, never applied;
@@ -70,19 +70,19 @@ class EventLedger:
         conflict = self._check_claim(event, correlation_id)
         if conflict is not None:
             return Verdict("conflict", conflict, digest)
-        state = self._get(event.key.value, "id")
-        if state is not None and not state.value.get("cancelled") and state.value.get("digest") == digest:
-            original = state.value.get("correlation_id")
+        scope = self._get(identity.ordering_scope(event))
+        versions: dict[str, Any] = dict(scope.value.get("versions") or {}) if scope is not None else {}
+        state = versions.get(event.key.value)
+        if isinstance(state, dict) and not state.get("cancelled") and state.get("digest") == digest:
+            original = state.get("correlation_id")
             return Verdict(
                 "duplicate",
                 "same identity and clinical content as the version applied",
                 digest,
                 str(original) if original else None,
             )
-        order = identity.clinical_order(event)
-        scope = self._get(identity.ordering_scope(event), "scope")
         newest = _order(scope.value.get("order")) if scope is not None else None
-        if newest is not None and order < newest:
+        if newest is not None and identity.clinical_order(event) < newest:
             original = scope.value.get("correlation_id") if scope is not None else None
             return Verdict(
                 "superseded",
@@ -90,45 +90,37 @@ class EventLedger:
                 digest,
                 str(original) if original else None,
             )
-        if state is not None and state.value.get("cancelled"):
+        if isinstance(state, dict) and state.get("cancelled"):
             return Verdict("apply", "re-applied after a cancellation", digest)
         return Verdict("apply", "an update, in clinical order" if state is not None else "new", digest)
 
     # -- recording -------------------------------------------------------------------------------------
 
     def applied(self, event: ClinicalEvent, digest: str, correlation_id: str | None) -> None:
-        """Record that this version was applied (call inside the guarded effect, after the downstream)."""
+        """Record that this version was applied (call inside the guarded effect, after the downstream).
+
+        One row per ordering scope (an encounter's events, a patient's demographics, else the identity):
+        the newest clinical order applied and, per identity in it, the version applied last."""
         order = list(identity.clinical_order(event))
         at = self._clock().isoformat()
-        self._put(
-            event.key.value,
-            "id",
-            {
-                "digest": digest,
-                "order": order,
-                "correlation_id": correlation_id,
-                "cancelled": False,
-                "at": at,
-            },
-        )
         scope_key = identity.ordering_scope(event)
-        scope = self._get(scope_key, "scope")
-        newest = _order(scope.value.get("order")) if scope is not None else None
-        if newest is None or tuple(order) >= newest:
-            self._put(scope_key, "scope", {"order": order, "correlation_id": correlation_id, "at": at})
+        scope = self._get(scope_key)
+        value: dict[str, Any] = dict(scope.value) if scope is not None else {}
+        versions: dict[str, Any] = dict(value.get("versions") or {})
+        versions[event.key.value] = {"digest": digest, "correlation_id": correlation_id, "cancelled": False}
         if event.cancels is not None:
             # The cancelled event may happen again (re-admitted after A11): its next version is applied.
-            self._put(
-                event.cancels.value,
-                "id",
-                {
-                    "digest": None,
-                    "order": order,
-                    "correlation_id": correlation_id,
-                    "cancelled": True,
-                    "at": at,
-                },
-            )
+            versions[event.cancels.value] = {
+                "digest": None,
+                "correlation_id": correlation_id,
+                "cancelled": True,
+            }
+        value["versions"] = versions
+        newest = _order(value.get("order"))
+        if newest is None or tuple(order) >= newest:
+            value.update(order=order, correlation_id=correlation_id)
+        value["at"] = at
+        self._put(scope_key, value)
         if event.kind is EventKind.PATIENT_MERGE and event.merged_identifiers:
             survivor = list(identity.patient_tokens(event.patient))
             for token in identity.identifier_tokens(event.merged_identifiers):
@@ -188,8 +180,8 @@ class EventLedger:
 
     # -- storage ---------------------------------------------------------------------------------------
 
-    def _get(self, key: str, kind: str) -> Record | None:
-        return self._records.get(TABLE_EVENT_LEDGER, key, f"{self._namespace}~{kind}")
+    def _get(self, scope: str) -> Record | None:
+        return self._records.get(TABLE_EVENT_LEDGER, scope, self._namespace)
 
-    def _put(self, key: str, kind: str, value: dict[str, Any]) -> None:
-        self._records.upsert(TABLE_EVENT_LEDGER, key, f"{self._namespace}~{kind}", value)
+    def _put(self, scope: str, value: dict[str, Any]) -> None:
+        self._records.upsert(TABLE_EVENT_LEDGER, scope, self._namespace, value)

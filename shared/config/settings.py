@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     #: ``message.stuck`` platform event, gauge ``tie.messages.stuck`` (shared/backbone/stuck.py).
     stuck_after_seconds: int = Field(900, ge=1, le=7 * 86_400, validation_alias="TIE_STUCK_AFTER_SECONDS")
 
+    #: HL7 v2 senders whose suspected unescaped delimiters are errors (AE / CR) instead of ACK warnings:
+    #: comma-separated ``MSH-3|MSH-4`` namespace ids, ``*`` for any (``LAB|RGT01,PAS|*``; ``*`` = all).
+    hl7_strict_senders: str = Field("", max_length=4096, validation_alias="TIE_HL7_STRICT_SENDERS")
+
     # MLLP listener (not a Function: runs beside the host; see README).
     mllp_host: str = Field("127.0.0.1", validation_alias="TIE_MLLP_HOST")
     mllp_port: int = Field(2575, ge=0, le=65535, validation_alias="TIE_MLLP_PORT")
@@ -160,6 +164,12 @@ class Settings(BaseSettings):
             "use TieStorage__tableServiceUri / __blobServiceUri with a managed identity for Azure"
         )
 
+    @field_validator("hl7_strict_senders")
+    @classmethod
+    def _sender_list(cls, value: str) -> str:
+        parse_sender_list(value)
+        return value
+
     @model_validator(mode="after")
     def _azure_backends_need_endpoints(self) -> Settings:
         if self.bus_backend is Backend.AZURE and not self.service_bus_namespace:
@@ -197,6 +207,24 @@ class Settings(BaseSettings):
     @property
     def fhir_path(self) -> Path:
         return self.local_dir / "fhir.sqlite3"
+
+    @property
+    def hl7_strict_sender_set(self) -> frozenset[tuple[str, str]]:
+        """:attr:`hl7_strict_senders` as (MSH-3, MSH-4) pairs, upper case, ``*`` = any."""
+        return parse_sender_list(self.hl7_strict_senders)
+
+
+def parse_sender_list(text: str) -> frozenset[tuple[str, str]]:
+    """``"LAB|RGT01, PAS"`` -> ``{("LAB", "RGT01"), ("PAS", "*")}``; raises ValueError when malformed."""
+    pairs: set[tuple[str, str]] = set()
+    for entry in text.split(","):
+        if not entry.strip():
+            continue
+        parts = [p.strip().upper() for p in entry.split("|")]
+        if len(parts) > 2 or not all(parts):
+            raise ValueError("TIE_HL7_STRICT_SENDERS entries are MSH-3|MSH-4 (or MSH-3, or *)")
+        pairs.add((parts[0], parts[1] if len(parts) == 2 else "*"))
+    return frozenset(pairs)
 
 
 #: App-setting names (aliases) of every field, for the sample-file consistency test and docs.
