@@ -27,6 +27,15 @@ Checks, in order:
    :func:`asserts_nhs_number`) must hold ten digits with a valid Modulus 11 check digit (``102``, text
    "NHS number fails Modulus 11 check"); a repeated-digit placeholder such as ``9999999999`` passes the
    check digit and is reported as a warning.
+5. **Unescaped delimiters** (after all other checks, so they never crowd errors out of ``max_issues``):
+   in the same segments, a field repetition with more valued components than its data type defines, a
+   primitive component (or primitive field) holding sub-components (or components), a composite
+   component with more sub-components than its type defines, a repeated non-repeating field, and an
+   OBX-6 unit split at a power of ten (``x10^9/L``). Arity is the field's widest definition in any
+   generated version (senders mix versions: CE in v2.5.1 is CWE from v2.7); OBX-5 uses the type in
+   OBX-2; MSH-1/2/9/11/12 are skipped. Each is ``102`` at the component (a warning; an error with
+   ``strict_delimiters``) marked :data:`DELIMITER_CHECK`. Values are neither re-joined nor dropped; empty
+   trailing parts do not count (they lose nothing). See docs/hl7-ingest-control-ids-and-delimiters.md.
 
 Explicit HL7 nulls (``""``) count as present for the required-field check and are not type-checked.
 
@@ -42,8 +51,10 @@ the *content* is unacceptable: AE/CE.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Final, Literal
 
 from shared.hl7v2.datatypes import check_value
@@ -51,6 +62,8 @@ from shared.hl7v2.parser import Message, Segment
 from shared.hl7v2.structures import (
     SUPPORTED_EVENTS,
     StructureSet,
+    available_versions,
+    load_structures,
     parse_version,
     resolve_structure,
     structures_for,
@@ -59,6 +72,7 @@ from shared.hl7v2.structures.matcher import match_structure
 from shared.identifiers.nhs_number import is_repeated_digit_nhs_number, is_valid_nhs_number
 
 __all__ = [
+    "DELIMITER_CHECK",
     "ESSENTIAL_FIELDS",
     "NHS_NUMBER_OID",
     "POSITION_TOLERANT_SEGMENTS",
@@ -97,6 +111,9 @@ REJECT_CODES: Final = frozenset(
 #: MSH fields whose errors make the message unprocessable (type, control id, processing id, version,
 #: acknowledgment conditions): errors there are rejections whatever their code.
 REJECT_MSH_FIELDS: Final = frozenset({9, 10, 11, 12, 15, 16})
+
+#: :attr:`Issue.check` of the unescaped-delimiter findings (see the module docstring, check 5).
+DELIMITER_CHECK: Final = "delimiters"
 
 #: ISO OID of the NHS number identifier system (England and Wales), accepted in CX.4.2.
 NHS_NUMBER_OID: Final = "2.16.840.1.113883.2.1.4.1"
@@ -151,6 +168,8 @@ class Issue:
     text: str = ""
     repetition: int | None = dataclasses.field(default=None, kw_only=True)
     occurrence: int | None = dataclasses.field(default=None, kw_only=True)
+    #: Which check found it when callers treat it specially (:data:`DELIMITER_CHECK`), else ``None``.
+    check: str | None = dataclasses.field(default=None, kw_only=True)
 
     @property
     def is_error(self) -> bool:
@@ -200,6 +219,11 @@ class ValidationResult:
     @property
     def warnings(self) -> tuple[Issue, ...]:
         return tuple(i for i in self.issues if i.severity == "W")
+
+    @property
+    def delimiter_issues(self) -> tuple[Issue, ...]:
+        """Findings of the unescaped-delimiter check (warnings, or errors in strict mode)."""
+        return tuple(i for i in self.issues if i.check == DELIMITER_CHECK)
 
     @property
     def reject(self) -> bool:
@@ -256,9 +280,12 @@ def _issue(
     field_no: int | None = None,
     repetition: int | None = None,
     component: int | None = None,
+    check: str | None = None,
 ) -> Issue:
     if where is None:
-        return Issue(severity, code, None, None, field_no, component, text, repetition=repetition)
+        return Issue(
+            severity, code, None, None, field_no, component, text, repetition=repetition, check=check
+        )
     return Issue(
         severity,
         code,
@@ -269,6 +296,7 @@ def _issue(
         text,
         repetition=repetition,
         occurrence=where.occurrence,
+        check=check,
     )
 
 
@@ -501,6 +529,169 @@ def _reason(reason: str) -> str:
     return reason.split(": ", 1)[1] if ": " in reason else reason
 
 
+# ---------------------------------------------------------------------------------- unescaped delimiters
+
+#: Types without a layout to check: withdrawn fields/components and OBX-5's "varies" (arrays MA/NA are
+#: not exported by the generator).
+_NO_LAYOUT: Final = frozenset({"WD", "varies"})
+#: OBX-6 split at a power of ten: ``x10^9/L`` -> components ``x10`` and ``9/L``.
+_POWER_OF_TEN: Final = re.compile(r"(?:[xX*\u00d7]\s*)?10")
+_EXPONENT_START: Final = re.compile(r"-?[0-9]")
+
+#: A layout: per component, how many sub-components it may hold (1 = primitive, ``None`` = unchecked).
+_Layout = tuple[int | None, ...]
+
+
+def _type_layout(definitions: StructureSet, datatype: str | None) -> _Layout | None:
+    if datatype is None or datatype in _NO_LAYOUT:
+        return None
+    components = definitions.datatypes.get(datatype)
+    if components is None:
+        return (1,) if datatype in definitions.primitive_datatypes else None
+    out: list[int | None] = []
+    for component in components:
+        sub = definitions.datatypes.get(component)
+        if sub is not None:
+            out.append(len(sub))
+        else:
+            out.append(1 if component in definitions.primitive_datatypes else None)
+    return tuple(out)
+
+
+def _wider(a: _Layout | None, b: _Layout | None) -> _Layout | None:
+    """Component-wise the more permissive of two layouts (versions only ever add components)."""
+    if a is None or b is None:
+        return a if b is None else b
+    longer, shorter = (a, b) if len(a) >= len(b) else (b, a)
+    merged: list[int | None] = []
+    for i, x in enumerate(longer):
+        y = shorter[i] if i < len(shorter) else None
+        merged.append(y if x is None else (x if y is None else max(x, y)))
+    return tuple(merged)
+
+
+@cache
+def _type_shape(datatype: str) -> _Layout | None:
+    """The widest layout ``datatype`` has in any generated HL7 version."""
+    shape: _Layout | None = None
+    for version in available_versions():
+        shape = _wider(shape, _type_layout(load_structures(version), datatype))
+    return shape
+
+
+@cache
+def _field_shape(segment: str, seq: int) -> tuple[_Layout | None, bool]:
+    """The widest layout of a field across versions (a field's type may widen, e.g. CE -> CWE) and
+    whether it repeats in any version. Senders mix versions; only what no version allows is reported."""
+    shape: _Layout | None = None
+    repeating = False
+    for version in available_versions():
+        definitions = load_structures(version)
+        definition = definitions.field(segment, seq)
+        if definition is None:
+            continue
+        repeating = repeating or definition.repeating
+        shape = _wider(shape, _type_layout(definitions, definition.datatype))
+    return shape, repeating
+
+
+#: Per field to check: (field number, widest layout or ``None`` for OBX-5, repeats in some version).
+_FieldShapes = tuple[tuple[int, _Layout | None, bool], ...]
+
+
+@cache
+def _segment_shapes(version: str, segment: str) -> _FieldShapes:
+    """The fields of ``segment`` (as defined in ``version``) that have a layout to check, in order."""
+    out: list[tuple[int, _Layout | None, bool]] = []
+    for definition in load_structures(version).segments.get(segment, ()):
+        n = definition.seq
+        if segment == "MSH" and n in _HEADER_CHECKED:
+            continue
+        shape, repeating = _field_shape(segment, n)
+        if segment == "OBX" and n == 5:
+            out.append((n, None, True))  # the layout of the type named in OBX-2
+        elif shape is not None:
+            out.append((n, shape, repeating))
+    return tuple(out)
+
+
+def _first_valued(parts: Sequence[str], start: int) -> int | None:
+    """0-based index of the first non-empty part at or after ``start``."""
+    for i in range(start, len(parts)):
+        if parts[i]:
+            return i
+    return None
+
+
+def _check_delimiters(loc: _Located, definitions: StructureSet, severity: Severity, out: _Collector) -> None:
+    """Check 5 of the module docstring for one segment: one split per field, so linear in its size."""
+    seg = loc.segment
+    seps = seg.separators
+    present = len(seg)
+    for n, shape, repeating in _segment_shapes(definitions.version, seg.name):
+        if n > present:
+            break
+        raw = seg.raw_field(n)
+        if not raw or (
+            seps.component not in raw and seps.subcomponent not in raw and seps.repetition not in raw
+        ):
+            continue
+        if shape is None:  # OBX-5
+            value_type = _stripped(seg.get(2))
+            shape = _type_shape(value_type) if value_type is not None else None
+            if shape is None:
+                continue
+        repetitions = raw.split(seps.repetition)
+        extra = None if repeating else _first_valued(repetitions, 1)
+        if extra is not None:
+            text = f"{seg.name}-{n} does not repeat but holds repetitions: an unescaped repetition separator?"
+            out.add(_issue(severity, DATA_TYPE_ERROR, text, loc, n, extra + 1, None, DELIMITER_CHECK))
+        for rep, value in enumerate(repetitions, start=1):
+            if seps.component in value or seps.subcomponent in value:
+                _check_repetition(loc, n, rep, value, shape, severity, out)
+
+
+def _check_repetition(
+    loc: _Located, n: int, rep: int, value: str, shape: _Layout, severity: Severity, out: _Collector
+) -> None:
+    seg = loc.segment
+    seps = seg.separators
+    components = value.split(seps.component)
+    primitive = shape == (1,)
+    found: list[tuple[int, str]] = []
+    if len(components) > len(shape):
+        extra = _first_valued(components, len(shape))
+        if extra is not None:
+            problem = (
+                "is a primitive but holds components"
+                if primitive
+                else f"holds more components than any HL7 v2 version defines ({len(shape)})"
+            )
+            found.append((extra + 1, f"{seg.name}-{n} {problem}: an unescaped component separator?"))
+    if seps.subcomponent in value:
+        for i, component in enumerate(components[: len(shape)]):
+            limit = shape[i]
+            if limit is None or seps.subcomponent not in component:
+                continue
+            if _first_valued(component.split(seps.subcomponent), limit) is None:
+                continue
+            problem = (
+                "is a primitive but holds sub-components"
+                if limit == 1
+                else f"holds more sub-components than any HL7 v2 version defines ({limit})"
+            )
+            label = f"{seg.name}-{n}" if primitive else f"{seg.name}-{n}.{i + 1}"
+            found.append((i + 1, f"{label} {problem}: an unescaped sub-component separator?"))
+    if seg.name == "OBX" and n == 6:
+        for i in range(len(components) - 1):
+            if _POWER_OF_TEN.fullmatch(components[i]) and _EXPONENT_START.match(components[i + 1]):
+                text = "OBX-6 looks like a unit split at a power of ten: an unescaped component separator?"
+                found.append((i + 1, text))
+                break
+    for position, text in found:
+        out.add(_issue(severity, DATA_TYPE_ERROR, text, loc, n, rep, position, DELIMITER_CHECK))
+
+
 # ------------------------------------------------------------------------------------------ NHS number
 
 
@@ -574,12 +765,14 @@ def validate(
     *,
     accepted_processing_ids: Collection[str] | None = None,
     max_issues: int = 100,
+    strict_delimiters: bool = False,
 ) -> ValidationResult:
     """Validate ``message`` (see the module docstring). Never raises for message content.
 
     ``accepted_processing_ids``: when given (e.g. ``{"P"}`` for a production endpoint), a valid MSH-11
     outside it is reported as ``202`` Unsupported processing id. ``max_issues`` bounds the result (and so
     the ACK size); :attr:`ValidationResult.truncated` says when issues were dropped.
+    ``strict_delimiters``: report suspected unescaped delimiters as errors instead of warnings.
     """
     out = _Collector(max_issues)
     located = _locate(message)
@@ -600,6 +793,10 @@ def validate(
         _check_fields(loc, definitions, out)
         if loc.segment.name in ("PID", "MRG"):
             _check_nhs_numbers(loc, out)
+    severity: Severity = "E" if strict_delimiters else "W"
+    for position, loc in enumerate(located):
+        if position not in ignored:
+            _check_delimiters(loc, definitions, severity, out)
     return ValidationResult(
         tuple(out.issues),
         message_type,

@@ -15,10 +15,17 @@ One core serves both edges (``POST /api/hl7v2`` and the MLLP listener)::
 * **Accepted**: the message is published to the ingest topic — the bus holds it durably — *before*
   ``AA`` / ``CA`` is built. If publishing fails (transient), the answer is ``AR`` / ``CE`` and nothing is
   remembered, so the sender's retry is processed normally.
-* **Duplicates**: the outcome of every parseable message is remembered per (MSH-3, MSH-4, MSH-10). A
-  retransmission with the same bytes is answered with the stored ACK again and not re-processed; the same
-  control ID with *different* content is rejected with ERR 205 (Duplicate key identifier). The bus
-  message id is derived from the same key, so two concurrent copies are also de-duplicated by the bus.
+* **Duplicates**: the outcome of every parseable message is remembered per (MSH-3, MSH-4, MSH-10), but
+  only an *accepted* one (AA / CA) reserves the control ID: a retransmission with the same bytes is
+  answered with the stored ACK and not re-processed; the same control ID with *different* content is
+  rejected with ERR 205 (Duplicate key identifier). After a rejection (AR / AE / CR) the control ID stays
+  free: senders resend a corrected message under it, and even a byte-identical resend is processed again
+  (rules or configuration may have changed; a rejected message had no effects to protect). An accepted
+  outcome replaces a stored rejection conditionally on its ETag. The bus message id is derived from the
+  same key, so two concurrent copies are also de-duplicated by the bus.
+* **Suspected unescaped delimiters** (components beyond a data type's arity, sub-components in a
+  primitive, ...; see :mod:`shared.hl7v2.validation`) are ERR warnings in the ACK and a journal note
+  (positions only). Senders listed in ``TIE_HL7_STRICT_SENDERS`` get them as errors (AE / CR).
 
 No patient data reaches logs or the journal: only control IDs, codes and positions.
 """
@@ -28,25 +35,26 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+from shared.config.settings import get_settings
 from shared.errors import TransientError
 from shared.events import clinical
 from shared.hl7v2 import Hl7ParseError, Message, parse_message
 from shared.hl7v2.ack import AckCode, build_ack, build_ack_for_unparseable, choose_ack_codes
-from shared.hl7v2.validation import Issue, validate
+from shared.hl7v2.validation import Issue, ValidationResult, validate
 from shared.journal import Journal
 from shared.mapping.errors import MappingError
 from shared.mapping.hl7v2_in import map_message
 from shared.messaging.ports import MessageBus
 from shared.pipeline.ingest import InboundMessage, ProcessorContext, accept
-from shared.storage.errors import RecordExists
+from shared.storage.errors import ConcurrencyConflict, RecordExists, RecordNotFound
 from shared.storage.keys import safe_key
 from shared.storage.names import TABLE_HL7_OUTCOMES
-from shared.storage.ports import RecordStore
+from shared.storage.ports import Record, RecordStore
 
 CHANNEL = "hl7v2"
 CONTENT_TYPE = "x-application/hl7-v2+er7"
@@ -55,6 +63,12 @@ OUTCOME_TABLE = TABLE_HL7_OUTCOMES
 _log = logging.getLogger("tie.hl7v2")
 
 Outcome = Literal["accepted", "content-error", "rejected", "unavailable"]
+
+#: Journal stage noting suspected unescaped delimiters (attributes: positions and counts, never values).
+SUSPECT_DELIMITERS_STAGE = "suspect-delimiters"
+_NOTE_LOCATIONS = 20
+#: Conditional writes of one outcome before giving up (each failure means another writer got in between).
+_STORE_ATTEMPTS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +110,10 @@ class Hl7Ingest:
         facility: str | None = None,
         accepted_processing_ids: frozenset[str] | None = None,
         clock: Callable[[], datetime] | None = None,
+        strict_senders: Collection[tuple[str, str]] | None = None,
     ) -> None:
+        """``strict_senders``: (MSH-3.1, MSH-4.1) pairs, upper case, ``*`` = any, whose suspected unescaped
+        delimiters are errors; ``None`` reads ``TIE_HL7_STRICT_SENDERS``."""
         self._bus = bus
         self._records = records
         self._journal = Journal(records)
@@ -104,6 +121,9 @@ class Hl7Ingest:
         self._facility = facility
         self._processing_ids = accepted_processing_ids
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._strict_senders = frozenset(
+            get_settings().hl7_strict_sender_set if strict_senders is None else strict_senders
+        )
 
     # ------------------------------------------------------------------------------------------ public
     def handle(self, raw: bytes, *, source: str, correlation_id: str) -> Hl7IngestResult:
@@ -114,12 +134,15 @@ class Hl7Ingest:
             return self._unparseable(raw, exc, correlation_id)
 
         control_id = message.control_id
+        previous: Record | None = None
         if control_id:
             previous = self._records.get(OUTCOME_TABLE, _sender_key(message), safe_key(control_id))
-            if previous is not None:
+            if previous is not None and _reserves(previous.value):
                 return self._repeat(message, raw, previous.value, correlation_id)
 
-        result = validate(message, accepted_processing_ids=self._processing_ids)
+        strict = self._is_strict(message)
+        result = validate(message, accepted_processing_ids=self._processing_ids, strict_delimiters=strict)
+        self._note_delimiters(result, message, correlation_id, strict=strict)
         plan = choose_ack_codes(message, result)
         if result.reject or not control_id:
             issues = result.issues if control_id else (*result.issues, _missing_control_id())
@@ -133,6 +156,7 @@ class Hl7Ingest:
                 correlation_id,
                 remember=bool(control_id),
                 send=_accept_ack_wanted(message, code),
+                previous=previous,
             )
         problems: tuple[Issue, ...] = result.errors
         if not problems:
@@ -151,6 +175,7 @@ class Hl7Ingest:
                 correlation_id,
                 remember=True,
                 send=_accept_ack_wanted(message, code),
+                previous=previous,
             )
 
         message_id = bus_message_id(message)
@@ -188,9 +213,41 @@ class Hl7Ingest:
             remember=True,
             message_id=message_id,
             send=plan.immediate is not None,
+            previous=previous,
         )
 
     # ----------------------------------------------------------------------------------------- helpers
+    def _is_strict(self, message: Message) -> bool:
+        if not self._strict_senders:
+            return False
+        app = (message.get("MSH-3.1") or "").strip().upper()
+        facility = (message.get("MSH-4.1") or "").strip().upper()
+        candidates = ((app, facility), (app, "*"), ("*", facility), ("*", "*"))
+        return any(pair in self._strict_senders for pair in candidates)
+
+    def _note_delimiters(
+        self, result: ValidationResult, message: Message, correlation_id: str, *, strict: bool
+    ) -> None:
+        suspects = result.delimiter_issues
+        if not suspects:
+            return
+        self._journal.record(
+            correlation_id,
+            SUSPECT_DELIMITERS_STAGE,
+            control_id=message.control_id,
+            count=len(suspects),
+            locations=",".join(i.location for i in suspects[:_NOTE_LOCATIONS]),
+            strict=strict,
+        )
+        _log.info(
+            "hl7 suspected unescaped delimiters",
+            extra={
+                "control_id": message.control_id,
+                "count": len(suspects),
+                "reason": "strict" if strict else "warn",
+            },
+        )
+
     def _unparseable(self, raw: bytes, exc: Hl7ParseError, correlation_id: str) -> Hl7IngestResult:
         ack = build_ack_for_unparseable(raw, exc, sending_application=self._application)
         self._journal.record(
@@ -212,6 +269,7 @@ class Hl7Ingest:
         remember: bool,
         message_id: str | None = None,
         send: bool = True,
+        previous: Record | None = None,
     ) -> Hl7IngestResult:
         ack_message = build_ack(
             message,
@@ -232,32 +290,55 @@ class Hl7Ingest:
                 error_code=",".join(sorted({i.code for i in issues if i.severity == "E"})) or None,
             )
         if remember and message.control_id:
-            try:
-                self._records.insert(
-                    OUTCOME_TABLE,
-                    _sender_key(message),
-                    safe_key(message.control_id),
-                    {
-                        "code": code,
-                        "outcome": outcome,
-                        "ack": ack.decode("latin-1"),
-                        "send": send,
-                        "digest": _digest(raw),
-                        "correlation_id": correlation_id,
-                        "message_id": message_id,
-                        "at": self._clock().isoformat(),
-                    },
-                )
-            except RecordExists:
-                # A concurrent copy won the race; answer as it did (the bus dropped our duplicate publish).
-                stored = self._records.get(OUTCOME_TABLE, _sender_key(message), safe_key(message.control_id))
-                if stored is not None:
-                    return self._repeat(message, raw, stored.value, correlation_id, journal_receipt=False)
+            value = {
+                "code": code,
+                "outcome": outcome,
+                "ack": ack.decode("latin-1"),
+                "send": send,
+                "digest": _digest(raw),
+                "correlation_id": correlation_id,
+                "message_id": message_id,
+                "at": self._clock().isoformat(),
+            }
+            holder = self._remember(message, value, previous)
+            if holder is not None:
+                # An accepted message holds the control ID (a concurrent copy won the race): answer as a
+                # repeat of it (the bus dropped our duplicate publish, if any).
+                return self._repeat(message, raw, holder, correlation_id, journal_receipt=False)
         self._journal.record(correlation_id, "acknowledged", code=code, control_id=message.control_id)
         _log.info("hl7 acknowledged", extra={"control_id": message.control_id, "status": code})
         return Hl7IngestResult(
             ack if send else None, code, outcome, False, correlation_id, message.control_id, message_id
         )
+
+    def _remember(
+        self, message: Message, value: dict[str, object], previous: Record | None
+    ) -> dict[str, object] | None:
+        """Store ``value`` as the control ID's outcome unless an accepted outcome holds it; then return that.
+
+        Only accepted outcomes reserve the ID, so a stored rejection is replaced - with ``update`` on the
+        ETag read, so a concurrent writer is never overwritten blindly: on a conflict the record is read
+        again and the decision repeated.
+        """
+        assert message.control_id
+        partition, row = _sender_key(message), safe_key(message.control_id)
+        current = previous
+        for _ in range(_STORE_ATTEMPTS):
+            if current is not None and _reserves(current.value):
+                return current.value
+            try:
+                if current is None:
+                    self._records.insert(OUTCOME_TABLE, partition, row, value)
+                else:
+                    self._records.update(OUTCOME_TABLE, partition, row, value, etag=current.etag)
+                return None
+            except (RecordExists, ConcurrencyConflict, RecordNotFound):
+                current = self._records.get(OUTCOME_TABLE, partition, row)
+        _log.warning(
+            "hl7 outcome not stored: control id contended",
+            extra={"control_id": message.control_id, "status": value.get("code")},
+        )
+        return None
 
     def _repeat(
         self,
@@ -312,6 +393,11 @@ def _ack_code(value: object) -> AckCode:
 
 def _outcome(value: object) -> Outcome:
     return _OUTCOMES.get(str(value), "accepted")
+
+
+def _reserves(stored: dict[str, object]) -> bool:
+    """Only an accepted outcome (AA / CA) reserves its control ID; records without one count as accepted."""
+    return _outcome(stored.get("outcome")) == "accepted"
 
 
 def _accept_ack_wanted(message: Message, code: AckCode) -> bool:

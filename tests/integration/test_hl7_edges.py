@@ -60,6 +60,29 @@ def test_http_error_statuses(base: str) -> None:
     assert http("GET", f"{base}/hl7v2").status == 405
 
 
+def test_http_corrected_resend_under_a_rejected_control_id(base: str, container: Any) -> None:
+    """Issue 10 case 6: an AE does not reserve the control ID; the corrected resend is accepted."""
+    rejected = http("POST", f"{base}/hl7v2", adt_a01("H6", nhs_number="9434765910"), HL7)
+    assert rejected.status == 422 and parse_message(rejected.body)["MSA-1"] == "AE"
+    corrected = http("POST", f"{base}/hl7v2", adt_a01("H6"), HL7)
+    assert corrected.status == 200 and corrected.headers["X-HL7-Ack-Code"] == "AA"
+    assert corrected.headers.get("X-HL7-Duplicate") != "true"
+    [message] = container.bus.peek(TOPIC_INGEST, SUB_INGEST_PROCESSOR)
+    assert message.body == adt_a01("H6")
+    clash = http("POST", f"{base}/hl7v2", adt_a01("H6", nhs_number="9434765910"), HL7)
+    assert clash.status == 400 and parse_message(clash.body)["ERR-3.1"] == "205"
+
+
+def test_http_unescaped_delimiter_is_a_warning_in_the_aa(base: str) -> None:
+    """Issue 10 case 7: hospital service PV1-10 ``MED&SURG`` (a code holding a sub-component)."""
+    raw = adt_a01("H7").replace(b"|||MED|", b"|||MED&SURG|")
+    assert raw != adt_a01("H7")
+    res = http("POST", f"{base}/hl7v2", raw, HL7)
+    assert res.status == 200 and res.headers["X-HL7-Ack-Code"] == "AA"
+    ack = parse_message(res.body)
+    assert (ack.raw("ERR-2"), ack["ERR-3.1"], ack["ERR-4"]) == ("PV1^1^10^1^1", "102", "W")
+
+
 # ------------------------------------------------------------------------------------------------ MLLP
 async def _with_listener(container: Any, scenario: Any, settings: Any = None) -> Any:
     server = build_mllp_server(container.bus, container.records, settings or container.settings, port=0)

@@ -92,7 +92,8 @@ def test_reused_control_id_with_different_content_is_rejected(service: Hl7Ingest
     assert len(on_topic(container)) == 1
 
 
-def test_duplicate_of_a_content_error_repeats_the_ae(service: Hl7Ingest, container: Any) -> None:
+def test_resend_of_a_content_error_is_processed_again(service: Hl7Ingest, container: Any) -> None:
+    """A rejection does not reserve the control ID: even the same bytes are validated again (same AE)."""
     bad = adt_a01("C5", nhs_number="9434765910")
     first = service.handle(bad, source="test", correlation_id="a")
     assert first.code == "AE" and first.outcome == "content-error"
@@ -101,8 +102,24 @@ def test_duplicate_of_a_content_error_repeats_the_ae(service: Hl7Ingest, contain
     assert fields["err_locations"] == [("PID", "3")]
     assert "9434765910" not in first.ack.decode()
     again = service.handle(bad, source="test", correlation_id="b")
-    assert again.duplicate and again.ack == first.ack
+    assert not again.duplicate and again.code == "AE"
+    assert ack_fields(again.ack) == fields
     assert on_topic(container) == []
+
+
+def test_corrected_resend_under_a_rejected_control_id_is_accepted(service: Hl7Ingest, container: Any) -> None:
+    rejected = service.handle(adt_a01("C7", nhs_number="9434765910"), source="test", correlation_id="a")
+    assert rejected.code == "AE"
+    corrected = service.handle(adt_a01("C7"), source="test", correlation_id="b")
+    assert corrected.code == "AA" and corrected.outcome == "accepted" and not corrected.duplicate
+    [published] = on_topic(container)
+    assert published.body == adt_a01("C7")
+    assert published.message_id == corrected.message_id
+    # Now the control ID is reserved: the same bytes are a duplicate, other bytes a 205.
+    assert service.handle(adt_a01("C7"), source="test", correlation_id="c").duplicate
+    clash = service.handle(adt_a01("C7", nhs_number="9434765910"), source="test", correlation_id="d")
+    assert clash.code == "AR" and ack_fields(clash.ack)["err_codes"] == ["205"]
+    assert len(on_topic(container)) == 1
 
 
 @pytest.mark.parametrize(
