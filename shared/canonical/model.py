@@ -9,6 +9,10 @@ Conventions
 * Identifiers carry the system they belong to (a URI, or ``urn:tie:authority:<assigning authority>`` for
   local identifiers without a registered URI).
 * Every model is immutable; build new ones with ``model_copy(update=...)``.
+* Updates (``docs/update-semantics.md``): an empty field is "not said". What the source explicitly
+  deleted (HL7 v2 ``""``) is listed in ``cleared``; a value the mapper had to default because the source
+  did not say it (HL7 v2 PD1-12 empty -> normal sensitivity) is listed in ``defaulted``. A writer that
+  updates a stored record removes the cleared elements and keeps the stored value of defaulted ones.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ __all__ = [
     "DataAbsentReason",
     "DocumentReference",
     "Encounter",
+    "EncounterClearable",
     "EncounterStatus",
     "EventKey",
     "EventKind",
@@ -50,6 +55,7 @@ __all__ = [
     "Organization",
     "PartialDate",
     "Patient",
+    "PatientClearable",
     "Period",
     "Practitioner",
     "Provenance",
@@ -288,6 +294,32 @@ class MergeLink(_Model):
     other: Identifier
 
 
+#: Patient fields a source can delete (HL7 v2 ``""``; the rules' ``explicit_null`` table names the fields).
+PatientClearable = Literal[
+    "names",
+    "birth_date",
+    "gender",
+    "deceased",
+    "addresses",
+    "telecom",
+    "general_practitioner",
+    "ethnicity",
+    "marital_status",
+    "nhs_number.verification_status",
+]
+#: Encounter fields a source can delete. Locations are history (never deleted by an update); status,
+#: class and identifiers are required; the period ends are set and cleared by triggers (A03 / A13).
+EncounterClearable = Literal[
+    "priority",
+    "service_type",
+    "admit_source",
+    "discharge_disposition",
+    "attending",
+    "referring",
+    "admitting",
+]
+
+
 class Patient(_Model):
     nhs_number: NhsNumber | None = None
     #: Local identifiers (hospital number / MRN ...) with their assigning authority.
@@ -303,12 +335,28 @@ class Patient(_Model):
     marital_status: Coded | None = None
     sensitivity: Sensitivity = Sensitivity.NORMAL
     links: tuple[MergeLink, ...] = ()
+    #: Fields the source explicitly deleted (HL7 v2 ``""``); never one that holds a value.
+    cleared: tuple[PatientClearable, ...] = ()
+    #: Fields holding the mapper's default because the source did not state them (HL7 v2: no PD1-12).
+    defaulted: tuple[Literal["sensitivity"], ...] = ()
 
     @model_validator(mode="after")
     def _identified(self) -> Patient:
         if self.nhs_number is None and not self.identifiers:
             raise ValueError("a Patient needs an NHS number or a local identifier")
+        _check_cleared(self, self.cleared)
         return self
+
+
+def _check_cleared(model: BaseModel, cleared: tuple[str, ...]) -> None:
+    """A field is deleted or given a value, not both (``a.b``: ``b`` of ``a``, when ``a`` is present)."""
+    for name in cleared:
+        head, _, rest = name.partition(".")
+        value = getattr(model, head)
+        if rest and value is not None:
+            value = getattr(value, rest)
+        if value is not None and value != ():
+            raise ValueError(f"{name} is both cleared and given a value")
 
 
 # ------------------------------------------------------------------------------------------ encounter
@@ -345,6 +393,15 @@ class Encounter(_Model):
     discharge_disposition: Coded | None = None
     service_provider: Organization | None = None
     spell_identifier: Identifier | None = None
+    #: Fields the source explicitly deleted (HL7 v2 ``""``); never one that holds a value.
+    cleared: tuple[EncounterClearable, ...] = ()
+    #: ``("status",)``: the status was inferred from what PV1 lacks (A08 without PV1-45), not stated.
+    defaulted: tuple[Literal["status"], ...] = ()
+
+    @model_validator(mode="after")
+    def _cleared_empty(self) -> Encounter:
+        _check_cleared(self, self.cleared)
+        return self
 
 
 # ------------------------------------------------------------------------------------------- clinical

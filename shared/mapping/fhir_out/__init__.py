@@ -48,8 +48,12 @@ Event semantics
 * A11 / A13 (cancel admission / discharge) PUT the *same* Encounter with status ``cancelled`` /
   ``in-progress`` (A13 drops ``period.end`` and the discharge disposition: the stay is open again).
 * A40 (merge): ``Patient.link`` from the canonical MergeLinks, plus ``replaces`` for any merged-away
-  identifier (MRG-1) the links do not name; the retired record is referred to by identifier and not
-  rewritten (a PUT would erase it - retiring it is the FHIR server's merge operation).
+  identifier (MRG-1) the links do not name; the retired record is referred to by identifier here. The
+  FHIR write-back retires it (:func:`~shared.mapping.fhir_out.merge.retire`) and re-points its records
+  (``docs/adr/0002-patient-merge.md``).
+* The resources are *partial* for HL7 v2 events (a message changes only what it carries):
+  :mod:`shared.mapping.fhir_out.merge` merges a Patient / Encounter into the stored one, honouring the
+  canonical ``cleared`` / ``defaulted`` (``docs/update-semantics.md``). Other resources are whole.
 * Events that are not about the encounter (a result with a PV1) refer to it by identifier only.
 * Observation values: Quantity / CodeableConcept / string / dateTime / Range; an attachment result
   (OBX ED/RP) goes to ``DiagnosticReport.presentedForm`` (R4 Observation has no valueAttachment);
@@ -72,6 +76,7 @@ from typing import Any
 
 from shared.canonical.model import ClinicalEvent
 from shared.fhir.json import dumps
+from shared.mapping.fhir_out._build import identifier_query
 from shared.mapping.fhir_out._resources import ENCOUNTER_KINDS, PATIENT_UPSERT_KINDS, Builder
 from shared.mapping.fhir_out.errors import FhirOutError
 from shared.mapping.lineage import Mapped
@@ -80,6 +85,7 @@ __all__ = [
     "ENCOUNTER_KINDS",
     "PATIENT_UPSERT_KINDS",
     "FhirOutError",
+    "identifier_query",
     "serialize",
     "to_bundle",
     "to_entries",

@@ -30,7 +30,13 @@ kinds, statuses, missing concept maps, map targets the canonical field cannot ho
   time is an end only for a planned encounter);
 * ``derived_encounter_status`` (A08 and result/order context): PV1-45 present -> finished; PV1-2 ``P`` ->
   planned; PV1-44 present -> in-progress; none -> MissingRequiredField("PV1-44") (A08) / ``unknown``
-  (result/order context: the PV1 names the encounter but not its state);
+  (result/order context: the PV1 names the encounter but not its state); a step marked ``asserted:
+  false`` (inferred from a missing PV1-45) lists ``status`` in the A08 Encounter's ``defaulted``;
+* ``explicit_null`` (update semantics, ``docs/update-semantics.md``): an empty field is "no change", the
+  HL7 null ``""`` is "delete" - ``fields`` lists which HL7 field deletes which canonical field (recorded
+  in ``Patient.cleared`` / ``Encounter.cleared`` when the field ended up empty); ``defaults_when_absent``:
+  PD1-12 empty or no PD1 -> ``Patient.defaulted`` = ``("sensitivity",)`` (normal is the default, not a
+  statement);
 * ``identifiers``: system construction (below), NHS-number fields, local identifier fields (PID-3, PID-2,
   PID-4), the alternate visit field (PV1-50);
 * ``telecom``: PID-13/PID-14 and the use each implies, the system of an XTN without equipment type;

@@ -4,6 +4,7 @@ TS) shared by the segment mappers. Lineage is recorded here, at the leaf where t
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from urllib.parse import quote
 
 from shared.canonical.model import (
@@ -360,6 +361,29 @@ class Ctx:
             if prefix is not None:
                 return prefix + universal
         return None
+
+    # ------------------------------------------------------------------------------- explicit nulls
+    def cleared(self, obj: str, empty: Callable[[str], bool], *segments: Segment | None) -> tuple[str, ...]:
+        """The fields of ``obj`` (``patient`` / ``encounter``) that ``segments`` delete: a field the rules'
+        ``explicit_null`` table lists, sent as the HL7 null ``""`` (the whole field), whose canonical field
+        ``empty(name)`` says was left empty - a field that has a value (PID-29 ``""`` with PID-30 ``Y``)
+        is stated, not deleted. Lineage: the field -> ``<obj>.cleared``."""
+        out: list[str] = []
+        for seg in segments:
+            if seg is None or _NULL not in seg.raw:
+                continue
+            for n, owner, name in self.rules.null_fields.get(seg.name, ()):
+                if owner != obj or seg.raw_field(n).strip() != _NULL:
+                    continue
+                if not empty(name):
+                    continue
+                if name not in out:
+                    out.append(name)
+                if self.lin:
+                    self.add(
+                        f"{seg.name}-{n}", f"{obj}.cleared", 'explicit null "": the source deleted the field'
+                    )
+        return tuple(out)
 
     # ------------------------------------------------------------------------------------------ readers
     def time(self, seg: Segment, n: int, src: str, rep: int = 1) -> ClinicalDateTime | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from shared.canonical.model import (
     ClinicalDateTime,
@@ -24,13 +25,15 @@ __all__ = ["map_encounter"]
 _new_encounter = builder(Encounter)
 
 
-def _status(ctx: Ctx, rule: MessageRule, required: bool) -> EncounterStatus | None:
+def _status(ctx: Ctx, rule: MessageRule, required: bool) -> tuple[EncounterStatus | None, bool]:
+    """The status and whether the sender asserted it (``False``: inferred from what PV1 lacks - rules
+    ``derived_encounter_status`` ``asserted``)."""
     if rule.encounter_status is not None and not rule.derived:
         if ctx.lin:
             ctx.add(
                 "MSH-9.2", "encounter.status", f"trigger {rule.message_type}: {rule.encounter_status.value}"
             )
-        return rule.encounter_status
+        return rule.encounter_status, True
     for step in ctx.rules.derived_status:
         if step.present is not None:
             name, n, comp = step.present
@@ -46,13 +49,15 @@ def _status(ctx: Ctx, rule: MessageRule, required: bool) -> EncounterStatus | No
                 ctx.add(
                     step.source, "encounter.status", f"derived status: {step.source} -> {step.status.value}"
                 )
-            return step.status
+                if not step.asserted and required:
+                    ctx.add(step.source, "encounter.defaulted", "derived status: inferred, not asserted")
+            return step.status, step.asserted
     if required:
         raise MissingRequiredField("PV1-44", "the encounter status cannot be derived (no PV1-44/PV1-45)")
     # Result/order context: the PV1 names the encounter (visit number, class) but not its state.
     if ctx.lin:
         ctx.add("PV1-19", "encounter.status", "result/order context, no PV1-44/45: status unknown")
-    return EncounterStatus.UNKNOWN
+    return EncounterStatus.UNKNOWN, False
 
 
 def _first_time(
@@ -116,7 +121,7 @@ def _map_encounter(ctx: Ctx, rule: MessageRule, pv1: Segment, *, required: bool)
         if required:
             raise MissingRequiredField("PV1-19" if val(pv1, 19) is None else "PV1-2")
         return None
-    status = _status(ctx, rule, required)
+    status, asserted = _status(ctx, rule, required)
     if status is None:
         return None
     r = ctx.rules
@@ -135,22 +140,27 @@ def _map_encounter(ctx: Ctx, rule: MessageRule, pv1: Segment, *, required: bool)
     assert enc_class is not None
     period = _period(ctx, rule.kind, pv1)
     prior = ctx.pl(pv1, 6, "PV1-6", "encounter.prior_location")
-    # Encounter has no model validator; status/class were checked present above: a trusted build.
-    return _new_encounter(
-        identifiers=identifiers,
-        status=status,
-        encounter_class=enc_class,
-        period=period,
-        location=ctx.pl(pv1, 3, "PV1-3", "encounter.location"),
-        prior_location=prior,
-        attending=ctx.xcns(pv1, 7, "PV1-7", "encounter.attending"),
-        referring=ctx.xcns(pv1, 8, "PV1-8", "encounter.referring"),
-        admitting=ctx.xcns(pv1, 17, "PV1-17", "encounter.admitting"),
-        service_type=_simple(ctx, "encounter.service_type", pv1, 10),
-        priority=_simple(ctx, "encounter.priority", pv1, 4),
-        admit_source=_simple(ctx, "encounter.admit_source", pv1, 14),
-        discharge_disposition=_simple(ctx, "encounter.discharge_disposition", pv1, 36),
-    )
+    fields: dict[str, Any] = {
+        "identifiers": identifiers,
+        "status": status,
+        "encounter_class": enc_class,
+        "period": period,
+        "location": ctx.pl(pv1, 3, "PV1-3", "encounter.location"),
+        "prior_location": prior,
+        "attending": ctx.xcns(pv1, 7, "PV1-7", "encounter.attending"),
+        "referring": ctx.xcns(pv1, 8, "PV1-8", "encounter.referring"),
+        "admitting": ctx.xcns(pv1, 17, "PV1-17", "encounter.admitting"),
+        "service_type": _simple(ctx, "encounter.service_type", pv1, 10),
+        "priority": _simple(ctx, "encounter.priority", pv1, 4),
+        "admit_source": _simple(ctx, "encounter.admit_source", pv1, 14),
+        "discharge_disposition": _simple(ctx, "encounter.discharge_disposition", pv1, 36),
+    }
+    fields["cleared"] = ctx.cleared("encounter", lambda name: fields[name] in (None, ()), pv1)
+    if not asserted and required:  # an encounter event's own encounter (a result's is not written)
+        fields["defaulted"] = ("status",)
+    # Status/class were checked present above and ctx.cleared lists only empty fields (the model
+    # validator's rule): a trusted build.
+    return _new_encounter(**fields)
 
 
 def _simple(ctx: Ctx, name: str, pv1: Segment, n: int) -> Coded | None:

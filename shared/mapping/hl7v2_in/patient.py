@@ -229,21 +229,44 @@ def _map_patient(ctx: Ctx, pid: Segment) -> Patient:
     if lin and pd1 is None:
         ctx.add(None, "patient.sensitivity", "no PD1-12 protection indicator: normal")
 
-    # Patient's own rule (an NHS number or a local identifier) was checked above: a trusted build.
-    return _new_patient(
-        nhs_number=nhs_number,
-        identifiers=tuple(identifiers),
-        names=tuple(names),
-        birth_date=birth_date,
-        gender=gender,
-        deceased=deceased,
-        addresses=tuple(addresses),
-        telecom=telecom,
-        general_practitioner=gp,
-        ethnicity=ethnicity,
-        marital_status=marital,
-        sensitivity=sensitivity,
-    )
+    fields: dict[str, Any] = {
+        "nhs_number": nhs_number,
+        "identifiers": tuple(identifiers),
+        "names": tuple(names),
+        "birth_date": birth_date,
+        "gender": gender,
+        "deceased": deceased,
+        "addresses": tuple(addresses),
+        "telecom": telecom,
+        "general_practitioner": gp,
+        "ethnicity": ethnicity,
+        "marital_status": marital,
+        "sensitivity": sensitivity,
+    }
+
+    def empty(name: str) -> bool:
+        if name == "nhs_number.verification_status":  # only a number that is carried has a status
+            return nhs_number is not None and nhs_number.verification_status is None
+        return fields[name] is None or fields[name] == ()
+
+    fields["cleared"] = ctx.cleared("patient", empty, pid, pd1)
+    fields["defaulted"] = _defaulted(ctx)
+    # Patient's own rule (an NHS number or a local identifier, nothing both cleared and given a value)
+    # was checked above and by ctx.cleared: a trusted build.
+    return _new_patient(**fields)
+
+
+def _defaulted(ctx: Ctx) -> tuple[str, ...]:
+    """Rules ``explicit_null.defaults_when_absent``: a field left empty or absent (no segment) holds the
+    mapper's default, not the sender's statement; the HL7 null ``""`` or a value is a statement."""
+    out: list[str] = []
+    for seg_name, n, name in ctx.rules.defaults_when_absent:
+        seg = ctx.segment(seg_name)
+        if seg is None or not seg.raw_field(n).strip():
+            out.append(name)
+            if ctx.lin:
+                ctx.add(None, "patient.defaulted", f"{seg_name}-{n} not sent: the default, not a statement")
+    return tuple(out)
 
 
 def _indicator(ctx: Ctx, seg: Segment, n: int, src: str, tgt: str) -> str | bool | None:

@@ -25,6 +25,7 @@ from shared.canonical.model import (
     ContactPoint,
     DataAbsent,
     DataAbsentReason,
+    Encounter,
     EncounterStatus,
     EventKind,
     HumanName,
@@ -134,6 +135,8 @@ class StatusRule:
     present: Path | None = None
     equals: tuple[Path, str] | None = None
     source: str = ""
+    #: ``False``: the status is inferred, not stated (the Encounter lists it in ``defaulted``).
+    asserted: bool = True
 
 
 @dataclass(eq=False)
@@ -303,6 +306,10 @@ class Compiled:
     telecom_address_system: str
     #: ContactPoint.system -> the XTN.2 HL7 pairs with it, written for a contact with no use (hl7v2_out).
     telecom_use_code_without_use: Mapping[str, str]
+    #: ``explicit_null.fields``: segment -> (field number, canonical object, field) a ``""`` deletes.
+    null_fields: Mapping[str, tuple[tuple[int, str, str], ...]]
+    #: ``explicit_null.defaults_when_absent``: (segment, field number, Patient field it defaults).
+    defaults_when_absent: tuple[tuple[str, int, str], ...]
     value_types: Mapping[str, str]
     numeric_unparseable: Unmapped
     ucum_units: frozenset[str]
@@ -333,6 +340,7 @@ _TOP = {
     "local_coding_system_prefix",
     "coded_fields",
     "indicators",
+    "explicit_null",
     "observation_value_types",
     "numeric_unparseable",
     "ucum_units",
@@ -443,6 +451,40 @@ def _coded(name: str, spec: Mapping[str, Any], *, strict: bool) -> CodedRule:
     )
 
 
+def _field_literals(model: type[BaseModel], name: str) -> frozenset[str]:
+    """The values of a ``tuple[Literal[...], ...]`` field (``Patient.cleared``...)."""
+    (item, _ellipsis) = typing.get_args(model.model_fields[name].annotation)
+    return frozenset(typing.get_args(item))
+
+
+def _explicit_null(
+    spec: Mapping[str, Any], when_empty: Mapping[str, Any]
+) -> tuple[dict[str, tuple[tuple[int, str, str], ...]], tuple[tuple[str, int, str], ...]]:
+    """``explicit_null``: every target must be a field the canonical object can list in ``cleared`` /
+    ``defaulted`` (a rule the model cannot express fails the build); a defaulted field's location must be
+    an indicator with a ``when_empty`` value."""
+    _only("explicit_null", spec, {"fields", "defaults_when_absent", "comment"})
+    can_clear = {
+        "patient": _field_literals(Patient, "cleared"),
+        "encounter": _field_literals(Encounter, "cleared"),
+    }
+    fields: dict[str, list[tuple[int, str, str]]] = {}
+    for loc, target in spec["fields"].items():
+        seg, n, comp = _path(loc)
+        obj, _, name = str(target).partition(".")
+        if comp is not None or name not in can_clear.get(obj, frozenset()):
+            raise RulesError(f"rules.json: explicit_null.fields.{loc} names a field that cannot be cleared")
+        fields.setdefault(seg, []).append((n, obj, name))
+    defaults: list[tuple[str, int, str]] = []
+    for loc, target in spec["defaults_when_absent"].items():
+        seg, n, _comp = _path(loc)
+        obj, _, name = str(target).partition(".")
+        if obj != "patient" or name not in _field_literals(Patient, "defaulted") or loc not in when_empty:
+            raise RulesError(f"rules.json: explicit_null.defaults_when_absent.{loc} is not a defaulted field")
+        defaults.append((seg, n, name))
+    return {k: tuple(v) for k, v in fields.items()}, tuple(defaults)
+
+
 def compile_rules(doc: Mapping[str, Any], *, strict: bool = False) -> Compiled:
     """Validate and compile a parsed rules document (``strict``: every mapped coded field raises on an
     unmapped code, whatever its declared policy)."""
@@ -477,13 +519,18 @@ def compile_rules(doc: Mapping[str, Any], *, strict: bool = False) -> Compiled:
     times = doc["event_times"]
     derived_status: list[StatusRule] = []
     for i, step in enumerate(doc["derived_encounter_status"]):
-        _only(f"derived_encounter_status[{i}]", step, {"present", "equals", "status"})
+        _only(f"derived_encounter_status[{i}]", step, {"present", "equals", "status", "asserted", "comment"})
         st = EncounterStatus(step["status"])
+        asserted = step.get("asserted", True)
+        if not isinstance(asserted, bool):
+            raise RulesError(f"rules.json: derived_encounter_status[{i}].asserted must be true or false")
         if "present" in step:
-            derived_status.append(StatusRule(st, present=_path(step["present"]), source=step["present"]))
+            derived_status.append(
+                StatusRule(st, present=_path(step["present"]), source=step["present"], asserted=asserted)
+            )
         else:
             loc, value = step["equals"]
-            derived_status.append(StatusRule(st, equals=(_path(loc), value), source=loc))
+            derived_status.append(StatusRule(st, equals=(_path(loc), value), source=loc, asserted=asserted))
     ids = doc["identifiers"]
     telecom = doc["telecom"]
     _only("telecom", telecom, {"fields", "system_without_equipment_type", "use_code_without_use", "comment"})
@@ -508,6 +555,7 @@ def compile_rules(doc: Mapping[str, Any], *, strict: bool = False) -> Compiled:
         indicators[loc] = dict(spec["values"])
         if "when_empty" in spec:
             when_empty[loc] = spec["when_empty"]
+    null_fields, defaults_when_absent = _explicit_null(doc["explicit_null"], when_empty)
     value_types = dict(doc["observation_value_types"])
     bad = sorted(set(value_types.values()) - _VALUE_HANDLERS)
     if bad:
@@ -541,6 +589,8 @@ def compile_rules(doc: Mapping[str, Any], *, strict: bool = False) -> Compiled:
         telecom_number_system=no_equipment["number"],
         telecom_address_system=no_equipment["address"],
         telecom_use_code_without_use=types.MappingProxyType(use_codes),
+        null_fields=types.MappingProxyType(null_fields),
+        defaults_when_absent=defaults_when_absent,
         value_types=types.MappingProxyType(value_types),
         numeric_unparseable=Unmapped(doc["numeric_unparseable"]),
         ucum_units=frozenset(doc["ucum_units"]),

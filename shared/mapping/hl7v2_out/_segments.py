@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from shared.canonical.identity import encounter_identifier, event_digest
 from shared.canonical.model import ClinicalDateTime, ClinicalEvent, DataAbsent, Encounter, Sensitivity
-from shared.hl7v2 import ComponentValue, FieldValue, Repeated
+from shared.hl7v2 import ComponentValue, FieldValue, Raw, Repeated
 from shared.mapping.hl7v2_in.rules import RULES
 from shared.mapping.hl7v2_out import _fields as f
 from shared.mapping.hl7v2_out.errors import Hl7OutError, UnmappableCode
@@ -84,6 +84,23 @@ def _indicator_code(location: str, value: object) -> str | None:
     return next((code for code, meaning in RULES.indicators[location].items() if meaning == value), None)
 
 
+def _explicit_nulls(
+    fields: list[FieldValue], segment: str, owner: str, cleared: tuple[str, ...], o: f.Out
+) -> None:
+    """The HL7 null ``""`` (delete) in the first field the rules' ``explicit_null`` table lists for each
+    cleared field, so the receiver deletes what the source deleted (an empty field would mean "no
+    change"). See ``docs/update-semantics.md``."""
+    for name in cleared:
+        for n, obj, field in RULES.null_fields.get(segment, ()):
+            if obj == owner and field == name:
+                if fields[n] is None:
+                    fields[n] = Raw('""')
+                    o.add(
+                        f"{owner}.cleared", f"{segment}-{n}", 'explicit null "": the source deleted the field'
+                    )
+                break
+
+
 def pid(event: ClinicalEvent, o: f.Out) -> list[FieldValue]:
     p = event.patient
     ids: list[ComponentValue] = []
@@ -152,19 +169,29 @@ def pid(event: ClinicalEvent, o: f.Out) -> list[FieldValue]:
     fields[29] = death_time
     fields[30] = death_flag
     fields[32] = status
+    _explicit_nulls(fields, "PID", "patient", p.cleared, o)
     return f.field_list(fields)
 
 
 def pd1(event: ClinicalEvent, o: f.Out) -> list[FieldValue] | None:
     """PD1-3 the GP practice (XON, ODS code), PD1-12 the protection indicator from the sensitivity
-    (the rules' PD1-12 table: restricted Y, normal N). A very restricted record has no v2 expression."""
+    (the rules' PD1-12 table: restricted Y, normal N). A very restricted record has no v2 expression.
+    A sensitivity the source did not state (``defaulted``) is not written: PD1-12 empty, "no change"."""
     p = event.patient
-    if p.general_practitioner is None and p.sensitivity is Sensitivity.NORMAL:
+    unstated = "sensitivity" in p.defaulted
+    if (
+        p.general_practitioner is None
+        and p.sensitivity is Sensitivity.NORMAL
+        and "general_practitioner" not in p.cleared
+    ):
         return None
     fields: list[FieldValue] = [None] * 13
     fields[0] = "PD1"
     if p.general_practitioner is not None:
         fields[3] = f.xon(p.general_practitioner, o, "patient.general_practitioner", "PD1-3")
+    _explicit_nulls(fields, "PD1", "patient", p.cleared, o)
+    if unstated and p.sensitivity is Sensitivity.NORMAL:
+        return f.field_list(fields)
     flag = _indicator_code("PD1-12", p.sensitivity.value)
     if flag is None:
         raise UnmappableCode(
@@ -266,4 +293,5 @@ def pv1(event: ClinicalEvent, o: f.Out) -> list[FieldValue]:
             o.add("encounter.period.start", "PV1-44", "admit date/time")
         if enc.period.end is not None:
             o.add("encounter.period.end", "PV1-45", "discharge date/time")
+    _explicit_nulls(fields, "PV1", "encounter", enc.cleared, o)
     return f.field_list(fields)
