@@ -100,7 +100,14 @@ def writeback_release(timer: func.TimerRequest) -> None:
 @bp.function_name("outbox_relay")
 @bp.timer_trigger(schedule="*/15 * * * * *", arg_name="timer", use_monitor=False)
 def outbox_relay(timer: func.TimerRequest) -> None:
-    report = get_backbone().relay_outbox(max_seconds=10.0)
+    from shared.fhirapi import event_relay_for  # imported here: most trigger processes never need it
+    from shared.outbox import RelayReport
+    from shared.wiring import get_container
+
+    # Clinical events the embedded FHIR store committed with a write but did not get to publish.
+    fhir_events = event_relay_for(get_container())
+    report = fhir_events.run_until_idle(max_seconds=5.0) if fhir_events is not None else RelayReport()
+    report += get_backbone().relay_outbox(max_seconds=10.0)
     if report.published or report.parked or report.failed:
         _log.info(
             "outbox relayed",

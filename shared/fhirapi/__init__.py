@@ -8,15 +8,27 @@ data-minimisation policy point), :mod:`.errors`. The Azure Functions adapters ar
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from shared.config.settings import Backend
 from shared.fhirapi.http import FhirRequest, FhirResponse, Headers
 from shared.fhirapi.service import FhirApi, FhirApiConfig
+from shared.journal import PUBLISHED, Journal
+from shared.outbox import CommittedBatch, CommittedBatchRelay, CommittedOutbox
 
 if TYPE_CHECKING:
     from shared.wiring import Container
 
-__all__ = ["FhirApi", "FhirApiConfig", "FhirRequest", "FhirResponse", "Headers", "api_for"]
+__all__ = [
+    "FhirApi",
+    "FhirApiConfig",
+    "FhirRequest",
+    "FhirResponse",
+    "Headers",
+    "api_for",
+    "event_relay_for",
+]
 
 
 def api_for(container: Container) -> FhirApi:
@@ -29,3 +41,32 @@ def api_for(container: Container) -> FhirApi:
         gateway_header=settings.apim_header_name,
     )
     return FhirApi(container.fhir, container.bus, container.records, config=config)
+
+
+def event_relay_for(
+    container: Container, *, grace: timedelta = timedelta(seconds=2)
+) -> CommittedBatchRelay | None:
+    """The relay for clinical events the embedded FHIR store committed with a write whose publish did not
+    happen (process crash, bus outage); it journals ``published`` under each event's correlation ID.
+    None when the FHIR store is remote (AHDS commits no events: see the ADR in ``docs/adr``)."""
+    if container.fhir_repository is None and container.settings.fhir_backend is Backend.AZURE:
+        return None  # do not open a remote client just to find it has no outbox
+    repository = container.fhir
+    if not isinstance(repository, CommittedOutbox):
+        return None
+    journal = Journal(container.records)
+
+    def journaled(batch: CommittedBatch) -> None:
+        for item in batch.messages:
+            message = item.message
+            if message.correlation_id:
+                journal.record(
+                    message.correlation_id,
+                    PUBLISHED,
+                    topic=item.topic,
+                    message_id=message.message_id,
+                    event_kind=message.subject,
+                    relayed=True,
+                )
+
+    return CommittedBatchRelay(repository, container.bus, grace=grace, on_published=journaled)

@@ -15,12 +15,21 @@ Policy (why it is this way):
   with the same clinical-event keys as the HL7 path (:mod:`shared.canonical.identity`), in request order,
   in as few bus batches as fit (a transaction's events usually go in one). Each write and each event is
   journaled under the request's correlation ID.
+* **Recorded with the write** (the embedded store, :class:`~shared.fhirstore.ports.
+  EventCommittingRepository`): the committed version is mapped *inside* the store's write transaction
+  (:meth:`ClinicalEvents.map_in_transaction`, reading through the transaction) and the messages are
+  inserted into the store's outbox table in that transaction - the write and its events commit together
+  or not at all. After the commit they are published and the batch settled
+  (:meth:`ClinicalEvents.publish_committed`); a crash or bus outage in between leaves the batch for the
+  relay (:func:`shared.fhirapi.event_relay_for`, run by the ``outbox_relay`` timer). A write whose
+  committed version cannot be mapped (a race with the dry run, or a defect) is rolled back: 422.
 * **A publish that fails does not fail the write** (it is committed and visible; answering 5xx would make
-  a client retry a create and duplicate it). The messages go to the transactional outbox
-  (:class:`shared.outbox.Outbox`, owner record in the ``outbox`` table, partition ``fhir-api``) and the
-  outbox relay publishes them; message ids are the event keys, so a late duplicate is dropped by the bus.
-  Known window: a process crash between the commit and the hand-over loses the event (the FHIR history
-  still has the version; a change-feed relay over history would close it).
+  a client retry a create and duplicate it). With the embedded store the events are already committed in
+  its outbox. With a remote FHIR server (AHDS: no shared transaction) the messages are handed to the
+  record-store outbox (:class:`shared.outbox.Outbox`, owner record in the ``outbox`` table, partition
+  ``fhir-api``); there a process crash between the remote commit and the hand-over still loses the event
+  (``docs/adr/0001-fhir-api-transactional-events.md``). Message ids are deterministic, so a late duplicate
+  is dropped by the bus.
 * **Deletes**: only Encounter deletion is a clinical event (cancel admission); deleting other clinical
   records is refused by the API (405: retract by updating the status to ``entered-in-error``, which keeps
   what was retracted). Reference data may be deleted (no event).
@@ -34,24 +43,26 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from shared.backbone.errors import ContractViolation
 from shared.canonical.model import ClinicalDateTime, ClinicalEvent, Patient
 from shared.errors import TieError, TransientError
 from shared.events import clinical
 from shared.fhirapi.errors import Unprocessable
 from shared.fhirstore.bundle import iter_references
-from shared.fhirstore.errors import FhirStoreError
-from shared.fhirstore.ports import FhirRepository, JsonDict
+from shared.fhirstore.errors import FhirStoreError, InvalidResource
+from shared.fhirstore.ports import FhirReader, FhirRepository, JsonDict
 from shared.fhirstore.search import SEARCH_PARAMETERS, parse_reference
 from shared.journal import Journal
 from shared.mapping.errors import MappingError
 from shared.mapping.fhir_in import event_from_fhir, patient_from_fhir
 from shared.messaging.ports import MessageBus, OutboundMessage
-from shared.outbox import Outbox, OutboxMessage, OwnerRef
+from shared.outbox import CommittedBatch, CommittedOutbox, Outbox, OutboxMessage, OwnerRef
+from shared.outbox.committed import chunks
 from shared.storage.names import TABLE_OUTBOX
 
 _log = logging.getLogger("tie.fhirapi")
@@ -101,6 +112,20 @@ class CommittedWrite:
         return str(self.resource.get("resourceType"))
 
 
+class CommittedEventUnmappable(InvalidResource):
+    """Raised inside the write transaction when a committed version cannot become its clinical event: the
+    write is rolled back (422). A store error, so a batch Bundle answers it for the one entry."""
+
+    issue_code = "business-rule"
+
+    def __init__(self, expression: str) -> None:
+        super().__init__(
+            "cannot be processed as a clinical event; nothing was stored",
+            expression=expression,
+            http_status=422,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class PublishReport:
     events: tuple[ClinicalEvent, ...] = ()
@@ -140,12 +165,16 @@ class ClinicalEvents:
 
     # ------------------------------------------------------------------------------------ context
     def context_for(
-        self, resources: Iterable[JsonDict], known: Mapping[str, JsonDict] | None = None
+        self,
+        resources: Iterable[JsonDict],
+        known: Mapping[str, JsonDict] | None = None,
+        reader: FhirReader | None = None,
     ) -> dict[str, JsonDict]:
         """``reference -> resource`` for the literal references in ``resources`` (and, one level on, in
-        what they reference: a Location's ``partOf``), read from the repository; ``known`` (a bundle's
-        fullUrl / ``Type/id`` map) is used first and included. Missing or deleted targets are left out
-        (the mapping then says what it lacked)."""
+        what they reference: a Location's ``partOf``), read from ``reader`` (default: the repository);
+        ``known`` (a bundle's fullUrl / ``Type/id`` map) is used first and included. Missing or deleted
+        targets are left out (the mapping then says what it lacked)."""
+        source: FhirReader = reader or self._repo
         context: dict[str, JsonDict] = dict(known or {})
         reads = 0
         frontier = list(resources)
@@ -166,7 +195,7 @@ class ClinicalEvents:
                         continue
                     reads += 1
                     try:
-                        target = self._repo.read(*parsed).resource
+                        target = source.read(*parsed).resource
                     except FhirStoreError as exc:
                         if isinstance(exc, TransientError):
                             raise
@@ -178,7 +207,7 @@ class ClinicalEvents:
                 break
         return context
 
-    def _logical_subject(self, resource: JsonDict) -> Patient | None:
+    def _logical_subject(self, resource: JsonDict, reader: FhirReader | None = None) -> Patient | None:
         """The subject Patient of a reference given only by identifier (``{"identifier": {...}}``)."""
         rtype = str(resource.get("resourceType"))
         if rtype == "Patient":
@@ -195,7 +224,7 @@ class ClinicalEvents:
         token = system.replace("\\", "\\\\").replace("|", "\\|").replace(",", "\\,")
         token += "|" + value.replace("\\", "\\\\").replace("|", "\\|").replace(",", "\\,")
         try:
-            hits = self._repo.search("Patient", [("identifier", token)], count=2)
+            hits = (reader or self._repo).search("Patient", [("identifier", token)], count=2)
         except FhirStoreError as exc:
             if isinstance(exc, TransientError):
                 raise
@@ -216,11 +245,12 @@ class ClinicalEvents:
         correlation_id: str | None,
         request_id: str | None = None,
         full_url: str | None = None,
+        reader: FhirReader | None = None,
     ) -> ClinicalEvent:
         return event_from_fhir(
             resource,
             interaction=interaction,
-            patient=self._logical_subject(resource),
+            patient=self._logical_subject(resource, reader),
             context=context,
             correlation_id=correlation_id,
             previous=previous,
@@ -272,7 +302,110 @@ class ClinicalEvents:
                 "cannot be processed as a clinical event (canonical model rules)", expression=where
             ) from None
 
-    # ----------------------------------------------------------------------------------- publish
+    # ------------------------------------------------------------- recorded with the write (embedded)
+    def _map_committed(
+        self,
+        write: CommittedWrite,
+        *,
+        correlation_id: str,
+        known: Mapping[str, JsonDict] | None,
+        reader: FhirReader | None,
+    ) -> ClinicalEvent:
+        return self._map(
+            write.resource,
+            write.interaction,
+            context=self.context_for([write.resource], known, reader),
+            previous=write.previous,
+            recorded_at=write.last_modified if write.interaction == "delete" else None,
+            correlation_id=correlation_id,
+            request_id=write.location,
+            full_url=write.full_url,
+            reader=reader,
+        )
+
+    def map_in_transaction(
+        self,
+        writes: Sequence[CommittedWrite],
+        *,
+        correlation_id: str,
+        reader: FhirReader,
+        known: Mapping[str, JsonDict] | None = None,
+    ) -> list[tuple[ClinicalEvent, OutboxMessage]]:
+        """Inside the write's transaction (``reader`` sees it): each clinical write's event and its bus
+        message. Raises :class:`CommittedEventUnmappable` (the caller's transaction rolls back) when one
+        cannot be mapped; transient read failures propagate."""
+        out: list[tuple[ClinicalEvent, OutboxMessage]] = []
+        for write in writes:
+            rtype = write.resource_type
+            if rtype not in EVENT_TYPES:
+                continue
+            try:
+                event = self._map_committed(write, correlation_id=correlation_id, known=known, reader=reader)
+                message = clinical.to_message(event)
+            except (MappingError, ValueError, ContractViolation) as exc:
+                # The dry run passed, so this is a race (the subject changed in between) or a defect.
+                _log.error(
+                    "committed fhir write could not be mapped; rolled back",
+                    extra={"error_code": getattr(exc, "code", type(exc).__name__), "reason": rtype},
+                )
+                raise CommittedEventUnmappable(rtype) from None
+            out.append((event, OutboxMessage(clinical.TOPIC, message)))
+        return out
+
+    def publish_committed(
+        self,
+        writes: Sequence[CommittedWrite],
+        batches: Sequence[CommittedBatch],
+        events: Mapping[str, ClinicalEvent],
+        *,
+        correlation_id: str,
+        outbox: CommittedOutbox,
+    ) -> PublishReport:
+        """After the commit: journal the writes, publish each committed batch (in bus-sized runs) and
+        settle it. A bus failure leaves the batch committed for the relay (``publish-deferred``); a
+        settling failure only means the relay publishes it again (deduplicated). Never raises for either.
+        ``events``: message id -> event, for the journal."""
+        for write in writes:
+            self._journal_safely(
+                correlation_id, "fhir-write", interaction=write.interaction, resource=write.location
+            )
+        published = True
+        mapped: list[ClinicalEvent] = []
+        for batch in batches:
+            messages = [m.message for m in batch.messages]
+            sent = 0
+            try:
+                for run in chunks(messages, max_bytes=MAX_BATCH_BYTES, max_messages=MAX_BATCH_MESSAGES):
+                    self._bus.publish(clinical.TOPIC, run)
+                    sent += len(run)
+            except TieError as exc:
+                published = False
+                _log.warning(
+                    "clinical events not published yet; committed in the store's outbox for the relay",
+                    extra={"error_code": exc.code, "topic": clinical.TOPIC, "count": len(messages) - sent},
+                )
+            for position, message in enumerate(messages):
+                event = events.get(message.message_id or "")
+                if event is not None:
+                    mapped.append(event)
+                if position < sent and event is not None:
+                    self._journal_published(correlation_id, event)
+                elif position >= sent:
+                    self._journal_safely(
+                        correlation_id,
+                        "publish-deferred",
+                        topic=clinical.TOPIC,
+                        message_id=message.message_id,
+                    )
+            if sent < len(messages):
+                continue
+            try:
+                outbox.settle_batch(batch.batch_id)
+            except TransientError as exc:
+                _log.warning("published batch %s not settled (%s); the relay will", batch.batch_id, exc.code)
+        return PublishReport(tuple(mapped), published=published, deferred=not published)
+
+    # ------------------------------------------------------- published after the write (remote store)
     def publish(
         self,
         writes: Sequence[CommittedWrite],
@@ -295,17 +428,7 @@ class ClinicalEvents:
             if rtype not in EVENT_TYPES:
                 continue
             try:
-                context = self.context_for([write.resource], known)
-                event = self._map(
-                    write.resource,
-                    write.interaction,
-                    context=context,
-                    previous=write.previous,
-                    recorded_at=write.last_modified if write.interaction == "delete" else None,
-                    correlation_id=correlation_id,
-                    request_id=write.location,
-                    full_url=write.full_url,
-                )
+                event = self._map_committed(write, correlation_id=correlation_id, known=known, reader=None)
             except (MappingError, ValueError) as exc:
                 # The dry run passed, so this is a race (the subject changed in between) or a defect.
                 _log.error(
@@ -331,7 +454,7 @@ class ClinicalEvents:
             return PublishReport()
         messages = [clinical.to_message(event) for event in events]
         sent = 0
-        for chunk in _batches(messages):
+        for chunk in chunks(messages, max_bytes=MAX_BATCH_BYTES, max_messages=MAX_BATCH_MESSAGES):
             try:
                 self._bus.publish(clinical.TOPIC, chunk)
             except TieError as exc:
@@ -389,17 +512,3 @@ class ClinicalEvents:
 #: A bus batch stays well under Service Bus's smallest batch limit (256 KB on Standard).
 MAX_BATCH_BYTES = 192 * 1024
 MAX_BATCH_MESSAGES = 100
-
-
-def _batches(messages: Sequence[OutboundMessage]) -> Iterator[list[OutboundMessage]]:
-    """Consecutive runs of messages that fit one bus batch (a large transaction's events do not)."""
-    batch: list[OutboundMessage] = []
-    size = 0
-    for message in messages:
-        if batch and (size + len(message.body) > MAX_BATCH_BYTES or len(batch) >= MAX_BATCH_MESSAGES):
-            yield batch
-            batch, size = [], 0
-        batch.append(message)
-        size += len(message.body)
-    if batch:
-        yield batch

@@ -18,7 +18,9 @@ No web framework here: ``functions/fhir_*.py`` build the request and write the r
    everything the UK Core profile would check that we can check is checked regardless. The engine's own
    outbound resources do carry it (the mapper adds it).
 5. **Clinical event dry run** (:class:`~shared.fhirapi.clinical_events.ClinicalEvents`) -> 422 when the
-   write could not become a canonical event. Then the repository call, then the events are published.
+   write could not become a canonical event. Then the repository call - on the embedded store the
+   committed version's events are recorded in its outbox inside the same transaction - then the events
+   are published (see :mod:`shared.fhirapi.clinical_events`).
 
 Status codes: read/vread/search/history 200 (304 for a conditional read that matched); create 201
 (conditional create that found a match: 200, nothing written); update 200, or 201 when it created;
@@ -41,9 +43,10 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
+from shared.canonical.model import ClinicalEvent
 from shared.errors import TransientError
 from shared.fhir.validation import FhirValidationError, ValidationIssue, errors_only, to_operation_outcome
 from shared.fhir.validation import validate_bundle as _validate_bundle
@@ -85,6 +88,10 @@ from shared.fhirstore.errors import (
 )
 from shared.fhirstore.ports import (
     METHOD_CREATE,
+    BatchEntryOutcome,
+    CommitEvents,
+    EventCommittingRepository,
+    FhirReader,
     FhirRepository,
     JsonDict,
     SearchResult,
@@ -104,8 +111,10 @@ from shared.fhirstore.search import (
 )
 from shared.journal import Journal
 from shared.messaging.ports import MessageBus
-from shared.outbox import Outbox
+from shared.outbox import Outbox, OutboxMessage
 from shared.storage.ports import RecordStore
+
+R = TypeVar("R")
 
 #: Parameters every interaction accepts and ignores (presentation).
 _PRESENTATION = frozenset({"_format", "_pretty"})
@@ -151,6 +160,11 @@ class FhirApi:
         self._clock = clock or (lambda: datetime.now(UTC))
         self.events = ClinicalEvents(repository, bus, Journal(records), Outbox(records), clock=self._clock)
         self._types = frozenset(self.config.resource_types)
+        #: The repository when it commits events with its writes (the embedded store); None: events are
+        #: published after the write (a remote FHIR server).
+        self._committing: EventCommittingRepository | None = (
+            repository if isinstance(repository, EventCommittingRepository) else None
+        )
 
     # ================================================================================== plumbing
     def _guard(self, request: FhirRequest) -> tuple[str, Preferences]:
@@ -466,9 +480,16 @@ class FhirApi:
                 if not criteria.criteria:
                     raise InvalidSearch("If-None-Exist", "no search criteria")
             self.events.check(resource, "create")
-            result = self.repository.create(resource, if_none_exist=if_none_exist)
-            if result.created:
-                self._publish(request, [self._committed(request, result, "create", None)])
+
+            def writes(reader: FhirReader, result: WriteResult) -> list[CommittedWrite]:
+                return [self._committed(request, result, "create", None)] if result.created else []
+
+            result = self._commit(
+                request,
+                lambda repo, events: repo.create(resource, if_none_exist=if_none_exist, events=events),
+                lambda: self.repository.create(resource, if_none_exist=if_none_exist),
+                writes,
+            )
             return self._write_response(request, result, prefs, warnings)
 
         return self.handle(request, act)
@@ -481,8 +502,15 @@ class FhirApi:
             if rtype in EVENT_TYPES:
                 current = self._current(rtype, resource_id)
                 self.events.check(resource, "update" if current else "create", previous=current)
-            result = self.repository.update(rtype, resource_id, resource, if_match=request.header("If-Match"))
-            self._after_put(request, result)
+            if_match = request.header("If-Match")
+            result = self._commit(
+                request,
+                lambda repo, events: repo.update(
+                    rtype, resource_id, resource, if_match=if_match, events=events
+                ),
+                lambda: self.repository.update(rtype, resource_id, resource, if_match=if_match),
+                lambda reader, result: self._put_writes(request, result, reader),
+            )
             return self._write_response(request, result, prefs, warnings)
 
         return self.handle(request, act)
@@ -501,10 +529,15 @@ class FhirApi:
                 matched = self.repository.search(rtype, params, count=2)
                 previous = matched.resources[0] if len(matched.resources) == 1 else None
                 self.events.check(resource, "update" if previous else "create", previous=previous)
-            result = self.repository.conditional_update(
-                rtype, criteria, resource, if_match=request.header("If-Match")
+            if_match = request.header("If-Match")
+            result = self._commit(
+                request,
+                lambda repo, events: repo.conditional_update(
+                    rtype, criteria, resource, if_match=if_match, events=events
+                ),
+                lambda: self.repository.conditional_update(rtype, criteria, resource, if_match=if_match),
+                lambda reader, result: self._put_writes(request, result, reader),
             )
-            self._after_put(request, result)
             return self._write_response(request, result, prefs, warnings)
 
         return self.handle(request, act)
@@ -520,23 +553,31 @@ class FhirApi:
             current = self._current(rtype, resource_id) if rtype in EVENT_TYPES else None
             if current is not None:
                 self.events.check(current, "delete")
-            self.repository.delete(rtype, resource_id)
-            headers: dict[str, str] = {}
-            if current is not None:
-                deletion = self._deletion(rtype, resource_id)
-                if deletion is not None:
-                    headers["ETag"] = deletion.etag
-                    self._publish(
-                        request,
-                        [
-                            CommittedWrite(
-                                resource=current,
-                                interaction="delete",
-                                location=f"{rtype}/{resource_id}/_history/{deletion.version_id}",
-                                last_modified=deletion.last_modified,
-                            )
-                        ],
+            deleted: list[StoredResource] = []
+
+            def writes(reader: FhirReader, deletion: StoredResource | None) -> list[CommittedWrite]:
+                if current is None or deletion is None:
+                    return []
+                deleted[:] = [deletion]
+                return [
+                    CommittedWrite(
+                        resource=current,
+                        interaction="delete",
+                        location=f"{rtype}/{resource_id}/_history/{deletion.version_id}",
+                        last_modified=deletion.last_modified,
                     )
+                ]
+
+            def plain() -> StoredResource | None:
+                self.repository.delete(rtype, resource_id)
+                return None if current is None else self._deletion(rtype, resource_id, self.repository)
+
+            self._commit(
+                request, lambda repo, events: repo.delete(rtype, resource_id, events=events), plain, writes
+            )
+            headers: dict[str, str] = {}
+            if deleted:
+                headers["ETag"] = deleted[0].etag
             if prefs.return_ == "OperationOutcome":
                 return FhirResponse(200, _outcome("information", "informational", "deleted"), headers)
             return FhirResponse(204, None, headers)
@@ -552,17 +593,17 @@ class FhirApi:
         except (ResourceNotFound, ResourceGone):
             return None
 
-    def _deletion(self, rtype: str, resource_id: str) -> StoredResource | None:
-        versions = self.repository.history(rtype, resource_id, count=1)
+    @staticmethod
+    def _deletion(rtype: str, resource_id: str, reader: FhirReader) -> StoredResource | None:
+        versions = reader.history(rtype, resource_id, count=1)
         return versions[0] if versions and versions[0].deleted else None
 
-    def _previous(self, result: WriteResult) -> JsonDict | None:
+    @staticmethod
+    def _previous(result: WriteResult, reader: FhirReader) -> JsonDict | None:
         if result.created or not result.version_id.isdigit() or int(result.version_id) <= 1:
             return None
         try:
-            return self.repository.vread(
-                result.resource_type, result.id, str(int(result.version_id) - 1)
-            ).resource
+            return reader.vread(result.resource_type, result.id, str(int(result.version_id) - 1)).resource
         except (ResourceNotFound, ResourceGone):
             return None
 
@@ -578,22 +619,57 @@ class FhirApi:
             full_url=f"{self._base(request)}/{result.resource_type}/{result.id}",
         )
 
-    def _after_put(self, request: FhirRequest, result: WriteResult) -> None:
-        if result.resource_type not in EVENT_TYPES:
-            self._publish(
-                request, [self._committed(request, result, "create" if result.created else "update", None)]
-            )
-            return
+    def _put_writes(
+        self, request: FhirRequest, result: WriteResult, reader: FhirReader
+    ) -> list[CommittedWrite]:
         interaction: Interaction = "create" if result.created else "update"
-        self._publish(request, [self._committed(request, result, interaction, self._previous(result))])
+        previous = self._previous(result, reader) if result.resource_type in EVENT_TYPES else None
+        return [self._committed(request, result, interaction, previous)]
 
-    def _publish(
+    def _commit(
         self,
         request: FhirRequest,
-        writes: Sequence[CommittedWrite],
-        known: Mapping[str, JsonDict] | None = None,
-    ) -> None:
-        self.events.publish(writes, correlation_id=request.correlation_id or uuid.uuid4().hex, known=known)
+        with_events: Callable[[EventCommittingRepository, CommitEvents[R]], R],
+        plain: Callable[[], R],
+        writes_of: Callable[[FhirReader, R], list[CommittedWrite]],
+        known_of: Callable[[R], Mapping[str, JsonDict]] | None = None,
+    ) -> R:
+        """Run one write and get its clinical events out.
+
+        Embedded store: ``with_events`` - the committed writes (``writes_of``, read through the
+        transaction) are mapped inside the write's transaction and their messages committed with it, then
+        published and settled. Otherwise ``plain`` and publish afterwards (outbox on a bus failure).
+        """
+        correlation_id = request.correlation_id or uuid.uuid4().hex
+        store = self._committing
+        if store is None:
+            outcome = plain()
+            writes = writes_of(self.repository, outcome)
+            if writes:
+                known = known_of(outcome) if known_of is not None else None
+                self.events.publish(writes, correlation_id=correlation_id, known=known)
+            return outcome
+        captured: list[CommittedWrite] = []
+        by_id: dict[str, ClinicalEvent] = {}
+
+        def build(reader: FhirReader, outcome: R) -> list[OutboxMessage]:
+            writes = writes_of(reader, outcome)
+            known = known_of(outcome) if known_of is not None else None
+            mapped = self.events.map_in_transaction(
+                writes, correlation_id=correlation_id, reader=reader, known=known
+            )
+            captured[:] = writes
+            by_id.clear()
+            by_id.update((m.message.message_id or "", event) for event, m in mapped)
+            return [m for _, m in mapped]
+
+        events: CommitEvents[R] = CommitEvents(build)
+        outcome = with_events(store, events)
+        if captured or events.committed:
+            self.events.publish_committed(
+                captured, events.committed, by_id, correlation_id=correlation_id, outbox=store
+            )
+        return outcome
 
     def _write_response(
         self,
@@ -690,8 +766,24 @@ class FhirApi:
                 raise TransactionFailed(entry.index, exc) from None
             if removed is not None:
                 deleted[entry.index] = removed
-        response = self.repository.transaction(bundle)
-        self._publish_bundle(request, entries, response, deleted)
+
+        def writes(reader: FhirReader, response: JsonDict) -> list[CommittedWrite]:
+            answers = response.get("entry") or []
+            out: list[CommittedWrite] = []
+            for entry in entries:
+                answer = answers[entry.index] if entry.index < len(answers) else {}
+                write = self._entry_write(request, entry, answer, deleted, reader)
+                if write is not None:
+                    out.append(write)
+            return out
+
+        response = self._commit(
+            request,
+            lambda repo, events: repo.transaction(bundle, events=events),
+            lambda: self.repository.transaction(bundle),
+            writes,
+            _known,
+        )
         return FhirResponse(200, self._bundle_response(request, response, prefs))
 
     def _batch(self, request: FhirRequest, bundle: JsonDict, prefs: Preferences) -> FhirResponse:
@@ -721,9 +813,8 @@ class FhirApi:
             if removed is not None:
                 deleted[index] = removed
             accepted.append(entry)
-        result = self.repository.batch(
-            {"resourceType": "Bundle", "type": "batch", "entry": [raw_entries[e.index] for e in accepted]}
-        )
+        sub = {"resourceType": "Bundle", "type": "batch", "entry": [raw_entries[e.index] for e in accepted]}
+        result = self._run_batch(request, sub, accepted, deleted)
         for position, answer in enumerate(result.get("entry") or []):
             answers[accepted[position].index] = answer
         merged = {
@@ -731,67 +822,103 @@ class FhirApi:
             "type": "batch-response",
             "entry": [answers.get(i, {}) for i in range(len(raw_entries))],
         }
-        self._publish_bundle(request, accepted, merged, deleted)
         return FhirResponse(200, self._bundle_response(request, merged, prefs))
 
-    def _publish_bundle(
+    def _run_batch(
         self,
         request: FhirRequest,
-        entries: Sequence[bundle_ops.BundleEntry],
-        response: JsonDict,
+        sub: JsonDict,
+        accepted: Sequence[bundle_ops.BundleEntry],
         deleted: Mapping[int, JsonDict],
-    ) -> None:
-        answers = response.get("entry") or []
-        known: dict[str, JsonDict] = {}
-        for answer in answers:
-            resource = answer.get("resource") if isinstance(answer, dict) else None
-            if isinstance(resource, dict) and isinstance(resource.get("id"), str):
-                known[f"{resource.get('resourceType')}/{resource['id']}"] = resource
-        writes: list[CommittedWrite] = []
-        base = self._base(request)
-        for entry in entries:
-            answer = answers[entry.index] if entry.index < len(answers) else {}
-            outcome = answer.get("response") or {}
-            status = str(outcome.get("status") or "")[:3]
-            if entry.method == "DELETE":
-                removed = deleted.get(entry.index)
-                if removed is None or not status.startswith("2"):
-                    continue
-                deletion = self._deletion(entry.resource_type, entry.resource_id or "")
-                if deletion is not None:
-                    writes.append(
-                        CommittedWrite(
-                            resource=removed,
-                            interaction="delete",
-                            location=f"{entry.resource_type}/{entry.resource_id}/_history/{deletion.version_id}",
-                            last_modified=deletion.last_modified,
-                        )
-                    )
-                continue
-            if entry.method not in ("POST", "PUT") or status not in ("200", "201"):
-                continue
-            if entry.method == "POST" and status == "200":
-                continue  # conditional create matched: nothing was written
-            resource = answer.get("resource")
-            if not isinstance(resource, dict):
-                continue
-            meta = resource.get("meta") or {}
-            version = str(meta.get("versionId") or "")
-            modified = _instant_or_now(meta.get("lastUpdated"), self._clock)
-            result = WriteResult(resource, status == "201", version, modified)
-            interaction: Interaction = "create" if status == "201" else "update"
-            writes.append(
-                CommittedWrite(
-                    resource=resource,
-                    interaction=interaction,
-                    location=result.location,
-                    last_modified=modified,
-                    previous=self._previous(result) if resource.get("resourceType") in EVENT_TYPES else None,
-                    full_url=f"{base}/{result.resource_type}/{result.id}",
-                )
+    ) -> JsonDict:
+        """The repository's batch over the accepted entries (``sub``), with each committed entry's events
+        (every entry is its own transaction: on the embedded store its events commit with it)."""
+        correlation_id = request.correlation_id or uuid.uuid4().hex
+        store = self._committing
+        if store is None:
+            result = self.repository.batch(sub)
+            answers = result.get("entry") or []
+            writes = [
+                write
+                for position, answer in enumerate(answers)
+                if (write := self._entry_write(request, accepted[position], answer, deleted, self.repository))
+            ]
+            if writes:
+                self.events.publish(writes, correlation_id=correlation_id, known=_known(result))
+            return result
+        captured: dict[int, CommittedWrite] = {}
+        by_id: dict[str, ClinicalEvent] = {}
+
+        def build(reader: FhirReader, outcome: BatchEntryOutcome) -> list[OutboxMessage]:
+            position, answer = outcome
+            write = self._entry_write(request, accepted[position], answer, deleted, reader)
+            if write is None:
+                return []
+            mapped = self.events.map_in_transaction(
+                [write], correlation_id=correlation_id, reader=reader, known=_known({"entry": [answer]})
             )
-        if writes:
-            self._publish(request, writes, known)
+            captured[position] = write
+            by_id.update((m.message.message_id or "", event) for event, m in mapped)
+            return [m for _, m in mapped]
+
+        events: CommitEvents[BatchEntryOutcome] = CommitEvents(build)
+        result = store.batch(sub, events=events)
+        answers = result.get("entry") or []
+        writes = [
+            captured[position]
+            for position in sorted(captured)
+            if str((answers[position].get("response") or {}).get("status") or "").startswith("2")
+        ]
+        if writes or events.committed:
+            self.events.publish_committed(
+                writes, events.committed, by_id, correlation_id=correlation_id, outbox=store
+            )
+        return result
+
+    def _entry_write(
+        self,
+        request: FhirRequest,
+        entry: bundle_ops.BundleEntry,
+        answer: JsonDict,
+        deleted: Mapping[int, JsonDict],
+        reader: FhirReader,
+    ) -> CommittedWrite | None:
+        """The committed write of one Bundle entry given its answer (None: nothing was written)."""
+        outcome = answer.get("response") or {}
+        status = str(outcome.get("status") or "")[:3]
+        if entry.method == "DELETE":
+            removed = deleted.get(entry.index)
+            if removed is None or not status.startswith("2"):
+                return None
+            deletion = self._deletion(entry.resource_type, entry.resource_id or "", reader)
+            if deletion is None:
+                return None
+            return CommittedWrite(
+                resource=removed,
+                interaction="delete",
+                location=f"{entry.resource_type}/{entry.resource_id}/_history/{deletion.version_id}",
+                last_modified=deletion.last_modified,
+            )
+        if entry.method not in ("POST", "PUT") or status not in ("200", "201"):
+            return None
+        if entry.method == "POST" and status == "200":
+            return None  # conditional create matched: nothing was written
+        resource = answer.get("resource")
+        if not isinstance(resource, dict):
+            return None
+        meta = resource.get("meta") or {}
+        version = str(meta.get("versionId") or "")
+        modified = _instant_or_now(meta.get("lastUpdated"), self._clock)
+        result = WriteResult(resource, status == "201", version, modified)
+        interaction: Interaction = "create" if status == "201" else "update"
+        return CommittedWrite(
+            resource=resource,
+            interaction=interaction,
+            location=result.location,
+            last_modified=modified,
+            previous=self._previous(result, reader) if resource.get("resourceType") in EVENT_TYPES else None,
+            full_url=f"{self._base(request)}/{result.resource_type}/{result.id}",
+        )
 
     def _bundle_response(self, request: FhirRequest, response: JsonDict, prefs: Preferences) -> JsonDict:
         for answer in response.get("entry") or []:
@@ -814,6 +941,16 @@ class FhirApi:
 
 
 # ============================================================================================ helpers
+
+
+def _known(response: JsonDict) -> dict[str, JsonDict]:
+    """``Type/id -> resource`` for the resources a Bundle response carries (mapping context)."""
+    known: dict[str, JsonDict] = {}
+    for answer in response.get("entry") or []:
+        resource = answer.get("resource") if isinstance(answer, dict) else None
+        if isinstance(resource, dict) and isinstance(resource.get("id"), str):
+            known[f"{resource.get('resourceType')}/{resource['id']}"] = resource
+    return known
 
 
 def _outcome(severity: str, code: str, diagnostics: str, expression: str | None = None) -> JsonDict:

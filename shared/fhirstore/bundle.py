@@ -625,8 +625,9 @@ def _entry_runner(entry: BundleEntry) -> Callable[[UnitOfWork], JsonDict]:
     return lambda uow: execute_entry(uow, entry)
 
 
-def run_batch(bundle: Any, execute: Callable[[Callable[[UnitOfWork], JsonDict]], JsonDict]) -> JsonDict:
-    """Apply a batch Bundle; ``execute(fn)`` runs ``fn`` in its own database transaction."""
+def run_batch(bundle: Any, execute: Callable[[Callable[[UnitOfWork], JsonDict], int], JsonDict]) -> JsonDict:
+    """Apply a batch Bundle; ``execute(fn, index)`` runs ``fn`` (entry ``index``) in its own database
+    transaction."""
     raw_entries = bundle_entries(bundle, "batch")
     responses: dict[int, JsonDict] = {}
     parsed: list[BundleEntry] = []
@@ -637,7 +638,7 @@ def run_batch(bundle: Any, execute: Callable[[Callable[[UnitOfWork], JsonDict]],
             responses[index] = error_response(exc)
     for entry in processing_order(parsed):
         try:
-            responses[entry.index] = execute(_entry_runner(entry))
+            responses[entry.index] = execute(_entry_runner(entry), entry.index)
         except FhirStoreError as exc:
             responses[entry.index] = error_response(exc)
     return {

@@ -31,16 +31,30 @@ Contract (both adapters):
 * Errors derive from :class:`~shared.fhirstore.errors.FhirStoreError` and carry ``http_status`` and an
   OperationOutcome ``issue_code``; transient ones (store unavailable, throttled) derive from
   :class:`~shared.errors.TransientError`.
+
+Events committed with the write (:class:`EventCommittingRepository`, the embedded store only): every write
+method also takes ``events=`` (a :class:`CommitEvents`). Its ``build`` runs inside the write's database
+transaction, after the writes and before the commit, with a :class:`FhirReader` that sees them; the
+messages it returns are inserted into the store's outbox table in that transaction, so the write and its
+events are committed together or not at all. An exception from ``build`` rolls the write back. After the
+call returns, ``events.committed`` lists the batches that were committed (a batch Bundle commits one per
+entry), to be published and then settled (:class:`~shared.outbox.committed.CommittedOutbox`). A remote
+FHIR server (the AHDS adapter) cannot share a transaction with anything: it does not implement this
+protocol (see ``docs/adr/0001-fhir-api-transactional-events.md``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+
+from shared.outbox.committed import CommittedBatch, CommittedOutbox
+from shared.outbox.model import OutboxMessage
 
 JsonDict = dict[str, Any]
+R = TypeVar("R")
 
 #: Interactions recorded in history entries (``Bundle.entry.request.method`` of a history Bundle).
 METHOD_CREATE = "POST"
@@ -224,3 +238,98 @@ class FhirRepository(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class FhirReader(Protocol):
+    """The read side of :class:`FhirRepository` (a repository is one; so is the view
+    :class:`CommitEvents` builders get inside a write's transaction)."""
+
+    def read(self, resource_type: str, resource_id: str) -> StoredResource: ...
+
+    def vread(self, resource_type: str, resource_id: str, version_id: str) -> StoredResource: ...
+
+    def history(
+        self,
+        resource_type: str,
+        resource_id: str | None = None,
+        *,
+        count: int | None = None,
+        since: datetime | None = None,
+    ) -> list[StoredResource]: ...
+
+    def search(
+        self,
+        resource_type: str,
+        params: Sequence[tuple[str, str]] = (),
+        *,
+        count: int | None = None,
+        offset: int | None = None,
+        sort: Sequence[str] | None = None,
+        include: Sequence[str] | None = None,
+        strict: bool = True,
+    ) -> SearchResult: ...
+
+
+#: What a batch Bundle's events builder gets per entry: (index of the entry in the Bundle, its answer).
+BatchEntryOutcome = tuple[int, JsonDict]
+
+
+@dataclass(eq=False)
+class CommitEvents(Generic[R]):
+    """Messages to commit in the same transaction as a write (see the module docs).
+
+    ``build(reader, outcome)`` gets the write's outcome - the ``WriteResult``; for ``delete`` the deletion
+    version written (``None`` when nothing was deleted); for ``transaction`` the response Bundle; for
+    ``batch`` each committed entry's :data:`BatchEntryOutcome` - and returns the messages (may be empty).
+    The repository appends each committed batch to ``committed``.
+    """
+
+    build: Callable[[FhirReader, R], Sequence[OutboxMessage]]
+    committed: list[CommittedBatch] = field(default_factory=list)
+
+
+@runtime_checkable
+class EventCommittingRepository(FhirRepository, CommittedOutbox, Protocol):
+    """A :class:`FhirRepository` whose writes also commit outbox messages (``events=``; module docs)."""
+
+    def create(
+        self,
+        resource: JsonDict,
+        *,
+        if_none_exist: str | None = None,
+        events: CommitEvents[WriteResult] | None = None,
+    ) -> WriteResult: ...
+
+    def update(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: JsonDict,
+        *,
+        if_match: str | None = None,
+        events: CommitEvents[WriteResult] | None = None,
+    ) -> WriteResult: ...
+
+    def conditional_update(
+        self,
+        resource_type: str,
+        query: str,
+        resource: JsonDict,
+        *,
+        if_match: str | None = None,
+        events: CommitEvents[WriteResult] | None = None,
+    ) -> WriteResult: ...
+
+    def delete(
+        self,
+        resource_type: str,
+        resource_id: str,
+        *,
+        events: CommitEvents[StoredResource | None] | None = None,
+    ) -> None: ...
+
+    def transaction(self, bundle: JsonDict, *, events: CommitEvents[JsonDict] | None = None) -> JsonDict: ...
+
+    def batch(
+        self, bundle: JsonDict, *, events: CommitEvents[BatchEntryOutcome] | None = None
+    ) -> JsonDict: ...

@@ -41,6 +41,9 @@ Crash windows and how each is covered
   Messages the bus rejects for good (unknown topic, too large) are *parked* (partition ``parked``) for an
   operator instead of blocking the relay.
 
+A store with real transactions (the embedded FHIR store) commits its batches as rows of its own outbox
+table in the same transaction as the state (:mod:`shared.outbox.committed`, :class:`CommittedBatchRelay`).
+
 Known limits: a batch published by the relay after a crash can arrive after a later event of the same
 patient that was published directly (per-patient order holds for the direct path only); consumers
 compare event times. Owners rewritten by generic code must keep unsettled batches
@@ -49,6 +52,7 @@ compare event times. Owners rewritten by generic code must keep unsettled batche
 
 from __future__ import annotations
 
+from shared.outbox.committed import CommittedBatch, CommittedBatchRelay, CommittedOutbox
 from shared.outbox.errors import OutboxError, OutboxMessageInvalid
 from shared.outbox.model import OUTBOX_FIELD, OutboxMessage, OwnerRef
 from shared.outbox.outbox import PARKED_PARTITION, Outbox, OutboxEntry, PreparedBatch, carry_forward
@@ -57,6 +61,9 @@ from shared.outbox.relay import OutboxRelay, RelayReport
 __all__ = [
     "OUTBOX_FIELD",
     "PARKED_PARTITION",
+    "CommittedBatch",
+    "CommittedBatchRelay",
+    "CommittedOutbox",
     "Outbox",
     "OutboxEntry",
     "OutboxError",
