@@ -84,7 +84,7 @@ def test_create_answers_201_with_location_etag_last_modified_and_publishes_the_e
     # The event: same key as mapping the stored resource directly (the HL7 path uses the same identity).
     (message,) = clinical_messages(s.bus)
     expected = event_from_fhir(body, interaction="create", patient=None).value
-    assert message.message_id == expected.key.value and message.subject == "patient-created"
+    assert clinical.from_message(message.body).key == expected.key and message.subject == "patient-created"
     assert message.correlation_id == "test-corr-1"
     envelope = json.loads(message.body)
     assert envelope["data"]["patient"]["nhs_number"]["value"] == NHS[0]
