@@ -3,7 +3,9 @@
 The logic is in :mod:`shared.fhirapi`; a FHIR function here only builds a :class:`FhirRequest`, calls the
 interaction and writes the :class:`FhirResponse` back (``application/fhir+json``), with the correlation
 ID accepted or generated and echoed like every HTTP function. An exception that escapes the core becomes
-a 500 OperationOutcome without details.
+a 500 OperationOutcome without details. With ``TIE_REQUIRE_APIM_HEADER`` on, the gateway check
+(:mod:`shared.gateway`: the shared secret compared in constant time) runs first; a refusal is a 401/403
+OperationOutcome (issue code ``login`` / ``forbidden``) that echoes nothing.
 
 :func:`register_resources` adds one resource family's functions to a blueprint (``functions/fhir_*.py``
 hold one blueprint per family; a family's ``{resourceType}`` route segment is constrained to its types,
@@ -39,9 +41,12 @@ from typing import Any
 
 import azure.functions as func
 
+from functions._http import gateway_verdict
 from shared.fhir.json import dumps
 from shared.fhirapi import FhirApi, FhirRequest, FhirResponse, Headers, api_for
+from shared.fhirapi.http import gateway_outcome
 from shared.fhirapi.service import error_response
+from shared.gateway import GatewayVerdict
 from shared.observability.correlation import HEADER, correlation_scope, from_headers
 from shared.wiring import Container, get_container
 
@@ -95,7 +100,11 @@ def fhir_endpoint(interaction: Interaction, name: str) -> Callable[[func.HttpReq
         started = time.perf_counter()
         with correlation_scope(correlation_id):
             try:
-                response = interaction(get_api(), to_request(req, correlation_id), dict(req.route_params))
+                verdict = gateway_verdict(req, name)
+                if verdict is GatewayVerdict.PASSED:
+                    response = interaction(get_api(), to_request(req, correlation_id), dict(req.route_params))
+                else:
+                    response = gateway_outcome(verdict.status, verdict.message)
             except Exception as exc:  # noqa: BLE001 - HTTP boundary: no stack trace or payload leaves the app
                 _log.error("unhandled error", extra={"function": name, "error_code": type(exc).__name__})
                 response = error_response(exc)

@@ -1,4 +1,5 @@
-"""Shared plumbing for HTTP-triggered functions: correlation IDs, JSON errors, no leaked internals."""
+"""Shared plumbing for HTTP-triggered functions: correlation IDs, JSON errors, no leaked internals, and
+the API gateway check (:mod:`shared.gateway`) on every route but health."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from typing import Any
 import azure.functions as func
 
 from shared.errors import PermanentError, TransientError
+from shared.gateway import GatewayVerdict, gateway_policy
 from shared.observability.correlation import HEADER, correlation_scope, from_headers
+from shared.wiring import get_container
 
 _log = logging.getLogger("tie.http")
 
@@ -50,21 +53,53 @@ def error_response(
 Handler = Callable[[func.HttpRequest, str], func.HttpResponse]
 
 
+def gateway_verdict(req: func.HttpRequest, function: str) -> GatewayVerdict:
+    """The gateway check for one request (PASSED when ``TIE_REQUIRE_APIM_HEADER`` is off); refusals are
+    logged with the reason only, never a header value."""
+    policy = gateway_policy(get_container().settings)
+    if policy is None:
+        return GatewayVerdict.PASSED
+    verdict = policy.check(req.headers.get)
+    if verdict is GatewayVerdict.UNCONFIGURED:
+        _log.error(
+            "gateway check on but TIE_APIM_SHARED_SECRET is not set; request refused",
+            extra={"function": function, "reason": verdict.value},
+        )
+    elif verdict is not GatewayVerdict.PASSED:
+        _log.warning("gateway check failed", extra={"function": function, "reason": verdict.value})
+    return verdict
+
+
 def http_endpoint(handler: Handler) -> Callable[[func.HttpRequest], func.HttpResponse]:
     """Wrap a handler ``(req, correlation_id) -> HttpResponse``.
 
     Accepts ``X-Correlation-ID`` or generates one, makes it current for logging, echoes it on every
     response, and turns any escaped exception into a 500/503 JSON error with the correlation ID and no
-    stack trace or payload.
+    stack trace or payload. With ``TIE_REQUIRE_APIM_HEADER`` on, a request without the gateway's secret
+    header gets 401/403 JSON before the handler runs.
     """
+    return _endpoint(handler, gated=True)
 
+
+def ungated_endpoint(handler: Handler) -> Callable[[func.HttpRequest], func.HttpResponse]:
+    """:func:`http_endpoint` without the gateway check: for ``/health`` only (platform probes)."""
+    return _endpoint(handler, gated=False)
+
+
+def _endpoint(handler: Handler, *, gated: bool) -> Callable[[func.HttpRequest], func.HttpResponse]:
     @functools.wraps(handler)
     def wrapper(req: func.HttpRequest) -> func.HttpResponse:
         correlation_id, _ = from_headers(dict(req.headers))
         started = time.perf_counter()
         with correlation_scope(correlation_id):
             try:
-                response = handler(req, correlation_id)
+                verdict = gateway_verdict(req, handler.__name__) if gated else GatewayVerdict.PASSED
+                if verdict is GatewayVerdict.PASSED:
+                    response = handler(req, correlation_id)
+                else:
+                    response = error_response(
+                        verdict.status, f"gateway_{verdict.value}", verdict.message, correlation_id
+                    )
             except TransientError as exc:
                 _log.warning(
                     "transient failure", extra={"function": handler.__name__, "error_code": exc.code}

@@ -11,12 +11,13 @@ accepted is for the Azurite emulator (``UseDevelopmentStorage=true``) in local d
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigurationError
@@ -30,7 +31,10 @@ class Backend(StrEnum):
 class Settings(BaseSettings):
     """Every app setting the code reads. Field aliases are the exact app-setting names."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+    # hide_input_in_errors: a rejected value (a secret, a connection string) never reaches an error text.
+    model_config = SettingsConfigDict(
+        extra="ignore", populate_by_name=True, frozen=True, hide_input_in_errors=True
+    )
 
     environment: Literal["local", "dev", "test", "prod"] = Field("local", validation_alias="TIE_ENVIRONMENT")
     #: Root for the embedded defaults' files (SQLite bus, record store, blobs). Created on demand.
@@ -75,6 +79,9 @@ class Settings(BaseSettings):
     apim_header_name: str = Field(
         "X-TIE-Gateway", min_length=1, max_length=64, validation_alias="TIE_APIM_HEADER_NAME"
     )
+    #: The value API Management puts in that header (a Key Vault reference in Azure). With the check on
+    #: and no secret set, every gated request is refused (fail closed).
+    apim_shared_secret: SecretStr | None = Field(None, validation_alias="TIE_APIM_SHARED_SECRET")
 
     # Write-back (functions/events.py, shared/backbone). FHIR: empty URL = the platform's FHIR repository
     # (TIE_FHIR_BACKEND); a URL = that FHIR R4 server over REST (managed identity token). HL7 v2 over MLLP:
@@ -118,7 +125,30 @@ class Settings(BaseSettings):
     mllp_host: str = Field("127.0.0.1", validation_alias="TIE_MLLP_HOST")
     mllp_port: int = Field(2575, ge=0, le=65535, validation_alias="TIE_MLLP_PORT")
     mllp_max_message_bytes: int = Field(1_048_576, ge=1024, validation_alias="TIE_MLLP_MAX_MESSAGE_BYTES")
-    mllp_idle_timeout_seconds: float = Field(300.0, gt=0, validation_alias="TIE_MLLP_IDLE_TIMEOUT_SECONDS")
+    #: Deadline for the next complete frame after a reply (between frames); trusted senders get it for
+    #: their first frame too. Partial bytes do not extend it.
+    mllp_idle_timeout_seconds: float = Field(
+        60.0, gt=0, le=3600, validation_alias="TIE_MLLP_IDLE_TIMEOUT_SECONDS"
+    )
+    #: Deadline for the first complete frame of a new connection (TLS handshake included).
+    mllp_first_frame_timeout_seconds: float = Field(
+        15.0, gt=0, le=300, validation_alias="TIE_MLLP_FIRST_FRAME_TIMEOUT_SECONDS"
+    )
+    #: All connections; ``TIE_MLLP_RESERVED_CONNECTIONS`` of them only for allow-listed senders.
+    mllp_max_connections: int = Field(256, ge=1, le=10_000, validation_alias="TIE_MLLP_MAX_CONNECTIONS")
+    mllp_reserved_connections: int = Field(32, ge=0, validation_alias="TIE_MLLP_RESERVED_CONNECTIONS")
+    #: Connections one peer address may hold (allow-listed senders are exempt).
+    mllp_max_connections_per_source: int = Field(
+        16, ge=1, validation_alias="TIE_MLLP_MAX_CONNECTIONS_PER_SOURCE"
+    )
+    #: Allow-listed senders: comma-separated CIDRs (``10.1.0.0/16,192.0.2.7/32``) and, with mutual TLS,
+    #: client-certificate common names.
+    mllp_trusted_cidrs: str = Field("", max_length=4096, validation_alias="TIE_MLLP_TRUSTED_CIDRS")
+    mllp_trusted_client_cns: str = Field("", max_length=4096, validation_alias="TIE_MLLP_TRUSTED_CLIENT_CNS")
+    #: Worker threads parsing, validating and persisting MLLP messages (off the event loop).
+    mllp_workers: int = Field(8, ge=1, le=64, validation_alias="TIE_MLLP_WORKERS")
+    #: On SIGTERM: how long in-flight messages may take to finish before their connections are cut.
+    mllp_drain_seconds: float = Field(10.0, ge=0, le=120, validation_alias="TIE_MLLP_DRAIN_SECONDS")
     #: Optional TLS for MLLP: PEM certificate chain and key; a client CA file turns on mutual TLS.
     mllp_tls_cert_file: str | None = Field(None, validation_alias="TIE_MLLP_TLS_CERT_FILE")
     mllp_tls_key_file: str | None = Field(None, validation_alias="TIE_MLLP_TLS_KEY_FILE")
@@ -139,12 +169,30 @@ class Settings(BaseSettings):
         "mllp_tls_client_ca_file",
         "writeback_fhir_url",
         "writeback_mllp_host",
+        "apim_shared_secret",
         mode="before",
     )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("apim_shared_secret")
+    @classmethod
+    def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("TIE_APIM_SHARED_SECRET must be at least 16 characters")
+        return value
+
+    @field_validator("mllp_trusted_cidrs")
+    @classmethod
+    def _cidrs_parse(cls, value: str) -> str:
+        for item in _split_list(value):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError("TIE_MLLP_TRUSTED_CIDRS: each entry must be an IP network (CIDR)") from None
         return value
 
     @field_validator("storage_emulator_connection")
@@ -172,6 +220,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _azure_backends_need_endpoints(self) -> Settings:
+        if self.mllp_reserved_connections >= self.mllp_max_connections:
+            raise ValueError("TIE_MLLP_RESERVED_CONNECTIONS must be below TIE_MLLP_MAX_CONNECTIONS")
         if self.bus_backend is Backend.AZURE and not self.service_bus_namespace:
             raise ValueError("TIE_BUS_BACKEND=azure needs ServiceBusConnection__fullyQualifiedNamespace")
         if self.storage_backend is Backend.AZURE and not (
@@ -209,6 +259,15 @@ class Settings(BaseSettings):
         return self.local_dir / "fhir.sqlite3"
 
     @property
+    def mllp_trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        items = _split_list(self.mllp_trusted_cidrs)
+        return tuple(ipaddress.ip_network(item, strict=False) for item in items)
+
+    @property
+    def mllp_trusted_client_cn_set(self) -> frozenset[str]:
+        return frozenset(_split_list(self.mllp_trusted_client_cns))
+
+    @property
     def hl7_strict_sender_set(self) -> frozenset[tuple[str, str]]:
         """:attr:`hl7_strict_senders` as (MSH-3, MSH-4) pairs, upper case, ``*`` = any."""
         return parse_sender_list(self.hl7_strict_senders)
@@ -225,6 +284,11 @@ def parse_sender_list(text: str) -> frozenset[tuple[str, str]]:
             raise ValueError("TIE_HL7_STRICT_SENDERS entries are MSH-3|MSH-4 (or MSH-3, or *)")
         pairs.add((parts[0], parts[1] if len(parts) == 2 else "*"))
     return frozenset(pairs)
+
+
+def _split_list(value: str) -> list[str]:
+    """``"a, b c,,d"`` -> ``["a", "b c", "d"]`` (comma-separated setting values, blanks dropped)."""
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 #: App-setting names (aliases) of every field, for the sample-file consistency test and docs.

@@ -228,6 +228,16 @@ def decode_form(body: bytes, *, limit: int) -> list[tuple[str, str]]:
         raise BadRequest("the form body is not valid UTF-8 form data") from None
 
 
+# ------------------------------------------------------------------------------------------ gateway
+
+
+def gateway_outcome(status: int, message: str) -> FhirResponse:
+    """The OperationOutcome for a request refused by the API gateway check (:mod:`shared.gateway`):
+    401 ``login`` (no credential) or 403 ``forbidden``; ``message`` is fixed text, nothing is echoed."""
+    issue = {"severity": "error", "code": "login" if status == 401 else "forbidden", "diagnostics": message}
+    return FhirResponse(status, {"resourceType": "OperationOutcome", "issue": [issue]})
+
+
 # --------------------------------------------------------------------------------------------- URLs
 
 

@@ -90,6 +90,7 @@ from shared.messaging.ports import (
     TopicInfo,
 )
 from shared.messaging.topology import TOPOLOGY, SubscriptionSpec, TopicSpec
+from shared.storage.private_files import private_file
 
 __all__ = [
     "REASON_MAX_DELIVERY",
@@ -293,7 +294,7 @@ class SqliteBus:
                 subs[sub.name] = _Sub(spec.name, sub, compile_filter(sub.filter))
             self._topics[spec.name] = _Topic(spec, subs)
 
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self._path)  # 0600 in a 0700 directory: messages hold patient data
         try:
             conn = sqlite3.connect(
                 str(self._path), timeout=busy_timeout, isolation_level=None, check_same_thread=False

@@ -28,7 +28,16 @@ from shared.mllp.framing import (
     TruncatedFrame,
     frame,
 )
-from shared.mllp.server import ConnectionInfo, MllpServer, NakReason, fallback_nak, generic_nak
+from shared.mllp.server import (
+    ConnectionInfo,
+    MllpServer,
+    NakReason,
+    Refusal,
+    TrustRule,
+    fallback_nak,
+    generic_nak,
+)
+from shared.mllp.workers import WorkerPool
 
 __all__ = [
     "CR",
@@ -52,7 +61,10 @@ __all__ = [
     "MllpServer",
     "NakReason",
     "Oversize",
+    "Refusal",
     "TruncatedFrame",
+    "TrustRule",
+    "WorkerPool",
     "classify_ack",
     "fallback_nak",
     "frame",

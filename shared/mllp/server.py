@@ -22,7 +22,22 @@ Replies:
 
 If ``nak_builder`` raises, a minimal generic NAK (MSH + ``MSA|AR``, nothing echoed) is sent instead, so a
 request never goes unanswered while the connection is up. The connection is only closed on peer EOF,
-idle timeout, I/O error or :meth:`MllpServer.stop`.
+a timeout, I/O error or :meth:`MllpServer.stop`.
+
+Admission and timeouts (a flood of idle sockets must not lock real senders out; docs/mllp-hardening.md):
+
+* ``first_frame_timeout``: a new connection must deliver a complete frame within that many seconds of
+  being accepted, ``idle_timeout``: the next complete frame must arrive within that many seconds of the
+  last reply. Both are deadlines, not inactivity timers: bytes that trickle in do not extend them.
+  A *trusted* connection gets ``idle_timeout`` for its first frame too.
+* ``max_connections`` caps all connections; ``reserved_connections`` of them are kept for trusted
+  senders (``trusted(info)`` says which: an allow-listed address or client certificate);
+  ``max_connections_per_source`` caps the connections of one peer address (trusted peers are exempt).
+  A refused connection is closed at once, counted (``refusals``, metric
+  ``tie.mllp.connections_refused`` with a ``reason``) and logged without peer data, at most once per
+  :data:`REFUSAL_LOG_INTERVAL` per reason.
+* ``max_handlers_per_source`` bounds how many handler calls one peer address has in flight, so one
+  sender's slow or heavy messages cannot take every worker of a bounded pool.
 
 Logs carry the connection id, counts and exception type names only, never payload bytes or peer data.
 """
@@ -36,10 +51,13 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from ssl import SSLContext
 from typing import Any, Final
+
+from opentelemetry import metrics as otel_metrics
 
 from shared.mllp.framing import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -57,6 +75,22 @@ logger = logging.getLogger(__name__)
 
 _READ_CHUNK: Final = 65_536
 _CLOSE_TIMEOUT: Final = 2.0
+#: At most one "connections refused" log line per reason in this many seconds (a flood must not flood logs).
+REFUSAL_LOG_INTERVAL: Final = 10.0
+#: OpenTelemetry counter of refused connections (dimension ``reason``).
+REFUSED_METRIC: Final = "tie.mllp.connections_refused"
+
+
+class Refusal(enum.Enum):
+    """Why a new connection was closed at once."""
+
+    CLOSING = "closing"
+    #: Every connection slot is taken.
+    FULL = "full"
+    #: Only slots reserved for trusted senders are left.
+    RESERVED = "reserved"
+    #: The peer address already holds ``max_connections_per_source`` connections.
+    PER_SOURCE = "per-source"
 
 
 class NakReason(enum.Enum):
@@ -77,11 +111,30 @@ class ConnectionInfo:
     tls: bool
     #: RFC 4514-style subject (``CN=...,O=...``) of a verified TLS client certificate, else ``None``.
     peer_cert_subject: str | None = None
+    #: The common name(s) of a verified TLS client certificate's subject (empty without one).
+    peer_cert_common_names: tuple[str, ...] = ()
 
 
 #: Returns the reply payload, or ``None`` for "send no reply" (enhanced-mode NE/ER/SU accept ACKs).
 Handler = Callable[[bytes, ConnectionInfo], Awaitable[bytes | None]]
 NakBuilder = Callable[[NakReason, bytes | None], bytes]
+#: Says whether a connection comes from an allow-listed sender (address or client certificate).
+TrustRule = Callable[[ConnectionInfo], bool]
+#: Told about every refused connection (the default adds 1 to :data:`REFUSED_METRIC`).
+RefusalSink = Callable[[Refusal], None]
+
+
+def otel_refusal_sink() -> RefusalSink:
+    """A :data:`RefusalSink` counting on the OpenTelemetry counter :data:`REFUSED_METRIC` (a no-op until
+    telemetry is configured)."""
+    counter = otel_metrics.get_meter("tie").create_counter(
+        REFUSED_METRIC, unit="{connection}", description="MLLP connections closed at once (caps)"
+    )
+
+    def add(reason: Refusal) -> None:
+        counter.add(1, {"reason": reason.value})
+
+    return add
 
 
 def fallback_nak() -> bytes:
@@ -120,10 +173,17 @@ def _format_subject(peercert: Any) -> str | None:
     return ",".join(parts) or None
 
 
+def _common_names(peercert: Any) -> tuple[str, ...]:
+    if not isinstance(peercert, dict):
+        return ()
+    return tuple(str(v) for rdn in peercert.get("subject") or () for (k, v) in rdn if k == "commonName")
+
+
 @dataclass(slots=True)
 class _Connection:
     info: ConnectionInfo
     writer: asyncio.StreamWriter
+    trusted: bool = False
     task: asyncio.Task[None] | None = None
     #: True from the moment a read returned until the replies for it are written (handler in flight).
     busy: bool = False
@@ -140,10 +200,12 @@ class _Connection:
 class MllpServer:
     """An MLLP listener handing each complete frame to ``handler`` and writing back its reply.
 
-    ``max_connections`` bounds concurrent connections: one more is accepted and closed at once.
-    ``idle_timeout`` closes a connection on which nothing arrived for that many seconds (time spent in
-    the handler does not count). ``ssl`` enables TLS; configure the context with
-    ``verify_mode = CERT_REQUIRED`` and a CA to demand client certificates (mutual TLS).
+    ``ssl`` enables TLS; configure the context with ``verify_mode = CERT_REQUIRED`` and a CA to demand
+    client certificates (mutual TLS). Admission caps and timeouts are described in the module docs; the
+    constructor's defaults are permissive (no per-source caps, one timeout) for tests and benchmarks, and
+    :func:`shared.pipeline.mllp_listener.build_mllp_server` wires the hardened values from settings.
+    ``stop_grace`` is what :meth:`stop` allows in-flight handlers when called without a grace;
+    ``on_stopped`` runs once :meth:`stop` has closed everything (e.g. to shut a worker pool down).
     """
 
     def __init__(
@@ -155,31 +217,61 @@ class MllpServer:
         ssl: SSLContext | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         idle_timeout: float = 300.0,
+        first_frame_timeout: float | None = None,
         max_connections: int = 256,
+        max_connections_per_source: int | None = None,
+        reserved_connections: int = 0,
+        trusted: TrustRule | None = None,
+        max_handlers_per_source: int | None = None,
+        stop_grace: float = 10.0,
+        on_refused: RefusalSink | None = None,
+        on_stopped: Callable[[], None] | None = None,
         nak_builder: NakBuilder,
     ) -> None:
         if max_message_bytes < 1:
             raise ValueError("max_message_bytes must be at least 1")
-        if idle_timeout <= 0:
-            raise ValueError("idle_timeout must be positive")
+        if idle_timeout <= 0 or (first_frame_timeout is not None and first_frame_timeout <= 0):
+            raise ValueError("timeouts must be positive")
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
+        if max_connections_per_source is not None and max_connections_per_source < 1:
+            raise ValueError("max_connections_per_source must be at least 1")
+        if not 0 <= reserved_connections < max_connections:
+            raise ValueError("reserved_connections must be at least 0 and below max_connections")
+        if max_handlers_per_source is not None and max_handlers_per_source < 1:
+            raise ValueError("max_handlers_per_source must be at least 1")
+        if stop_grace < 0:
+            raise ValueError("stop_grace must not be negative")
         self._handler = handler
         self._host = host
         self._requested_port = port
         self._ssl = ssl
         self._max_message_bytes = max_message_bytes
         self._idle_timeout = idle_timeout
+        self._first_frame_timeout = first_frame_timeout if first_frame_timeout is not None else idle_timeout
         self._max_connections = max_connections
+        self._max_per_source = max_connections_per_source
+        # Room is kept for trusted senders only when there is a way to recognise them.
+        self._reserved = reserved_connections if trusted is not None else 0
+        self._trusted = trusted
+        self._max_handlers_per_source = max_handlers_per_source
+        self._stop_grace = stop_grace
+        self._on_refused = on_refused if on_refused is not None else otel_refusal_sink()
+        self._on_stopped = on_stopped
         self._nak_builder = nak_builder
         self._server: asyncio.Server | None = None
         self._connections: dict[str, _Connection] = {}
+        self._per_source: Counter[str] = Counter()
+        self._handler_slots: dict[str, asyncio.Semaphore] = {}
         self._ids = itertools.count(1)
         self._instance = secrets.token_hex(3)
         self._closing = False
         self._stopped: asyncio.Event | None = None
         self._accepted = 0
-        self._rejected = 0
+        #: Refused connections by reason, and closed connections by close reason (for tests, health).
+        self.refusals: Counter[Refusal] = Counter()
+        self.closes: Counter[str] = Counter()
+        self._refusal_log: dict[Refusal, tuple[float, int]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -192,7 +284,8 @@ class MllpServer:
         kwargs: dict[str, Any] = {}
         if self._ssl is not None:
             kwargs["ssl"] = self._ssl
-            kwargs["ssl_handshake_timeout"] = min(60.0, self._idle_timeout)
+            # The handshake counts towards the first frame: a peer that never finishes it is dropped.
+            kwargs["ssl_handshake_timeout"] = min(60.0, self._first_frame_timeout)
         self._server = await asyncio.start_server(
             self._on_connect, host=self._host, port=self._requested_port, **kwargs
         )
@@ -209,6 +302,10 @@ class MllpServer:
     def active_connections(self) -> int:
         return len(self._connections)
 
+    @property
+    def accepted(self) -> int:
+        return self._accepted
+
     async def serve_forever(self) -> None:
         """Start if never started, then wait until :meth:`stop` has completed (returns at once if it has)."""
         if self._stopped is None:
@@ -216,10 +313,12 @@ class MllpServer:
         assert self._stopped is not None
         await self._stopped.wait()
 
-    async def stop(self, grace: float = 10.0) -> None:
-        """Stop accepting, close idle connections, give in-flight handlers up to ``grace`` seconds to
-        finish and have their replies written, then close everything (cancelling handlers still running).
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, close idle connections, give in-flight handlers up to ``grace`` seconds
+        (default: ``stop_grace``) to finish and have their replies written, then close everything
+        (cancelling handlers still running). Returns within about ``grace`` + 6 seconds.
         """
+        grace = self._stop_grace if grace is None else grace
         server = self._server
         if server is None or self._closing:
             if self._stopped is not None:
@@ -241,7 +340,9 @@ class MllpServer:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(server.wait_closed(), _CLOSE_TIMEOUT)
         self._server = None
-        logger.info("mllp server stopped accepted=%d rejected=%d", self._accepted, self._rejected)
+        logger.info("mllp server stopped accepted=%d refused=%d", self._accepted, sum(self.refusals.values()))
+        if self._on_stopped is not None:
+            self._on_stopped()
         assert self._stopped is not None
         self._stopped.set()
 
@@ -252,26 +353,71 @@ class MllpServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
+    # ------------------------------------------------------------------ admission
+
+    def _admit(self, info: ConnectionInfo, trusted: bool) -> Refusal | None:
+        """Why this connection must be refused, or ``None`` to accept it (no await: no races)."""
+        if self._closing:
+            return Refusal.CLOSING
+        active = len(self._connections)
+        if active >= self._max_connections:
+            return Refusal.FULL
+        if trusted:
+            return None
+        if active >= self._max_connections - self._reserved:
+            return Refusal.RESERVED
+        if self._max_per_source is not None and self._per_source[info.peer_host] >= self._max_per_source:
+            return Refusal.PER_SOURCE
+        return None
+
+    def _is_trusted(self, info: ConnectionInfo) -> bool:
+        if self._trusted is None:
+            return False
+        try:
+            return bool(self._trusted(info))
+        except (ValueError, TypeError) as exc:  # a broken rule must not take the listener down
+            logger.error("mllp trust rule failed error=%s", type(exc).__name__)
+            return False
+
+    def _refused(self, reason: Refusal) -> None:
+        self.refusals[reason] += 1
+        self._on_refused(reason)
+        now = time.monotonic()
+        last, suppressed = self._refusal_log.get(reason, (float("-inf"), 0))
+        if now - last < REFUSAL_LOG_INTERVAL:
+            self._refusal_log[reason] = (last, suppressed + 1)
+            return
+        self._refusal_log[reason] = (now, 0)
+        logger.warning(
+            "mllp connections refused reason=%s count=%d active=%d max=%d",
+            reason.value,
+            suppressed + 1,
+            len(self._connections),
+            self._max_connections,
+        )
+
     # ------------------------------------------------------------------ connections
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn_id = f"{self._instance}-{next(self._ids)}"
-        if self._closing or len(self._connections) >= self._max_connections:
-            self._rejected += 1
-            logger.warning(
-                "mllp connection rejected conn=%s active=%d closing=%s",
-                conn_id,
-                len(self._connections),
-                self._closing,
-            )
-            await _close_writer(writer)
+        info = _connection_info(conn_id, writer)
+        trusted = self._is_trusted(info)
+        refusal = self._admit(info, trusted)
+        if refusal is not None:
+            self._refused(refusal)
+            _abort(writer)
             return
         self._accepted += 1
-        conn = _Connection(info=_connection_info(conn_id, writer), writer=writer)
+        conn = _Connection(info=info, writer=writer, trusted=trusted)
         conn.task = asyncio.current_task()
         self._connections[conn_id] = conn
+        self._per_source[info.peer_host] += 1
         logger.info(
-            "mllp connection open conn=%s tls=%s active=%d", conn_id, conn.info.tls, len(self._connections)
+            "mllp connection open conn=%s tls=%s trusted=%s active=%d",
+            conn_id,
+            info.tls,
+            trusted,
+            len(self._connections),
         )
         reason = "eof"
         try:
@@ -284,6 +430,11 @@ class MllpServer:
             reason = f"io-error:{type(exc).__name__}"
         finally:
             del self._connections[conn_id]
+            self._per_source[info.peer_host] -= 1
+            if self._per_source[info.peer_host] <= 0:
+                del self._per_source[info.peer_host]
+                self._handler_slots.pop(info.peer_host, None)
+            self.closes[reason.split(":", 1)[0]] += 1
             logger.info(
                 "mllp connection closed conn=%s reason=%s frames=%d acks=%d naks=%d handler_errors=%d "
                 "garbage_bytes=%d truncated=%d seconds=%.1f",
@@ -300,13 +451,18 @@ class MllpServer:
             await _close_writer(writer)
 
     async def _serve(self, conn: _Connection, reader: asyncio.StreamReader) -> str:
+        loop = asyncio.get_running_loop()
+        first = self._idle_timeout if conn.trusted else self._first_frame_timeout
+        # A deadline, not an inactivity timer: only a reply (a complete exchange) moves it.
+        deadline = loop.time() + first
+        exchanges = 0
         decoder = FrameDecoder(self._max_message_bytes)
         while not self._closing:
             try:
-                async with asyncio.timeout(self._idle_timeout):
+                async with asyncio.timeout_at(deadline):
                     data = await reader.read(_READ_CHUNK)
             except TimeoutError:
-                return "idle-timeout"
+                return "idle-timeout" if exchanges else "first-frame-timeout"
             conn.busy = True  # set before any await: stop() must not cancel us from here on
             try:
                 if not data:
@@ -314,34 +470,55 @@ class MllpServer:
                         await self._on_event(conn, event)
                     return "eof"
                 for event in decoder.feed(data):
-                    await self._on_event(conn, event)
+                    if await self._on_event(conn, event):
+                        exchanges += 1
+                        deadline = loop.time() + self._idle_timeout
                     if self._closing:
                         return "stopped"
             finally:
                 conn.busy = False
         return "stopped"
 
-    async def _on_event(self, conn: _Connection, event: DecodeEvent) -> None:
+    async def _on_event(self, conn: _Connection, event: DecodeEvent) -> bool:
+        """Handle one decoder event; True when it was answered (or deliberately left unanswered)."""
         cid = conn.info.connection_id
         if isinstance(event, Frame):
             conn.frames += 1
             await self._reply_to_frame(conn, event.payload)
-        elif isinstance(event, Oversize):
+            return True
+        if isinstance(event, Oversize):
             logger.warning("mllp oversize frame conn=%s limit=%d", cid, event.limit)
             await self._send_nak(conn, NakReason.OVERSIZE, event.head)
-        elif isinstance(event, BrokenFrame):
+            return True
+        if isinstance(event, BrokenFrame):
             logger.warning("mllp broken frame (EB without CR) conn=%s bytes=%d", cid, len(event.partial))
             await self._send_nak(conn, NakReason.BROKEN_FRAME, event.partial)
-        elif isinstance(event, Garbage):
+            return True
+        if isinstance(event, Garbage):
             conn.garbage_bytes += event.nbytes
             logger.warning("mllp bytes outside a frame skipped conn=%s bytes=%d", cid, event.nbytes)
         elif isinstance(event, TruncatedFrame):
             conn.truncated += 1
             logger.warning("mllp truncated frame discarded conn=%s bytes=%d", cid, len(event.partial))
+        return False
+
+    @contextlib.asynccontextmanager
+    async def _handler_slot(self, conn: _Connection) -> AsyncIterator[None]:
+        """Hold one of the peer address's ``max_handlers_per_source`` handler slots."""
+        if self._max_handlers_per_source is None:
+            yield
+            return
+        source = conn.info.peer_host
+        slot = self._handler_slots.get(source)
+        if slot is None:
+            slot = self._handler_slots[source] = asyncio.Semaphore(self._max_handlers_per_source)
+        async with slot:
+            yield
 
     async def _reply_to_frame(self, conn: _Connection, payload: bytes) -> None:
         try:
-            answer = await self._handler(payload, conn.info)
+            async with self._handler_slot(conn):
+                answer = await self._handler(payload, conn.info)
             if answer is None:
                 # Enhanced acknowledgement mode can ask for no accept ACK (MSH-15 NE, or ER/SU when the
                 # outcome does not qualify): the handler says so by returning None.
@@ -382,15 +559,25 @@ def _connection_info(conn_id: str, writer: asyncio.StreamWriter) -> ConnectionIn
     if isinstance(peer, tuple) and len(peer) >= 2:
         host, port = str(peer[0]), int(peer[1])
     tls = writer.get_extra_info("ssl_object") is not None
-    subject = _format_subject(writer.get_extra_info("peercert")) if tls else None
+    peercert = writer.get_extra_info("peercert") if tls else None
     return ConnectionInfo(
-        connection_id=conn_id, peer_host=host, peer_port=port, tls=tls, peer_cert_subject=subject
+        connection_id=conn_id,
+        peer_host=host,
+        peer_port=port,
+        tls=tls,
+        peer_cert_subject=_format_subject(peercert),
+        peer_cert_common_names=_common_names(peercert),
     )
 
 
 async def _write(writer: asyncio.StreamWriter, data: bytes) -> None:
     writer.write(data)
     await writer.drain()
+
+
+def _abort(writer: asyncio.StreamWriter) -> None:
+    """Drop a refused connection at once (no lingering close handshake to wait for)."""
+    writer.transport.abort()
 
 
 async def _close_writer(writer: asyncio.StreamWriter) -> None:

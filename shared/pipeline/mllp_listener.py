@@ -1,13 +1,22 @@
 """The MLLP listener wired to the HL7 v2 ingest core (persist-before-ACK, same path as HTTP).
 
 Runs beside the functions host (``tie run``), not as a Function: Functions cannot accept raw TCP. Every
-frame gets its own correlation ID; the core runs in a worker thread so slow storage never blocks other
-connections' I/O. Framing faults get an AR built from whatever MSH could be read.
+frame gets its own correlation ID; the core (parse, validate, persist) runs on a bounded pool of
+``TIE_MLLP_WORKERS`` daemon threads (:class:`~shared.mllp.workers.WorkerPool`), never on the event loop,
+and one peer address may occupy at most half of them, so slow storage or a sender of heavy messages
+never stalls other senders. Framing faults get an AR built from whatever MSH could be read.
+
+Admission (docs/mllp-hardening.md): ``TIE_MLLP_MAX_CONNECTIONS`` in all, of which
+``TIE_MLLP_RESERVED_CONNECTIONS`` only for allow-listed senders (``TIE_MLLP_TRUSTED_CIDRS``, or with
+mutual TLS ``TIE_MLLP_TRUSTED_CLIENT_CNS``), ``TIE_MLLP_MAX_CONNECTIONS_PER_SOURCE`` per other peer
+address, and deadlines for the first frame and between frames. :meth:`MllpServer.stop` drains for
+``TIE_MLLP_DRAIN_SECONDS`` and then shuts the worker pool down without waiting for stuck work.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ssl
 from pathlib import Path
 
@@ -15,7 +24,8 @@ from shared.config.settings import Settings
 from shared.hl7v2 import Hl7ParseError
 from shared.hl7v2.ack import build_ack_for_unparseable
 from shared.messaging.ports import MessageBus
-from shared.mllp.server import ConnectionInfo, MllpServer, NakReason
+from shared.mllp.server import ConnectionInfo, MllpServer, NakReason, TrustRule
+from shared.mllp.workers import WorkerPool
 from shared.observability.correlation import correlation_scope, new_correlation_id
 from shared.pipeline.hl7v2 import Hl7Ingest
 from shared.storage.ports import RecordStore
@@ -48,6 +58,30 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+def trust_rule(settings: Settings) -> TrustRule | None:
+    """Allow-listed senders: peer address in ``TIE_MLLP_TRUSTED_CIDRS``, or a verified client certificate
+    whose common name is in ``TIE_MLLP_TRUSTED_CLIENT_CNS``. ``None`` when neither is configured."""
+    networks = settings.mllp_trusted_networks
+    names = settings.mllp_trusted_client_cn_set
+    if not networks and not names:
+        return None
+
+    def trusted(info: ConnectionInfo) -> bool:
+        if names and info.tls and any(cn in names for cn in info.peer_cert_common_names):
+            return True
+        if not networks:
+            return False
+        try:
+            address = ipaddress.ip_address(info.peer_host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in networks)
+
+    return trusted
+
+
 def build_mllp_server(
     bus: MessageBus,
     records: RecordStore,
@@ -57,23 +91,37 @@ def build_mllp_server(
     port: int | None = None,
 ) -> MllpServer:
     ingest = Hl7Ingest(bus, records)
+    pool = WorkerPool(settings.mllp_workers)
 
     def handle_sync(payload: bytes, connection_id: str) -> bytes | None:
         with correlation_scope(new_correlation_id()) as correlation_id:
             return ingest.handle(payload, source=f"mllp:{connection_id}", correlation_id=correlation_id).ack
 
     async def handler(payload: bytes, info: ConnectionInfo) -> bytes | None:
-        return await asyncio.to_thread(handle_sync, payload, info.connection_id)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(pool, handle_sync, payload, info.connection_id)
 
-    return MllpServer(
-        handler,
-        host=host or settings.mllp_host,
-        port=settings.mllp_port if port is None else port,
-        ssl=tls_context(settings),
-        max_message_bytes=settings.mllp_max_message_bytes,
-        idle_timeout=settings.mllp_idle_timeout_seconds,
-        nak_builder=build_nak,
-    )
+    try:
+        return MllpServer(
+            handler,
+            host=host or settings.mllp_host,
+            port=settings.mllp_port if port is None else port,
+            ssl=tls_context(settings),
+            max_message_bytes=settings.mllp_max_message_bytes,
+            idle_timeout=settings.mllp_idle_timeout_seconds,
+            first_frame_timeout=settings.mllp_first_frame_timeout_seconds,
+            max_connections=settings.mllp_max_connections,
+            max_connections_per_source=settings.mllp_max_connections_per_source,
+            reserved_connections=settings.mllp_reserved_connections,
+            trusted=trust_rule(settings),
+            max_handlers_per_source=max(1, settings.mllp_workers // 2),
+            stop_grace=settings.mllp_drain_seconds,
+            on_stopped=lambda: pool.shutdown(wait=False, cancel_futures=True),
+            nak_builder=build_nak,
+        )
+    except (ValueError, OSError):
+        pool.shutdown(wait=False)
+        raise
 
 
 async def start_mllp_listener(

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from shared.storage.errors import StorageUnavailable
+from shared.storage.private_files import private_file
 
 
 class SqliteDatabase:
@@ -27,7 +28,7 @@ class SqliteDatabase:
         self._lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
         self._closed = False
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # 0600 in a 0700 directory: the stores hold patient data
         # Open one connection now: the file is in WAL mode before any concurrent use.
         with self._connection():
             pass

@@ -197,3 +197,33 @@ def test_policies_are_deployed_as_xml_and_diagnostics_never_log_bodies() -> None
     bodies = [b.literal(v) for _, v in b.object_properties_named(diagnostics.body, "bytes")]  # type: ignore[arg-type]
     assert bodies == [0, 0, 0, 0]
     assert b.literal(diagnostics.get("properties.logClientIp")) is False
+
+
+def test_gateway_header_carries_the_key_vault_secret_the_app_compares() -> None:
+    """TIE_REQUIRE_APIM_HEADER: API Management sets the header (override: a caller cannot supply it) from a
+    Key Vault-backed named value, and the app reads the same Key Vault secret as TIE_APIM_SHARED_SECRET."""
+    spec = json.loads((b.BICEP_DIR / "config" / "app-settings.json").read_text())
+    settings = {s["name"]: s for s in spec["settings"]}
+    assert settings["TIE_REQUIRE_APIM_HEADER"]["value"] == "true"
+    header = settings["TIE_APIM_HEADER_NAME"]["value"]
+    (gateway,) = [h for h in _xml(POLICIES / "api-tie.xml").iter("set-header") if h.get("name") == header]
+    assert gateway.get("exists-action") == "override"
+    value = gateway.find("value")
+    assert value is not None
+    (named,) = re.findall(r"^\{\{([^}]+)\}\}$", (value.text or "").strip())
+    (decl,) = [
+        d
+        for d in APIM.resources("Microsoft.ApiManagement/service/namedValues")
+        if not d.looped and b.literal(d.get("name")) == named
+    ]
+    assert b.literal(decl.get("properties.secret")) is True
+    assert "secrets/${functionKeySecretName}" in b.text(decl.get("properties.keyVault.secretIdentifier"))
+    main = b.load(b.MAIN)
+    secret_name = b.literal(main.variables()["functionKeySecretName"])
+    assert settings["TIE_APIM_SHARED_SECRET"] == {
+        "name": "TIE_APIM_SHARED_SECRET",
+        "from": "keyVaultSecret",
+        "value": secret_name,
+    }
+    (apim,) = [m for m in main.modules() if m.symbol == "apim"]
+    assert b.text(apim.get("params.functionKeySecretName")) == "functionKeySecretName"

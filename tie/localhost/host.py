@@ -6,6 +6,10 @@ Behaviour mirrors the Azure Functions host where it matters locally:
   route templates, methods and ``route_params`` honoured; unknown route -> 404 JSON, wrong method -> 405
   JSON with ``Allow``; an exception escaping a function -> 500 JSON with a correlation ID and no stack
   trace or payload. Function keys are not enforced locally (Core Tools does not either).
+* Nothing the HTTP server logs or answers by itself carries a request line, query string, header value or
+  body (they hold patient identifiers: FHIR search parameters, NHS numbers): no access log, and requests
+  the HTTP parser rejects get a fixed JSON error - a URL longer than :data:`MAX_URL_BYTES` 414, an
+  over-long header 431, anything else unparseable 400 - logged with the status and error type only.
 * Service Bus topic triggers are fed from the container's message bus (the embedded SQLite bus unless
   ``TIE_BUS_BACKEND=azure``): peek-lock receive, complete on success, abandon on exception (delivery count
   rises), the bus dead-letters after max delivery count; locks are renewed while a function runs
@@ -32,13 +36,15 @@ from typing import Any
 
 import azure.functions as func
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
+from aiohttp.web_protocol import RequestHandler
 from azure.functions.servicebus import ServiceBusMessage
 from azure.functions.timer import TimerRequest
 
 from shared.errors import TieError
 from shared.messaging.errors import MessageLockLost
 from shared.messaging.ports import NEXT_AVAILABLE_SESSION, MessageBus, ReceivedMessage
-from shared.observability.correlation import HEADER, from_headers
+from shared.observability.correlation import HEADER, from_headers, new_correlation_id
 from shared.storage.ports import RecordStore
 from tie.localhost.discovery import FunctionSpec, describe
 from tie.localhost.ncrontab import Schedule
@@ -46,6 +52,11 @@ from tie.localhost.ncrontab import Schedule
 _log = logging.getLogger("tie.host")
 
 TIMER_STATUS_TABLE = "timerstatus"
+#: Longest request URL (path and query) served; longer -> 414. Differs from :data:`MAX_HEADER_BYTES` so
+#: the parser's "line too long" error tells which limit was crossed.
+MAX_URL_BYTES = 8192
+#: Longest request header value (and name); longer -> 431.
+MAX_HEADER_BYTES = 8190
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,58 @@ def _json_error(status: int, code: str, message: str, correlation_id: str, **ext
     return web.json_response(body, status=status, headers={HEADER: correlation_id})
 
 
+class _PrivateRequestHandler(RequestHandler):
+    """aiohttp's connection handler without its two leaks: the error page for a request it cannot parse
+    quotes the request line (query string included), and its error log lines carry the exception text
+    (the same request line) and traceback. Both are replaced by fixed text, status and error type."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        del message  # aiohttp's message quotes the request
+        if isinstance(exc, LineTooLong):
+            too_long_url = len(exc.args) > 1 and exc.args[1] == self.max_line_size
+            status, code, text = (
+                (414, "uri_too_long", "The request URL is too long.")
+                if too_long_url
+                else (431, "header_too_large", "A request header is too large.")
+            )
+        elif status >= 500:
+            status, code, text = 500, "internal_error", "An internal error occurred."
+        else:
+            code, text = "bad_request", "The request could not be parsed."
+        _log.warning(
+            "http request rejected",
+            extra={"status": status, "error_code": type(exc).__name__ if exc else "-"},
+        )
+        if request.writer.output_size > 0:  # a response has started: the connection is broken
+            raise ConnectionError("response already started")
+        response = _json_error(status, code, text, new_correlation_id())
+        response.force_close()
+        return response
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        exc = kw.get("exc_info")
+        _log.error(
+            "http server error",
+            extra={"error_code": type(exc).__name__ if isinstance(exc, BaseException) else "-"},
+        )
+
+    def log_debug(self, *args: Any, **kw: Any) -> None:
+        """aiohttp's debug lines (client disconnects, timeouts) are dropped: some carry exceptions."""
+
+
+class _PrivateServer(web.Server):
+    """``web.Server`` building :class:`_PrivateRequestHandler` connections."""
+
+    def __call__(self) -> RequestHandler:
+        return _PrivateRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
 @dataclass
 class _Stats:
     completed: int = 0
@@ -149,7 +212,7 @@ class LocalHost:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._executor = ThreadPoolExecutor(self.config.http_workers, thread_name_prefix="tie-http")
-        self._runner: web.AppRunner | None = None
+        self._runner: web.ServerRunner | None = None
         self._site_port: int | None = None
         self._schedules = {f.name: Schedule.parse(f.schedule or "") for f in self.timer_functions}
 
@@ -175,7 +238,7 @@ class LocalHost:
             allowed.update(spec.methods)
         return None, {}, allowed
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         self.stats.http_requests += 1
         correlation_id, _ = from_headers(dict(request.headers))
         prefix = f"/{self.config.route_prefix}" if self.config.route_prefix else ""
@@ -246,10 +309,23 @@ class LocalHost:
             headers[HEADER] = correlation_id
         return web.Response(status=result.status_code, body=result.get_body(), headers=headers)
 
-    def _web_app(self) -> web.Application:
-        application = web.Application(client_max_size=self.config.max_request_bytes)
-        application.router.add_route("*", "/{tail:.*}", self._handle)
-        return application
+    def _web_server(self) -> web.Server:
+        """The low-level server: every request goes to :meth:`_handle` (it routes), no access log."""
+        loop = asyncio.get_running_loop()
+        max_size = self.config.max_request_bytes
+
+        def make_request(
+            message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+        ) -> web.BaseRequest:
+            return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=max_size)
+
+        return _PrivateServer(
+            self._handle,
+            request_factory=make_request,
+            access_log=None,
+            max_line_size=MAX_URL_BYTES,
+            max_field_size=MAX_HEADER_BYTES,
+        )
 
     # ------------------------------------------------------------------------------------ Service Bus
     def _to_sb_message(self, m: ReceivedMessage) -> func.ServiceBusMessage:
@@ -430,7 +506,7 @@ class LocalHost:
     async def start(self) -> None:
         self._stop.clear()
         if self.config.enable_http:
-            self._runner = web.AppRunner(self._web_app(), access_log=None, handle_signals=False)
+            self._runner = web.ServerRunner(self._web_server(), handle_signals=False)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True)
             await site.start()
