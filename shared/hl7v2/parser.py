@@ -4,7 +4,8 @@ See the package docstring (``shared/hl7v2/__init__.py``) for the public API and 
 
 Implementation notes (performance): parsing decodes the bytes, splits the text into segment strings with
 ``str.split`` and checks each segment ID against a cache; nothing else. Fields are split the first time a
-segment is read, components/repetitions are split on demand per read, and escape decoding is skipped
+segment is read, a field's repetitions are split once (on the first read past repetition 1) and cached
+until the segment is edited, components are split on demand per read, and escape decoding is skipped
 unless the value contains the escape character. Segment objects are created lazily and cached.
 """
 
@@ -240,7 +241,7 @@ class Segment:
     * ``len(segment)`` is the number of fields present (trailing empty fields included as sent).
     """
 
-    __slots__ = ("_codec", "_dirty", "_fields", "_raw", "_seps", "name")
+    __slots__ = ("_codec", "_dirty", "_fields", "_raw", "_reps", "_seps", "name")
 
     def __init__(self, raw: str, separators: Separators, codec: str = "utf-8") -> None:
         self._raw = raw
@@ -248,6 +249,9 @@ class Segment:
         self._codec = codec
         self.name = raw[:3]
         self._fields: list[str] | None = None
+        #: Encoded repetitions of each field read by repetition (split once: reading repetition k of a
+        #: field must not re-split the whole field, or iterating a field's repetitions is quadratic).
+        self._reps: dict[int, list[str]] | None = None
         self._dirty = False
 
     @property
@@ -293,6 +297,27 @@ class Segment:
     #: Alias of :meth:`raw_field` (encoded text). Use :meth:`get` for decoded values.
     field = raw_field
 
+    def raw_repetitions(self, n: int) -> list[str]:
+        """Encoded text of each repetition of field ``n`` (``[]`` when absent or empty).
+
+        The field is split once and the list cached until the segment is edited, so reading repetition
+        after repetition costs O(size of the field) in all. The list is shared: do not modify it.
+        """
+        cache = self._reps
+        if cache is None:
+            cache = self._reps = {}
+        parts = cache.get(n)
+        if parts is None:
+            value = self.raw_field(n)
+            if not value:
+                parts = []
+            elif self._header and n <= 2:
+                parts = [value]
+            else:
+                parts = value.split(self._seps.repetition)
+            cache[n] = parts
+        return parts
+
     def get(self, n: int, rep: int = 1, comp: int | None = None, sub: int | None = None) -> str | None:
         """Decoded leaf value at field ``n``, repetition ``rep``, component ``comp``, sub-component ``sub``.
 
@@ -319,7 +344,7 @@ class Segment:
             if i >= 0:
                 value = value[:i]
         else:
-            parts = value.split(sep)
+            parts = self.raw_repetitions(n)
             if rep > len(parts):
                 return None
             value = parts[rep - 1]
@@ -370,7 +395,7 @@ class Segment:
         if self._header and n <= 2:
             return value if (rep or 1) == 1 and (comp or 1) == 1 and (sub or 1) == 1 else ""
         seps = self._seps
-        parts = value.split(seps.repetition)
+        parts = self.raw_repetitions(n)
         r = rep or 1
         value = parts[r - 1] if r <= len(parts) else ""
         if comp is None and sub is None:
@@ -442,6 +467,7 @@ class Segment:
                     comps[c - 1] = seps.subcomponent.join(subs)
                 reps[r - 1] = seps.component.join(comps)
             fields[n] = seps.repetition.join(reps)
+        self._reps = None
         self._dirty = True
 
     def set_field(self, n: int, value: FieldValue) -> None:

@@ -37,6 +37,12 @@ Checks, in order:
    ``strict_delimiters``) marked :data:`DELIMITER_CHECK`. Values are neither re-joined nor dropped; empty
    trailing parts do not count (they lose nothing). See docs/hl7-ingest-control-ids-and-delimiters.md.
 
+**Bounds** (checked after the header, before anything else; see :mod:`shared.hl7v2.limits`): more
+than ``MAX_SEGMENTS`` segments (``100``), a field with more than ``MAX_FIELD_REPETITIONS`` repetitions or
+more than ``MAX_FIELD_LENGTH`` characters (``102``) is an error marked :data:`LIMIT_CHECK` that rejects
+the message (AR/CR); the other checks are skipped. Every check reads a repeating field's repetitions from
+one split of the field (:meth:`Segment.raw_repetitions`), so validation is linear in the message size.
+
 Explicit HL7 nulls (``""``) count as present for the required-field check and are not type-checked.
 
 **Reject versus error.** :attr:`ValidationResult.reject` is true when the message is *structurally*
@@ -57,6 +63,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Final, Literal
 
+from shared.hl7v2 import limits
 from shared.hl7v2.datatypes import check_value
 from shared.hl7v2.parser import Message, Segment
 from shared.hl7v2.structures import (
@@ -74,6 +81,7 @@ from shared.identifiers.nhs_number import is_repeated_digit_nhs_number, is_valid
 __all__ = [
     "DELIMITER_CHECK",
     "ESSENTIAL_FIELDS",
+    "LIMIT_CHECK",
     "NHS_NUMBER_OID",
     "POSITION_TOLERANT_SEGMENTS",
     "REJECT_CODES",
@@ -114,6 +122,9 @@ REJECT_MSH_FIELDS: Final = frozenset({9, 10, 11, 12, 15, 16})
 
 #: :attr:`Issue.check` of the unescaped-delimiter findings (see the module docstring, check 5).
 DELIMITER_CHECK: Final = "delimiters"
+
+#: :attr:`Issue.check` of the bound findings (:mod:`shared.hl7v2.limits`): always a rejection.
+LIMIT_CHECK: Final = "limits"
 
 #: ISO OID of the NHS number identifier system (England and Wales), accepted in CX.4.2.
 NHS_NUMBER_OID: Final = "2.16.840.1.113883.2.1.4.1"
@@ -180,6 +191,8 @@ class Issue:
         """True for an error that makes the message structurally unacceptable (see module docstring)."""
         if self.severity != "E":
             return False
+        if self.check == LIMIT_CHECK:
+            return True
         return self.code in REJECT_CODES or (self.segment == "MSH" and self.field in REJECT_MSH_FIELDS)
 
     @property
@@ -413,6 +426,42 @@ def _check_structure(
             severity: Severity = "W" if problem.segment in POSITION_TOLERANT_SEGMENTS else "E"
             out.add(_issue(severity, SEGMENT_SEQUENCE_ERROR, text, where))
     return ignored
+
+
+# ----------------------------------------------------------------------------------------------- bounds
+
+
+def _check_limits(located: Sequence[_Located], out: _Collector) -> bool:
+    """Report input beyond :mod:`shared.hl7v2.limits` (see the module docstring); True when any.
+
+    Linear: a segment is looked at field by field only when its whole text could break a bound."""
+    found = False
+    max_segments = limits.MAX_SEGMENTS
+    if len(located) > max_segments:
+        text = f"Message has more than {max_segments} segments"
+        out.add(_issue("E", SEGMENT_SEQUENCE_ERROR, text, located[max_segments], check=LIMIT_CHECK))
+        return True
+    max_reps = limits.MAX_FIELD_REPETITIONS
+    max_length = limits.MAX_FIELD_LENGTH
+    overrides = limits.FIELD_OVERRIDES
+    for loc in located:
+        seg = loc.segment
+        raw = seg.raw
+        rsep = seg.separators.repetition
+        if len(raw) <= max_length and raw.count(rsep) < max_reps:
+            continue  # no field of this segment can exceed a bound
+        for n in range(3 if seg.name in ("MSH", "FHS", "BHS") else 1, len(seg) + 1):
+            field_max_reps, field_max_length = overrides.get((seg.name, n), (max_reps, max_length))
+            value = seg.raw_field(n)
+            if field_max_length is not None and len(value) > field_max_length:
+                text = f"{seg.name}-{n} is longer than {field_max_length} characters"
+                out.add(_issue("E", DATA_TYPE_ERROR, text, loc, n, check=LIMIT_CHECK))
+                found = True
+            if field_max_reps is not None and value.count(rsep) >= field_max_reps:
+                text = f"{seg.name}-{n} has more than {field_max_reps} repetitions"
+                out.add(_issue("E", DATA_TYPE_ERROR, text, loc, n, field_max_reps + 1, check=LIMIT_CHECK))
+                found = True
+    return found
 
 
 # ----------------------------------------------------------------------------------------------- fields
@@ -786,6 +835,8 @@ def validate(
     if resolved is None:  # pragma: no cover - _check_header already rejected unsupported events
         return ValidationResult(tuple(out.issues), message_type, trigger, None, None, out.truncated)
     structure_definitions, structure_id = resolved
+    if _check_limits(located, out):  # absurd input: reject before any per-field work
+        return ValidationResult(tuple(out.issues), message_type, trigger, None, None, out.truncated)
     ignored = _check_structure(located, structure_definitions, structure_id, out)
     for position, loc in enumerate(located):
         if position in ignored:  # segments outside the structure are skipped, not field-checked

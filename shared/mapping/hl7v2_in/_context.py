@@ -169,12 +169,11 @@ class Rep:
 
 def rep_text(seg: Segment, n: int, rep: int = 1) -> str:
     """The encoded text of repetition ``rep`` of field ``n`` (``""`` when absent)."""
-    raw = seg.raw_field(n)
-    sep = seg.separators.repetition
     if rep == 1:
-        i = raw.find(sep)
+        raw = seg.raw_field(n)
+        i = raw.find(seg.separators.repetition)
         return raw if i < 0 else raw[:i]
-    reps = raw.split(sep)
+    reps = seg.raw_repetitions(n)  # split once per field, not once per repetition read
     return reps[rep - 1] if rep <= len(reps) else ""
 
 
@@ -266,11 +265,11 @@ class Ctx:
 
     def rep_text(self, seg: Segment, n: int, rep: int = 1) -> str:
         """:func:`rep_text` with the message's repetition separator."""
-        raw = seg.raw_field(n)
         if rep == 1:
+            raw = seg.raw_field(n)
             i = raw.find(self.rsep)
             return raw if i < 0 else raw[:i]
-        reps = raw.split(self.rsep)
+        reps = seg.raw_repetitions(n)  # split once per field, not once per repetition read
         return reps[rep - 1] if rep <= len(reps) else ""
 
     def rep(self, seg: Segment, n: int, rep: int, text: str) -> Rep:

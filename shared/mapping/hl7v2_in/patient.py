@@ -80,8 +80,8 @@ def _identifiers(ctx: Ctx, pid: Segment) -> tuple[tuple[str, str] | None, list[I
         raw_field = pid.raw_field(n)
         if not raw_field:
             continue
-        for rep in range(1, pid.repetition_count(n) + 1):
-            f = ctx.rep(pid, n, rep, ctx.rep_text(pid, n, rep))
+        for rep, text in enumerate(pid.raw_repetitions(n), start=1):  # one split per field
+            f = ctx.rep(pid, n, rep, text)
             if f.asserts_nhs_number():
                 if n not in nhs_fields:
                     continue  # an NHS number is never a local identifier
