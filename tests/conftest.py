@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import corpus_missing
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CORPORA = (REPO_ROOT / ".." / "shared" / "corpora").resolve()
 
@@ -45,5 +47,5 @@ def container(tmp_path: Path) -> object:
 @pytest.fixture
 def corpora() -> Path:
     if not CORPORA.is_dir():
-        pytest.skip("../shared/corpora is not present")
+        corpus_missing("../shared/corpora is not present")
     return CORPORA

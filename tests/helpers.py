@@ -17,9 +17,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def corpus_missing(reason: str) -> NoReturn:
+    """A corpus under ../shared/corpora is absent: skip locally, FAIL under ``CI=true`` (CI must run the
+    corpus tests, not report them as skipped). Every corpus test calls this instead of ``pytest.skip``."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: the corpora are required)", pytrace=False)
+    pytest.skip(reason)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.corpus.golden_fhir_converter import ROOT, Report, compare, our_converter
+from tests.helpers import corpus_missing
 
 pytestmark = pytest.mark.corpus
 
@@ -41,7 +42,7 @@ PATIENT_CORE = tuple(name for name in CORE if name.startswith("patient."))
 @pytest.fixture(scope="module")
 def report() -> Report:
     if not ROOT.is_dir():
-        pytest.skip("../shared/corpora/fhir-converter is not present")
+        corpus_missing("../shared/corpora/fhir-converter is not present")
     return compare(our_converter())
 
 

@@ -6,7 +6,8 @@
 * Values upstream asserts (EXPECTED.tsv) are checked, and for the FHIR-Converter pairs the values its expected
   FHIR output carries (event code, PID-3 identifiers, family name) must equal what we read.
 
-Skips cleanly when the corpora directory is absent. Files are read in place, never copied.
+Skips cleanly when the corpora directory is absent, fails under ``CI=true`` (tests.helpers.corpus_missing).
+Files are read in place, never copied.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from shared.hl7v2 import Batch, Hl7ParseError, Message, iter_messages, parse_batch, parse_message
+from tests.helpers import corpus_missing
 
 pytestmark = pytest.mark.corpus
 
@@ -101,7 +103,15 @@ def _discover() -> list[str]:
 
 
 FILES = _discover()
-needs_corpora = pytest.mark.skipif(not FILES, reason="../shared/corpora is not present")
+
+
+@pytest.fixture
+def _corpora_present() -> None:
+    if not FILES:
+        corpus_missing("../shared/corpora is not present")  # a failure under CI=true
+
+
+needs_corpora = pytest.mark.usefixtures("_corpora_present")
 file_params = pytest.mark.parametrize("rel", FILES or ["<corpora absent>"])
 
 

@@ -30,6 +30,7 @@ from shared.mapping.errors import (
 )
 from shared.mapping.hl7v2_in import map_message
 from shared.mapping.lineage import uncovered
+from tests.helpers import corpus_missing
 
 pytestmark = pytest.mark.corpus
 
@@ -151,7 +152,7 @@ def _files() -> list[tuple[str, Message]]:
 @pytest.fixture(scope="module")
 def corpus() -> list[tuple[str, Message]]:
     if not CORPORA.is_dir():
-        pytest.skip("../shared/corpora is not present")
+        corpus_missing("../shared/corpora is not present")
     files = _files()
     assert len(files) >= 60, "fewer corpus messages than expected: the corpora layout changed"
     return files

@@ -22,6 +22,7 @@ from shared.identifiers.nhs_number import is_valid_nhs_number
 from shared.mapping.errors import InvalidValue
 from shared.mapping.fhir_in import event_from_fhir, patient_from_fhir
 from shared.terminology import systems
+from tests.helpers import corpus_missing
 
 pytestmark = pytest.mark.corpus
 
@@ -90,7 +91,7 @@ def _round_trip(resource: dict[str, Any]) -> Patient:
 
 def test_the_corpus_was_read_and_every_file_is_accounted_for() -> None:
     if not PDS.is_dir():
-        pytest.skip("../shared/corpora/nhs-pds-fhir-api is not present")
+        corpus_missing("../shared/corpora/nhs-pds-fhir-api is not present")
     assert len(CASES) >= 40
     accounted = {c.split("#")[0] for c, _ in CASES} | {s for s, _ in SKIPPED}
     assert accounted == {str(p.relative_to(PDS)) for p in _files()}
