@@ -498,36 +498,36 @@ class WriteBackSubscriber:
         self._publish(TOPIC_OPERATIONAL, notice)
 
     def _platform_conflict(self, delivery: Delivery, key: str, exc: IdempotencyPayloadConflict) -> None:
-        notice = contracts.platform_event(
-            "writeback.conflict",
-            event_id=f"conflict-{self.downstream.name}-{_short_id(key, exc.received_payload_hash)}",
-            subject=f"writeback/{self.downstream.name}",
-            severity="warning",
-            correlation_id=delivery.correlation,
-            event_key=key,
-            details={
-                "subscription": self.subscription,
-                "classification": exc.classification,
-                "stored_payload_hash": exc.stored_payload_hash[:16],
-                "received_payload_hash": exc.received_payload_hash[:16],
-            },
+        self._conflict_notice(
+            delivery,
+            key,
+            exc.received_payload_hash,
+            "warning",
+            classification=exc.classification,
+            stored_payload_hash=exc.stored_payload_hash[:16],
         )
-        self._publish(TOPIC_PLATFORM, notice)
 
     def _platform_event_conflict(self, delivery: Delivery, key: str, digest: str, exc: EventConflict) -> None:
+        self._conflict_notice(
+            delivery, key, digest, "error", classification="natural-id-conflict", reason=exc.reason
+        )
+
+    def _conflict_notice(
+        self,
+        delivery: Delivery,
+        key: str,
+        received: str,
+        severity: Literal["warning", "error"],
+        **details: str,
+    ) -> None:
         notice = contracts.platform_event(
             "writeback.conflict",
-            event_id=f"conflict-{self.downstream.name}-{_short_id(key, digest)}",
+            event_id=f"conflict-{self.downstream.name}-{_short_id(key, received)}",
             subject=f"writeback/{self.downstream.name}",
-            severity="error",
+            severity=severity,
             correlation_id=delivery.correlation,
             event_key=key,
-            details={
-                "subscription": self.subscription,
-                "classification": "natural-id-conflict",
-                "reason": exc.reason,
-                "received_payload_hash": digest[:16],
-            },
+            details={"subscription": self.subscription, **details, "received_payload_hash": received[:16]},
         )
         self._publish(TOPIC_PLATFORM, notice)
 
