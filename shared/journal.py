@@ -8,9 +8,11 @@ ID, row = time-ordered stage key), so it works on the embedded default and on Az
 Stages (:data:`STAGES`): ``received``, ``acknowledged``, ``rejected`` / ``invalid`` (edge), ``published``,
 ``consumed`` / ``failed`` (ingest processor), ``mapped`` (a clinical event was published), and per
 write-back subscriber ``delivered``, ``retried``, ``parked``, ``released``, ``written-back`` (with the
-downstream's response), ``duplicate`` (the same clinical event, proven by identity and content digest: no second effect),
-``superseded`` (an older version of an event than the one applied: recorded, never applied),
-``conflict`` (contents that cannot both be true: surfaced, never applied), ``skipped``; then ``dead-lettered`` and ``replayed`` (by the dead-letter monitor and ``tie dlq replay``).
+downstream's response), ``duplicate`` (the same clinical event, proven by identity and content digest:
+no second effect), ``superseded`` (older than the version applied: recorded, never applied),
+``conflict`` (contents that cannot both be true: surfaced, never applied), ``skipped``; then
+``dead-lettered`` and ``replayed`` (by the dead-letter monitor and ``tie dlq replay``). See
+``docs/event-identity.md``.
 
 In flight ("accepted but not finished")
 ---------------------------------------
@@ -18,9 +20,10 @@ Recording a stage also maintains a small index (table ``inflight``, partition = 
 subscriber still expected to act): ``received`` opens ``ingest-processor``; ``mapped`` (HL7 v2 path) or
 ``published`` to ``clinical-events`` (FHIR API) opens every write-back subscription; a subscriber's final
 stage (``consumed``, ``written-back``, ``duplicate``, ``skipped``, ``dead-lettered``, an edge rejection)
-closes its row (``superseded`` and ``conflict`` too); ``replayed`` re-opens it. Opening is an insert-if-absent and closing writes a tombstone, so
-a write-back that finishes before ``mapped`` is journaled (the event is published first) is not re-opened
-by it. :meth:`Journal.inflight` lists the open rows and clears tombstones older than ``tombstone_ttl``.
+closes its row (``superseded`` and ``conflict`` too); ``replayed`` re-opens it. Opening is an
+insert-if-absent and closing writes a tombstone, so a write-back that finishes before ``mapped`` is
+journaled (the event is published first) is not re-opened by it. :meth:`Journal.inflight` lists the
+open rows and clears tombstones older than ``tombstone_ttl``.
 """
 
 from __future__ import annotations

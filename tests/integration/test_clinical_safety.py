@@ -142,7 +142,8 @@ def observations(repo: FhirRepository) -> set[tuple[str, str, str, str, str]]:
     """(patient NHS number, code, value, interpretation, status) of every stored Observation."""
     found = set()
     for resource in repo.search("Observation", [], count=100).resources:
-        interp = ",".join(sorted({c["code"] for i in resource.get("interpretation", []) for c in i["coding"]}))
+        codes = {c["code"] for i in resource.get("interpretation", []) for c in i["coding"]}
+        interp = ",".join(sorted(codes))
         found.add(
             (
                 _nhs_of(repo, resource["subject"]["reference"]),
