@@ -369,9 +369,10 @@ def expect(sabotage: str | None, checks: dict[str, Callable[[], None]]) -> None:
         if name not in MUST_FAIL[sabotage]:
             check()
             continue
-        with pytest.raises(AssertionError) as failed:
+        with pytest.raises(AssertionError):
             check()
-        print(f"[fault b] {sabotage}: {name} fails, as it must: {str(failed.value).splitlines()[0][:200]}")
+        # The check's name only: its assertion text holds (fabricated) NHS numbers.
+        print(f"[fault b] {sabotage}: {name} fails, as it must")
 
 
 # -- the run ------------------------------------------------------------------------------------------------

@@ -42,8 +42,10 @@ def _loopback_aliases_work() -> bool:
     return True
 
 
+# CI runs on Linux, where all of 127.0.0.0/8 is loopback: there the flood tests must run, never skip.
 needs_loopback_aliases = pytest.mark.skipif(
-    not _loopback_aliases_work(), reason="this OS routes only 127.0.0.1 to loopback"
+    os.environ.get("CI") != "true" and not _loopback_aliases_work(),
+    reason="this OS routes only 127.0.0.1 to loopback",
 )
 
 
