@@ -126,10 +126,15 @@ def host_process(
         args, cwd=REPO_ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
 
+    started = threading.Event()
+
     def drain() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            tail.append(line.decode(errors="replace").rstrip())
+            text = line.decode(errors="replace").rstrip()
+            tail.append(text)
+            if text.startswith("Host started:"):
+                started.set()
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
@@ -140,13 +145,12 @@ def host_process(
             if proc.poll() is not None:
                 reader.join(5)
                 raise AssertionError(f"host exited early ({proc.returncode}):\n" + "\n".join(tail))
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                time.sleep(0.1)
+            # "Host started:" is printed once every listener (HTTP and, unless --no-mllp, MLLP) is open;
+            # an open HTTP port alone does not mean the MLLP listener is.
+            if started.wait(0.1):
+                break
         else:
-            raise AssertionError("host did not open its port within 60s:\n" + "\n".join(tail))
+            raise AssertionError("host did not start within 60s:\n" + "\n".join(tail))
         yield proc, base
     finally:
         if proc.poll() is None:
