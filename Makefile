@@ -19,8 +19,12 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 venv: $(STAMP)
 
+# make run PORT=8081 MLLP_PORT=2576; unset, tie run uses TIE_HTTP_PORT / TIE_MLLP_PORT, else 7071 / 2575.
+PORT ?=
+MLLP_PORT ?=
+
 run: $(STAMP)
-	$(VENV)/bin/tie run
+	$(VENV)/bin/tie run$(if $(PORT), --port $(PORT))$(if $(MLLP_PORT), --mllp-port $(MLLP_PORT))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

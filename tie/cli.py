@@ -273,6 +273,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     loaded = load_local_settings(args.settings)
     os.environ["TIE_LOCAL_HOST"] = "1"
+    if args.port is None:  # after local.settings.json, which may set it
+        try:
+            args.port = int(os.environ.get("TIE_HTTP_PORT") or "7071")
+        except ValueError:
+            print("tie run: TIE_HTTP_PORT is not a port number; use e.g. TIE_HTTP_PORT=8081", file=sys.stderr)
+            return 2
     from shared.config.settings import reset_settings
 
     reset_settings()
@@ -351,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the local functions host (and MLLP listener)")
     run.add_argument("--app", default="function_app", help="module[:attr] or file.py with the FunctionApp")
     run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=int(os.environ.get("TIE_HTTP_PORT", "7071")))
+    run.add_argument("--port", type=int, default=None, help="default: TIE_HTTP_PORT (7071)")
     run.add_argument("--mllp-port", type=int, default=None, help="default: TIE_MLLP_PORT (2575)")
     run.add_argument("--no-mllp", action="store_true", help="do not start the MLLP listener")
     run.add_argument("--settings", default="local.settings.json")
