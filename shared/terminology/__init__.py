@@ -17,7 +17,7 @@ Pure Python, no I/O beyond reading the package's own data files (once per proces
 
 from __future__ import annotations
 
-from shared.terminology import conceptmaps, policy, valuesets
+from shared.terminology import conceptmaps, policy, ucum, valuesets
 from shared.terminology.coding import Coding, Equivalence
 from shared.terminology.conceptmaps import (
     ConceptMap,
@@ -94,3 +94,4 @@ def clear_caches() -> None:
     conceptmaps.clear_caches()
     valuesets.clear_caches()
     policy.clear_caches()
+    ucum.ucum_table.cache_clear()

@@ -51,7 +51,7 @@ kinds, statuses, missing concept maps, map targets the canonical field cannot ho
   follow ``unmapped``), ``target_system`` (which group of a map), ``when_empty`` and ``status``
   (``pending``: the concept map does not ship yet, the field is not mapped);
 * ``indicators`` (Y/N fields), ``observation_value_types`` (OBX-2 -> value handler), ``numeric_unparseable``
-  policy, ``ucum_units`` (unit spellings that are valid UCUM), ``encapsulated_subtypes`` (ED subtype ->
+  policy, ``encapsulated_subtypes`` (ED subtype ->
   media type).
 
 Lineage: sources are HL7 paths (``PID-5[1].2``, ``OBX(3)-5``), targets canonical paths
@@ -149,7 +149,9 @@ NTE after the OBR -> ``notes``. Each OBX -> Observation: code OBX-3; status OBX-
 interpretation OBX-8 via ``v2-0078`` (kept as sent when unmapped); reference range OBX-7 (text always,
 low/high only for ``a-b``); effective OBX-14 else OBR-7; performer OBX-16 / OBX-23; NTE -> notes;
 sequence OBX-1. Values by OBX-2: NM -> Quantity (comparator prefix ``<7`` allowed; unit OBX-6, UCUM
-code when OBX-6.3 says UCUM or the spelling is in ``ucum_units``); SN -> Quantity with comparator, Range
+code when OBX-6.3 says UCUM or, with no coding system, the spelling is in the UCUM unit table
+``shared/terminology/data/ucum-units.json`` matched ignoring case - ``mmol/l`` -> ``mmol/L``; any other
+unit keeps its text and no system); SN -> Quantity with comparator, Range
 (``a-b``), or text for ratios/categories; ST/TX/FT/TM -> text (repetitions one per line); CE/CWE/CNE/CF ->
 Concept as sent; DT/TS/DTM -> ClinicalDateTime; ED -> Attachment metadata only (media type, decoded size,
 SHA-256 - the data never enters the model); RP -> Attachment(url). A repeated non-text value, an

@@ -33,6 +33,7 @@ from shared.mapping.errors import InvalidValue, MissingRequiredField
 from shared.mapping.hl7v2_in._context import Ctx, remember, val
 from shared.terminology import Unmapped
 from shared.terminology.systems import UCUM
+from shared.terminology.ucum import ucum_code
 
 __all__ = ["Group", "group_segments", "map_reports", "notes_of"]
 
@@ -296,9 +297,11 @@ def _value(ctx: Ctx, obx: Segment, src: str, tgt: str) -> ObservationValue | Non
 
 
 def _units(ctx: Ctx, obx: Segment) -> dict[str, str | None]:
-    """OBX-6 -> Quantity unit fields: ``code``/``system`` UCUM when OBX-6.3 says UCUM or the unit is in
-    the rules' list of units whose spelling is valid UCUM; ``unit`` the human-readable text. The same
-    units recur in result after result: remembered by OBX-6's text (a fresh dict each call)."""
+    """OBX-6 -> Quantity unit fields: ``code``/``system`` UCUM when OBX-6.3 says UCUM or, with no coding
+    system, when OBX-6.1 is in the UCUM unit table (``shared.terminology.ucum``, matched ignoring case:
+    ``mmol/l`` -> ``mmol/L``); ``unit`` the human-readable text as sent. A unit that is not UCUM keeps its
+    text and gets no system. The same units recur in result after result: remembered by OBX-6's text (a
+    fresh dict each call)."""
     raw = obx.raw_field(6)
     if ctx.memo and ctx.esc not in raw:
         hit = ctx.rules.memo.get(("units", raw))
@@ -312,10 +315,14 @@ def _units(ctx: Ctx, obx: Segment) -> dict[str, str | None]:
 def _read_units(ctx: Ctx, obx: Segment) -> dict[str, str | None]:
     code, text, system = val(obx, 6, 1, 1), val(obx, 6, 1, 2), val(obx, 6, 1, 3)
     unit = text or code
-    if code is not None and (
-        ctx.coding_system(system) == UCUM or (system is None and code in ctx.rules.ucum_units)
-    ):
-        return {"unit": unit, "code": code, "system": UCUM}
+    if code is None:
+        return {"unit": unit, "code": None, "system": None}
+    if ctx.coding_system(system) == UCUM:  # declared UCUM: the table's case when listed, else as sent
+        return {"unit": unit, "code": ucum_code(code) or code, "system": UCUM}
+    if system is None:
+        canonical = ucum_code(code)
+        if canonical is not None:
+            return {"unit": unit, "code": canonical, "system": UCUM}
     return {"unit": unit, "code": None, "system": None}
 
 
@@ -324,7 +331,7 @@ def _unit_lineage(ctx: Ctx, obx: Segment, src: str, tgt: str, units: dict[str, s
         ctx.add(f"{src}-6", f"{tgt}.unit", "obx-units (text, else code)")
     if units["code"] is not None:
         ctx.add(f"{src}-6.1", f"{tgt}.code", "obx-units: UCUM code")
-        ctx.add(f"{src}-6.3", f"{tgt}.system", "obx-units: UCUM (declared, or a listed UCUM spelling)")
+        ctx.add(f"{src}-6.3", f"{tgt}.system", "obx-units: UCUM (declared, or in the UCUM unit table)")
 
 
 def _decimal(text: str) -> Decimal | None:

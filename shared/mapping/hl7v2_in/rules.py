@@ -312,7 +312,6 @@ class Compiled:
     defaults_when_absent: tuple[tuple[str, int, str], ...]
     value_types: Mapping[str, str]
     numeric_unparseable: Unmapped
-    ucum_units: frozenset[str]
     encapsulated_subtypes: Mapping[str, str]
     strict: bool = False
     #: Reader results by encoded text, and patient / encounter results by their segments' text (lineage
@@ -343,7 +342,6 @@ _TOP = {
     "explicit_null",
     "observation_value_types",
     "numeric_unparseable",
-    "ucum_units",
     "encapsulated_subtypes",
 }
 
@@ -593,7 +591,6 @@ def compile_rules(doc: Mapping[str, Any], *, strict: bool = False) -> Compiled:
         defaults_when_absent=defaults_when_absent,
         value_types=types.MappingProxyType(value_types),
         numeric_unparseable=Unmapped(doc["numeric_unparseable"]),
-        ucum_units=frozenset(doc["ucum_units"]),
         encapsulated_subtypes=types.MappingProxyType(
             {k.upper(): v for k, v in doc["encapsulated_subtypes"].items()}
         ),

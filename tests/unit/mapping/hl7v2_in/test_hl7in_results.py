@@ -94,6 +94,24 @@ def test_numeric_units_ucum_rules() -> None:
 
 
 @pytest.mark.parametrize(
+    ("units", "unit", "code", "system"),
+    [
+        ("mmol/l", "mmol/l", "mmol/L", systems.UCUM),  # valid UCUM ignoring case: the c/s code
+        ("MMOL/L", "MMOL/L", "mmol/L", systems.UCUM),
+        ("umol/l", "umol/l", "umol/L", systems.UCUM),
+        ("g/l", "g/l", "g/L", systems.UCUM),
+        ("10*9/l", "10*9/l", "10*9/L", systems.UCUM),
+        ("mmol/l^millimoles per litre^UCUM", "millimoles per litre", "mmol/L", systems.UCUM),
+        ("x10*9/L", "x10*9/L", None, None),  # not UCUM: the text, no system
+        ("IU/L", "IU/L", None, None),  # UCUM spells it [iU]/L: never a guessed code
+        ("mmol/L^^99LOCAL", "mmol/L", None, None),  # a local system is not UCUM
+    ],
+)
+def test_units_case_insensitive_ucum(units: str, unit: str, code: str | None, system: str | None) -> None:
+    assert value_of("NM", "7.5", units) == Quantity(value=Decimal("7.5"), unit=unit, code=code, system=system)
+
+
+@pytest.mark.parametrize(
     ("text", "comparator", "number"), [("<7", "<", "7"), (">=10.5", ">=", "10.5"), ("> 2", ">", "2")]
 )
 def test_numeric_with_comparator_prefix(text: str, comparator: str, number: str) -> None:
