@@ -60,6 +60,22 @@ def test_one_sided_pairs_are_counted_on_both_sides(report: Report) -> None:
     assert any(birth[name] == "only-theirs" for name in rejected if name in birth)
 
 
+def test_published_figures_are_the_snapshot_figures() -> None:
+    """The figures table in docs/mapping-differences.md and the README's pair count are the snapshot's."""
+    snap = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert f"**{snap['converted']}/72 pairs convert**" in readme
+    assert f"**{snap['converted']} of 72 pairs convert**" in DOCS
+    rows = {}
+    for line in DOCS.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[1].isdigit():
+            for name in cells[0].split(" / "):
+                full = name if "." in name else f"{cells[0].split('.')[0]}.{name}"
+                rows[full] = {col: int(cells[i + 1]) for i, col in enumerate(COLUMNS)}
+    assert rows == snap["full"]
+
+
 def test_report_equals_the_snapshot(report: Report, capsys: pytest.CaptureFixture[str]) -> None:
     with capsys.disabled():
         print("\n" + report.table())
