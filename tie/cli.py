@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import os
 import re
@@ -301,8 +302,20 @@ async def _run(args: argparse.Namespace, loaded: Sequence[str]) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await host.start()
-    extras = await _start_extras(args, container)
+    # Bind every listener before any trigger runs: a busy port then stops nothing half-started.
+    try:
+        extras = await _start_extras(args, container)
+    except OSError as exc:
+        container.close()
+        port = container.settings.mllp_port if args.mllp_port is None else args.mllp_port
+        return _cannot_listen("MLLP", args.host, port, exc, "MLLP_PORT", "--mllp-port")
+    try:
+        await host.start()
+    except OSError as exc:
+        await extras.stop()
+        await host.stop(grace=0)
+        container.close()
+        return _cannot_listen("HTTP", args.host, config.port, exc, "PORT", "--port")
     print(
         f"Serverless TIE local host ({container.settings.bus_backend.value} bus, "
         f"{container.settings.storage_backend.value} storage, data in {container.settings.local_dir})"
@@ -319,6 +332,20 @@ async def _run(args: argparse.Namespace, loaded: Sequence[str]) -> int:
     await host.stop()
     container.close()
     return 0
+
+
+def _cannot_listen(what: str, host: str, port: int, exc: OSError, make_var: str, flag: str) -> int:
+    """One line on stderr (no traceback) naming the port and how to pick another; exit status 1."""
+    if exc.errno == errno.EADDRINUSE:
+        problem = f"{what} port {port} on {host} is already in use (another tie run?)"
+    else:
+        problem = f"cannot listen for {what} on {host}:{port} ({exc.strerror or type(exc).__name__})"
+    other = port + 1 if 0 < port < 65535 else 8081
+    hint = f"pick another: make run {make_var}={other}, or tie run {flag} {other}"
+    if what == "MLLP":
+        hint += " (or tie run --no-mllp)"
+    print(f"tie run: {problem}; {hint}", file=sys.stderr, flush=True)
+    return 1
 
 
 class _Extras:
