@@ -12,8 +12,10 @@ unparseable / structure unacceptable   400     AR (original) / CR (enhanced) wit
 could not be stored (transient)        503     AR / CE with ERR 207, ``Retry-After``
 MSH-15 asks for no accept ACK          204     (empty)
 wrong Content-Type                     415     JSON error
-body over TIE_HTTP_MAX_BODY_BYTES      413     JSON error
+body over TIE_HTTP_MAX_BODY_BYTES      413     AR / CR with ERR 102 (as an oversize MLLP frame)
 =====================================  ======  ==================================================
+
+Every ACK's MSH-10 is the request's correlation ID (also in ``X-Correlation-ID``), as over MLLP.
 """
 
 from __future__ import annotations
@@ -29,13 +31,15 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 ACCEPTED_CONTENT_TYPES = frozenset({CONTENT_TYPE, "application/hl7-v2+er7", "application/hl7-v2"})
 _STATUS = {"accepted": 200, "content-error": 422, "rejected": 400, "unavailable": 503}
+#: First bytes of an oversize body the ACK is built from (MSH is all it reads).
+_OVERSIZE_HEAD_BYTES = 65_536
 
 
 def _media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
 
-def to_http(result: Hl7IngestResult) -> func.HttpResponse:
+def to_http(result: Hl7IngestResult, *, status: int | None = None) -> func.HttpResponse:
     headers = {HEADER: result.correlation_id}
     if result.code:
         headers["X-HL7-Ack-Code"] = result.code
@@ -46,7 +50,10 @@ def to_http(result: Hl7IngestResult) -> func.HttpResponse:
     if result.ack is None:
         return func.HttpResponse(status_code=204, headers=headers)
     return func.HttpResponse(
-        body=result.ack, status_code=_STATUS[result.outcome], headers=headers, mimetype=CONTENT_TYPE
+        body=result.ack,
+        status_code=status or _STATUS[result.outcome],
+        headers=headers,
+        mimetype=CONTENT_TYPE,
     )
 
 
@@ -63,7 +70,11 @@ def hl7v2_ingest(req: func.HttpRequest, correlation_id: str) -> func.HttpRespons
             correlation_id,
         )
     body = read_body(req, container.settings.http_max_body_bytes)
-    if body is None:
-        return error_response(413, "payload_too_large", "The message is too large.", correlation_id)
     service = Hl7Ingest(container.bus, container.records)
+    if body is None:
+        whole = req.get_body()
+        result = service.oversize(
+            whole[:_OVERSIZE_HEAD_BYTES], size=len(whole), source="http", correlation_id=correlation_id
+        )
+        return to_http(result, status=413)
     return to_http(service.handle(body, source="http", correlation_id=correlation_id))

@@ -20,6 +20,12 @@ MAX_FIELD_REPETITIONS: int = 100
 #: Most encoded characters in one field (code ``102``, at the field).
 MAX_FIELD_LENGTH: int = 65_536
 
+#: Longest MSH fields that identify a message and its sender (code ``102``, at the field): MSH-3..6 (HD,
+#: 227 characters in HL7 v2.5) and MSH-10 (ST, 199 characters from v2.7; v2.5's 20 is routinely exceeded
+#: by UUID control IDs, so the later bound is used). The ingest edge keys its duplicate check and its
+#: journal on them, and echoes them in the ACK.
+MSH_FIELD_LENGTHS: dict[int, int] = {3: 227, 4: 227, 5: 227, 6: 227, 10: 199}
+
 #: Fields whose bounds differ from the defaults: ``(segment, field) -> (max repetitions, max length)``,
 #: ``None`` for no bound beyond the message size. OBX-5 carries report text (one repetition per line) and
 #: encapsulated documents (ED, base64).

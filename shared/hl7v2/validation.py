@@ -39,9 +39,10 @@ Checks, in order:
 
 **Bounds** (checked after the header, before anything else; see :mod:`shared.hl7v2.limits`): more
 than ``MAX_SEGMENTS`` segments (``100``), a field with more than ``MAX_FIELD_REPETITIONS`` repetitions or
-more than ``MAX_FIELD_LENGTH`` characters (``102``) is an error marked :data:`LIMIT_CHECK` that rejects
-the message (AR/CR); the other checks are skipped. Every check reads a repeating field's repetitions from
-one split of the field (:meth:`Segment.raw_repetitions`), so validation is linear in the message size.
+more than ``MAX_FIELD_LENGTH`` characters, an identifying MSH field longer than ``MSH_FIELD_LENGTHS``
+allows (``102``) is an error marked :data:`LIMIT_CHECK` that rejects the message (AR/CR); the other
+checks are skipped. Every check reads a repeating field's repetitions from one split of the field
+(:meth:`Segment.raw_repetitions`), so validation is linear in the message size.
 
 Explicit HL7 nulls (``""``) count as present for the required-field check and are not type-checked.
 
@@ -436,6 +437,12 @@ def _check_limits(located: Sequence[_Located], out: _Collector) -> bool:
 
     Linear: a segment is looked at field by field only when its whole text could break a bound."""
     found = False
+    msh = located[0]
+    for n, longest in sorted(limits.MSH_FIELD_LENGTHS.items()):
+        if len(msh.segment.raw_field(n)) > longest:
+            text = f"MSH-{n} is longer than {longest} characters"
+            out.add(_issue("E", DATA_TYPE_ERROR, text, msh, n, check=LIMIT_CHECK))
+            found = True
     max_segments = limits.MAX_SEGMENTS
     if len(located) > max_segments:
         text = f"Message has more than {max_segments} segments"

@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -43,15 +43,15 @@ from typing import Literal
 from shared.config.settings import get_settings
 from shared.errors import TransientError
 from shared.events import clinical
-from shared.hl7v2 import Hl7ParseError, Message, parse_message
+from shared.hl7v2 import Hl7ParseError, Message, limits, parse_message
 from shared.hl7v2.ack import AckCode, build_ack, build_ack_for_unparseable, choose_ack_codes
-from shared.hl7v2.validation import Issue, ValidationResult, validate
+from shared.hl7v2.validation import LIMIT_CHECK, Issue, ValidationResult, validate
 from shared.journal import Journal
 from shared.mapping.errors import MappingError
 from shared.mapping.hl7v2_in import map_message
 from shared.messaging.ports import MessageBus
 from shared.pipeline.ingest import InboundMessage, ProcessorContext, accept
-from shared.storage.errors import ConcurrencyConflict, RecordExists, RecordNotFound
+from shared.storage.errors import ConcurrencyConflict, InvalidKey, RecordExists, RecordNotFound
 from shared.storage.keys import safe_key
 from shared.storage.names import TABLE_HL7_OUTCOMES
 from shared.storage.ports import Record, RecordStore
@@ -135,8 +135,9 @@ class Hl7Ingest:
 
         control_id = message.control_id
         previous: Record | None = None
-        if control_id:
-            previous = self._records.get(OUTCOME_TABLE, _sender_key(message), safe_key(control_id))
+        keys, key_issue = _outcome_keys(message)
+        if keys is not None:
+            previous = self._records.get(OUTCOME_TABLE, *keys)
             if previous is not None and _reserves(previous.value):
                 return self._repeat(message, raw, previous.value, correlation_id)
 
@@ -144,8 +145,11 @@ class Hl7Ingest:
         result = validate(message, accepted_processing_ids=self._processing_ids, strict_delimiters=strict)
         self._note_delimiters(result, message, correlation_id, strict=strict)
         plan = choose_ack_codes(message, result)
-        if result.reject or not control_id:
-            issues = result.issues if control_id else (*result.issues, _missing_control_id())
+        if result.reject or not control_id or key_issue is not None:
+            issues = result.issues
+            extra = _missing_control_id() if not control_id else key_issue
+            if extra is not None and not _reported_at(issues, extra):
+                issues = (*issues, extra)
             code: AckCode = "AR" if plan.mode == "original" else "CR"
             return self._answer(
                 message,
@@ -154,7 +158,7 @@ class Hl7Ingest:
                 issues,
                 "rejected",
                 correlation_id,
-                remember=bool(control_id),
+                keys=keys,
                 send=_accept_ack_wanted(message, code),
                 previous=previous,
             )
@@ -173,7 +177,7 @@ class Hl7Ingest:
                 (*problems, *result.warnings),
                 "content-error",
                 correlation_id,
-                remember=True,
+                keys=keys,
                 send=_accept_ack_wanted(message, code),
                 previous=previous,
             )
@@ -201,7 +205,7 @@ class Hl7Ingest:
             failed = choose_ack_codes(message, result, committed=False)
             code = failed.immediate or ("AR" if failed.mode == "original" else "CE")
             issue = Issue("E", "207", text="Message could not be stored; resend later")
-            return self._answer(message, raw, code, [issue], "unavailable", correlation_id, remember=False)
+            return self._answer(message, raw, code, [issue], "unavailable", correlation_id, keys=None)
         code = plan.immediate or ("AA" if plan.mode == "original" else "CA")
         return self._answer(
             message,
@@ -210,7 +214,7 @@ class Hl7Ingest:
             result.warnings,
             "accepted",
             correlation_id,
-            remember=True,
+            keys=keys,
             message_id=message_id,
             send=plan.immediate is not None,
             previous=previous,
@@ -248,14 +252,31 @@ class Hl7Ingest:
             },
         )
 
-    def _unparseable(self, raw: bytes, exc: Hl7ParseError, correlation_id: str) -> Hl7IngestResult:
-        ack = build_ack_for_unparseable(raw, exc, sending_application=self._application)
-        self._journal.record(
-            correlation_id, "rejected", reason="unparseable", error_code=exc.error_code, segment=exc.segment
+    def oversize(self, head: bytes, *, size: int, source: str, correlation_id: str) -> Hl7IngestResult:
+        """Answer a message larger than the edge accepts (HTTP body, MLLP frame) from its first bytes:
+        AR / CR with ERR ``102`` and no location, as :func:`oversize_ack`. Nothing is stored."""
+        self._journal.record(correlation_id, "received", channel=CHANNEL, source=source, size=size)
+        ack = oversize_ack(
+            head, correlation_id=correlation_id, application=self._application, now=self._clock()
         )
-        self._journal.record(correlation_id, "acknowledged", code="AR")
-        _log.info("hl7 unparseable", extra={"error_code": exc.error_code, "status": "AR"})
-        return Hl7IngestResult(ack, "AR", "rejected", False, correlation_id)
+        return self._rejected_unparsed(ack, "oversize", "102", None, correlation_id)
+
+    def _unparseable(self, raw: bytes, exc: Hl7ParseError, correlation_id: str) -> Hl7IngestResult:
+        ack = build_ack_for_unparseable(
+            raw, exc, sending_application=self._application, control_id=correlation_id, now=self._clock()
+        )
+        return self._rejected_unparsed(ack, "unparseable", exc.error_code, exc.segment, correlation_id)
+
+    def _rejected_unparsed(
+        self, ack: bytes, reason: str, error_code: str, segment: str | None, correlation_id: str
+    ) -> Hl7IngestResult:
+        code = unparsed_ack_code(ack)
+        self._journal.record(
+            correlation_id, "rejected", reason=reason, error_code=error_code, segment=segment
+        )
+        self._journal.record(correlation_id, "acknowledged", code=code)
+        _log.info("hl7 " + reason, extra={"error_code": error_code, "status": code})
+        return Hl7IngestResult(ack, code, "rejected", False, correlation_id)
 
     def _answer(
         self,
@@ -266,30 +287,33 @@ class Hl7Ingest:
         outcome: Outcome,
         correlation_id: str,
         *,
-        remember: bool,
+        keys: tuple[str, str] | None,
         message_id: str | None = None,
         send: bool = True,
         previous: Record | None = None,
     ) -> Hl7IngestResult:
+        """``keys``: where to remember the outcome (``None``: not remembered)."""
         ack_message = build_ack(
             message,
             code=code,
             issues=issues,
             sending_application=self._application,
             sending_facility=self._facility,
+            control_id=correlation_id,
             now=self._clock(),
         )
         ack = ack_message.encode()
+        traced = _traceable(message.control_id)
         if outcome != "accepted":
             self._journal.record(
                 correlation_id,
                 "rejected"
                 if outcome == "rejected"
                 else ("failed" if outcome == "unavailable" else "invalid"),
-                control_id=message.control_id,
+                control_id=traced,
                 error_code=",".join(sorted({i.code for i in issues if i.severity == "E"})) or None,
             )
-        if remember and message.control_id:
+        if keys is not None:
             value = {
                 "code": code,
                 "outcome": outcome,
@@ -300,19 +324,19 @@ class Hl7Ingest:
                 "message_id": message_id,
                 "at": self._clock().isoformat(),
             }
-            holder = self._remember(message, value, previous)
+            holder = self._remember(message, keys, value, previous)
             if holder is not None:
                 # An accepted message holds the control ID (a concurrent copy won the race): answer as a
                 # repeat of it (the bus dropped our duplicate publish, if any).
                 return self._repeat(message, raw, holder, correlation_id, journal_receipt=False)
-        self._journal.record(correlation_id, "acknowledged", code=code, control_id=message.control_id)
-        _log.info("hl7 acknowledged", extra={"control_id": message.control_id, "status": code})
+        self._journal.record(correlation_id, "acknowledged", code=code, control_id=traced)
+        _log.info("hl7 acknowledged", extra={"control_id": traced, "status": code})
         return Hl7IngestResult(
-            ack if send else None, code, outcome, False, correlation_id, message.control_id, message_id
+            ack if send else None, code, outcome, False, correlation_id, traced, message_id
         )
 
     def _remember(
-        self, message: Message, value: dict[str, object], previous: Record | None
+        self, message: Message, keys: tuple[str, str], value: dict[str, object], previous: Record | None
     ) -> dict[str, object] | None:
         """Store ``value`` as the control ID's outcome unless an accepted outcome holds it; then return that.
 
@@ -320,8 +344,7 @@ class Hl7Ingest:
         ETag read, so a concurrent writer is never overwritten blindly: on a conflict the record is read
         again and the decision repeated.
         """
-        assert message.control_id
-        partition, row = _sender_key(message), safe_key(message.control_id)
+        partition, row = keys
         current = previous
         for _ in range(_STORE_ATTEMPTS):
             if current is not None and _reserves(current.value):
@@ -360,7 +383,7 @@ class Hl7Ingest:
             )
             plan = choose_ack_codes(message)
             code: AckCode = "AR" if plan.mode == "original" else "CR"
-            return self._answer(message, raw, code, [issue], "rejected", correlation_id, remember=False)
+            return self._answer(message, raw, code, [issue], "rejected", correlation_id, keys=None)
         self._journal.record(
             correlation_id,
             "duplicate",
@@ -413,6 +436,67 @@ def _accept_ack_wanted(message: Message, code: AckCode) -> bool:
     if condition == "SU":
         return code in ("AA", "CA")
     return True
+
+
+def _outcome_keys(message: Message) -> tuple[tuple[str, str] | None, Issue | None]:
+    """The outcome record's (partition, row) keys for ``message``, or the ERR-ready issue that says why
+    the sender (MSH-3, MSH-4) or control ID (MSH-10) cannot key one (too long once encoded for storage:
+    ``102`` at that field, a rejection). ``(None, None)`` when there is no control ID."""
+    control_id = message.control_id
+    if not control_id:
+        return None, None
+    try:
+        partition = _sender_key(message)
+    except InvalidKey:
+        text = "Sending application and facility (MSH-3, MSH-4) are too long"
+        return None, Issue("E", "102", "MSH", 1, 3, text=text, check=LIMIT_CHECK)
+    try:
+        row = safe_key(control_id)
+    except InvalidKey:
+        text = "Message control ID (MSH-10) is too long"
+        return None, Issue("E", "102", "MSH", 1, 10, text=text, check=LIMIT_CHECK)
+    return (partition, row), None
+
+
+#: ERR-8 / MSA-3 of a message over an edge's size limit (``TIE_HTTP_MAX_BODY_BYTES``,
+#: ``TIE_MLLP_MAX_MESSAGE_BYTES``): the same text over HTTP and MLLP, whichever the limit.
+OVERSIZE_TEXT = "Message exceeds the maximum size accepted by this endpoint"
+
+
+def oversize_ack(
+    head: bytes, *, correlation_id: str, application: str = "TIE", now: datetime | None = None
+) -> bytes:
+    """The ACK for a message over the size limit, built from its first bytes: AR (CR when MSH-15/16 are
+    readable and valued), ERR ``102`` (a length error: permanent, not ``207``) without a location, and
+    MSH-10 = ``correlation_id``. Same on both edges."""
+    error = Hl7ParseError(OVERSIZE_TEXT, error_code="102")
+    return build_ack_for_unparseable(
+        head, error, sending_application=application, control_id=correlation_id, now=now
+    )
+
+
+def unparsed_ack_code(ack: bytes) -> AckCode:
+    """MSA-1 of an ACK built by :func:`build_ack_for_unparseable` (``AR``, or ``CR`` in enhanced mode)."""
+    try:
+        code = parse_message(ack).get("MSA-1")
+    except Hl7ParseError:
+        return "AR"
+    return "CR" if code == "CR" else "AR"
+
+
+def _traceable(control_id: str | None) -> str | None:
+    """``control_id`` for the journal, logs and the result when within the MSH-10 bound, else ``None``."""
+    if control_id is None or len(control_id) > limits.MSH_FIELD_LENGTHS.get(10, 199):
+        return None
+    return control_id
+
+
+def _reported_at(issues: Sequence[Issue], issue: Issue) -> bool:
+    """True when ``issues`` already hold an error at ``issue``'s segment and field."""
+    return any(
+        i.is_error and (i.segment, i.segment_index, i.field) == (issue.segment, 1, issue.field)
+        for i in issues
+    )
 
 
 def _missing_control_id() -> Issue:

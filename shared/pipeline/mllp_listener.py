@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import ssl
 from pathlib import Path
 
@@ -27,19 +28,29 @@ from shared.messaging.ports import MessageBus
 from shared.mllp.server import ConnectionInfo, MllpServer, NakReason, TrustRule
 from shared.mllp.workers import WorkerPool
 from shared.observability.correlation import correlation_scope, new_correlation_id
-from shared.pipeline.hl7v2 import Hl7Ingest
+from shared.pipeline.hl7v2 import Hl7Ingest, oversize_ack
 from shared.storage.ports import RecordStore
 
+_log = logging.getLogger("tie.mllp")
+
+#: Framing faults other than oversize: (HL7 table 0357 code, text). Only a handler failure is ``207``.
 _NAK_TEXT = {
-    NakReason.OVERSIZE: ("207", "Message exceeds the maximum size accepted by this listener"),
     NakReason.BROKEN_FRAME: ("100", "Malformed MLLP frame (end block not followed by carriage return)"),
     NakReason.INTERNAL_ERROR: ("207", "Application internal error; resend later"),
 }
 
 
 def build_nak(reason: NakReason, partial: bytes | None) -> bytes:
+    """The NAK for a frame the ingest core never saw. An oversize frame gets the answer ``POST
+    /api/hl7v2`` gives an oversize body (:func:`~shared.pipeline.hl7v2.oversize_ack`: ERR ``102``). The
+    NAK's MSH-10 is a new correlation ID, logged with the reason so the sender can quote it."""
+    correlation_id = new_correlation_id()
+    _log.warning("mllp nak", extra={"correlation_id": correlation_id, "reason": reason.value})
+    if reason is NakReason.OVERSIZE:
+        return oversize_ack(partial or b"", correlation_id=correlation_id)
     code, text = _NAK_TEXT.get(reason, ("207", "Application internal error"))
-    return build_ack_for_unparseable(partial or b"", Hl7ParseError(text, error_code=code))
+    error = Hl7ParseError(text, error_code=code)
+    return build_ack_for_unparseable(partial or b"", error, control_id=correlation_id)
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
