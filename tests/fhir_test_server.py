@@ -42,7 +42,8 @@ RECORDED_HEADERS = ("Authorization", "If-Match", "If-None-Exist", "Prefer", "Con
 class Fault:
     """Answer ``status`` (after ``delay`` seconds) to the next ``times`` requests matching ``match``.
 
-    ``status=None`` only delays, then serves the request normally.
+    ``status=None`` only delays, then serves the request normally. ``hold``: before answering, wait until
+    the test sets this event (a request held past any client timeout without a wall-clock race).
     """
 
     status: int | None = 503
@@ -51,6 +52,7 @@ class Fault:
     delay: float = 0.0
     times: int = 1
     match: Callable[[web.Request], bool] | None = None
+    hold: threading.Event | None = None
 
 
 @dataclass
@@ -68,8 +70,12 @@ class FhirTestServer:
         prefix: str = "/fhir",
         max_bundle_entries: int = 500,
         required_token: str | None = None,
+        threaded_creates: bool = False,
     ) -> None:
+        """``threaded_creates``: run creates in a worker thread, so a create the store holds (a test's
+        gate) does not stop the server from answering other requests meanwhile."""
         self.repo = repo
+        self.threaded_creates = threaded_creates
         self.prefix = prefix
         self.max_bundle_entries = max_bundle_entries
         self.required_token = required_token
@@ -167,6 +173,8 @@ class FhirTestServer:
         if fault is not None:
             if fault.delay:
                 await asyncio.sleep(fault.delay)
+            if fault.hold is not None:
+                await asyncio.to_thread(fault.hold.wait, 120)
             if fault.status is not None:
                 body = fault.body if fault.body is not None else _outcome("transient", "injected fault")
                 return web.Response(
@@ -239,7 +247,12 @@ class FhirTestServer:
         body = await self._body(request)
         if body.get("resourceType") != request.match_info["type"]:
             raise InvalidResource("resourceType does not match the URL", expression="resourceType")
-        return self._write(self.repo.create(body, if_none_exist=request.headers.get("If-None-Exist")))
+        if_none_exist = request.headers.get("If-None-Exist")
+        if self.threaded_creates:
+            result = await asyncio.to_thread(self.repo.create, body, if_none_exist=if_none_exist)
+        else:
+            result = self.repo.create(body, if_none_exist=if_none_exist)
+        return self._write(result)
 
     async def _update(self, request: web.Request) -> web.Response:
         body = await self._body(request)

@@ -9,10 +9,11 @@ the SQLite store directly.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from azure.core.credentials import AccessToken
@@ -33,7 +34,7 @@ from shared.fhirstore.errors import (
     UpstreamError,
     VersionConflict,
 )
-from shared.fhirstore.ports import FhirRepository
+from shared.fhirstore.ports import FhirRepository, WriteResult
 from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from tests.fhir_test_server import Fault, FhirTestServer
 from tests.unit.fhirstore.fhirstore_fixtures import NHS, StepClock, observation, patient
@@ -293,28 +294,88 @@ def test_500_retried_only_when_safe(
 
 
 def test_read_timeout_retried_for_get_not_for_plain_post(server: FhirTestServer, sleeps: list[float]) -> None:
-    client = make_client(server, sleeps, read_timeout=0.3)
+    # Held requests wait for the test's event, so they outlast any read timeout; the others answer at once
+    # (the timeout is generous for them).
+    client = make_client(server, sleeps, read_timeout=1.5)
     pid = client.create(patient()).id
-    server.inject(Fault(None, delay=1.0))
-    assert client.read("Patient", pid).id == pid
-    assert server.count("GET") == 2 and len(sleeps) == 1
-    server.inject(Fault(None, delay=1.0))
-    with pytest.raises(StoreUnavailable):
-        client.create(patient(nhs="9000000017"))
-    assert server.count("POST") == 2, "no retry: the request may have been processed"
-    client.close()
+    held = threading.Event()
+    try:
+        server.inject(Fault(None, hold=held))
+        assert client.read("Patient", pid).id == pid
+        assert server.count("GET") == 2 and len(sleeps) == 1
+        server.inject(Fault(None, hold=held))
+        with pytest.raises(StoreUnavailable):
+            client.create(patient(nhs="9000000017"))
+        assert server.count("POST") == 2, "no retry: the request may have been processed"
+    finally:
+        held.set()
+        client.close()
+
+
+class GatedCreates:
+    """The server's store, with the first two creates held at a barrier until both have arrived: both
+    contenders are inside the conditional create at the same time, then race for the store. Later creates
+    pass straight through. ``results`` keeps what the store answered each gated contender."""
+
+    def __init__(self, repo: SqliteFhirRepository) -> None:
+        self.repo = repo
+        self.barrier = threading.Barrier(2, timeout=60)
+        self.results: list[WriteResult] = []
+        self.both_done = threading.Event()
+        self._arrived = 0
+        self._lock = threading.Lock()
+
+    def create(self, resource: dict[str, Any], *, if_none_exist: str | None = None) -> WriteResult:
+        with self._lock:
+            self._arrived += 1
+            gated = self._arrived <= 2
+        if not gated:
+            return self.repo.create(resource, if_none_exist=if_none_exist)
+        self.barrier.wait()
+        result = self.repo.create(resource, if_none_exist=if_none_exist)
+        with self._lock:
+            self.results.append(result)
+            if len(self.results) == 2:
+                self.both_done.set()
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.repo, name)
 
 
 def test_timeout_on_conditional_create_retries_without_duplicates(
-    server: FhirTestServer, sleeps: list[float]
+    backend: SqliteFhirRepository, sleeps: list[float]
 ) -> None:
-    client = make_client(server, sleeps, read_timeout=0.3)
-    server.inject(Fault(None, delay=0.8))
-    result = client.create(patient(), if_none_exist="identifier=9000000009")
-    assert result.id
-    time.sleep(0.8)  # let the delayed first attempt finish on the server
-    assert client.search("Patient", [("identifier", "9000000009")]).total == 1
-    client.close()
+    """The first attempt reaches the server and is held there; the client times out and retries (the
+    create carries If-None-Exist, so it is safe to repeat); the retry arrives while the first is still in
+    flight, and both enter the conditional create together (a barrier, not a sleep). Exactly one
+    resource exists afterwards, and it is the one the client was told about."""
+    gate = GatedCreates(backend)
+    server = FhirTestServer(cast(FhirRepository, gate), max_bundle_entries=LIMIT, threaded_creates=True)
+    body = patient()
+    with server.running():
+        # The first attempt is held by the barrier until the retry arrives, so it always outlasts the
+        # timeout; the retry answers at once once released.
+        client = make_client(server, sleeps, read_timeout=1.0)
+        try:
+            result = client.create(body, if_none_exist="identifier=9000000009")
+            assert gate.both_done.wait(60), "the first attempt never finished on the server"
+            found = client.search("Patient", [("identifier", "9000000009")])
+        finally:
+            client.close()
+    # One contender created it, the other found it: the same resource, created once.
+    assert sorted(r.created for r in gate.results) == [False, True]
+    assert {r.id for r in gate.results} == {result.id}
+    assert found.total == 1 and [m["id"] for m in found.resources] == [result.id]
+    stored = backend.read("Patient", result.id).resource
+    assert (stored["identifier"], stored["name"], stored["birthDate"]) == (
+        body["identifier"],
+        body["name"],
+        body["birthDate"],
+    )
+    assert stored["meta"]["versionId"] == "1"  # never overwritten by the other attempt
+    posts = [r for r in server.requests if r.method == "POST"]
+    assert len(posts) >= 2 and all(r.headers.get("If-None-Exist") for r in posts)
 
 
 def test_connection_refused_is_transient(sleeps: list[float]) -> None:
