@@ -218,6 +218,27 @@ def decode_json_object(body: bytes, *, limit: int) -> dict[str, Any]:
     return value
 
 
+#: An ``If-Match`` / ``Bundle.entry.request.ifMatch`` value: a strong or weak entity tag whose opaque
+#: part is a FHIR version id (``W/"3"``, ``"3"``). Anything else is a malformed request (400), not a
+#: stale version (412).
+_ETAG = re.compile(r'(?:[Ww]/)?"[A-Za-z0-9\-.]{1,64}"')
+
+
+def is_entity_tag(value: str) -> bool:
+    """True when ``value`` is ``W/"<version id>"`` or ``"<version id>"`` (surrounding spaces allowed)."""
+    return _ETAG.fullmatch(value.strip()) is not None
+
+
+def if_match(value: str | None) -> str | None:
+    """The ``If-Match`` header, checked: ``None`` when absent, else the value (400 when it is not an
+    entity tag; the diagnostics never echo it)."""
+    if value is None:
+        return None
+    if not is_entity_tag(value):
+        raise BadRequest('If-Match must be an entity tag such as W/"3"')
+    return value
+
+
 def decode_form(body: bytes, *, limit: int) -> list[tuple[str, str]]:
     """``application/x-www-form-urlencoded`` search parameters (``POST [type]/_search``)."""
     if len(body) > limit:

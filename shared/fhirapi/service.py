@@ -25,7 +25,8 @@ No web framework here: ``functions/fhir_*.py`` build the request and write the r
 Status codes: read/vread/search/history 200 (304 for a conditional read that matched); create 201
 (conditional create that found a match: 200, nothing written); update 200, or 201 when it created;
 delete 204 (also for an absent resource); errors as the repository says (404 unknown id, 410 deleted,
-409 conflict, 412 ``If-Match`` mismatch or several conditional matches, 400 bad search). Every error body
+409 conflict, 412 ``If-Match`` naming another version or several conditional matches, 400 bad search or
+an ``If-Match`` / ``ifMatch`` that is not an entity tag ``W/"<versionId>"``). Every error body
 is an OperationOutcome with an issue code and a diagnostics text without patient data.
 
 Headers: ``ETag: W/"<versionId>"``, ``Last-Modified`` (HTTP date) and ``Location``
@@ -69,15 +70,18 @@ from shared.fhirapi.http import (
     decode_form,
     decode_json_object,
     http_date,
+    is_entity_tag,
     parse_http_date,
     parse_prefer,
     response_media_type,
 )
 from shared.fhirapi.http import base_url as derive_base
+from shared.fhirapi.http import if_match as checked_if_match
 from shared.fhirapi.minimise import CLIENT_HEADER, ElementsPolicy, NoPolicy, combine, parse_elements, subset
 from shared.fhirstore import bundle as bundle_ops
 from shared.fhirstore.errors import (
     FhirStoreError,
+    InvalidBundle,
     InvalidSearch,
     ResourceGone,
     ResourceNotFound,
@@ -502,7 +506,7 @@ class FhirApi:
             if rtype in EVENT_TYPES:
                 current = self._current(rtype, resource_id)
                 self.events.check(resource, "update" if current else "create", previous=current)
-            if_match = request.header("If-Match")
+            if_match = checked_if_match(request.header("If-Match"))
             result = self._commit(
                 request,
                 lambda repo, events: repo.update(
@@ -529,7 +533,7 @@ class FhirApi:
                 matched = self.repository.search(rtype, params, count=2)
                 previous = matched.resources[0] if len(matched.resources) == 1 else None
                 self.events.check(resource, "update" if previous else "create", previous=previous)
-            if_match = request.header("If-Match")
+            if_match = checked_if_match(request.header("If-Match"))
             result = self._commit(
                 request,
                 lambda repo, events: repo.conditional_update(
@@ -718,6 +722,11 @@ class FhirApi:
         prefix = f"Bundle.entry[{entry.index}].resource"
         if rtype not in self._types:
             raise UnsupportedResourceType(rtype)
+        if entry.if_match is not None and not is_entity_tag(entry.if_match):
+            raise InvalidBundle(
+                'entry.request.ifMatch must be an entity tag such as W/"3"',
+                expression=f"Bundle.entry[{entry.index}].request.ifMatch",
+            )
         if entry.method == "DELETE":
             if rtype not in self.config.deletable_types:
                 raise UnsupportedInteraction(
