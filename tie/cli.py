@@ -27,6 +27,7 @@ import errno
 import json
 import os
 import re
+import shlex
 import signal
 import sys
 from collections.abc import Sequence
@@ -255,16 +256,43 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return 2
 
 
+def _ack_control_id(ack: bytes) -> str:
+    """MSH-10 of the ACK itself (the engine sets it to the message's correlation id); "" if absent."""
+    segment = re.split(rb"[\r\n]+", ack, maxsplit=1)[0]
+    fields = segment[3:].split(segment[3:4]) if segment.startswith(b"MSH") and len(segment) > 3 else []
+    # fields[0] is empty (MSH-1 is the separator itself), fields[1] is MSH-2, ... fields[9] is MSH-10.
+    return fields[9].decode("latin-1").strip() if len(fields) > 9 else ""
+
+
 def cmd_mllp(args: argparse.Namespace) -> int:
     from shared.mllp.client import read_msa, send_message
+    from shared.mllp.errors import MllpError
 
+    port = args.port
+    if port is None:
+        try:
+            port = int(os.environ.get("TIE_MLLP_PORT") or "2575")
+        except ValueError:
+            print("tie mllp send: TIE_MLLP_PORT is not a port number; use --port", file=sys.stderr)
+            return 2
     data = Path(args.file).read_bytes()
     # Files on disk usually end segments with LF; HL7 over MLLP wants CR.
     if not args.keep_line_endings:
         data = data.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
-    ack = send_message(args.host, args.port, data, timeout=args.timeout)
-    print(ack.replace(b"\r", b"\n").decode("latin-1"))
-    summary = read_msa(ack)
+    try:
+        ack = send_message(args.host, port, data, timeout=args.timeout)
+        print(ack.replace(b"\r", b"\n").decode("latin-1"))
+        summary = read_msa(ack)
+    except MllpError as exc:
+        hint = "is tie run up? another port: --port or TIE_MLLP_PORT"
+        print(f"tie mllp send: {args.host}:{port}: {exc} ({hint})", file=sys.stderr)
+        return 1
+    correlation_id = _ack_control_id(ack)
+    if correlation_id:
+        print(f"ACK {summary.code}  correlation id: {correlation_id}")
+        print(f"trace it: tie trace {shlex.quote(correlation_id)}")
+    else:
+        print(f"ACK {summary.code}  correlation id: (not in the ACK's MSH-10)")
     return 0 if summary.code in ("AA", "CA") else 1
 
 
@@ -429,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     mllp_send = mllp_sub.add_parser("send", help="send a file, print the ACK (exit 1 unless AA/CA)")
     mllp_send.add_argument("file")
     mllp_send.add_argument("--host", default="127.0.0.1")
-    mllp_send.add_argument("--port", type=int, default=2575)
+    mllp_send.add_argument("--port", type=int, default=None, help="default: TIE_MLLP_PORT (2575)")
     mllp_send.add_argument("--timeout", type=float, default=30.0)
     mllp_send.add_argument("--keep-line-endings", action="store_true", help="do not convert LF to CR")
     mllp.set_defaults(func=cmd_mllp)
