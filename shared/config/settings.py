@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     #: Public base URL of our FHIR API (Location, Bundle fullUrl and paging links), e.g. the API Management
     #: address ``https://<apim>.azure-api.net/tie/fhir``; empty: derived from each request's URL.
     fhir_base_url: str | None = Field(None, validation_alias="TIE_FHIR_BASE_URL")
+    #: Most entries in one batch or transaction Bundle (more: 413 OperationOutcome, nothing processed);
+    #: never above the repository's own limit (AHDS and the embedded store: 500).
+    fhir_max_bundle_entries: int = Field(
+        500, ge=1, le=100_000, validation_alias="TIE_FHIR_MAX_BUNDLE_ENTRIES"
+    )
     #: Refuse FHIR requests that lack the header API Management injects (401 OperationOutcome).
     require_apim_header: bool = Field(False, validation_alias="TIE_REQUIRE_APIM_HEADER")
     apim_header_name: str = Field(

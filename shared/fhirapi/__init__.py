@@ -39,6 +39,7 @@ def api_for(container: Container) -> FhirApi:
         base_url=settings.fhir_base_url,
         require_gateway_header=settings.require_apim_header,
         gateway_header=settings.apim_header_name,
+        max_bundle_entries=settings.fhir_max_bundle_entries,
     )
     return FhirApi(container.fhir, container.bus, container.records, config=config)
 

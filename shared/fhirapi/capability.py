@@ -27,14 +27,33 @@ _RESULT_PARAMETERS = (
 )
 
 
+_REST_DOCUMENTATION = (
+    "Prefer: return=minimal|representation|OperationOutcome and handling=strict|lenient "
+    "(default lenient). Deletion is supported only where it is a clinical event "
+    "(Encounter: cancel admission) or for reference data; retract other records by "
+    "updating their status to entered-in-error."
+)
+
+
+def bundle_cap_text(max_entries: int) -> str:
+    """How the statement states the Bundle entry cap (``maxEntries=<n>`` is the machine-readable part)."""
+    return (
+        f"Batch and transaction Bundles: maxEntries={max_entries}; a Bundle with more entries is rejected "
+        "with 413 and an OperationOutcome (too-costly) before any entry is processed."
+    )
+
+
 def capability_statement(
     repository_capabilities: dict[str, Any],
     *,
     base: str,
     resource_types: Sequence[str],
     deletable: Collection[str],
+    max_bundle_entries: int | None = None,
 ) -> dict[str, Any]:
-    """A CapabilityStatement (kind ``instance``) for the API at ``base``."""
+    """A CapabilityStatement (kind ``instance``) for the API at ``base``. ``max_bundle_entries``: the
+    entry cap of batch and transaction Bundles, stated in ``rest.documentation`` and in the ``batch`` /
+    ``transaction`` interactions' documentation as ``maxEntries=<n>``."""
     rest = copy.deepcopy(repository_capabilities["rest"])
     by_type = {entry["type"]: entry for entry in rest.get("resource", [])}
     resources: list[dict[str, Any]] = []
@@ -53,6 +72,14 @@ def capability_statement(
     search_params = list(rest.get("searchParam", []))
     known = {p["name"] for p in search_params}
     search_params.extend(p for p in _RESULT_PARAMETERS if p["name"] not in known)
+    interactions = [dict(i) for i in rest.get("interaction", [])]
+    documentation = _REST_DOCUMENTATION
+    if max_bundle_entries is not None:
+        cap = bundle_cap_text(max_bundle_entries)
+        documentation += " " + cap
+        for interaction in interactions:
+            if interaction.get("code") in ("batch", "transaction"):
+                interaction["documentation"] = cap
     return {
         "resourceType": "CapabilityStatement",
         "id": "tie-fhir-api",
@@ -76,12 +103,7 @@ def capability_statement(
         "rest": [
             {
                 "mode": "server",
-                "documentation": (
-                    "Prefer: return=minimal|representation|OperationOutcome and handling=strict|lenient "
-                    "(default lenient). Deletion is supported only where it is a clinical event "
-                    "(Encounter: cancel admission) or for reference data; retract other records by "
-                    "updating their status to entered-in-error."
-                ),
+                "documentation": documentation,
                 "security": {
                     "cors": False,
                     "description": (
@@ -90,7 +112,7 @@ def capability_statement(
                     ),
                 },
                 "resource": resources,
-                "interaction": rest.get("interaction", []),
+                "interaction": interactions,
                 "searchParam": search_params,
             }
         ],

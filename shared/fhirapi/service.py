@@ -80,6 +80,7 @@ from shared.fhirapi.http import if_match as checked_if_match
 from shared.fhirapi.minimise import CLIENT_HEADER, ElementsPolicy, NoPolicy, combine, parse_elements, subset
 from shared.fhirstore import bundle as bundle_ops
 from shared.fhirstore.errors import (
+    BundleTooLarge,
     FhirStoreError,
     InvalidBundle,
     InvalidSearch,
@@ -129,6 +130,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Deepest page start accepted (``_offset``); beyond it narrow the search instead (and SQLite's
 #: integers end at 2**63).
 MAX_OFFSET = 1_000_000
+#: Default of :attr:`FhirApiConfig.max_bundle_entries`: the AHDS bundle limit, which the embedded store
+#: mirrors.
+DEFAULT_MAX_BUNDLE_ENTRIES = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +146,9 @@ class FhirApiConfig:
     require_profile: bool = False
     resource_types: tuple[str, ...] = SUPPORTED_TYPES
     deletable_types: frozenset[str] = field(default=DELETABLE_TYPES)
+    #: Most entries in one batch or transaction Bundle (``TIE_FHIR_MAX_BUNDLE_ENTRIES``), capped by the
+    #: repository's own transaction limit; more -> 413 before any entry is looked at.
+    max_bundle_entries: int = DEFAULT_MAX_BUNDLE_ENTRIES
 
 
 class FhirApi:
@@ -219,11 +226,13 @@ class FhirApi:
     # ================================================================================== reads
     def metadata(self, request: FhirRequest) -> FhirResponse:
         def act(media: str, prefs: Preferences) -> FhirResponse:
+            capabilities = self.repository.capabilities()
             statement = capability_statement(
-                self.repository.capabilities(),
+                capabilities,
                 base=self._base(request),
                 resource_types=self.config.resource_types,
                 deletable=self.config.deletable_types,
+                max_bundle_entries=self._max_bundle_entries(capabilities),
             )
             return FhirResponse(200, statement)
 
@@ -707,6 +716,11 @@ class FhirApi:
             if bundle.get("resourceType") != "Bundle":
                 raise BadRequest("POST to the base takes a Bundle", expression="resourceType")
             kind = bundle.get("type")
+            if kind in ("transaction", "batch"):
+                entries = bundle.get("entry")
+                limit = self._max_bundle_entries(self.repository.capabilities())
+                if isinstance(entries, list) and len(entries) > limit:
+                    raise BundleTooLarge(len(entries), limit)
             if kind == "transaction":
                 return self._transaction(request, bundle, prefs)
             if kind == "batch":
@@ -714,6 +728,15 @@ class FhirApi:
             raise BadRequest("Bundle.type must be transaction or batch", expression="Bundle.type")
 
         return self.handle(request, act)
+
+    def _max_bundle_entries(self, capabilities: Mapping[str, Any]) -> int:
+        """The one entry cap for batch and transaction Bundles: the configured cap, lowered to the
+        repository's transaction limit when it has one (a batch is capped the same, so a client that fits
+        one fits the other)."""
+        limits = capabilities.get("limits")
+        store = limits.get("maxTransactionEntries") if isinstance(limits, Mapping) else None
+        cap = self.config.max_bundle_entries
+        return min(cap, store) if isinstance(store, int) and store > 0 else cap
 
     def _entry_checks(self, entry: bundle_ops.BundleEntry, known: Mapping[str, JsonDict]) -> JsonDict | None:
         """Checks of one parsed write entry before anything is committed; returns the resource a DELETE
