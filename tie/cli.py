@@ -12,6 +12,7 @@
     tie dlq replay TOPIC SUB      back to the subscription as a replay (--seq N ...; idempotent effects)
     tie dlq purge --older-than 7d [TOPIC [SUB]]
     tie trace CORRELATION_ID      the journal of one message, and what it is still waiting for
+    tie trace --control-id PAS:ID the same, found by sender (MSH-3[/MSH-4]) and MSH-10 control id
     tie inflight                  accepted but not finished (--older-than 5m)
     tie inflight --stuck          only those in flight longer than TIE_STUCK_AFTER_SECONDS (age, subscribers)
     tie mllp send FILE            send an HL7 v2 file over MLLP and print the ACK
@@ -33,9 +34,12 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.messaging.ports import OutboundMessage, ReceivedMessage
+
+if TYPE_CHECKING:
+    from shared.journal import Journal
 
 
 def _duration(text: str) -> timedelta:
@@ -146,19 +150,67 @@ def cmd_bus(args: argparse.Namespace) -> int:
     return 2
 
 
+def _control_id_argument(text: str) -> tuple[str, str | None, str]:
+    """``SENDER:ID`` with SENDER = MSH-3 or ``MSH-3/MSH-4`` (``|`` also separates) -> (app, facility, id)."""
+    sender, sep, control_id = text.partition(":")
+    application, _, facility = sender.replace("|", "/").partition("/")
+    if not sep or not application.strip() or not control_id.strip():
+        raise argparse.ArgumentTypeError("use SENDER:CONTROL_ID, e.g. PAS:SAMPLE0001 or PAS/RGT01:SAMPLE0001")
+    return application.strip(), facility.strip() or None, control_id.strip()
+
+
 def cmd_trace(args: argparse.Namespace) -> int:
     from shared.journal import Journal
 
-    journal = Journal(_container().records)
-    entries = journal.trace(args.correlation_id)
+    records = _container().records
+    if (args.correlation_id is None) == (args.control_id is None):
+        print("tie trace: give a correlation id or --control-id SENDER:ID (one of them)", file=sys.stderr)
+        return 2
+    if args.control_id is None:
+        return _trace(Journal(records), args.correlation_id, as_json=args.json)
+    from shared.pipeline.control_ids import find_by_control_id
+
+    application, facility, control_id = args.control_id
+    matches = find_by_control_id(records, application, control_id, facility=facility)
+    if not matches:
+        sender = application if facility is None else f"{application}/{facility}"
+        print(f"no message from {sender} with control id {control_id}", file=sys.stderr)
+        return 1
+    if len(matches) == 1:
+        return _trace(Journal(records), matches[0].correlation_id, as_json=args.json)
+    if args.json:
+        _print(
+            [
+                {
+                    "sendingApplication": m.sending_application,
+                    "sendingFacility": m.sending_facility,
+                    "controlId": m.control_id,
+                    "correlationId": m.correlation_id,
+                    "ackCode": m.code,
+                    "outcome": m.outcome,
+                    "at": m.at,
+                }
+                for m in matches
+            ]
+        )
+        return 0
+    print(f"{len(matches)} messages have control id {control_id}; trace one:")
+    for m in matches:
+        sender = f"{m.sending_application}/{m.sending_facility}"
+        print(f"  {sender:<24} {m.code:<3} {m.at or '':<32} tie trace {shlex.quote(m.correlation_id)}")
+    return 0
+
+
+def _trace(journal: Journal, correlation_id: str, *, as_json: bool) -> int:
+    entries = journal.trace(correlation_id)
     if not entries:
         print("no such correlation id", file=sys.stderr)
         return 1
-    waiting = journal.waiting(args.correlation_id)
-    if args.json:
+    waiting = journal.waiting(correlation_id)
+    if as_json:
         _print(
             {
-                "correlationId": args.correlation_id,
+                "correlationId": correlation_id,
                 "stages": [{"stage": e.stage, "at": e.at.isoformat(), **dict(e.attributes)} for e in entries],
                 "inflight": {name: at.isoformat() for name, at in sorted(waiting.items())},
             }
@@ -463,7 +515,13 @@ def build_parser() -> argparse.ArgumentParser:
     mllp.set_defaults(func=cmd_mllp)
 
     trace = sub.add_parser("trace", help="what happened to a message")
-    trace.add_argument("correlation_id")
+    trace.add_argument("correlation_id", nargs="?")
+    trace.add_argument(
+        "--control-id",
+        type=_control_id_argument,
+        metavar="SENDER:ID",
+        help="find it by sender (MSH-3 or MSH-3/MSH-4) and MSH-10, e.g. PAS:SAMPLE0001",
+    )
     trace.add_argument("--json", action="store_true", help="machine-readable output")
     trace.set_defaults(func=cmd_trace)
 
