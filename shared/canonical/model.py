@@ -129,6 +129,9 @@ class Coding(_Model):
     code: str = Field(min_length=1)
     display: str | None = None
     version: str | None = None
+    #: FHIR ``Coding.userSelected``: ``False`` marks a source code carried as sent because no concept map
+    #: knew it (rules ``kept_source_user_selected``); ``None`` when the source does not say.
+    user_selected: bool | None = None
 
 
 class Concept(_Model):
@@ -311,6 +314,7 @@ PatientClearable = Literal[
 #: class and identifiers are required; the period ends are set and cleared by triggers (A03 / A13).
 EncounterClearable = Literal[
     "priority",
+    "admission_method",
     "service_type",
     "admit_source",
     "discharge_disposition",
@@ -389,6 +393,8 @@ class Encounter(_Model):
     admitting: tuple[Practitioner, ...] = ()
     service_type: Coded | None = None
     priority: Coded | None = None
+    #: NHS admission method (HL7 v2 PV1-4 as NHS Trusts fill it; UK Core Extension-UKCore-AdmissionMethod).
+    admission_method: Coded | None = None
     admit_source: Coded | None = None
     discharge_disposition: Coded | None = None
     service_provider: Organization | None = None

@@ -39,17 +39,21 @@ def v2_table_system(table: str) -> str:
 
 
 V2_0001_ADMINISTRATIVE_SEX = v2_table_system("0001")  # FHIR R4 / v2-to-FHIR
+V2_0002_MARITAL_STATUS = v2_table_system("0002")  # FHIR R4 / v2-to-FHIR (PID-16; HL7 UK: NHS DD codes)
 V2_0004_PATIENT_CLASS = v2_table_system("0004")  # FHIR R4 / v2-to-FHIR
 V2_0007_ADMISSION_TYPE = v2_table_system("0007")  # FHIR R4 / v2-to-FHIR
+V2_0023_ADMIT_SOURCE = v2_table_system("0023")  # FHIR R4 / v2-to-FHIR (PV1-14; HL7 UK: NHS DD codes)
 V2_0027_PRIORITY = v2_table_system("0027")  # FHIR R4 / v2-to-FHIR (TQ.6 / TQ1-9 priority)
 V2_0038_ORDER_STATUS = v2_table_system("0038")  # FHIR R4 / v2-to-FHIR
 V2_0063_RELATIONSHIP = v2_table_system("0063")  # FHIR R4 / v2-to-FHIR
 V2_0074_DIAGNOSTIC_SERVICE_SECTION = v2_table_system("0074")  # UK Core ex. (DiagnosticReport.category)
 V2_0078_ABNORMAL_FLAGS = v2_table_system("0078")  # FHIR R4 / v2-to-FHIR
 V2_0085_OBSERVATION_RESULT_STATUS = v2_table_system("0085")  # FHIR R4 / v2-to-FHIR
+V2_0112_DISCHARGE_DISPOSITION = v2_table_system("0112")  # FHIR R4 (PV1-36; HL7 UK: NHS DD codes)
 V2_0119_ORDER_CONTROL = v2_table_system("0119")  # FHIR R4 / v2-to-FHIR
 V2_0123_RESULT_STATUS = v2_table_system("0123")  # FHIR R4 / v2-to-FHIR
 V2_0131_CONTACT_ROLE = v2_table_system("0131")  # PDS (RelatedPerson / Patient.contact relationship)
+V2_0189_ETHNIC_GROUP = v2_table_system("0189")  # FHIR R4 (PID-22; HL7 UK: NHS DD codes)
 V2_0190_ADDRESS_TYPE = v2_table_system("0190")  # FHIR R4 / v2-to-FHIR (XAD.7)
 V2_0200_NAME_TYPE = v2_table_system("0200")  # FHIR R4 / v2-to-FHIR (XPN.7)
 V2_0201_TELECOM_USE = v2_table_system("0201")  # FHIR R4 / v2-to-FHIR (XTN.2)
@@ -128,6 +132,12 @@ DISCHARGE_METHOD_ENGLAND = "https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeM
 DISCHARGE_DESTINATION_ENGLAND = (
     "https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeDestinationEngland"  # UK Core ex.
 )
+SOURCE_OF_ADMISSION_ENGLAND = (
+    "https://fhir.hl7.org.uk/CodeSystem/UKCore-SourceOfAdmissionEngland"  # UK Core conformance (STU2)
+)
+PERSON_MARITAL_STATUS_ENGLAND = (
+    "https://fhir.hl7.org.uk/CodeSystem/UKCore-PersonMaritalStatusEngland"  # UK Core conformance (STU2)
+)
 DEATH_NOTIFICATION_STATUS = "https://fhir.hl7.org.uk/CodeSystem/UKCore-DeathNotificationStatus"  # UK Core/PDS
 RESIDENTIAL_STATUS = "https://fhir.hl7.org.uk/CodeSystem/UKCore-ResidentialStatus"  # UK Core ex.
 ADDITIONAL_PERSON_RELATIONSHIP_ROLE = (
@@ -198,17 +208,21 @@ LOCAL_LAB = f"{LOCAL_CODE_SYSTEM_BASE}local-lab"
 CODE_SYSTEMS: frozenset[str] = frozenset(
     {
         V2_0001_ADMINISTRATIVE_SEX,
+        V2_0002_MARITAL_STATUS,
         V2_0004_PATIENT_CLASS,
         V2_0007_ADMISSION_TYPE,
+        V2_0023_ADMIT_SOURCE,
         V2_0027_PRIORITY,
         V2_0038_ORDER_STATUS,
         V2_0063_RELATIONSHIP,
         V2_0074_DIAGNOSTIC_SERVICE_SECTION,
         V2_0078_ABNORMAL_FLAGS,
         V2_0085_OBSERVATION_RESULT_STATUS,
+        V2_0112_DISCHARGE_DISPOSITION,
         V2_0119_ORDER_CONTROL,
         V2_0123_RESULT_STATUS,
         V2_0131_CONTACT_ROLE,
+        V2_0189_ETHNIC_GROUP,
         V2_0190_ADDRESS_TYPE,
         V2_0200_NAME_TYPE,
         V2_0201_TELECOM_USE,
@@ -253,6 +267,8 @@ CODE_SYSTEMS: frozenset[str] = frozenset(
         ADMISSION_METHOD_ENGLAND,
         DISCHARGE_METHOD_ENGLAND,
         DISCHARGE_DESTINATION_ENGLAND,
+        SOURCE_OF_ADMISSION_ENGLAND,
+        PERSON_MARITAL_STATUS_ENGLAND,
         DEATH_NOTIFICATION_STATUS,
         RESIDENTIAL_STATUS,
         ADDITIONAL_PERSON_RELATIONSHIP_ROLE,

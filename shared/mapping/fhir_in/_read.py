@@ -196,6 +196,7 @@ def coding(node: object, src: str) -> Coding:
         code=code,
         display=opt_str(c, "display", src),
         version=opt_str(c, "version", src),
+        user_selected=opt_bool(c, "userSelected", src),
     )
 
 

@@ -158,8 +158,15 @@ def map_encounter(resource: r.JsonObj, rec: LineageRecorder, resolver: r.Resolve
     service_type = r.opt_concept(resource, "serviceType", src, "service_type", rec)
     priority = r.opt_concept(resource, "priority", src, "priority", rec)
     hosp = r.opt_obj(resource, "hospitalization", src)
-    admit_source = discharge = None
+    admit_source = discharge = admission_method = None
     if hosp is not None:
+        for i, node in enumerate(r.arr(hosp, "extension", f"{src}.hospitalization")):
+            path = f"{src}.hospitalization.extension[{i}]"
+            ext = r.obj(node, path)
+            if ext.get("url") == systems.EXT_ADMISSION_METHOD and admission_method is None:
+                admission_method = r.concept(
+                    ext.get("valueCodeableConcept"), f"{path}.valueCodeableConcept", "admission_method", rec
+                )
         admit_source = r.opt_concept(hosp, "admitSource", f"{src}.hospitalization", "admit_source", rec)
         discharge = r.opt_concept(
             hosp, "dischargeDisposition", f"{src}.hospitalization", "discharge_disposition", rec
@@ -187,6 +194,7 @@ def map_encounter(resource: r.JsonObj, rec: LineageRecorder, resolver: r.Resolve
         admitting=tuple(roles["admitting"]),
         service_type=service_type,
         priority=priority,
+        admission_method=admission_method,
         admit_source=admit_source,
         discharge_disposition=discharge,
         service_provider=provider,

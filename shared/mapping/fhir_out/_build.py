@@ -101,6 +101,10 @@ def coding(c: Coding, lin: Lin | None, src: str, dst: str) -> JSON:
     if lin is not None:
         for key in out:
             lin.add(f"{src}.{key}", f"{dst}.{key}")
+    if c.user_selected is not None:
+        out["userSelected"] = c.user_selected
+        if lin is not None:
+            lin.add(f"{src}.user_selected", f"{dst}.userSelected")
     return out
 
 

@@ -69,6 +69,7 @@ from shared.mapping.fhir_out._build import (
 from shared.mapping.fhir_out._frozen import freeze
 from shared.mapping.fhir_out.errors import FhirOutError
 from shared.mapping.lineage import LineageEntry
+from shared.terminology import systems
 from shared.terminology.valuesets import load_value_set
 
 #: Events that state the patient record itself: the Patient entry is a conditional *update* (PUT
@@ -801,6 +802,20 @@ class Builder:
             if p:
                 res["period"] = p
         hosp: JSON = {}
+        if enc.admission_method is not None:
+            hosp["extension"] = [
+                {
+                    "url": systems.EXT_ADMISSION_METHOD,
+                    "valueCodeableConcept": codeable(
+                        enc.admission_method,
+                        lin,
+                        "encounter.admission_method",
+                        "hospitalization.extension[0].valueCodeableConcept",
+                    ),
+                }
+            ]
+            if lin is not None:
+                lin.add(None, "hospitalization.extension[0].url", "constant: UK Core admission method")
         if enc.admit_source is not None:
             hosp["admitSource"] = codeable(
                 enc.admit_source, lin, "encounter.admit_source", "hospitalization.admitSource"

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from shared.canonical.model import ClinicalEvent, EventKind
 from shared.fhir import profiles
+from shared.terminology import systems
 
 __all__ = ["CLEARED_ELEMENTS", "KIND_CLEARS", "MERGED_TYPES", "merge_update", "retire"]
 
@@ -62,6 +63,9 @@ CLEARED_ELEMENTS: Final[Mapping[str, Mapping[str, tuple[ElementPath, ...]]]] = {
     "Encounter": {
         "encounter.status": (("status",),),
         "encounter.priority": (("priority",),),
+        "encounter.admission_method": (
+            ("hospitalization", ("extension", "url", systems.EXT_ADMISSION_METHOD)),
+        ),
         "encounter.service_type": (("serviceType",),),
         "encounter.admit_source": (("hospitalization", "admitSource"),),
         "encounter.discharge_disposition": (("hospitalization", "dischargeDisposition"),),

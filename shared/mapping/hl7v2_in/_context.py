@@ -855,10 +855,22 @@ class Ctx:
             if system is None and rule.assume_source_system:
                 system = rule.source_system
             out = rule.outcome(code, system, src)
+            if rule.omit and rule.target == "concept" and not isinstance(out, MappedCode):
+                # "unmapped": "omit" on a concept field: a code the map cannot map is not this field's
+                # value at all (PV1-4 letters are priorities, not admission methods). Nothing is kept.
+                if memo:
+                    rule.remember((raw, simple), None)
+                return None
             display = text
             if display is None and isinstance(out, MappedCode):
                 display = out.source.display
-            value = concept_from(out, new_coding(system=system, code=code, display=display), text)
+            value = concept_from(
+                out,
+                new_coding(system=system, code=code, display=display),
+                text,
+                replace_source=rule.replace_source,
+                kept_user_selected=rule.kept_user_selected if rule.concept_map_id is not None else None,
+            )
         if alt_code is not None:
             alt = new_coding(system=self.coding_system(f(6)), code=alt_code, display=f(5))
             if code is None:

@@ -140,6 +140,9 @@ def _map_encounter(ctx: Ctx, rule: MessageRule, pv1: Segment, *, required: bool)
     assert enc_class is not None
     period = _period(ctx, rule.kind, pv1)
     prior = ctx.pl(pv1, 6, "PV1-6", "encounter.prior_location")
+    # PV1-4: an NHS admission method (11, 21, 2A ...) when the admission-method map knows the code, else
+    # an HL7 admission type read as a priority - never both (rules encounter.admission_method / priority).
+    admission_method = _simple(ctx, "encounter.admission_method", pv1, 4)
     fields: dict[str, Any] = {
         "identifiers": identifiers,
         "status": status,
@@ -151,7 +154,8 @@ def _map_encounter(ctx: Ctx, rule: MessageRule, pv1: Segment, *, required: bool)
         "referring": ctx.xcns(pv1, 8, "PV1-8", "encounter.referring"),
         "admitting": ctx.xcns(pv1, 17, "PV1-17", "encounter.admitting"),
         "service_type": _simple(ctx, "encounter.service_type", pv1, 10),
-        "priority": _simple(ctx, "encounter.priority", pv1, 4),
+        "priority": None if admission_method is not None else _simple(ctx, "encounter.priority", pv1, 4),
+        "admission_method": admission_method,
         "admit_source": _simple(ctx, "encounter.admit_source", pv1, 14),
         "discharge_disposition": _simple(ctx, "encounter.discharge_disposition", pv1, 36),
     }

@@ -46,6 +46,7 @@ from shared.terminology import (
     DataAbsent as TermDataAbsent,
 )
 from shared.terminology import (
+    Equivalence,
     KeptSource,
     MapOutcome,
     MappedCode,
@@ -168,6 +169,13 @@ class CodedRule:
     #: ``"unmatched": "omit"``: a code the map lists as deliberately unmatched leaves the field empty; a
     #: code it does not list still follows ``unmapped``.
     unmatched_omit: bool = False
+    #: ``"mapped": "replace-source"``: an ``equal`` match replaces the sender's coding (the map says the
+    #: code IS the target code and only the sender's system label is wrong, e.g. an NHS Data Dictionary
+    #: code sent in an HL7 table field).
+    replace_source: bool = False
+    #: ``"kept_source_user_selected": false``: a code no map knows, carried as sent, is marked
+    #: ``userSelected=false`` (not chosen as the value of the bound value set).
+    kept_user_selected: bool | None = None
     _cache: dict[tuple[str, str | None], MapOutcome] = field(default_factory=dict, repr=False)
     #: Canonical values by (encoded field text, simple) - see ``Ctx.coded`` (lineage off only).
     memo: dict[tuple[str, bool], object] = field(default_factory=dict, repr=False)
@@ -263,16 +271,33 @@ def outcome_kind(out: MapOutcome | None) -> str:
     return "kept as sent"
 
 
-def concept_from(out: MapOutcome | None, source: Coding, text: str | None) -> Concept | DataAbsent:
+def concept_from(
+    out: MapOutcome | None,
+    source: Coding,
+    text: str | None,
+    *,
+    replace_source: bool = False,
+    kept_user_selected: bool | None = None,
+) -> Concept | DataAbsent:
     """Canonical value of a ``concept`` field: the sender's coding first (stable identity keys), the
-    translation after it; a data-absent outcome keeps the source coding."""
+    translation after it; a data-absent outcome keeps the source coding. ``replace_source``: an ``equal``
+    match stands alone (the sender's code in its true system). ``kept_user_selected``: the
+    ``user_selected`` flag of a source coding no map translated."""
     if isinstance(out, MappedCode):
         target = to_coding(out.target)
-        if target == source:
-            return _new_concept(codings=(source,), text=text)
+        if target == source or (replace_source and out.equivalence is Equivalence.EQUAL):
+            return _new_concept(codings=(target,), text=text)
         return _new_concept(codings=(source, target), text=text)
     if isinstance(out, TermDataAbsent):
         return _new_absent(reason=DataAbsentReason(out.reason), source=source)
+    if kept_user_selected is not None:
+        source = _new_coding(
+            system=source.system,
+            code=source.code,
+            display=source.display,
+            version=source.version,
+            user_selected=kept_user_selected,
+        )
     return _new_concept(codings=(source,), text=text)
 
 
@@ -368,6 +393,8 @@ def _coded(name: str, spec: Mapping[str, Any], *, strict: bool) -> CodedRule:
             "assume_source_system",
             "status",
             "unmatched",
+            "mapped",
+            "kept_source_user_selected",
             "comment",
         },
     )
@@ -396,8 +423,15 @@ def _coded(name: str, spec: Mapping[str, Any], *, strict: bool) -> CodedRule:
     if target == "code" and name in _CODE_TARGETS:
         model, attr = _CODE_TARGETS[name]
         allowed, accepts_absent, optional = _literals(model, attr)
-    if (omit or unmatched_omit) and (target != "code" or not optional):
-        raise RulesError(f"{where}: 'omit' needs a bare-code field that may be empty")
+    if (omit or unmatched_omit) and target == "code" and not optional:
+        raise RulesError(f"{where}: 'omit' needs a field that may be empty")
+    if omit and target == "concept" and spec.get("concept_map") is None:
+        raise RulesError(f"{where}: 'omit' on a concept field needs a concept map to decide by")
+    if spec.get("mapped", "replace-source") != "replace-source":
+        raise RulesError(f"{where}.mapped may only be 'replace-source'")
+    kept_user_selected = spec.get("kept_source_user_selected")
+    if kept_user_selected is not None and (kept_user_selected is not False or target != "concept"):
+        raise RulesError(f"{where}.kept_source_user_selected may only be false, on a concept field")
     if active and map_id is not None:
         try:
             cmap = load_concept_map(map_id)
@@ -446,6 +480,8 @@ def _coded(name: str, spec: Mapping[str, Any], *, strict: bool) -> CodedRule:
         accepts_absent=accepts_absent,
         omit=omit,
         unmatched_omit=unmatched_omit,
+        replace_source=spec.get("mapped") == "replace-source" and target == "concept",
+        kept_user_selected=kept_user_selected,
     )
 
 
@@ -467,12 +503,13 @@ def _explicit_null(
         "encounter": _field_literals(Encounter, "cleared"),
     }
     fields: dict[str, list[tuple[int, str, str]]] = {}
-    for loc, target in spec["fields"].items():
+    for loc, targets in spec["fields"].items():
         seg, n, comp = _path(loc)
-        obj, _, name = str(target).partition(".")
-        if comp is not None or name not in can_clear.get(obj, frozenset()):
-            raise RulesError(f"rules.json: explicit_null.fields.{loc} names a field that cannot be cleared")
-        fields.setdefault(seg, []).append((n, obj, name))
+        for target in targets if isinstance(targets, list) else [targets]:
+            obj, _, name = str(target).partition(".")
+            if comp is not None or name not in can_clear.get(obj, frozenset()):
+                raise RulesError(f"rules.json: explicit_null.fields.{loc} cannot be cleared")
+            fields.setdefault(seg, []).append((n, obj, name))
     defaults: list[tuple[str, int, str]] = []
     for loc, target in spec["defaults_when_absent"].items():
         seg, n, _comp = _path(loc)

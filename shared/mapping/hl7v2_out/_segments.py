@@ -6,7 +6,15 @@ import hashlib
 from datetime import UTC, datetime
 
 from shared.canonical.identity import encounter_identifier, event_digest
-from shared.canonical.model import ClinicalDateTime, ClinicalEvent, DataAbsent, Encounter, Sensitivity
+from shared.canonical.model import (
+    ClinicalDateTime,
+    ClinicalEvent,
+    Coded,
+    Concept,
+    DataAbsent,
+    Encounter,
+    Sensitivity,
+)
 from shared.hl7v2 import ComponentValue, FieldValue, Raw, Repeated
 from shared.mapping.hl7v2_in.rules import RULES
 from shared.mapping.hl7v2_out import _fields as f
@@ -143,8 +151,22 @@ def pid(event: ClinicalEvent, o: f.Out) -> list[FieldValue]:
             systems.NHS_NUMBER_VERIFICATION_STATUS_ENGLAND,
             "hl7uk-0445-to-nhs-number-verification-status",
         )
-    marital = f.cwe(p.marital_status, o, "patient.marital_status", "PID-16") if p.marital_status else None
-    ethnicity = f.cwe(p.ethnicity, o, "patient.ethnicity", "PID-22") if p.ethnicity else None
+    marital = _uk_cwe(
+        p.marital_status,
+        o,
+        "patient.marital_status",
+        "PID-16",
+        "hl7uk-0002-to-person-marital-status-england",
+        systems.PERSON_MARITAL_STATUS_ENGLAND,
+    )
+    ethnicity = _uk_cwe(
+        p.ethnicity,
+        o,
+        "patient.ethnicity",
+        "PID-22",
+        "hl7uk-0189-to-ethnic-category-england",
+        systems.ETHNIC_CATEGORY_ENGLAND,
+    )
     death_time = death_flag = None
     if isinstance(p.deceased, bool):
         death_flag = _indicator_code("PID-30", p.deceased)
@@ -171,6 +193,29 @@ def pid(event: ClinicalEvent, o: f.Out) -> list[FieldValue]:
     fields[32] = status
     _explicit_nulls(fields, "PID", "patient", p.cleared, o)
     return f.field_list(fields)
+
+
+def _uk_cwe(
+    value: Coded | None, o: f.Out, src: str, dst: str, concept_map_id: str, uk_system: str
+) -> list[f.Component] | None:
+    """CWE for a field NHS Trusts fill with an NHS Data Dictionary code (PID-16, PID-22): a UK Core coding
+    is written back as the code the sender sent (the concept map read backwards) with the concept's text,
+    no coding-system name - what hl7v2_in reads as that UK Core code again; anything else as :func:`f.cwe`."""
+    if value is None:
+        return None
+    if isinstance(value, Concept):
+        for k, c in enumerate(value.codings):
+            if c.system != uk_system:
+                continue
+            code, why = f.reverse_code(c.code, c.system, concept_map_id)
+            if code is None:
+                raise UnmappableCode(src, concept_map_id, why)
+            o.add(f"{src}.codings[{k}]", f"{dst}.1", why, table=concept_map_id)
+            if value.text is not None:
+                o.add(f"{src}.text", f"{dst}.2", "cwe-text")
+                return [code, value.text]
+            return [code]
+    return f.cwe(value, o, src, dst)
 
 
 def pd1(event: ClinicalEvent, o: f.Out) -> list[FieldValue] | None:
@@ -255,15 +300,26 @@ def pv1(event: ClinicalEvent, o: f.Out) -> list[FieldValue]:
     fields[2] = cls
     if enc.location is not None:
         fields[3] = f.pl(enc.location, o, "encounter.location", "PV1-3")
-    fields[4] = _coded_table(
-        enc.priority,
-        o,
-        "encounter.priority",
-        "PV1-4",
-        "0007",
-        "v2-0007-to-encounter-priority",
-        systems.V3_ACT_PRIORITY,
-    )
+    if enc.admission_method is not None:
+        fields[4] = _coded_table(
+            enc.admission_method,
+            o,
+            "encounter.admission_method",
+            "PV1-4",
+            "0007",
+            "hl7uk-0007-to-admission-method-england",
+            systems.ADMISSION_METHOD_ENGLAND,
+        )
+    else:
+        fields[4] = _coded_table(
+            enc.priority,
+            o,
+            "encounter.priority",
+            "PV1-4",
+            "0007",
+            "v2-0007-to-encounter-priority",
+            systems.V3_ACT_PRIORITY,
+        )
     if enc.prior_location is not None:
         fields[6] = f.pl(enc.prior_location, o, "encounter.prior_location", "PV1-6")
     for attr, n in (("attending", 7), ("referring", 8), ("admitting", 17)):
@@ -273,7 +329,15 @@ def pv1(event: ClinicalEvent, o: f.Out) -> list[FieldValue]:
                 [f.xcn(pr, o, f"encounter.{attr}[{i}]", f"PV1-{n}[{i + 1}]") for i, pr in enumerate(people)]
             )
     fields[10] = _coded_table(enc.service_type, o, "encounter.service_type", "PV1-10", "0069")
-    fields[14] = _coded_table(enc.admit_source, o, "encounter.admit_source", "PV1-14", "0023")
+    fields[14] = _coded_table(
+        enc.admit_source,
+        o,
+        "encounter.admit_source",
+        "PV1-14",
+        "0023",
+        "hl7uk-0023-to-source-of-admission-england",
+        systems.SOURCE_OF_ADMISSION_ENGLAND,
+    )
     visit = encounter_identifier(enc) if enc.identifiers else None
     if visit is not None:
         index = enc.identifiers.index(visit)
@@ -284,7 +348,13 @@ def pv1(event: ClinicalEvent, o: f.Out) -> list[FieldValue]:
                 fields[50] = f.cx(other, o, f"encounter.identifiers[{k}]", "PV1-50")
                 break
     fields[36] = _coded_table(
-        enc.discharge_disposition, o, "encounter.discharge_disposition", "PV1-36", "0112"
+        enc.discharge_disposition,
+        o,
+        "encounter.discharge_disposition",
+        "PV1-36",
+        "0112",
+        "hl7uk-0112-to-discharge-destination-england",
+        systems.DISCHARGE_DESTINATION_ENGLAND,
     )
     if enc.period is not None:
         fields[44] = f.ts(enc.period.start)

@@ -9,7 +9,6 @@ import pytest
 from shared.canonical.model import (
     Address,
     ClinicalDateTime,
-    Coding,
     Concept,
     ContactPoint,
     DataAbsent,
@@ -311,19 +310,41 @@ def test_death() -> None:
     assert (err.value.field, err.value.error_code) == ("PID-30", "103")
 
 
-def test_marital_status_and_ethnicity_kept_as_sent() -> None:
-    patient = patient_of({16: "M", 22: "A^White - British^NHSETHNIC~B^Other^NHSETHNIC"})
-    assert patient.marital_status == Concept(
-        codings=(Coding(system=systems.v2_table_system("0002"), code="M"),)
-    )
+# PID-16 / PID-22 as NHS England feeds fill them (NHS Data Dictionary codes) -> the UK Core (England) code
+# systems through the hl7uk-* concept maps; a code no map knows is kept as sent with userSelected=false.
+_ETH = systems.ETHNIC_CATEGORY_ENGLAND
+_MAR = systems.PERSON_MARITAL_STATUS_ENGLAND
+_UK_DEMOGRAPHICS = [
+    # (PID field, value sent, expected (system, code, user_selected), expected text)
+    (22, "A^White - British^NHSETHNIC", (_ETH, "A", None), "White - British"),
+    (22, "N", (_ETH, "N", None), None),  # NHS 'Black or Black British - African', not v2-0189 N
+    (22, "99^^NHSETH", (_ETH, "99", None), None),
+    (22, f"R^^{_ETH}", (_ETH, "R", None), None),  # the UK Core system named as a URI
+    (22, "Q^Local^LOCALETH", ("urn:tie:codesystem:LOCALETH", "Q", False), "Local"),
+    (22, "ZZ", (systems.v2_table_system("0189"), "ZZ", False), None),
+    (16, "M", (_MAR, "M", None), None),
+    (16, "P", (_MAR, "P", None), None),  # NHS 'Separated'
+    (16, "9", (_MAR, "9", None), None),
+    (16, "C", (systems.v2_table_system("0002"), "C", False), None),  # HL7 common law: no NHS code
+]
+
+
+@pytest.mark.parametrize(("n", "sent", "coding", "text"), _UK_DEMOGRAPHICS)
+def test_marital_status_and_ethnicity_to_uk_core(
+    n: int, sent: str, coding: tuple[str, str, bool | None], text: str | None
+) -> None:
+    patient = patient_of({16: "", 22: "", n: sent})
+    value = patient.ethnicity if n == 22 else patient.marital_status
+    assert isinstance(value, Concept)
+    (only,) = value.codings
+    assert (only.system, only.code, only.user_selected) == coding
+    assert value.text == text
+
+
+def test_ethnicity_display_is_the_uk_core_one_when_the_sender_gives_none() -> None:
+    patient = patient_of({22: "A"})
     assert isinstance(patient.ethnicity, Concept)
-    (coding,) = patient.ethnicity.codings
-    assert (coding.system, coding.code, coding.display) == (
-        "urn:tie:codesystem:NHSETHNIC",
-        "A",
-        "White - British",
-    )
-    assert patient.ethnicity.text == "White - British"
+    assert patient.ethnicity.codings[0].display == "White - British"
 
 
 def test_pd1_gp_practice_and_protection_indicator() -> None:
