@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,63 @@ def in_expansion(pair: tuple[str | None, str | None], expansion: frozenset[tuple
     return (system, code) in expansion
 
 
+@dataclass(frozen=True)
+class Visit:
+    """One value in a resource with its base R4 element definition."""
+
+    path: str  # instance path without indices, e.g. "Patient.identifier.extension"
+    element: dict[str, Any]
+    type_code: str  # the value's type ("code", "CodeableConcept", ...; chosen type for a choice)
+    value: Any
+    parent_type: str  # type of the value holding this one ("Identifier", "Patient", "date", ...)
+
+
+def visits(resource: dict[str, Any], defs: Definitions | None = None) -> Iterator[Visit]:
+    """Every value of ``resource`` (depth first, document order) with its R4 element definition.
+    Extensions on primitives (``_birthDate.extension``) are visited under the primitive's path."""
+    defs = defs or definitions()
+    rtype = str(resource.get("resourceType"))
+    yield from _walk(defs, resource, rtype, rtype, rtype, rtype)
+
+
+def _walk(
+    defs: Definitions, node: dict[str, Any], type_name: str, sd_path: str, path: str, node_type: str
+) -> Iterator[Visit]:
+    for key, value in node.items():
+        if key == "resourceType":
+            continue
+        if key.startswith("_"):
+            found = defs.child(type_name, sd_path, key[1:])
+            if found is None:
+                continue
+            primitive = found[1] or (found[0]["type"][0]["code"] if found[0].get("type") else "")
+            for shadow in many(value):
+                if isinstance(shadow, dict):
+                    yield from _walk(defs, shadow, "Element", "Element", f"{path}.{key[1:]}", primitive)
+            continue
+        found = defs.child(type_name, sd_path, key)
+        if found is None:
+            continue  # unknown element: the validator reports it
+        el, chosen = found
+        type_code = chosen or (el["type"][0]["code"] if el.get("type") else "")
+        child_path = f"{path}.{key}"
+        for item in many(value):
+            yield Visit(child_path, el, type_code, item, node_type)
+            if not isinstance(item, dict):
+                continue
+            ref = el.get("contentReference")
+            if ref:
+                target = ref.lstrip("#")
+                yield from _walk(defs, item, target.split(".", 1)[0], target, child_path, "BackboneElement")
+            elif defs.has_children(type_name, el["path"]):
+                yield from _walk(defs, item, type_name, el["path"], child_path, "BackboneElement")
+            elif type_code in ("Resource", "DomainResource") and "resourceType" in item:
+                inner = str(item["resourceType"])
+                yield from _walk(defs, item, inner, inner, inner, inner)
+            elif type_code in defs.types:
+                yield from _walk(defs, item, type_code, type_code, child_path, type_code)
+
+
 class RequiredBindings:
     def __init__(self, defs: Definitions | None = None, terminology: Terminology | None = None) -> None:
         self.defs = defs or definitions()
@@ -117,35 +175,9 @@ class RequiredBindings:
     def check(self, resource: dict[str, Any], result: BindingResult | None = None) -> BindingResult:
         result = result if result is not None else BindingResult()
         rtype = str(resource.get("resourceType"))
-        self._walk(resource, rtype, rtype, rtype, result)
+        for visit in visits(resource, self.defs):
+            self._binding(visit.element, visit.value, visit.type_code, rtype, result)
         return result
-
-    def _walk(
-        self, node: dict[str, Any], type_name: str, path: str, rtype: str, result: BindingResult
-    ) -> None:
-        for key, value in node.items():
-            if key == "resourceType" or key.startswith("_"):
-                continue
-            found = self.defs.child(type_name, path, key)
-            if found is None:
-                continue  # unknown element: the validator reports it
-            el, chosen = found
-            type_code = chosen or (el["type"][0]["code"] if el.get("type") else "")
-            for item in many(value):
-                self._binding(el, item, type_code, rtype, result)
-                if not isinstance(item, dict):
-                    continue
-                ref = el.get("contentReference")
-                if ref:
-                    target = ref.lstrip("#")
-                    self._walk(item, target.split(".", 1)[0], target, rtype, result)
-                elif self.defs.has_children(type_name, el["path"]):
-                    self._walk(item, type_name, el["path"], rtype, result)
-                elif type_code in ("Resource", "DomainResource") and "resourceType" in item:
-                    inner = str(item["resourceType"])
-                    self._walk(item, inner, inner, rtype, result)
-                elif type_code in self.defs.types:
-                    self._walk(item, type_code, type_code, rtype, result)
 
     def _binding(
         self, el: dict[str, Any], value: Any, type_code: str, rtype: str, result: BindingResult

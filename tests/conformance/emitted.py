@@ -121,6 +121,7 @@ def _scenarios() -> list[Emitted]:
 
 
 def _readback() -> tuple[list[Emitted], list[tuple[str, str]]]:
+    from shared.backbone.errors import DownstreamRejected, WriteBackUnmappable
     from shared.backbone.fhir_writeback import FhirDownstream
     from shared.fhirapi import FhirApi, FhirRequest, Headers
     from shared.fhirstore.sqlite_store import SqliteFhirRepository
@@ -139,8 +140,11 @@ def _readback() -> tuple[list[Emitted], list[tuple[str, str]]]:
         records = SqliteRecordStore(Path(tmp) / "records.sqlite3")
         try:
             downstream = FhirDownstream(repo)
-            for _name, raw in messages:
-                downstream.apply(map_message(parse_message(raw)).value)
+            for name, raw in messages:
+                try:
+                    downstream.apply(map_message(parse_message(raw)).value)
+                except (DownstreamRejected, WriteBackUnmappable) as exc:
+                    errors.append((f"readback:{name}", f"write-back refused: {exc}"))
             api = FhirApi(repo, bus, records)
             accept = Headers({"Accept": "application/fhir+json"})
             for rtype in READBACK_TYPES:

@@ -35,10 +35,11 @@ def one(value: Any) -> Any:
 
 def xml_to_obj(elem: ET.Element) -> dict[str, Any]:
     """FHIR XML element -> dict where every child name maps to a *list* (primitives as their string
-    ``value``; narrative ``div`` dropped; ``url`` attributes kept)."""
+    ``value``; narrative ``div`` dropped; ``id`` / ``url`` attributes kept as plain strings)."""
     out: dict[str, Any] = {}
-    if "url" in elem.attrib:
-        out["url"] = elem.attrib["url"]
+    for attribute in ("id", "url"):  # ElementDefinition.id, Extension.url are XML attributes
+        if attribute in elem.attrib:
+            out[attribute] = elem.attrib[attribute]
     for child in elem:
         name = child.tag.removeprefix(FHIR_NS)
         if name == "div" or not isinstance(child.tag, str):
@@ -148,4 +149,20 @@ class Terminology:
                     return None
                 codes = {(str(system), c) for c in all_codes}
             out |= codes if imported is None else codes & imported
+        return frozenset(out)
+
+    def systems(self, url: str, _seen: frozenset[str] = frozenset()) -> frozenset[str]:
+        """The code systems a value set draws on (its includes, and those of the value sets it imports),
+        known even when the value set is not enumerable."""
+        key = canonical(url)
+        vs = self.value_sets.get(key)
+        if vs is None or key in _seen:
+            return frozenset()
+        out: set[str] = set()
+        compose = one(vs.get("compose")) or {}
+        for part in many(compose.get("include")):
+            if one(part.get("system")):
+                out.add(str(one(part.get("system"))))
+            for imported in many(part.get("valueSet")):
+                out |= self.systems(str(imported), _seen | {key})
         return frozenset(out)

@@ -1,0 +1,255 @@
+"""The UK Core checker itself, on tiny hand-made resources: a good one passes, and every rule has an
+example that fails it (so ``test_ukcore.py``'s table can change in both directions).
+
+Real UK Core profiles where they carry the rule (cardinality, slices, bindings, extensions); a small
+hand-made profile (FHIR JSON, differential only) for ``fixed`` / ``pattern`` / ``type`` and for a
+binding that is not checkable offline.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from tests.conformance import ukcore
+from tests.conformance.ukcore import RULES, Profile, UkCore, UkCoreResult
+
+pytestmark = pytest.mark.corpus
+
+NHS = "https://fhir.nhs.uk/Id/nhs-number"
+UK_SD = "https://fhir.hl7.org.uk/StructureDefinition/"
+UK_CS = "https://fhir.hl7.org.uk/CodeSystem/"
+ETHNIC = UK_SD + "Extension-UKCore-EthnicCategory"
+VERIFICATION = UK_SD + "Extension-UKCore-NHSNumberVerificationStatus"
+
+GOOD_PATIENT: dict[str, Any] = {
+    "resourceType": "Patient",
+    "extension": [
+        {
+            "url": ETHNIC,
+            "valueCodeableConcept": {
+                "coding": [{"system": UK_CS + "UKCore-EthnicCategoryEngland", "code": "A"}]
+            },
+        }
+    ],
+    "identifier": [
+        {
+            "extension": [
+                {
+                    "url": VERIFICATION,
+                    "valueCodeableConcept": {
+                        "coding": [
+                            {"system": UK_CS + "UKCore-NHSNumberVerificationStatusEngland", "code": "01"}
+                        ]
+                    },
+                }
+            ],
+            "system": NHS,
+            "value": "9000000009",
+        },
+        {"system": "urn:example:mrn", "value": "X1"},
+    ],
+    "name": [{"family": "Example"}],
+    "gender": "female",
+    "maritalStatus": {
+        "coding": [
+            {"system": UK_CS + "UKCore-PersonMaritalStatusEngland", "code": "M"},
+            {"system": "http://terminology.hl7.org/CodeSystem/v2-0002", "code": "M"},
+        ]
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def checker(uk_core: None) -> UkCore:
+    return ukcore.uk_core()
+
+
+def run(checker: UkCore, resource: dict[str, Any], profile: Profile | None = None) -> UkCoreResult:
+    result = UkCoreResult()
+    checker.check_resource(resource, result, profile)
+    return result
+
+
+def table(result: UkCoreResult) -> dict[tuple[str, str, str], int]:
+    return dict(result.table())
+
+
+def patient(change: Any) -> dict[str, Any]:
+    p = copy.deepcopy(GOOD_PATIENT)
+    change(p)
+    return p
+
+
+def test_good_patient_passes(checker: UkCore) -> None:
+    result = run(checker, GOOD_PATIENT)
+    assert table(result) == {}
+    assert result.resources == {"UKCore-Patient": 1}
+    assert result.must_support["UKCore-Patient"]["Patient.name"] == 1
+    assert result.must_support["UKCore-Patient"]["Patient.telecom"] == 0
+
+
+P = "UKCore-Patient"
+EXT_VALUE = "Patient.extension:Extension-UKCore-EthnicCategory.value[x]"
+
+#: change to the good patient -> the violations table it must produce.
+PATIENT_CASES = [
+    pytest.param(
+        lambda p: p["identifier"][0].pop("value"),
+        {(P, "Patient.identifier:nhsNumber.value", "min"): 1},
+        id="min-slice-child",
+    ),
+    pytest.param(
+        lambda p: p["identifier"].append({"system": NHS, "value": "9000000017"}),
+        {(P, "Patient.identifier:nhsNumber", "max"): 1},
+        id="max-slice",
+    ),
+    pytest.param(
+        lambda p: p["extension"].append(copy.deepcopy(p["extension"][0])),
+        {(P, "Patient.extension:ethnicCategory", "max"): 1},
+        id="max-extension-slice",
+    ),
+    pytest.param(
+        lambda p: p["extension"].__setitem__(0, {"url": ETHNIC, "valueString": "A"}),
+        {(P, EXT_VALUE, "type"): 1},
+        id="extension-value-type",
+    ),
+    pytest.param(
+        lambda p: p["extension"][0].pop("valueCodeableConcept"),
+        {(P, EXT_VALUE, "min"): 1},
+        id="extension-value-missing",
+    ),
+    pytest.param(
+        lambda p: p["identifier"][0]["extension"][0]["valueCodeableConcept"]["coding"][0].update(code="99"),
+        {
+            (
+                P,
+                "Patient.identifier.extension:Extension-UKCore-NHSNumberVerificationStatus.value[x]",
+                "required-binding",
+            ): 1
+        },
+        id="required-binding",
+    ),
+    pytest.param(
+        lambda p: p["maritalStatus"]["coding"][0].update(code="S"),  # in the code system, not the value set
+        {(P, "Patient.maritalStatus", "extensible-binding"): 1},
+        id="extensible-binding-code-not-in-value-set",
+    ),
+    pytest.param(
+        lambda p: p["maritalStatus"]["coding"][0].update(code="ZZ"),
+        {(P, "Patient.maritalStatus", "extensible-binding"): 1},
+        id="extensible-binding-code-not-in-system",
+    ),
+    pytest.param(
+        lambda p: p["maritalStatus"]["coding"].pop(0),  # only the v2-0002 coding is left
+        {(P, "Patient.maritalStatus", "hl7v2-table-system"): 1},
+        id="hl7v2-table-instead-of-nhs-code",
+    ),
+    pytest.param(
+        lambda p: p["extension"][0]["valueCodeableConcept"].update(
+            coding=[{"system": "http://terminology.hl7.org/CodeSystem/v2-0189", "code": "N"}]
+        ),
+        {(P, EXT_VALUE, "hl7v2-table-system"): 1},
+        id="hl7v2-table-in-extension",
+    ),
+    pytest.param(
+        lambda p: p["maritalStatus"].update(coding=[{"system": "http://snomed.info/sct", "code": "1"}]),
+        {},
+        id="extensible-other-system-allowed",
+    ),
+    pytest.param(
+        lambda p: p["extension"].append({"url": UK_SD + "Extension-UKCore-NoSuchThing", "valueString": "x"}),
+        {(P, "Patient.extension:Extension-UKCore-NoSuchThing", "extension-unknown"): 1},
+        id="extension-unknown",
+    ),
+    pytest.param(
+        lambda p: p["name"][0].update(extension=[copy.deepcopy(p["extension"][0])]),
+        {(P, "Patient.name.extension:Extension-UKCore-EthnicCategory", "extension-context"): 1},
+        id="extension-context",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "expected"), PATIENT_CASES)
+def test_each_rule_fails(checker: UkCore, change: Any, expected: dict[tuple[str, str, str], int]) -> None:
+    assert table(run(checker, patient(change))) == expected
+
+
+#: A hand-made profile: fixed / pattern / choice type restriction / a SNOMED CT (not enumerable) binding.
+TOY = Profile.from_sd(
+    {
+        "resourceType": "StructureDefinition",
+        "id": "Toy-Observation",
+        "url": "https://example.org/StructureDefinition/Toy-Observation",
+        "type": "Observation",
+        "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Observation",
+        "differential": {
+            "element": [
+                {"id": "Observation", "path": "Observation"},
+                {"id": "Observation.status", "path": "Observation.status", "fixedCode": "final"},
+                {
+                    "id": "Observation.code",
+                    "path": "Observation.code",
+                    "patternCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                },
+                {
+                    "id": "Observation.value[x]",
+                    "path": "Observation.value[x]",
+                    "type": [{"code": "Quantity"}],
+                },
+                {
+                    "id": "Observation.bodySite",
+                    "path": "Observation.bodySite",
+                    "binding": {
+                        "strength": "extensible",
+                        "valueSet": "https://fhir.hl7.org.uk/ValueSet/UKCore-CareSettingType",
+                    },
+                },
+            ]
+        },
+    }
+)
+GOOD_OBS: dict[str, Any] = {
+    "resourceType": "Observation",
+    "status": "final",
+    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
+    "valueQuantity": {"value": 60, "unit": "/min"},
+    "bodySite": {"coding": [{"system": "http://snomed.info/sct", "code": "1234"}]},
+}
+T = "Toy-Observation"
+
+OBS_CASES = [
+    pytest.param({}, {}, id="good"),
+    pytest.param({"status": "preliminary"}, {(T, "Observation.status", "fixed"): 1}, id="fixed"),
+    pytest.param(
+        {"code": {"coding": [{"system": "http://loinc.org", "code": "8310-5"}]}},
+        {(T, "Observation.code", "pattern"): 1},
+        id="pattern",
+    ),
+    pytest.param({"valueString": "60"}, {(T, "Observation.value[x]", "type"): 1}, id="type"),
+]
+
+
+@pytest.mark.parametrize(("change", "expected"), OBS_CASES)
+def test_hand_made_profile_rules(
+    checker: UkCore, change: dict[str, Any], expected: dict[tuple[str, str, str], int]
+) -> None:
+    obs = {k: v for k, v in GOOD_OBS.items() if not (k.startswith("value") and "valueString" in change)}
+    obs.update(change)
+    result = run(checker, obs, TOY)
+    assert table(result) == expected
+    # SNOMED CT value sets are intensional: counted as not checkable, never failed.
+    assert result.not_checkable == {
+        (
+            T,
+            "Observation.bodySite",
+            "extensible https://fhir.hl7.org.uk/ValueSet/UKCore-CareSettingType not enumerable",
+        ): 1
+    }
+
+
+def test_rules_are_the_documented_ones() -> None:
+    covered = {rule for case in [*PATIENT_CASES, *OBS_CASES] for (_p, _path, rule) in case.values[1]}
+    assert covered == set(RULES)
