@@ -4,13 +4,11 @@
     tie bus topics                topics, subscriptions, active and dead-letter counts
     tie bus peek TOPIC SUB        browse active messages (metadata; --body to print bodies)
     tie bus send TOPIC FILE       publish a file (development only)
-    tie bus dlq list TOPIC SUB    dead-lettered messages with reason and delivery count
-    tie bus dlq replay TOPIC SUB  return dead-letters to the subscription (--seq N ... or all)
-    tie bus dlq purge TOPIC SUB --older-than 7d
     tie dlq list [TOPIC [SUB]]    dead letters of every subscription: reason, deliveries, last error code
     tie dlq show TOPIC SUB SEQ    one dead letter and its journal (--body to print the body)
     tie dlq replay TOPIC SUB      back to the subscription as a replay (--seq N ...; idempotent effects)
     tie dlq purge --older-than 7d [TOPIC [SUB]]
+                                  (tie bus dlq ...: deprecated alias of tie dlq ..., same output)
     tie trace CORRELATION_ID      the journal of one message, and what it is still waiting for
     tie trace --control-id PAS:ID the same, found by sender (MSH-3[/MSH-4]) and MSH-10 control id
     tie inflight                  accepted but not finished (--older-than 5m)
@@ -87,6 +85,8 @@ def _print(obj: Any) -> None:
 
 # ------------------------------------------------------------------------------------------------- bus
 def cmd_bus(args: argparse.Namespace) -> int:
+    if args.bus_cmd == "dlq":
+        return cmd_bus_dlq(args)
     bus = _container().bus
     if args.bus_cmd == "topics":
         out = []
@@ -134,20 +134,13 @@ def cmd_bus(args: argparse.Namespace) -> int:
         )
         print("published")
         return 0
-    if args.bus_cmd == "dlq":
-        if args.dlq_cmd == "list":
-            msgs = bus.peek(args.topic, args.subscription, dead_letter=True, max_messages=args.n)
-            _print([_message_row(m, args.body) for m in msgs])
-            return 0
-        if args.dlq_cmd == "replay":
-            count = bus.replay_dead_letters(args.topic, args.subscription, sequence_numbers=args.seq or None)
-            print(f"replayed {count}")
-            return 0
-        if args.dlq_cmd == "purge":
-            count = bus.purge_dead_letters(args.topic, args.subscription, older_than=args.older_than)
-            print(f"purged {count}")
-            return 0
     return 2
+
+
+def cmd_bus_dlq(args: argparse.Namespace) -> int:
+    """``tie bus dlq ...``: deprecated alias of ``tie dlq ...`` (same code, same output)."""
+    print(f"tie bus dlq is deprecated: use tie dlq {args.dlq_cmd} (same arguments)", file=sys.stderr)
+    return cmd_dlq(args)
 
 
 def _control_id_argument(text: str) -> tuple[str, str | None, str]:
@@ -487,21 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--session-id")
     send.add_argument("--correlation-id")
     send.add_argument("--content-type")
-    dlq = bus_sub.add_parser("dlq", help="dead-letter sub-queues")
-    dlq_sub = dlq.add_subparsers(dest="dlq_cmd", required=True)
-    dlq_list = dlq_sub.add_parser("list")
-    dlq_list.add_argument("topic")
-    dlq_list.add_argument("subscription")
-    dlq_list.add_argument("-n", type=int, default=50)
-    dlq_list.add_argument("--body", action="store_true", help="print bodies (patient data!)")
-    replay = dlq_sub.add_parser("replay")
-    replay.add_argument("topic")
-    replay.add_argument("subscription")
-    replay.add_argument("--seq", type=int, nargs="*", help="sequence numbers (default: all)")
-    purge = dlq_sub.add_parser("purge")
-    purge.add_argument("topic")
-    purge.add_argument("subscription")
-    purge.add_argument("--older-than", type=_duration, required=True)
+    _add_dlq_commands(bus_sub.add_parser("dlq", help="deprecated alias of tie dlq"))
     bus.set_defaults(func=cmd_bus)
 
     mllp = sub.add_parser("mllp", help="HL7 v2 over MLLP")
@@ -534,7 +513,14 @@ def build_parser() -> argparse.ArgumentParser:
     inflight.add_argument("-n", type=int, default=200)
     inflight.set_defaults(func=cmd_inflight)
 
-    dlq_top = sub.add_parser("dlq", help="dead letters of every subscription (recorded, replay, purge)")
+    dlq_top = sub.add_parser("dlq", help="dead letters of every subscription (list, show, replay, purge)")
+    _add_dlq_commands(dlq_top)
+    dlq_top.set_defaults(func=cmd_dlq)
+    return parser
+
+
+def _add_dlq_commands(dlq_top: argparse.ArgumentParser) -> None:
+    """list, show, replay, purge under ``tie dlq`` and its deprecated alias ``tie bus dlq``."""
     dlq_top_sub = dlq_top.add_subparsers(dest="dlq_cmd", required=True)
     d_list = dlq_top_sub.add_parser(
         "list", help="reason, delivery count, correlation id, last error (no bodies)"
@@ -555,8 +541,6 @@ def build_parser() -> argparse.ArgumentParser:
     d_purge.add_argument("topic", nargs="?")
     d_purge.add_argument("subscription", nargs="?")
     d_purge.add_argument("--older-than", type=_duration, required=True)
-    dlq_top.set_defaults(func=cmd_dlq)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -90,19 +90,17 @@ def test_http_to_bus_to_trigger_round_trip_and_dead_letter_replay(tmp_path: Path
         trace = http("GET", f"{base}/messages/e2e-poison").json()
         assert [s["stage"] for s in trace["stages"]].count("failed") == dead[0].delivery_count
 
-        listed = tie(local, "bus", "dlq", "list", TOPIC_INGEST, SUB_INGEST_PROCESSOR)
+        listed = tie(local, "dlq", "list", TOPIC_INGEST, SUB_INGEST_PROCESSOR)
         assert listed.returncode == 0, listed.stderr
         rows = json.loads(listed.stdout)
-        assert (
-            rows[0]["messageId"] == "poison-1" and rows[0]["deadLetterReason"] == "MaxDeliveryCountExceeded"
-        )
+        assert rows[0]["messageId"] == "poison-1" and rows[0]["reason"] == "MaxDeliveryCountExceeded"
 
-        replay = tie(local, "bus", "dlq", "replay", TOPIC_INGEST, SUB_INGEST_PROCESSOR)
+        replay = tie(local, "dlq", "replay", TOPIC_INGEST, SUB_INGEST_PROCESSOR)
         assert replay.returncode == 0 and "replayed 1" in replay.stdout
 
         def replayed_and_dead_again() -> bool:
-            rows = json.loads(tie(local, "bus", "dlq", "list", TOPIC_INGEST, SUB_INGEST_PROCESSOR).stdout)
-            return bool(rows) and rows[0]["properties"].get("tie_replay_count") == 1
+            rows = json.loads(tie(local, "dlq", "list", TOPIC_INGEST, SUB_INGEST_PROCESSOR).stdout)
+            return bool(rows) and rows[0]["replayCount"] == 1
 
         wait_for(replayed_and_dead_again, timeout=60, interval=0.5)
 

@@ -105,14 +105,14 @@ def test_poison_message_dead_letters_after_max_delivery_count_and_replays(
     assert host.records.get("consumed", "test", "m-poison") is None
 
     # The CLI lists it (no body unless asked) ...
-    assert cli.main(["bus", "dlq", "list", TOPIC_INGEST, SUB_INGEST_PROCESSOR]) == 0
+    assert cli.main(["dlq", "list", TOPIC_INGEST, SUB_INGEST_PROCESSOR]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert listed[0]["messageId"] == "m-poison"
-    assert listed[0]["deadLetterReason"] == "MaxDeliveryCountExceeded"
+    assert listed[0]["reason"] == "MaxDeliveryCountExceeded"
     assert "body" not in listed[0]
 
     # ... a replay without a fix dead-letters again (nothing is lost), tagged as a replay ...
-    assert cli.main(["bus", "dlq", "replay", TOPIC_INGEST, SUB_INGEST_PROCESSOR]) == 0
+    assert cli.main(["dlq", "replay", TOPIC_INGEST, SUB_INGEST_PROCESSOR]) == 0
     assert "replayed 1" in capsys.readouterr().out
     again = wait_for(
         lambda: [

@@ -49,20 +49,64 @@ def test_dlq_replay_selected_and_purge(container: Any, capsys: pytest.CaptureFix
     )
     for m in bus.receive(TOPIC_INGEST, SUB_INGEST_PROCESSOR, max_messages=2):
         bus.dead_letter(m, reason="test-reason", description="for the test")
-    assert cli.main(["bus", "dlq", "list", TOPIC_INGEST, SUB_INGEST_PROCESSOR]) == 0
+    assert cli.main(["dlq", "list", TOPIC_INGEST, SUB_INGEST_PROCESSOR]) == 0
     rows = out(capsys)
-    assert [(r["messageId"], r["deadLetterReason"]) for r in rows] == [
-        ("a", "test-reason"),
-        ("b", "test-reason"),
+    assert [(r["messageId"], r["reason"], r["description"]) for r in rows] == [
+        ("a", "test-reason", "for the test"),
+        ("b", "test-reason", "for the test"),
     ]
     seq_a = rows[0]["sequence"]
-    assert cli.main(["bus", "dlq", "replay", TOPIC_INGEST, SUB_INGEST_PROCESSOR, "--seq", str(seq_a)]) == 0
+    assert cli.main(["dlq", "replay", TOPIC_INGEST, SUB_INGEST_PROCESSOR, "--seq", str(seq_a)]) == 0
     assert "replayed 1" in capsys.readouterr().out
     assert [m.message_id for m in bus.peek(TOPIC_INGEST, SUB_INGEST_PROCESSOR)] == ["a"]
-    assert cli.main(["bus", "dlq", "purge", TOPIC_INGEST, SUB_INGEST_PROCESSOR, "--older-than", "1d"]) == 0
+    assert cli.main(["dlq", "purge", TOPIC_INGEST, SUB_INGEST_PROCESSOR, "--older-than", "1d"]) == 0
     assert "purged 0" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        cli.main(["bus", "dlq", "purge", TOPIC_INGEST, SUB_INGEST_PROCESSOR, "--older-than", "soon"])
+        cli.main(["dlq", "purge", TOPIC_INGEST, SUB_INGEST_PROCESSOR, "--older-than", "soon"])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["list", TOPIC_INGEST, SUB_INGEST_PROCESSOR],
+        ["list"],
+        ["show", TOPIC_INGEST, SUB_INGEST_PROCESSOR, "{seq}"],
+        ["purge", "--older-than", "1d"],
+    ],
+)
+def test_bus_dlq_is_a_deprecated_alias_with_the_same_output(
+    container: Any, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    bus = container.bus
+    bus.publish(TOPIC_INGEST, [OutboundMessage(body=b"a", message_id="a", correlation_id="c-a")])
+    [m] = bus.receive(TOPIC_INGEST, SUB_INGEST_PROCESSOR)
+    bus.dead_letter(m, reason="test-reason", description="for the test")
+    seq = str(bus.peek(TOPIC_INGEST, SUB_INGEST_PROCESSOR, dead_letter=True)[0].sequence_number)
+    args = [a.replace("{seq}", seq) for a in argv]
+    assert cli.main(["dlq", *args]) == 0
+    family = capsys.readouterr()
+    assert family.err == ""
+    assert cli.main(["bus", "dlq", *args]) == 0
+    alias = capsys.readouterr()
+    assert alias.out == family.out
+    assert alias.err == f"tie bus dlq is deprecated: use tie dlq {argv[0]} (same arguments)\n"
+
+
+def test_bus_dlq_replay_alias_replays_like_dlq_replay(
+    container: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bus = container.bus
+    bus.publish(TOPIC_INGEST, [OutboundMessage(body=b"a", message_id="a", correlation_id="c-a")])
+    [m] = bus.receive(TOPIC_INGEST, SUB_INGEST_PROCESSOR)
+    bus.dead_letter(m, reason="test-reason", description="for the test")
+    assert cli.main(["bus", "dlq", "replay", TOPIC_INGEST, SUB_INGEST_PROCESSOR]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "replayed 1\n"
+    assert captured.err.startswith("tie bus dlq is deprecated: use tie dlq replay")
+    [back] = bus.peek(TOPIC_INGEST, SUB_INGEST_PROCESSOR)
+    assert back.application_properties["tie_replay_count"] == 1
+    assert cli.main(["trace", "c-a", "--json"]) == 0  # journalled as a replay, as tie dlq replay does
+    assert [s["stage"] for s in json.loads(capsys.readouterr().out)["stages"]] == ["replayed"]
 
 
 def test_trace_prints_the_journal(container: Any, capsys: pytest.CaptureFixture[str]) -> None:
