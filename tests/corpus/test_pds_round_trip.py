@@ -354,8 +354,10 @@ def _placeholder_paths(issue: dict[str, Any]) -> tuple[str, ...]:
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[tuple[FhirTestServer, AhdsFhirRepository]]:
-    backend = SqliteFhirRepository(":memory:")
+def upstream(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[FhirTestServer, AhdsFhirRepository]]:
+    backend = SqliteFhirRepository(tmp_path_factory.mktemp("pds") / "upstream.db")
     server = FhirTestServer(backend)
     with server.running():
         client = AhdsFhirRepository(server.base_url, max_retries=0, sleep=lambda _s: None)
