@@ -1,7 +1,7 @@
 """``tie``: run the platform locally and look inside it.
 
     tie run                       functions host on http://127.0.0.1:7071/api (+ MLLP listener)
-    tie bus topics                topics, subscriptions, active and dead-letter counts
+    tie bus topics                table: topic, subscription, active, dead-letter, max deliveries (--json)
     tie bus peek TOPIC SUB        browse active messages (metadata; --body to print bodies)
     tie bus send TOPIC FILE       publish a file (development only)
     tie dlq list [TOPIC [SUB]]    dead letters of every subscription: reason, deliveries, last error code
@@ -34,7 +34,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.messaging.ports import OutboundMessage, ReceivedMessage
+from shared.messaging.ports import OutboundMessage, ReceivedMessage, TopicInfo
 
 if TYPE_CHECKING:
     from shared.journal import Journal
@@ -89,6 +89,9 @@ def cmd_bus(args: argparse.Namespace) -> int:
         return cmd_bus_dlq(args)
     bus = _container().bus
     if args.bus_cmd == "topics":
+        if not args.json:
+            print(_topics_table(bus.topology()))
+            return 0
         out = []
         for topic in bus.topology():
             out.append(
@@ -135,6 +138,36 @@ def cmd_bus(args: argparse.Namespace) -> int:
         print("published")
         return 0
     return 2
+
+
+_TOPIC_COLUMNS = ("TOPIC", "SUBSCRIPTION", "ACTIVE", "DEAD-LETTER", "MAX-DELIVERIES", "SESSIONS", "FILTER")
+_NUMERIC = {"ACTIVE", "DEAD-LETTER", "MAX-DELIVERIES"}
+
+
+def _topics_table(topology: Sequence[TopicInfo]) -> str:
+    """Topics and subscriptions as an aligned table with a header (numbers right-aligned)."""
+    rows = [
+        (
+            topic.name,
+            s.name,
+            str(s.active_count),
+            str(s.dead_letter_count),
+            str(s.max_delivery_count),
+            "yes" if s.requires_session else "no",
+            s.filter or "-",
+        )
+        for topic in topology
+        for s in topic.subscriptions
+    ]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(_TOPIC_COLUMNS)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            cell.rjust(w) if name in _NUMERIC else cell.ljust(w)
+            for name, cell, w in zip(_TOPIC_COLUMNS, cells, widths, strict=True)
+        ).rstrip()
+
+    return "\n".join([line(_TOPIC_COLUMNS), *(line(r) for r in rows)])
 
 
 def cmd_bus_dlq(args: argparse.Namespace) -> int:
@@ -466,7 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bus = sub.add_parser("bus", help="inspect the message bus")
     bus_sub = bus.add_subparsers(dest="bus_cmd", required=True)
-    bus_sub.add_parser("topics", help="topics, subscriptions and counts")
+    topics = bus_sub.add_parser("topics", help="topics, subscriptions and counts (a table)")
+    topics.add_argument("--json", action="store_true", help="machine-readable output")
     peek = bus_sub.add_parser("peek", help="browse active messages")
     peek.add_argument("topic")
     peek.add_argument("subscription")

@@ -104,7 +104,7 @@ def test_http_to_bus_to_trigger_round_trip_and_dead_letter_replay(tmp_path: Path
 
         wait_for(replayed_and_dead_again, timeout=60, interval=0.5)
 
-        topics = json.loads(tie(local, "bus", "topics").stdout)
+        topics = json.loads(tie(local, "bus", "topics", "--json").stdout)
         ingest = next(t for t in topics if t["topic"] == TOPIC_INGEST)
         assert ingest["subscriptions"][0]["deadLetter"] == 1
 

@@ -18,10 +18,27 @@ def out(capsys: pytest.CaptureFixture[str]) -> Any:
 
 def test_topics_lists_topology_with_counts(container: Any, capsys: pytest.CaptureFixture[str]) -> None:
     container.bus.publish(TOPIC_INGEST, [OutboundMessage(body=b"x", message_id="1")])
-    assert cli.main(["bus", "topics"]) == 0
+    assert cli.main(["bus", "topics", "--json"]) == 0
     topics = {t["topic"]: t for t in out(capsys)}
     assert set(topics) == {"tie-ingest", "clinical-events", "operational-events", "platform-events"}
     assert topics[TOPIC_INGEST]["subscriptions"][0]["active"] == 1
+
+
+def test_topics_is_an_aligned_table_with_a_header(container: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    container.bus.publish(TOPIC_INGEST, [OutboundMessage(body=b"x", message_id="1")])
+    container.bus.publish(TOPIC_INGEST, [OutboundMessage(body=b"y", message_id="2")])
+    [m] = container.bus.receive(TOPIC_INGEST, SUB_INGEST_PROCESSOR)
+    container.bus.dead_letter(m, reason="test-reason")
+    assert cli.main(["bus", "topics"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "TOPIC               SUBSCRIPTION       ACTIVE  DEAD-LETTER  MAX-DELIVERIES  SESSIONS  FILTER",
+        "tie-ingest          ingest-processor        1            1               5  no        -",
+        "clinical-events     clinical-audit          0            0               5  no        -",
+        "clinical-events     writeback-fhir          0            0              10  yes       -",
+        "clinical-events     writeback-hl7v2         0            0              10  yes       -",
+        "operational-events  operational-audit       0            0               5  no        -",
+        "platform-events     platform-audit          0            0               5  no        -",
+    ]
 
 
 def test_send_and_peek_hide_bodies_unless_asked(
