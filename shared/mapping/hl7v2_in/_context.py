@@ -677,7 +677,12 @@ class Ctx:
         if value is None:
             return None
         use_code = f(2)
-        if use_code is not None:
+        fixed_use = r.telecom_use_by_equipment.get(equipment.upper()) if equipment is not None else None
+        if fixed_use is not None:
+            use = fixed_use
+            if self.lin:
+                self.add(f"{src}.3", f"{tgt}.use", f"telecom: equipment type {equipment} -> use {use}")
+        elif use_code is not None:
             use = self.code_value(r.coded["patient.telecom.use"], use_code, f"{src}.2", f"{tgt}.use")
         else:
             use = field_use

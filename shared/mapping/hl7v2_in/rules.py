@@ -339,6 +339,8 @@ class Compiled:
     numeric_unparseable: Unmapped
     encapsulated_subtypes: Mapping[str, str]
     strict: bool = False
+    #: ``telecom.use_by_equipment_type``: XTN.3 codes that fix ContactPoint.use whatever XTN.2 says.
+    telecom_use_by_equipment: Mapping[str, str] = field(default_factory=dict)
     #: Reader results by encoded text, and patient / encounter results by their segments' text (lineage
     #: off; see ``_context``): kept per compiled rules, so rules with other tables never share them.
     memo: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
@@ -568,7 +570,17 @@ def compile_rules(doc: Mapping[str, Any], *, strict: bool = False) -> Compiled:
             derived_status.append(StatusRule(st, equals=(_path(loc), value), source=loc, asserted=asserted))
     ids = doc["identifiers"]
     telecom = doc["telecom"]
-    _only("telecom", telecom, {"fields", "system_without_equipment_type", "use_code_without_use", "comment"})
+    _only(
+        "telecom",
+        telecom,
+        {
+            "fields",
+            "system_without_equipment_type",
+            "use_code_without_use",
+            "use_by_equipment_type",
+            "comment",
+        },
+    )
     systems_allowed = _literals(ContactPoint, "system")[0]
     uses_allowed = _literals(ContactPoint, "use")[0]
     telecom_fields = {loc: use for loc, use in telecom["fields"].items() if _path(loc)}
@@ -578,6 +590,9 @@ def compile_rules(doc: Mapping[str, Any], *, strict: bool = False) -> Compiled:
     _only("telecom.system_without_equipment_type", no_equipment, {"number", "address"})
     if not set(no_equipment.values()) <= systems_allowed:
         raise RulesError("rules.json: telecom.system_without_equipment_type is not a ContactPoint.system")
+    by_equipment = {k.upper(): v for k, v in telecom.get("use_by_equipment_type", {}).items()}
+    if not set(by_equipment.values()) <= uses_allowed:
+        raise RulesError("rules.json: telecom.use_by_equipment_type names a use ContactPoint.use cannot hold")
     use_codes = dict(telecom.get("use_code_without_use", {}))
     if not set(use_codes) <= systems_allowed:
         raise RulesError("rules.json: telecom.use_code_without_use names an unknown ContactPoint.system")
@@ -632,6 +647,7 @@ def compile_rules(doc: Mapping[str, Any], *, strict: bool = False) -> Compiled:
             {k.upper(): v for k, v in doc["encapsulated_subtypes"].items()}
         ),
         strict=strict,
+        telecom_use_by_equipment=types.MappingProxyType(by_equipment),
     )
 
 

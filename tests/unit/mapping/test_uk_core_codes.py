@@ -125,3 +125,21 @@ def test_hl7_write_back_sends_the_original_codes(pid: dict[int, str], pv1: dict[
     )
     assert again.encounter.admission_method == ev.encounter.admission_method
     assert isinstance(again.encounter.admit_source, Concept)
+
+
+# XTN (PID-13): equipment type CP fixes the use 'mobile' whatever XTN.2 says (HL7 v2-to-FHIR).
+TELECOM = [
+    ("07700 900123^PRN^CP", ("phone", "mobile")),
+    ("07700 900123^ORN^CP", ("phone", "mobile")),
+    ("07700 900123^^CP", ("phone", "mobile")),
+    ("020 7946 0000^PRN^PH", ("phone", "home")),
+    ("020 7946 0000^WPN^PH", ("phone", "work")),
+]
+
+
+@pytest.mark.parametrize(("sent", "expected"), TELECOM)
+def test_cellular_phone_is_a_mobile(sent: str, expected: tuple[str, str]) -> None:
+    patient = _event({13: sent}, {}).patient
+    assert [(c.system, c.use) for c in patient.telecom] == [expected]
+    (telecom,) = _resources(_event({13: sent}, {}))["Patient"]["telecom"]
+    assert (telecom["system"], telecom["use"]) == expected

@@ -258,7 +258,7 @@ def test_telecom_home_and_business() -> None:
     )
     assert patient.telecom == (
         ContactPoint(system="phone", value="020 7946 0000", use="home"),
-        ContactPoint(system="phone", value="07700900123", use="home"),  # ORN: another home number
+        ContactPoint(system="phone", value="07700900123", use="mobile"),  # CP: a mobile, whatever XTN.2
         ContactPoint(system="email", value="a.patient@example.org"),  # NET: no FHIR use
         ContactPoint(system="phone", value="01130000000", use="home"),  # bare number in PID-13: home phone
         ContactPoint(system="phone", value="01134960999", use="work"),
