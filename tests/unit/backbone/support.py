@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -131,12 +131,31 @@ def embedded(root: Path, *, lock_seconds: float = 3.0, max_delivery: int = 10) -
         env.close()
 
 
+class ManualClock:
+    """A clock for the backbone that moves only when the test says so (``advance``), plus one microsecond
+    per reading so timestamps stay strictly increasing. Thread-safe."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            self.now += timedelta(microseconds=1)
+            return self.now
+
+    def advance(self, by: timedelta) -> None:
+        with self._lock:
+            self.now += by
+
+
 def backbone(
     env: Env,
     downstreams: dict[str, Downstream],
     *,
     options: WriteBackOptions | None = None,
     sleep: Callable[[float], None] = lambda _s: None,
+    clock: Callable[[], datetime] | None = None,
 ) -> Backbone:
     return build_backbone(
         bus=env.bus,
@@ -148,6 +167,7 @@ def backbone(
         ),
         topology=env.topology,
         sleep=sleep,
+        clock=clock,
     )
 
 

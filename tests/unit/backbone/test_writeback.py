@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -233,7 +234,8 @@ def test_downstream_down_opens_the_circuit_and_parks_without_failing_deliveries(
         breaker_failure_threshold=3,
         breaker_cooldown_seconds=0.2,
     )
-    bb = s.backbone(env, {SUB_WRITEBACK_FHIR: fake}, options=options)
+    clock = s.ManualClock()  # the cooldown passes when the test moves the clock, not in real time
+    bb = s.backbone(env, {SUB_WRITEBACK_FHIR: fake}, options=options, clock=clock)
     sub = bb.subscriber(SUB_WRITEBACK_FHIR)
     first = s.event("F1", nhs=NHS[0], visit="V6", correlation_id="c-f1")
     with pytest.raises(DownstreamUnavailable):  # two failures: not yet open, the bus redelivers
@@ -249,9 +251,10 @@ def test_downstream_down_opens_the_circuit_and_parks_without_failing_deliveries(
     assert "parked" in stages(env, "c-f2")
 
     down = False
-    import time as _time
-
-    _time.sleep(0.3)  # cooldown (0.2 s + jitter) passes: one item goes out as the half-open probe
+    clock.advance(timedelta(seconds=0.19))  # within the cooldown (0.2 s + up to 20 % jitter): nothing goes
+    assert bb.release_parked() == {} and sub.parking.count() == 3
+    assert sub.breaker.snapshot(fresh=True).state is BreakerState.OPEN
+    clock.advance(timedelta(seconds=0.1))  # past it: one item goes out as the half-open probe
     assert bb.release_parked() == {SUB_WRITEBACK_FHIR: 1}
     stats = s.pump(env.bus, SUB_WRITEBACK_FHIR, sub.handle)
     assert stats.statuses["applied"] == 1 and sub.breaker.snapshot(fresh=True).state is BreakerState.CLOSED
