@@ -70,8 +70,8 @@ def receiver() -> Iterator[s.FakeHl7Receiver]:
         yield rx
 
 
-def hl7_downstream(port: int, timeout: float = 0.5) -> Hl7MllpDownstream:
-    return Hl7MllpDownstream(MllpSender("127.0.0.1", port, connect_timeout=0.5), ack_timeout=timeout)
+def hl7_downstream(port: int, timeout: float = 5.0) -> Hl7MllpDownstream:
+    return Hl7MllpDownstream(MllpSender("127.0.0.1", port, connect_timeout=5.0), ack_timeout=timeout)
 
 
 def drain(

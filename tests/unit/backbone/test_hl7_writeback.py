@@ -28,9 +28,9 @@ def receiver() -> Iterator[FakeHl7Receiver]:
         yield rx
 
 
-def downstream(port: int, timeout: float = 0.5) -> Hl7MllpDownstream:
+def downstream(port: int, timeout: float = 5.0) -> Hl7MllpDownstream:
     return Hl7MllpDownstream(
-        MllpSender("127.0.0.1", port, connect_timeout=0.5),
+        MllpSender("127.0.0.1", port, connect_timeout=5.0),
         ack_timeout=timeout,
         receiving_application="PAS",
         receiving_facility="RGT01",
@@ -74,7 +74,7 @@ def test_negative_acks(
 
 def test_no_ack_in_time_is_unavailable_and_the_next_send_reconnects(receiver: FakeHl7Receiver) -> None:
     receiver.script = ReceiverScript(lambda _cid, n: "timeout" if n == 1 else "AA")
-    ds = downstream(receiver.port, timeout=0.3)
+    ds = downstream(receiver.port, timeout=1.0)  # a silent receiver always outlasts it
     try:
         e = event("H3", nhs=NHS, visit="V3")
         with pytest.raises(DownstreamUnavailable):

@@ -292,7 +292,7 @@ def test_fallback_nak_is_a_reject_without_echo() -> None:
 
 def test_idle_timeout_closes_connection() -> None:
     async def main() -> None:
-        async with make_server(idle_timeout=0.2) as server:
+        async with make_server(idle_timeout=0.2, first_frame_timeout=30) as server:
             conn = await RawConn.open(server.port)
             assert await conn.request(b"a") == b"ACK|a"
             await conn.expect_closed()
