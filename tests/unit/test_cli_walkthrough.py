@@ -1,6 +1,7 @@
 """The README's dead-letter walkthrough, step by step against ``tie run`` (a subprocess host), with the
 commands as written there: send the sample poison event -> ``tie dlq list`` -> ``tie dlq show`` ->
-``tie dlq replay`` (re-delivered, and dead-lettered again: the event itself is broken) -> ``tie trace``."""
+``tie dlq replay`` (re-delivered, and dead-lettered again: the event itself is broken) -> ``tie trace`` ->
+``tie dlq purge``."""
 
 from __future__ import annotations
 
@@ -108,3 +109,7 @@ def test_send_list_show_replay_a_poison_event(tmp_path: Path) -> None:
         assert [s["stage"] for s in after].count("failed") == 10
         text = tie(local, "trace", CORRELATION).stdout
         assert "replayed" in text and "failed" in text
+
+        purged = tie(local, "dlq", "purge", "--older-than", "0s", "clinical-events").stdout.splitlines()
+        assert purged[-1] == "purged 2"
+        assert json.loads(tie(local, "dlq", "list").stdout) == []
