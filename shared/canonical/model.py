@@ -306,6 +306,7 @@ PatientClearable = Literal[
     "addresses",
     "telecom",
     "general_practitioner",
+    "registered_gp",
     "ethnicity",
     "marital_status",
     "nhs_number.verification_status",
@@ -335,6 +336,9 @@ class Patient(_Model):
     addresses: tuple[Address, ...] = ()
     telecom: tuple[ContactPoint, ...] = ()
     general_practitioner: Organization | None = None
+    #: The registered GP (HL7 v2 PD1-4; FHIR a Practitioner in ``generalPractitioner``), beside the
+    #: practice in ``general_practitioner``.
+    registered_gp: Practitioner | None = None
     ethnicity: Coded | None = None
     marital_status: Coded | None = None
     sensitivity: Sensitivity = Sensitivity.NORMAL

@@ -454,6 +454,17 @@ def _kind_of(ref: JsonObj, resolved: JsonObj | None, reference: str | None) -> s
     return None
 
 
+def party_kind(node: object, src: str, resolver: Resolver) -> str | None:
+    """The resource type a Reference names (resolved, ``type``, or the literal reference), if it says."""
+    ref = obj(node, src)
+    reference = opt_str(ref, "reference", src)
+    kind = _kind_of(ref, resolver.resolve(reference), reference)
+    if kind is None and isinstance(ref.get("identifier"), dict):
+        system = ref["identifier"].get("system")
+        kind = "Organization" if system == systems.ODS_ORGANIZATION_CODE else "Practitioner"
+    return kind
+
+
 def organization_from(resource: JsonObj, src: str, tgt: str, rec: LineageRecorder) -> Organization:
     """Organization resource -> canonical: the (first) ODS code is ``ods_code`` and is not repeated in
     ``identifiers``, which hold the organisation's other identifiers."""

@@ -16,7 +16,7 @@ Rules
   ``use``/``type``, telecom ``system``/``use`` and ``link.type`` are checked against their (required)
   value sets; unknown codes are errors, never defaulted.
 * ``generalPractitioner``: the first reference that is an Organization (by ODS code) ->
-  ``general_practitioner``.
+  ``general_practitioner``; the first that is a Practitioner (GMP / GMC number) -> ``registered_gp``.
 * ``link`` -> ``links`` (``other`` by its logical identifier, else the referenced Patient's NHS number /
   first identifier when the caller supplied it in ``context``). A merge link (``replaces`` /
   ``replaced-by``) whose other record cannot be identified is an error; a ``refer`` / ``seealso`` link
@@ -41,6 +41,7 @@ from shared.canonical.model import (
     NhsNumber,
     Organization,
     Patient,
+    Practitioner,
     Sensitivity,
 )
 from shared.identifiers.nhs_number import InvalidNhsNumber, normalise_nhs_number
@@ -136,11 +137,16 @@ def map_patient(resource: r.JsonObj, rec: LineageRecorder, resolver: r.Resolver)
         telecom.append(_contact_point(node, f"{src}.telecom[{i}]", f"telecom[{len(telecom)}]", rec))
 
     gp: Organization | None = None
+    registered_gp: Practitioner | None = None
     for i, node in enumerate(r.arr(resource, "generalPractitioner", src)):
-        found = r.party(node, f"{src}.generalPractitioner[{i}]", "general_practitioner", rec, resolver)
-        if isinstance(found, Organization):
-            gp = found
-            break
+        path = f"{src}.generalPractitioner[{i}]"
+        kind = r.party_kind(node, path, resolver)
+        if kind == "Organization" and gp is None:
+            found = r.party(node, path, "general_practitioner", rec, resolver)
+            gp = found if isinstance(found, Organization) else None
+        elif kind == "Practitioner" and registered_gp is None:
+            found = r.party(node, path, "registered_gp", rec, resolver)
+            registered_gp = found if isinstance(found, Practitioner) else None
 
     ethnicity = None
     for i, ext in enumerate(r.arr(resource, "extension", src)):
@@ -165,6 +171,7 @@ def map_patient(resource: r.JsonObj, rec: LineageRecorder, resolver: r.Resolver)
         addresses=tuple(addresses),
         telecom=tuple(telecom),
         general_practitioner=gp,
+        registered_gp=registered_gp,
         ethnicity=ethnicity,
         marital_status=marital,
         sensitivity=_sensitivity(resource, rec),

@@ -509,6 +509,8 @@ class Builder:
                 self.reserve(cached_url)
                 if p.general_practitioner is not None:  # its Organization entry, after the Patient
                     self.party_ref(p.general_practitioner, "patient.general_practitioner", None, "")
+                if p.registered_gp is not None:  # and the GP's Practitioner entry
+                    self.party_ref(p.registered_gp, "patient.registered_gp", None, "")
                 self._entry(cached_url, cached, self._patient_request(cached_query), cached_src)
                 return
         if p.nhs_number is not None:
@@ -615,12 +617,17 @@ class Builder:
                 ]
         if p.marital_status is not None:
             res["maritalStatus"] = codeable(p.marital_status, lin, "patient.marital_status", "maritalStatus")
-        if p.general_practitioner is not None:
-            ref = self.party_ref(
-                p.general_practitioner, "patient.general_practitioner", lin, "generalPractitioner[0]"
-            )
-            if ref is not None:
-                res["generalPractitioner"] = [ref]
+        gps: list[JSON] = []
+        for attr, party in (
+            ("general_practitioner", p.general_practitioner),
+            ("registered_gp", p.registered_gp),
+        ):
+            if party is not None:
+                ref = self.party_ref(party, f"patient.{attr}", lin, f"generalPractitioner[{len(gps)}]")
+                if ref is not None:
+                    gps.append(ref)
+        if gps:
+            res["generalPractitioner"] = gps
         links = self._links(lin)
         if links:
             res["link"] = links

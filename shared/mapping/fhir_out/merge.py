@@ -58,6 +58,7 @@ CLEARED_ELEMENTS: Final[Mapping[str, Mapping[str, tuple[ElementPath, ...]]]] = {
             ),
         ),
         "patient.general_practitioner": (("generalPractitioner",),),
+        "patient.registered_gp": (("generalPractitioner",),),
         "patient.sensitivity": (_CONFIDENTIALITY,),
     },
     "Encounter": {

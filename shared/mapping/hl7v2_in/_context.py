@@ -677,6 +677,7 @@ class Ctx:
         if value is None:
             return None
         use_code = f(2)
+        use: str | DataAbsent | None
         fixed_use = r.telecom_use_by_equipment.get(equipment.upper()) if equipment is not None else None
         if fixed_use is not None:
             use = fixed_use
@@ -701,7 +702,8 @@ class Ctx:
 
     def xcn(self, seg: Segment, n: int, rep: int, src: str, tgt: str) -> Practitioner | None:
         """XCN -> Practitioner: id XCN.1 in the system of XCN.9 (GMC/GMP... URIs for known authorities,
-        else ``urn:tie:authority:``, else the sending facility), type XCN.13; name XCN.2-7."""
+        else ``urn:tie:authority:``), else of XCN.13 when it names a known authority (GMP, GMC), else the
+        sending facility; type XCN.13; name XCN.2-7."""
         text = self.rep_text(seg, n, rep)
         memo = self.memo and bool(text) and self.esc not in text
         if memo:
@@ -716,6 +718,11 @@ class Ctx:
             ns = f(9, 1)
             system = self.authority_system(ns, f(9, 2), f(9, 3))
             system_src = f"{src}.9"
+            id_type = f(13)
+            if system is None and id_type is not None:
+                # no XCN.9, but the identifier type names a registered authority (PD1-4 ...^^^^GMP): its URI
+                system = self.rules.authority_systems.get(id_type.upper())
+                system_src = f"{src}.13"
             if system is None:
                 system, system_src = self.facility(src)
                 fallback = True

@@ -218,11 +218,12 @@ def _map_patient(ctx: Ctx, pid: Segment) -> Patient:
     marital = ctx.coded(ctx.rules.rule("patient.marital_status"), pid, 16, "PID-16", "patient.marital_status")
     ethnicity = ctx.coded(ctx.rules.rule("patient.ethnicity"), pid, 22, "PID-22[1]", "patient.ethnicity")
 
-    gp = None
+    gp = registered_gp = None
     sensitivity = Sensitivity.NORMAL
     pd1 = ctx.segment("PD1")
     if pd1 is not None:
         gp = ctx.xon(pd1, 3, "PD1-3", "patient.general_practitioner")
+        registered_gp = ctx.xcn(pd1, 4, 1, "PD1-4[1]", "patient.registered_gp")
         level = _indicator(ctx, pd1, 12, "PD1-12", "patient.sensitivity")
         if isinstance(level, str):
             sensitivity = Sensitivity(level)
@@ -239,6 +240,7 @@ def _map_patient(ctx: Ctx, pid: Segment) -> Patient:
         "addresses": tuple(addresses),
         "telecom": telecom,
         "general_practitioner": gp,
+        "registered_gp": registered_gp,
         "ethnicity": ethnicity,
         "marital_status": marital,
         "sensitivity": sensitivity,

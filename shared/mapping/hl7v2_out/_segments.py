@@ -219,21 +219,26 @@ def _uk_cwe(
 
 
 def pd1(event: ClinicalEvent, o: f.Out) -> list[FieldValue] | None:
-    """PD1-3 the GP practice (XON, ODS code), PD1-12 the protection indicator from the sensitivity
-    (the rules' PD1-12 table: restricted Y, normal N). A very restricted record has no v2 expression.
-    A sensitivity the source did not state (``defaulted``) is not written: PD1-12 empty, "no change"."""
+    """PD1-3 the GP practice (XON, ODS code), PD1-4 the registered GP (XCN), PD1-12 the protection
+    indicator from the sensitivity (the rules' PD1-12 table: restricted Y, normal N). A very restricted
+    record has no v2 expression. A sensitivity the source did not state (``defaulted``) is not written:
+    PD1-12 empty, "no change"."""
     p = event.patient
     unstated = "sensitivity" in p.defaulted
     if (
         p.general_practitioner is None
+        and p.registered_gp is None
         and p.sensitivity is Sensitivity.NORMAL
         and "general_practitioner" not in p.cleared
+        and "registered_gp" not in p.cleared
     ):
         return None
     fields: list[FieldValue] = [None] * 13
     fields[0] = "PD1"
     if p.general_practitioner is not None:
         fields[3] = f.xon(p.general_practitioner, o, "patient.general_practitioner", "PD1-3")
+    if p.registered_gp is not None:
+        fields[4] = f.xcn(p.registered_gp, o, "patient.registered_gp", "PD1-4")
     _explicit_nulls(fields, "PD1", "patient", p.cleared, o)
     if unstated and p.sensitivity is Sensitivity.NORMAL:
         return f.field_list(fields)

@@ -11,7 +11,7 @@ from shared.canonical.model import ClinicalEvent, Concept
 from shared.mapping.fhir_in import encounter_from_fhir, patient_from_fhir
 from shared.mapping.fhir_out import to_bundle
 from shared.mapping.hl7v2_in import map_bytes
-from shared.mapping.hl7v2_out import to_adt_a08
+from shared.mapping.hl7v2_out import to_adt_a08, to_adt_a31
 from shared.terminology import systems
 from tests.unit.mapping.hl7v2_in.hl7in_samples import adt
 from tests.unit.mapping.hl7v2_out.hl7out_helpers import HEADER
@@ -143,3 +143,39 @@ def test_cellular_phone_is_a_mobile(sent: str, expected: tuple[str, str]) -> Non
     assert [(c.system, c.use) for c in patient.telecom] == [expected]
     (telecom,) = _resources(_event({13: sent}, {}))["Patient"]["telecom"]
     assert (telecom["system"], telecom["use"]) == expected
+
+
+# PD1-3 (practice, ODS) and PD1-4 (registered GP): GMP / GMC from XCN.9, else from XCN.13.
+GP = [
+    ("G8123456^SMITH^JANE^^^DR^^^GMP", systems.GMP_NUMBER),
+    ("G8123456^SMITH^JANE^^^DR^^^^^^^GMP", systems.GMP_NUMBER),
+    ("C1234567^SMITH^JANE^^^DR^^^GMC", systems.GMC_NUMBER),
+    ("C1234567^SMITH^JANE^^^DR^^^^^^^GMC", systems.GMC_NUMBER),
+]
+
+
+@pytest.mark.parametrize(("pd1_4", "system"), GP)
+def test_registered_gp_is_a_practitioner_beside_the_practice(pd1_4: str, system: str) -> None:
+    pd1 = f"PD1|||Example Surgery^^^^^^^^^B82005|{pd1_4}"
+    ev = map_bytes(adt("A28", before_pv1=(pd1,))).value
+    gp = ev.patient.registered_gp
+    assert gp is not None and [(i.system, i.value) for i in gp.identifiers] == [(system, pd1_4.split("^")[0])]
+    bundle = to_bundle(ev).value
+    by_url = {e["fullUrl"]: e["resource"] for e in bundle["entry"]}
+    patient = next(r for r in by_url.values() if r["resourceType"] == "Patient")
+    refs = [by_url[g["reference"]] for g in patient["generalPractitioner"]]
+    assert [(r["resourceType"], r["identifier"][0]["system"], r["identifier"][0]["value"]) for r in refs] == [
+        ("Organization", systems.ODS_ORGANIZATION_CODE, "B82005"),
+        ("Practitioner", system, pd1_4.split("^")[0]),
+    ]
+    back = patient_from_fhir(patient, context=by_url, lineage=False).value
+    assert (back.general_practitioner, back.registered_gp) == (ev.patient.general_practitioner, gp)
+    again = map_bytes(to_adt_a31(ev, **HEADER).encode()).value
+    back_gp = again.patient.registered_gp
+    assert back_gp is not None and back_gp.name == gp.name
+    assert [(i.system, i.value) for i in back_gp.identifiers] == [(i.system, i.value) for i in gp.identifiers]
+
+
+def test_registered_gp_cleared_by_the_hl7_null() -> None:
+    ev = map_bytes(adt("A31", before_pv1=('PD1|||Example Surgery^^^^^^^^^B82005|""',))).value
+    assert ev.patient.registered_gp is None and "registered_gp" in ev.patient.cleared
