@@ -6,8 +6,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conformance.emitted import CORPORA, Collection, collect
-from tests.conformance.tooling import UK_CORE_DIR, ToolUnavailable, Validator, ensure_installed, unavailable
+from tests.conformance.emitted import Collection, collect
+from tests.conformance.tooling import (
+    CORPORA,
+    UK_CORE_DIR,
+    ToolUnavailable,
+    Validator,
+    ensure_installed,
+    unavailable,
+)
 
 
 @pytest.fixture(scope="session")

@@ -408,9 +408,9 @@ class UkCore:
                 if bad:
                     result.violations.append(Violation(name, path, "extensible-binding", system))
         if vs.startswith(UK_VS) and not from_vs:
-            for system, _code in pairs:
-                if system and system.startswith(V2_TABLES):
-                    result.violations.append(Violation(name, path, "hl7v2-table-system", system))
+            for v2_system, _code in pairs:
+                if v2_system and v2_system.startswith(V2_TABLES):
+                    result.violations.append(Violation(name, path, "hl7v2-table-system", v2_system))
 
     def _extensions(self, resource: dict[str, Any], name: str, result: UkCoreResult) -> None:
         for visit in base_r4.visits(resource, self.defs):
