@@ -25,7 +25,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from shared.adapters.azure.servicebus import replay_aware_filter  # noqa: E402
-from shared.messaging.topology import TOPOLOGY, SubscriptionSpec, TopicSpec  # noqa: E402
+from shared.messaging.topology import (  # noqa: E402
+    TIER_MESSAGE_SIZE_KB,
+    TOPOLOGY,
+    SubscriptionSpec,
+    TopicSpec,
+    max_message_size_kb,
+)
 from shared.storage import names  # noqa: E402
 
 CONFIG_DIR = ROOT / "infra" / "bicep" / "config"
@@ -90,7 +96,10 @@ def _topic(topic: TopicSpec) -> dict[str, Any]:
         "requiresDuplicateDetection": window is not None,
         # Service Bus needs a window even when detection is off; the value is then ignored.
         "duplicateDetectionHistoryTimeWindow": iso_duration(window or timedelta(minutes=10)),
-        "maxMessageSizeInKilobytes": topic.max_message_bytes // 1024,
+        # By Service Bus tier (servicebus-topic.bicep picks the namespace's): Premium refuses less than 1024.
+        "maxMessageSizeInKilobytes": {
+            tier: max_message_size_kb(topic, tier) for tier in TIER_MESSAGE_SIZE_KB
+        },
         "subscriptions": [_subscription(s) for s in topic.subscriptions],
     }
 

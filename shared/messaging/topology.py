@@ -52,7 +52,27 @@ class TopicSpec:
     name: str
     subscriptions: tuple[SubscriptionSpec, ...]
     duplicate_detection_window: timedelta | None = timedelta(minutes=10)
+    #: Largest body the platform publishes to the topic (larger bodies go by reference); fits every tier.
     max_message_bytes: int = 256 * 1024
+
+
+#: Service Bus tier -> (smallest, largest) topic ``maxMessageSizeInKilobytes`` the tier accepts. Standard is
+#: fixed at 256 KB; Premium accepts 1024-102400 KB and refuses anything smaller.
+TIER_MESSAGE_SIZE_KB: dict[str, tuple[int, int]] = {"Standard": (256, 256), "Premium": (1024, 102_400)}
+
+
+def max_message_size_kb(spec: TopicSpec, tier: str) -> int:
+    """``maxMessageSizeInKilobytes`` of ``spec`` on ``tier``: its own limit, raised to the tier's floor.
+
+    Raises :class:`ValueError` for an unknown tier or a topic limit the tier cannot carry.
+    """
+    if tier not in TIER_MESSAGE_SIZE_KB:
+        raise ValueError(f"unknown Service Bus tier {tier!r}")
+    floor, ceiling = TIER_MESSAGE_SIZE_KB[tier]
+    needed = -(-spec.max_message_bytes // 1024)
+    if needed > ceiling:
+        raise ValueError(f"topic {spec.name}: {needed} KB exceeds the {tier} limit of {ceiling} KB")
+    return max(floor, needed)
 
 
 TOPOLOGY: tuple[TopicSpec, ...] = (

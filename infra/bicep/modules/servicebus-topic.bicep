@@ -3,7 +3,14 @@
 param namespaceName string
 @description('One element of topology.json "topics".')
 param topic object
-param isPremium bool
+@allowed([
+  'Standard'
+  'Premium'
+])
+@description('Service Bus tier of the namespace: picks the topic\'s maxMessageSizeInKilobytes (Premium accepts 1024-102400, Standard is fixed at 256).')
+param tier string
+
+var isPremium = tier == 'Premium'
 
 resource namespace 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' existing = {
   name: namespaceName
@@ -19,7 +26,7 @@ resource serviceBusTopic 'Microsoft.ServiceBus/namespaces/topics@2022-10-01-prev
     enablePartitioning: false
     enableBatchedOperations: true
   }, isPremium ? {
-    maxMessageSizeInKilobytes: topic.maxMessageSizeInKilobytes
+    maxMessageSizeInKilobytes: topic.maxMessageSizeInKilobytes[tier]
   } : {})
 }
 

@@ -83,7 +83,7 @@ module topics 'servicebus-topic.bicep' = [for topic in topology.topics: {
   params: {
     namespaceName: namespace.name
     topic: topic
-    isPremium: isPremium
+    tier: sku
   }
 }]
 
