@@ -88,6 +88,7 @@ def main() -> int:
         print(f"  {n:5d}  {profile}  {path}  [{rule}]{mark}")
     for key in sorted(set(known) - set(table)):
         print(f"  {0:5d}  {key[0]}  {key[1]}  [{key[2]}]   <- listed as known, now fixed: remove it")
+    print("values checked: " + ", ".join(f"{k} {v}" for k, v in sorted(result.checked.items())))
     if result.unprofiled:
         print("no UK Core profile: " + ", ".join(f"{k} {v}" for k, v in sorted(result.unprofiled.items())))
     print("\nnot checkable offline:")

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from tests.conformance import ukcore
+from tests.conformance.fhir_xml import read_resource
+from tests.conformance.tooling import CORPORA, unavailable
 from tests.conformance.ukcore import RULES, Profile, UkCore, UkCoreResult
 
 pytestmark = pytest.mark.corpus
@@ -254,3 +256,31 @@ def test_rules_are_the_documented_ones() -> None:
     expected_tables = [case.values[1] for case in [*PATIENT_CASES, *OBS_CASES]]
     covered = {rule for t in expected_tables if isinstance(t, dict) for (_p, _path, rule) in t}
     assert covered == set(RULES)
+
+
+def _with_bundle_entries(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    out = [resource]
+    for entry in resource.get("entry", []) if resource["resourceType"] == "Bundle" else []:
+        if "resource" in entry:
+            out += _with_bundle_entries(entry["resource"])
+    return out
+
+
+def test_published_uk_core_examples_conform(checker: UkCore) -> None:
+    """No false positives: UK Core's own examples (``uk-core-examples``, XML, read in place) pass."""
+    folder = CORPORA / "uk-core-examples" / "examples"
+    if not folder.is_dir():
+        unavailable("uk-core-examples corpus is not present")
+    files = sorted(folder.glob("*.xml"))
+    resources = [r for path in files for r in _with_bundle_entries(read_resource(path))]
+    result = checker.check(resources)
+    assert table(result) == {}
+    assert len(resources) >= 70 and not result.unprofiled
+    # the examples exercise every rule family, so "no violations" means something
+    assert {k: n > 10 for k, n in result.checked.items()} == {
+        "cardinality": True,
+        "fixed": True,
+        "type": True,
+        "binding": True,
+        "extension": True,
+    }, result.checked

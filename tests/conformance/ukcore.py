@@ -78,6 +78,8 @@ class UkCoreResult:
     must_support: dict[str, dict[str, int]] = field(default_factory=dict)
     #: profile -> resources checked against it.
     resources: Counter[str] = field(default_factory=Counter)
+    #: rule family ("cardinality", "fixed", "type", "binding", "extension") -> values checked.
+    checked: Counter[str] = field(default_factory=Counter)
     #: resource types with no UK Core profile.
     unprofiled: Counter[str] = field(default_factory=Counter)
 
@@ -354,6 +356,7 @@ class UkCore:
                 )
                 for parent_node in self.select(root, parent, p) if len(el.steps) > 2 else [root]:
                     count = len(self._step(parent_node, el.steps[-1], p, el.id))
+                    result.checked["cardinality"] += 1
                     if el.min and count < el.min:
                         report(el, "min")
                     if el.max not in (None, "*") and count > int(str(el.max)):
@@ -364,6 +367,7 @@ class UkCore:
                 if node.value is None:
                     continue
                 if el.fixed is not None:
+                    result.checked["fixed"] += 1
                     kind, expected = el.fixed
                     ok = matches(expected, node.value) and (
                         kind == "pattern" or matches(node.value, expected)
@@ -372,6 +376,7 @@ class UkCore:
                         report(el, kind)
                 stem = el.steps[-1].split(":")[0]
                 if el.types and stem.endswith("[x]"):
+                    result.checked["type"] += 1
                     allowed = {stem[:-3] + _first_upper(t) for t in el.types}
                     if node.key not in allowed:
                         report(el, "type", node.key)
@@ -385,6 +390,7 @@ class UkCore:
         pairs = coded(value)
         if pairs is None or strength not in ("required", "extensible", "preferred"):
             return
+        result.checked["binding"] += 1
         expansion = self.terminology.expand(vs)
         systems = self.terminology.systems(vs)
         if strength == "required":
@@ -421,6 +427,7 @@ class UkCore:
             url = str(visit.value.get("url", ""))
             site = f"{visit.path}:{url.rsplit('/', 1)[-1]}"
             ext = self.profiles.get(url)
+            result.checked["extension"] += 1
             if ext is None:
                 if url.startswith(UK_SD):
                     result.violations.append(Violation(name, site, "extension-unknown", url))
