@@ -91,7 +91,7 @@ def main() -> int:
     print("values checked: " + ", ".join(f"{k} {v}" for k, v in sorted(result.checked.items())))
     if result.unprofiled:
         print("no UK Core profile: " + ", ".join(f"{k} {v}" for k, v in sorted(result.unprofiled.items())))
-    print("\nnot checkable offline:")
+    print("\nnot checkable offline:" + ("" if result.not_checkable else " none"))
     for (profile, path, why), n in sorted(result.not_checkable.items()):
         print(f"  {n:5d}  {profile}  {path}  ({why})")
 
