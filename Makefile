@@ -7,17 +7,32 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench clean venv
+.PHONY: run test lint typecheck unit bench clean venv lock
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+# Installs exactly requirements-dev.lock (every file hash-checked; pip, setuptools and wheel pinned there
+# too), then the project itself without dependencies. The locks come from requirements*.txt: `make lock`.
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --require-hashes -r requirements-dev.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# Regenerate the hashed locks after editing requirements*.txt (needs PyPI; docs/supply-chain.md). Existing
+# pins are kept unless LOCK_ARGS says otherwise (--upgrade, --upgrade-package NAME). pip-tools runs in its own
+# venv, never in .venv. The runtime lock constrains the dev lock: what is tested is what is deployed.
+LOCK_VENV := .local/lock-venv
+PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes \
+	--allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links --no-emit-trusted-host $(LOCK_ARGS)
+
+lock:
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
+	@test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && \
+		$(LOCK_VENV)/bin/python -m pip install --quiet pip==26.3 pip-tools==7.6.2; }
+	$(PIP_COMPILE) --output-file=requirements.lock requirements.txt
+	$(PIP_COMPILE) --constraint=requirements.lock --output-file=requirements-dev.lock requirements-dev.txt
 
 # make run PORT=8081 MLLP_PORT=2576; unset, tie run uses TIE_HTTP_PORT / TIE_MLLP_PORT, else 7071 / 2575.
 PORT ?=
