@@ -6,11 +6,13 @@ from __future__ import annotations
 import multiprocessing
 import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from shared.fhirstore.errors import VersionConflict
 from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from tests.unit.fhirstore.fhirstore_fixtures import NHS, patient
 
@@ -62,25 +64,10 @@ def test_threads_racing_if_none_exist_create_once(tmp_path: Path) -> None:
     path = tmp_path / "race.db"
     SqliteFhirRepository(path).close()
     workers = 6
-    barrier = threading.Barrier(workers)
-    outcomes: list[tuple[str, str, bool]] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def run(worker: int) -> None:
-        try:
-            result = _race_creates(str(path), barrier, worker)
-            with lock:
-                outcomes.extend(result)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(90)
-    assert not errors
+    barrier = threading.Barrier(workers, timeout=60)  # a worker that fails early breaks it for the rest
+    with ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(_race_creates, str(path), barrier, n) for n in range(workers)]
+        outcomes = [outcome for f in futures for outcome in f.result(timeout=90)]  # re-raises a failure
     _check_exactly_once(path, outcomes, workers)
 
 
@@ -172,7 +159,7 @@ def test_if_match_lets_exactly_one_racer_win(tmp_path: Path) -> None:
         try:
             repo.update("Patient", rid, patient(id=rid, given=f"W{worker}"), if_match='W/"1"')
             wins.append(str(worker))
-        except Exception as exc:
+        except VersionConflict as exc:  # anything else ends the thread uncounted: the totals fail
             conflicts.append(type(exc).__name__)
 
     threads = [threading.Thread(target=run, args=(n,)) for n in range(workers)]

@@ -18,6 +18,7 @@ from shared.backbone.delivery import Delivery
 from shared.backbone.runtime import Backbone, WriteBackOptions, build_backbone
 from shared.backbone.writeback import Downstream
 from shared.canonical.model import ClinicalEvent
+from shared.errors import TieError
 from shared.events import clinical
 from shared.fhirstore.ports import FhirRepository
 from shared.fhirstore.sqlite_store import SqliteFhirRepository
@@ -215,7 +216,7 @@ def pump(
         try:
             result = handle(Delivery.from_received(message))
             stats.statuses[getattr(result, "status", "ok")] += 1
-        except Exception as exc:  # the pump settles like the host does
+        except TieError as exc:  # the pump settles like the host does; anything else is a bug: it fails
             ok = False
             stats.statuses[f"error:{getattr(exc, 'code', type(exc).__name__)}"] += 1
         action = settle(message, ok) if settle else ("complete" if ok else "abandon")

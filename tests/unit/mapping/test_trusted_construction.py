@@ -8,20 +8,14 @@ it must succeed and compare equal."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from pydantic import BaseModel
 
 from shared.canonical.model import ClinicalEvent, Concept, HumanName, Identifier, PartialDate
-from shared.hl7v2 import Hl7Error, iter_messages
 from shared.mapping._construct import builder
-from shared.mapping.errors import MappingError
 from shared.mapping.hl7v2_in import map_message
+from tests.hl7_corpus import corpus_events
 from tests.unit.mapping.hl7v2_in.test_hl7in_lineage import MESSAGES
-
-ROOT = Path(__file__).resolve().parents[3]
-CORPORA = ROOT / ".." / "shared" / "corpora"
 
 
 def _revalidated(event: ClinicalEvent) -> ClinicalEvent:
@@ -61,25 +55,12 @@ def test_bench_messages_equal_their_validated_selves() -> None:
 
 @pytest.mark.corpus
 def test_corpus_events_equal_their_validated_selves() -> None:
-    if not CORPORA.is_dir():
-        pytest.skip("../shared/corpora is not present")
     checked = 0
     types: set[type[BaseModel]] = set()
-    for path in sorted(CORPORA.rglob("*")):
-        if path.suffix not in (".hl7", ".txt") or not path.is_file():
-            continue
-        try:
-            batch = list(iter_messages(path.read_bytes()))
-        except (Hl7Error, UnicodeDecodeError, ValueError):
-            continue
-        for msg in batch:
-            try:
-                event = map_message(msg).value
-            except MappingError:
-                continue
-            assert _revalidated(event) == event, path.name
-            _walk_types(event, types)
-            checked += 1
+    for name, _msg, event in corpus_events():  # messages that do not map fail as tests/hl7_corpus lists
+        assert _revalidated(event) == event, name
+        _walk_types(event, types)
+        checked += 1
     assert checked >= 50
     assert {Identifier, HumanName, Concept} <= types
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from shared.errors import PermanentError
 from shared.fhir.ids import resource_id
 from shared.fhir.validation import validate_bundle
 from shared.mapping.fhir_out import FhirOutError, serialize, to_bundle
 from shared.mapping.lineage import compose, leaf_paths, uncovered
 from tests.fixtures.hl7_messages import adt_a01
+from tests.hl7_corpus import FHIR_OUT_REFUSED, corpus_events
 
 ROOT = Path(__file__).resolve().parents[4]
 if not (ROOT / "shared" / "mapping" / "hl7v2_in" / "__init__.py").is_file():  # pragma: no cover
@@ -25,7 +25,6 @@ if not (ROOT / "shared" / "mapping" / "hl7v2_in" / "__init__.py").is_file():  # 
 
 from shared.mapping.hl7v2_in import map_bytes  # noqa: E402  (after the presence check)
 
-CORPORA = ROOT / ".." / "shared" / "corpora"
 CANONICAL_PATH = re.compile(r"^[a-z_]+(?:[.\[]|$)")
 
 MSH = "MSH|^~\\&|PAS|RGT01|TIE|RGT01|{ts}||{type}|{cid}|P|2.5.1"
@@ -145,46 +144,22 @@ def test_oru_values_and_notes() -> None:
     assert b'"value":132.0' in serialize(bundle)
 
 
-def _corpus_messages() -> list[Path]:
-    if not CORPORA.is_dir():
-        return []
-    return sorted(p for p in CORPORA.rglob("*") if p.suffix in (".hl7", ".txt", ".er7") and p.is_file())
-
-
-#: Corpus messages fhir_out refuses, and the canonical field it names. Sensitivity.txt (WinPath
-#: microbiology): two OBR "Sensitivities" groups under one filler number, told apart only by OBR-26
-#: (parent result = which isolate), which the canonical model does not carry yet - so both would map to
-#: one DiagnosticReport/Observation identity and one isolate's results would overwrite the other's.
-REFUSED = {"Sensitivity.txt": "reports[2].results[0]"}
-
-
 @pytest.mark.corpus
 def test_corpus_messages_the_hl7_mapper_accepts_give_valid_bundles() -> None:
-    files = _corpus_messages()
-    if not files:
-        pytest.skip("corpora not present")
     mapped = 0
-    for path in files:
-        raw = path.read_bytes()
-        if not raw.lstrip().startswith(b"MSH"):
-            continue
-        try:
-            canonical = map_bytes(raw, lineage=True)
-        except PermanentError:
-            continue  # unparseable / unmappable: the HL7 side's verdicts are its own tests' business
-        except Exception:  # an HL7-side defect: its own suite owns that, not this sweep
-            continue
-        if path.name in REFUSED:
+    # Messages the HL7 side cannot parse or map fail as tests/hl7_corpus_outcomes.json lists.
+    for name, _msg, event in corpus_events(lineage=True):
+        if name in FHIR_OUT_REFUSED:
             with pytest.raises(FhirOutError) as info:
-                to_bundle(canonical.value)
-            assert info.value.field == REFUSED[path.name]
+                to_bundle(event)
+            assert info.value.field == FHIR_OUT_REFUSED[name]
             continue
-        fhir = to_bundle(canonical.value, lineage=True)
-        assert validate_bundle(fhir.value) == [], path.name
+        fhir = to_bundle(event, lineage=True)
+        assert validate_bundle(fhir.value) == [], name
         for entry in fhir.value["entry"]:
             res = entry["resource"]
             paths = leaf_paths(res, res["resourceType"])
-            assert uncovered(paths, fhir.lineage, resource=entry["fullUrl"]) == [], path.name
+            assert uncovered(paths, fhir.lineage, resource=entry["fullUrl"]) == [], name
         mapped += 1
     assert mapped >= 20
 
