@@ -216,7 +216,7 @@ def register_system(bp: Any) -> None:
 FAMILIES: dict[str, tuple[str, ...]] = {
     "patient": ("Patient",),
     "encounter": ("Encounter",),
-    "results": ("Observation", "DiagnosticReport"),
+    "results": ("Observation", "DiagnosticReport", "Specimen"),
     "orders": ("ServiceRequest", "MedicationRequest"),
     "records": ("AllergyIntolerance", "Condition", "DocumentReference"),
     "directory": ("Organization", "Practitioner", "Location"),

@@ -67,6 +67,7 @@ __all__ = [
     "Sensitivity",
     "ServiceRequest",
     "SourceSystem",
+    "Specimen",
 ]
 
 
@@ -456,6 +457,20 @@ class Observation(_Model):
         return self
 
 
+class Specimen(_Model):
+    """A specimen a report's results were obtained from (HL7 SPM, OBR-15 before v2.5 / FHIR Specimen)."""
+
+    #: Specimen identifiers (SPM-2: placer then filler assigned).
+    identifiers: tuple[Identifier, ...] = ()
+    type: Coded | None = None
+    #: Collection time (SPM-17 start; OBR-7 for an OBR-15 specimen).
+    collected: ClinicalDateTime | None = None
+    #: Time the laboratory received it (SPM-18; OBR-14).
+    received: ClinicalDateTime | None = None
+    #: Position in its report (SPM-1 / order of DiagnosticReport.specimen).
+    sequence: int | None = None
+
+
 class ResultReport(_Model):
     """A set of results reported together (HL7 ORU OBR group / FHIR DiagnosticReport)."""
 
@@ -484,6 +499,8 @@ class ResultReport(_Model):
     #: Report-level comments (HL7 NTE directly after the OBR). FHIR R4 DiagnosticReport has no ``note``
     #: element: a writer decides how to carry them; they are not a ``conclusion``.
     notes: tuple[str, ...] = ()
+    #: Specimens the results were obtained from (HL7 SPM / OBR-15; FHIR DiagnosticReport.specimen).
+    specimens: tuple[Specimen, ...] = ()
 
 
 class ServiceRequest(_Model):

@@ -38,6 +38,7 @@ PROFILED_TYPES: Final = (
     "Patient",
     "Practitioner",
     "ServiceRequest",
+    "Specimen",
 )
 
 #: ``{"Patient": "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient", ...}``

@@ -61,7 +61,7 @@ from shared.fhirstore.errors import InvalidSearch, UnsupportedResourceType
 DEFAULT_COUNT = 20
 MAX_COUNT = 500
 
-#: Types the repositories accept. The first nine are the API's clinical resources; the last three are
+#: Types the repositories accept. The first nine are the API's clinical resources; the last four are
 #: supporting resources (targets of references) stored and searched the same way.
 SUPPORTED_TYPES: tuple[str, ...] = (
     "Patient",
@@ -76,6 +76,7 @@ SUPPORTED_TYPES: tuple[str, ...] = (
     "Organization",
     "Practitioner",
     "Location",
+    "Specimen",
 )
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -244,6 +245,13 @@ _TYPE_PARAMETERS: dict[str, tuple[SearchParamDef, ...]] = {
         _p("name", _S, "name", "alias", doc="A portion of the name or an alias"),
         _p("status", _T, "status", doc="active | suspended | inactive"),
         _p("organization", _R, "managingOrganization", targets=("Organization",), doc="Managing org"),
+    ),
+    "Specimen": (
+        _p("identifier", _T, "identifier", doc="Specimen identifier (placer / filler specimen id)"),
+        _p("patient", _R, "subject", targets=_PAT, doc="The patient the specimen comes from"),
+        _p("subject", _R, "subject", doc="The subject of the specimen"),
+        _p("type", _T, "type", doc="The specimen type"),
+        _p("collected", _D, "collection.collectedDateTime", doc="When the specimen was collected"),
     ),
 }
 

@@ -47,6 +47,8 @@ V2_0027_PRIORITY = v2_table_system("0027")  # FHIR R4 / v2-to-FHIR (TQ.6 / TQ1-9
 V2_0038_ORDER_STATUS = v2_table_system("0038")  # FHIR R4 / v2-to-FHIR
 V2_0063_RELATIONSHIP = v2_table_system("0063")  # FHIR R4 / v2-to-FHIR
 V2_0074_DIAGNOSTIC_SERVICE_SECTION = v2_table_system("0074")  # UK Core ex. (DiagnosticReport.category)
+V2_0070_SPECIMEN_SOURCE = v2_table_system("0070")  # OBR-15.1 specimen source (v2.3/v2.4)
+V2_0487_SPECIMEN_TYPE = v2_table_system("0487")  # SPM-4 specimen type (v2.5+)
 V2_0078_ABNORMAL_FLAGS = v2_table_system("0078")  # FHIR R4 / v2-to-FHIR
 V2_0085_OBSERVATION_RESULT_STATUS = v2_table_system("0085")  # FHIR R4 / v2-to-FHIR
 V2_0112_DISCHARGE_DISPOSITION = v2_table_system("0112")  # FHIR R4 (PV1-36; HL7 UK: NHS DD codes)
@@ -216,6 +218,8 @@ CODE_SYSTEMS: frozenset[str] = frozenset(
         V2_0038_ORDER_STATUS,
         V2_0063_RELATIONSHIP,
         V2_0074_DIAGNOSTIC_SERVICE_SECTION,
+        V2_0070_SPECIMEN_SOURCE,
+        V2_0487_SPECIMEN_TYPE,
         V2_0078_ABNORMAL_FLAGS,
         V2_0085_OBSERVATION_RESULT_STATUS,
         V2_0112_DISCHARGE_DISPOSITION,

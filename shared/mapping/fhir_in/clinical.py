@@ -16,6 +16,10 @@ against the canonical model's codes and an unknown code is :class:`~shared.mappi
   (``contained`` or ``context``) — an unresolvable result is an error, not a silently shorter report.
   ``presentedForm`` attachments become results valued with the attachment (report code and status);
   report-level comments come in the R5 ``DiagnosticReport.note`` cross-version extension -> ``notes``.
+  ``specimen`` references that resolve (``contained`` / ``context``) -> ``specimens`` (identifiers, type,
+  ``collection.collectedDateTime``, ``receivedTime``); one the request does not carry is not read (a
+  report may name a specimen the server already holds). ``Observation.specimen`` is not read: the
+  writer derives it from the report's single specimen.
 * ServiceRequest: ``PLAC`` / ``FILL`` identifiers; an untyped first identifier is the placer's.
 * Inline attachment ``data`` is rejected: the API stores bytes first and passes a URL (claim check).
 """
@@ -45,6 +49,7 @@ from shared.canonical.model import (
     ReferenceRange,
     ResultReport,
     ServiceRequest,
+    Specimen,
 )
 from shared.mapping.errors import InvalidValue, MissingRequiredField
 from shared.mapping.fhir_in import _read as r
@@ -433,6 +438,12 @@ def map_report(resource: r.JsonObj, rec: LineageRecorder, resolver: r.Resolver) 
         )
     for i, node in enumerate(r.arr(resource, "presentedForm", src)):
         results.append(_presented(node, f"{src}.presentedForm[{i}]", status, code, len(results) + 1, rec))
+    specimens: list[Specimen] = []
+    for i, node in enumerate(r.arr(resource, "specimen", src)):
+        path = f"{src}.specimen[{i}]"
+        resolved = resolver.resolve(r.opt_str(r.obj(node, path), "reference", path))
+        if resolved is not None:
+            specimens.append(_specimen(resolved, f"{path}.resolve()", len(specimens), rec))
     conclusion = r.opt_str(resource, "conclusion", src)
     if conclusion is not None:
         rec.add(f"{src}.conclusion", "conclusion", "copy")
@@ -460,7 +471,27 @@ def map_report(resource: r.JsonObj, rec: LineageRecorder, resolver: r.Resolver) 
         performer=performers,
         results=tuple(results),
         conclusion=conclusion,
+        specimens=tuple(specimens),
     )
+
+
+def _specimen(resource: r.JsonObj, src: str, k: int, rec: LineageRecorder) -> Specimen:
+    """A Specimen resource -> ``specimens[k]`` (``sequence`` = its position, as for results)."""
+    _check_type(resource, "Specimen")
+    tgt = f"specimens[{k}]"
+    idents = r.identifiers(resource, "identifier", src, f"{tgt}.identifiers", rec)
+    kind = r.opt_concept(resource, "type", src, f"{tgt}.type", rec)
+    received = r.opt_date_time(resource, "receivedTime", src)
+    if received is not None:
+        rec.add(f"{src}.receivedTime", f"{tgt}.received", "fhir-datetime")
+    collected = None
+    collection = r.opt_obj(resource, "collection", src)
+    if collection is not None:
+        collected = r.opt_date_time(collection, "collectedDateTime", f"{src}.collection")
+        if collected is not None:
+            rec.add(f"{src}.collection.collectedDateTime", f"{tgt}.collected", "fhir-datetime")
+    rec.add(None, f"{tgt}.sequence", "derived: position in DiagnosticReport.specimen")
+    return Specimen(identifiers=idents, type=kind, collected=collected, received=received, sequence=k + 1)
 
 
 def _presented(

@@ -27,7 +27,7 @@ Location                             (reference data: created once, never
                                      overwritten by an event)
 Encounter, Observation,              PUT <Type>/<deterministic id>                   ``<Type>/<id>``
 DiagnosticReport, ServiceRequest,
-AllergyIntolerance, Condition,
+Specimen, AllergyIntolerance, Condition,
 DocumentReference, Medication-
 Request/-Statement
 ===================================  ==============================================  ===================
@@ -39,7 +39,9 @@ conditional entries the server assigns or finds the real id and rewrites the ``u
 pattern FHIR servers and the Microsoft FHIR-Converter use. Ids: Encounter = the visit number (the
 identifier :func:`shared.canonical.identity.encounter_identifier` picks); DiagnosticReport = filler
 order number (else placer, else first identifier) + report code; Observation = report id + OBX
-sequence + code; ServiceRequest = placer (else filler) order number, referrals their UBRN;
+sequence + code; Specimen = its first identifier (SPM-2), else report id + sequence (referenced from
+``DiagnosticReport.specimen``, and from ``Observation.specimen`` when the report has exactly one);
+ServiceRequest = placer (else filler) order number, referrals their UBRN;
 AllergyIntolerance / Condition = their identifier, else patient key + code (+ onset); the others their
 first business identifier (a :class:`FhirOutError` when there is none).
 

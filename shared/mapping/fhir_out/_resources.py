@@ -37,6 +37,7 @@ from shared.canonical.model import (
     ResultReport,
     Sensitivity,
     ServiceRequest,
+    Specimen,
 )
 from shared.fhir import profiles
 from shared.fhir.ids import child_id, keyed_id, resource_id, urn
@@ -992,6 +993,15 @@ class Builder:
         performers = self._performers(r.performer, src, lin)
         if performers:
             res["performer"] = performers
+        specimens = [self.specimen(sp, k, rid, f"{src}.specimens[{k}]") for k, sp in enumerate(r.specimens)]
+        if specimens:
+            res["specimen"] = [{"reference": ref} for ref in specimens]
+            if lin is not None:
+                for k in range(len(specimens)):
+                    lin.add(f"{src}.specimens[{k}]", f"specimen[{k}].reference", RULE_REF)
+        # a result names its specimen only when the report has one: with several, which one a result
+        # was measured on is not said
+        one_specimen = (specimens[0], f"{src}.specimens[0]") if len(specimens) == 1 else None
         results: list[JSON] = []
         presented: list[JSON] = []
         for m, obs in enumerate(r.results):
@@ -1001,7 +1011,7 @@ class Builder:
                 presented.append(attachment(obs.value, lin, f"{osrc}.value", f"presentedForm[{k}]"))
                 continue
             k = len(results)
-            results.append({"reference": self.observation(obs, m, rid, osrc)})
+            results.append({"reference": self.observation(obs, m, rid, osrc, one_specimen)})
             if lin is not None:
                 lin.add(osrc, f"result[{k}].reference", RULE_REF)
         if results:
@@ -1024,8 +1034,50 @@ class Builder:
                 out.append(ref)
         return out
 
-    def observation(self, obs: Observation, m: int, report_id: str, src: str) -> str:
-        """PUT Observation/<id>, id from the report id + OBX sequence + code; returns ``Observation/<id>``."""
+    def specimen(self, sp: Specimen, k: int, report_id: str, src: str) -> str:
+        """PUT Specimen/<id>: id from its first identifier (SPM-2), else the report id + its sequence;
+        returns ``Specimen/<id>``. The same specimen named by two reports of one event is written once."""
+        if sp.identifiers:
+            key = sp.identifiers[0]
+            rid, key_src = resource_id("Specimen", key.system, key.value), f"{src}.identifiers[0]"
+        else:
+            seq = sp.sequence if sp.sequence is not None else k + 1
+            rid, key_src = child_id("Specimen", report_id, str(seq)), src
+        lin = self.lin("Specimen", urn(rid))
+        res: JSON = {"resourceType": "Specimen", "id": rid, "meta": self.meta("Specimen", lin)}
+        if sp.identifiers:
+            res["identifier"] = [
+                identifier(i, lin, f"{src}.identifiers[{n}]", f"identifier[{n}]")
+                for n, i in enumerate(sp.identifiers)
+            ]
+        if sp.type is not None:
+            res["type"] = codeable(sp.type, lin, f"{src}.type", "type")
+        self.add_subject(res, lin)
+        if sp.received is not None:
+            res["receivedTime"] = date_time(sp.received, lin, f"{src}.received", "receivedTime")
+        if sp.collected is not None:
+            res["collection"] = {
+                "collectedDateTime": date_time(
+                    sp.collected, lin, f"{src}.collected", "collection.collectedDateTime"
+                )
+            }
+        full_url = urn(rid)
+        existing = self.entries.get(full_url)
+        if existing is not None and existing.get("resource") == res:
+            return f"Specimen/{rid}"
+        self.put("Specimen", rid, res, lin, key_src)
+        return f"Specimen/{rid}"
+
+    def observation(
+        self,
+        obs: Observation,
+        m: int,
+        report_id: str,
+        src: str,
+        specimen: tuple[str, str] | None = None,
+    ) -> str:
+        """PUT Observation/<id>, id from the report id + OBX sequence + code; returns ``Observation/<id>``.
+        ``specimen``: (reference, canonical path) of the report's single specimen."""
         seq = obs.sequence if obs.sequence is not None else m + 1
         rid = child_id("Observation", report_id, str(seq), _code_token(obs.code))
         lin = self.lin("Observation", urn(rid))
@@ -1052,6 +1104,10 @@ class Builder:
         performers = self._performers(obs.performer, src, lin)
         if performers:
             res["performer"] = performers
+        if specimen is not None:
+            res["specimen"] = {"reference": specimen[0]}
+            if lin is not None:
+                lin.add(specimen[1], "specimen.reference", "reference: the report's only specimen")
         self._value(obs, res, lin, src)
         if obs.data_absent is not None:
             res["dataAbsentReason"] = {

@@ -147,9 +147,13 @@ raises; empty -> ``unknown``); placer OBR-2 else ORC-2, filler OBR-3 else ORC-3 
 else EI.3/EI.4, else the sending application MSH-3); effective OBR-7; issued OBR-22; category OBR-24;
 NTE after the OBR -> ``notes``. Each OBX -> Observation: code OBX-3; status OBX-11 via ``v2-0085``;
 interpretation OBX-8 via ``v2-0078`` (kept as sent when unmapped); reference range OBX-7 (text always,
-low/high only for ``a-b``); effective OBX-14 else OBR-7; performer OBX-16 / OBX-23; NTE -> notes;
-sequence OBX-1. Values by OBX-2: NM -> Quantity (comparator prefix ``<7`` allowed; unit OBX-6, UCUM
-code when OBX-6.3 says UCUM or, with no coding system, the spelling is in the UCUM unit table
+low/high only for ``a-b``); effective OBX-14 else OBR-7; issued OBR-22; category from OBR-24 through
+``v2-0074-to-observation-category`` (lab / imaging sections only, else none); performer OBX-16 / OBX-23,
+else OBR-32 (the report's performer: principal result interpreter); NTE -> notes; sequence OBX-1.
+Specimens: each SPM (v2.5+; SPM-2 ids, SPM-4 type via ``specimen.type``, SPM-17.1 collected, SPM-18
+received), else OBR-15 (type via ``specimen.source``, OBR-7 collected, OBR-14 received). Decisions:
+``docs/results-and-orders.md``. Values by OBX-2: NM -> Quantity (comparator prefix ``<7`` allowed; unit
+OBX-6, UCUM code when OBX-6.3 says UCUM or, with no coding system, the spelling is in the UCUM unit table
 ``shared/terminology/data/ucum-units.json`` matched ignoring case - ``mmol/l`` -> ``mmol/L``; any other
 unit keeps its text and no system); SN -> Quantity with comparator, Range
 (``a-b``), or text for ratios/categories; ST/TX/FT/TM -> text (repetitions one per line); CE/CWE/CNE/CF ->
@@ -167,7 +171,7 @@ else OBR-27.6 through ``v2-0027-to-request-priority`` (omit: timing-critical / p
 say when, not how urgent). OBX in an order (ask-at-order-entry answers) are not mapped.
 
 Not mapped (no canonical element or out of scope): NK1, AL1, DG1, PR1, IN1/IN2/GT1 (insurance and
-guarantor), ROL/PRT, SPM, ACC/PDA, DB1, PID-6/PID-9 names, XPN.15 (called-by), PD1-4. SIU and MDM are
+guarantor), ROL/PRT, ACC/PDA, DB1, PID-6/PID-9 names, XPN.15 (called-by), PD1-4. SIU and MDM are
 not supported (UnsupportedMessageType).
 
 OBX in ADT messages (after PV1/PV2: height, weight, triage answers) are deliberately NOT mapped: the

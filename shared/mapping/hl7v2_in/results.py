@@ -16,6 +16,7 @@ from shared.canonical.model import (
     Attachment,
     ClinicalDateTime,
     Coded,
+    Concept,
     DataAbsent,
     Identifier,
     Observation,
@@ -26,13 +27,25 @@ from shared.canonical.model import (
     Range,
     ReferenceRange,
     ResultReport,
+    Specimen,
 )
 from shared.hl7v2 import Segment
 from shared.mapping._construct import builder
 from shared.mapping.errors import InvalidValue, MissingRequiredField
-from shared.mapping.hl7v2_in._context import Ctx, remember, val
-from shared.terminology import Unmapped
-from shared.terminology.systems import UCUM
+from shared.mapping.hl7v2_in._context import (
+    Ctx,
+    _time,
+    new_coding,
+    new_concept,
+    new_human_name,
+    new_identifier,
+    new_practitioner,
+    remember,
+    val,
+)
+from shared.mapping.hl7v2_in.rules import concept_from, outcome_kind
+from shared.terminology import MappedCode, Unmapped, map_code
+from shared.terminology.systems import OBSERVATION_CATEGORY, UCUM
 from shared.terminology.ucum import ucum_code
 
 __all__ = ["Group", "group_segments", "map_reports", "notes_of"]
@@ -44,6 +57,12 @@ _new_range = builder(Range)
 _new_reference_range = builder(ReferenceRange)
 _new_observation = builder(Observation)
 _new_report = builder(ResultReport)
+_new_specimen = builder(Specimen)
+
+#: OBR-24 (diagnostic service section) -> the category of the report's results (laboratory, imaging...).
+#: A derived classification, not a source code: a section the map does not list (or no OBR-24) leaves
+#: Observation.category empty in strict mode too - never "laboratory" for any result.
+OBSERVATION_CATEGORY_MAP = "v2-0074-to-observation-category"
 
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 _COMPARATOR = re.compile(r"(<=|>=|<|>)\s*")
@@ -77,6 +96,21 @@ class Group:
     other_detail: str | None = None
     #: First TQ1 (timing/quantity, v2.5+) of the group.
     tq1: tuple[Segment, int] | None = None
+    #: SPM segments (v2.5+ specimens) of the group.
+    specimens: list[tuple[Segment, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _ReportContext:
+    """What a report's results take from their OBR: category (OBR-24), issued (OBR-22), and the
+    principal result interpreter (OBR-32) as the performer of a result whose OBX names none."""
+
+    category: Concept | None
+    category_src: str
+    issued: ClinicalDateTime | None
+    issued_src: str
+    performer: tuple[Practitioner, ...]
+    performer_src: str
 
 
 def group_segments(ctx: Ctx, *, orders: bool) -> list[Group]:
@@ -119,6 +153,8 @@ def group_segments(ctx: Ctx, *, orders: bool) -> list[Group]:
                 current.tq1 = (seg, occ)
         elif name == "SPM":
             in_specimen = True
+            if current is not None:
+                current.specimens.append((seg, occ))
         elif name == "OBX":
             if current is not None and not in_specimen:
                 current.results.append((seg, occ, []))
@@ -182,10 +218,20 @@ def _report(ctx: Ctx, group: Group, tgt: str) -> ResultReport:
         if issued is not None:
             ctx.add(f"{src}-22", f"{tgt}.issued", "obr-results-reported / status change")
     category = ctx.coded(r.rule("report.category"), obr, 24, f"{src}-24", f"{tgt}.category", simple=True)
+    performer = _interpreters(ctx, obr, f"{src}-32", f"{tgt}.performer")
+    shared = _ReportContext(
+        category=_observation_category(ctx, obr),
+        category_src=f"{src}-24",
+        issued=issued,
+        issued_src=f"{src}-22",
+        performer=performer,
+        performer_src=f"{src}-32",
+    )
     results = tuple(
-        _observation(ctx, obx, o_occ, nte, effective, f"{src}-7", f"{tgt}.results[{i}]")
+        _observation(ctx, obx, o_occ, nte, effective, f"{src}-7", f"{tgt}.results[{i}]", shared)
         for i, (obx, o_occ, nte) in enumerate(group.results)
     )
+    specimens = _specimens(ctx, group, obr, src, f"{tgt}.specimens")
     return _new_report(
         placer_order_number=placer,
         filler_order_number=filler,
@@ -194,8 +240,10 @@ def _report(ctx: Ctx, group: Group, tgt: str) -> ResultReport:
         code=code,
         effective=effective,
         issued=issued,
+        performer=performer,
         results=results,
         notes=notes_of(ctx, group.notes, f"{tgt}.notes"),
+        specimens=specimens,
     )
 
 
@@ -207,6 +255,7 @@ def _observation(
     group_time: ClinicalDateTime | None,
     group_time_src: str,
     tgt: str,
+    shared: _ReportContext,
 ) -> Observation:
     src = f"OBX({occ})"
     r = ctx.rules
@@ -235,6 +284,20 @@ def _observation(
     org = ctx.xon(obx, 23, f"{src}-23", f"{tgt}.performer[{len(performer)}]")
     if org is not None:
         performer.append(org)
+    if not performer and shared.performer:
+        performer.extend(shared.performer)
+        if ctx.lin:
+            ctx.add(
+                shared.performer_src, f"{tgt}.performer", "no OBX-16/OBX-23: the principal result interpreter"
+            )
+    if shared.category is not None and ctx.lin:
+        ctx.add(
+            shared.category_src,
+            f"{tgt}.category",
+            f"diagnostic service section via {OBSERVATION_CATEGORY_MAP}",
+        )
+    if shared.issued is not None and ctx.lin:
+        ctx.add(shared.issued_src, f"{tgt}.issued", "the report's results reported / status change time")
     sequence = None
     set_id = val(obx, 1)
     if set_id is not None and set_id.isdigit():
@@ -243,15 +306,184 @@ def _observation(
             ctx.add(f"{src}-1", f"{tgt}.sequence", "obx-set-id")
     return _new_observation(  # never a data-absent reason here: Observation's own rule holds
         status=status,  # a Literal: checked against the map's targets when rules compile
+        category=shared.category,
         code=code,
         value=value,
         interpretation=tuple(interpretation),
         reference_range=_reference_range(ctx, obx, src, f"{tgt}.reference_range"),
         effective=effective,
+        issued=shared.issued,
         performer=tuple(performer),
         notes=notes_of(ctx, notes, f"{tgt}.notes"),
         sequence=sequence,
     )
+
+
+def _observation_category(ctx: Ctx, obr: Segment) -> Concept | None:
+    """OBR-24 through :data:`OBSERVATION_CATEGORY_MAP`: the observation-category coding alone (the
+    section code stays on the report); ``None`` for a section the map does not call lab or imaging."""
+    section = val(obr, 24)
+    if section is None:
+        return None
+    key = ("observation-category", section)
+    hit = ctx.rules.memo.get(key)
+    if hit is not None:
+        return hit if isinstance(hit, Concept) else None
+    out = map_code(
+        OBSERVATION_CATEGORY_MAP, section, policy=Unmapped.DATA_ABSENT, field="observation.category"
+    )
+    value: Concept | bool = False
+    if isinstance(out, MappedCode) and out.target.system == OBSERVATION_CATEGORY:
+        t = out.target
+        value = new_concept(codings=(new_coding(system=t.system, code=t.code, display=t.display),))
+    remember(ctx.rules.memo, key, value)
+    return value if isinstance(value, Concept) else None
+
+
+def _interpreters(ctx: Ctx, obr: Segment, src: str, tgt: str) -> tuple[Practitioner, ...]:
+    """OBR-32 principal result interpreter (NDL: its first component is a CNN in sub-components - id,
+    family, given, middle, suffix, prefix, degree, source table, assigning authority) -> Practitioner. The
+    id's system: the assigning authority's URI (GMC...), else the sending facility, as for XCN."""
+    out: list[Practitioner] = []
+    for rep in range(1, obr.repetition_count(32) + 1):
+
+        def part(sub: int, rep: int = rep) -> str | None:
+            return val(obr, 32, rep, 1, sub)
+
+        rsrc, rtgt = f"{src}[{rep}].1", f"{tgt}[{len(out)}]"
+        identifiers: tuple[Identifier, ...] = ()
+        ident_value = part(1)
+        if ident_value is not None:
+            ns = part(9)
+            system = ctx.authority_system(ns, part(10), part(11))
+            system_src = f"{rsrc}.9"
+            if system is None:
+                system, system_src = ctx.facility(rsrc)
+            identifiers = (new_identifier(system=system, value=ident_value, assigner=ns),)
+            if ctx.lin:
+                ctx.add(f"{rsrc}.1", f"{rtgt}.identifiers[0].value", "cnn-id")
+                ctx.add(system_src, f"{rtgt}.identifiers[0].system", "identifier-system: authority URI")
+                if ns is not None:
+                    ctx.add(f"{rsrc}.9", f"{rtgt}.identifiers[0].assigner", "cnn-assigning-authority")
+        family, first, middle = part(2), part(3), part(4)
+        given = tuple(x for x in (first,) if x is not None) + (tuple(middle.split()) if middle else ())
+        prefix = tuple(x for x in (part(6),) if x is not None)
+        suffix = tuple(x for x in (part(5), part(7)) if x is not None)
+        name = None
+        if family is not None or given:
+            name = new_human_name(family=family, given=given, prefix=prefix, suffix=suffix)
+            if ctx.lin:
+                if family is not None:
+                    ctx.add(f"{rsrc}.2", f"{rtgt}.name.family", "cnn-family")
+                if given:
+                    ctx.add(f"{rsrc}.3", f"{rtgt}.name.given", "cnn-given (+ middle names)")
+                if prefix:
+                    ctx.add(f"{rsrc}.6", f"{rtgt}.name.prefix", "cnn-prefix")
+                if suffix:
+                    ctx.add(f"{rsrc}.5", f"{rtgt}.name.suffix", "cnn-suffix / degree")
+        if identifiers or name is not None:
+            out.append(new_practitioner(identifiers=identifiers, name=name))
+    return tuple(out)
+
+
+# ------------------------------------------------------------------------------------------ specimens
+def _specimens(ctx: Ctx, group: Group, obr: Segment, obr_src: str, tgt: str) -> tuple[Specimen, ...]:
+    """SPM segments (v2.5+) of the group, else OBR-15 (v2.3/v2.4 specimen source) with OBR-7 as the
+    collection time and OBR-14 as the received time."""
+    out: list[Specimen] = []
+    for spm, occ in group.specimens:
+        specimen = _spm(ctx, spm, occ, len(out) + 1, f"{tgt}[{len(out)}]")
+        if specimen is not None:
+            out.append(specimen)
+    if out or group.specimens:
+        return tuple(out)
+    specimen = _obr_specimen(ctx, obr, obr_src, f"{tgt}[0]")
+    return () if specimen is None else (specimen,)
+
+
+def _component_time(ctx: Ctx, seg: Segment, n: int, comp: int, src: str) -> ClinicalDateTime | None:
+    raw = seg.get(n, 1, comp)
+    if raw is None or not raw.strip() or raw.strip() == '""':
+        return None
+    return _time(raw.strip(), src)
+
+
+def _spm(ctx: Ctx, spm: Segment, occ: int, position: int, tgt: str) -> Specimen | None:
+    """SPM: id SPM-2 (EIP: placer EI then filler EI, in sub-components), type SPM-4 through
+    ``specimen.type``, collected SPM-17.1, received SPM-18, sequence SPM-1."""
+    src = f"SPM({occ})"
+    identifiers: list[Identifier] = []
+    for comp in (1, 2):
+        value = val(spm, 2, 1, comp, 1)
+        if value is None:
+            continue
+        ns = val(spm, 2, 1, comp, 2)
+        esrc = f"{src}-2.{comp}"
+        system = ctx.authority_system(ns, val(spm, 2, 1, comp, 3), val(spm, 2, 1, comp, 4))
+        system_src = f"{esrc}.2"
+        if system is None:
+            system, system_src = ctx.application(esrc)
+        ident = new_identifier(system=system, value=value, assigner=ns)
+        if ident in identifiers:
+            continue
+        if ctx.lin:
+            t = f"{tgt}.identifiers[{len(identifiers)}]"
+            ctx.add(f"{esrc}.1", f"{t}.value", "spm-specimen-id (placer, then filler)")
+            ctx.add(system_src, f"{t}.system", "identifier-system: namespace URI / urn:tie:authority")
+            if ns is not None:
+                ctx.add(f"{esrc}.2", f"{t}.assigner", "ei-namespace")
+        identifiers.append(ident)
+    kind = ctx.coded(ctx.rules.rule("specimen.type"), spm, 4, f"{src}-4", f"{tgt}.type")
+    collected = _component_time(ctx, spm, 17, 1, f"{src}-17.1")
+    received = ctx.time(spm, 18, f"{src}-18")
+    set_id = val(spm, 1)
+    if not identifiers and kind is None and collected is None and received is None:
+        return None
+    sequence = int(set_id) if set_id is not None and set_id.isdigit() else position
+    if ctx.lin:
+        if collected is not None:
+            ctx.add(f"{src}-17.1", f"{tgt}.collected", "spm-specimen-collection-date/time (start)")
+        if received is not None:
+            ctx.add(f"{src}-18", f"{tgt}.received", "spm-specimen-received-date/time")
+        if sequence == position:
+            ctx.add(None, f"{tgt}.sequence", "derived: position of the SPM in its report (no SPM-1)")
+        else:
+            ctx.add(f"{src}-1", f"{tgt}.sequence", "spm-set-id")
+    return _new_specimen(
+        identifiers=tuple(identifiers), type=kind, collected=collected, received=received, sequence=sequence
+    )
+
+
+def _obr_specimen(ctx: Ctx, obr: Segment, src: str, tgt: str) -> Specimen | None:
+    """OBR-15 specimen source (v2.3/v2.4; its first component a CE in sub-components) -> a Specimen with
+    OBR-7 (collected) and OBR-14 (received). Nothing when OBR-15 names no specimen."""
+    code, text, system_name = val(obr, 15, 1, 1, 1), val(obr, 15, 1, 1, 2), val(obr, 15, 1, 1, 3)
+    if code is None and text is None:
+        return None
+    rule = ctx.rules.rule("specimen.source")
+    kind: Coded
+    if code is None:
+        kind = new_concept(text=text)
+        if ctx.lin:
+            ctx.add_coded(f"{src}-15.1.2", f"{tgt}.type.text", rule, "text only")
+    else:
+        system = ctx.coding_system(system_name) or rule.source_system
+        out = rule.outcome(code, system, f"{src}-15.1")
+        kind = concept_from(out, new_coding(system=system, code=code, display=text), text)
+        if ctx.lin:
+            ctx.add_coded(f"{src}-15.1.1", f"{tgt}.type", rule, outcome_kind(out))
+            if text is not None and isinstance(kind, Concept):
+                ctx.add_coded(f"{src}-15.1.2", f"{tgt}.type.text", rule, "original text")
+    collected = ctx.time(obr, 7, f"{src}-7")
+    received = ctx.time(obr, 14, f"{src}-14")
+    if ctx.lin:
+        if collected is not None:
+            ctx.add(f"{src}-7", f"{tgt}.collected", "obr-observation-date/time: the collection time")
+        if received is not None:
+            ctx.add(f"{src}-14", f"{tgt}.received", "obr-specimen-received-date/time")
+    if ctx.lin:
+        ctx.add(None, f"{tgt}.sequence", "derived: the report's only specimen")
+    return _new_specimen(type=kind, collected=collected, received=received, sequence=1)
 
 
 # ---------------------------------------------------------------------------------------------- values

@@ -48,10 +48,13 @@ Rules (each the inverse of :mod:`shared.mapping.hl7v2_in`, driven by the same ``
   class not applicable); for such patient-level changes prefer the A31, since an A08 receiver (and
   ``hl7v2_in``) expects the visit number.
 * ORU: per report an ORC (``RE``, placer, filler) when there is an order number, OBR (placer, filler,
-  code, OBR-7 effective, OBR-22 issued, OBR-24 category, OBR-25 status), NTE per report note and for the
+  code, OBR-7 effective, OBR-22 issued, OBR-24 category, OBR-25 status, OBR-32 the practitioners among
+  the report's performers; before v2.5 OBR-15/OBR-14 the one specimen), NTE per report note and for the
   conclusion; per result OBX (value type from the value: NM, SN for comparators and ranges, CWE/CE, ST/TX,
   DTM/TS, RP for an attachment URL; OBX-6 UCUM units, OBX-7 the reference range text, OBX-8 flags,
-  OBX-11, OBX-14, OBX-16 practitioners, OBX-23 organisation) and an NTE per note.
+  OBX-11, OBX-14, OBX-16 practitioners, OBX-23 organisation - left empty when the performer is the
+  report's OBR-32 interpreter) and an NTE per note; then (v2.5+) an SPM per specimen (set id, SPM-2 ids,
+  SPM-4 type, SPM-17.1 collected, SPM-18 received).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from shared.canonical.model import (
     Range,
     ReferenceRange,
     ResultReport,
+    Specimen,
 )
 from shared.hl7v2 import FieldValue, Message, Repeated, build_message
 from shared.mapping.hl7v2_in.rules import RULES
@@ -301,7 +302,8 @@ def _order_group(report: ResultReport, n: int, o: f.Out, counts: dict[str, int])
             concept_map_id=None,
             canonical_system=None,
         )
-    obr: list[FieldValue] = [None] * 26
+    interpreters = tuple(p for p in report.performer if isinstance(p, Practitioner))
+    obr: list[FieldValue] = [None] * 33
     obr[0] = "OBR"
     obr[1] = str(n + 1)
     obr[2] = placer
@@ -315,6 +317,16 @@ def _order_group(report: ResultReport, n: int, o: f.Out, counts: dict[str, int])
         o.add(f"{src}.effective", f"{obr_at}-7", "observation date/time")
     if report.issued is not None:
         o.add(f"{src}.issued", f"{obr_at}-22", "results reported / status change")
+    if interpreters:
+        index = {id(p): i for i, p in enumerate(report.performer)}
+        obr[32] = Repeated(
+            [
+                _ndl(p, o, f"{src}.performer[{index[id(p)]}]", f"{obr_at}-32[{k + 1}]")
+                for k, p in enumerate(interpreters)
+            ]
+        )
+    if report.specimens and not o.v25:
+        _obr_specimen(report, obr, o, src, obr_at)
     out.append(f.field_list(obr))
     for k, text in enumerate(report.notes):
         out.append(_nte(text, o, f"{src}.notes[{k}]", counts))
@@ -322,10 +334,72 @@ def _order_group(report: ResultReport, n: int, o: f.Out, counts: dict[str, int])
         out.append(_nte(report.conclusion, o, f"{src}.conclusion", counts))
     for m, obs in enumerate(report.results):
         osrc = f"{src}.results[{m}]"
-        out.append(_obx(obs, m, o, osrc, counts))
+        out.append(_obx(obs, m, o, osrc, counts, interpreters))
         for k, text in enumerate(obs.notes):
             out.append(_nte(text, o, f"{osrc}.notes[{k}]", counts))
+    if o.v25:
+        for k, sp in enumerate(report.specimens):
+            counts["SPM"] = counts.get("SPM", 0) + 1
+            out.append(_spm(sp, k, o, f"{src}.specimens[{k}]", f"SPM({counts['SPM']})"))
     return out
+
+
+def _ndl(pr: Practitioner, o: f.Out, src: str, dst: str) -> list[f.Component]:
+    """NDL whose first component is a CNN (the XCN parts as sub-components): OBR-32's reader inverse."""
+    xcn = f.xcn(pr, o, src, dst)
+    subs: list[str | None] = []
+    for part in xcn[:11]:
+        if isinstance(part, list):
+            subs.extend(part)
+        else:
+            subs.append(part)
+    # CNN has no identifier type (XCN.13) and no check digit: the authority's HD fills subs 9-11
+    return [subs[:11]]
+
+
+def _spm(sp: Specimen, k: int, o: f.Out, src: str, dst: str) -> list[FieldValue]:
+    """SPM: set id, specimen id (EIP: the first identifier as placer's, the second as filler's), type
+    (CWE), collection time (SPM-17.1), received time (SPM-18): the reader's inverse."""
+    if len(sp.identifiers) > 2:
+        raise Hl7OutError(f"{src}.identifiers", "SPM-2 holds two specimen identifiers (placer, filler)")
+    fields: list[FieldValue] = [None] * 19
+    fields[0] = "SPM"
+    fields[1] = str(sp.sequence if sp.sequence is not None else k + 1)
+    o.add(f"{src}.sequence" if sp.sequence is not None else None, f"{dst}-1", "set id")
+    if sp.identifiers:
+        eip: list[f.Component] = []
+        for n, ident in enumerate(sp.identifiers):
+            ei = f.ei(ident, o, f"{src}.identifiers[{n}]", f"{dst}-2.{n + 1}")
+            assert ei is not None
+            eip.append([x if isinstance(x, str) or x is None else None for x in ei])
+        fields[2] = eip
+    if sp.type is not None:
+        fields[4] = f.cwe(sp.type, o, f"{src}.type", f"{dst}-4")
+    if sp.collected is not None:
+        fields[17] = [f.ts(sp.collected)]
+        o.add(f"{src}.collected", f"{dst}-17.1", "specimen collection date/time (start)")
+    if sp.received is not None:
+        fields[18] = f.ts(sp.received)
+        o.add(f"{src}.received", f"{dst}-18", "specimen received date/time")
+    return f.field_list(fields)
+
+
+def _obr_specimen(report: ResultReport, obr: list[FieldValue], o: f.Out, src: str, obr_at: str) -> None:
+    """Before v2.5 (no SPM): the one specimen's type in OBR-15.1 (sub-components code & text & system)
+    and its received time in OBR-14; its collection time is OBR-7 (the report's effective time)."""
+    if len(report.specimens) > 1:
+        raise Hl7OutError(f"{src}.specimens", "OBR-15 holds one specimen before v2.5 (SPM)")
+    sp = report.specimens[0]
+    ssrc = f"{src}.specimens[0]"
+    if sp.collected is not None and sp.collected != report.effective:
+        raise Hl7OutError(f"{ssrc}.collected", "before v2.5 the collection time is OBR-7 (the report's time)")
+    if sp.type is not None:
+        cwe = f.cwe(sp.type, o, f"{ssrc}.type", f"{obr_at}-15.1")
+        if cwe is not None:
+            obr[15] = [[x if isinstance(x, str) or x is None else None for x in cwe[:3]]]
+    if sp.received is not None:
+        obr[14] = f.ts(sp.received)
+        o.add(f"{ssrc}.received", f"{obr_at}-14", "specimen received date/time")
 
 
 def _number(d: Decimal) -> str:
@@ -393,7 +467,14 @@ def _range_text(rr: ReferenceRange) -> str | None:
     return None
 
 
-def _obx(obs: Observation, m: int, o: f.Out, src: str, counts: dict[str, int]) -> list[FieldValue]:
+def _obx(
+    obs: Observation,
+    m: int,
+    o: f.Out,
+    src: str,
+    counts: dict[str, int],
+    interpreters: tuple[Practitioner, ...] = (),
+) -> list[FieldValue]:
     counts["OBX"] += 1
     dst = f"OBX({counts['OBX']})"
     vtype, value, qty = _value(obs, o, src, dst)
@@ -442,6 +523,10 @@ def _obx(obs: Observation, m: int, o: f.Out, src: str, counts: dict[str, int]) -
         o.add(f"{src}.status", f"{dst}-11", "status unknown: OBX-11 left empty (the source did not say)")
     people = [p for p in obs.performer if isinstance(p, Practitioner)]
     orgs = [p for p in obs.performer if isinstance(p, Organization)]
+    if interpreters and obs.performer == interpreters:
+        # the reader gives a result without OBX-16/23 the report's interpreter (OBR-32): written there once
+        o.add(f"{src}.performer", f"{dst}-16", "the report's principal result interpreter: carried by OBR-32")
+        people, orgs = [], []
     if len(orgs) > 1 or (orgs and not o.v25):
         raise Hl7OutError(f"{src}.performer", "OBX-23 (v2.5+) holds one performing organisation")
     fields: list[FieldValue] = [None] * 24
