@@ -89,6 +89,8 @@ param apimPublisherEmail string
 param apimPublisherName string = 'Trust Integration Team'
 @description('Application ID URI (audience) of the TIE API app registration, e.g. api://tie-prod.')
 param apiAudience string
+@description('Application (client) ID of the same app registration (App Service authentication on the Function App).')
+param apiClientId string
 @description('Base URL of the Azure Health Data Services FHIR service the FHIR API stores resources in (https://<workspace>-<service>.fhir.azurehealthcareapis.com); the app identity needs FHIR Data Contributor on it.')
 param fhirServiceUrl string
 param apimRateLimitPerMinute int = 600
@@ -119,6 +121,15 @@ param reconciliationVarianceThreshold int = 0
 param noHl7TrafficWindow string = 'PT30M'
 param workingHoursStart int = 8
 param workingHoursEnd int = 18
+
+// One-time steps ------------------------------------------------------------------------------------------
+@description('First deployment of an environment (the pipeline sets it when the resource group has no successful deployment): creates what must be created once - the WORM immutability policies and the gateway secret. Later runs leave them alone (a locked policy refuses a PUT); infra/README.md.')
+param bootstrap bool = false
+@description('Write a new gateway secret on this run (rotation); implied by bootstrap.')
+param rotateGatewaySecret bool = false
+@secure()
+@description('Seed of the gateway secret; never pass it - the default draws a fresh GUID per deployment.')
+param gatewaySecretSeed string = newGuid()
 
 // Names and tags ------------------------------------------------------------------------------------------
 var regionCodes = {
@@ -158,7 +169,7 @@ var roles = loadJsonContent('config/roles.json')
 var storageConfig = loadJsonContent('config/storage.json')
 var appSettingsSpec = loadJsonContent('config/app-settings.json')
 var deploymentContainerName = 'app-package'
-var functionKeySecretName = 'tie-function-host-key'
+var gatewaySecretName = 'tie-gateway-secret'
 var isolatedAccess = networkIsolation ? 'Disabled' : publicNetworkAccess
 
 // Identities -------------------------------------------------------------------------------------------------
@@ -243,6 +254,9 @@ module keyVault 'modules/keyvault.bicep' = {
     actionGroupId: monitoring.outputs.actionGroupId
     appInsightsName: monitoring.outputs.appInsightsName
     appInsightsSecretName: 'appinsights-connection-string'
+    gatewaySecretName: gatewaySecretName
+    writeGatewaySecret: bootstrap || rotateGatewaySecret
+    gatewaySecretValue: replace(gatewaySecretSeed, '-', '')
     roleAssignments: [
       {
         principalId: appIdentity.outputs.principalId
@@ -251,10 +265,6 @@ module keyVault 'modules/keyvault.bicep' = {
       {
         principalId: appIdentity.outputs.principalId
         roleDefinitionId: roles.keyVaultCertificateUser
-      }
-      {
-        principalId: apimIdentity.outputs.principalId
-        roleDefinitionId: roles.keyVaultSecretsUser
       }
     ]
   }
@@ -286,6 +296,7 @@ module hostStorage 'modules/storage.bicep' = {
       'table'
     ]
     workspaceId: monitoring.outputs.workspaceId
+    createImmutabilityPolicies: bootstrap
     roleAssignments: [
       {
         principalId: appIdentity.outputs.principalId
@@ -325,6 +336,7 @@ module dataStorage 'modules/storage.bicep' = {
       'table'
     ]
     workspaceId: monitoring.outputs.workspaceId
+    createImmutabilityPolicies: bootstrap
     roleAssignments: [
       {
         principalId: appIdentity.outputs.principalId
@@ -396,7 +408,10 @@ module functionApp 'modules/functionapp.bicep' = {
     maximumInstanceCount: functionMaximumInstanceCount
     instanceMemoryMB: functionInstanceMemoryMB
     keyVaultName: keyVault.outputs.name
-    functionKeySecretName: functionKeySecretName
+    apiClientId: apiClientId
+    apiAudience: apiAudience
+    callerClientId: apimIdentity.outputs.clientId
+    callerPrincipalId: apimIdentity.outputs.principalId
   }
 }
 
@@ -419,7 +434,8 @@ module apim 'modules/apim.bicep' = {
     workspaceId: monitoring.outputs.workspaceId
     functionHostName: functionApp.outputs.defaultHostName
     keyVaultUri: keyVault.outputs.uri
-    functionKeySecretName: functionKeySecretName
+    keyVaultName: keyVault.outputs.name
+    gatewaySecretName: gatewaySecretName
     tenantId: tenant().tenantId
     apiAudience: apiAudience
     appTeams: appTeams

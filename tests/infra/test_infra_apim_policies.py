@@ -74,6 +74,7 @@ def test_operation_policies_cover_exactly_the_openapi_operations() -> None:
 
 def _named_values_declared() -> set[str]:
     declared = set(b.properties(APIM.variables()["namedValues"]))
+    declared |= set(b.properties(APIM.variables()["keyVaultNamedValues"]))
     for decl in APIM.resources("Microsoft.ApiManagement/service/namedValues"):
         if not decl.looped:
             declared.add(str(b.literal(decl.get("name"))))
@@ -85,12 +86,9 @@ def test_every_named_value_reference_is_declared() -> None:
     referenced = {name for path in XML_FILES for name in re.findall(r"\{\{([^}]+)\}\}", path.read_text())}
     assert referenced, "policies should use named values"
     assert referenced <= declared
-    # The backend sends the Key Vault-backed function key.
+    # No function key: the backend carries no credentials (the API policy authenticates with the identity).
     (backend,) = APIM.resources("Microsoft.ApiManagement/service/backends")
-    assert "{{${functionKey.name}}}" in b.text(backend.get("properties.credentials"))
-    (key,) = [d for d in APIM.resources("Microsoft.ApiManagement/service/namedValues") if not d.looped]
-    assert b.literal(key.get("properties.secret")) is True
-    assert "secrets/${functionKeySecretName}" in b.text(key.get("properties.keyVault.secretIdentifier"))
+    assert backend.get("properties.credentials") is None
 
 
 def test_every_fragment_and_backend_reference_resolves() -> None:
@@ -211,19 +209,17 @@ def test_gateway_header_carries_the_key_vault_secret_the_app_compares() -> None:
     value = gateway.find("value")
     assert value is not None
     (named,) = re.findall(r"^\{\{([^}]+)\}\}$", (value.text or "").strip())
-    (decl,) = [
-        d
-        for d in APIM.resources("Microsoft.ApiManagement/service/namedValues")
-        if not d.looped and b.literal(d.get("name")) == named
-    ]
+    assert b.text(b.properties(APIM.variables()["keyVaultNamedValues"])[named]) == "gatewaySecretName"
+    (decl,) = APIM.resources("Microsoft.ApiManagement/service/namedValues")[1:]
+    assert b.text(decl.get("name")) == "item.key" and decl.looped
     assert b.literal(decl.get("properties.secret")) is True
-    assert "secrets/${functionKeySecretName}" in b.text(decl.get("properties.keyVault.secretIdentifier"))
+    assert "secrets/${item.value}" in b.text(decl.get("properties.keyVault.secretIdentifier"))
     main = b.load(b.MAIN)
-    secret_name = b.literal(main.variables()["functionKeySecretName"])
+    secret_name = b.literal(main.variables()["gatewaySecretName"])
     assert settings["TIE_APIM_SHARED_SECRET"] == {
         "name": "TIE_APIM_SHARED_SECRET",
         "from": "keyVaultSecret",
         "value": secret_name,
     }
     (apim,) = [m for m in main.modules() if m.symbol == "apim"]
-    assert b.text(apim.get("params.functionKeySecretName")) == "functionKeySecretName"
+    assert b.text(apim.get("params.gatewaySecretName")) == "gatewaySecretName"

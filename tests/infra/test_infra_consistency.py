@@ -251,14 +251,14 @@ def test_local_only_exclusions_are_the_expected_ones() -> None:
 def test_setting_sources_resolve_in_main() -> None:
     main = b.load(b.MAIN)
     deployment_values = set(b.properties(main.variables()["deploymentValues"]))
-    # Secrets the templates write: the Application Insights connection string (keyvault.bicep) and the
-    # Functions host key (functionapp.bicep), whose name main.bicep keeps in a variable.
+    # Secrets the templates write: the Application Insights connection string and the gateway secret
+    # (keyvault.bicep), whose name main.bicep keeps in a variable.
     secrets_created = {
         b.string_value(v) or b.literal(main.variables()[b.text(v)])
         for f in b.all_files()
         for m in f.modules()
         for k, v in b.properties(m.get("params")).items()
-        if k in ("appInsightsSecretName", "functionKeySecretName")
+        if k in ("appInsightsSecretName", "gatewaySecretName")
     }
     for setting in _json("app-settings.json")["settings"]:
         kind, value = setting["from"], setting["value"]

@@ -1,6 +1,8 @@
 // API Management: the front door. Imports infra/openapi/tie-api.json, applies the policies in
-// infra/apim/policies (global -> API -> operation), calls the Function App with its host key from a Key
-// Vault named value, logs to Application Insights without bodies, and publishes a product for app teams.
+// infra/apim/policies (global -> API -> operation), calls the Function App with an Entra ID token of its
+// managed identity (authentication-managed-identity; no function key), reads Key Vault-backed named values
+// with its system-assigned identity (Key Vault Secrets User on the vault, granted here), logs to
+// Application Insights without bodies, and publishes a product for app teams.
 param name string
 param location string
 param tags object
@@ -30,7 +32,10 @@ param workspaceId string
 @description('Function App default host name (backend).')
 param functionHostName string
 param keyVaultUri string
-param functionKeySecretName string
+@description('Key Vault the named values are read from; the system-assigned identity gets Key Vault Secrets User on it.')
+param keyVaultName string
+@description('Key Vault secret holding the gateway proof-of-passage value (X-TIE-Gateway).')
+param gatewaySecretName string
 @description('Entra ID tenant that issues the callers\' tokens.')
 param tenantId string
 @description('Application ID URI (audience) of the TIE API app registration, e.g. api://tie-prod.')
@@ -45,12 +50,14 @@ param rateLimitPerMinute int
 param quotaPerDay int
 
 var isV2 = endsWith(sku, 'V2')
+var roles = loadJsonContent('../config/roles.json')
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
 }
 var apiName = 'tie'
 var backendName = 'tie-functions'
+var subscriptionKeyQueryName = 'subscription-key'
 var openApi = loadTextContent('../../openapi/tie-api.json')
 var globalPolicy = loadTextContent('../../apim/policies/global.xml')
 var apiPolicy = loadTextContent('../../apim/policies/api-tie.xml')
@@ -83,6 +90,13 @@ var namedValues = {
   'tie-api-audience': apiAudience
   'tie-rate-limit-per-minute': string(rateLimitPerMinute)
   'tie-quota-per-day': string(quotaPerDay)
+  'tie-apim-client-id': identityClientId
+}
+// Values the policy XML refers to as {{name}} that live in Key Vault (secret names). API Management reads them
+// with its system-assigned identity: a firewalled vault admits no user-assigned identity through the
+// trusted-services bypass, and that bypass is being retired for API Management.
+var keyVaultNamedValues = {
+  'tie-gateway-secret': gatewaySecretName
 }
 
 resource service 'Microsoft.ApiManagement/service@2024-05-01' = {
@@ -94,7 +108,7 @@ resource service 'Microsoft.ApiManagement/service@2024-05-01' = {
     capacity: capacity
   }
   identity: {
-    type: 'UserAssigned'
+    type: 'SystemAssigned, UserAssigned'
     userAssignedIdentities: {
       '${identityId}': {}
     }
@@ -150,20 +164,38 @@ resource plainNamedValues 'Microsoft.ApiManagement/service/namedValues@2024-05-0
   }
 }]
 
-// Backed by Key Vault: API Management refreshes it from the vault (versionless secret id), so rotating the
-// key in Key Vault needs no redeployment.
-resource functionKey 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = {
-  parent: service
-  name: 'tie-function-key'
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: keyVaultName
+}
+
+// The system-assigned identity exists only once the service does, so its role on the vault is granted here,
+// before anything reads the vault.
+resource vaultSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(vault.id, service.id, roles.keyVaultSecretsUser)
+  scope: vault
   properties: {
-    displayName: 'tie-function-key'
-    secret: true
-    keyVault: {
-      secretIdentifier: '${keyVaultUri}secrets/${functionKeySecretName}'
-      identityClientId: identityClientId
-    }
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+    principalId: service.identity.principalId
+    principalType: 'ServicePrincipal'
   }
 }
+
+// Backed by Key Vault (versionless secret id): API Management refreshes them from the vault, so rotating a
+// secret needs no redeployment. No identityClientId: read with the system-assigned identity.
+resource secretNamedValues 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = [for item in items(keyVaultNamedValues): {
+  parent: service
+  name: item.key
+  properties: {
+    displayName: item.key
+    secret: true
+    keyVault: {
+      secretIdentifier: '${keyVaultUri}secrets/${item.value}'
+    }
+  }
+  dependsOn: [
+    vaultSecretsUser
+  ]
+}]
 
 resource logger 'Microsoft.ApiManagement/service/loggers@2024-05-01' = {
   parent: service
@@ -199,6 +231,14 @@ resource appInsightsDiagnostics 'Microsoft.ApiManagement/service/diagnostics@202
         ]
         body: {
           bytes: 0
+        }
+        dataMasking: {
+          queryParams: [
+            {
+              value: subscriptionKeyQueryName
+              mode: 'Hide'
+            }
+          ]
         }
       }
       response: {
@@ -237,14 +277,7 @@ resource backend 'Microsoft.ApiManagement/service/backends@2024-05-01' = {
   properties: {
     protocol: 'http'
     url: 'https://${functionHostName}/api'
-    description: 'TIE Function App'
-    credentials: {
-      header: {
-        'x-functions-key': [
-          '{{${functionKey.name}}}'
-        ]
-      }
-    }
+    description: 'TIE Function App (App Service authentication: API Management\'s managed identity only)'
     tls: {
       validateCertificateChain: true
       validateCertificateName: true
@@ -288,9 +321,11 @@ resource api 'Microsoft.ApiManagement/service/apis@2024-05-01' = {
     value: openApi
     serviceUrl: 'https://${functionHostName}/api'
     subscriptionRequired: true
+    // API Management always accepts the key under the query name too; api-tie.xml refuses such requests
+    // (400) and the diagnostics mask the parameter, so keys never sit in URL logs.
     subscriptionKeyParameterNames: {
       header: 'Ocp-Apim-Subscription-Key'
-      query: 'subscription-key'
+      query: subscriptionKeyQueryName
     }
   }
 }
@@ -304,7 +339,7 @@ resource apiLevelPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-0
   }
   dependsOn: [
     backend
-    functionKey
+    secretNamedValues
     fragments
     plainNamedValues
   ]
@@ -366,3 +401,4 @@ resource teamSubscriptions 'Microsoft.ApiManagement/service/subscriptions@2024-0
 output id string = service.id
 output name string = service.name
 output gatewayUrl string = service.properties.gatewayUrl
+output principalId string = service.identity.principalId

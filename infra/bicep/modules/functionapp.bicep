@@ -1,7 +1,8 @@
 // The Function App on Flex Consumption (Linux, Python 3.11) with a user-assigned identity, app settings
 // rendered in main.bicep from config/app-settings.json, VNet integration, HTTPS only, TLS 1.2, FTP and
-// basic-auth publishing disabled. Its host key is written to Key Vault, where the API Management backend
-// reads it through a Key Vault named value.
+// basic-auth publishing disabled. No function key is read or handed out (host keys do not exist
+// before the host has run): App Service authentication (authsettingsV2) admits only tokens that API
+// Management's managed identity obtains for the TIE API (authentication-managed-identity policy).
 param planName string
 param siteName string
 param location string
@@ -37,8 +38,14 @@ param maximumInstanceCount int
 ])
 param instanceMemoryMB int
 param keyVaultName string
-@description('Key Vault secret that receives the host key for API Management.')
-param functionKeySecretName string
+@description('Application (client) ID of the TIE API app registration: App Service authentication validates tokens issued for it.')
+param apiClientId string
+@description('Application ID URI of the TIE API (audience of the tokens API Management obtains with its managed identity).')
+param apiAudience string
+@description('Client ID of API Management\'s user-assigned identity: the only application allowed to call the app.')
+param callerClientId string
+@description('Principal (object) ID of the same identity.')
+param callerPrincipalId string
 
 // THE app settings: one entry per element of config/app-settings.json "settings". literal -> value as is;
 // deployment -> deploymentValues[value]; keyVaultSecret -> Key Vault reference resolved with the app identity.
@@ -146,18 +153,61 @@ resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' 
   }
 }
 
-resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
-  name: keyVaultName
-}
-
-// API Management sends this key as x-functions-key (named value backed by this secret). Rotation:
-// infra/README.md ("Rotate the function key").
-resource functionKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
-  parent: vault
-  name: functionKeySecretName
+// Entra ID in front of every route but /api/health: a request needs an access token for the TIE API from
+// this tenant, and its caller must be API Management's managed identity (application and object ID). No
+// login flow, no token store. The HTTP functions run with auth level anonymous behind it (docs/adr/0003).
+resource authentication 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: site
+  name: 'authsettingsV2'
   properties: {
-    value: listKeys('${site.id}/host/default', '2024-04-01').functionKeys.default
-    contentType: 'Azure Functions host key for the API Management backend'
+    platform: {
+      enabled: true
+      runtimeVersion: '~1'
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: [
+        '/api/health'
+      ]
+    }
+    httpSettings: {
+      requireHttps: true
+      forwardProxy: {
+        convention: 'NoProxy'
+      }
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        isAutoProvisioned: false
+        registration: {
+          clientId: apiClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [
+            apiAudience
+            apiClientId
+          ]
+          defaultAuthorizationPolicy: {
+            allowedApplications: [
+              callerClientId
+            ]
+            allowedPrincipals: {
+              identities: [
+                callerPrincipalId
+              ]
+            }
+          }
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
   }
 }
 

@@ -25,6 +25,13 @@ param roleAssignments array
 param appInsightsName string
 @description('Secret name of the Application Insights connection string (app-settings.json keyVaultSecret).')
 param appInsightsSecretName string
+@description('Secret name of the API gateway proof-of-passage value (X-TIE-Gateway; app setting TIE_APIM_SHARED_SECRET).')
+param gatewaySecretName string
+@description('Write the gateway secret: first deployment (bootstrap) or a deliberate rotation; otherwise it is left as it is.')
+param writeGatewaySecret bool
+@secure()
+@description('Value written when writeGatewaySecret (main.bicep draws it from newGuid(): nobody sees or types it).')
+param gatewaySecretValue string = ''
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: name
@@ -81,6 +88,16 @@ resource appInsightsSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   properties: {
     value: appInsights.properties.ConnectionString
     contentType: 'Application Insights connection string'
+  }
+}
+
+// Created once, not on every run: rewriting it would race the app and API Management picking it up.
+resource gatewaySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (writeGatewaySecret) {
+  parent: vault
+  name: gatewaySecretName
+  properties: {
+    value: gatewaySecretValue
+    contentType: 'API gateway proof-of-passage value'
   }
 }
 

@@ -31,6 +31,8 @@ param workspaceId string
 param roleAssignments array
 @minValue(7)
 param softDeleteDays int = 30
+@description('Create the time-based retention (WORM) policies: first deployment only (main.bicep bootstrap). Once locked, a policy refuses any PUT, so later runs must not declare it; it is only ever extended (infra/README.md).')
+param createImmutabilityPolicies bool
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -113,9 +115,10 @@ resource blobContainers 'Microsoft.Storage/storageAccounts/blobServices/containe
   }
 }]
 
-// Time-based retention: blobs cannot be modified or deleted until the period has passed. Created unlocked
-// (ARM cannot lock); infra/README.md shows how ops lock it once verified (locking is irreversible).
-resource immutabilityPolicies 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = [for (container, i) in containers: if (container.immutabilityDays > 0) {
+// Time-based retention: blobs cannot be modified or deleted until the period has passed. Created once,
+// unlocked (ARM cannot lock); infra/README.md shows how ops lock it once verified (irreversible) and how the
+// period is extended afterwards (az storage container immutability-policy extend). Redeploys skip it.
+resource immutabilityPolicies 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = [for (container, i) in containers: if (createImmutabilityPolicies && container.immutabilityDays > 0) {
   parent: blobContainers[i]
   name: 'default'
   properties: {
