@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     mllp_tls_cert_file: str | None = Field(None, validation_alias="TIE_MLLP_TLS_CERT_FILE")
     mllp_tls_key_file: str | None = Field(None, validation_alias="TIE_MLLP_TLS_KEY_FILE")
     mllp_tls_client_ca_file: str | None = Field(None, validation_alias="TIE_MLLP_TLS_CLIENT_CA_FILE")
+    #: The Trust's identifier systems per assigning authority (JSON, docs/identifier-systems.md); empty:
+    #: the packaged file, which configures none (every local authority keeps urn:tie:authority:<ns>).
+    identifier_systems_file: Path | None = Field(None, validation_alias="TIE_IDENTIFIER_SYSTEMS_FILE")
 
     @field_validator(
         "service_bus_namespace",
@@ -172,6 +175,7 @@ class Settings(BaseSettings):
         "mllp_tls_cert_file",
         "mllp_tls_key_file",
         "mllp_tls_client_ca_file",
+        "identifier_systems_file",
         "writeback_fhir_url",
         "writeback_mllp_host",
         "apim_shared_secret",

@@ -29,6 +29,7 @@ from shared.canonical.model import (
     Quantity,
     Range,
 )
+from shared.identifiers import systems as id_systems
 from shared.mapping.errors import InvalidValue, MissingRequiredField
 from shared.mapping.lineage import LineageRecorder
 from shared.mapping.timeutil import TimeFormatError, from_fhir, partial_date_from_fhir
@@ -273,9 +274,8 @@ def identifier(node: object, src: str, tgt: str, rec: LineageRecorder) -> Identi
     """FHIR Identifier -> canonical: system and value required; type = its v2-0203 code; assigner = the
     assigner's identifier value (ODS code) or display."""
     ident = obj(node, src)
-    system = req_str(ident, "system", src)
+    sent_system = req_str(ident, "system", src)
     value = req_str(ident, "value", src)
-    rec.add(f"{src}.system", f"{tgt}.system", "copy")
     rec.add(f"{src}.value", f"{tgt}.value", "copy")
     id_type: str | None = None
     type_node = opt_obj(ident, "type", src)
@@ -286,6 +286,10 @@ def identifier(node: object, src: str, tgt: str, rec: LineageRecorder) -> Identi
                 id_type = c.code
                 rec.add(f"{src}.type.coding[{i}].code", f"{tgt}.type", "copy", table="v2-0203")
                 break
+    # the default URN of an authority the Trust has configured is that authority's URI: one issuer, one
+    # system, whichever path an identifier arrives by (event identity)
+    system = id_systems.configured().canonical(sent_system, id_type)
+    rec.add(f"{src}.system", f"{tgt}.system", "copy" if system == sent_system else "configured authority URI")
     assigner: str | None = None
     assigner_node = opt_obj(ident, "assigner", src)
     if assigner_node is not None:

@@ -25,6 +25,7 @@ from shared.canonical.model import (
 )
 from shared.hl7v2 import Message, Segment
 from shared.hl7v2.validation import NHS_NUMBER_OID
+from shared.identifiers import systems as id_systems
 from shared.mapping._construct import builder
 from shared.mapping.errors import InvalidValue, MissingRequiredField, UnmappedSourceCode
 from shared.mapping.hl7v2_in.rules import CodedRule, Compiled, Path, concept_from, outcome_kind, to_absent
@@ -259,8 +260,8 @@ class Ctx:
         self.seps = (seps.component, seps.subcomponent, seps.escape)
         #: Readers may reuse earlier results for the same encoded text (see ``_MEMO``).
         self.memo = not self.lin and seps.component == "^" and seps.subcomponent == "&"
-        self._facility: tuple[str, str] | None = None
-        self._application: tuple[str, str] | None = None
+        self._facility: dict[str | None, tuple[str, str]] = {}
+        self._application: dict[str | None, tuple[str, str]] = {}
         self._segments: dict[str, Segment | None] = {}
 
     def rep_text(self, seg: Segment, n: int, rep: int = 1) -> str:
@@ -318,48 +319,68 @@ class Ctx:
             self.rec.add(source, target, f"{rule.name}: {how}", table_version=self.rules.version)
 
     # --------------------------------------------------------------------------------------- namespaces
-    def _hd_system(self, seg_name: str, n: int) -> tuple[str, str] | None:
+    def _hd_system(self, seg_name: str, n: int, id_type: str | None) -> tuple[str, str] | None:
         msh = self.segment("MSH")
         if msh is None:
             return None
-        system = self.authority_system(val(msh, n, 1, 1), val(msh, n, 1, 2), val(msh, n, 1, 3))
+        system = self.authority_system(
+            val(msh, n, 1, 1), val(msh, n, 1, 2), val(msh, n, 1, 3), id_type=id_type
+        )
         return None if system is None else (system, f"{seg_name}-{n}")
 
-    def facility(self, where: str) -> tuple[str, str]:
-        """System for identifiers without an assigning authority: the sending facility (MSH-4), else the
-        sending application (MSH-3). ``(system, source path)``."""
-        if self._facility is None:
-            self._facility = self._hd_system("MSH", 4) or self._hd_system("MSH", 3)
-            if self._facility is None:
+    def facility(self, where: str, id_type: str | None = None) -> tuple[str, str]:
+        """System for identifiers without an assigning authority: the sending facility's (MSH-4), else the
+        sending application's (MSH-3), for identifier type ``id_type``. ``(system, source path)``."""
+        found = self._facility.get(id_type)
+        if found is None:
+            found = self._hd_system("MSH", 4, id_type) or self._hd_system("MSH", 3, id_type)
+            if found is None:
                 raise MissingRequiredField(
                     "MSH-4", f"no assigning authority in {where} and no sending facility"
                 )
-        return self._facility
+            self._facility[id_type] = found
+        return found
 
-    def application(self, where: str) -> tuple[str, str]:
-        """System for entity identifiers (order numbers) without a namespace: the sending application
-        (MSH-3), else the sending facility (MSH-4)."""
-        if self._application is None:
-            self._application = self._hd_system("MSH", 3) or self._hd_system("MSH", 4)
-            if self._application is None:
+    def application(self, where: str, id_type: str | None = None) -> tuple[str, str]:
+        """System for entity identifiers (order numbers) without a namespace: the sending application's
+        (MSH-3), else the sending facility's (MSH-4)."""
+        found = self._application.get(id_type)
+        if found is None:
+            found = self._hd_system("MSH", 3, id_type) or self._hd_system("MSH", 4, id_type)
+            if found is None:
                 raise MissingRequiredField("MSH-3", f"no namespace in {where} and no sending application")
-        return self._application
+            self._application[id_type] = found
+        return found
 
-    def authority_system(self, namespace: str | None, universal: str | None, utype: str | None) -> str | None:
+    def authority_system(
+        self, namespace: str | None, universal: str | None, utype: str | None, *, id_type: str | None = None
+    ) -> str | None:
         """Identifier system of an HD (assigning authority / namespace): a registered URI when the name is
-        a known authority (GMC, ODS...), else ``urn:tie:authority:<namespace>`` (percent-encoded), else
-        ``urn:oid:``/``urn:uuid:`` from the universal id, else ``None``."""
+        a known authority (GMC, ODS...), else the Trust's configured URI for the authority and identifier
+        type (``shared.identifiers.systems``), else the default ``urn:tie:authority:<namespace>``
+        (percent-encoded; counted as unregistered), else ``urn:oid:``/``urn:uuid:`` from the universal
+        id, else ``None``."""
         r = self.rules
         if namespace is not None:
             known = r.authority_systems.get(namespace.upper())
             if known is not None:
                 return known
+            configured = id_systems.configured().system(namespace, id_type)
+            if configured is not None:
+                return configured
+            id_systems.record_unregistered(namespace)
             return r.local_system_prefix + _quoted(namespace)
         if universal is not None and utype is not None:
             prefix = r.universal_id_prefixes.get(utype.upper())
             if prefix is not None:
                 return prefix + universal
         return None
+
+    def system_rule(self, system: str) -> str:
+        """Lineage rule of an identifier system: an unregistered authority's default URN is flagged."""
+        if system.startswith(self.rules.local_system_prefix):
+            return "identifier-system: UNREGISTERED authority, default urn:tie:authority (not configured)"
+        return "identifier-system: registered or configured authority URI"
 
     # ------------------------------------------------------------------------------- explicit nulls
     def cleared(self, obj: str, empty: Callable[[str], bool], *segments: Segment | None) -> tuple[str, ...]:
@@ -432,16 +453,17 @@ class Ctx:
         if value is None:
             return None
         ns = f(4, 1)
-        system = self.authority_system(ns, f(4, 2), f(4, 3)) if f.has(4) else None
+        kind = id_type or f(5)
+        system = self.authority_system(ns, f(4, 2), f(4, 3), id_type=kind) if f.has(4) else None
         fallback = system is None
         if fallback:
-            system, system_src = self.facility(src)
-        ident = new_identifier(system=system, value=value, type=id_type or f(5), assigner=ns)
+            system, system_src = self.facility(src, kind)
+        ident = new_identifier(system=system, value=value, type=kind, assigner=ns)
         if self.lin:
             if not fallback:
                 system_src = f"{src}.4"
             self.add(f"{src}.1", f"{tgt}.value", "cx-value")
-            self.add(system_src, f"{tgt}.system", "identifier-system: authority URI / urn:tie:authority")
+            self.add(system_src, f"{tgt}.system", self.system_rule(ident.system))
             if id_type is not None:
                 self.add(src, f"{tgt}.type", f"constant {id_type}: what the field identifies")
             elif ident.type is not None:
@@ -459,14 +481,14 @@ class Ctx:
         if value is None:
             return None
         ns = f(2)
-        system = self.authority_system(ns, f(3), f(4))
+        system = self.authority_system(ns, f(3), f(4), id_type=id_type)
         system_src = f"{src}.2"
         if system is None:
-            system, system_src = self.application(src)
+            system, system_src = self.application(src, id_type)
         ident = new_identifier(system=system, value=value, type=id_type, assigner=ns)
         if self.lin:
             self.add(f"{src}.1", f"{tgt}.value", "ei-entity-identifier")
-            self.add(system_src, f"{tgt}.system", "identifier-system: namespace URI / urn:tie:authority")
+            self.add(system_src, f"{tgt}.system", self.system_rule(system))
             self.add(src, f"{tgt}.type", f"constant {id_type}: the field is a {id_type} order number")
             if ns is not None:
                 self.add(f"{src}.2", f"{tgt}.assigner", "ei-namespace")
@@ -716,7 +738,7 @@ class Ctx:
         fallback = False
         if ident_value is not None:
             ns = f(9, 1)
-            system = self.authority_system(ns, f(9, 2), f(9, 3))
+            system = self.authority_system(ns, f(9, 2), f(9, 3), id_type=id_systems.PRACTITIONER)
             system_src = f"{src}.9"
             id_type = f(13)
             if system is None and id_type is not None:
@@ -724,12 +746,12 @@ class Ctx:
                 system = self.rules.authority_systems.get(id_type.upper())
                 system_src = f"{src}.13"
             if system is None:
-                system, system_src = self.facility(src)
+                system, system_src = self.facility(src, id_systems.PRACTITIONER)
                 fallback = True
             identifiers = (new_identifier(system=system, value=ident_value, type=f(13), assigner=ns),)
             if self.lin:
                 self.add(f"{src}.1", f"{tgt}.identifiers[0].value", "xcn-id")
-                self.add(system_src, f"{tgt}.identifiers[0].system", "identifier-system: authority URI")
+                self.add(system_src, f"{tgt}.identifiers[0].system", self.system_rule(system))
                 if identifiers[0].type is not None:
                     self.add(f"{src}.13", f"{tgt}.identifiers[0].type", "xcn-identifier-type")
                 if ns is not None:

@@ -27,6 +27,7 @@ from shared.canonical.model import (
     Practitioner,
 )
 from shared.hl7v2 import FieldValue
+from shared.identifiers import systems as id_systems
 from shared.mapping.hl7v2_in.rules import RULES
 from shared.mapping.hl7v2_out.errors import Hl7OutError, UnmappableCode
 from shared.mapping.lineage import LineageRecorder
@@ -104,11 +105,15 @@ def dt(d: PartialDate | None) -> str | None:
 # ------------------------------------------------------------------------------------------ identifiers
 def hd(system: str) -> list[str | None]:
     """Identifier system -> HD (namespace, universal id, universal id type), the inverse of the reader:
-    ``urn:tie:authority:<ns>`` -> ns; a known authority URI -> its name (ODS, GMC ...);
+    ``urn:tie:authority:<ns>`` -> ns; a Trust's configured URI -> its namespace (shared.identifiers.systems);
+    a known authority URI -> its name (ODS, GMC ...);
     ``urn:oid:``/``urn:uuid:`` -> universal id ISO/UUID; any other URI -> universal id type ``URI``."""
     prefix = RULES.local_system_prefix
     if system.startswith(prefix):
         return [unquote(system[len(prefix) :])]
+    configured = id_systems.configured().authority_of(system)
+    if configured is not None:  # a Trust's configured URI -> the namespace it was configured for
+        return [configured]
     name = _AUTHORITY_NAMES.get(system)
     if name is not None:
         return [name]
