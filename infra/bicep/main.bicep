@@ -97,6 +97,16 @@ param apimRateLimitPerMinute int = 600
 param apimQuotaPerDay int = 500000
 @description('App teams that get a subscription to the TIE product: [{ name, displayName }].')
 param appTeams array = []
+@description('Client certificates the app-teams product accepts: [{ issuerCertificate, subject?, thumbprint? }] (issuerCertificate names an entry of trustCaCertificates). Empty: the product refuses every call.')
+param appTeamsClientCertificates array = []
+@description('CA certificates of onboarded Trusts in Key Vault: [{ name, secretName }] (infra/README.md, "Onboard a Trust system").')
+param trustCaCertificates array = []
+@description('Trust systems calling the API: [{ name, displayName, clientCertificates: [{ issuerCertificate, subject?, thumbprint? }] }]; each gets a product with its own client-certificate rule.')
+param trustClients array = []
+@description('Custom gateway host name; empty: <apim>.azure-api.net only.')
+param gatewayHostName string = ''
+@description('Key Vault secret (certificate) with the TLS server certificate of gatewayHostName.')
+param gatewayCertificateSecretName string = ''
 
 // Monitoring ---------------------------------------------------------------------------------------------
 @minValue(30)
@@ -439,6 +449,12 @@ module apim 'modules/apim.bicep' = {
     tenantId: tenant().tenantId
     apiAudience: apiAudience
     appTeams: appTeams
+    appTeamsClientCertificates: appTeamsClientCertificates
+    trustCaCertificates: trustCaCertificates
+    trustClients: trustClients
+    gatewayHostName: gatewayHostName
+    gatewayCertificateSecretName: gatewayCertificateSecretName
+    bootstrap: bootstrap
     rateLimitPerMinute: apimRateLimitPerMinute
     quotaPerDay: apimQuotaPerDay
   }

@@ -42,6 +42,18 @@ param tenantId string
 param apiAudience string
 @description('App teams that get a subscription to the TIE product: [{ name, displayName }].')
 param appTeams array
+@description('Client certificates the app-teams product accepts: [{ issuerCertificate, subject?, thumbprint? }] (issuerCertificate: a name in trustCaCertificates). Empty: the product refuses every call.')
+param appTeamsClientCertificates array
+@description('CA (issuing or intermediate) certificates of onboarded Trusts, kept in Key Vault: [{ name, secretName }]. Read with the system-assigned identity.')
+param trustCaCertificates array
+@description('Trust systems, each with its own product, subscription and client-certificate rule: [{ name, displayName, clientCertificates: [{ issuerCertificate, subject?, thumbprint? }] }].')
+param trustClients array
+@description('Custom gateway host name (e.g. tie.<trust>.nhs.uk); empty: the built-in azure-api.net name only.')
+param gatewayHostName string
+@description('Key Vault secret (certificate) of the custom host name\'s TLS server certificate.')
+param gatewayCertificateSecretName string
+@description('Bootstrap run: the system identity\'s role on the vault is granted in this run, so the Key Vault-backed custom host name is bound on the next (ordinary) run.')
+param bootstrap bool
 @minValue(1)
 @description('Calls per minute per app-team subscription (rate-limit-by-key).')
 param rateLimitPerMinute int
@@ -62,6 +74,28 @@ var openApi = loadTextContent('../../openapi/tie-api.json')
 var globalPolicy = loadTextContent('../../apim/policies/global.xml')
 var apiPolicy = loadTextContent('../../apim/policies/api-tie.xml')
 var productPolicy = loadTextContent('../../apim/policies/product-app-teams.xml')
+// Client mTLS: every product policy carries validate-client-certificate in place of this marker.
+var clientCertificateMarker = '<!-- validate-client-certificate -->'
+// Refuses every certificate: what a product without a configured client certificate gets (fail closed).
+var noIdentity = '<identity thumbprint="0000000000000000000000000000000000000000" />'
+var certificatePolicyStart = '<validate-client-certificate validate-revocation="true" validate-trust="false" validate-not-before="true" validate-not-after="true" ignore-error="false"><identities>'
+var certificatePolicyEnd = '</identities></validate-client-certificate>'
+var appTeamsIdentities = map(appTeamsClientCertificates, c => '<identity issuer-certificate-id="${c.issuerCertificate}"${contains(c, 'subject') ? ' subject="${c.subject}"' : ''}${contains(c, 'thumbprint') ? ' thumbprint="${c.thumbprint}"' : ''} />')
+var builtInHostName = {
+  type: 'Proxy'
+  hostName: '${name}.azure-api.net'
+  certificateSource: 'BuiltIn'
+  defaultSslBinding: empty(gatewayHostName)
+  negotiateClientCertificate: true
+}
+var customHostName = {
+  type: 'Proxy'
+  hostName: gatewayHostName
+  certificateSource: 'KeyVault'
+  keyVaultId: '${keyVaultUri}secrets/${gatewayCertificateSecretName}'
+  defaultSslBinding: true
+  negotiateClientCertificate: true
+}
 var policyFragments = {
   'tie-operation-outcome': loadTextContent('../../apim/policies/fragments/tie-operation-outcome.xml')
 }
@@ -117,6 +151,13 @@ resource service 'Microsoft.ApiManagement/service@2024-05-01' = {
     publisherEmail: publisherEmail
     publisherName: publisherName
     publicNetworkAccess: publicNetworkAccess
+    // Client certificates are negotiated on every gateway host name (validate-client-certificate per product).
+    hostnameConfigurations: empty(gatewayHostName) || bootstrap ? [
+      builtInHostName
+    ] : [
+      builtInHostName
+      customHostName
+    ]
     virtualNetworkType: empty(integrationSubnetId) ? 'None' : 'External'
     virtualNetworkConfiguration: empty(integrationSubnetId) ? null : {
       subnetResourceId: integrationSubnetId
@@ -190,6 +231,21 @@ resource secretNamedValues 'Microsoft.ApiManagement/service/namedValues@2024-05-
     secret: true
     keyVault: {
       secretIdentifier: '${keyVaultUri}secrets/${item.value}'
+    }
+  }
+  dependsOn: [
+    vaultSecretsUser
+  ]
+}]
+
+// One certificate entity per onboarded Trust CA, from Key Vault (system-assigned identity); the product
+// policies name them as issuer-certificate-id.
+resource trustCas 'Microsoft.ApiManagement/service/certificates@2024-05-01' = [for ca in trustCaCertificates: {
+  parent: service
+  name: ca.name
+  properties: {
+    keyVault: {
+      secretIdentifier: '${keyVaultUri}secrets/${ca.secretName}'
     }
   }
   dependsOn: [
@@ -380,10 +436,11 @@ resource productLevelPolicy 'Microsoft.ApiManagement/service/products/policies@2
   name: 'policy'
   properties: {
     format: 'xml'
-    value: productPolicy
+    value: replace(productPolicy, clientCertificateMarker, '${certificatePolicyStart}${empty(appTeamsIdentities) ? noIdentity : join(appTeamsIdentities, '')}${certificatePolicyEnd}')
   }
   dependsOn: [
     plainNamedValues
+    trustCas
   ]
 }
 
@@ -393,6 +450,49 @@ resource teamSubscriptions 'Microsoft.ApiManagement/service/subscriptions@2024-0
   properties: {
     displayName: team.displayName
     scope: product.id
+    state: 'active'
+    allowTracing: false
+  }
+}]
+
+// A product per Trust system: the same limits, its own client-certificate rule and subscription.
+resource trustProducts 'Microsoft.ApiManagement/service/products@2024-05-01' = [for trust in trustClients: {
+  parent: service
+  name: 'tie-trust-${trust.name}'
+  properties: {
+    displayName: 'TIE for ${trust.displayName}'
+    description: 'Trust system ${trust.displayName}: client certificate (mTLS), Entra ID token and subscription key.'
+    subscriptionRequired: true
+    approvalRequired: true
+    subscriptionsLimit: 2
+    state: 'published'
+  }
+}]
+
+resource trustProductApis 'Microsoft.ApiManagement/service/products/apis@2024-05-01' = [for (trust, i) in trustClients: {
+  parent: trustProducts[i]
+  name: api.name
+}]
+
+resource trustProductPolicies 'Microsoft.ApiManagement/service/products/policies@2024-05-01' = [for (trust, i) in trustClients: {
+  parent: trustProducts[i]
+  name: 'policy'
+  properties: {
+    format: 'xml'
+    value: replace(productPolicy, clientCertificateMarker, '${certificatePolicyStart}${empty(trust.clientCertificates) ? noIdentity : join(map(trust.clientCertificates, c => '<identity issuer-certificate-id="${c.issuerCertificate}"${contains(c, 'subject') ? ' subject="${c.subject}"' : ''}${contains(c, 'thumbprint') ? ' thumbprint="${c.thumbprint}"' : ''} />'), '')}${certificatePolicyEnd}')
+  }
+  dependsOn: [
+    plainNamedValues
+    trustCas
+  ]
+}]
+
+resource trustSubscriptions 'Microsoft.ApiManagement/service/subscriptions@2024-05-01' = [for (trust, i) in trustClients: {
+  parent: service
+  name: 'trust-${trust.name}'
+  properties: {
+    displayName: trust.displayName
+    scope: trustProducts[i].id
     state: 'active'
     allowTracing: false
   }
