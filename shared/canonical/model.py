@@ -518,6 +518,10 @@ class ServiceRequest(_Model):
     requester: Practitioner | Organization | None = None
     reason: tuple[Coded, ...] = ()
     notes: tuple[str, ...] = ()
+    #: When the service is to happen (HL7 TQ1-7/8, ORC-7.4/.5, OBR-27.4/.5 / FHIR occurrence[x]).
+    occurrence: ClinicalDateTime | Period | None = None
+    #: Relevant clinical information as free text (HL7 OBR-13 / FHIR a text-only reasonCode).
+    clinical_information: str | None = None
 
     @model_validator(mode="after")
     def _order_number(self) -> ServiceRequest:

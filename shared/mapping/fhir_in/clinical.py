@@ -21,6 +21,9 @@ against the canonical model's codes and an unknown code is :class:`~shared.mappi
   report may name a specimen the server already holds). ``Observation.specimen`` is not read: the
   writer derives it from the report's single specimen.
 * ServiceRequest: ``PLAC`` / ``FILL`` identifiers; an untyped first identifier is the placer's.
+  ``occurrenceDateTime`` / ``occurrencePeriod`` -> ``occurrence``; the first ``reasonCode`` with text and
+  no coding -> ``clinical_information`` (HL7 OBR-13, written there by ``fhir_out``), coded ones ->
+  ``reason``.
 * Inline attachment ``data`` is rejected: the API stores bytes first and passes a URL (claim check).
 """
 
@@ -579,10 +582,25 @@ def map_service_request(resource: r.JsonObj, rec: LineageRecorder, resolver: r.R
         if resource.get("requester") is not None
         else None
     )
-    reasons = tuple(
-        r.concept(node, f"{src}.reasonCode[{i}]", f"reason[{i}]", rec)
-        for i, node in enumerate(r.arr(resource, "reasonCode", src))
-    )
+    reasons: list[Coded] = []
+    clinical_information: str | None = None
+    for i, node in enumerate(r.arr(resource, "reasonCode", src)):
+        path = f"{src}.reasonCode[{i}]"
+        cc = r.obj(node, path)
+        if clinical_information is None and not r.arr(cc, "coding", path) and cc.get("text") is not None:
+            clinical_information = r.req_str(cc, "text", path)
+            rec.add(
+                f"{path}.text", "clinical_information", "text-only reasonCode: relevant clinical information"
+            )
+            continue
+        reasons.append(r.concept(node, path, f"reason[{len(reasons)}]", rec))
+    occurrence: ClinicalDateTime | Period | None = r.opt_date_time(resource, "occurrenceDateTime", src)
+    if occurrence is not None:
+        rec.add(f"{src}.occurrenceDateTime", "occurrence", "fhir-datetime")
+    elif resource.get("occurrencePeriod") is not None:
+        occurrence = r.period(resource["occurrencePeriod"], f"{src}.occurrencePeriod", "occurrence", rec)
+    elif resource.get("occurrenceTiming") is not None:
+        raise InvalidValue(f"{src}.occurrenceTiming", "a repeating timing is not supported", error_code="102")
     return ServiceRequest(
         placer_order_number=placer,
         filler_order_number=filler,
@@ -592,8 +610,10 @@ def map_service_request(resource: r.JsonObj, rec: LineageRecorder, resolver: r.R
         priority=priority,
         authored_on=authored,
         requester=requester,
-        reason=reasons,
+        reason=tuple(reasons),
         notes=r.notes(resource, src, "notes", rec),
+        occurrence=occurrence,
+        clinical_information=clinical_information,
     )
 
 

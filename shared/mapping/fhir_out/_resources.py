@@ -1216,10 +1216,23 @@ class Builder:
             ref = self.party_ref(o.requester, f"{src}.requester", lin, "requester")
             if ref is not None:
                 res["requester"] = ref
-        if o.reason:
-            res["reasonCode"] = [
-                codeable(c, lin, f"{src}.reason[{k}]", f"reasonCode[{k}]") for k, c in enumerate(o.reason)
-            ]
+        if isinstance(o.occurrence, ClinicalDateTime):
+            res["occurrenceDateTime"] = date_time(
+                o.occurrence, lin, f"{src}.occurrence", "occurrenceDateTime"
+            )
+        elif o.occurrence is not None:
+            res["occurrencePeriod"] = period(o.occurrence, lin, f"{src}.occurrence", "occurrencePeriod")
+        reasons = [codeable(c, lin, f"{src}.reason[{k}]", f"reasonCode[{k}]") for k, c in enumerate(o.reason)]
+        if o.clinical_information is not None:
+            # OBR-13 as a text-only reasonCode: UK Core's lab request carries the clinical reason there
+            if lin is not None:
+                k = len(reasons)
+                lin.add(
+                    f"{src}.clinical_information", f"reasonCode[{k}].text", "relevant clinical information"
+                )
+            reasons.append({"text": o.clinical_information})
+        if reasons:
+            res["reasonCode"] = reasons
         if o.notes:
             res["note"] = [{"text": t} for t in o.notes]
             if lin is not None:

@@ -166,7 +166,8 @@ Orders (ORM^O01)
 ----------------
 Each ORC (with its OBR) -> ServiceRequest: placer ORC-2 else OBR-2, filler ORC-3 else OBR-3; status ORC-5
 via ``v2-0038`` else ORC-1 via ``v2-0119`` (unmapped raises); intent ``order`` (rules constant); code OBR-4;
-authored ORC-9; requester ORC-12 else OBR-16; reason OBR-31; NTE -> notes; priority TQ1-9, else ORC-7.6,
+authored ORC-9; requester ORC-12 else OBR-16; reason OBR-31; clinical information OBR-13 (text);
+occurrence TQ1-7/8, else ORC-7.4/.5, else OBR-27.4/.5; NTE -> notes; priority TQ1-9, else ORC-7.6,
 else OBR-27.6 through ``v2-0027-to-request-priority`` (omit: timing-critical / pre-op / callback / PRN
 say when, not how urgent). OBX in an order (ask-at-order-entry answers) are not mapped.
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.canonical.model import Coded, Practitioner, ServiceRequest
+from shared.canonical.model import ClinicalDateTime, Coded, Period, Practitioner, ServiceRequest
 from shared.hl7v2 import Segment
 from shared.mapping._construct import builder
 from shared.mapping.errors import MissingRequiredField, UnsupportedEvent
-from shared.mapping.hl7v2_in._context import Ctx, val
+from shared.mapping.hl7v2_in._context import Ctx, _time, new_period, val
 from shared.mapping.hl7v2_in.results import Group, group_segments, notes_of
 from shared.mapping.hl7v2_in.rules import MessageRule
 
@@ -44,6 +44,64 @@ def _priority(
         if code is not None:
             return ctx.code_value(rule, code, src, f"{tgt}.priority")
     return None
+
+
+def _leaf_time(seg: Segment, n: int, comp: int, src: str) -> ClinicalDateTime | None:
+    """A TS inside a component (TQ.4 / TQ.5: its time is the first sub-component)."""
+    raw = val(seg, n, 1, comp, 1)
+    return None if raw is None else _time(raw, src)
+
+
+def _occurrence(
+    ctx: Ctx, group: Group, orc: Segment | None, orc_src: str, obr: Segment, obr_src: str, tgt: str
+) -> ClinicalDateTime | Period | None:
+    """When the service is to happen: TQ1-7 start / TQ1-8 end (v2.5+), else the TQ start/end
+    components ORC-7.4/.5, else OBR-27.4/.5 (v2.3/v2.4). A start alone is a dateTime; with an end (or an
+    end alone) a Period."""
+    sources: list[tuple[Segment, int, int | None, int | None, str]] = []
+    if group.tq1 is not None:
+        tq1, tq1_occ = group.tq1
+        sources.append((tq1, 7, None, None, f"TQ1({tq1_occ})"))
+    if orc is not None:
+        sources.append((orc, 7, 4, 5, orc_src))
+    sources.append((obr, 27, 4, 5, obr_src))
+    for seg, n, c_start, c_end, src in sources:
+        if c_start is None:  # TQ1: start and end are fields 7 and 8
+            start_src, end_src = f"{src}-7", f"{src}-8"
+            start = ctx.time(seg, 7, start_src)
+            end = ctx.time(seg, 8, end_src)
+        else:
+            assert c_end is not None
+            start_src, end_src = f"{src}-{n}.{c_start}", f"{src}-{n}.{c_end}"
+            start = _leaf_time(seg, n, c_start, start_src)
+            end = _leaf_time(seg, n, c_end, end_src)
+        if start is None and end is None:
+            continue
+        if end is None:
+            if ctx.lin:
+                ctx.add(start_src, f"{tgt}.occurrence", "timing: start date/time (no end)")
+            return start
+        if ctx.lin:
+            if start is not None:
+                ctx.add(start_src, f"{tgt}.occurrence.start", "timing: start date/time")
+            ctx.add(end_src, f"{tgt}.occurrence.end", "timing: end date/time")
+        return new_period(start=start, end=end)
+    return None
+
+
+def _clinical_information(ctx: Ctx, obr: Segment, obr_src: str, tgt: str) -> str | None:
+    """OBR-13 relevant clinical information (ST before v2.7; CWE text or code after): every repetition's
+    text, one per line."""
+    lines: list[str] = []
+    for rep in range(1, obr.repetition_count(13) + 1):
+        text = val(obr, 13, rep, 2) or val(obr, 13, rep, 1)
+        if text is not None:
+            lines.append(text)
+    if not lines:
+        return None
+    if ctx.lin:
+        ctx.add(f"{obr_src}-13", f"{tgt}.clinical_information", "obr-relevant-clinical-information (text)")
+    return "\n".join(lines)
 
 
 def _order(ctx: Ctx, rule: MessageRule, group: Group, tgt: str) -> ServiceRequest:
@@ -120,4 +178,6 @@ def _order(ctx: Ctx, rule: MessageRule, group: Group, tgt: str) -> ServiceReques
         requester=requester,
         reason=tuple(reasons),
         notes=notes_of(ctx, group.notes, f"{tgt}.notes"),
+        occurrence=_occurrence(ctx, group, orc, orc_src, obr, obr_src, tgt),
+        clinical_information=_clinical_information(ctx, obr, obr_src, tgt),
     )

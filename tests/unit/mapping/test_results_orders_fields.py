@@ -17,11 +17,12 @@ from shared.canonical.model import (
     Concept,
     Identifier,
     Organization,
+    Period,
     Practitioner,
     ResultReport,
     Specimen,
 )
-from shared.mapping.fhir_in import report_from_fhir
+from shared.mapping.fhir_in import report_from_fhir, service_request_from_fhir
 from shared.mapping.fhir_out import to_bundle
 from shared.mapping.hl7v2_in import map_bytes
 from shared.mapping.hl7v2_out import to_oru_r01
@@ -254,6 +255,68 @@ def test_hl7_write_back_keeps_the_new_fields(version: str) -> None:
         assert text.count("G1112223") == 1 and "C3456789" not in text.split("\rOBX|1|")[1].split("\r")[0]
     else:
         assert "SPM|" not in text
+
+
+# ------------------------------------------------------------------------------------------ orders
+ORM_ORC = (
+    "ORC|NW|ORD1^EPR|||SC||^^^20260116090000^20260116100000^R||20260115085900|||"
+    "C1234567^JONES^ANNA^^^DR^^^GMC"
+)
+ORM_OBR = "OBR|1|ORD1^EPR||FBC^Full blood count^EXAMPLE-TRUST-LAB|||||||||?anaemia, on iron"
+
+
+def orm(*segments: str) -> bytes:
+    return message(msh("ORM^O01^ORM_O01", control_id="ORD1", f3="EPR", f4="RRV"), seg("PID", PID), *segments)
+
+
+def test_order_timing_clinical_information_and_notes() -> None:
+    mapped = map_bytes(orm(ORM_ORC, ORM_OBR, "NTE|1||Fasting sample"), lineage=True)
+    (order,) = mapped.value.orders
+    assert order.occurrence == Period(start=uk(2026, 1, 16, 9, 0), end=uk(2026, 1, 16, 10, 0))
+    assert order.clinical_information == "?anaemia, on iron"
+    assert order.notes == ("Fasting sample",)
+    assert uncovered_leaves(mapped) == []
+    sr = to_bundle(mapped.value).value["entry"][-1]["resource"]
+    assert sr["resourceType"] == "ServiceRequest"
+    assert sr["occurrencePeriod"] == {
+        "start": "2026-01-16T09:00:00+00:00",
+        "end": "2026-01-16T10:00:00+00:00",
+    }
+    assert sr["reasonCode"] == [{"text": "?anaemia, on iron"}]
+    assert sr["note"] == [{"text": "Fasting sample"}]
+    back = service_request_from_fhir(sr).value
+    assert (back.occurrence, back.clinical_information, back.notes, back.reason) == (
+        order.occurrence,
+        order.clinical_information,
+        order.notes,
+        order.reason,
+    )
+
+
+@pytest.mark.parametrize(
+    ("segments", "occurrence"),
+    [
+        (("TQ1|1||||||20260117080000",), uk(2026, 1, 17, 8, 0)),  # TQ1-7 start only: a dateTime
+        ((), None),
+    ],
+)
+def test_order_timing_sources(segments: tuple[str, ...], occurrence: object) -> None:
+    orc = "ORC|NW|ORD1^EPR|||SC"
+    ev = map_bytes(orm(orc, *segments, "OBR|1|ORD1^EPR||FBC^FBC^LIMS")).value
+    (order,) = ev.orders
+    assert order.occurrence == occurrence
+    (sr,) = resources(to_bundle(ev).value, "ServiceRequest")
+    if occurrence is None:
+        assert not {"occurrenceDateTime", "occurrencePeriod"} & set(sr)
+    else:
+        assert sr["occurrenceDateTime"] == "2026-01-17T08:00:00+00:00" and "occurrencePeriod" not in sr
+        assert service_request_from_fhir(sr).value.occurrence == occurrence
+
+
+def test_obr_27_timing_when_there_is_no_orc_7() -> None:
+    obr_27 = "OBR|1|ORD1^EPR||FBC^FBC^LIMS" + "|" * 23 + "^^^20260118070000"
+    (order,) = map_bytes(orm("ORC|NW|ORD1^EPR|||SC", obr_27)).value.orders
+    assert order.occurrence == uk(2026, 1, 18, 7, 0)
 
 
 def test_specimen_model_is_additive() -> None:

@@ -3,12 +3,21 @@ Condition, MedicationRequest/Statement, DocumentReference)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from shared.canonical.model import Attachment, ClinicalDateTime, Concept, DataAbsentReason, Quantity, Range
+from shared.canonical.model import (
+    Attachment,
+    ClinicalDateTime,
+    Concept,
+    DataAbsentReason,
+    Period,
+    Quantity,
+    Range,
+)
 from shared.mapping.errors import InvalidValue, MissingRequiredField
 from shared.mapping.fhir_in import (
     allergy_from_fhir,
@@ -208,14 +217,23 @@ def test_service_request() -> None:
         "subject": {"reference": "Patient/p1"},
         "authoredOn": "2026-01-15T09:00:00Z",
         "requester": {"identifier": {"system": systems.GMC_NUMBER, "value": "C1"}},
-        "reasonCode": [{"text": "anaemia?"}],
+        "reasonCode": [
+            {"text": "anaemia?"},
+            {"coding": [{"system": systems.SNOMED_CT, "code": "271737000"}], "text": "Anaemia"},
+            {"text": "second free text"},
+        ],
         "note": [{"text": "fasting"}],
+        "occurrencePeriod": {"start": "2026-01-16T09:00:00Z", "end": "2026-01-16T10:00:00Z"},
     }
     mapped = service_request_from_fhir(res)
     sr = mapped.value
     assert sr.placer_order_number is not None and sr.placer_order_number.value == "P1"
     assert (sr.status, sr.intent, sr.priority) == ("active", "order", "urgent")
-    assert sr.notes == ("fasting",) and sr.reason[0].text == "anaemia?"  # type: ignore[union-attr]
+    # the first text-only reasonCode is the relevant clinical information (HL7 OBR-13); the rest are reasons
+    assert sr.notes == ("fasting",) and sr.clinical_information == "anaemia?"
+    assert [r.text for r in sr.reason] == ["Anaemia", "second free text"]  # type: ignore[union-attr]
+    assert isinstance(sr.occurrence, Period) and sr.occurrence.end is not None
+    assert sr.occurrence.end.value == datetime(2026, 1, 16, 10, 0, tzinfo=UTC)
     assert uncovered_leaves(sr, "orders[0]", mapped.lineage, ignore=set()) == []
     res["intent"] = "wish"
     with pytest.raises(InvalidValue):
