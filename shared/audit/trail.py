@@ -1,0 +1,119 @@
+"""The facade the hook points call: build an :class:`~shared.audit.model.AuditRecord`, append it.
+
+Hook points (all optional: ``audit=None`` audits nothing, for benchmarks' "without" run and unit tests of
+other modules): the FHIR API (:mod:`shared.fhirapi.service`, one record per interaction), the HL7 v2 edge
+and the ingest processor (:mod:`shared.pipeline`), the write-back subscribers
+(:mod:`shared.backbone.writeback`) and the operator commands of ``tie``. Appending fails closed: an
+audit log that cannot be written raises a transient error and the audited action fails with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.audit.model import SYSTEM, Action, Agent, AuditRecord, Entity
+from shared.audit.ports import AuditLog
+
+_PATIENT_REFS = ("subject", "patient", "beneficiary")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def patients_of(resource: Mapping[str, Any]) -> set[str]:
+    """The patients a FHIR resource belongs to, as ``Patient/<id>`` references (its own id for a
+    Patient; ``subject`` / ``patient`` / ``beneficiary`` references otherwise)."""
+    rtype = resource.get("resourceType")
+    if rtype == "Patient" and isinstance(resource.get("id"), str):
+        return {f"Patient/{resource['id']}"}
+    out: set[str] = set()
+    for name in _PATIENT_REFS:
+        ref = resource.get(name)
+        refs = ref if isinstance(ref, list) else [ref]
+        for item in refs:
+            value = item.get("reference") if isinstance(item, dict) else None
+            if isinstance(value, str) and value.startswith("Patient/"):
+                out.add(value.split("/_history", 1)[0])
+    return out
+
+
+def entity_of(resource: Mapping[str, Any]) -> Entity | None:
+    rtype, rid = resource.get("resourceType"), resource.get("id")
+    if not isinstance(rtype, str) or not isinstance(rid, str):
+        return None
+    meta = resource.get("meta")
+    version = meta.get("versionId") if isinstance(meta, dict) else None
+    return Entity(rtype, rid, str(version) if version is not None else None)
+
+
+def resources_in(body: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+    """The resources a response returned: the resource itself, or a Bundle's entry resources."""
+    if not body:
+        return []
+    if body.get("resourceType") == "Bundle":
+        return [
+            e["resource"]
+            for e in body.get("entry") or ()
+            if isinstance(e, dict)
+            and isinstance(e.get("resource"), dict)
+            and e["resource"].get("resourceType") != "OperationOutcome"
+        ]
+    if body.get("resourceType") == "OperationOutcome":
+        return []
+    return [body]
+
+
+class AuditTrail:
+    """Appends audit records to an :class:`~shared.audit.ports.AuditLog`. Thread-safe."""
+
+    def __init__(self, log: AuditLog, *, clock: Callable[[], datetime] | None = None) -> None:
+        self.log = log
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    def record(
+        self,
+        *,
+        category: str,
+        action: Action,
+        interaction: str,
+        outcome: str,
+        source: str,
+        agent: Agent = SYSTEM,
+        correlation_id: str = "",
+        status: str = "",
+        entities: Iterable[Entity] = (),
+        patients: Iterable[str] = (),
+        purpose: str | None = None,
+        parameters: Sequence[str] = (),
+        digests: Mapping[str, str] | None = None,
+        detail: Mapping[str, str | int | bool] | None = None,
+    ) -> AuditRecord:
+        record = AuditRecord(
+            category=category,
+            action=action,
+            interaction=interaction,
+            outcome=outcome,
+            agent=agent,
+            source=source,
+            recorded=self._clock(),
+            correlation_id=correlation_id,
+            status=status,
+            entities=tuple(entities),
+            patients=tuple(sorted(set(patients))),
+            purpose=purpose,
+            parameters=tuple(parameters),
+            digests=dict(digests or {}),
+            detail=dict(detail or {}),
+        )
+        self.log.append([record])
+        return record
+
+    def close(self) -> None:
+        self.log.close()
