@@ -30,6 +30,7 @@ from shared.canonical.model import (
     Specimen,
 )
 from shared.hl7v2 import Segment
+from shared.identifiers import systems as id_systems
 from shared.mapping._construct import builder
 from shared.mapping.errors import InvalidValue, MissingRequiredField
 from shared.mapping.hl7v2_in._context import (
@@ -355,14 +356,14 @@ def _interpreters(ctx: Ctx, obr: Segment, src: str, tgt: str) -> tuple[Practitio
         ident_value = part(1)
         if ident_value is not None:
             ns = part(9)
-            system = ctx.authority_system(ns, part(10), part(11))
+            system = ctx.authority_system(ns, part(10), part(11), id_type=id_systems.PRACTITIONER)
             system_src = f"{rsrc}.9"
-            if system is None:
-                system, system_src = ctx.facility(rsrc)
+            if system is None:  # as for XCN: the sending facility's practitioner system
+                system, system_src = ctx.facility(rsrc, id_systems.PRACTITIONER)
             identifiers = (new_identifier(system=system, value=ident_value, assigner=ns),)
             if ctx.lin:
                 ctx.add(f"{rsrc}.1", f"{rtgt}.identifiers[0].value", "cnn-id")
-                ctx.add(system_src, f"{rtgt}.identifiers[0].system", "identifier-system: authority URI")
+                ctx.add(system_src, f"{rtgt}.identifiers[0].system", ctx.system_rule(system))
                 if ns is not None:
                     ctx.add(f"{rsrc}.9", f"{rtgt}.identifiers[0].assigner", "cnn-assigning-authority")
         family, first, middle = part(2), part(3), part(4)
@@ -429,7 +430,7 @@ def _spm(ctx: Ctx, spm: Segment, occ: int, position: int, tgt: str) -> Specimen 
         if ctx.lin:
             t = f"{tgt}.identifiers[{len(identifiers)}]"
             ctx.add(f"{esrc}.1", f"{t}.value", "spm-specimen-id (placer, then filler)")
-            ctx.add(system_src, f"{t}.system", "identifier-system: namespace URI / urn:tie:authority")
+            ctx.add(system_src, f"{t}.system", ctx.system_rule(system))
             if ns is not None:
                 ctx.add(f"{esrc}.2", f"{t}.assigner", "ei-namespace")
         identifiers.append(ident)

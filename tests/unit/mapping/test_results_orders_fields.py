@@ -5,6 +5,7 @@ OBR-27), relevant clinical information (OBR-13) and notes (NTE)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from shared.canonical.model import (
     ResultReport,
     Specimen,
 )
+from shared.identifiers import systems as id_systems
 from shared.mapping.fhir_in import report_from_fhir, service_request_from_fhir
 from shared.mapping.fhir_out import to_bundle
 from shared.mapping.hl7v2_in import map_bytes
@@ -29,6 +31,7 @@ from shared.mapping.hl7v2_out import to_oru_r01
 from shared.terminology import systems
 from tests.unit.mapping.hl7v2_in.hl7in_samples import PID, message, msh, seg, uncovered_leaves
 from tests.unit.mapping.hl7v2_out.hl7out_helpers import HEADER
+from tests.unit.mapping.test_identifier_systems import BASE, CONFIG, _clear
 
 LAB = systems.OBSERVATION_CATEGORY
 GMC = systems.GMC_NUMBER
@@ -321,3 +324,39 @@ def test_obr_27_timing_when_there_is_no_orc_7() -> None:
 
 def test_specimen_model_is_additive() -> None:
     assert Specimen().identifiers == () and ResultReport.model_fields["specimens"].default == ()
+
+
+# ------------------------------------------------------------------- consultant codes without XCN.9
+@pytest.fixture
+def trust() -> Iterator[None]:
+    id_systems.override(id_systems.parse(CONFIG, "test"))
+    _clear()
+    yield
+    id_systems.override(None)
+    _clear()
+
+
+@pytest.mark.usefixtures("trust")
+def test_interpreter_and_requester_without_gmc_take_the_facilitys_consultant_code_system() -> None:
+    """OBR-32 (CNN), ORC-12 and OBR-16 (XCN) without an assigning authority follow the identifier-system
+    rules of docs/identifier-systems.md: the sending facility's ``practitioner`` URI."""
+    raw = message(
+        msh("ORU^R01^ORU_R01", control_id="LAB2", f3="LIMS", f4="RX1"),
+        seg("PID", PID),
+        obr(f32="C999&Path&Pat"),
+        SODIUM,
+    )
+    (report,) = map_bytes(raw).value.reports
+    (interpreter,) = report.performer
+    assert isinstance(interpreter, Practitioner)
+    assert (interpreter.identifiers[0].system, interpreter.identifiers[0].value) == (
+        BASE + "consultant-code",
+        "C999",
+    )
+    orc = "ORC|NW|ORD1^EPR|||SC|||||||C998^JONES^ANNA"
+    raw = message(
+        msh("ORM^O01^ORM_O01", control_id="ORD2", f3="EPR", f4="RX1"), seg("PID", PID), orc, ORM_OBR
+    )
+    (order,) = map_bytes(raw).value.orders
+    assert isinstance(order.requester, Practitioner)
+    assert order.requester.identifiers[0].system == BASE + "consultant-code"
