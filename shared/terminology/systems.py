@@ -93,6 +93,8 @@ V3_OBSERVATION_INTERPRETATION = (
     "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"  # FHIR R4 / v2-to-FHIR
 )
 V3_ROLE_CODE = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"  # UK Core ex.
+V3_MARITAL_STATUS = "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus"  # UK Core (marital status VS)
+V3_NULL_FLAVOR = "http://terminology.hl7.org/CodeSystem/v3-NullFlavor"  # UK Core (marital status VS: UNK)
 V3_CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"  # PDS (meta.security U/R/V)
 V3_PARTICIPATION_TYPE = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"  # UK Core ex.
 DATA_ABSENT_REASON = "http://terminology.hl7.org/CodeSystem/data-absent-reason"  # UK Core ex.
@@ -250,6 +252,8 @@ CODE_SYSTEMS: frozenset[str] = frozenset(
         V3_ACT_PRIORITY,
         V3_OBSERVATION_INTERPRETATION,
         V3_ROLE_CODE,
+        V3_MARITAL_STATUS,
+        V3_NULL_FLAVOR,
         V3_CONFIDENTIALITY,
         V3_PARTICIPATION_TYPE,
         DATA_ABSENT_REASON,

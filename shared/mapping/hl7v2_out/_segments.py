@@ -19,7 +19,7 @@ from shared.hl7v2 import ComponentValue, FieldValue, Raw, Repeated
 from shared.mapping.hl7v2_in.rules import RULES
 from shared.mapping.hl7v2_out import _fields as f
 from shared.mapping.hl7v2_out.errors import Hl7OutError, UnmappableCode
-from shared.terminology import systems
+from shared.terminology import load_concept_map, systems
 
 #: HL7 v2 table 0004 code for "Not applicable": the patient class of an ADT message about a patient
 #: with no encounter (a demographics update).
@@ -157,7 +157,6 @@ def pid(event: ClinicalEvent, o: f.Out) -> list[FieldValue]:
         "patient.marital_status",
         "PID-16",
         "hl7uk-0002-to-person-marital-status-england",
-        systems.PERSON_MARITAL_STATUS_ENGLAND,
     )
     ethnicity = _uk_cwe(
         p.ethnicity,
@@ -165,7 +164,6 @@ def pid(event: ClinicalEvent, o: f.Out) -> list[FieldValue]:
         "patient.ethnicity",
         "PID-22",
         "hl7uk-0189-to-ethnic-category-england",
-        systems.ETHNIC_CATEGORY_ENGLAND,
     )
     death_time = death_flag = None
     if isinstance(p.deceased, bool):
@@ -196,20 +194,29 @@ def pid(event: ClinicalEvent, o: f.Out) -> list[FieldValue]:
 
 
 def _uk_cwe(
-    value: Coded | None, o: f.Out, src: str, dst: str, concept_map_id: str, uk_system: str
+    value: Coded | None, o: f.Out, src: str, dst: str, concept_map_id: str
 ) -> list[f.Component] | None:
-    """CWE for a field NHS Trusts fill with an NHS Data Dictionary code (PID-16, PID-22): a UK Core coding
-    is written back as the code the sender sent (the concept map read backwards) with the concept's text,
-    no coding-system name - what hl7v2_in reads as that UK Core code again; anything else as :func:`f.cwe`."""
+    """CWE for a field NHS Trusts fill with an NHS Data Dictionary code (PID-16, PID-22): the code as the
+    sender sent it - a coding in the map's source (v2 table) system as it is, else a coding in one of the
+    map's target systems read backwards - with the concept's text and no coding-system name, which
+    hl7v2_in reads as the same value again; anything else as :func:`f.cwe`."""
     if value is None:
         return None
     if isinstance(value, Concept):
+        cmap = load_concept_map(concept_map_id)
+        targets = {g.target for g in cmap.groups}
+        chosen: tuple[int, str, str] | None = None
         for k, c in enumerate(value.codings):
-            if c.system != uk_system:
-                continue
-            code, why = f.reverse_code(c.code, c.system, concept_map_id)
-            if code is None:
-                raise UnmappableCode(src, concept_map_id, why)
+            if c.system == cmap.source_system:
+                chosen = (k, c.code, "code as sent (the map's source table)")
+                break
+            if chosen is None and c.system in targets and c.system is not None:
+                code, why = f.reverse_code(c.code, c.system, concept_map_id)
+                if code is None:
+                    raise UnmappableCode(src, concept_map_id, why)
+                chosen = (k, code, why)
+        if chosen is not None:
+            k, code, why = chosen
             o.add(f"{src}.codings[{k}]", f"{dst}.1", why, table=concept_map_id)
             if value.text is not None:
                 o.add(f"{src}.text", f"{dst}.2", "cwe-text")

@@ -314,30 +314,32 @@ def test_death() -> None:
 # systems through the hl7uk-* concept maps; a code no map knows is kept as sent with userSelected=false.
 _ETH = systems.ETHNIC_CATEGORY_ENGLAND
 _MAR = systems.PERSON_MARITAL_STATUS_ENGLAND
+_V2_0002 = systems.v2_table_system("0002")
 _UK_DEMOGRAPHICS = [
-    # (PID field, value sent, expected (system, code, user_selected), expected text)
-    (22, "A^White - British^NHSETHNIC", (_ETH, "A", None), "White - British"),
-    (22, "N", (_ETH, "N", None), None),  # NHS 'Black or Black British - African', not v2-0189 N
-    (22, "99^^NHSETH", (_ETH, "99", None), None),
-    (22, f"R^^{_ETH}", (_ETH, "R", None), None),  # the UK Core system named as a URI
-    (22, "Q^Local^LOCALETH", ("urn:tie:codesystem:LOCALETH", "Q", False), "Local"),
-    (22, "ZZ", (systems.v2_table_system("0189"), "ZZ", False), None),
-    (16, "M", (_MAR, "M", None), None),
-    (16, "P", (_MAR, "P", None), None),  # NHS 'Separated'
-    (16, "9", (_MAR, "9", None), None),
-    (16, "C", (systems.v2_table_system("0002"), "C", False), None),  # HL7 common law: no NHS code
+    # (PID field, value sent, expected codings (system, code, user_selected), expected text)
+    (22, "A^White - British^NHSETHNIC", [(_ETH, "A", None)], "White - British"),
+    (22, "N", [(_ETH, "N", None)], None),  # NHS 'Black or Black British - African', not v2-0189 N
+    (22, "99^^NHSETH", [(_ETH, "99", None)], None),
+    (22, f"R^^{_ETH}", [(_ETH, "R", None)], None),  # the UK Core system named as a URI
+    (22, "Q^Local^LOCALETH", [("urn:tie:codesystem:LOCALETH", "Q", False)], "Local"),
+    (22, "ZZ", [(systems.v2_table_system("0189"), "ZZ", False)], None),
+    (16, "M", [(_MAR, "M", None)], None),
+    (16, "P", [(_MAR, "P", None)], None),  # NHS 'Separated'
+    # UK Core's value set expects single as v3-MaritalStatus S and not known as v3-NullFlavor UNK
+    (16, "S", [(_V2_0002, "S", None), (systems.V3_MARITAL_STATUS, "S", None)], None),
+    (16, "9", [(_V2_0002, "9", None), (systems.V3_NULL_FLAVOR, "UNK", None)], None),
+    (16, "C", [(_V2_0002, "C", False)], None),  # HL7 common law: no NHS code
 ]
 
 
-@pytest.mark.parametrize(("n", "sent", "coding", "text"), _UK_DEMOGRAPHICS)
+@pytest.mark.parametrize(("n", "sent", "codings", "text"), _UK_DEMOGRAPHICS)
 def test_marital_status_and_ethnicity_to_uk_core(
-    n: int, sent: str, coding: tuple[str, str, bool | None], text: str | None
+    n: int, sent: str, codings: list[tuple[str, str, bool | None]], text: str | None
 ) -> None:
     patient = patient_of({16: "", 22: "", n: sent})
     value = patient.ethnicity if n == 22 else patient.marital_status
     assert isinstance(value, Concept)
-    (only,) = value.codings
-    assert (only.system, only.code, only.user_selected) == coding
+    assert [(c.system, c.code, c.user_selected) for c in value.codings] == codings
     assert value.text == text
 
 
