@@ -12,6 +12,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.audit.ports import AuditLog
+from shared.audit.trail import AuditTrail
 from shared.config.settings import Backend, Settings, get_settings
 from shared.fhirstore.ports import FhirRepository
 from shared.messaging.ports import MessageBus
@@ -27,8 +29,11 @@ class Container:
     #: The FHIR repository when supplied up front; otherwise :attr:`fhir` builds it from ``settings`` on
     #: first use (most processes - the MLLP listener, bus triggers, the CLI - never open it).
     fhir_repository: FhirRepository | None = field(default=None, repr=False)
+    #: The audit log when supplied up front; otherwise :attr:`audit` builds it on first use.
+    audit_log: AuditLog | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
     _fhir_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _audit: AuditTrail | None = field(default=None, repr=False, compare=False)
 
     @property
     def fhir(self) -> FhirRepository:
@@ -41,12 +46,24 @@ class Container:
                 self.fhir_repository = build_fhir(self.settings)
             return self.fhir_repository
 
+    @property
+    def audit(self) -> AuditTrail:
+        """The audit trail over :func:`build_audit_log` (on first use)."""
+        with self._fhir_lock:
+            if self._audit is None:
+                if self.audit_log is None:
+                    self.audit_log = build_audit_log(self.settings)
+                self._audit = AuditTrail(self.audit_log)
+            return self._audit
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         for closable in (self.bus, self.records, self.blobs):
             closable.close()
+        if self.audit_log is not None:
+            self.audit_log.close()
         if self.fhir_repository is not None:
             self.fhir_repository.close()
 
@@ -108,6 +125,24 @@ def build_fhir(settings: Settings) -> FhirRepository:
     from shared.fhirstore.sqlite_store import SqliteFhirRepository
 
     return SqliteFhirRepository(settings.fhir_path)
+
+
+def build_audit_log(settings: Settings) -> AuditLog:
+    """Append blobs in the WORM ``audit`` container on Azure Storage; else the embedded hash-chained SQLite
+    log ``<TIE_LOCAL_DIR>/audit.sqlite3`` with its checkpoint key beside it (see docs/audit.md)."""
+    if settings.storage_backend is Backend.AZURE:
+        from shared.adapters.azure.audit_blobs import AppendBlobAuditLog
+
+        if settings.storage_emulator_connection:
+            return AppendBlobAuditLog.from_connection_string(settings.storage_emulator_connection)
+        assert settings.blob_service_uri is not None
+        return AppendBlobAuditLog.from_endpoint(settings.blob_service_uri, _credential(settings))
+    from shared.audit.keyfile import local_key
+    from shared.audit.sqlite_log import SqliteAuditLog
+
+    return SqliteAuditLog(
+        settings.local_dir / "audit.sqlite3", key=local_key(settings.local_dir / "audit.key")
+    )
 
 
 def build_writeback_fhir(settings: Settings) -> FhirRepository | None:

@@ -15,6 +15,9 @@ from typing import Protocol, runtime_checkable
 
 from shared.audit.model import AuditRecord
 
+#: Blob container of the Azure adapter: WORM (time-based retention, protected append writes allowed).
+AUDIT_CONTAINER = "audit"
+
 
 @dataclass(frozen=True, slots=True)
 class ChainedEntry:

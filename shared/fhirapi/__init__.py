@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from shared.audit.fhir_access import FhirAccessAuditor
 from shared.config.settings import Backend
 from shared.fhirapi.http import FhirRequest, FhirResponse, Headers
 from shared.fhirapi.service import FhirApi, FhirApiConfig
@@ -41,7 +42,8 @@ def api_for(container: Container) -> FhirApi:
         gateway_header=settings.apim_header_name,
         max_bundle_entries=settings.fhir_max_bundle_entries,
     )
-    return FhirApi(container.fhir, container.bus, container.records, config=config)
+    audit = FhirAccessAuditor(container.audit, gateway_verified=settings.require_apim_header)
+    return FhirApi(container.fhir, container.bus, container.records, config=config, audit=audit)
 
 
 def event_relay_for(

@@ -42,11 +42,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
+from shared.audit.fhir_access import Audited, FhirAccessAuditor
 from shared.canonical.model import ClinicalEvent
 from shared.errors import TransientError
 from shared.fhir.validation import FhirValidationError, ValidationIssue, errors_only, to_operation_outcome
@@ -133,6 +135,14 @@ MAX_OFFSET = 1_000_000
 #: Default of :attr:`FhirApiConfig.max_bundle_entries`: the AHDS bundle limit, which the embedded store
 #: mirrors.
 DEFAULT_MAX_BUNDLE_ENTRIES = 500
+#: The resources one interaction returned or wrote, unsubsetted (what its audit record names).
+_touched: ContextVar[list[JsonDict] | None] = ContextVar("fhirapi_touched", default=None)
+
+
+def _touch(resource: JsonDict) -> None:
+    seen = _touched.get()
+    if seen is not None:
+        seen.append(resource)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +174,11 @@ class FhirApi:
         config: FhirApiConfig | None = None,
         elements_policy: ElementsPolicy | None = None,
         clock: Callable[[], datetime] | None = None,
+        audit: FhirAccessAuditor | None = None,
     ) -> None:
         self.repository = repository
+        #: One audit record per interaction (``None``: not audited; see docs/audit.md).
+        self.audit = audit
         self.config = config or FhirApiConfig()
         self.policy: ElementsPolicy = elements_policy or NoPolicy()
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -201,6 +214,7 @@ class FhirApi:
     def _shown(
         self, request: FhirRequest, resource: JsonDict, requested: frozenset[str] | None = None
     ) -> JsonDict:
+        _touch(resource)
         rtype = str(resource.get("resourceType"))
         return subset(resource, combine(self.policy.elements(self._client(request), rtype), requested))
 
@@ -209,17 +223,30 @@ class FhirApi:
         return decode_json_object(request.body, limit=self.config.max_body_bytes)
 
     def handle(
-        self, request: FhirRequest, action: Callable[[str, Preferences], FhirResponse]
+        self,
+        request: FhirRequest,
+        action: Callable[[str, Preferences], FhirResponse],
+        audited: Audited | None = None,
     ) -> FhirResponse:
-        """Run ``action(media type, preferences)`` and turn every error into an OperationOutcome."""
+        """Run ``action(media type, preferences)`` and turn every error into an OperationOutcome;
+        ``audited``: the interaction's audit record is appended (failing closed: 503 if it cannot be)."""
         media = "application/fhir+json"
+        token = _touched.set([])
         try:
-            media, prefs = self._guard(request)
-            response = action(media, prefs)
-        except Exception as exc:
-            if not isinstance(exc, (FhirApiError, FhirStoreError, FhirValidationError, TransientError)):
-                raise
-            response = error_response(exc)
+            try:
+                media, prefs = self._guard(request)
+                response = action(media, prefs)
+            except Exception as exc:
+                if not isinstance(exc, (FhirApiError, FhirStoreError, FhirValidationError, TransientError)):
+                    raise
+                response = error_response(exc)
+            if self.audit is not None and audited is not None:
+                try:
+                    self.audit.interaction(request, audited, response, _touched.get() or [])
+                except TransientError as exc:
+                    response = error_response(exc)
+        finally:
+            _touched.reset(token)
         response.content_type = media
         return response
 
@@ -243,7 +270,7 @@ class FhirApi:
             stored = self.repository.read(self._type(resource_type), resource_id)
             return self._read_response(request, stored)
 
-        return self.handle(request, act)
+        return self.handle(request, act, Audited("read", "R", resource_type, resource_id))
 
     def vread(
         self, request: FhirRequest, resource_type: str, resource_id: str, version_id: str
@@ -252,9 +279,10 @@ class FhirApi:
             stored = self.repository.vread(self._type(resource_type), resource_id, version_id)
             return self._read_response(request, stored)
 
-        return self.handle(request, act)
+        return self.handle(request, act, Audited("vread", "R", resource_type, resource_id, version_id))
 
     def _read_response(self, request: FhirRequest, stored: StoredResource) -> FhirResponse:
+        _touch(stored.resource)
         headers = {"ETag": stored.etag, "Last-Modified": http_date(stored.last_modified)}
         if _not_modified(request, stored):
             return FhirResponse(304, None, headers)
@@ -275,7 +303,7 @@ class FhirApi:
                 params += decode_form(request.body, limit=self.config.max_body_bytes)
             return self._search(request, rtype, params, prefs)
 
-        return self.handle(request, act)
+        return self.handle(request, act, Audited("search-type", "E", resource_type, search=True, post=post))
 
     def _search(
         self, request: FhirRequest, rtype: str, params: list[tuple[str, str]], prefs: Preferences
@@ -401,7 +429,7 @@ class FhirApi:
                 200, self._history_bundle(request, rtype, resource_id, page, count, offset, since, more)
             )
 
-        return self.handle(request, act)
+        return self.handle(request, act, Audited("history", "R", resource_type, resource_id, search=True))
 
     def _history_bundle(
         self,
@@ -505,7 +533,7 @@ class FhirApi:
             )
             return self._write_response(request, result, prefs, warnings)
 
-        return self.handle(request, act)
+        return self.handle(request, act, Audited("create", "C", resource_type))
 
     def update(self, request: FhirRequest, resource_type: str, resource_id: str) -> FhirResponse:
         def act(media: str, prefs: Preferences) -> FhirResponse:
@@ -526,7 +554,7 @@ class FhirApi:
             )
             return self._write_response(request, result, prefs, warnings)
 
-        return self.handle(request, act)
+        return self.handle(request, act, Audited("update", "U", resource_type, resource_id))
 
     def conditional_update(self, request: FhirRequest, resource_type: str) -> FhirResponse:
         def act(media: str, prefs: Preferences) -> FhirResponse:
@@ -553,7 +581,7 @@ class FhirApi:
             )
             return self._write_response(request, result, prefs, warnings)
 
-        return self.handle(request, act)
+        return self.handle(request, act, Audited("update", "U", resource_type, search=True))
 
     def delete(self, request: FhirRequest, resource_type: str, resource_id: str) -> FhirResponse:
         def act(media: str, prefs: Preferences) -> FhirResponse:
@@ -565,6 +593,7 @@ class FhirApi:
                 )
             current = self._current(rtype, resource_id) if rtype in EVENT_TYPES else None
             if current is not None:
+                _touch(current)
                 self.events.check(current, "delete")
             deleted: list[StoredResource] = []
 
@@ -595,7 +624,7 @@ class FhirApi:
                 return FhirResponse(200, _outcome("information", "informational", "deleted"), headers)
             return FhirResponse(204, None, headers)
 
-        return self.handle(request, act)
+        return self.handle(request, act, Audited("delete", "D", resource_type, resource_id))
 
     # -- write helpers -------------------------------------------------------------------------
     def _current(self, rtype: str, resource_id: str) -> JsonDict | None:
@@ -691,6 +720,7 @@ class FhirApi:
         prefs: Preferences,
         warnings: Sequence[ValidationIssue],
     ) -> FhirResponse:
+        _touch(result.resource)
         status = 201 if result.created else 200
         headers = {
             "ETag": result.etag,
@@ -727,7 +757,7 @@ class FhirApi:
                 return self._batch(request, bundle, prefs)
             raise BadRequest("Bundle.type must be transaction or batch", expression="Bundle.type")
 
-        return self.handle(request, act)
+        return self.handle(request, act, Audited("bundle", "E", None))
 
     def _max_bundle_entries(self, capabilities: Mapping[str, Any]) -> int:
         """The one entry cap for batch and transaction Bundles: the configured cap, lowered to the
