@@ -26,6 +26,9 @@ if str(ROOT) not in sys.path:
 
 from shared.adapters.azure.servicebus import replay_aware_filter  # noqa: E402
 from shared.messaging.topology import (  # noqa: E402
+    SUB_CLINICAL_AUDIT,
+    SUB_OPERATIONAL_AUDIT,
+    SUB_PLATFORM_AUDIT,
     TIER_MESSAGE_SIZE_KB,
     TOPOLOGY,
     SubscriptionSpec,
@@ -41,6 +44,17 @@ STORAGE_JSON = CONFIG_DIR / "storage.json"
 #: Service Bus replaces a subscription's default rule when a rule of this name is declared: declaring our
 #: SQL filter under it removes the implicit TrueFilter that would admit every replay to every subscription.
 DEFAULT_RULE_NAME = "$Default"
+
+#: Subscriptions the code declares that nothing in Azure consumes yet (no trigger receives from them). They
+#: are left out of the templates: a subscription without a consumer fills up, its messages expire into the
+#: dead-letter queue after the default TTL and the Sev1 sb-dead-letters alert fires for good. The local bus
+#: keeps them (tests and tie dlq read them). Remove an entry in the change that adds its consumer; tests/infra
+#: checks that the provisioned subscriptions are exactly the ones a registered trigger receives from.
+NOT_PROVISIONED_SUBSCRIPTIONS: dict[str, str] = {
+    SUB_CLINICAL_AUDIT: "audit trail of clinical events: no Azure consumer yet (audit work, issue 13)",
+    SUB_OPERATIONAL_AUDIT: "audit trail of operational events: no Azure consumer yet (audit work, issue 13)",
+    SUB_PLATFORM_AUDIT: "audit trail of platform events: no Azure consumer yet (audit work, issue 13)",
+}
 
 #: Containers the platform needs that application code does not (yet) name in ``shared/storage/names.py``.
 #: ``immutabilityDays`` > 0 makes the container WORM (time-based retention policy). A name that later
@@ -100,7 +114,14 @@ def _topic(topic: TopicSpec) -> dict[str, Any]:
         "maxMessageSizeInKilobytes": {
             tier: max_message_size_kb(topic, tier) for tier in TIER_MESSAGE_SIZE_KB
         },
-        "subscriptions": [_subscription(s) for s in topic.subscriptions],
+        "subscriptions": [
+            _subscription(s) for s in topic.subscriptions if s.name not in NOT_PROVISIONED_SUBSCRIPTIONS
+        ],
+        "notProvisioned": [
+            {"name": s.name, "reason": NOT_PROVISIONED_SUBSCRIPTIONS[s.name]}
+            for s in topic.subscriptions
+            if s.name in NOT_PROVISIONED_SUBSCRIPTIONS
+        ],
     }
 
 

@@ -17,7 +17,14 @@ metadata description = 'Serverless Trust Integration Engine (HL7 v2, FHIR R4) on
   'prod'
 ])
 param environmentName string
+@allowed([
+  'uksouth'
+  'ukwest'
+])
+@description('NHS data residency: UK regions only (the Allowed locations policy assignment enforces the same list).')
 param location string = resourceGroup().location
+@description('CanNotDelete locks on the stateful resources (Service Bus, Key Vault, storage, Log Analytics); on in prod.')
+param lockStatefulResources bool = environmentName == 'prod'
 @minLength(2)
 @maxLength(6)
 @description('Short lowercase workload name used in resource names.')
@@ -99,7 +106,7 @@ param apimQuotaPerDay int = 500000
 param appTeams array = []
 @description('Client certificates the app-teams product accepts: [{ issuerCertificate, subject?, thumbprint? }] (issuerCertificate names an entry of trustCaCertificates). Empty: the product refuses every call.')
 param appTeamsClientCertificates array = []
-@description('CA certificates of onboarded Trusts in Key Vault: [{ name, secretName }] (infra/README.md, "Onboard a Trust system").')
+@description('CA certificates of onboarded Trusts in Key Vault: [{ name, certificateName }] (infra/README.md, "Onboard a Trust system").')
 param trustCaCertificates array = []
 @description('Trust systems calling the API: [{ name, displayName, clientCertificates: [{ issuerCertificate, subject?, thumbprint? }] }]; each gets a product with its own client-certificate rule.')
 param trustClients array = []
@@ -111,6 +118,9 @@ param gatewayCertificateSecretName string = ''
 // Monitoring ---------------------------------------------------------------------------------------------
 @minValue(30)
 param logRetentionDays int = 90
+@minValue(1)
+@description('Days archived diagnostic logs stay immutable in the archive storage account.')
+param diagnosticArchiveDays int = 365
 @allowed([
   'Enabled'
   'Disabled'
@@ -145,10 +155,9 @@ param gatewaySecretSeed string = newGuid()
 var regionCodes = {
   uksouth: 'uks'
   ukwest: 'ukw'
-  westeurope: 'weu'
-  northeurope: 'neu'
 }
-var region = contains(regionCodes, location) ? regionCodes[location] : location
+var allowedLocations = items(regionCodes)
+var region = regionCodes[location]
 var suffix = take(uniqueString(subscription().id, resourceGroup().id, environmentName), 5)
 var base = '${workload}-${environmentName}-${region}'
 var names = {
@@ -163,6 +172,7 @@ var names = {
   keyVault: take('kv-${workload}-${environmentName}-${suffix}', 24)
   hostStorage: take('st${workload}${environmentName}h${suffix}', 24)
   dataStorage: take('st${workload}${environmentName}d${suffix}', 24)
+  archiveStorage: take('st${workload}${environmentName}a${suffix}', 24)
   plan: 'asp-${base}'
   functionApp: 'func-${base}-${suffix}'
   apim: 'apim-${base}-${suffix}'
@@ -211,6 +221,7 @@ module network 'modules/network.bicep' = {
     addressPrefix: vnetAddressPrefix
     networkIsolation: networkIsolation
     workspaceId: monitoring.outputs.workspaceId
+    archiveStorageAccountId: monitoring.outputs.archiveStorageAccountId
   }
 }
 
@@ -232,6 +243,11 @@ module monitoring 'modules/monitoring.bicep' = {
     ]
     ingestionPublicNetworkAccess: isolatedAccess
     queryPublicNetworkAccess: monitorQueryPublicNetworkAccess
+    archivePublicNetworkAccess: isolatedAccess
+    archiveStorageName: names.archiveStorage
+    archiveStorageSku: storageSku
+    archiveImmutabilityDays: diagnosticArchiveDays
+    createImmutabilityPolicies: bootstrap
   }
 }
 
@@ -261,6 +277,7 @@ module keyVault 'modules/keyvault.bicep' = {
     privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
     privateDnsZoneId: networkIsolation ? network.outputs.privateDnsZoneIds.keyVault : ''
     workspaceId: monitoring.outputs.workspaceId
+    archiveStorageAccountId: monitoring.outputs.archiveStorageAccountId
     actionGroupId: monitoring.outputs.actionGroupId
     appInsightsName: monitoring.outputs.appInsightsName
     appInsightsSecretName: 'appinsights-connection-string'
@@ -306,6 +323,7 @@ module hostStorage 'modules/storage.bicep' = {
       'table'
     ]
     workspaceId: monitoring.outputs.workspaceId
+    archiveStorageAccountId: monitoring.outputs.archiveStorageAccountId
     createImmutabilityPolicies: bootstrap
     roleAssignments: [
       {
@@ -346,6 +364,7 @@ module dataStorage 'modules/storage.bicep' = {
       'table'
     ]
     workspaceId: monitoring.outputs.workspaceId
+    archiveStorageAccountId: monitoring.outputs.archiveStorageAccountId
     createImmutabilityPolicies: bootstrap
     roleAssignments: [
       {
@@ -374,6 +393,7 @@ module serviceBus 'modules/servicebus.bicep' = {
     privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
     privateDnsZoneId: networkIsolation ? network.outputs.privateDnsZoneIds.serviceBus : ''
     workspaceId: monitoring.outputs.workspaceId
+    archiveStorageAccountId: monitoring.outputs.archiveStorageAccountId
     appPrincipalId: appIdentity.outputs.principalId
   }
 }
@@ -412,6 +432,7 @@ module functionApp 'modules/functionapp.bicep' = {
     privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
     privateDnsZoneId: networkIsolation ? network.outputs.privateDnsZoneIds.sites : ''
     workspaceId: monitoring.outputs.workspaceId
+    archiveStorageAccountId: monitoring.outputs.archiveStorageAccountId
     appSettingsSpec: appSettingsSpec.settings
     deploymentValues: deploymentValues
     appSettingOverrides: appSettingOverrides
@@ -442,6 +463,7 @@ module apim 'modules/apim.bicep' = {
     integrationSubnetId: networkIsolation ? network.outputs.apimSubnetId : ''
     appInsightsName: monitoring.outputs.appInsightsName
     workspaceId: monitoring.outputs.workspaceId
+    archiveStorageAccountId: monitoring.outputs.archiveStorageAccountId
     functionHostName: functionApp.outputs.defaultHostName
     keyVaultUri: keyVault.outputs.uri
     keyVaultName: keyVault.outputs.name
@@ -457,6 +479,26 @@ module apim 'modules/apim.bicep' = {
     bootstrap: bootstrap
     rateLimitPerMinute: apimRateLimitPerMinute
     quotaPerDay: apimQuotaPerDay
+  }
+}
+
+// Guard rails -------------------------------------------------------------------------------------------------
+module guardrails 'modules/guardrails.bicep' = {
+  name: 'guardrails'
+  params: {
+    tags: tags
+    allowedLocations: map(allowedLocations, l => l.key)
+    lockStatefulResources: lockStatefulResources
+    stateful: {
+      serviceBus: serviceBus.outputs.name
+      keyVault: keyVault.outputs.name
+      workspace: monitoring.outputs.workspaceName
+      storageAccounts: [
+        hostStorage.outputs.name
+        dataStorage.outputs.name
+        names.archiveStorage
+      ]
+    }
   }
 }
 
@@ -484,6 +526,7 @@ module alerts 'modules/alerts.bicep' = {
     noHl7TrafficWindow: noHl7TrafficWindow
     workingHoursStart: workingHoursStart
     workingHoursEnd: workingHoursEnd
+    serviceHealthRegions: map(allowedLocations, l => l.key)
   }
 }
 

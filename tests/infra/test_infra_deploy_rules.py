@@ -7,6 +7,7 @@ ARM engine itself cannot run here (infra/README.md, "What the tests cannot prove
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -107,7 +108,7 @@ FUNCTION_APP = b.load(b.MODULES / "functionapp.bicep")
 def test_no_template_lists_keys() -> None:
     for file in b.all_files():
         assert list(b.call_arguments(file.root, "listKeys")) == [], file.rel
-        assert "listKeys" not in file.source.decode(), file.rel
+        assert not re.search(r"\blist[A-Za-z]*Keys\s*\(", file.source.decode()), file.rel
 
 
 def test_function_app_admits_only_api_managements_identity() -> None:

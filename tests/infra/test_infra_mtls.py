@@ -39,7 +39,8 @@ def test_trust_cas_come_from_key_vault() -> None:
     (cas,) = APIM.resources("Microsoft.ApiManagement/service/certificates")
     assert cas.looped and "in trustCaCertificates" in b.text(cas.node)
     assert (
-        b.text(cas.get("properties.keyVault.secretIdentifier")) == "'${keyVaultUri}secrets/${ca.secretName}'"
+        b.text(cas.get("properties.keyVault.secretIdentifier"))
+        == "'${keyVaultUri}secrets/${ca.certificateName}'"
     )
     assert cas.get("properties.data") is None, "no certificate material in the template"
 

@@ -15,6 +15,11 @@
 //   reconciliation-variance          custom metric tie.reconciliation.variance
 //   messages-stuck                   custom metric tie.messages.stuck (in flight past TIE_STUCK_AFTER_SECONDS)
 //   no-hl7-traffic                   no HL7 v2 requests for N minutes inside working hours (Europe/London)
+//   apim-latency                     gateway Duration (average, ms) above a threshold
+//   apim-backend-latency             BackendDuration (average, ms) above a threshold
+//   func-latency-p95                 95th percentile of Function App request duration above a threshold
+//   service-health                   Azure Service Health incidents/maintenance/advisories in our regions
+//   resource-health                  a resource of the group became Unavailable or Degraded
 param namePrefix string
 param location string
 param tags object
@@ -54,6 +59,17 @@ param workingHoursStart int
 @maxValue(24)
 param workingHoursEnd int
 param workingHoursTimeZone string = 'Europe/London'
+@minValue(1)
+@description('Average gateway Duration (ms) over 15 minutes above which apim-latency fires.')
+param apimLatencyMs int = 2000
+@minValue(1)
+@description('Average BackendDuration (ms) over 15 minutes above which apim-backend-latency fires.')
+param apimBackendLatencyMs int = 1500
+@minValue(1)
+@description('95th percentile of Function App request duration (ms, 15 minutes, at least 20 requests) above which func-latency-p95 fires.')
+param functionP95LatencyMs int = 1000
+@description('Regions whose Service Health events concern the platform.')
+param serviceHealthRegions array
 
 var customMetrics = loadJsonContent('../config/custom-metrics.json')
 var hl7Names = join(map(hl7FunctionNames, n => '\'${n}\''), ', ')
@@ -188,6 +204,38 @@ var metricAlerts = [
       ]
     }
   }
+  {
+    name: 'apim-latency'
+    description: 'Gateway requests took more than ${apimLatencyMs} ms on average (Duration: gateway plus backend).'
+    severity: 2
+    scope: apimId
+    windowSize: 'PT15M'
+    criterion: {
+      criterionType: 'StaticThresholdCriterion'
+      name: 'gateway-duration'
+      metricNamespace: 'Microsoft.ApiManagement/service'
+      metricName: 'Duration'
+      timeAggregation: 'Average'
+      operator: 'GreaterThan'
+      threshold: apimLatencyMs
+    }
+  }
+  {
+    name: 'apim-backend-latency'
+    description: 'The Function App answered the gateway in more than ${apimBackendLatencyMs} ms on average (BackendDuration).'
+    severity: 2
+    scope: apimId
+    windowSize: 'PT15M'
+    criterion: {
+      criterionType: 'StaticThresholdCriterion'
+      name: 'backend-duration'
+      metricNamespace: 'Microsoft.ApiManagement/service'
+      metricName: 'BackendDuration'
+      timeAggregation: 'Average'
+      operator: 'GreaterThan'
+      threshold: apimBackendLatencyMs
+    }
+  }
 ]
 
 resource metricRules 'Microsoft.Insights/metricAlerts@2018-03-01' = [for rule in metricAlerts: {
@@ -254,6 +302,14 @@ var logAlerts = concat([
     query: 'requests | extend code = toint(resultCode) | where code >= 100 | summarize total = count(), errors = countif(code >= 500) | extend ratePercent = 100.0 * errors / total | where total >= 20 and ratePercent > ${http5xxRatePercent}'
   }
   {
+    name: 'func-latency-p95'
+    description: 'The 95th percentile of Function App request duration exceeded ${functionP95LatencyMs} ms.'
+    severity: 2
+    frequency: 'PT5M'
+    window: 'PT15M'
+    query: 'requests | summarize total = count(), p95 = percentile(duration, 95) by operation_Name | where total >= 20 and p95 > ${functionP95LatencyMs}'
+  }
+  {
     name: 'reconciliation-variance'
     description: 'A reconciliation run found records out of step (custom metric ${customMetrics.reconciliationVariance.name}).'
     severity: 2
@@ -316,4 +372,72 @@ resource logRules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = 
   }
 }]
 
-output alertNames array = concat(map(metricAlerts, a => a.name), map(logAlerts, a => a.name))
+// Platform health: Azure's own incidents in our regions (Service Health, subscription-wide signal) and any
+// resource of this group turning Unavailable/Degraded (Resource Health). Activity log alerts are global.
+var healthAlerts = [
+  {
+    name: 'service-health'
+    description: 'Azure Service Health: an incident, planned maintenance or advisory for a service the platform uses in ${join(serviceHealthRegions, '/')}.'
+    scopes: [
+      subscription().id
+    ]
+    conditions: [
+      {
+        field: 'category'
+        equals: 'ServiceHealth'
+      }
+      {
+        field: 'properties.impactedServices[*].ImpactedRegions[*].RegionName'
+        containsAny: map(serviceHealthRegions, r => r == 'uksouth' ? 'UK South' : (r == 'ukwest' ? 'UK West' : r))
+      }
+    ]
+  }
+  {
+    name: 'resource-health'
+    description: 'Resource Health: a platform resource became Unavailable or Degraded.'
+    scopes: [
+      resourceGroup().id
+    ]
+    conditions: [
+      {
+        field: 'category'
+        equals: 'ResourceHealth'
+      }
+      {
+        anyOf: [
+          {
+            field: 'properties.currentHealthStatus'
+            equals: 'Unavailable'
+          }
+          {
+            field: 'properties.currentHealthStatus'
+            equals: 'Degraded'
+          }
+        ]
+      }
+    ]
+  }
+]
+
+resource healthRules 'Microsoft.Insights/activityLogAlerts@2023-01-01-preview' = [for rule in healthAlerts: {
+  name: '${namePrefix}-${rule.name}'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: rule.description
+    enabled: true
+    scopes: rule.scopes
+    condition: {
+      allOf: rule.conditions
+    }
+    actions: {
+      actionGroups: [
+        {
+          actionGroupId: actionGroupId
+        }
+      ]
+    }
+  }
+}]
+
+output alertNames array = concat(map(metricAlerts, a => a.name), map(logAlerts, a => a.name), map(healthAlerts, a => a.name))

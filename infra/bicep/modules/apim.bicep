@@ -29,6 +29,8 @@ param publicNetworkAccess string
 param integrationSubnetId string
 param appInsightsName string
 param workspaceId string
+@description('Immutable storage account every diagnostic setting also archives to (monitoring.bicep).')
+param archiveStorageAccountId string
 @description('Function App default host name (backend).')
 param functionHostName string
 param keyVaultUri string
@@ -44,7 +46,7 @@ param apiAudience string
 param appTeams array
 @description('Client certificates the app-teams product accepts: [{ issuerCertificate, subject?, thumbprint? }] (issuerCertificate: a name in trustCaCertificates). Empty: the product refuses every call.')
 param appTeamsClientCertificates array
-@description('CA (issuing or intermediate) certificates of onboarded Trusts, kept in Key Vault: [{ name, secretName }]. Read with the system-assigned identity.')
+@description('CA (issuing or intermediate) certificates of onboarded Trusts, kept in Key Vault: [{ name, certificateName }] (Key Vault certificate name). Read with the system-assigned identity.')
 param trustCaCertificates array
 @description('Trust systems, each with its own product, subscription and client-certificate rule: [{ name, displayName, clientCertificates: [{ issuerCertificate, subject?, thumbprint? }] }].')
 param trustClients array
@@ -179,6 +181,7 @@ resource diagnosticsToWorkspace 'Microsoft.Insights/diagnosticSettings@2021-05-0
   scope: service
   properties: {
     workspaceId: workspaceId
+    storageAccountId: archiveStorageAccountId
     logAnalyticsDestinationType: 'Dedicated'
     logs: [
       {
@@ -245,7 +248,7 @@ resource trustCas 'Microsoft.ApiManagement/service/certificates@2024-05-01' = [f
   name: ca.name
   properties: {
     keyVault: {
-      secretIdentifier: '${keyVaultUri}secrets/${ca.secretName}'
+      secretIdentifier: '${keyVaultUri}secrets/${ca.certificateName}'
     }
   }
   dependsOn: [

@@ -23,6 +23,8 @@ param networkIsolation bool
 param privateEndpointSubnetId string
 param privateDnsZoneId string
 param workspaceId string
+@description('Immutable storage account every diagnostic setting also archives to (monitoring.bicep).')
+param archiveStorageAccountId string
 @description('"settings" of config/app-settings.json: [{ name, from, value }].')
 param appSettingsSpec array
 @description('Values for settings with from = "deployment", by key.')
@@ -138,6 +140,7 @@ resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' 
   scope: site
   properties: {
     workspaceId: workspaceId
+    storageAccountId: archiveStorageAccountId
     logs: [
       {
         categoryGroup: 'allLogs'

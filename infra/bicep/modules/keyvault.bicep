@@ -18,6 +18,8 @@ param networkIsolation bool
 param privateEndpointSubnetId string
 param privateDnsZoneId string
 param workspaceId string
+@description('Immutable storage account every diagnostic setting also archives to (monitoring.bicep).')
+param archiveStorageAccountId string
 param actionGroupId string
 @description('Role assignments on the vault: [{ principalId, roleDefinitionId }].')
 param roleAssignments array
@@ -63,6 +65,7 @@ resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' 
   scope: vault
   properties: {
     workspaceId: workspaceId
+    storageAccountId: archiveStorageAccountId
     logs: [
       {
         categoryGroup: 'allLogs'
@@ -129,6 +132,7 @@ resource eventsDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-pre
   scope: events
   properties: {
     workspaceId: workspaceId
+    storageAccountId: archiveStorageAccountId
     logs: [
       {
         categoryGroup: 'allLogs'

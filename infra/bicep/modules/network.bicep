@@ -8,6 +8,8 @@ param tags object
 param addressPrefix string
 param networkIsolation bool
 param workspaceId string
+@description('Immutable storage account every diagnostic setting also archives to (monitoring.bicep).')
+param archiveStorageAccountId string
 
 // Flex Consumption integration subnet: delegated to Microsoft.App/environments, /24 leaves room to scale out.
 var functionSubnetPrefix = cidrSubnet(addressPrefix, 24, 0)
@@ -49,6 +51,7 @@ resource nsgDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-previe
   scope: nsgs[i]
   properties: {
     workspaceId: workspaceId
+    storageAccountId: archiveStorageAccountId
     logs: [
       {
         categoryGroup: 'allLogs'
@@ -122,6 +125,7 @@ resource vnetDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-previ
   scope: vnet
   properties: {
     workspaceId: workspaceId
+    storageAccountId: archiveStorageAccountId
     logs: [
       {
         categoryGroup: 'allLogs'

@@ -21,6 +21,8 @@ param networkIsolation bool
 param privateEndpointSubnetId string
 param privateDnsZoneId string
 param workspaceId string
+@description('Immutable storage account every diagnostic setting also archives to (monitoring.bicep).')
+param archiveStorageAccountId string
 @description('Principal ID of the Function App identity: the only principal given Data Sender / Data Receiver.')
 param appPrincipalId string
 
@@ -63,6 +65,7 @@ resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' 
   scope: namespace
   properties: {
     workspaceId: workspaceId
+    storageAccountId: archiveStorageAccountId
     logs: [
       {
         categoryGroup: 'allLogs'

@@ -27,6 +27,8 @@ param privateDnsZoneIds object
 @description('Storage services that get a private endpoint with network isolation.')
 param privateEndpointServices array
 param workspaceId string
+@description('Immutable storage account every diagnostic setting also archives to (monitoring.bicep).')
+param archiveStorageAccountId string
 @description('Data-plane role assignments on this account: [{ principalId, roleDefinitionId }].')
 param roleAssignments array
 @minValue(7)
@@ -63,6 +65,7 @@ resource accountDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-pr
   scope: account
   properties: {
     workspaceId: workspaceId
+    storageAccountId: archiveStorageAccountId
     metrics: [
       {
         category: 'Transaction'
@@ -92,6 +95,7 @@ resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-previ
   scope: blobService
   properties: {
     workspaceId: workspaceId
+    storageAccountId: archiveStorageAccountId
     logs: [
       {
         categoryGroup: 'allLogs'
@@ -137,6 +141,7 @@ resource tableDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-prev
   scope: tableService
   properties: {
     workspaceId: workspaceId
+    storageAccountId: archiveStorageAccountId
     logs: [
       {
         categoryGroup: 'allLogs'
@@ -167,6 +172,7 @@ resource queueDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-prev
   scope: queueService
   properties: {
     workspaceId: workspaceId
+    storageAccountId: archiveStorageAccountId
     logs: [
       {
         categoryGroup: 'allLogs'
