@@ -275,6 +275,8 @@ def platform_event(
         "circuit.closed",
         "writeback.conflict",
         "message.stuck",
+        "certificate.expiring",
+        "certificate.expired",
     ],
     *,
     event_id: str,

@@ -31,10 +31,16 @@ TABLE_EVENT_LEDGER = "eventledger"
 #: Natural-id claims (visit / order number with its issuer -> the patient's hashed identifiers) and
 #: patient merges (retired patient token -> survivor): two patients claiming one number is a conflict.
 TABLE_EVENT_CLAIMS = "eventclaims"
+#: Bulk Data export jobs: request, transaction time, per-type cursors, files written, lease (shared.bulkexport).
+TABLE_BULK_EXPORT = "bulkexport"
+#: Certificate expiry bands announced, per (certificate, version, band) (shared.credentials.expiry).
+TABLE_CERT_ALERTS = "certalerts"
 #: Health probes read this (never written).
 TABLE_HEALTH = "health"
 #: Blob container probed by the health check.
 CONTAINER_HEALTH = "health"
+#: Bulk Data export files (NDJSON per type, deleted and error files) under ``<job id>/``.
+CONTAINER_BULK_EXPORT = "bulk-export"
 
 TABLES: frozenset[str] = frozenset(
     {
@@ -49,7 +55,9 @@ TABLES: frozenset[str] = frozenset(
         TABLE_STUCK,
         TABLE_EVENT_LEDGER,
         TABLE_EVENT_CLAIMS,
+        TABLE_CERT_ALERTS,
+        TABLE_BULK_EXPORT,
         TABLE_HEALTH,
     }
 )
-CONTAINERS: frozenset[str] = frozenset({CONTAINER_HEALTH})
+CONTAINERS: frozenset[str] = frozenset({CONTAINER_HEALTH, CONTAINER_BULK_EXPORT})

@@ -1,0 +1,35 @@
+"""The credential provider port (no ``azure.*`` here).
+
+Adapters: :class:`shared.credentials.local.LocalCredentialProvider` (embedded default: PEM and secret
+files in a folder) and :class:`shared.adapters.azure.keyvault.KeyVaultCredentialProvider` (Key Vault
+certificates through their backing secrets, managed identity). Both raise only the errors of
+:mod:`shared.credentials.errors`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from shared.credentials.model import CertificateInfo, CertificateMaterial, SecretValue
+
+
+@runtime_checkable
+class CredentialProvider(Protocol):
+    #: ``local`` or ``keyvault`` (shown by ``tie certs``).
+    source: str
+
+    def certificate(self, name: str) -> CertificateMaterial:
+        """The current version of certificate ``name`` with its chain and private key (when it has one)."""
+        ...
+
+    def certificate_info(self, name: str) -> CertificateInfo:
+        """Public facts about the current version (cheap: no private key is fetched where avoidable)."""
+        ...
+
+    def list_certificates(self) -> list[CertificateInfo]:
+        """Every certificate the store holds (current versions)."""
+        ...
+
+    def secret(self, name: str) -> SecretValue: ...
+
+    def close(self) -> None: ...
