@@ -108,7 +108,9 @@ def ingest_processor(msg: func.ServiceBusMessage) -> None:
         properties=dict(msg.application_properties or {}),
     )
     with correlation_scope(inbound.correlation_id):
-        context = ingest.ProcessorContext(bus=container.bus, journal=Journal(container.records))
+        context = ingest.ProcessorContext(
+            bus=container.bus, journal=Journal(container.records), audit=container.audit
+        )
         outcome = ingest.process(inbound, context, PROCESSORS)
         _log.info(
             "ingest processed",

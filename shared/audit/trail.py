@@ -14,7 +14,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.audit.model import SYSTEM, Action, Agent, AuditRecord, Entity
+from shared.audit.model import (
+    SERIOUS_FAILURE,
+    SUCCESS,
+    SYSTEM,
+    TRANSFORM,
+    Action,
+    Agent,
+    AuditRecord,
+    Entity,
+)
 from shared.audit.ports import AuditLog
 
 _PATIENT_REFS = ("subject", "patient", "beneficiary")
@@ -114,6 +123,80 @@ class AuditTrail:
         )
         self.log.append([record])
         return record
+
+    def transformed(
+        self,
+        *,
+        correlation_id: str,
+        channel: str,
+        message_id: str,
+        received: bytes,
+        produced: bytes | None,
+        patient: str | None,
+        event_key: str | None,
+        error_code: str | None = None,
+    ) -> AuditRecord:
+        """The ingest processor turned a received message into a canonical clinical event (or failed to):
+        input = SHA-256 of the received bytes, output = SHA-256 of the clinical-event message body."""
+        entities = [Entity("Message", message_id)]
+        if event_key:
+            entities.append(Entity("ClinicalEvent", event_key))
+        digests = {"input": sha256_hex(received)}
+        if produced is not None:
+            digests["output"] = sha256_hex(produced)
+        detail: dict[str, str | int | bool] = {"channel": channel}
+        if error_code:
+            detail["error_code"] = error_code
+        return self.record(
+            category=TRANSFORM,
+            action="E",
+            interaction="transform",
+            outcome=SUCCESS if error_code is None else SERIOUS_FAILURE,
+            source="ingest-processor",
+            agent=Agent("system", "ingest-processor", verified=True),
+            correlation_id=correlation_id,
+            entities=entities,
+            patients=[patient] if patient else [],
+            digests=digests,
+            detail=detail,
+        )
+
+    def written_back(
+        self,
+        *,
+        correlation_id: str,
+        subscription: str,
+        downstream: str,
+        event_key: str,
+        patient: str | None,
+        event_digest: str,
+        payload_digest: str | None,
+        status: str,
+        attempts: int,
+        error_code: str | None = None,
+    ) -> AuditRecord:
+        """A clinical event was sent to a downstream system (applied, or finally failed): input = the
+        event's content digest, output = SHA-256 of the payload sent (when the downstream reports it)."""
+        digests = {"input": event_digest}
+        if payload_digest:
+            digests["output"] = payload_digest
+        detail: dict[str, str | int | bool] = {"downstream": downstream, "attempts": attempts}
+        if error_code:
+            detail["error_code"] = error_code
+        return self.record(
+            category=TRANSFORM,
+            action="C",
+            interaction="write-back",
+            outcome=SUCCESS if error_code is None else SERIOUS_FAILURE,
+            status=status,
+            source=subscription,
+            agent=Agent("system", subscription, verified=True),
+            correlation_id=correlation_id,
+            entities=[Entity("ClinicalEvent", event_key)],
+            patients=[patient] if patient else [],
+            digests=digests,
+            detail=detail,
+        )
 
     def close(self) -> None:
         self.log.close()

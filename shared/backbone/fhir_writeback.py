@@ -49,6 +49,7 @@ Errors (see :mod:`shared.backbone.errors`): ``StoreUnavailable`` / ``Throttled``
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -191,6 +192,8 @@ class FhirDownstream:
             entries = _plain(to_entries(event).value)
         except FhirOutError as exc:
             raise WriteBackUnmappable(self.name, f"event cannot be mapped to FHIR ({exc.code})") from None
+        # What is sent, for the audit record (the digest only): the mapped entries before resolution.
+        payload_sha256 = hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
         resolved: dict[str, str] = {}
         found = 0
         posts = [e for e in entries if e["request"]["method"] == "POST"]
@@ -313,7 +316,12 @@ class FhirDownstream:
                 summary = f"{summary}; merge: {len(retiring)} retired, {repointed} re-pointed"
             else:
                 summary = f"{summary}; merge: merged-away record not found, nothing to retire"
-        return DownstreamResponse(status="201" if created else "200", summary=summary, details=details)
+        return DownstreamResponse(
+            status="201" if created else "200",
+            summary=summary,
+            details=details,
+            payload_sha256=payload_sha256,
+        )
 
     # -- merges ----------------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -197,6 +198,7 @@ class Hl7MllpDownstream:
             status=summary.code,
             summary=f"{summary.code} for control ID {summary.control_id}",
             details={"control_id": summary.control_id},
+            payload_sha256=hashlib.sha256(payload).hexdigest(),
         )
 
     def close(self) -> None:

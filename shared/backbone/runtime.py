@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.audit.trail import AuditTrail
 from shared.backbone.breaker import BreakerConfig, CircuitBreaker, Permit
 from shared.backbone.deadletter import DeadLetterMonitor, ScanReport
 from shared.backbone.fhir_writeback import FhirDownstream
@@ -180,6 +181,7 @@ def build_backbone(
     close_downstreams: bool = False,
     stuck_after: timedelta = DEFAULT_STUCK_AFTER,
     metrics: Metrics | None = None,
+    audit: AuditTrail | None = None,
 ) -> Backbone:
     """Wire the subscribers for ``downstreams`` (subscription name -> downstream) over the given ports.
 
@@ -225,6 +227,7 @@ def build_backbone(
             operational_events=options.operational_events,
             sleep=sleep,
             rng=rng,
+            audit=audit,
         )
 
     def forget_parked(subscription: str, row: str) -> None:
@@ -295,7 +298,7 @@ def get_backbone() -> Backbone:
     """The process-wide backbone over :func:`shared.wiring.get_container` (rebuilt if the container is
     replaced, e.g. by a test app)."""
     global _backbone, _owner
-    from shared.wiring import build_writeback_fhir, get_container
+    from shared.wiring import build_identity_gates, build_writeback_fhir, get_container
 
     container = get_container()
     with _lock:
@@ -307,6 +310,7 @@ def get_backbone() -> Backbone:
         remote = build_writeback_fhir(settings)
         fhir = remote if remote is not None else container.fhir
         downstreams = default_downstreams(settings, fhir, fhir_is_platform_store=remote is None)
+        downstreams = build_identity_gates(container, downstreams)  # PDS trace before write-back
         backbone = build_backbone(
             bus=container.bus,
             records=container.records,
@@ -314,6 +318,7 @@ def get_backbone() -> Backbone:
             options=WriteBackOptions.from_settings(settings),
             topology=_topology_of(container.bus),
             stuck_after=timedelta(seconds=settings.stuck_after_seconds),
+            audit=container.audit,
         )
         backbone._closables.append(downstreams[SUB_WRITEBACK_HL7V2].close)
         if remote is not None:

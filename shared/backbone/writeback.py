@@ -45,6 +45,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 
+from shared.audit.trail import AuditTrail
 from shared.backbone import contracts
 from shared.backbone.breaker import BreakerState, CircuitBreaker, Permit, Transition
 from shared.backbone.delivery import Delivery
@@ -93,9 +94,14 @@ class DownstreamResponse:
     #: One short line for the journal, e.g. ``"Encounter/<id>/_history/1 created; 2 unchanged"``.
     summary: str
     details: Mapping[str, Scalar] = field(default_factory=dict)
+    #: SHA-256 of the payload sent (for the audit record; no content).
+    payload_sha256: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"status": self.status, "summary": self.summary, "details": dict(self.details)}
+        out = {"status": self.status, "summary": self.summary, "details": dict(self.details)}
+        if self.payload_sha256:
+            out["payload_sha256"] = self.payload_sha256
+        return out
 
     @classmethod
     def from_json(cls, data: Any) -> DownstreamResponse:
@@ -105,6 +111,7 @@ class DownstreamResponse:
             status=str(data.get("status", "")),
             summary=str(data.get("summary", "")),
             details=dict(data.get("details") or {}),
+            payload_sha256=str(data["payload_sha256"]) if data.get("payload_sha256") else None,
         )
 
 
@@ -214,7 +221,10 @@ class WriteBackSubscriber:
         operational_events: bool = True,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
+        #: Where each send to the downstream is audited (``None``: not audited; see docs/audit.md).
+        self.audit = audit
         self.downstream = downstream
         self.subscription = subscription
         self.journal = journal
@@ -286,6 +296,7 @@ class WriteBackSubscriber:
                     self._announce(self.breaker.record_success(), corr)  # it answered (AE, 409): it is up
                 if attempt >= self.policy.max_attempts:
                     self._failed(corr, delivery, exc, attempts=attempt)
+                    self._audit(delivery, envelope, key, digest, None, attempt, exc)
                     raise
                 delay = self.policy.backoff.delay(attempt, self._rng)
                 self.journal.record(
@@ -315,6 +326,7 @@ class WriteBackSubscriber:
                     self._platform_event_conflict(delivery, key, digest, exc)
                 self._failed(corr, delivery, exc, attempts=attempt, final=True)
                 self._operational_failed(delivery, key, exc)
+                self._audit(delivery, envelope, key, digest, None, attempt, exc)
                 raise
             except Exception as exc:
                 self._failed(corr, delivery, exc, attempts=attempt)
@@ -363,9 +375,38 @@ class WriteBackSubscriber:
             event_key=key,
             digest=digest[:16],
         )
+        self._audit(delivery, envelope, key, digest, response, attempt, None)
         return HandleResult("applied", response, attempt)
 
     # -- pieces --------------------------------------------------------------------------------------------
+
+    def _audit(
+        self,
+        delivery: Delivery,
+        envelope: Mapping[str, Any],
+        key: str,
+        digest: str,
+        response: DownstreamResponse | None,
+        attempts: int,
+        exc: BaseException | None,
+    ) -> None:
+        """Audit one send to the downstream: applied (``response``) or finally failed (``exc``)."""
+        if self.audit is None or isinstance(exc, (IdempotencyStoredFailure, EventConflict)):
+            return  # answered from our own stores: nothing was sent
+        payload = response.payload_sha256 if response is not None else None
+        code = getattr(exc, "code", type(exc).__name__) if exc is not None else None
+        self.audit.written_back(
+            correlation_id=delivery.correlation,
+            subscription=self.subscription,
+            downstream=self.downstream.name,
+            event_key=key,
+            patient=str(envelope.get("tiepatientkey") or "") or None,
+            event_digest=digest,
+            payload_digest=str(payload) if payload else None,
+            status=response.status if response is not None else str((exc and _response_code(exc)) or ""),
+            attempts=attempts,
+            error_code=str(code) if code is not None else None,
+        )
 
     def _decide_and_apply(
         self, event: ClinicalEvent, delivery: Delivery, digest: str

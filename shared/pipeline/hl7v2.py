@@ -539,7 +539,18 @@ def process_hl7v2(message: InboundMessage, context: ProcessorContext) -> str:
     defect or a changed rule set, and the message is retried and then dead-lettered, never dropped."""
     parsed = parse_message(message.body)
     event = map_message(parsed, correlation_id=message.correlation_id).value
-    context.bus.publish(clinical.TOPIC, [clinical.to_message(event)])
+    published = clinical.to_message(event)
+    context.bus.publish(clinical.TOPIC, [published])
+    if context.audit is not None:
+        context.audit.transformed(
+            correlation_id=message.correlation_id,
+            channel=message.channel,
+            message_id=message.message_id,
+            received=message.body,
+            produced=published.body,
+            patient=published.session_id,
+            event_key=event.key.value,
+        )
     context.journal.record(
         message.correlation_id, "mapped", event_kind=event.kind.value, event_key=event.key.value
     )

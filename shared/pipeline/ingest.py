@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from shared.audit.trail import AuditTrail
 from shared.journal import Journal
 from shared.messaging.ports import REPLAY_COUNT_PROPERTY, MessageBus, OutboundMessage, PropertyValue
 from shared.messaging.topology import TOPIC_INGEST
@@ -55,6 +56,8 @@ class ProcessorContext:
 
     bus: MessageBus
     journal: Journal
+    #: Where transformations are audited (``None``: not audited; see docs/audit.md).
+    audit: AuditTrail | None = None
 
 
 Processor = Callable[[InboundMessage, ProcessorContext], str]
@@ -150,13 +153,25 @@ def process(message: InboundMessage, context: ProcessorContext, processors: Mapp
     try:
         outcome = processor(message, context)
     except Exception as exc:
+        code = getattr(exc, "code", type(exc).__name__)
         journal.record(
             message.correlation_id,
             "failed",
             message_id=message.message_id,
             delivery_count=message.delivery_count,
-            error_code=getattr(exc, "code", type(exc).__name__),
+            error_code=code,
         )
+        if context.audit is not None:
+            context.audit.transformed(
+                correlation_id=message.correlation_id,
+                channel=message.channel,
+                message_id=message.message_id,
+                received=message.body,
+                produced=None,
+                patient=None,
+                event_key=None,
+                error_code=str(code),
+            )
         raise
     journal.record(
         message.correlation_id,
