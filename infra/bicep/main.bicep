@@ -76,6 +76,27 @@ param functionInstanceMemoryMB int = 2048
 @description('Per-environment values for settings of config/app-settings.json, e.g. { TIE_LOG_LEVEL: \'DEBUG\' }.')
 param appSettingOverrides object = {}
 
+// MLLP listener (Azure Container Apps) ------------------------------------------------------------------
+@description('MLLP listener image by digest (<registry>/tie-mllp@sha256:...), built from the Dockerfile; empty: no listener is deployed.')
+param mllpImage string = ''
+@description('Registry of mllpImage, pulled with the app identity (it needs AcrPull on the registry: infra/README.md, "MLLP listener"); empty for a public registry.')
+param containerRegistryServer string = ''
+@minValue(1)
+@maxValue(65535)
+param mllpPort int = 2575
+@description('HSCN address ranges of the Trust systems that send HL7 v2 over MLLP (NSG and ingress allow-list).')
+param mllpSourcePrefixes array = []
+@description('Key Vault certificate (PEM content type) with the listener\'s TLS server certificate.')
+param mllpTlsCertificateName string = 'tie-mllp-tls'
+@description('Key Vault secret with the PEM bundle of sender client CAs (mutual TLS); empty: server TLS only.')
+param mllpClientCaCertificateName string = ''
+@minValue(1)
+param mllpMinReplicas int = environmentName == 'prod' ? 2 : 1
+@minValue(1)
+param mllpMaxReplicas int = 10
+@minValue(1)
+param mllpConcurrentConnections int = 50
+
 // API Management -----------------------------------------------------------------------------------------
 @allowed([
   'Developer'
@@ -176,6 +197,8 @@ var names = {
   plan: 'asp-${base}'
   functionApp: 'func-${base}-${suffix}'
   apim: 'apim-${base}-${suffix}'
+  containerAppsEnvironment: 'cae-${base}'
+  mllpListener: 'ca-${base}-mllp'
   alertPrefix: 'alert-${base}'
 }
 var tags = union({
@@ -222,6 +245,8 @@ module network 'modules/network.bicep' = {
     networkIsolation: networkIsolation
     workspaceId: monitoring.outputs.workspaceId
     archiveStorageAccountId: monitoring.outputs.archiveStorageAccountId
+    mllpPort: mllpPort
+    mllpSourcePrefixes: mllpSourcePrefixes
   }
 }
 
@@ -482,6 +507,34 @@ module apim 'modules/apim.bicep' = {
   }
 }
 
+// MLLP listener ----------------------------------------------------------------------------------------------
+module mllp 'modules/mllp.bicep' = if (!empty(mllpImage)) {
+  name: 'mllp'
+  params: {
+    environmentName: names.containerAppsEnvironment
+    appName: names.mllpListener
+    location: location
+    tags: tags
+    subnetId: network.outputs.mllpSubnetId
+    workspaceId: monitoring.outputs.workspaceId
+    archiveStorageAccountId: monitoring.outputs.archiveStorageAccountId
+    identityId: appIdentity.outputs.id
+    image: mllpImage
+    registryServer: containerRegistryServer
+    port: mllpPort
+    minReplicas: mllpMinReplicas
+    maxReplicas: mllpMaxReplicas
+    concurrentConnections: mllpConcurrentConnections
+    zoneRedundant: environmentName == 'prod'
+    keyVaultUri: keyVault.outputs.uri
+    tlsCertificateName: mllpTlsCertificateName
+    clientCaCertificateName: mllpClientCaCertificateName
+    allowedSourcePrefixes: mllpSourcePrefixes
+    settingsSpec: appSettingsSpec.mllpListener
+    deploymentValues: deploymentValues
+  }
+}
+
 // Guard rails -------------------------------------------------------------------------------------------------
 module guardrails 'modules/guardrails.bicep' = {
   name: 'guardrails'
@@ -551,3 +604,5 @@ output keyVaultName string = keyVault.outputs.name
 output dataStorageAccountName string = dataStorage.outputs.name
 output appInsightsName string = monitoring.outputs.appInsightsName
 output alertNames array = alerts.outputs.alertNames
+@description('Private IP HSCN senders reach the MLLP listener on (through the hub); empty without a listener.')
+output mllpListenerIp string = empty(mllpImage) ? '' : mllp.outputs.staticIp

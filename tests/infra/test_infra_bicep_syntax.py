@@ -9,6 +9,7 @@ values.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,100 @@ def test_no_unused_parameters_or_variables(path: Path) -> None:
     used = _references(file)
     unused = [name for name in [*file.params(), *file.variables()] if name not in used]
     assert unused == [], f"{file.rel}: unused {unused}"
+
+
+#: Names a template may use without declaring them: functions, namespaces and decorators.
+_BUILTINS = frozenset(
+    [
+        "resourceGroup",
+        "subscription",
+        "tenant",
+        "environment",
+        "deployment",
+        "uniqueString",
+        "take",
+        "guid",
+        "contains",
+        "union",
+        "concat",
+        "map",
+        "filter",
+        "items",
+        "join",
+        "replace",
+        "empty",
+        "endsWith",
+        "startsWith",
+        "string",
+        "int",
+        "json",
+        "length",
+        "split",
+        "toLower",
+        "toUpper",
+        "toObject",
+        "subscriptionResourceId",
+        "tenantResourceId",
+        "resourceId",
+        "loadJsonContent",
+        "loadTextContent",
+        "cidrSubnet",
+        "newGuid",
+        "last",
+        "first",
+        "min",
+        "max",
+        "reduce",
+        "sort",
+        "flatten",
+        "range",
+        "base64",
+        "utcNow",
+        "extensionResourceId",
+        "indexOf",
+        "substring",
+        "trim",
+        "format",
+        "bool",
+        "array",
+        "object",
+        "reference",
+        "sys",
+        "az",
+        "allowed",
+        "description",
+        "minLength",
+        "maxLength",
+        "minValue",
+        "maxValue",
+        "secure",
+        "metadata",
+    ]
+)
+
+
+@pytest.mark.parametrize("path", b.bicep_files(), ids=lambda p: p.name)
+def test_every_identifier_is_declared(path: Path) -> None:
+    """A reference to a parameter, variable or symbol that does not exist parses fine; the build fails."""
+    file = b.load(path)
+    source = file.source.decode()
+    declared = set(file.params()) | set(file.variables()) | set(file.outputs())
+    declared |= {d.symbol for d in file.declarations()}
+    declared |= set(re.findall(r"\[for \(?(\w+)", source)) | set(re.findall(r"\[for \(\w+, (\w+)\)", source))
+    declared |= set(re.findall(r"(\w+) =>", source))
+    unknown = set()
+    for node in b.walk(file.root):
+        parent = node.parent
+        if node.type != "identifier" or parent is None or parent.type == "decorator":
+            continue
+        if parent.type == "member_expression" and parent.named_children[0].id != node.id:
+            continue
+        if (
+            parent.type in ("object_property", "decorator_expression")
+            and parent.named_children[0].id == node.id
+        ):
+            continue
+        name = b.text(node)
+        if name not in declared and name not in _BUILTINS:
+            unknown.add(name)
+    assert unknown == set(), f"{file.rel}: undeclared {sorted(unknown)}"

@@ -279,6 +279,7 @@ NO_DIAGNOSTICS = {
     "microsoft.network/privatednszones/virtualnetworklinks": "child configuration",
     "microsoft.web/serverfarms": "Flex Consumption plan: metrics and logs are per app",
     "microsoft.web/sites/basicpublishingcredentialspolicies": "site configuration",
+    "microsoft.app/containerapps": "console and system logs go through the environment (azure-monitor)",
     "microsoft.web/sites/config": "site configuration (authentication is logged by the site)",
     "microsoft.keyvault/vaults/secrets": "access is logged by the vault's AuditEvent",
     "microsoft.eventgrid/systemtopics/eventsubscriptions": "delivery failures are logged on the system topic",

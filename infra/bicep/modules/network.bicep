@@ -1,15 +1,19 @@
 // Virtual network for the platform: Function App outbound integration, API Management outbound
-// integration (v2 tiers) and private endpoints. With network isolation, the private DNS zones the private
+// integration (v2 tiers), private endpoints and the MLLP listener's internal Container Apps environment. With network isolation, the private DNS zones the private
 // endpoints register in are created and linked here.
 param name string
 param location string
 param tags object
-@description('Address space of the VNet, at least a /22: three subnets are carved from it.')
+@description('Address space of the VNet, at least a /22: four subnets are carved from it.')
 param addressPrefix string
 param networkIsolation bool
 param workspaceId string
 @description('Immutable storage account every diagnostic setting also archives to (monitoring.bicep).')
 param archiveStorageAccountId string
+@description('TCP port of the MLLP listener.')
+param mllpPort int
+@description('Address prefixes (HSCN ranges of the Trust systems, via the hub) allowed to reach the MLLP port.')
+param mllpSourcePrefixes array
 
 // Flex Consumption integration subnet: delegated to Microsoft.App/environments, /24 leaves room to scale out.
 var functionSubnetPrefix = cidrSubnet(addressPrefix, 24, 0)
@@ -17,6 +21,8 @@ var functionSubnetPrefix = cidrSubnet(addressPrefix, 24, 0)
 var privateEndpointSubnetPrefix = cidrSubnet(addressPrefix, 24, 1)
 // API Management v2 outbound VNet integration: delegated to Microsoft.Web/serverFarms, /26 as recommended.
 var apimSubnetPrefix = cidrSubnet(addressPrefix, 26, 8)
+// MLLP listener: internal Container Apps environment (workload profiles), delegated to Microsoft.App/environments.
+var mllpSubnetPrefix = cidrSubnet(addressPrefix, 24, 3)
 
 var privateDnsZoneNames = {
   blob: 'privatelink.blob.${environment().suffixes.storage}'
@@ -35,14 +41,59 @@ var subnetNames = [
   'snet-func'
   'snet-pe'
   'snet-apim'
+  'snet-mllp'
 ]
+
+// Only the listed senders reach the MLLP port; the load balancer's probes are let through.
+var mllpRules = concat(empty(mllpSourcePrefixes) ? [] : [
+  {
+    name: 'allow-mllp-senders'
+    properties: {
+      priority: 100
+      direction: 'Inbound'
+      access: 'Allow'
+      protocol: 'Tcp'
+      sourceAddressPrefixes: mllpSourcePrefixes
+      sourcePortRange: '*'
+      destinationAddressPrefix: mllpSubnetPrefix
+      destinationPortRange: string(mllpPort)
+    }
+  }
+], [
+  {
+    name: 'allow-load-balancer'
+    properties: {
+      priority: 110
+      direction: 'Inbound'
+      access: 'Allow'
+      protocol: '*'
+      sourceAddressPrefix: 'AzureLoadBalancer'
+      sourcePortRange: '*'
+      destinationAddressPrefix: '*'
+      destinationPortRange: '*'
+    }
+  }
+  {
+    name: 'deny-other-mllp'
+    properties: {
+      priority: 200
+      direction: 'Inbound'
+      access: 'Deny'
+      protocol: 'Tcp'
+      sourceAddressPrefix: '*'
+      sourcePortRange: '*'
+      destinationAddressPrefix: mllpSubnetPrefix
+      destinationPortRange: string(mllpPort)
+    }
+  }
+])
 
 resource nsgs 'Microsoft.Network/networkSecurityGroups@2023-11-01' = [for subnet in subnetNames: {
   name: 'nsg-${name}-${subnet}'
   location: location
   tags: tags
   properties: {
-    securityRules: []
+    securityRules: subnet == 'snet-mllp' ? mllpRules : []
   }
 }]
 
@@ -116,6 +167,23 @@ resource vnet 'Microsoft.Network/virtualNetworks@2023-11-01' = {
           ]
         }
       }
+      {
+        name: subnetNames[3]
+        properties: {
+          addressPrefix: mllpSubnetPrefix
+          networkSecurityGroup: {
+            id: nsgs[3].id
+          }
+          delegations: [
+            {
+              name: 'container-apps'
+              properties: {
+                serviceName: 'Microsoft.App/environments'
+              }
+            }
+          ]
+        }
+      }
     ]
   }
 }
@@ -164,5 +232,6 @@ output id string = vnet.id
 output functionSubnetId string = resourceId('Microsoft.Network/virtualNetworks/subnets', vnet.name, subnetNames[0])
 output privateEndpointSubnetId string = resourceId('Microsoft.Network/virtualNetworks/subnets', vnet.name, subnetNames[1])
 output apimSubnetId string = resourceId('Microsoft.Network/virtualNetworks/subnets', vnet.name, subnetNames[2])
+output mllpSubnetId string = resourceId('Microsoft.Network/virtualNetworks/subnets', vnet.name, subnetNames[3])
 @description('Private DNS zone resource IDs by key (blob, table, queue, serviceBus, keyVault, sites, monitor, oms, ods, agentSvc); empty without network isolation.')
 output privateDnsZoneIds object = networkIsolation ? toObject(items(privateDnsZoneNames), zone => zone.key, zone => resourceId('Microsoft.Network/privateDnsZones', zone.value)) : {}
