@@ -14,6 +14,9 @@
     tie inflight                  accepted but not finished (--older-than 5m)
     tie inflight --stuck          only those in flight longer than TIE_STUCK_AFTER_SECONDS (age, subscribers)
     tie mllp send FILE            send an HL7 v2 file over MLLP and print the ACK
+    tie audit verify              re-compute the audit hash chain (exit 1 naming the first bad record)
+    tie audit show CORRELATION_ID received -> transformed -> sent -> replies -> in flight (audited)
+    tie audit search --patient R  audit records by patient, agent, entity, time (audited)
 
 Bodies are patient data: they are printed only with ``--body``, to stdout, never logged.
 """
@@ -550,6 +553,10 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_top = sub.add_parser("dlq", help="dead letters of every subscription (list, show, replay, purge)")
     _add_dlq_commands(dlq_top)
     dlq_top.set_defaults(func=cmd_dlq)
+
+    from tie.audit_cmd import add_audit_parser
+
+    add_audit_parser(sub)
     return parser
 
 
