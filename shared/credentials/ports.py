@@ -8,6 +8,7 @@ certificates through their backing secrets, managed identity). Both raise only t
 
 from __future__ import annotations
 
+import ssl
 from typing import Protocol, runtime_checkable
 
 from shared.credentials.model import CertificateInfo, CertificateMaterial, SecretValue
@@ -33,3 +34,12 @@ class CredentialProvider(Protocol):
     def secret(self, name: str) -> SecretValue: ...
 
     def close(self) -> None: ...
+
+
+class TlsSource(Protocol):
+    """What a transport (MLLP client, FHIR HTTP adapter) asks for: the TLS context for its next connection,
+    and to record which credential a call is about to use (:class:`shared.credentials.broker.ClientTls`)."""
+
+    def context(self) -> ssl.SSLContext: ...
+
+    def record_use(self, operation: str) -> object: ...

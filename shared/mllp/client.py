@@ -9,6 +9,12 @@ connection costs nothing.
 
 :func:`classify_ack` reads MSA-1 from an ACK without the HL7 parser (the transport stays independent of
 it). Write-back maps the outcome as ACCEPT -> done, ERROR -> retry, REJECT -> dead-letter.
+
+Credentials: instead of a fixed ``ssl`` context a client may take a ``tls`` source
+(:class:`shared.credentials.broker.ClientTls`, from the downstream registry): each new connection asks it
+for the current context (a rotated certificate is used from the next connection on), and each ``send``
+asks it to record the credential used (per-call audit) before anything is written. A missing or expired
+certificate fails the call with the credential error (``docs/credentials.md``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from dataclasses import dataclass
 from ssl import SSLContext
 from typing import Final
 
+from shared.credentials.ports import TlsSource
 from shared.mllp.errors import MllpAckTimeout, MllpConnectionError, MllpProtocolError
 from shared.mllp.framing import DEFAULT_MAX_MESSAGE_BYTES, Frame, FrameDecoder, Garbage, frame
 
@@ -29,7 +36,7 @@ _CLOSE_TIMEOUT: Final = 2.0
 
 
 class MllpClient:
-    """One MLLP connection to ``host:port`` (TLS when ``ssl`` is given).
+    """One MLLP connection to ``host:port`` (TLS when ``ssl`` or ``tls`` is given).
 
     ``server_hostname`` overrides the name checked against the server certificate (default: ``host``).
     ``connect_timeout`` bounds connecting plus the TLS handshake. ``max_message_bytes`` bounds a reply.
@@ -44,10 +51,14 @@ class MllpClient:
         server_hostname: str | None = None,
         connect_timeout: float = 10.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        tls: TlsSource | None = None,
     ) -> None:
+        if ssl is not None and tls is not None:
+            raise ValueError("give ssl or tls, not both")
         self._host = host
         self._port = port
         self._ssl = ssl
+        self._tls = tls
         self._server_hostname = server_hostname
         self._connect_timeout = connect_timeout
         self._max_message_bytes = max_message_bytes
@@ -67,11 +78,12 @@ class MllpClient:
         if self.connected and self._reader is not None and not self._reader.at_eof():
             return
         await self._drop()
-        hostname = (self._server_hostname or self._host) if self._ssl is not None else None
+        context = self._tls.context() if self._tls is not None else self._ssl
+        hostname = (self._server_hostname or self._host) if context is not None else None
         try:
             async with asyncio.timeout(self._connect_timeout):
                 reader, writer = await asyncio.open_connection(
-                    self._host, self._port, ssl=self._ssl, server_hostname=hostname, limit=_READ_CHUNK * 2
+                    self._host, self._port, ssl=context, server_hostname=hostname, limit=_READ_CHUNK * 2
                 )
         except TimeoutError as exc:
             raise MllpConnectionError(f"connect to port {self._port} timed out") from exc
@@ -92,6 +104,8 @@ class MllpClient:
         data = frame(message)
         async with self._lock:
             await self.connect()
+            if self._tls is not None:
+                self._tls.record_use("mllp-send")
             ok = False
             try:
                 async with asyncio.timeout(timeout):

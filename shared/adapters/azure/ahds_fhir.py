@@ -35,6 +35,12 @@ searches) / ``InvalidResource``; 401/403 -> ``UpstreamError``; 404 -> ``Resource
 5xx -> ``StoreUnavailable``. Upstream diagnostics are never copied into exception text (they may echo
 values); only issue codes and element paths are kept.
 
+**Client certificates** (``tls``: a :class:`shared.credentials.broker.ClientTls` from the downstream
+registry): the pool verifies the server and presents the registry's client certificate (mutual TLS); a
+rotated certificate (a new context from the source) replaces the pool for the next request, and every
+logical request records the credential it used (per-call audit) before it is sent. A missing or expired
+certificate fails the request with the credential error (``docs/credentials.md``).
+
 **Bundles**: the service accepts at most ``max_bundle_entries`` (AHDS: 500) entries per Bundle.
 
 * A batch is always split into chunks of that size, sent one after another; entry responses are merged
@@ -62,6 +68,7 @@ import json
 import logging
 import random
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -81,6 +88,7 @@ from urllib3.exceptions import (
 )
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
+from shared.credentials.ports import TlsSource
 from shared.fhirstore import bundle as bundle_ops
 from shared.fhirstore.errors import (
     BundleTooLarge,
@@ -271,6 +279,7 @@ class AhdsFhirRepository:
         split_transactions: bool = False,
         pool_maxsize: int = 16,
         sleep: Callable[[float], None] = time.sleep,
+        tls: TlsSource | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         parts = urlsplit(self.base_url)
@@ -279,6 +288,10 @@ class AhdsFhirRepository:
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._tokens = _TokenCache(credential, token_provider, scope or f"{self.base_url}/.default")
         self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+        self._pool_maxsize = pool_maxsize
+        self._tls = tls
+        self._tls_context: ssl.SSLContext | None = None
+        self._pool_lock = threading.Lock()
         self._pool = urllib3.PoolManager(num_pools=4, maxsize=pool_maxsize, block=False, retries=False)
         self._max_retries = max_retries
         self._backoff_base = backoff_base
@@ -293,6 +306,23 @@ class AhdsFhirRepository:
     def _url(self, path: str, params: Sequence[tuple[str, str]] = ()) -> str:
         url = f"{self.base_url}/{path}" if path else self.base_url
         return f"{url}?{urlencode(list(params))}" if params else url
+
+    def _current_pool(self, method: str) -> urllib3.PoolManager:
+        """The pool for the next request: rebuilt when the TLS source hands out a new (rotated) context;
+        the credential use is recorded here, once per logical request."""
+        if self._tls is None:
+            return self._pool
+        context = self._tls.context()
+        with self._pool_lock:
+            if context is not self._tls_context:
+                old, self._tls_context = self._pool, context
+                self._pool = urllib3.PoolManager(
+                    num_pools=4, maxsize=self._pool_maxsize, block=False, retries=False, ssl_context=context
+                )
+                old.clear()
+            pool = self._pool
+        self._tls.record_use(f"fhir-{method.lower()}")
+        return pool
 
     def _backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self._backoff_max, self._backoff_base * (2**attempt)))
@@ -323,12 +353,13 @@ class AhdsFhirRepository:
         request_headers.update(headers or {})
         attempt = 0
         refreshed = False
+        pool = self._current_pool(method)
         while True:
             token = self._tokens.get()
             if token:
                 request_headers["Authorization"] = f"Bearer {token}"
             try:
-                raw = self._pool.request(
+                raw = pool.request(
                     method,
                     url,
                     body=payload,
