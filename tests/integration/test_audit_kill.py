@@ -1,0 +1,74 @@
+"""A writer killed with SIGKILL in the middle of appending leaves an audit chain that still verifies, and
+the next writer continues it: each append (records, index terms and the signed head) is one SQLite
+transaction. Three rounds, each killed while it is appending as fast as it can."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.audit.chain import verify_chain
+from shared.audit.sqlite_log import SqliteAuditLog
+from tests.helpers import REPO_ROOT
+
+pytestmark = pytest.mark.timeout(120)
+
+KEY_HEX = "ab" * 32
+WRITER = f"""
+import sys
+from datetime import UTC, datetime
+from shared.audit.model import ACCESS, SUCCESS, Agent, AuditRecord, Entity
+from shared.audit.sqlite_log import SqliteAuditLog
+
+log = SqliteAuditLog(sys.argv[1], key=bytes.fromhex("{KEY_HEX}"), checkpoint_every=7)
+n = 0
+while True:
+    batch = []
+    for _ in range(3):
+        n += 1
+        batch.append(AuditRecord(category=ACCESS, action="R", interaction="read", outcome=SUCCESS,
+            agent=Agent("client", "killer"), source="test", recorded=datetime.now(UTC),
+            entities=(Entity("Patient", f"p{{n}}"),), patients=(f"Patient/p{{n}}",)))
+    entries = log.append(batch)
+    print(entries[-1].seq, flush=True)
+"""
+
+
+def test_sigkill_mid_append_leaves_a_verifiable_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.sqlite3"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    last_acknowledged = 0
+    for _round in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=REPO_ROOT,
+        )
+        assert proc.stdout is not None
+        target = last_acknowledged + 150
+        while True:
+            line = proc.stdout.readline()
+            assert line, "the writer died on its own"
+            seq = int(line)
+            if seq >= target:
+                break
+        proc.send_signal(signal.SIGKILL)  # while it is appending the next batches
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        log = SqliteAuditLog(path, key=bytes.fromhex(KEY_HEX))
+        try:
+            result = verify_chain(log.entries(), log.checkpoints(), key=bytes.fromhex(KEY_HEX))
+            assert result.ok, result.describe()
+            # Nothing acknowledged is lost; whole batches only.
+            assert result.last_seq >= seq and result.last_seq % 3 == 0
+            assert log.checkpoints()[-1].seq == result.last_seq
+        finally:
+            log.close()
+        last_acknowledged = result.last_seq
