@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.audit.ports import AuditLog
 from shared.audit.trail import AuditTrail
 from shared.config.settings import Backend, Settings, get_settings
+from shared.errors import ConfigurationError
 from shared.fhirstore.ports import FhirRepository
 from shared.messaging.ports import MessageBus
 from shared.storage.ports import BlobStore, RecordStore
+
+if TYPE_CHECKING:
+    from shared.backbone.writeback import Downstream
+    from shared.mesh.ports import MeshMailbox
+    from shared.pds.ports import PdsClient
+    from shared.pds.trace import IdentityResolver
 
 
 @dataclass
@@ -162,6 +169,69 @@ def build_writeback_fhir(settings: Settings) -> FhirRepository | None:
         connect_timeout=min(5.0, settings.writeback_timeout_seconds),
         max_retries=0,
     )
+
+
+def build_pds_client(settings: Settings) -> PdsClient:
+    """PDS: the local stand-in in process (embedded default) or the PDS FHIR API over HTTPS. The token
+    source is pluggable (the downstream credential registry will provide the signed-JWT flow)."""
+    from shared.pds.auth import NoToken, StaticTokenSource
+    from shared.pds.client import PdsFhirClient, Transport, Urllib3Transport
+    from shared.pds.ports import TokenSource
+
+    tokens: TokenSource = NoToken()
+    if settings.pds_access_token is not None and settings.pds_access_token.get_secret_value():
+        tokens = StaticTokenSource(settings.pds_access_token.get_secret_value())
+    transport: Transport
+    if settings.pds_backend == "http":
+        if not settings.pds_base_url:
+            raise ConfigurationError("TIE_PDS_BACKEND=http needs TIE_PDS_BASE_URL")
+        transport = Urllib3Transport(settings.pds_base_url, timeout=settings.pds_timeout_seconds)
+    else:
+        from shared.pds.stub import PdsStub, StubTransport
+
+        transport = StubTransport(PdsStub(settings.pds_corpus_dir))
+    return PdsFhirClient(transport, tokens)
+
+
+def build_identity_resolver(settings: Settings) -> IdentityResolver:
+    from shared.pds.cache import PdsCache
+    from shared.pds.trace import IdentityResolver
+
+    return IdentityResolver(build_pds_client(settings), PdsCache(settings.pds_cache_ttl_seconds))
+
+
+def build_identity_gates(container: Container, downstreams: dict[str, Downstream]) -> dict[str, Downstream]:
+    """Wrap each write-back downstream named in ``TIE_PDS_VERIFY_DOWNSTREAMS`` in the PDS identity gate
+    (one resolver and cache shared by all of them); the others are returned as they are."""
+    wanted = container.settings.pds_verify_downstream_set
+    if not wanted or not any(d.name in wanted for d in downstreams.values()):
+        return downstreams
+    from shared.journal import Journal
+    from shared.pds.gate import IdentityGate
+    from shared.pds.review import ReviewQueue
+
+    resolver = build_identity_resolver(container.settings)
+    review = ReviewQueue(container.records, container.blobs)
+    journal = Journal(container.records)
+    return {
+        sub: IdentityGate(d, resolver, review, journal, subscription=sub) if d.name in wanted else d
+        for sub, d in downstreams.items()
+    }
+
+
+def build_mesh_mailbox(settings: Settings, mailbox: str) -> MeshMailbox:
+    """MESH: a folder mailbox under ``TIE_LOCAL_DIR/mesh`` (embedded default), NHS mesh-sandbox on
+    loopback (``sandbox``), or the MESH API (``mesh``), the last two through NHS England's mesh-client."""
+    if settings.mesh_backend == "local":
+        from shared.mesh.local_files import LocalFilesMailbox
+
+        return LocalFilesMailbox(settings.mesh_root, mailbox)
+    from shared.mesh.client_adapter import MeshClientMailbox, SettingsCredentials
+
+    url = settings.mesh_url or f"http://127.0.0.1:{settings.mesh_sandbox_port}"
+    if settings.mesh_backend == "mesh" and not settings.mesh_url:
+        raise ConfigurationError("TIE_MESH_BACKEND=mesh needs TIE_MESH_URL")
+    return MeshClientMailbox(url, mailbox, SettingsCredentials(settings))
 
 
 def build_container(settings: Settings) -> Container:

@@ -122,6 +122,39 @@ class Settings(BaseSettings):
     #: ``message.stuck`` platform event, gauge ``tie.messages.stuck`` (shared/backbone/stuck.py).
     stuck_after_seconds: int = Field(900, ge=1, le=7 * 86_400, validation_alias="TIE_STUCK_AFTER_SECONDS")
 
+    # National services (shared/pds, shared/mesh; docs/pds-and-mesh.md). PDS: "stub" = the local stand-in
+    # serving the PDS sandbox responses (embedded default), "http" = the PDS FHIR API at TIE_PDS_BASE_URL.
+    pds_backend: Literal["stub", "http"] = Field("stub", validation_alias="TIE_PDS_BACKEND")
+    pds_base_url: str | None = Field(None, validation_alias="TIE_PDS_BASE_URL")
+    #: The PDS corpus the stand-in serves (default ../shared/corpora/nhs-pds-fhir-api beside the repo).
+    pds_corpus_dir: Path | None = Field(None, validation_alias="TIE_PDS_CORPUS_DIR")
+    #: Bearer token until the downstream credential registry provides the signed-JWT flow (empty: none).
+    pds_access_token: SecretStr | None = Field(None, validation_alias="TIE_PDS_ACCESS_TOKEN")
+    pds_timeout_seconds: float = Field(10.0, gt=0, le=60, validation_alias="TIE_PDS_TIMEOUT_SECONDS")
+    #: In-memory cache of PDS retrievals (0 = off); never holds restricted records (README "PDS").
+    pds_cache_ttl_seconds: float = Field(300.0, ge=0, le=86_400, validation_alias="TIE_PDS_CACHE_TTL_SECONDS")
+    #: Write-back downstreams (``fhir``, ``hl7v2``) that require a PDS-verified identity (empty: none).
+    pds_verify_downstreams: str = Field("", max_length=256, validation_alias="TIE_PDS_VERIFY_DOWNSTREAMS")
+    #: MESH: "local" = mailboxes as folders under TIE_LOCAL_DIR/mesh (embedded default), "sandbox" = NHS
+    #: mesh-sandbox started on loopback by ``tie run``, "mesh" = the MESH API at TIE_MESH_URL.
+    mesh_backend: Literal["local", "sandbox", "mesh"] = Field("local", validation_alias="TIE_MESH_BACKEND")
+    mesh_url: str | None = Field(None, validation_alias="TIE_MESH_URL")
+    #: Mailboxes the inbound timer polls (comma-separated mailbox ids; empty: polling does nothing).
+    mesh_mailboxes: str = Field("", max_length=1024, validation_alias="TIE_MESH_MAILBOXES")
+    mesh_sandbox_port: int = Field(8700, ge=1, le=65535, validation_alias="TIE_MESH_SANDBOX_PORT")
+    mesh_mailbox_secret: SecretStr | None = Field(None, validation_alias="TIE_MESH_MAILBOX_SECRET")
+    mesh_shared_key: SecretStr | None = Field(None, validation_alias="TIE_MESH_SHARED_KEY")
+    #: Client certificate and key (PEM paths) and CA bundle for the real MESH service (mutual TLS).
+    mesh_client_cert: str | None = Field(None, validation_alias="TIE_MESH_CLIENT_CERT")
+    mesh_client_key: str | None = Field(None, validation_alias="TIE_MESH_CLIENT_KEY")
+    mesh_ca_cert: str | None = Field(None, validation_alias="TIE_MESH_CA_CERT")
+    #: Outbound results: sending mailbox, recipient mailbox and workflow id (empty sender: not configured).
+    mesh_outbound_mailbox: str = Field("", max_length=64, validation_alias="TIE_MESH_OUTBOUND_MAILBOX")
+    mesh_outbound_recipient: str = Field("", max_length=64, validation_alias="TIE_MESH_OUTBOUND_RECIPIENT")
+    mesh_outbound_workflow: str = Field(
+        "PATH_MEDRPT_V3", max_length=64, validation_alias="TIE_MESH_OUTBOUND_WORKFLOW"
+    )
+
     #: HL7 v2 senders whose suspected unescaped delimiters are errors (AE / CR) instead of ACK warnings:
     #: comma-separated ``MSH-3|MSH-4`` namespace ids, ``*`` for any (``LAB|RGT01,PAS|*``; ``*`` = all).
     hl7_strict_senders: str = Field("", max_length=4096, validation_alias="TIE_HL7_STRICT_SENDERS")
@@ -275,6 +308,18 @@ class Settings(BaseSettings):
     @property
     def mllp_trusted_client_cn_set(self) -> frozenset[str]:
         return frozenset(_split_list(self.mllp_trusted_client_cns))
+
+    @property
+    def pds_verify_downstream_set(self) -> frozenset[str]:
+        return frozenset(_split_list(self.pds_verify_downstreams))
+
+    @property
+    def mesh_mailbox_list(self) -> tuple[str, ...]:
+        return tuple(_split_list(self.mesh_mailboxes))
+
+    @property
+    def mesh_root(self) -> Path:
+        return self.local_dir / "mesh"
 
     @property
     def hl7_strict_sender_set(self) -> frozenset[tuple[str, str]]:
