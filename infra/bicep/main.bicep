@@ -148,6 +148,12 @@ param diagnosticArchiveDays int = 365
 ])
 @description('Public query access to Log Analytics / Application Insights (portal, workbooks); Entra ID + RBAC still required.')
 param monitorQueryPublicNetworkAccess string = 'Enabled'
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+@description('Diagnostics archive account. Enabled means "selected networks" with none selected (default action Deny): only the trusted-services bypass - Azure Monitor writing diagnostic logs - gets in. Disabled would shut Azure Monitor out as well.')
+param archivePublicNetworkAccess string = 'Enabled'
 @description('Alert e-mail receivers: [{ name, email }].')
 param alertEmailReceivers array
 @secure()
@@ -268,7 +274,7 @@ module monitoring 'modules/monitoring.bicep' = {
     ]
     ingestionPublicNetworkAccess: isolatedAccess
     queryPublicNetworkAccess: monitorQueryPublicNetworkAccess
-    archivePublicNetworkAccess: isolatedAccess
+    archivePublicNetworkAccess: archivePublicNetworkAccess
     archiveStorageName: names.archiveStorage
     archiveStorageSku: storageSku
     archiveImmutabilityDays: diagnosticArchiveDays

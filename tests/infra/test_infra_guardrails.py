@@ -216,3 +216,14 @@ def test_deploy_identity_may_grant_only_the_platform_roles_to_service_principals
     )
     for decl in DEPLOY.resources("Microsoft.Authorization/roleAssignments"):
         assert b.literal(decl.get("properties.principalType")) == "ServicePrincipal"
+
+
+def test_archive_admits_only_the_trusted_services_bypass() -> None:
+    (archive,) = [
+        d for d in MONITORING.resources("Microsoft.Storage/storageAccounts") if d.symbol == "archive"
+    ]
+    assert b.literal(archive.get("properties.networkAcls")) == {
+        "defaultAction": "Deny",
+        "bypass": "AzureServices",
+    }
+    assert b.literal(archive.get("properties.allowSharedKeyAccess")) is False

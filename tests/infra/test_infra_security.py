@@ -133,6 +133,8 @@ def test_no_template_enables_local_or_shared_key_auth() -> None:
 PUBLIC_ACCESS_EXCEPTIONS = {
     ("apim", "publicNetworkAccess"): "apimPublicNetworkAccess",
     ("monitoring", "queryPublicNetworkAccess"): "monitorQueryPublicNetworkAccess",
+    # Default action Deny, no network allowed: the trusted-services bypass (Azure Monitor) is the only way in.
+    ("monitoring", "archivePublicNetworkAccess"): "archivePublicNetworkAccess",
 }
 
 

@@ -45,7 +45,7 @@ param queryPublicNetworkAccess string
   'Enabled'
   'Disabled'
 ])
-@description('Public network access of the archive account (Azure Monitor writes through the trusted-services bypass).')
+@description('Public network access of the archive account; with Enabled, networkAcls deny everything but the trusted-services bypass Azure Monitor writes through.')
 param archivePublicNetworkAccess string
 
 var roles = loadJsonContent('../config/roles.json')
