@@ -8,6 +8,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from functions import (
+    bulk_export,
     deadletter,
     events,
     fhir_directory,
@@ -38,3 +39,4 @@ app.register_functions(fhir_records.bp)
 app.register_functions(fhir_directory.bp)
 app.register_functions(events.bp)
 app.register_functions(deadletter.bp)
+app.register_functions(bulk_export.bp)

@@ -39,9 +39,11 @@ APP_SETTINGS = ROOT / "infra" / "bicep" / "config" / "app-settings.json"
 
 READ_ROLE = "TIE.FHIR.Read"
 WRITE_ROLE = "TIE.FHIR.Write"
+EXPORT_ROLE = "TIE.FHIR.Export"
 ROLES = {
     READ_ROLE: "Read FHIR resources (read, vread, search, history, metadata).",
     WRITE_ROLE: "Write FHIR resources (create, update, delete, transaction and batch Bundles).",
+    EXPORT_ROLE: "FHIR Bulk Data export ($export kick-off, status, cancel, files); docs/bulk-export.md.",
 }
 FHIR_TAG = {"name": "fhir", "description": "FHIR R4 (UK Core) REST API: resources, search, history, Bundles."}
 DESCRIPTION_NOTE = (
@@ -82,6 +84,29 @@ SYSTEM = {
         "Process a transaction (all or nothing) or batch Bundle",
         WRITE_ROLE,
         "bundle",
+    ),
+    "fhir_export_system": (
+        "fhir-export-system",
+        "Bulk Data export, every type (async)",
+        EXPORT_ROLE,
+        "export",
+    ),
+    "fhir_export_patient": (
+        "fhir-export-patient",
+        "Bulk Data export, Patient compartment",
+        EXPORT_ROLE,
+        "export",
+    ),
+    "fhir_export_status": ("fhir-export-status", "Bulk Data export status / manifest", EXPORT_ROLE, "status"),
+    "fhir_export_cancel": ("fhir-export-cancel", "Cancel a Bulk Data export", EXPORT_ROLE, "cancel"),
+    "fhir_export_file": ("fhir-export-file", "One NDJSON file of an export manifest", EXPORT_ROLE, "file"),
+}
+#: Path parameters of the Bulk Data routes.
+EXPORT_PATH_PARAMETERS = {
+    "jobId": ("Export job id (from Content-Location)", {"type": "string", "pattern": "^[a-f0-9]{32}$"}),
+    "fileName": (
+        "File name from the manifest",
+        {"type": "string", "pattern": "^[A-Za-z-]+-[0-9]+\\.ndjson$"},
     ),
 }
 
@@ -347,9 +372,67 @@ def operation(name: str, method: str, path: str, types: list[str]) -> dict[str, 
         params.append(
             {"name": "vid", "in": "path", "required": True, "description": "Version id", "schema": ID_SCHEMA}
         )
+    for pname, (description, schema) in EXPORT_PATH_PARAMETERS.items():
+        if "{" + pname + "}" in path:
+            params.append(
+                {"name": pname, "in": "path", "required": True, "description": description, "schema": schema}
+            )
     responses: dict[str, Any] = {}
     body: dict[str, Any] | None = None
-    if kind == "metadata":
+    export_headers = {"X-Correlation-ID": _ref("headers", "CorrelationId")}
+    if kind == "export":
+        params += [
+            {
+                **_header("Prefer", "respond-async (required); handling=lenient ignores unknown parameters."),
+                "required": True,
+            },
+            _query(
+                "_outputFormat", "application/fhir+ndjson (the default; nothing else).", {"type": "string"}
+            ),
+            _query("_type", "Comma-separated resource types.", {"type": "string"}),
+            _query(
+                "_since",
+                "Only resources changed after this instant.",
+                {"type": "string", "format": "date-time"},
+            ),
+            _query("_typeFilter", "<Type>?<search>: one per type.", {"type": "string"}),
+            _query("_pseudonymise", "true: pseudonymised export (extension).", {"type": "boolean"}),
+        ]
+        responses["202"] = {
+            "description": "Accepted: poll Content-Location.",
+            "headers": {**export_headers, "Content-Location": {"schema": {"type": "string"}}},
+        }
+        responses.update(_errors("400", "404", "501"))
+    elif kind == "status":
+        responses["200"] = {
+            "description": "Complete: the manifest.",
+            "headers": export_headers,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+        responses["202"] = {
+            "description": "In progress.",
+            "headers": {
+                **export_headers,
+                "X-Progress": {"schema": {"type": "string"}},
+                "Retry-After": {"schema": {"type": "integer"}},
+            },
+        }
+        responses.update(_errors("404"))
+    elif kind == "cancel":
+        responses["202"] = {
+            "description": "Cancelled; its files are deleted.",
+            "headers": export_headers,
+            "content": _content(_ref("schemas", "OperationOutcome")),
+        }
+        responses.update(_errors("404"))
+    elif kind == "file":
+        responses["200"] = {
+            "description": "NDJSON: one resource per line.",
+            "headers": export_headers,
+            "content": {"application/fhir+ndjson": {"schema": {"type": "string"}}},
+        }
+        responses.update(_errors("404"))
+    elif kind == "metadata":
         responses["200"] = {
             "description": "What this server supports.",
             "headers": {"X-Correlation-ID": _ref("headers", "CorrelationId")},

@@ -195,6 +195,18 @@ class Settings(BaseSettings):
     #: the packaged file, which configures none (every local authority keeps urn:tie:authority:<ns>).
     identifier_systems_file: Path | None = Field(None, validation_alias="TIE_IDENTIFIER_SYSTEMS_FILE")
 
+    # FHIR Bulk Data export (shared/bulkexport, docs/bulk-export.md).
+    #: Who may export: ``<client id>:identified|pseudonymised`` entries, comma-separated (``*`` = any
+    #: client). Empty: nobody (fail closed).
+    export_clients: str = Field("", max_length=4096, validation_alias="TIE_EXPORT_CLIENTS")
+    #: HMAC key of pseudonymised exports (a Key Vault reference in Azure; at least 32 characters). Unset:
+    #: pseudonymised exports are refused. There is no default.
+    export_pseudonym_key: SecretStr | None = Field(None, validation_alias="TIE_EXPORT_PSEUDONYM_KEY")
+    #: An export file is closed and a new one started at this size (bytes).
+    export_max_file_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024, validation_alias="TIE_EXPORT_MAX_FILE_BYTES"
+    )
+
     @field_validator(
         "service_bus_namespace",
         "table_service_uri",
@@ -212,6 +224,7 @@ class Settings(BaseSettings):
         "writeback_fhir_url",
         "writeback_mllp_host",
         "apim_shared_secret",
+        "export_pseudonym_key",
         mode="before",
     )
     @classmethod
@@ -225,6 +238,23 @@ class Settings(BaseSettings):
     def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("TIE_APIM_SHARED_SECRET must be at least 16 characters")
+        return value
+
+    @field_validator("export_pseudonym_key")
+    @classmethod
+    def _export_key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        text = value.get_secret_value() if value is not None else ""
+        if value is not None and len(text) < 32 and not text.startswith("@Microsoft.KeyVault("):
+            raise ValueError("TIE_EXPORT_PSEUDONYM_KEY must be at least 32 characters")
+        return value
+
+    @field_validator("export_clients")
+    @classmethod
+    def _export_clients_parse(cls, value: str) -> str:
+        for entry in _split_list(value):
+            client, _, mode = entry.rpartition(":")
+            if not client.strip() or mode not in ("identified", "pseudonymised"):
+                raise ValueError("TIE_EXPORT_CLIENTS entries are <client id>:identified|pseudonymised")
         return value
 
     @field_validator("mllp_trusted_cidrs")

@@ -35,6 +35,29 @@ _REST_DOCUMENTATION = (
 )
 
 
+#: FHIR Bulk Data Access IG (v2) operations this server implements (shared/bulkexport, docs/bulk-export.md).
+BULK_DATA_CAPABILITY = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
+BULK_EXPORT_DOCUMENTATION = (
+    "Bulk Data export (async: Prefer: respond-async; 202 + Content-Location; poll for the manifest; DELETE "
+    "to cancel). Parameters: _outputFormat (application/fhir+ndjson), _type, _since (deletions as "
+    "'deleted' Bundles), _typeFilter (one simple search per type) and the extension parameter "
+    "_pseudonymise=true|false: identifiers and resource ids replaced by keyed references per recipient, "
+    "names, telecom, addresses (postcode district kept), narrative and free text removed, birth date "
+    "cut to year-month; the rules and their version are named in the manifest. Files need the same "
+    "credentials as the API (requiresAccessToken)."
+)
+SYSTEM_EXPORT = {
+    "name": "export",
+    "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+    "documentation": BULK_EXPORT_DOCUMENTATION,
+}
+PATIENT_EXPORT = {
+    "name": "export",
+    "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",
+    "documentation": BULK_EXPORT_DOCUMENTATION,
+}
+
+
 def bundle_cap_text(max_entries: int) -> str:
     """How the statement states the Bundle entry cap (``maxEntries=<n>`` is the machine-readable part)."""
     return (
@@ -68,6 +91,8 @@ def capability_statement(
         profile = profile_for(rtype)
         if profile is not None:
             entry.setdefault("supportedProfile", [profile])
+        if rtype == "Patient":
+            entry["operation"] = [dict(PATIENT_EXPORT)]
         resources.append(entry)
     search_params = list(rest.get("searchParam", []))
     known = {p["name"] for p in search_params}
@@ -98,6 +123,7 @@ def capability_statement(
         "kind": "instance",
         "software": {"name": SOFTWARE_NAME, "version": SOFTWARE_VERSION},
         "implementation": {"description": "Trust Integration Engine FHIR API", "url": base},
+        "instantiates": [BULK_DATA_CAPABILITY],
         "fhirVersion": FHIR_VERSION,
         "format": ["application/fhir+json", "json"],
         "rest": [
@@ -114,6 +140,7 @@ def capability_statement(
                 "resource": resources,
                 "interaction": interactions,
                 "searchParam": search_params,
+                "operation": [dict(SYSTEM_EXPORT)],
             }
         ],
     }

@@ -119,6 +119,11 @@ var operationPolicies = {
   'fhir-delete': loadTextContent('../../apim/policies/operations/fhir-delete.xml')
   'fhir-history-instance': loadTextContent('../../apim/policies/operations/fhir-history-instance.xml')
   'fhir-vread': loadTextContent('../../apim/policies/operations/fhir-vread.xml')
+  'fhir-export-system': loadTextContent('../../apim/policies/operations/fhir-export-system.xml')
+  'fhir-export-patient': loadTextContent('../../apim/policies/operations/fhir-export-patient.xml')
+  'fhir-export-status': loadTextContent('../../apim/policies/operations/fhir-export-status.xml')
+  'fhir-export-cancel': loadTextContent('../../apim/policies/operations/fhir-export-cancel.xml')
+  'fhir-export-file': loadTextContent('../../apim/policies/operations/fhir-export-file.xml')
 }
 // Values the policy XML refers to as {{name}}.
 var namedValues = {
