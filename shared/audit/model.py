@@ -148,8 +148,9 @@ class AuditRecord:
         )
 
     def terms(self) -> list[str]:
-        """Index terms for searching (patient, agent, entity, correlation id)."""
+        """Index terms for searching (patient, agent, entity, correlation id, record id)."""
         terms = {f"patient:{p}" for p in self.patients}
+        terms.add(f"id:{self.id}")
         terms.add(f"agent:{self.agent.id}")
         terms |= {f"entity:{e.reference}" for e in self.entities}
         if self.correlation_id:

@@ -59,11 +59,12 @@ class AuditLog(Protocol):
         agent: str | None = None,
         entity: str | None = None,
         correlation_id: str | None = None,
+        record_id: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 100,
     ) -> list[ChainedEntry]:
-        """Entries matching every given filter, oldest first."""
+        """Entries matching every given filter, oldest first (``record_id``: the record's own id)."""
         ...
 
     def checkpoints(self) -> list[Checkpoint]:

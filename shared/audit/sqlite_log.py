@@ -128,6 +128,7 @@ class SqliteAuditLog:
         agent: str | None = None,
         entity: str | None = None,
         correlation_id: str | None = None,
+        record_id: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 100,
@@ -139,6 +140,7 @@ class SqliteAuditLog:
             ("agent", agent),
             ("entity", entity),
             ("correlation", correlation_id),
+            ("id", record_id),
         ):
             if value:
                 sql += " AND seq IN (SELECT seq FROM audit_terms WHERE term = ?)"

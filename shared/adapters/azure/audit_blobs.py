@@ -175,6 +175,7 @@ class AppendBlobAuditLog:
         agent: str | None = None,
         entity: str | None = None,
         correlation_id: str | None = None,
+        record_id: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 100,
@@ -186,6 +187,7 @@ class AppendBlobAuditLog:
                 ("agent", agent),
                 ("entity", entity),
                 ("correlation", correlation_id),
+                ("id", record_id),
             )
             if value
         }
