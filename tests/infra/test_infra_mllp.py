@@ -63,14 +63,16 @@ def test_image_runs_the_listener_as_a_non_root_user_without_secrets() -> None:
     assert "PYTHONDONTWRITEBYTECODE=1" in env, "read-only root filesystem: no bytecode written"
     assert not re.search(r"(?i)(secret|password|key|token|connectionstring)\w*=", env)
     copies = [a.split()[-2] for k, a in steps if k == "COPY" and "--from" not in a]
-    assert copies == ["requirements.txt", "shared/", "infra/mllp/listener.py"]
+    assert copies == ["requirements.lock", "shared/", "infra/mllp/listener.py"]
+    (install,) = [a for k, a in steps if k == "RUN" and "pip install" in a]
+    assert "--require-hashes -r requirements.lock" in install, "installs from the hashed lock only"
     assert [a for k, a in steps if k == "EXPOSE"] == [str(b.literal(MAIN.params()["mllpPort"].default))]
     ignore = [
         line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and line[0] != "#"
     ]
     assert ignore[0] == "*", "the build context admits only what is listed"
     assert {line for line in ignore if line.startswith("!")} == {
-        "!requirements.txt",
+        "!requirements.lock",
         "!shared/",
         "!infra/mllp/listener.py",
     }
