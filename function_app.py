@@ -12,7 +12,6 @@ from functions import (
     deadletter,
     events,
     fhir_directory,
-    fhir_audit,
     fhir_encounter,
     fhir_orders,
     fhir_patient,
@@ -38,7 +37,6 @@ app.register_functions(fhir_results.bp)
 app.register_functions(fhir_orders.bp)
 app.register_functions(fhir_records.bp)
 app.register_functions(fhir_directory.bp)
-app.register_functions(fhir_audit.bp)
 app.register_functions(events.bp)
 app.register_functions(deadletter.bp)
 app.register_functions(bulk_export.bp)
