@@ -21,6 +21,7 @@ from functions import (
     health,
     hl7v2,
     ingest,
+    mesh,
 )
 from shared.bootstrap import bootstrap
 
@@ -39,4 +40,5 @@ app.register_functions(fhir_records.bp)
 app.register_functions(fhir_directory.bp)
 app.register_functions(events.bp)
 app.register_functions(deadletter.bp)
+app.register_functions(mesh.bp)
 app.register_functions(bulk_export.bp)
