@@ -9,6 +9,7 @@ import azure.functions as func
 
 from functions import (
     bulk_export,
+    certificates,
     deadletter,
     events,
     fhir_directory,
@@ -40,5 +41,6 @@ app.register_functions(fhir_records.bp)
 app.register_functions(fhir_directory.bp)
 app.register_functions(events.bp)
 app.register_functions(deadletter.bp)
-app.register_functions(mesh.bp)
 app.register_functions(bulk_export.bp)
+app.register_functions(certificates.bp)
+app.register_functions(mesh.bp)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from shared.config.settings import get_settings
+from shared.credentials.registry import load_registry
 from shared.observability.logging import configure_logging
 from shared.observability.telemetry import configure_telemetry
 
@@ -21,4 +22,6 @@ def bootstrap() -> None:
     in_worker = bool(os.environ.get("FUNCTIONS_WORKER_RUNTIME")) and not os.environ.get("TIE_LOCAL_HOST")
     configure_logging(settings.log_level, attach_handler=not in_worker)
     configure_telemetry(settings)
+    # The downstream registry is validated at start-up: a bad file stops the app, naming path and rule.
+    load_registry(settings.downstreams_file)
     _done = True

@@ -20,6 +20,12 @@ from shared.fhirstore.ports import FhirRepository
 from shared.messaging.ports import MessageBus
 from shared.storage.ports import BlobStore, RecordStore
 
+if TYPE_CHECKING:  # imported where used: most processes never open a TLS connection
+    from shared.credentials.broker import CredentialBroker
+    from shared.credentials.expiry import CertificateExpiryMonitor
+    from shared.credentials.ports import CredentialProvider
+    from shared.credentials.registry import DownstreamRegistry
+
 if TYPE_CHECKING:
     from shared.backbone.writeback import Downstream
     from shared.mesh.ports import MeshMailbox
@@ -41,6 +47,7 @@ class Container:
     _closed: bool = field(default=False, repr=False)
     _fhir_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     _audit: AuditTrail | None = field(default=None, repr=False, compare=False)
+    _credentials: CredentialBroker | None = field(default=None, repr=False, compare=False)
 
     @property
     def fhir(self) -> FhirRepository:
@@ -63,10 +70,21 @@ class Container:
                 self._audit = AuditTrail(self.audit_log)
             return self._audit
 
+    @property
+    def credentials(self) -> CredentialBroker:
+        """Registry + credential provider + per-call audit (:func:`build_credentials`, on first use)."""
+        trail = self.audit
+        with self._fhir_lock:
+            if self._credentials is None:
+                self._credentials = build_credentials(self.settings, audit=trail)
+            return self._credentials
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._credentials is not None:
+            self._credentials.close()
         for closable in (self.bus, self.records, self.blobs):
             closable.close()
         if self.audit_log is not None:
@@ -149,6 +167,53 @@ def build_audit_log(settings: Settings) -> AuditLog:
 
     return SqliteAuditLog(
         settings.local_dir / "audit.sqlite3", key=local_key(settings.local_dir / "audit.key")
+    )
+
+
+def build_registry(settings: Settings) -> DownstreamRegistry:
+    """The downstream registry (``TIE_DOWNSTREAMS_FILE`` or the packaged sample), validated."""
+    from shared.credentials.registry import load_registry
+
+    return load_registry(settings.downstreams_file)
+
+
+def build_credential_provider(settings: Settings) -> CredentialProvider:
+    """Key Vault (managed identity) when ``TIE_CREDENTIALS_BACKEND=azure``; else PEM files in
+    ``TIE_CREDENTIALS_DIR`` (default ``<TIE_LOCAL_DIR>/credentials``; see docs/credentials.md)."""
+    if settings.credentials_backend is Backend.AZURE:
+        from shared.adapters.azure.keyvault import KeyVaultCredentialProvider
+
+        assert settings.key_vault_uri is not None  # checked by Settings
+        return KeyVaultCredentialProvider.from_vault(settings.key_vault_uri, _credential(settings))
+    from shared.credentials.local import LocalCredentialProvider
+
+    return LocalCredentialProvider(settings.credentials_path)
+
+
+def build_credentials(settings: Settings, *, audit: AuditTrail | None = None) -> CredentialBroker:
+    """TLS sources per downstream; each outbound call's credential is recorded in ``audit``."""
+    from shared.credentials.audit import TrailCredentialAudit
+    from shared.credentials.broker import CredentialBroker
+
+    return CredentialBroker(
+        build_registry(settings),
+        build_credential_provider(settings),
+        environment=settings.environment,
+        audit=TrailCredentialAudit(audit) if audit is not None else None,
+        refresh_seconds=settings.credentials_refresh_seconds,
+    )
+
+
+def build_certificate_monitor(container: Container) -> CertificateExpiryMonitor:
+    """The certificate expiry monitor over the container's credentials, records and bus."""
+    from shared.credentials.expiry import CertificateExpiryMonitor
+
+    broker = container.credentials
+    return CertificateExpiryMonitor(
+        broker.provider,
+        container.records,
+        container.bus,
+        referenced=broker.registry.certificate_names(container.settings.environment),
     )
 
 

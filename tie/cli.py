@@ -17,6 +17,8 @@
     tie audit verify              re-compute the audit hash chain (exit 1 naming the first bad record)
     tie audit show CORRELATION_ID received -> transformed -> sent -> replies -> in flight (audited)
     tie audit search --patient R  audit records by patient, agent, entity, time (audited)
+    tie downstreams               the downstream registry: transport, auth, credential reference, endpoint
+    tie certs                     certificates by days left (check: expiry scan + alerts; init-local)
 
 Bodies are patient data: they are printed only with ``--body``, to stdout, never logged.
 """
@@ -117,6 +119,11 @@ def cmd_bus(args: argparse.Namespace) -> int:
         return 0
     if args.bus_cmd == "peek":
         msgs = bus.peek(args.topic, args.subscription, max_messages=args.n)
+        if args.body:
+            from tie.audit_cmd import audit_operator
+
+            pairs = [(m.message_id, m.correlation_id) for m in msgs]
+            audit_operator("bus-peek-body", "R", messages=pairs, detail={"topic": args.topic})
         _print([_message_row(m, args.body) for m in msgs])
         return 0
     if args.bus_cmd == "send":
@@ -312,6 +319,11 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         if letter is None:
             print("no such dead letter", file=sys.stderr)
             return 1
+        if args.body:
+            from tie.audit_cmd import audit_operator
+
+            pairs = [(letter.message_id, letter.correlation_id)]
+            audit_operator("dlq-show-body", "R", messages=pairs, detail={"topic": args.topic})
         row = letter.to_json(include_body=args.body)
         if letter.correlation_id:
             row["journal"] = [
@@ -324,12 +336,18 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         count = deadletter.replay(
             bus, records, Journal(records), args.topic, args.subscription, sequence_numbers=args.seq or None
         )
+        from tie.audit_cmd import audit_operator
+
+        audit_operator("dlq-replay", "E", detail={"topic": args.topic, "replayed": count})
         print(f"replayed {count}")
         return 0
     if args.dlq_cmd == "purge":
         purged = deadletter.purge(
             bus, records, older_than=args.older_than, topic=args.topic, subscription=args.subscription
         )
+        from tie.audit_cmd import audit_operator
+
+        audit_operator("dlq-purge", "D", detail={"purged": sum(purged.values())})
         for where, count in purged.items():
             print(f"purged {count} from {where}")
         print(f"purged {sum(purged.values())}")
@@ -557,6 +575,10 @@ def build_parser() -> argparse.ArgumentParser:
     from tie.audit_cmd import add_audit_parser
 
     add_audit_parser(sub)
+
+    from tie.certs_cmd import add_credentials_parsers
+
+    add_credentials_parsers(sub)
     return parser
 
 

@@ -122,6 +122,17 @@ class Settings(BaseSettings):
     #: ``message.stuck`` platform event, gauge ``tie.messages.stuck`` (shared/backbone/stuck.py).
     stuck_after_seconds: int = Field(900, ge=1, le=7 * 86_400, validation_alias="TIE_STUCK_AFTER_SECONDS")
 
+    # Credentials (shared/credentials, docs/credentials.md). The downstream registry (JSON; empty: the
+    # packaged sample), and where credentials live: "embedded" = PEM/secret files in TIE_CREDENTIALS_DIR
+    # (default <TIE_LOCAL_DIR>/credentials), "azure" = Key Vault TIE_KEY_VAULT_URI, managed identity.
+    downstreams_file: Path | None = Field(None, validation_alias="TIE_DOWNSTREAMS_FILE")
+    credentials_backend: Backend = Field(Backend.EMBEDDED, validation_alias="TIE_CREDENTIALS_BACKEND")
+    credentials_dir: Path | None = Field(None, validation_alias="TIE_CREDENTIALS_DIR")
+    #: How often a TLS source asks the store for a new certificate version (rotation without restart).
+    credentials_refresh_seconds: float = Field(
+        300.0, ge=1, le=86_400, validation_alias="TIE_CREDENTIALS_REFRESH_SECONDS"
+    )
+
     # National services (shared/pds, shared/mesh; docs/pds-and-mesh.md). PDS: "stub" = the local stand-in
     # serving the PDS sandbox responses (embedded default), "http" = the PDS FHIR API at TIE_PDS_BASE_URL.
     pds_backend: Literal["stub", "http"] = Field("stub", validation_alias="TIE_PDS_BACKEND")
@@ -194,6 +205,9 @@ class Settings(BaseSettings):
     #: The Trust's identifier systems per assigning authority (JSON, docs/identifier-systems.md); empty:
     #: the packaged file, which configures none (every local authority keeps urn:tie:authority:<ns>).
     identifier_systems_file: Path | None = Field(None, validation_alias="TIE_IDENTIFIER_SYSTEMS_FILE")
+    #: Senders' local code systems per sending facility and HL7 table (JSON, docs/conformance.md); empty:
+    #: the packaged file, which configures none (local codes keep urn:tie:codesystem:<facility>:<table>).
+    local_code_systems_file: Path | None = Field(None, validation_alias="TIE_LOCAL_CODE_SYSTEMS_FILE")
 
     # FHIR Bulk Data export (shared/bulkexport, docs/bulk-export.md).
     #: Who may export: ``<client id>:identified|pseudonymised`` entries, comma-separated (``*`` = any
@@ -221,6 +235,9 @@ class Settings(BaseSettings):
         "mllp_tls_key_file",
         "mllp_tls_client_ca_file",
         "identifier_systems_file",
+        "downstreams_file",
+        "credentials_dir",
+        "local_code_systems_file",
         "writeback_fhir_url",
         "writeback_mllp_host",
         "apim_shared_secret",
@@ -305,6 +322,8 @@ class Settings(BaseSettings):
             )
         if self.fhir_backend is Backend.AZURE and not self.fhir_service_url:
             raise ValueError("TIE_FHIR_BACKEND=azure needs TieFhir__serviceUrl")
+        if self.credentials_backend is Backend.AZURE and not self.key_vault_uri:
+            raise ValueError("TIE_CREDENTIALS_BACKEND=azure needs TIE_KEY_VAULT_URI")
         for name, url in (
             ("TieFhir__serviceUrl", self.fhir_service_url),
             ("TIE_FHIR_BASE_URL", self.fhir_base_url),
@@ -329,6 +348,10 @@ class Settings(BaseSettings):
     @property
     def fhir_path(self) -> Path:
         return self.local_dir / "fhir.sqlite3"
+
+    @property
+    def credentials_path(self) -> Path:
+        return self.credentials_dir or self.local_dir / "credentials"
 
     @property
     def mllp_trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

@@ -105,6 +105,36 @@ def event_id(name: str, version: str, band_name: str) -> str:
     return "cert-" + hashlib.sha256(f"{name}\x1f{version}\x1f{band_name}".encode()).hexdigest()[:32]
 
 
+def inventory(
+    provider: CredentialProvider,
+    *,
+    referenced: Iterable[str],
+    now: datetime,
+    thresholds: Iterable[int] = THRESHOLDS,
+) -> list[CertificateStatus]:
+    """Every certificate the registry references or the store holds, soonest expiry first; those that
+    cannot be read last, with their error code (``tie certs``; the monitor's scan)."""
+    limits = tuple(thresholds)
+    infos: dict[str, CertificateInfo] = {}
+    errors: dict[str, str] = {}
+    try:
+        for info in provider.list_certificates():
+            infos[info.name] = info
+    except (CredentialUnavailable, CredentialInvalid) as exc:
+        errors["(store)"] = exc.code
+    for name in sorted(set(referenced) - infos.keys()):
+        try:
+            infos[name] = provider.certificate_info(name)
+        except (CredentialNotFound, CredentialUnavailable, CredentialInvalid) as exc:
+            errors[name] = exc.code
+    statuses = [
+        CertificateStatus(n, i, i.days_remaining(now), band(i, now, limits)) for n, i in infos.items()
+    ]
+    statuses.sort(key=lambda s: (s.days_remaining if s.days_remaining is not None else 0, s.name))
+    statuses += [CertificateStatus(n, None, None, None, code) for n, code in sorted(errors.items())]
+    return statuses
+
+
 class CertificateExpiryMonitor:
     def __init__(
         self,
@@ -127,26 +157,9 @@ class CertificateExpiryMonitor:
 
     def inventory(self) -> list[CertificateStatus]:
         """Every certificate (referenced or stored), soonest expiry first; unreadable ones last."""
-        now = self._clock()
-        infos: dict[str, CertificateInfo] = {}
-        errors: dict[str, str] = {}
-        try:
-            for info in self._provider.list_certificates():
-                infos[info.name] = info
-        except (CredentialUnavailable, CredentialInvalid) as exc:
-            errors["(store)"] = exc.code
-        for name in sorted(self._referenced - infos.keys()):
-            try:
-                infos[name] = self._provider.certificate_info(name)
-            except (CredentialNotFound, CredentialUnavailable, CredentialInvalid) as exc:
-                errors[name] = exc.code
-        statuses = [
-            CertificateStatus(n, i, i.days_remaining(now), band(i, now, self._thresholds))
-            for n, i in infos.items()
-        ]
-        statuses.sort(key=lambda s: (s.days_remaining if s.days_remaining is not None else 0, s.name))
-        statuses += [CertificateStatus(n, None, None, None, code) for n, code in sorted(errors.items())]
-        return statuses
+        return inventory(
+            self._provider, referenced=self._referenced, now=self._clock(), thresholds=self._thresholds
+        )
 
     def scan(self) -> ExpiryReport:
         now = self._clock()

@@ -31,7 +31,8 @@ TABLE_EVENT_LEDGER = "eventledger"
 #: Natural-id claims (visit / order number with its issuer -> the patient's hashed identifiers) and
 #: patient merges (retired patient token -> survivor): two patients claiming one number is a conflict.
 TABLE_EVENT_CLAIMS = "eventclaims"
-#: Bulk Data export jobs: request, transaction time, per-type cursors, files written, lease (shared.bulkexport).
+#: Bulk Data export jobs: request, transaction time, per-type cursors, files written, lease
+#: (shared.bulkexport).
 TABLE_BULK_EXPORT = "bulkexport"
 #: Certificate expiry bands announced, per (certificate, version, band) (shared.credentials.expiry).
 TABLE_CERT_ALERTS = "certalerts"
