@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.audit.model import OPERATOR, SUCCESS, Agent, AuditRecord
+from shared.audit.model import OPERATOR, SUCCESS, Action, Agent, AuditRecord
 
 
 def add_audit_parser(sub: Any) -> None:
@@ -222,3 +222,30 @@ def _answer(
         "accesses": accesses,
         "inflight": {name: at.isoformat() for name, at in sorted(waiting.items())},
     }
+
+
+def audit_operator(
+    interaction: str,
+    action: Action,
+    *,
+    correlation_id: str = "",
+    messages: Sequence[tuple[str, str | None]] = (),
+    detail: dict[str, str | int | bool] | None = None,
+) -> None:
+    """Audit an operator command that reveals or changes message bodies (``--body``, replay, purge)
+    before it does so: ``messages`` are (message id, correlation id) pairs. Fails closed (raises)."""
+    from shared.audit.model import Entity
+    from shared.wiring import get_container
+
+    correlations = {c for _, c in messages if c}
+    get_container().audit.record(
+        category=OPERATOR,
+        action=action,
+        interaction=interaction,
+        outcome=SUCCESS,
+        source="tie-cli",
+        agent=_operator(),
+        correlation_id=correlation_id or (next(iter(correlations)) if len(correlations) == 1 else ""),
+        entities=[Entity("Message", m) for m, _ in messages if m],
+        detail=detail,
+    )
