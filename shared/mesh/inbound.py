@@ -35,12 +35,13 @@ from shared.mesh.errors import MeshMessageGone
 from shared.mesh.ports import MeshMailbox, MeshMessage
 from shared.storage.errors import RecordExists
 from shared.storage.keys import safe_key
+from shared.storage.names import CONTAINER_MESH_INBOX, TABLE_MESH_INBOX
 from shared.storage.ports import BlobStore, RecordStore
 
 _log = logging.getLogger("tie.mesh.inbound")
 
-TABLE = "meshinbox"
-CONTAINER = "mesh-inbox"
+TABLE = TABLE_MESH_INBOX
+CONTAINER = CONTAINER_MESH_INBOX
 STORED = "stored"
 INGESTED = "ingested"
 QUARANTINED = "quarantined"

@@ -20,9 +20,10 @@ from shared.mesh.errors import MeshRejected
 from shared.mesh.ports import MeshMailbox
 from shared.storage.errors import RecordExists
 from shared.storage.keys import safe_key
+from shared.storage.names import TABLE_MESH_OUTBOX
 from shared.storage.ports import RecordStore
 
-TABLE = "meshoutbox"
+TABLE = TABLE_MESH_OUTBOX
 SENDING = "sending"
 SENT = "sent"
 ACKNOWLEDGED = "acknowledged"

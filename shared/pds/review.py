@@ -20,10 +20,11 @@ from shared.events import clinical
 from shared.messaging.ports import REPLAY_SUBSCRIPTION_PROPERTY, MessageBus, OutboundMessage
 from shared.messaging.topology import TOPIC_CLINICAL
 from shared.pds.model import TraceOutcome
+from shared.storage.names import CONTAINER_IDENTITY_REVIEW, TABLE_IDENTITY_REVIEW
 from shared.storage.ports import BlobStore, RecordStore
 
-TABLE = "identityreview"
-CONTAINER = "identity-review"
+TABLE = TABLE_IDENTITY_REVIEW
+CONTAINER = CONTAINER_IDENTITY_REVIEW
 OPEN = "open"
 RESOLVED = "resolved"
 

@@ -42,6 +42,15 @@ TABLE_HEALTH = "health"
 CONTAINER_HEALTH = "health"
 #: Bulk Data export files (NDJSON per type, deleted and error files) under ``<job id>/``.
 CONTAINER_BULK_EXPORT = "bulk-export"
+#: Write-backs held for a person because PDS could not verify the patient's identity (shared/pds/review.py):
+#: the record per item, and the held canonical event.
+TABLE_IDENTITY_REVIEW = "identityreview"
+CONTAINER_IDENTITY_REVIEW = "identity-review"
+#: MESH inbound per (mailbox, MESH message id): stored -> ingested / quarantined -> acknowledged; the bodies.
+TABLE_MESH_INBOX = "meshinbox"
+CONTAINER_MESH_INBOX = "mesh-inbox"
+#: MESH outbound per (sending mailbox, local id = event key): MESH message id and tracking status.
+TABLE_MESH_OUTBOX = "meshoutbox"
 
 TABLES: frozenset[str] = frozenset(
     {
@@ -59,6 +68,11 @@ TABLES: frozenset[str] = frozenset(
         TABLE_CERT_ALERTS,
         TABLE_BULK_EXPORT,
         TABLE_HEALTH,
+        TABLE_IDENTITY_REVIEW,
+        TABLE_MESH_INBOX,
+        TABLE_MESH_OUTBOX,
     }
 )
-CONTAINERS: frozenset[str] = frozenset({CONTAINER_HEALTH, CONTAINER_BULK_EXPORT})
+CONTAINERS: frozenset[str] = frozenset(
+    {CONTAINER_HEALTH, CONTAINER_BULK_EXPORT, CONTAINER_IDENTITY_REVIEW, CONTAINER_MESH_INBOX}
+)
