@@ -333,6 +333,14 @@ var logAlerts = concat([
     window: noHl7TrafficWindow
     query: 'let localNow = datetime_utc_to_local(now(), \'${workingHoursTimeZone}\'); requests | where operation_Name in (${hl7Names}) | summarize messages = count() | where messages == 0 and dayofweek(localNow) between (1d .. 5d) and hourofday(localNow) >= ${workingHoursStart} and hourofday(localNow) < ${workingHoursEnd}'
   }
+  {
+    name: 'cert-metric-missing'
+    description: 'No ${customMetrics.certificateDaysRemaining.name} point for a day: the certificate_expiry timer (every 6 hours) is not running or cannot read the certificate store, so the expiry alerts are blind. Check: tie certs (docs/credentials.md).'
+    severity: 2
+    frequency: 'PT6H'
+    window: 'P1D'
+    query: 'customMetrics | where name == \'${customMetrics.certificateDaysRemaining.name}\' | summarize points = count() | where points == 0'
+  }
 ], certificateAlerts)
 
 resource logRules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = [for rule in logAlerts: {

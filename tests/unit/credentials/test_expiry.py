@@ -180,3 +180,7 @@ def test_the_metric_and_thresholds_match_what_the_bicep_alerts_query() -> None:
     default = alerts.split("param certificateExpiryDays array = [", 1)[1].split("]", 1)[0]
     assert tuple(int(x) for x in default.split()) == expiry.THRESHOLDS
     assert TABLE_CERT_ALERTS in TABLES
+    # the metric-missing alert watches the same metric over a day (the timer runs every 6 hours)
+    missing = alerts.split("name: 'cert-metric-missing'", 1)[1].split("}", 1)[0]
+    assert "customMetrics.certificateDaysRemaining.name" in missing and "points == 0" in missing
+    assert "window: 'P1D'" in missing
