@@ -181,6 +181,7 @@ def test_the_metric_and_thresholds_match_what_the_bicep_alerts_query() -> None:
     assert tuple(int(x) for x in default.split()) == expiry.THRESHOLDS
     assert TABLE_CERT_ALERTS in TABLES
     # the metric-missing alert watches the same metric over a day (the timer runs every 6 hours)
-    missing = alerts.split("name: 'cert-metric-missing'", 1)[1].split("}", 1)[0]
-    assert "customMetrics.certificateDaysRemaining.name" in missing and "points == 0" in missing
+    missing = alerts.split("name: 'cert-metric-missing'", 1)[1].split("\n  }", 1)[0]
+    assert "name == \\'${customMetrics.certificateDaysRemaining.name}\\'" in missing
+    assert "points == 0" in missing
     assert "window: 'P1D'" in missing
