@@ -492,7 +492,10 @@ class _Extras:
 
 async def _start_extras(args: argparse.Namespace, container: Any) -> _Extras:
     extras = _Extras()
+    from tie.national_cmd import start_mesh_sandbox  # TIE_MESH_BACKEND=sandbox: last, nothing after it fails
+
     if args.no_mllp:
+        await start_mesh_sandbox(container, extras)
         return extras
     from shared.pipeline.mllp_listener import start_mllp_listener
 
@@ -501,6 +504,7 @@ async def _start_extras(args: argparse.Namespace, container: Any) -> _Extras:
     )
     extras.stoppers.append(server.stop)
     extras.lines.append(f"MLLP listener: {args.host}:{server.port} (HL7 v2 over MLLP, persist-before-ACK)")
+    await start_mesh_sandbox(container, extras)
     return extras
 
 
@@ -579,6 +583,10 @@ def build_parser() -> argparse.ArgumentParser:
     from tie.certs_cmd import add_credentials_parsers
 
     add_credentials_parsers(sub)
+
+    from tie.national_cmd import add_national_parsers
+
+    add_national_parsers(sub)
     return parser
 
 
