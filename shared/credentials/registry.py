@@ -74,13 +74,15 @@ class Downstream(_Strict):
 
     @model_validator(mode="after")
     def _auth_needs_credential(self) -> Downstream:
-        needs = {"mtls": "certificate", "oauth2-private-key-jwt": "key", "api-key": "secret"}
-        wanted = needs.get(self.auth)
-        if wanted is not None and (
-            self.credential is None or self.credential.kind not in (wanted, "certificate")
-        ):
-            raise ValueError(f"auth {self.auth} needs a credential of kind {wanted}")
-        if wanted is None and self.credential is not None:
+        allowed = {
+            "mtls": ("certificate",),
+            "oauth2-private-key-jwt": ("key", "certificate"),
+            "api-key": ("secret",),
+        }
+        kinds = allowed.get(self.auth)
+        if kinds is not None and (self.credential is None or self.credential.kind not in kinds):
+            raise ValueError(f"auth {self.auth} needs a credential of kind {' or '.join(kinds)}")
+        if kinds is None and self.credential is not None:
             raise ValueError("auth network-only takes no credential")
         if self.trust is not None and self.trust.kind != "certificate":
             raise ValueError("trust is a certificate reference")

@@ -50,6 +50,7 @@ def _entry(**overrides: Any) -> dict[str, Any]:
 INVALID = [
     ({"auth": "mtls", "credential": None}, "auth mtls needs a credential of kind certificate"),
     ({"auth": "network-only"}, "network-only takes no credential"),
+    ({"auth": "api-key"}, "auth api-key needs a credential of kind secret"),
     ({"endpoints": {"local": "tcp://secret-host:1"}}, "mllp endpoints are mllp://host:port"),
     ({"credential": {"kind": "certificate", "names": {"local": "../../etc/passwd"}}}, "credential names"),
     ({"auth": "basic"}, "downstreams.0.auth"),
