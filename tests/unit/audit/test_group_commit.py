@@ -1,0 +1,93 @@
+"""Group commit: callers that arrive while another writes share the next transaction; each returns only
+when its own records are stored, and a failed batch fails every caller in it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from shared.audit.chain import verify_chain
+from shared.audit.group_commit import GroupCommitLog
+from shared.audit.model import ACCESS, SUCCESS, Agent, AuditRecord
+from shared.audit.ports import ChainedEntry
+from shared.audit.sqlite_log import SqliteAuditLog
+from shared.storage.errors import StorageUnavailable
+
+KEY = b"g" * 32
+WAITERS = 7
+
+
+def _record(i: int) -> AuditRecord:
+    return AuditRecord(
+        category=ACCESS,
+        action="R",
+        interaction="read",
+        outcome=SUCCESS,
+        agent=Agent("client", f"c{i}"),
+        source="test",
+        recorded=datetime(2026, 12, 7, tzinfo=UTC),
+        id=f"r{i}",
+    )
+
+
+class GatedLog(SqliteAuditLog):
+    """The first append blocks until the test opens the gate; every append's batch size is kept."""
+
+    def __init__(self, path: Path, fail_second: bool = False) -> None:
+        super().__init__(path, key=KEY)
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.batches: list[int] = []
+        self.fail_second = fail_second
+
+    def append(self, records: Sequence[AuditRecord]) -> list[ChainedEntry]:
+        self.batches.append(len(records))
+        if len(self.batches) == 1:
+            self.entered.set()
+            assert self.gate.wait(30)
+        elif self.fail_second:
+            raise StorageUnavailable("audit store unavailable (test)")
+        return super().append(records)
+
+
+def _run(log: GatedLog) -> tuple[GroupCommitLog, list[object]]:
+    group = GroupCommitLog(log)
+    with ThreadPoolExecutor(WAITERS + 1) as pool:
+        leader = pool.submit(group.append, [_record(0)])
+        assert log.entered.wait(30)
+        others = [pool.submit(group.append, [_record(i)]) for i in range(1, WAITERS + 1)]
+        with group._cond:  # the test waits until every other caller has queued behind the leader
+            assert group._cond.wait_for(lambda: len(group._queue) == WAITERS, timeout=30)
+        log.gate.set()
+        outcomes: list[object] = [leader.result()]
+        for future in others:
+            exc = future.exception()
+            outcomes.append(exc if exc is not None else future.result())
+    return group, outcomes
+
+
+def test_callers_queued_behind_a_write_share_one_transaction(tmp_path: Path) -> None:
+    log = GatedLog(tmp_path / "audit.sqlite3")
+    group, outcomes = _run(log)
+    assert log.batches == [1, WAITERS]
+    seqs = [[e.seq for e in out] for out in outcomes]  # type: ignore[attr-defined]
+    assert seqs == [[i + 1] for i in range(WAITERS + 1)]  # each caller gets its own entries, in order
+    result = verify_chain(group.entries(), group.checkpoints(), key=KEY)
+    assert (result.ok, result.checked) == (True, WAITERS + 1)
+    group.close()
+
+
+def test_a_failed_batch_fails_every_caller_in_it(tmp_path: Path) -> None:
+    log = GatedLog(tmp_path / "audit.sqlite3", fail_second=True)
+    group, outcomes = _run(log)
+    assert [e.seq for e in outcomes[0]] == [1]  # type: ignore[attr-defined]
+    assert all(isinstance(o, StorageUnavailable) for o in outcomes[1:])
+    assert [e.seq for e in group.entries()] == [1]
+    with pytest.raises(StorageUnavailable):
+        group.append([_record(99)])  # the log still fails: so does the next caller
+    group.close()
