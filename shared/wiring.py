@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from shared.audit.group_commit import GroupCommitLog
 from shared.audit.ports import AuditLog
 from shared.audit.trail import AuditTrail
 from shared.config.settings import Backend, Settings, get_settings
@@ -67,7 +68,8 @@ class Container:
             if self._audit is None:
                 if self.audit_log is None:
                     self.audit_log = build_audit_log(self.settings)
-                self._audit = AuditTrail(self.audit_log)
+                # Concurrent requests share one transaction (docs/audit.md: cost).
+                self._audit = AuditTrail(GroupCommitLog(self.audit_log))
             return self._audit
 
     @property
