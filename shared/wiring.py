@@ -220,13 +220,32 @@ def build_certificate_monitor(container: Container) -> CertificateExpiryMonitor:
 
 
 def build_writeback_fhir(settings: Settings) -> FhirRepository | None:
-    """The FHIR server write-back targets when ``TIE_WRITEBACK_FHIR_URL`` names one (a REST client with no
-    retries of its own: the write-back subscriber retries, backs off and trips its circuit breaker);
-    ``None``: write back to the platform's own repository (:attr:`Container.fhir`)."""
-    if not settings.writeback_fhir_url:
-        return None
+    """The FHIR server write-back targets when ``TIE_WRITEBACK_FHIR_URL`` or
+    ``TIE_WRITEBACK_FHIR_DOWNSTREAM`` names one (a REST client with no retries of its own: the write-back
+    subscriber retries, backs off and trips its circuit breaker); ``None``: write back to the platform's
+    own repository (:attr:`Container.fhir`).
+
+    With a registry downstream, the endpoint (unless the URL setting is given), the client certificate and
+    the trust CA come from the registry (mutual TLS, no bearer token) and every call's credential is
+    audited (docs/credentials.md)."""
     from shared.adapters.azure.ahds_fhir import AhdsFhirRepository
 
+    name = settings.writeback_fhir_downstream
+    if name:
+        broker = get_container().credentials
+        url = settings.writeback_fhir_url or broker.endpoint(name)
+        if not url:
+            raise ConfigurationError(f"downstream {name!r} has no endpoint for {settings.environment}")
+        timeout = broker.registry.get(name).timeout_seconds
+        return AhdsFhirRepository(
+            url,
+            tls=broker.client_tls(name),
+            read_timeout=timeout,
+            connect_timeout=min(5.0, timeout),
+            max_retries=0,
+        )
+    if not settings.writeback_fhir_url:
+        return None
     url = settings.writeback_fhir_url
     local = url.startswith(("http://127.0.0.1", "http://localhost"))
     return AhdsFhirRepository(

@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     # (TIE_FHIR_BACKEND); a URL = that FHIR R4 server over REST (managed identity token). HL7 v2 over MLLP:
     # empty host = not configured (events are journaled as skipped for that downstream).
     writeback_fhir_url: str | None = Field(None, validation_alias="TIE_WRITEBACK_FHIR_URL")
+    #: A downstream registry name (``fhir-writeback``): the FHIR write-back takes its endpoint (unless
+    #: TIE_WRITEBACK_FHIR_URL is set), client certificate and trust CA from the registry (mutual TLS, no
+    #: bearer token), and audits each call's credential. Empty: TIE_WRITEBACK_FHIR_URL alone.
+    writeback_fhir_downstream: str | None = Field(None, validation_alias="TIE_WRITEBACK_FHIR_DOWNSTREAM")
     writeback_mllp_host: str | None = Field(None, validation_alias="TIE_WRITEBACK_MLLP_HOST")
     writeback_mllp_port: int = Field(2575, ge=1, le=65535, validation_alias="TIE_WRITEBACK_MLLP_PORT")
     writeback_hl7_receiving_application: str = Field(
@@ -239,6 +243,7 @@ class Settings(BaseSettings):
         "credentials_dir",
         "local_code_systems_file",
         "writeback_fhir_url",
+        "writeback_fhir_downstream",
         "writeback_mllp_host",
         "apim_shared_secret",
         "export_pseudonym_key",

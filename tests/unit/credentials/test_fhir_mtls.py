@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from shared.credentials.broker import CredentialBroker
 from shared.credentials.errors import CredentialExpired
 from shared.credentials.registry import parse_registry
 from shared.fhirstore.errors import StoreUnavailable
+from shared.observability.correlation import correlation_scope
 from tests.unit.credentials.conftest import Clock, Store
 
 
@@ -151,3 +153,32 @@ def test_tls_and_ssl_contexts_default_to_tls_1_2_or_later(store: Store, clock: C
     store.issue("client", days=30)
     broker = CredentialBroker(registry(), store.provider, environment="local", clock=clock)
     assert broker.client_tls("fhir").context().minimum_version >= ssl.TLSVersion.TLSv1_2
+
+
+def test_fhir_write_back_from_the_registry_uses_mutual_tls_and_audits(
+    https: tuple[str, list[str]], store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shared.wiring as wiring
+    from shared.config.settings import get_settings, reset_settings
+
+    url, peers = https
+    store.issue("client", days=365, cn="writeback-client")
+    registry_file = tmp_path / "downstreams.json"
+    entry = registry().get("fhir").model_dump()
+    entry["endpoints"] = {"local": url}
+    registry_file.write_text(json.dumps({"version": "1.0", "downstreams": [entry]}))
+    monkeypatch.setenv("TIE_DOWNSTREAMS_FILE", str(registry_file))
+    monkeypatch.setenv("TIE_CREDENTIALS_DIR", str(store.root))
+    monkeypatch.setenv("TIE_WRITEBACK_FHIR_DOWNSTREAM", "fhir")
+    reset_settings()
+    container = wiring.build_container(get_settings())
+    wiring.set_container(container)
+    remote = wiring.build_writeback_fhir(get_settings())
+    assert remote is not None
+    with correlation_scope("wb-1"):
+        assert remote.read("Patient", "p1").id == "p1"
+    assert peers == ["writeback-client"]
+    [entry_record] = [json.loads(e.body) for e in container.audit.log.entries()]
+    assert entry_record["detail"]["credential_name"] == "client"
+    assert entry_record["correlation_id"] == "wb-1"
+    remote.close()
