@@ -19,6 +19,7 @@
     tie audit search --patient R  audit records by patient, agent, entity, time (audited)
     tie downstreams               the downstream registry: transport, auth, credential reference, endpoint
     tie certs                     certificates by days left (check: expiry scan + alerts; init-local)
+    tie export --type Patient     FHIR Bulk Data export: kick off, progress bar, NDJSON + manifest
 
 Bodies are patient data: they are printed only with ``--body``, to stdout, never logged.
 """
@@ -583,6 +584,10 @@ def build_parser() -> argparse.ArgumentParser:
     from tie.certs_cmd import add_credentials_parsers
 
     add_credentials_parsers(sub)
+
+    from tie.export_cmd import add_export_parser
+
+    add_export_parser(sub)
 
     from tie.national_cmd import add_national_parsers
 
