@@ -328,3 +328,24 @@ def test_contexts_are_never_built_from_a_certificate_outside_its_validity(store:
         pem.client_context(store.provider.certificate("client"), None, now=clock() - timedelta(days=2))
     context = pem.client_context(store.provider.certificate("client"), None, now=clock())
     assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
+
+
+class BrokenAudit:
+    def credential_used(self, use: Any) -> None:
+        raise AuditUnavailable("audit log down")
+
+
+class AuditUnavailable(TransientError):
+    code = "audit-unavailable"
+
+
+def test_a_call_whose_credential_cannot_be_audited_is_not_sent(store: Store, clock: Clock) -> None:
+    store.issue("server", days=365)
+    store.issue("client", days=365)
+    broker = CredentialBroker(
+        registry(), store.provider, environment="local", audit=BrokenAudit(), clock=clock
+    )
+    listener = Listener(broker)
+    with pytest.raises(AuditUnavailable):
+        send(broker, "pas", listener=listener)
+    assert listener.peers == []
