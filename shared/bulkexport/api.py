@@ -164,6 +164,7 @@ class BulkExportApi:
         since: str | None = None
         filters: dict[str, str] = {}
         pseudonymise = False
+        ignored: list[str] = []
         for name, raw in request.query_params():
             value = raw.strip()
             if name == "_outputFormat":
@@ -186,6 +187,8 @@ class BulkExportApi:
                 pseudonymise = _bool(name, value)
             elif not lenient:
                 raise ExportError("unsupported $export parameter", expression=name)
+            elif name not in ignored:
+                ignored.append(name)
         if pseudonymise:
             exportable = self._rules.types
             if any(t not in exportable for t in types):
@@ -206,6 +209,7 @@ class BulkExportApi:
             pseudonymise=pseudonymise,
             client=_client(request),
             request_url=request.url,
+            ignored=tuple(ignored),
         )
 
     @staticmethod
@@ -255,7 +259,8 @@ class BulkExportApi:
         except ExportError as exc:
             return _error(exc)
         if job.status is JobStatus.COMPLETED:
-            return ExportResponse(200, self.manifest(request, job), content_type="application/json")
+            headers = {"Expires": _expires(job)} if job.finished else {}
+            return ExportResponse(200, self.manifest(request, job), headers, content_type="application/json")
         if job.status is JobStatus.FAILED:
             outcome = {
                 "resourceType": "OperationOutcome",
@@ -321,6 +326,15 @@ class BulkExportApi:
         if job.request.pseudonymise:
             manifest["extension"] = {"pseudonymisation": self._rules.describe()}
         return manifest
+
+
+def _expires(job: Job) -> str:
+    """HTTP date when the files are deleted (:data:`shared.bulkexport.runner.RETENTION` after finishing)."""
+    from shared.bulkexport.runner import RETENTION
+    from shared.fhirapi.http import http_date
+
+    finished = datetime.fromisoformat((job.finished or job.created).replace("Z", "+00:00"))
+    return http_date(finished + RETENTION)
 
 
 def _cancelled(job: Job, now: str) -> Job:

@@ -80,6 +80,8 @@ class ExportRequest:
     #: Who asked (``X-TIE-Client-Id``); the recipient a pseudonymised export's references are keyed to.
     client: str | None = None
     request_url: str = ""
+    #: Kick-off parameters ignored under ``Prefer: handling=lenient`` (reported in the error file).
+    ignored: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +149,7 @@ class Job:
             pseudonymise=bool(req.get("pseudonymise")),
             client=req.get("client"),
             request_url=req.get("request_url", ""),
+            ignored=tuple(req.get("ignored") or ()),
         )
         return cls(
             id=value["id"],
@@ -222,6 +225,13 @@ class JobStore:
             return self.save(replace(job, status=JobStatus.RUNNING, lease_until=until))
         except (ConcurrencyConflict, RecordNotFound):
             return None
+
+    def expired(self, retention: timedelta) -> list[Job]:
+        """Finished jobs whose files have been kept for ``retention``."""
+        cutoff = format_instant(self._clock() - retention)
+        return [
+            j for j in self.all() if j.status.finished and j.finished is not None and j.finished <= cutoff
+        ]
 
     def all(self) -> Sequence[Job]:
         return [Job.from_value(r.value, r.etag) for r in self._records.query(TABLE_BULK_EXPORT, _PARTITION)]

@@ -33,6 +33,8 @@ from shared.storage.ports import BlobStore
 _log = logging.getLogger("tie.bulkexport")
 JsonDict = dict[str, Any]
 PAGE_SIZE = 500
+#: Files and the job record of a finished export are deleted this long after it finished.
+RETENTION = timedelta(hours=24)
 #: Entries per ``deleted`` Bundle line.
 DELETED_PER_BUNDLE = 500
 
@@ -102,6 +104,7 @@ class ExportRunner:
         deadline = self._monotonic() + budget_seconds
         pages = [max_pages]
         finished = 0
+        self.purge_expired()
         for candidate in self._jobs.runnable():
             if self._monotonic() >= deadline or pages[0] == 0:
                 break
@@ -127,6 +130,15 @@ class ExportRunner:
                 with contextlib.suppress(ConcurrencyConflict, RecordNotFound):
                     self._jobs.save(replace(job, lease_until=None))
         return finished
+
+    def purge_expired(self) -> int:
+        """Delete the files and records of exports finished more than :data:`RETENTION` ago."""
+        purged = 0
+        for job in self._jobs.expired(RETENTION):
+            for info in self._blobs.list(CONTAINER_BULK_EXPORT, prefix=f"{job.id}/"):
+                self._blobs.delete(CONTAINER_BULK_EXPORT, info.name)
+            purged += int(self._jobs.delete(job.id))
+        return purged
 
     def _release(self, job: Job) -> None:
         fresh = self._jobs.get(job.id)
@@ -175,7 +187,32 @@ class ExportRunner:
                 return job  # out of budget: the next slice resumes from the saved cursor
         if job.request.since and not job.deleted_done:
             job = self._export_deleted(job, pseudo)
+        if job.request.ignored and not job.errors:
+            job = self._export_errors(job)
         return self._finish(job, JobStatus.COMPLETED)
+
+    def _export_errors(self, job: Job) -> Job:
+        """The error file: an OperationOutcome per kick-off parameter ignored (``handling=lenient``)."""
+        lines = [
+            _line(
+                {
+                    "resourceType": "OperationOutcome",
+                    "issue": [
+                        {
+                            "severity": "information",
+                            "code": "not-supported",
+                            "diagnostics": "kick-off parameter not supported; ignored",
+                            "expression": [name],
+                        }
+                    ],
+                }
+            )
+            for name in job.request.ignored
+        ]
+        name = file_name(job.id, "errors", 1)
+        info = self._blobs.put(CONTAINER_BULK_EXPORT, name, b"".join(lines), content_type=NDJSON)
+        errors = (OutputFile("OperationOutcome", name, len(lines), info.size),)
+        return self._save(replace(job, errors=errors), [name])
 
     def _query(self, job: Job, rtype: str, cursor: TypeCursor) -> list[tuple[str, str]]:
         params = [

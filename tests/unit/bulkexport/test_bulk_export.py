@@ -115,9 +115,18 @@ def test_kickoff_refusals(e: Env, query: str, headers: dict[str, str], status: i
     assert e.jobs.all() == []
 
 
-def test_unknown_parameter_is_ignored_when_lenient(e: Env) -> None:
+def test_unknown_parameter_is_ignored_when_lenient_and_reported_in_the_error_file(e: Env) -> None:
+    populate(e, patients=1, per_patient=0)
     headers = {**ASYNC, "Prefer": "respond-async, handling=lenient"}
-    assert e.api().kickoff(get("$export?_elements=id", **headers), Level.SYSTEM).status == 202
+    api = e.api()
+    job = job_id(api.kickoff(get("$export?_type=Patient&_elements=id&_elements=x", **headers), Level.SYSTEM))
+    e.runner().run_pending()
+    m = manifest(api, job)
+    assert [(o["type"], o["count"]) for o in m["output"]] == [("Patient", 1)]
+    assert [(o["type"], o["count"]) for o in m["error"]] == [("OperationOutcome", 1)]
+    (outcome,) = [json.loads(line) for line in lines(api, m["error"])]
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["issue"][0]["expression"] == ["_elements"]
 
 
 def test_type_filter_selects(e: Env) -> None:
@@ -286,3 +295,18 @@ def test_a_slice_out_of_budget_saves_progress(e: Env) -> None:
     assert progress == "0/1 types, 6 resources"
     assert e.runner(page_size=3).run_pending() == 1
     assert len(resources(api, manifest(api, job))) == 10
+
+
+def test_files_are_deleted_a_day_after_the_export_finished(e: Env) -> None:
+    populate(e, patients=2, per_patient=0)
+    api = e.api()
+    job = job_id(kickoff(api, "_type=Patient"))
+    e.runner().run_pending()
+    done = api.status(get(f"bulkstatus/{job}"), job)
+    assert done.status == 200 and done.headers["Expires"] == "Mon, 02 Mar 2026 09:00:00 GMT"
+    e.clock.advance(hours=23, minutes=59)
+    assert e.runner().purge_expired() == 0
+    e.clock.advance(minutes=1)
+    e.runner().run_pending()
+    assert e.blobs.list(CONTAINER_BULK_EXPORT, prefix=f"{job}/") == []
+    assert api.status(get(f"bulkstatus/{job}"), job).status == 404
