@@ -10,6 +10,7 @@ import azure.functions as func
 from functions import (
     bulk_export,
     certificates,
+    console,
     deadletter,
     events,
     fhir_directory,
@@ -44,3 +45,4 @@ app.register_functions(deadletter.bp)
 app.register_functions(bulk_export.bp)
 app.register_functions(certificates.bp)
 app.register_functions(mesh.bp)
+app.register_functions(console.bp)
