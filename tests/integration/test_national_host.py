@@ -4,6 +4,8 @@ HL7 file put into a MESH inbox ingested exactly once and acknowledged."""
 
 from __future__ import annotations
 
+import os
+import socket
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -92,3 +94,32 @@ def test_pds_trace_and_mesh_on_the_local_host(tmp_path: Path, corpora: Path) -> 
     logged = "\n".join(output)
     assert SECRET_LINE not in logged and SECRET_POSTCODE not in logged
     assert "9000000025" not in logged
+
+
+def test_tie_run_starts_and_stops_mesh_sandbox(tmp_path: Path) -> None:
+    from shared.mesh.client_adapter import MeshClientMailbox
+    from tests.helpers import free_port
+    from tests.unit.mesh.conftest import SandboxCredentials
+    from tie.localhost.mesh_sandbox import sandbox_installed
+
+    if not sandbox_installed():
+        if os.environ.get("CI") == "true":
+            pytest.fail("mesh-sandbox is not installed (CI=true: required)", pytrace=False)
+        pytest.skip("mesh-sandbox is not installed")
+    port = free_port()
+    env = {"TIE_MESH_BACKEND": "sandbox", "TIE_MESH_SANDBOX_PORT": str(port), "TIE_MESH_MAILBOXES": "X26ABC1"}
+    output: deque[str] = deque(maxlen=2000)
+    url = f"http://127.0.0.1:{port}"
+    with host_process(tmp_path / "local", env=env, output=output) as (_proc, base):
+        assert any(line.startswith("MESH sandbox: ") for line in output)
+        sender = MeshClientMailbox(url, "X26ABC2", SandboxCredentials())
+        try:
+            message_id = sender.send(
+                "X26ABC1", adt("SBX1", "SMITH^JANE", "20101022", "F"), workflow_id="TIE_HL7V2"
+            )
+            assert wait_for(lambda: stages(base, message_id).get("mesh-acknowledged:"), timeout=90)
+            assert wait_for(lambda: sender.track(message_id) == "acknowledged", timeout=30)
+        finally:
+            sender.close()
+    with socket.socket() as probe:  # stopped with the host
+        assert probe.connect_ex(("127.0.0.1", port)) != 0

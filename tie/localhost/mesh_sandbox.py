@@ -45,7 +45,22 @@ def start(port: int, *, shared_key: str = SANDBOX_SHARED_KEY) -> subprocess.Pope
     args = [sys.executable, "-m", "uvicorn", "mesh_sandbox.api:app", "--host", "127.0.0.1"]
     args += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
     # Fixed arguments (no caller input but an int port); output discarded so no pipe can fill up.
-    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    return subprocess.Popen(  # noqa: S603
+        args,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+    )
+
+
+def _die_with_parent() -> None:
+    """Linux: the sandbox gets SIGTERM when the process that started it dies, even by SIGKILL."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def wait_ready(proc: subprocess.Popen[bytes], port: int, timeout: float = 30.0) -> None:
