@@ -28,6 +28,12 @@ from shared.credentials import pem
 from shared.credentials.audit import CredentialAudit, CredentialUse, current_correlation_id
 from shared.credentials.errors import CredentialExpired, CredentialNotFound, CredentialUnavailable
 from shared.credentials.model import CertificateInfo, CertificateMaterial, CredentialIdentity
+from shared.credentials.oauth import (
+    PrivateKeyJwtTokenSource,
+    RsaKeySigner,
+    TokenTransport,
+    Urllib3TokenTransport,
+)
 from shared.credentials.ports import CredentialProvider
 from shared.credentials.registry import CredentialRef, Downstream, DownstreamRegistry
 
@@ -182,6 +188,31 @@ class CredentialBroker:
 
     def server_tls(self, downstream: str = "mllp-listener") -> ServerTls:
         return ServerTls(self, self.registry.get(downstream), server=True)
+
+    def token_source(
+        self, downstream: str, *, transport: TokenTransport | None = None
+    ) -> PrivateKeyJwtTokenSource:
+        """The OAuth 2.0 signed-JWT token source of an ``oauth2-private-key-jwt`` downstream (PDS ...):
+        token URL, client id and kid from the registry for this environment, the signing key from the
+        provider (embedded: the secret holding the PEM key). Implements the PDS ``TokenSource`` port."""
+        entry = self.registry.get(downstream)
+        key_name = _name(
+            entry.credential, self.environment, entry.credential.kind if entry.credential else ""
+        )
+        client = entry.oauth.for_environment(self.environment) if entry.oauth is not None else None
+        if entry.auth != "oauth2-private-key-jwt" or key_name is None or client is None:
+            raise CredentialNotFound(downstream, where=f"registry (no OAuth client for {self.environment})")
+        token_url, client_id, kid = client
+        return PrivateKeyJwtTokenSource(
+            token_url=token_url,
+            client_id=client_id,
+            signer=RsaKeySigner(self.provider.secret(key_name), kid=kid),
+            transport=transport or Urllib3TokenTransport(),
+            downstream=downstream,
+            audit=self.audit,
+            clock=self.clock,
+            timeout=entry.timeout_seconds,
+        )
 
     def close(self) -> None:
         self.provider.close()

@@ -55,6 +55,35 @@ class RetryPolicy(_Strict):
     backoff_base_seconds: float = Field(0.5, ge=0, le=30)
 
 
+class OAuthClient(_Strict):
+    """OAuth 2.0 client credentials with a signed JWT (auth ``oauth2-private-key-jwt``), per environment:
+    the token endpoint, the client id (the platform's API key; an identifier, not a secret) and the ``kid``
+    the public key was registered under. The signing key is the downstream's ``credential``."""
+
+    token_url: dict[Environment, str] = Field(default_factory=dict)
+    client_id: dict[Environment, str] = Field(default_factory=dict)
+    kid: dict[Environment, str] = Field(default_factory=dict)
+
+    @field_validator("token_url")
+    @classmethod
+    def _https(cls, value: dict[Environment, str]) -> dict[Environment, str]:
+        if any(
+            not url.startswith(("https://", "http://127.0.0.1", "http://localhost")) for url in value.values()
+        ):
+            raise ValueError("token endpoints are https URLs")
+        return value
+
+    def for_environment(self, environment: str) -> tuple[str, str, str] | None:
+        """(token URL, client id, kid), or ``None`` when any of them is not set for ``environment``."""
+        parts = [
+            next((v for env, v in m.items() if env == environment), None)
+            for m in (self.token_url, self.client_id, self.kid)
+        ]
+        if any(p is None for p in parts):
+            return None
+        return (str(parts[0]), str(parts[1]), str(parts[2]))
+
+
 class Downstream(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     description: str = Field("", max_length=200)
@@ -68,6 +97,7 @@ class Downstream(_Strict):
     #: CA certificate(s) that issue the peer's certificate; absent: the system trust store.
     trust: CredentialRef | None = None
     endpoints: dict[Environment, str] = Field(default_factory=dict)
+    oauth: OAuthClient | None = None
     owner: str = Field(min_length=1, max_length=120)
     timeout_seconds: float = Field(10.0, gt=0, le=300)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
@@ -84,6 +114,8 @@ class Downstream(_Strict):
             raise ValueError(f"auth {self.auth} needs a credential of kind {' or '.join(kinds)}")
         if kinds is None and self.credential is not None:
             raise ValueError("auth network-only takes no credential")
+        if self.oauth is not None and self.auth != "oauth2-private-key-jwt":
+            raise ValueError("oauth settings belong to auth oauth2-private-key-jwt")
         if self.trust is not None and self.trust.kind != "certificate":
             raise ValueError("trust is a certificate reference")
         for url in self.endpoints.values():
