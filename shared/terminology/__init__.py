@@ -11,13 +11,17 @@ by a default: it raises, becomes an explicit data-absent reason, or is kept as t
 * :mod:`~shared.terminology.valuesets` - ``load_value_set(id)``, ``lookup(value_set_id, system, code)``
 * :mod:`~shared.terminology.policy` - ``map_code(map_id, code, policy=Unmapped.X, field=...)`` and
   ``map_field(field, code)`` -> ``MappedCode | KeptSource | DataAbsent``
+* :mod:`~shared.terminology.v2tables` - the codes of the HL7 v2 tables (``is_table_code("0069", "MED")``):
+  a code is labelled ``v2-NNNN`` only when it is one
+* :mod:`~shared.terminology.local_systems` - senders' own codes: the sending facility's local code system
+  per HL7 table (configured URI, else ``urn:tie:codesystem:<facility>:<table>``), counted per field
 
 Pure Python, no I/O beyond reading the package's own data files (once per process).
 """
 
 from __future__ import annotations
 
-from shared.terminology import conceptmaps, policy, ucum, valuesets
+from shared.terminology import conceptmaps, local_systems, policy, ucum, v2tables, valuesets
 from shared.terminology.coding import Coding, Equivalence
 from shared.terminology.conceptmaps import (
     ConceptMap,
@@ -80,11 +84,13 @@ __all__ = [
     "field_policy",
     "load_concept_map",
     "load_value_set",
+    "local_systems",
     "lookup",
     "map_code",
     "map_field",
     "translate",
     "v2_table_system",
+    "v2tables",
     "value_set_ids",
 ]
 
@@ -95,3 +101,4 @@ def clear_caches() -> None:
     valuesets.clear_caches()
     policy.clear_caches()
     ucum.ucum_table.cache_clear()
+    v2tables.clear_caches()

@@ -2,8 +2,9 @@
 
 Prints the base-R4 validator error count (and warnings by kind), the R4 required-binding errors, the UK
 Core violations grouped by profile / path / rule with counts (and how they compare with
-``ukcore_known_violations.json``), what could not be checked offline, and the Must-Support coverage
-table. Exit status 0 (it reports; the tests decide).
+``ukcore_known_violations.json``), the unmapped codes (local / HL7 table / other codings where UK Core
+binds a value set extensible or preferred), what could not be checked offline, and the Must-Support
+coverage table. Exit status 0 (it reports; the tests decide).
 """
 
 from __future__ import annotations
@@ -91,6 +92,13 @@ def main() -> int:
     print("values checked: " + ", ".join(f"{k} {v}" for k, v in sorted(result.checked.items())))
     if result.unprofiled:
         print("no UK Core profile: " + ", ".join(f"{k} {v}" for k, v in sorted(result.unprofiled.items())))
+    print(
+        "\n== Unmapped codes: values bound extensible / preferred with no coding from the value set "
+        "(legal, not failed), by what they carry"
+    )
+    print(f"total: {sum(result.unmapped.values())}" + ("" if result.unmapped else " (none)"))
+    for (profile, path, kind), n in sorted(result.unmapped.items()):
+        print(f"  {n:5d}  {profile}  {path}  [{kind}]")
     print("\nnot checkable offline:" + ("" if result.not_checkable else " none"))
     for (profile, path, why), n in sorted(result.not_checkable.items()):
         print(f"  {n:5d}  {profile}  {path}  ({why})")

@@ -23,6 +23,8 @@ pytestmark = pytest.mark.corpus
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
 UK_SD = "https://fhir.hl7.org.uk/StructureDefinition/"
 UK_CS = "https://fhir.hl7.org.uk/CodeSystem/"
+V2 = "http://terminology.hl7.org/CodeSystem/v2-"
+LOCAL = "urn:tie:codesystem:RX1:"
 ETHNIC = UK_SD + "Extension-UKCore-EthnicCategory"
 VERIFICATION = UK_SD + "Extension-UKCore-NHSNumberVerificationStatus"
 
@@ -130,7 +132,8 @@ PATIENT_CASES = [
                 P,
                 "Patient.identifier.extension:Extension-UKCore-NHSNumberVerificationStatus.value[x]",
                 "required-binding",
-            ): 1
+            ): 1,
+            (P, "Patient.identifier.extension.valueCodeableConcept.coding", "code-not-in-system"): 1,
         },
         id="required-binding",
     ),
@@ -139,22 +142,38 @@ PATIENT_CASES = [
         {(P, "Patient.maritalStatus", "extensible-binding"): 1},
         id="extensible-binding-code-not-in-value-set",
     ),
-    pytest.param(
+    pytest.param(  # (a) the bound code system named, a code that is not in it
         lambda p: p["maritalStatus"]["coding"][0].update(code="ZZ"),
-        {(P, "Patient.maritalStatus", "extensible-binding"): 1},
+        {
+            (P, "Patient.maritalStatus", "extensible-binding"): 1,
+            (P, "Patient.maritalStatus.coding", "code-not-in-system"): 1,
+        },
         id="extensible-binding-code-not-in-system",
     ),
-    pytest.param(
-        lambda p: p["maritalStatus"]["coding"].pop(0),  # only the v2-0002 coding is left
-        {(P, "Patient.maritalStatus", "hl7v2-table-system"): 1},
-        id="hl7v2-table-instead-of-nhs-code",
+    pytest.param(  # (b) a sender's local code labelled as an HL7 table code
+        lambda p: p["maritalStatus"].update(coding=[{"system": V2 + "0002", "code": "Married"}]),
+        {(P, "Patient.maritalStatus.coding", "hl7v2-table-code"): 1},
+        id="hl7v2-table-code-not-in-table",
     ),
     pytest.param(
         lambda p: p["extension"][0]["valueCodeableConcept"].update(
-            coding=[{"system": "http://terminology.hl7.org/CodeSystem/v2-0189", "code": "N"}]
+            coding=[{"system": V2 + "0189", "code": "Z2"}]
         ),
-        {(P, EXT_VALUE, "hl7v2-table-system"): 1},
-        id="hl7v2-table-in-extension",
+        {(P, "Patient.extension.valueCodeableConcept.coding", "hl7v2-table-code"): 1},
+        id="hl7v2-table-code-in-extension",
+    ),
+    pytest.param(  # (c) a local code where the binding is required
+        lambda p: p["identifier"][0]["extension"][0].update(
+            valueCodeableConcept={"coding": [{"system": LOCAL + "0445", "code": "V", "userSelected": False}]}
+        ),
+        {
+            (
+                P,
+                "Patient.identifier.extension:Extension-UKCore-NHSNumberVerificationStatus.value[x]",
+                "required-binding",
+            ): 1
+        },
+        id="required-binding-local-code",
     ),
     pytest.param(
         lambda p: p["maritalStatus"].update(coding=[{"system": "http://snomed.info/sct", "code": "1"}]),
@@ -177,6 +196,51 @@ PATIENT_CASES = [
 @pytest.mark.parametrize(("change", "expected"), PATIENT_CASES)
 def test_each_rule_fails(checker: UkCore, change: Any, expected: dict[tuple[str, str, str], int]) -> None:
     assert table(run(checker, patient(change))) == expected
+
+
+#: change -> the unmapped-code report: legal codings outside an extensible / preferred value set are
+#: counted by kind, never failed (and never hide a violation: see PATIENT_CASES above).
+MS = (P, "Patient.maritalStatus")
+UNMAPPED_CASES = [
+    pytest.param(lambda p: None, {}, id="good-patient-nothing-unmapped"),
+    pytest.param(
+        lambda p: p["maritalStatus"].update(
+            coding=[{"system": LOCAL + "0002", "code": "Married", "userSelected": False}], text="Married"
+        ),
+        {(*MS, "local"): 1},
+        id="local-code",
+    ),
+    pytest.param(
+        lambda p: p["maritalStatus"].update(coding=[{"system": V2 + "0002", "code": "C"}]),  # in table 0002
+        {(*MS, "hl7v2-table"): 1},
+        id="genuine-hl7-table-code",
+    ),
+    pytest.param(
+        lambda p: p["maritalStatus"].update(coding=[{"system": "http://snomed.info/sct", "code": "1"}]),
+        {(*MS, "other-system"): 1},
+        id="other-system",
+    ),
+    pytest.param(lambda p: p.update(maritalStatus={"text": "Married"}), {(*MS, "text-only"): 1}, id="text"),
+    pytest.param(
+        lambda p: p["maritalStatus"].update(
+            coding=[
+                {"system": LOCAL + "0002", "code": "9"},
+                {"system": UK_CS + "UKCore-PersonMaritalStatusEngland", "code": "M"},
+            ]
+        ),
+        {},
+        id="local-code-beside-value-set-code",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "expected"), UNMAPPED_CASES)
+def test_unmapped_codes_are_reported_not_failed(
+    checker: UkCore, change: Any, expected: dict[tuple[str, str, str], int]
+) -> None:
+    result = run(checker, patient(change))
+    assert table(result) == {}
+    assert dict(result.unmapped) == expected
 
 
 #: A hand-made profile: fixed / pattern / choice type restriction / a SNOMED CT (not enumerable) binding.
@@ -282,5 +346,6 @@ def test_published_uk_core_examples_conform(checker: UkCore) -> None:
         "fixed": True,
         "type": True,
         "binding": True,
+        "code": True,
         "extension": True,
     }, result.checked

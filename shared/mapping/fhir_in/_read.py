@@ -33,7 +33,7 @@ from shared.identifiers import systems as id_systems
 from shared.mapping.errors import InvalidValue, MissingRequiredField
 from shared.mapping.lineage import LineageRecorder
 from shared.mapping.timeutil import TimeFormatError, from_fhir, partial_date_from_fhir
-from shared.terminology import systems
+from shared.terminology import local_systems, systems
 
 JsonObj = dict[str, Any]
 
@@ -192,8 +192,13 @@ def coding(node: object, src: str) -> Coding:
     code = opt_str(c, "code", src)
     if code is None:
         raise MissingRequiredField(f"{src}.code")
+    system = opt_str(c, "system", src)
+    if system is not None and system.startswith(local_systems.DEFAULT_PREFIX):
+        # a sender's local code under the default URN of a facility the Trust has since configured: the
+        # configured URI (as hl7v2_in now labels it); the code itself is the original code, as sent
+        system = local_systems.configured().canonical(system)
     return Coding(
-        system=opt_str(c, "system", src),
+        system=system,
         code=code,
         display=opt_str(c, "display", src),
         version=opt_str(c, "version", src),
@@ -286,6 +291,11 @@ def identifier(node: object, src: str, tgt: str, rec: LineageRecorder) -> Identi
                 id_type = c.code
                 rec.add(f"{src}.type.coding[{i}].code", f"{tgt}.type", "copy", table="v2-0203")
                 break
+        if id_type is None and not type_node.get("coding"):
+            # a sender's own type (not a v2-0203 code) is written as text alone (fhir_out): read it back
+            id_type = opt_str(type_node, "text", f"{src}.type")
+            if id_type is not None:
+                rec.add(f"{src}.type.text", f"{tgt}.type", "copy (local identifier type)")
     # the default URN of an authority the Trust has configured is that authority's URI: one issuer, one
     # system, whichever path an identifier arrives by (event identity)
     system = id_systems.configured().canonical(sent_system, id_type)

@@ -29,6 +29,7 @@ from shared.fhir import profiles
 from shared.mapping.fhir_out._frozen import freeze
 from shared.mapping.lineage import LineageEntry
 from shared.mapping.timeutil import to_fhir, to_fhir_instant
+from shared.terminology.v2tables import is_table_code
 
 JSON = dict[str, Any]
 
@@ -165,11 +166,16 @@ def fixed_coding(system: str, code: str, display: str | None = None) -> JSON:
 
 def identifier(i: Identifier, lin: Lin | None, src: str, dst: str) -> JSON:
     out: JSON = {}
-    if i.type is not None:
+    if i.type is not None and is_table_code("0203", i.type):
         out["type"] = {"coding": [{"system": profiles.IDENTIFIER_TYPE_SYSTEM, "code": i.type}]}
         if lin is not None:
             lin.add(None, f"{dst}.type.coding[0].system", "constant: v2-0203 identifier type system")
             lin.add(f"{src}.type", f"{dst}.type.coding[0].code")
+    elif i.type is not None:
+        # a sender's own CX.5 type (MEDREC, CONS...) is not a v2-0203 code: kept as text, no system claimed
+        out["type"] = {"text": i.type}
+        if lin is not None:
+            lin.add(f"{src}.type", f"{dst}.type.text", "UNMAPPED local identifier type: not a v2-0203 code")
     out["system"] = i.system
     out["value"] = i.value
     if i.assigner is not None:

@@ -32,7 +32,7 @@ from shared.mapping.hl7v2_in.rules import CodedRule, Compiled, Path, concept_fro
 from shared.mapping.lineage import LineageRecorder
 from shared.mapping.timeutil import TimeFormatError, birth_date_from_hl7, from_hl7
 from shared.terminology import DataAbsent as TermDataAbsent
-from shared.terminology import MappedCode, v2_table_system
+from shared.terminology import MappedCode, local_systems, v2_table_system, v2tables
 
 __all__ = ["Ctx", "val"]
 
@@ -888,13 +888,28 @@ class Ctx:
             system = self.coding_system(system_name)
             if system is None and rule.assume_source_system:
                 system = rule.source_system
-            out = rule.outcome(code, system, src)
+            lookup = system
+            if (
+                rule.source_system is not None
+                and system is not None
+                and system != rule.source_system
+                and local_systems.table_of(system) == v2tables.table_of(rule.source_system)
+            ):
+                # a sender's local code written back with its local system (hl7v2_out): map it as the
+                # field's table code it was sent as
+                lookup = rule.source_system
+            out = rule.outcome(code, lookup, src)
             if rule.omit and rule.target == "concept" and not isinstance(out, MappedCode):
                 # "unmapped": "omit" on a concept field: a code the map cannot map is not this field's
                 # value at all (PV1-4 letters are priorities, not admission methods). Nothing is kept.
                 if memo:
                     rule.remember((raw, simple), None)
                 return None
+            table = v2tables.table_of(system)
+            if table is not None and not v2tables.is_table_code(table, code):
+                # Not a code of the HL7 table: the sender's own code, under its local code system.
+                system = self.local_code_system(table, rule, src, tgt, mapped=isinstance(out, MappedCode))
+                memo = False  # the system depends on the sender, not only on the field's text
             display = text
             if display is None and isinstance(out, MappedCode):
                 display = out.source.display
@@ -924,6 +939,23 @@ class Ctx:
         if memo:
             rule.remember((raw, simple), value)
         return value
+
+    def local_code_system(self, table: str, rule: CodedRule, src: str, tgt: str, *, mapped: bool) -> str:
+        """The sending facility's (MSH-4.1, else MSH-3.1) local code system for HL7 table ``table``
+        (``shared.terminology.local_systems``). A code no map translated is counted per field (no code,
+        no patient data) and flagged in lineage."""
+        msh = self.segment("MSH")
+        facility = None if msh is None else (val(msh, 4, 1, 1) or val(msh, 3, 1, 1))
+        uri, configured = local_systems.local_system(facility, table)
+        if not mapped:
+            local_systems.record_unmapped(rule.name)
+        if self.lin:
+            how = "configured" if configured else "default urn:tie:codesystem (not configured)"
+            what = "mapped code" if mapped else "UNMAPPED local code"
+            self.add_coded(
+                src, f"{tgt}.system", rule, f"{what}, not a code of HL7 table {table}: sender's system, {how}"
+            )
+        return uri
 
     def code_value(self, rule: CodedRule, code: str, src: str, tgt: str) -> str | DataAbsent | None:
         """A bare code from a component with no coding-system slot (XPN.7, XAD.7, XTN.2/3, TQ.6) in the

@@ -32,7 +32,14 @@ from shared.mapping.hl7v2_in.rules import RULES
 from shared.mapping.hl7v2_out.errors import Hl7OutError, UnmappableCode
 from shared.mapping.lineage import LineageRecorder
 from shared.mapping.timeutil import to_hl7
-from shared.terminology import Equivalence, UnknownConceptMap, load_concept_map, translate
+from shared.terminology import (
+    Equivalence,
+    UnknownConceptMap,
+    load_concept_map,
+    local_systems,
+    translate,
+    v2tables,
+)
 from shared.terminology import systems as term
 from shared.terminology.systems import V2_TABLE_BASE
 
@@ -320,6 +327,8 @@ def system_name(uri: str | None) -> str | None:
         return known
     if uri.startswith(V2_TABLE_BASE):
         return "HL7" + uri[len(V2_TABLE_BASE) :]
+    if local_systems.table_of(uri) is not None:
+        return uri  # a sender's local code system: the URI itself, which hl7v2_in reads back as it is
     prefix = RULES.local_coding_system_prefix
     if uri.startswith(prefix):
         return unquote(uri[len(prefix) :])
@@ -399,6 +408,11 @@ def table_code(
             o.add(
                 src if isinstance(value, str) else f"{src}.codings[{k}]", dst, "code already in the v2 table"
             )
+            return c.code
+    table = v2tables.table_of(table_system)
+    for k, c in enumerate(codings):
+        if table is not None and local_systems.table_of(c.system) == table:
+            o.add(f"{src}.codings[{k}]", dst, "sender's local code, as sent")
             return c.code
     if concept_map_id is not None:
         for k, c in enumerate(codings):

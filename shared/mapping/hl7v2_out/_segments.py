@@ -19,7 +19,7 @@ from shared.hl7v2 import ComponentValue, FieldValue, Raw, Repeated
 from shared.mapping.hl7v2_in.rules import RULES
 from shared.mapping.hl7v2_out import _fields as f
 from shared.mapping.hl7v2_out.errors import Hl7OutError, UnmappableCode
-from shared.terminology import load_concept_map, systems
+from shared.terminology import load_concept_map, local_systems, systems, v2tables
 
 #: HL7 v2 table 0004 code for "Not applicable": the patient class of an ADT message about a patient
 #: with no encounter (a demographics update).
@@ -205,6 +205,15 @@ def _uk_cwe(
     if isinstance(value, Concept):
         cmap = load_concept_map(concept_map_id)
         targets = {g.target for g in cmap.groups}
+        table = v2tables.table_of(cmap.source_system)
+        for k, c in enumerate(value.codings):
+            if table is not None and c.system is not None and local_systems.table_of(c.system) == table:
+                # the sender's own code: as sent, with its local system (hl7v2_in reads the URI as it is
+                # and maps the code as the table code it was sent as)
+                o.add(f"{src}.codings[{k}]", f"{dst}.1", "sender's local code, as sent", table=concept_map_id)
+                if value.text is not None:
+                    o.add(f"{src}.text", f"{dst}.2", "cwe-text")
+                return [c.code, value.text, c.system]
         chosen: tuple[int, str, str] | None = None
         for k, c in enumerate(value.codings):
             if c.system == cmap.source_system:

@@ -150,7 +150,8 @@ def test_unmapped_specimen_type_is_kept_as_sent_never_defaulted() -> None:
     spm = seg("SPM", {1: "1", 4: "XYZ^Local thing^HL70487"})
     (specimen,) = one_report(oru(obr(), SODIUM, spm)).specimens
     assert isinstance(specimen.type, Concept)
-    assert [(c.system, c.code) for c in specimen.type.codings] == [(systems.V2_0487_SPECIMEN_TYPE, "XYZ")]
+    # XYZ is not a code of HL7 table 0487 (whatever CWE.3 claims): the sender's (MSH-4 LAB) local system
+    assert [(c.system, c.code) for c in specimen.type.codings] == [("urn:tie:codesystem:LAB:0487", "XYZ")]
 
 
 def test_obr_15_specimen_before_v2_5() -> None:

@@ -17,6 +17,8 @@ from tests.unit.mapping.hl7v2_in.hl7in_samples import adt
 from tests.unit.mapping.hl7v2_out.hl7out_helpers import HEADER
 
 EXT_ADMISSION_METHOD = systems.EXT_ADMISSION_METHOD
+#: The sending facility's (MSH-4 RRV) local code system for an HL7 table, by table number.
+_LOCAL = "urn:tie:codesystem:RRV:"
 
 
 def _event(pid: dict[int, str], pv1: dict[int, str], trigger: str = "A03") -> ClinicalEvent:
@@ -56,7 +58,7 @@ def test_nhs_codes_become_uk_core_codings_and_extensions() -> None:
 PV1_4 = [
     ("21", "21", None),
     ("E", None, [(systems.V2_0007_ADMISSION_TYPE, "E", None), (systems.V3_ACT_PRIORITY, "EM", None)]),
-    ("ZZ", None, [(systems.V2_0007_ADMISSION_TYPE, "ZZ", False)]),
+    ("ZZ", None, [(_LOCAL + "0007", "ZZ", False)]),  # not an HL7 0007 code: the sender's own
 ]
 
 
@@ -70,17 +72,13 @@ def test_pv1_4_is_an_admission_method_or_a_priority_never_both(
     assert (_codings(encounter["priority"]) if "priority" in encounter else None) == priority
 
 
-# Unknown codes: kept as sent, marked userSelected=false (never a default that looks like a real code).
+# Unknown codes: kept as sent under the sender's local code system (none of them is a code of the HL7
+# table the field is drawn from), marked userSelected=false (never a default that looks like a real code).
 UNKNOWN = [
-    ("Patient", lambda r: r["maritalStatus"], systems.V2_0002_MARITAL_STATUS, "Q"),
-    ("Patient", lambda r: r["extension"][0]["valueCodeableConcept"], systems.V2_0189_ETHNIC_GROUP, "ZZ"),
-    ("Encounter", lambda r: r["hospitalization"]["admitSource"], systems.V2_0023_ADMIT_SOURCE, "X1"),
-    (
-        "Encounter",
-        lambda r: r["hospitalization"]["dischargeDisposition"],
-        systems.V2_0112_DISCHARGE_DISPOSITION,
-        "X2",
-    ),
+    ("Patient", lambda r: r["maritalStatus"], _LOCAL + "0002", "Q"),
+    ("Patient", lambda r: r["extension"][0]["valueCodeableConcept"], _LOCAL + "0189", "ZZ"),
+    ("Encounter", lambda r: r["hospitalization"]["admitSource"], _LOCAL + "0023", "X1"),
+    ("Encounter", lambda r: r["hospitalization"]["dischargeDisposition"], _LOCAL + "0112", "X2"),
 ]
 
 

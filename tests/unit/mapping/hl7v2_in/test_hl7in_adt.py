@@ -75,7 +75,8 @@ def test_a03_discharge_needs_and_uses_pv1_45() -> None:
     assert enc.period is not None and enc.period.end is not None
     assert enc.period.end.value == datetime(2026, 7, 5, 9, 0, tzinfo=UTC)
     assert isinstance(enc.discharge_disposition, Concept)
-    assert enc.discharge_disposition.codings[0].system == systems.v2_table_system("0112")
+    # table 0112's code list is not held offline: no code is claimed as an HL7 0112 code
+    assert enc.discharge_disposition.codings[0].system == "urn:tie:codesystem:RRV:0112"
     assert ev.key.components[-2:] == ("urn:tie:authority:RRV", "V0000123")  # patient + visit, not time
     with pytest.raises(MissingRequiredField) as err:
         map_bytes(adt("A03"))

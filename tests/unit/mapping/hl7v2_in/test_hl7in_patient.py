@@ -322,12 +322,14 @@ _UK_DEMOGRAPHICS = [
     (22, "99^^NHSETH", [(_ETH, "99", None)], None),
     (22, f"R^^{_ETH}", [(_ETH, "R", None)], None),  # the UK Core system named as a URI
     (22, "Q^Local^LOCALETH", [("urn:tie:codesystem:LOCALETH", "Q", False)], "Local"),
-    (22, "ZZ", [(systems.v2_table_system("0189"), "ZZ", False)], None),
+    # not a code of HL7 table 0189: the sender's own code, under its local code system (MSH-4 RRV)
+    (22, "ZZ", [("urn:tie:codesystem:RRV:0189", "ZZ", False)], None),
     (16, "M", [(_MAR, "M", None)], None),
     (16, "P", [(_MAR, "P", None)], None),  # NHS 'Separated'
     # UK Core's value set expects single as v3-MaritalStatus S and not known as v3-NullFlavor UNK
     (16, "S", [(_V2_0002, "S", None), (systems.V3_MARITAL_STATUS, "S", None)], None),
-    (16, "9", [(_V2_0002, "9", None), (systems.V3_NULL_FLAVOR, "UNK", None)], None),
+    (16, "9", [("urn:tie:codesystem:RRV:0002", "9", None), (systems.V3_NULL_FLAVOR, "UNK", None)], None),
+    (16, "U", [(_V2_0002, "U", None), (systems.V3_NULL_FLAVOR, "UNK", None)], None),  # HL7 'unknown'
     (16, "C", [(_V2_0002, "C", False)], None),  # HL7 common law: no NHS code
 ]
 
