@@ -286,6 +286,39 @@ def build_identity_resolver(settings: Settings) -> IdentityResolver:
     return IdentityResolver(build_pds_client(settings), PdsCache(settings.pds_cache_ttl_seconds))
 
 
+def build_national_downstreams(
+    container: Container, downstreams: dict[str, Downstream]
+) -> dict[str, Downstream]:
+    """The backbone's hook for the national services: HL7 v2 write-back over MESH when
+    ``TIE_MESH_OUTBOUND_RECIPIENT`` is set and no MLLP host is (results to a MESH mailbox, tracked), then the
+    PDS identity gates (:func:`build_identity_gates`)."""
+    settings = container.settings
+    if (
+        settings.mesh_outbound_recipient
+        and settings.mesh_outbound_mailbox
+        and not settings.writeback_mllp_host
+    ):
+        from shared.messaging.topology import SUB_WRITEBACK_HL7V2
+
+        if SUB_WRITEBACK_HL7V2 in downstreams:
+            from shared.mesh.outbound import MeshOutbound
+            from shared.mesh.writeback import MeshHl7Downstream
+
+            previous = downstreams[SUB_WRITEBACK_HL7V2]
+            downstreams = {
+                **downstreams,
+                SUB_WRITEBACK_HL7V2: MeshHl7Downstream(
+                    lambda: build_mesh_mailbox(settings, settings.mesh_outbound_mailbox),
+                    MeshOutbound(container.records),
+                    recipient=settings.mesh_outbound_recipient,
+                    workflow_id=settings.mesh_outbound_workflow,
+                    name=previous.name,
+                ),
+            }
+            previous.close()
+    return build_identity_gates(container, downstreams)
+
+
 def build_identity_gates(container: Container, downstreams: dict[str, Downstream]) -> dict[str, Downstream]:
     """Wrap each write-back downstream named in ``TIE_PDS_VERIFY_DOWNSTREAMS`` in the PDS identity gate
     (one resolver and cache shared by all of them); the others are returned as they are."""
