@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from shared.audit.background import BackgroundAuditLog
 from shared.audit.group_commit import GroupCommitLog
 from shared.audit.ports import AuditLog
 from shared.audit.trail import AuditTrail
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from shared.mesh.ports import MeshMailbox
     from shared.pds.ports import PdsClient
     from shared.pds.trace import IdentityResolver
+    from shared.reconcile.service import Reconciler
 
 
 @dataclass
@@ -68,8 +70,11 @@ class Container:
             if self._audit is None:
                 if self.audit_log is None:
                     self.audit_log = build_audit_log(self.settings)
-                # Concurrent requests share one transaction (docs/audit.md: cost).
-                self._audit = AuditTrail(GroupCommitLog(self.audit_log))
+                # Writes: concurrent callers share one transaction; reads and searches: a background
+                # writer (docs/audit.md: cost).
+                self._audit = AuditTrail(
+                    GroupCommitLog(self.audit_log), deferred=BackgroundAuditLog(self.audit_log)
+                )
             return self._audit
 
     @property
@@ -89,6 +94,8 @@ class Container:
             self._credentials.close()
         for closable in (self.bus, self.records, self.blobs):
             closable.close()
+        if self._audit is not None:
+            self._audit.close()  # writes what the background writer still holds
         if self.audit_log is not None:
             self.audit_log.close()
         if self.fhir_repository is not None:
@@ -216,6 +223,37 @@ def build_certificate_monitor(container: Container) -> CertificateExpiryMonitor:
         container.records,
         container.bus,
         referenced=broker.registry.certificate_names(container.settings.environment),
+    )
+
+
+def record_sent(container: Container, fhir: FhirRepository) -> FhirRepository:
+    """The FHIR write-back target, recording what it writes for reconciliation (shared.reconcile.fhir)."""
+    from shared.messaging.topology import SUB_WRITEBACK_FHIR
+    from shared.reconcile.fhir import SentRecorder
+
+    return SentRecorder(fhir, container.records, downstream=SUB_WRITEBACK_FHIR)
+
+
+def build_reconciler(container: Container) -> Reconciler:
+    """The reconciler over the container's records and bus; the FHIR destination it reads back is the
+    write-back target (``TIE_WRITEBACK_FHIR_URL``, else the platform's own repository)."""
+    from datetime import timedelta
+
+    from shared.reconcile.service import ReconcileOptions, Reconciler, destinations_for
+
+    settings = container.settings
+    remote = build_writeback_fhir(settings)
+    return Reconciler(
+        container.records,
+        container.bus,
+        destinations=destinations_for(remote if remote is not None else container.fhir),
+        options=ReconcileOptions(
+            window=timedelta(hours=settings.reconcile_window_hours),
+            stuck_after=timedelta(seconds=settings.stuck_after_seconds),
+            threshold=settings.reconcile_threshold,
+            sample_percent=settings.reconcile_sample_percent,
+            hour=settings.reconcile_hour,
+        ),
     )
 
 

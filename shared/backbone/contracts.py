@@ -277,6 +277,8 @@ def platform_event(
         "message.stuck",
         "certificate.expiring",
         "certificate.expired",
+        "reconcile.variance",
+        "reconcile.completed",
     ],
     *,
     event_id: str,

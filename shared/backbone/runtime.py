@@ -298,7 +298,7 @@ def get_backbone() -> Backbone:
     """The process-wide backbone over :func:`shared.wiring.get_container` (rebuilt if the container is
     replaced, e.g. by a test app)."""
     global _backbone, _owner
-    from shared.wiring import build_national_downstreams, build_writeback_fhir, get_container
+    from shared.wiring import build_national_downstreams, build_writeback_fhir, get_container, record_sent
 
     container = get_container()
     with _lock:
@@ -308,7 +308,7 @@ def get_backbone() -> Backbone:
             _backbone.close()
         settings = container.settings
         remote = build_writeback_fhir(settings)
-        fhir = remote if remote is not None else container.fhir
+        fhir = record_sent(container, remote if remote is not None else container.fhir)
         downstreams = default_downstreams(settings, fhir, fhir_is_platform_store=remote is None)
         downstreams = build_national_downstreams(container, downstreams)  # MESH out, PDS trace first
         backbone = build_backbone(

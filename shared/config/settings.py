@@ -125,6 +125,16 @@ class Settings(BaseSettings):
     #: A message still in flight this long after a subscriber became due is *stuck*: announced once as a
     #: ``message.stuck`` platform event, gauge ``tie.messages.stuck`` (shared/backbone/stuck.py).
     stuck_after_seconds: int = Field(900, ge=1, le=7 * 86_400, validation_alias="TIE_STUCK_AFTER_SECONDS")
+    # Reconciliation (shared/reconcile, docs/reconciliation.md): the timer runs once a day at this UK
+    # local hour over the last TIE_RECONCILE_WINDOW_HOURS; a count of one variance category on one
+    # interface above TIE_RECONCILE_THRESHOLD raises reconcile.variance; a share of the resources written
+    # to the FHIR destination is read back.
+    reconcile_hour: int = Field(2, ge=0, le=23, validation_alias="TIE_RECONCILE_HOUR")
+    reconcile_window_hours: int = Field(24, ge=1, le=24 * 31, validation_alias="TIE_RECONCILE_WINDOW_HOURS")
+    reconcile_threshold: int = Field(0, ge=0, validation_alias="TIE_RECONCILE_THRESHOLD")
+    reconcile_sample_percent: float = Field(
+        100.0, gt=0, le=100, validation_alias="TIE_RECONCILE_SAMPLE_PERCENT"
+    )
 
     # Credentials (shared/credentials, docs/credentials.md). The downstream registry (JSON; empty: the
     # packaged sample), and where credentials live: "embedded" = PEM/secret files in TIE_CREDENTIALS_DIR

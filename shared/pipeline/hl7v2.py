@@ -329,7 +329,9 @@ class Hl7Ingest:
                 # An accepted message holds the control ID (a concurrent copy won the race): answer as a
                 # repeat of it (the bus dropped our duplicate publish, if any).
                 return self._repeat(message, raw, holder, correlation_id, journal_receipt=False)
-        self._journal.record(correlation_id, "acknowledged", code=code, control_id=traced)
+        self._journal.record(
+            correlation_id, "acknowledged", code=code, control_id=traced, **_interface(message)
+        )
         _log.info("hl7 acknowledged", extra={"control_id": traced, "status": code})
         return Hl7IngestResult(
             ack if send else None, code, outcome, False, correlation_id, traced, message_id
@@ -391,7 +393,9 @@ class Hl7Ingest:
             original_correlation_id=str(stored.get("correlation_id")),
         )
         code = _ack_code(stored.get("code"))
-        self._journal.record(correlation_id, "acknowledged", code=code, control_id=message.control_id)
+        self._journal.record(
+            correlation_id, "acknowledged", code=code, control_id=message.control_id, **_interface(message)
+        )
         ack = str(stored["ack"]).encode("latin-1") if stored.get("send", True) else None
         outcome = _outcome(stored.get("outcome"))
         message_id = stored.get("message_id")
@@ -482,6 +486,20 @@ def unparsed_ack_code(ack: bytes) -> AckCode:
     except Hl7ParseError:
         return "AR"
     return "CR" if code == "CR" else "AR"
+
+
+def _interface(message: Message) -> dict[str, str | None]:
+    """Which interface a message came in on, for reconciliation (``docs/reconciliation.md``): the
+    sender (MSH-3.1|MSH-4.1), the message type (MSH-9.1^MSH-9.2) and the sequence number (MSH-13, when
+    the sender uses them). System identifiers only."""
+    sender = f"{message.get('MSH-3.1') or ''}|{message.get('MSH-4.1') or ''}"
+    kind = "^".join(p for p in (message.message_type, message.trigger_event) if p)
+    sequence = (message.get("MSH-13") or "").strip()
+    return {
+        "sender": sender[:80],
+        "message_type": kind[:20] or None,
+        "sequence": sequence[:15] if sequence.isdigit() else None,
+    }
 
 
 def _traceable(control_id: str | None) -> str | None:

@@ -1,0 +1,281 @@
+"""Run a reconciliation: scan, check the destination, rank, persist, journal, measure, alert.
+
+See ``docs/reconciliation.md``. Nothing silent: every run is stored (``tie reconcile history``), every
+item with a correlation id is noted in that message's journal (stage ``reconciled``, up to
+``journal_limit`` per run), every (interface, category) count is a gauge point, and a count above the
+threshold is a ``reconcile.variance`` platform event; a ``reconcile.completed`` event carries the totals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from typing import Final
+from zoneinfo import ZoneInfo
+
+from shared.backbone import contracts
+from shared.errors import TieError
+from shared.fhirstore.ports import FhirRepository
+from shared.journal import Journal
+from shared.messaging.ports import MessageBus
+from shared.messaging.topology import SUB_WRITEBACK_FHIR, TOPIC_PLATFORM
+from shared.observability.metrics import Metrics, OpenTelemetryMetrics
+from shared.reconcile.checks import VolumeRule, sequence_items, volume_items
+from shared.reconcile.fhir import TABLE_RECONCILE, check_destination
+from shared.reconcile.model import (
+    CATEGORY_ORDER,
+    Category,
+    Counts,
+    Interface,
+    InterfaceReport,
+    Item,
+    Report,
+)
+from shared.reconcile.scan import read_trails, scan
+from shared.reconcile.store import SCHEDULE, RunHistory
+from shared.storage.errors import RecordNotFound
+from shared.storage.ports import RecordStore
+
+_log = logging.getLogger("tie.reconcile")
+
+#: Journal stage noted on a message a run found a variance on (not a final stage: changes nothing).
+RECONCILED: Final = "reconciled"
+#: Gauge: variance items per interface and category in the latest run.
+VARIANCE_METRIC: Final = "tie.reconcile.variance"
+VARIANCE_METRIC_UNIT: Final = "{item}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileOptions:
+    window: timedelta = timedelta(hours=24)
+    stuck_after: timedelta = timedelta(seconds=900)
+    #: A (interface, category) count above this raises a ``reconcile.variance`` event.
+    threshold: int = 0
+    #: Share of written resources read back from the FHIR destination, and the most per run.
+    sample_percent: float = 100.0
+    max_reads: int = 10_000
+    volume: VolumeRule = field(default_factory=VolumeRule)
+    journal_limit: int = 1000
+    #: Scheduled runs: the local hour (and zone) they run at.
+    hour: int = 2
+    timezone: str = "Europe/London"
+
+
+def rank(items: Iterable[Item], counts: Mapping[Interface, Counts]) -> list[InterfaceReport]:
+    """Interfaces by variance (most items first, then the oldest item, then name); items by category
+    order, then oldest first."""
+    reports: dict[Interface, InterfaceReport] = {}
+    for iface, c in counts.items():
+        reports[iface] = InterfaceReport(iface, c)
+    for item in items:
+        reports.setdefault(item.interface, InterfaceReport(item.interface)).items.append(item)
+    for report in reports.values():
+        report.items.sort(key=lambda i: (CATEGORY_ORDER[i.category], -i.age_seconds, i.item_id))
+    return sorted(
+        reports.values(),
+        key=lambda r: (-r.variance, -max((i.age_seconds for i in r.items), default=0), r.interface.name),
+    )
+
+
+class Reconciler:
+    def __init__(
+        self,
+        records: RecordStore,
+        bus: MessageBus,
+        *,
+        destinations: Mapping[str, FhirRepository] | None = None,
+        options: ReconcileOptions | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._records = records
+        self._bus = bus
+        self._destinations = dict(destinations or {})
+        self.options = options or ReconcileOptions()
+        self._metrics: Metrics = metrics if metrics is not None else OpenTelemetryMetrics()
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._journal = Journal(records, clock=self._clock, track_inflight=False)
+        self.history = RunHistory(records)
+
+    # -- running ---------------------------------------------------------------------------------------
+
+    def run(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        interface: str | None = None,
+        trigger: str = "on-demand",
+        run_id: str | None = None,
+    ) -> Report:
+        now = self._clock()
+        until = until or now
+        since = since or until - self.options.window
+        run_id = run_id or f"{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
+        trails = read_trails(self._records)
+        found = scan(
+            self._records,
+            since=since,
+            until=until,
+            now=now,
+            stuck_after=self.options.stuck_after,
+            trails=trails,
+        )
+        items = list(found.items)
+        items += sequence_items(trails.values(), since=since, until=until, now=now)
+        items += volume_items(
+            found.hourly, found.hourly_last_week, since=since, until=until, now=now, rule=self.options.volume
+        )
+        reads = 0
+        for downstream, repository in sorted(self._destinations.items()):
+            checked = check_destination(
+                self._records,
+                repository,
+                downstream=downstream,
+                since=since,
+                until=until,
+                now=now,
+                sample_percent=self.options.sample_percent,
+                max_reads=self.options.max_reads,
+                salt=run_id,
+            )
+            for item in checked.items:
+                trail = trails.get(item.correlation_id or "")
+                # File it under the interface the message went out on (the journal's), when known.
+                items.append(replace(item, interface=trail.outbound(downstream)) if trail else item)
+            reads += checked.checked
+        counts = dict(found.counts)
+        if interface:
+            items = [i for i in items if i.interface.matches(interface)]
+            counts = {k: v for k, v in counts.items() if k.matches(interface)}
+        report = Report(
+            run_id=run_id,
+            started=now,
+            since=since,
+            until=until,
+            interfaces=rank(items, counts),
+            messages=found.messages,
+            reads=reads,
+            trigger=trigger,
+        )
+        failed = self._alert(report, now)
+        self.history.save(report, alerts_failed=failed)
+        self._note(report)
+        _log.info(
+            "reconciliation run",
+            extra={"count": report.variance, "status": f"run={run_id} alerts_failed={failed}"},
+        )
+        return report
+
+    def run_if_due(self) -> Report | None:
+        """The timer (hourly): run once per local day at the configured local hour (DST-correct: an hour
+        is compared in the configured zone), over the window ending at the top of this hour."""
+        now = self._clock()
+        local_day = due(now, hour=self.options.hour, zone=self.options.timezone)
+        if local_day is None:
+            return None
+        run_id = f"scheduled-{local_day.isoformat()}"
+        if not self.history.claim(local_day.isoformat(), run_id):
+            return None
+        until = now.replace(minute=0, second=0, microsecond=0)
+        try:
+            return self.run(since=until - self.options.window, until=until, trigger="timer", run_id=run_id)
+        except BaseException:
+            with contextlib.suppress(RecordNotFound, TieError):
+                self._records.delete(TABLE_RECONCILE, SCHEDULE, local_day.isoformat())
+            raise
+
+    # -- nothing silent --------------------------------------------------------------------------------
+
+    def _note(self, report: Report) -> None:
+        noted = 0
+        for item in report.items():
+            if item.correlation_id is None or noted >= self.options.journal_limit:
+                continue
+            self._journal.record(
+                item.correlation_id,
+                RECONCILED,
+                run_id=report.run_id,
+                category=item.category.value,
+                item=item.item_id,
+                interface=item.interface.name,
+            )
+            noted += 1
+
+    def _alert(self, report: Report, now: datetime) -> int:
+        """Gauge per (interface, category), 0 included; events above the threshold. Returns how many
+        events could not be published (stored in the run; the CLI exits non-zero)."""
+        failed = 0
+        for r in report.interfaces:
+            by_category = r.by_category()
+            for category in Category:
+                count = by_category.get(category.value, 0)
+                self._metrics.gauge(
+                    VARIANCE_METRIC,
+                    count,
+                    unit=VARIANCE_METRIC_UNIT,
+                    attributes={"interface": r.interface.name[:120], "category": category.value},
+                )
+                if count > self.options.threshold:
+                    failed += self._publish(
+                        contracts.platform_event(
+                            "reconcile.variance",
+                            event_id=_event_id(report.run_id, r.interface.name, category.value),
+                            subject=f"reconcile/{r.interface.name}"[:200],
+                            severity="warning",
+                            details={
+                                "run_id": report.run_id,
+                                "interface": r.interface.name[:200],
+                                "category": category.value,
+                                "count": count,
+                                "threshold": self.options.threshold,
+                            },
+                            time=now,
+                        )
+                    )
+        totals = report.totals()
+        failed += self._publish(
+            contracts.platform_event(
+                "reconcile.completed",
+                event_id=_event_id(report.run_id, "", "completed"),
+                subject="reconcile",
+                severity="info" if report.clean else "warning",
+                details={
+                    "run_id": report.run_id,
+                    "trigger": report.trigger,
+                    "messages": report.messages,
+                    "variance": report.variance,
+                    **{k.replace("-", "_"): v for k, v in totals.items()},
+                },
+                time=now,
+            )
+        )
+        return failed
+
+    def _publish(self, event: dict[str, object]) -> int:
+        try:
+            self._bus.publish(TOPIC_PLATFORM, [contracts.to_outbound(TOPIC_PLATFORM, event)])
+        except TieError as exc:
+            _log.warning("reconcile event not published", extra={"error_code": exc.code})
+            return 1
+        return 0
+
+
+def _event_id(run_id: str, interface: str, category: str) -> str:
+    return "rec-" + hashlib.sha256(f"{run_id}\x1f{interface}\x1f{category}".encode()).hexdigest()[:32]
+
+
+def due(now: datetime, *, hour: int, zone: str) -> date | None:
+    """The local date when ``now`` falls in the local hour ``hour`` of ``zone``, else None. Hourly UTC
+    firing meets a given local hour exactly once a day, either side of a clock change."""
+    local = now.astimezone(ZoneInfo(zone))
+    return local.date() if local.hour == hour else None
+
+
+def destinations_for(fhir: FhirRepository | None) -> dict[str, FhirRepository]:
+    return {SUB_WRITEBACK_FHIR: fhir} if fhir is not None else {}
