@@ -122,6 +122,7 @@ class FhirAccessAuditor:
             purpose=_token(request.header(PURPOSE_HEADER)),
             parameters=parameters,
             detail=detail,
+            deferred=audited.action == "R" or audited.interaction == "search-type",
         )
 
 

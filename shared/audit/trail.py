@@ -79,8 +79,17 @@ def resources_in(body: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
 class AuditTrail:
     """Appends audit records to an :class:`~shared.audit.ports.AuditLog`. Thread-safe."""
 
-    def __init__(self, log: AuditLog, *, clock: Callable[[], datetime] | None = None) -> None:
-        self.log = log
+    def __init__(
+        self,
+        log: AuditLog,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        deferred: AuditLog | None = None,
+    ) -> None:
+        #: Where records are read from (and appended with ``deferred=True``): the background writer when
+        #: there is one (its reads wait for what is queued), else ``log``.
+        self.log = deferred or log
+        self._durable = log
         self._clock = clock or (lambda: datetime.now(UTC))
 
     def now(self) -> datetime:
@@ -103,7 +112,10 @@ class AuditTrail:
         parameters: Sequence[str] = (),
         digests: Mapping[str, str] | None = None,
         detail: Mapping[str, str | int | bool] | None = None,
+        deferred: bool = False,
     ) -> AuditRecord:
+        """Append one record; ``deferred``: through the background writer when there is one (stored
+        within milliseconds, after the call returns - used for FHIR reads and searches, see docs/audit.md)."""
         record = AuditRecord(
             category=category,
             action=action,
@@ -121,7 +133,7 @@ class AuditTrail:
             digests=dict(digests or {}),
             detail=dict(detail or {}),
         )
-        self.log.append([record])
+        (self.log if deferred else self._durable).append([record])
         return record
 
     def transformed(
@@ -200,3 +212,4 @@ class AuditTrail:
 
     def close(self) -> None:
         self.log.close()
+        self._durable.close()
