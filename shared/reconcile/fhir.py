@@ -30,11 +30,11 @@ from shared.observability.correlation import get_correlation_id
 from shared.reconcile.model import Action, Category, Interface, Item
 from shared.reconcile.scan import item_id
 from shared.storage.keys import safe_key
+from shared.storage.names import TABLE_RECONCILE
 from shared.storage.ports import RecordStore
 
 _log = logging.getLogger("tie.reconcile")
 
-TABLE_RECONCILE: Final = "reconcile"
 _SKIP_ELEMENTS: Final = frozenset({"resourceType", "id", "meta", "text"})
 
 

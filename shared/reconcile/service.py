@@ -26,7 +26,7 @@ from shared.messaging.ports import MessageBus
 from shared.messaging.topology import SUB_WRITEBACK_FHIR, TOPIC_PLATFORM
 from shared.observability.metrics import Metrics, OpenTelemetryMetrics
 from shared.reconcile.checks import VolumeRule, sequence_items, volume_items
-from shared.reconcile.fhir import TABLE_RECONCILE, check_destination
+from shared.reconcile.fhir import check_destination
 from shared.reconcile.model import (
     CATEGORY_ORDER,
     Category,
@@ -39,6 +39,7 @@ from shared.reconcile.model import (
 from shared.reconcile.scan import read_trails, scan
 from shared.reconcile.store import SCHEDULE, RunHistory
 from shared.storage.errors import RecordNotFound
+from shared.storage.names import TABLE_RECONCILE
 from shared.storage.ports import RecordStore
 
 _log = logging.getLogger("tie.reconcile")

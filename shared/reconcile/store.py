@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from shared.reconcile.fhir import TABLE_RECONCILE
 from shared.reconcile.model import Report
 from shared.storage.errors import RecordExists
 from shared.storage.keys import safe_key
+from shared.storage.names import TABLE_RECONCILE
 from shared.storage.ports import RecordStore
 
 RUNS: Final = "runs"

@@ -36,6 +36,9 @@ TABLE_EVENT_CLAIMS = "eventclaims"
 TABLE_BULK_EXPORT = "bulkexport"
 #: Certificate expiry bands announced, per (certificate, version, band) (shared.credentials.expiry).
 TABLE_CERT_ALERTS = "certalerts"
+#: Reconciliation (shared.reconcile): what the FHIR write-back wrote (per resource: version, element
+#: digests), run summaries and their variance items, the scheduled run claimed per local day.
+TABLE_RECONCILE = "reconcile"
 #: Health probes read this (never written).
 TABLE_HEALTH = "health"
 #: Blob container probed by the health check.
@@ -66,6 +69,7 @@ TABLES: frozenset[str] = frozenset(
         TABLE_EVENT_LEDGER,
         TABLE_EVENT_CLAIMS,
         TABLE_CERT_ALERTS,
+        TABLE_RECONCILE,
         TABLE_BULK_EXPORT,
         TABLE_HEALTH,
         TABLE_IDENTITY_REVIEW,
