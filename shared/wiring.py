@@ -368,7 +368,7 @@ def build_identity_gates(container: Container, downstreams: dict[str, Downstream
     from shared.pds.review import ReviewQueue
 
     resolver = build_identity_resolver(container.settings)
-    review = ReviewQueue(container.records, container.blobs)
+    review = ReviewQueue(container.records, container.blobs, bus=container.bus)
     journal = Journal(container.records)
     return {
         sub: IdentityGate(d, resolver, review, journal, subscription=sub) if d.name in wanted else d

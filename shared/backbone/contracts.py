@@ -277,6 +277,8 @@ def platform_event(
         "message.stuck",
         "certificate.expiring",
         "certificate.expired",
+        "identity.review-required",
+        "mesh.quarantined",
         "reconcile.variance",
         "reconcile.completed",
     ],

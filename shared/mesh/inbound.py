@@ -29,10 +29,13 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal, Protocol
 
+from shared.backbone import contracts
 from shared.errors import TieError, TransientError
 from shared.journal import Journal
 from shared.mesh.errors import MeshMessageGone
 from shared.mesh.ports import MeshMailbox, MeshMessage
+from shared.messaging.ports import MessageBus
+from shared.messaging.topology import TOPIC_PLATFORM
 from shared.storage.errors import RecordExists
 from shared.storage.keys import safe_key
 from shared.storage.names import CONTAINER_MESH_INBOX, TABLE_MESH_INBOX
@@ -85,7 +88,10 @@ class MeshInbound:
         *,
         routes: Mapping[str, str] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        bus: MessageBus | None = None,
     ) -> None:
+        """``bus``: where ``mesh.quarantined`` platform events go (``None``: not announced)."""
+        self._bus = bus
         self._records = records
         self._blobs = blobs
         self._ingest = ingest
@@ -192,6 +198,19 @@ class MeshInbound:
         report.quarantined += 1
         self._journal.record(message_id, "quarantined", source=SOURCE, reason=reason)
         _log.warning("mesh message quarantined", extra={"message_id": message_id, "status": reason})
+        if self._bus is not None:
+            document = contracts.platform_event(
+                "mesh.quarantined",
+                event_id=f"mesh-quarantined-{message_id}",
+                subject=message_id,
+                severity="warning",
+                correlation_id=message_id,
+                details={"reason": reason, "workflow_id": value.get("workflow_id")},
+            )
+            try:
+                self._bus.publish(TOPIC_PLATFORM, [contracts.to_outbound(TOPIC_PLATFORM, document)])
+            except TieError as exc:
+                _log.warning("quarantine event not published", extra={"error_code": exc.code})
         return {**value, "state": QUARANTINED, "reason": reason}
 
     def entries(self, mailbox: str) -> list[dict[str, Any]]:

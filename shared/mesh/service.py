@@ -23,7 +23,7 @@ def poll_mailboxes(
 ) -> list[PollReport]:
     """Poll each mailbox's inbox and refresh the tracking of what it sent. A mailbox that fails is
     reported (``errors``) and the others still run."""
-    inbound = MeshInbound(records, blobs, PipelineIngestor(bus, records))
+    inbound = MeshInbound(records, blobs, PipelineIngestor(bus, records), bus=bus)
     outbound = MeshOutbound(records)
     reports = []
     for name in mailboxes:

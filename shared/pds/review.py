@@ -9,19 +9,23 @@ that held it, where the gate retrieves that number from PDS before anything is w
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from shared.backbone import contracts
 from shared.canonical.model import ClinicalEvent, NhsNumber
-from shared.errors import PermanentError
+from shared.errors import PermanentError, TieError
 from shared.events import clinical
 from shared.messaging.ports import REPLAY_SUBSCRIPTION_PROPERTY, MessageBus, OutboundMessage
-from shared.messaging.topology import TOPIC_CLINICAL
+from shared.messaging.topology import TOPIC_CLINICAL, TOPIC_PLATFORM
 from shared.pds.model import TraceOutcome
 from shared.storage.names import CONTAINER_IDENTITY_REVIEW, TABLE_IDENTITY_REVIEW
 from shared.storage.ports import BlobStore, RecordStore
+
+_log = logging.getLogger("tie.pds.review")
 
 TABLE = TABLE_IDENTITY_REVIEW
 CONTAINER = CONTAINER_IDENTITY_REVIEW
@@ -54,9 +58,12 @@ class ReviewQueue:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        bus: MessageBus | None = None,
     ) -> None:
+        """``bus``: where ``identity.review-required`` platform events go (``None``: not announced)."""
         self._records = records
         self._blobs = blobs
+        self._bus = bus
         self._clock = clock
         self._new_id = new_id
 
@@ -80,7 +87,25 @@ class ReviewQueue:
                 "created_at": self._clock().isoformat(),
             },
         )
+        self._announce(item, outcome.reason or outcome.status, subscription, event.provenance.correlation_id)
         return item
+
+    def _announce(self, item: str, reason: str, subscription: str, correlation_id: str | None) -> None:
+        """Best effort (the record is the truth): a platform event for alerting, no patient data."""
+        if self._bus is None:
+            return
+        document = contracts.platform_event(
+            "identity.review-required",
+            event_id=f"identity-review-{item}",
+            subject=item,
+            severity="warning",
+            correlation_id=correlation_id,
+            details={"reason": reason, "subscription": subscription},
+        )
+        try:
+            self._bus.publish(TOPIC_PLATFORM, [contracts.to_outbound(TOPIC_PLATFORM, document)])
+        except TieError as exc:
+            _log.warning("review event not published", extra={"error_code": exc.code})
 
     def list(self, state: str = OPEN) -> list[ReviewItem]:
         return [

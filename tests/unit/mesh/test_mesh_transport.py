@@ -3,6 +3,7 @@ mailbox and on NHS mesh-sandbox, with the real ingest pipeline over the embedded
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from shared.mesh.inbound import ACKNOWLEDGED, QUARANTINED, MeshInbound
 from shared.mesh.outbound import MeshOutbound
 from shared.mesh.pipeline import PipelineIngestor
 from shared.mesh.ports import MeshMailbox, MeshMessage
-from shared.messaging.topology import SUB_INGEST_PROCESSOR, TOPIC_INGEST
+from shared.messaging.topology import SUB_INGEST_PROCESSOR, SUB_PLATFORM_AUDIT, TOPIC_INGEST, TOPIC_PLATFORM
 from tests.unit.mesh.conftest import MailboxFactory
 
 ADT = (
@@ -39,7 +40,8 @@ def ingest_count(container: Any) -> int:
 
 
 def inbound(container: Any) -> MeshInbound:
-    return MeshInbound(container.records, container.blobs, PipelineIngestor(container.bus, container.records))
+    ingestor = PipelineIngestor(container.bus, container.records)
+    return MeshInbound(container.records, container.blobs, ingestor, bus=container.bus)
 
 
 def test_hl7_message_is_ingested_once_then_acknowledged(container: Any, mailboxes: MailboxFactory) -> None:
@@ -131,6 +133,10 @@ def test_unknown_workflow_and_malformed_payload_are_quarantined_then_acknowledge
     assert ingest_count(container) == 0
     stages = {e.stage: e.attributes for e in Journal(container.records).trace(message_id)}
     assert stages[QUARANTINED]["reason"] == reason
+    (event,) = container.bus.peek(TOPIC_PLATFORM, SUB_PLATFORM_AUDIT)
+    document = json.loads(event.body)
+    assert document["type"] == "uk.nhs.tie.platform.mesh.quarantined"
+    assert document["data"]["reason"] == reason and document["subject"] == message_id
 
 
 def test_outbound_is_sent_once_per_event_and_tracked_to_acknowledgement(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,23 @@ class CapturingBus:
 
     def publish(self, topic: str, messages: list[OutboundMessage]) -> None:
         self.published.extend((topic, m) for m in messages)
+
+
+def test_held_identity_is_announced_without_patient_data(stub: PdsStub, stores: Stores) -> None:
+    bus = CapturingBus()
+    stores.review = ReviewQueue(stores.records, stores.blobs, bus=bus)  # type: ignore[arg-type]
+    g, _ = gate(stub, stores)
+    run(g, adt(pid("MCMATCH-MULTIPLE^BOB", "19970820", "M")))
+    ((topic, message),) = bus.published
+    assert topic == "platform-events"
+    document = json.loads(message.body)
+    assert document["type"] == "uk.nhs.tie.platform.identity.review-required"
+    assert document["data"] == {
+        "severity": "warning",
+        "reason": "multiple-matches",
+        "subscription": "writeback-fhir",
+    }
+    assert "MCMATCH" not in message.body.decode().upper() and SECRET_LINE not in message.body.decode()
 
 
 def test_resolve_republishes_to_the_holding_subscription_and_the_gate_verifies(
