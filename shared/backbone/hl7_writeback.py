@@ -28,6 +28,7 @@ import hashlib
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import datetime
 from ssl import SSLContext
 from typing import Any, TypeVar
 
@@ -148,8 +149,9 @@ class Hl7MllpDownstream:
             return None
         return f"kind-not-written-back:{event.kind.value}"
 
-    def message_for(self, event: ClinicalEvent) -> bytes:
-        """The HL7 v2 message for ``event`` (raises :class:`WriteBackUnmappable`)."""
+    def message_for(self, event: ClinicalEvent, *, now: datetime | None = None) -> bytes:
+        """The HL7 v2 message for ``event`` (raises :class:`WriteBackUnmappable` naming the error code and
+        the canonical field that could not be written); ``now``: the message time (MSH-7)."""
         if event.kind in _ENCOUNTER_KINDS:
             build = to_adt_a08
         elif event.kind in _PATIENT_KINDS:
@@ -166,9 +168,12 @@ class Hl7MllpDownstream:
                 receiving_application=self._receiving_application,
                 receiving_facility=self._receiving_facility,
                 version=self._version,
+                now=now,
             )
         except Hl7OutError as exc:
-            raise WriteBackUnmappable(self.name, f"event cannot be written as HL7 v2 ({exc.code})") from None
+            raise WriteBackUnmappable(
+                self.name, f"event cannot be written as HL7 v2 ({exc.code} at {exc.field})"
+            ) from None
         return message.encode()
 
     def apply(self, event: ClinicalEvent) -> DownstreamResponse:
