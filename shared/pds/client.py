@@ -22,7 +22,13 @@ from urllib.parse import quote, urlencode
 import urllib3
 
 from shared.identifiers.nhs_number import is_valid_nhs_number
-from shared.pds.errors import PatientNotFound, PdsRejected, PdsResponseInvalid, PdsUnavailable
+from shared.pds.errors import (
+    PatientNotFound,
+    PdsRejected,
+    PdsResponseInvalid,
+    PdsUnavailable,
+    PdsVersionConflict,
+)
 from shared.pds.model import PdsPatient, SearchResult, error_code, parse_patient, parse_searchset
 from shared.pds.ports import TokenSource
 
@@ -43,7 +49,12 @@ class Reply:
 
 class Transport(Protocol):
     def request(
-        self, method: str, path: str, params: Sequence[tuple[str, str]], headers: Mapping[str, str]
+        self,
+        method: str,
+        path: str,
+        params: Sequence[tuple[str, str]],
+        headers: Mapping[str, str],
+        body: bytes | None = None,
     ) -> Reply:
         """One HTTP exchange. Raises :class:`PdsUnavailable` for connection failures and timeouts."""
         ...
@@ -59,11 +70,16 @@ class Urllib3Transport:
         )
 
     def request(
-        self, method: str, path: str, params: Sequence[tuple[str, str]], headers: Mapping[str, str]
+        self,
+        method: str,
+        path: str,
+        params: Sequence[tuple[str, str]],
+        headers: Mapping[str, str],
+        body: bytes | None = None,
     ) -> Reply:
         url = self._base + path + (("?" + urlencode(list(params))) if params else "")
         try:
-            resp = self._pool.request(method, url, headers=dict(headers), redirect=False)
+            resp = self._pool.request(method, url, headers=dict(headers), body=body, redirect=False)
         except urllib3.exceptions.HTTPError as exc:
             raise PdsUnavailable(type(exc).__name__) from None
         return Reply(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.data)
@@ -115,12 +131,22 @@ class PdsFhirClient:
             headers.update(extra)
         return headers
 
-    def _call(self, path: str, params: Sequence[tuple[str, str]], correlation_id: str) -> tuple[Reply, Any]:
+    def _call(
+        self,
+        path: str,
+        params: Sequence[tuple[str, str]],
+        correlation_id: str,
+        *,
+        method: str = "GET",
+        extra: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> tuple[Reply, Any]:
         attempt = 0
         while True:
             attempt += 1
             try:
-                reply = self._transport.request("GET", path, params, self._headers(correlation_id))
+                headers = self._headers(correlation_id, extra)
+                reply = self._transport.request(method, path, params, headers, body)
             except PdsUnavailable:
                 if attempt >= self._max_attempts:
                     raise
@@ -155,6 +181,30 @@ class PdsFhirClient:
                 version = etag.removeprefix("W/").strip('"')
                 patient = dataclasses.replace(patient, version=version)
             return patient
+        if reply.status in (404, 410):
+            raise PatientNotFound(code)
+        raise PdsRejected(reply.status, code)
+
+    def update(
+        self, nhs_number: str, patch: Sequence[Mapping[str, Any]], *, etag: str, correlation_id: str
+    ) -> PdsPatient:
+        """``PATCH /Patient/{id}`` (JSON Patch) guarded by ``If-Match: etag`` (from :attr:`PdsPatient.etag`).
+        412 / 409 (no or stale ETag) raise :class:`PdsVersionConflict`: re-read and decide again."""
+        if not is_valid_nhs_number(nhs_number):
+            raise PdsRejected(400, "INVALID_RESOURCE_ID")
+        reply, body = self._call(
+            f"/Patient/{quote(nhs_number, safe='')}",
+            (),
+            correlation_id,
+            method="PATCH",
+            extra={"If-Match": etag, "Content-Type": "application/json-patch+json"},
+            body=json.dumps({"patches": list(patch)}).encode(),
+        )
+        code = error_code(body)
+        if reply.status == 200:
+            return parse_patient(body, asked_for=nhs_number)
+        if reply.status in (409, 412):
+            raise PdsVersionConflict(reply.status, code)
         if reply.status in (404, 410):
             raise PatientNotFound(code)
         raise PdsRejected(reply.status, code)

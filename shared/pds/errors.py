@@ -41,3 +41,9 @@ class PdsResponseInvalid(PermanentError):
     """PDS answered 2xx with a body this client cannot read."""
 
     code = "pds-response-invalid"
+
+
+class PdsVersionConflict(PdsRejected):
+    """An update without ``If-Match`` (412) or naming a version that is no longer current (409)."""
+
+    code = "pds-version-conflict"

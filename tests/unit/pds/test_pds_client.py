@@ -11,7 +11,7 @@ import pytest
 
 from shared.pds.auth import NoToken, StaticTokenSource
 from shared.pds.client import PdsFhirClient, Reply, Urllib3Transport
-from shared.pds.errors import PatientNotFound, PdsRejected, PdsUnavailable
+from shared.pds.errors import PatientNotFound, PdsRejected, PdsUnavailable, PdsVersionConflict
 from shared.pds.model import RESTRICTED_FIELDS, parse_patient, redact
 from shared.pds.stub import PdsStub, StubTransport, serve
 
@@ -24,10 +24,15 @@ class Recording:
         self.calls: list[tuple[str, str, dict[str, str]]] = []
 
     def request(
-        self, method: str, path: str, params: Sequence[tuple[str, str]], headers: Mapping[str, str]
+        self,
+        method: str,
+        path: str,
+        params: Sequence[tuple[str, str]],
+        headers: Mapping[str, str],
+        body: bytes | None = None,
     ) -> Reply:
         self.calls.append((method, path, dict(headers)))
-        return self.inner.request(method, path, params, headers)
+        return self.inner.request(method, path, params, headers, body)
 
 
 def client(stub: PdsStub, sleeps: list[float] | None = None) -> PdsFhirClient:
@@ -208,3 +213,21 @@ def test_http_transport_connection_refused_is_transient() -> None:
     with pytest.raises(PdsUnavailable):
         pds.retrieve("9000000009", correlation_id="c")
     assert len(sleeps) == 2
+
+
+PATCH = [{"op": "replace", "path": "/gender", "value": "female"}]
+
+
+def test_update_sends_if_match_and_a_stale_etag_is_a_version_conflict(http_stub: str) -> None:
+    transport = Urllib3Transport(http_stub, timeout=5)
+    pds = PdsFhirClient(transport, NoToken())
+    try:
+        current = pds.retrieve("9000000009", correlation_id="c")
+        assert current.etag is not None
+        updated = pds.update("9000000009", PATCH, etag=current.etag, correlation_id="c")
+        assert int(updated.version or 0) == int(current.version or 0) + 1
+        with pytest.raises(PdsVersionConflict) as caught:
+            pds.update("9000000009", PATCH, etag=current.etag, correlation_id="c")  # now stale
+        assert (caught.value.status, caught.value.pds_code) == (409, "RESOURCE_VERSION_MISMATCH")
+    finally:
+        transport.close()
