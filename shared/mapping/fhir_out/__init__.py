@@ -78,8 +78,9 @@ from typing import Any
 
 from shared.canonical.model import ClinicalEvent
 from shared.fhir.json import dumps
+from shared.mapping.fhir_out import encounter, orders, patient, records, results
 from shared.mapping.fhir_out._build import identifier_query
-from shared.mapping.fhir_out._resources import ENCOUNTER_KINDS, PATIENT_UPSERT_KINDS, Builder
+from shared.mapping.fhir_out._bundle import ENCOUNTER_KINDS, PATIENT_UPSERT_KINDS, Builder
 from shared.mapping.fhir_out.errors import FhirOutError
 from shared.mapping.lineage import Mapped
 
@@ -95,10 +96,35 @@ __all__ = [
 ]
 
 
+def _build(b: Builder) -> None:
+    """Add the event's entries: the Patient first, then the encounter, then the clinical records."""
+    ev = b.event
+    patient.patient(b)
+    b.encounter_context()
+    if ev.kind in ENCOUNTER_KINDS:
+        encounter.encounter(b)
+    for n, r in enumerate(ev.reports):
+        results.report(b, r, n)
+    for n, o in enumerate(ev.orders):
+        orders.service_request(b, o, n)
+    for n, ref in enumerate(ev.referrals):
+        orders.referral(b, ref, n)
+    for n, a in enumerate(ev.allergies):
+        records.allergy(b, a, n)
+    for n, c in enumerate(ev.conditions):
+        records.condition(b, c, n)
+    for n, mr in enumerate(ev.medication_requests):
+        records.medication_request(b, mr, n)
+    for n, ms in enumerate(ev.medication_statements):
+        records.medication_statement(b, ms, n)
+    for n, d in enumerate(ev.documents):
+        records.document(b, d, n)
+
+
 def to_entries(event: ClinicalEvent, *, lineage: bool = False) -> Mapped[list[dict[str, Any]]]:
     """The transaction entries (``fullUrl``, ``resource``, ``request``) for ``event``."""
     b = Builder(event, lineage=lineage)
-    b.build()
+    _build(b)
     return Mapped(list(b.entries.values()), tuple(b.sink) if b.sink is not None else ())
 
 
@@ -106,7 +132,7 @@ def to_bundle(event: ClinicalEvent, *, lineage: bool = False) -> Mapped[dict[str
     """FHIR R4 transaction Bundle for ``event`` (raises :class:`FhirOutError` when it cannot be mapped)."""
     b = Builder(event, lineage=lineage)
     bundle = b.bundle_header()
-    b.build()
+    _build(b)
     bundle["entry"] = list(b.entries.values())
     return Mapped(bundle, tuple(b.sink) if b.sink is not None else ())
 

@@ -17,7 +17,7 @@ import pytest
 from shared.canonical.model import ClinicalEvent, Concept
 from shared.mapping.fhir_in import encounter_from_fhir, patient_from_fhir
 from shared.mapping.fhir_out import to_bundle
-from shared.mapping.fhir_out._resources import clear_caches as clear_fhir_out_caches
+from shared.mapping.fhir_out._bundle import clear_caches as clear_fhir_out_caches
 from shared.mapping.hl7v2_in import map_bytes
 from shared.mapping.hl7v2_in.rules import RULES, STRICT_RULES
 from shared.mapping.hl7v2_out import to_adt_a08

@@ -12,8 +12,8 @@ import pytest
 
 from shared.hl7v2 import parse_message
 from shared.mapping.fhir_out import FhirOutError, serialize, to_bundle
+from shared.mapping.fhir_out._bundle import clear_caches
 from shared.mapping.fhir_out._frozen import FrozenDict, FrozenList, freeze, thaw
-from shared.mapping.fhir_out._resources import clear_caches
 from shared.mapping.hl7v2_in import map_message
 from tests.hl7_corpus import FHIR_OUT_REFUSED, corpus_events
 from tests.unit.mapping.fhir_out import fhirout_events
