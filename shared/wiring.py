@@ -29,9 +29,11 @@ if TYPE_CHECKING:  # imported where used: most processes never open a TLS connec
     from shared.credentials.registry import DownstreamRegistry
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from shared.backbone.writeback import Downstream
     from shared.mesh.ports import MeshMailbox
-    from shared.pds.ports import PdsClient
+    from shared.pds.ports import PdsClient, TokenSource
     from shared.pds.trace import IdentityResolver
     from shared.reconcile.service import Reconciler
 
@@ -295,16 +297,14 @@ def build_writeback_fhir(settings: Settings) -> FhirRepository | None:
     )
 
 
-def build_pds_client(settings: Settings) -> PdsClient:
-    """PDS: the local stand-in in process (embedded default) or the PDS FHIR API over HTTPS. The token
-    source is pluggable (the downstream credential registry will provide the signed-JWT flow)."""
+def build_pds_client(settings: Settings, token_source: Callable[[], TokenSource] | None = None) -> PdsClient:
+    """PDS: the local stand-in in process (embedded default) or the PDS FHIR API over HTTPS. Token:
+    ``TIE_PDS_ACCESS_TOKEN`` when set, else ``token_source()`` for the real API (the credential broker's
+    signed-JWT client-credentials source for the ``pds`` downstream), else none."""
     from shared.pds.auth import NoToken, StaticTokenSource
     from shared.pds.client import PdsFhirClient, Transport, Urllib3Transport
-    from shared.pds.ports import TokenSource
 
     tokens: TokenSource = NoToken()
-    if settings.pds_access_token is not None and settings.pds_access_token.get_secret_value():
-        tokens = StaticTokenSource(settings.pds_access_token.get_secret_value())
     transport: Transport
     if settings.pds_backend == "http":
         if not settings.pds_base_url:
@@ -314,14 +314,21 @@ def build_pds_client(settings: Settings) -> PdsClient:
         from shared.pds.stub import PdsStub, StubTransport
 
         transport = StubTransport(PdsStub(settings.pds_corpus_dir))
+    if settings.pds_access_token is not None and settings.pds_access_token.get_secret_value():
+        tokens = StaticTokenSource(settings.pds_access_token.get_secret_value())
+    elif settings.pds_backend == "http" and token_source is not None:
+        tokens = token_source()
     return PdsFhirClient(transport, tokens)
 
 
-def build_identity_resolver(settings: Settings) -> IdentityResolver:
+def build_identity_resolver(
+    settings: Settings, token_source: Callable[[], TokenSource] | None = None
+) -> IdentityResolver:
     from shared.pds.cache import PdsCache
     from shared.pds.trace import IdentityResolver
 
-    return IdentityResolver(build_pds_client(settings), PdsCache(settings.pds_cache_ttl_seconds))
+    client = build_pds_client(settings, token_source)
+    return IdentityResolver(client, PdsCache(settings.pds_cache_ttl_seconds))
 
 
 def build_national_downstreams(
@@ -367,7 +374,7 @@ def build_identity_gates(container: Container, downstreams: dict[str, Downstream
     from shared.pds.gate import IdentityGate
     from shared.pds.review import ReviewQueue
 
-    resolver = build_identity_resolver(container.settings)
+    resolver = build_identity_resolver(container.settings, lambda: container.credentials.token_source("pds"))
     review = ReviewQueue(container.records, container.blobs, bus=container.bus)
     journal = Journal(container.records)
     return {

@@ -42,3 +42,38 @@ def test_http_backend_needs_a_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
     reset_settings()
     with pytest.raises(ConfigurationError):
         build_pds_client(get_settings())
+
+
+@pytest.mark.parametrize(
+    ("env", "expected", "asked"),
+    [
+        ({"TIE_PDS_BACKEND": "http", "TIE_PDS_BASE_URL": "https://pds.invalid/FHIR/R4"}, "from-broker", True),
+        (
+            {
+                "TIE_PDS_BACKEND": "http",
+                "TIE_PDS_BASE_URL": "https://pds.invalid/FHIR/R4",
+                "TIE_PDS_ACCESS_TOKEN": "static",
+            },
+            "static",
+            False,
+        ),
+        ({}, None, False),  # the stand-in needs no token
+    ],
+)
+def test_token_source_choice(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str | None, asked: bool
+) -> None:
+    from shared.pds.auth import StaticTokenSource
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    reset_settings()
+    calls: list[str] = []
+
+    def broker() -> StaticTokenSource:
+        calls.append("pds")
+        return StaticTokenSource("from-broker")
+
+    client = build_pds_client(get_settings(), broker)
+    assert client._tokens.token() == expected  # type: ignore[attr-defined]
+    assert bool(calls) is asked
