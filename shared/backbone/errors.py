@@ -54,10 +54,14 @@ class DownstreamError(BackboneError):
 
     downstream: str = ""
     response: str | None = None
+    #: What the downstream reported beside its answer, as codes and positions only (HL7 ``ERR 103 at
+    #: PID-8``): journaled with the failure. Never the receiver's free text (it may quote patient data).
+    detail: str | None = None
 
-    def _init(self, downstream: str, response: str | None, text: str) -> None:
+    def _init(self, downstream: str, response: str | None, text: str, detail: str | None = None) -> None:
         self.downstream = downstream
         self.response = response
+        self.detail = detail
         Exception.__init__(self, f"downstream {downstream}: {text}")
 
 
@@ -77,8 +81,10 @@ class DownstreamRetry(DownstreamError, TransientError):
 
     code = "downstream-retry"
 
-    def __init__(self, downstream: str, text: str, *, response: str | None = None) -> None:
-        self._init(downstream, response, text)
+    def __init__(
+        self, downstream: str, text: str, *, response: str | None = None, detail: str | None = None
+    ) -> None:
+        self._init(downstream, response, text, detail)
 
 
 class DownstreamRejected(DownstreamError, PermanentError):
@@ -87,8 +93,10 @@ class DownstreamRejected(DownstreamError, PermanentError):
 
     code = "downstream-rejected"
 
-    def __init__(self, downstream: str, text: str, *, response: str | None = None) -> None:
-        self._init(downstream, response, text)
+    def __init__(
+        self, downstream: str, text: str, *, response: str | None = None, detail: str | None = None
+    ) -> None:
+        self._init(downstream, response, text, detail)
 
 
 class WriteBackUnmappable(DownstreamError, PermanentError):
@@ -96,8 +104,8 @@ class WriteBackUnmappable(DownstreamError, PermanentError):
 
     code = "writeback-unmappable"
 
-    def __init__(self, downstream: str, text: str) -> None:
-        self._init(downstream, None, text)
+    def __init__(self, downstream: str, text: str, *, detail: str | None = None) -> None:
+        self._init(downstream, None, text, detail)
 
 
 class EventConflict(PermanentError):

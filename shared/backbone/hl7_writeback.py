@@ -5,30 +5,40 @@ patient information - the receiver already knows the visit), patient-level chang
 as ORU^R01. Other kinds (orders, merges, allergies...) are *skipped* for this downstream (journaled with
 the reason); so is everything when no MLLP address is configured.
 
-MSH-10 is derived from the clinical-event key (the mapper's default), so a message re-sent after a crash
-carries the same control ID and a receiver's own duplicate check recognises it.
+MSH-10 is derived from the clinical-event key and its content digest (the mapper's default), and MSH-7 is
+the time TIE received the event (:func:`message_time`), so a message re-sent after a lost ACK or a crash is
+the same message byte for byte and a receiver's own duplicate check recognises it.
 
 The receiver's answer decides (:func:`shared.mllp.client.read_msa`):
 
 ==================================  ===========================================================
 ``AA`` / ``CA``                     done
-``AE`` / ``CE``                     retry (:class:`~shared.backbone.errors.DownstreamRetry`)
+``AE`` / ``CE``                     retry (:class:`~shared.backbone.errors.DownstreamRetry`), unless an
+                                    error it reports is permanent by ``hl7_ack_errors.json`` (HL7 0357:
+                                    required field missing, table value not found, unsupported message
+                                    type...): dead-letter at once
 ``AR`` / ``CR``                     dead-letter (:class:`~shared.backbone.errors.DownstreamRejected`)
 no ACK within ``ack_timeout``       retry, counts for the circuit breaker (unavailable)
 connection refused / reset          retry, counts for the circuit breaker (unavailable)
 garbled reply, ACK for another ID   retry (the message may or may not have been processed)
 ==================================  ===========================================================
+
+The error codes and positions the ACK reports (ERR-3 / ERR-2, ERR-1 and MSA-6 before v2.5; never the
+text) are journaled with the retry or the failure (``detail``). See ``docs/hl7-writeback.md``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
+import json
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime
+from importlib import resources
 from ssl import SSLContext
 from typing import Any, TypeVar
 
@@ -41,7 +51,7 @@ from shared.backbone.errors import (
 from shared.backbone.writeback import DownstreamResponse
 from shared.canonical.model import ClinicalEvent, EventKind
 from shared.mapping.hl7v2_out import Hl7OutError, to_adt_a08, to_adt_a31, to_oru_r01
-from shared.mllp.client import AckOutcome, MllpClient, read_msa
+from shared.mllp.client import AckError, AckOutcome, MllpClient, read_msa
 from shared.mllp.errors import MllpAckTimeout, MllpConnectionError, MllpError, MllpProtocolError
 
 T = TypeVar("T")
@@ -168,11 +178,13 @@ class Hl7MllpDownstream:
                 receiving_application=self._receiving_application,
                 receiving_facility=self._receiving_facility,
                 version=self._version,
-                now=now,
+                now=now or message_time(event),
             )
         except Hl7OutError as exc:
             raise WriteBackUnmappable(
-                self.name, f"event cannot be written as HL7 v2 ({exc.code} at {exc.field})"
+                self.name,
+                f"event cannot be written as HL7 v2 ({exc.code} at {exc.field})",
+                detail=f"{exc.code} at {exc.field}",
             ) from None
         return message.encode()
 
@@ -195,10 +207,22 @@ class Hl7MllpDownstream:
         control_id = _control_id(payload)
         if control_id and summary.control_id != control_id:
             raise DownstreamRetry(self.name, "the ACK names another message", response=summary.code)
+        detail = ack_detail(summary.errors)
         if summary.outcome is AckOutcome.ERROR:
-            raise DownstreamRetry(self.name, f"application error ACK {summary.code}", response=summary.code)
+            if ack_error_is_permanent(summary.errors):
+                raise DownstreamRejected(
+                    self.name,
+                    f"application error ACK {summary.code}, not retryable ({detail})",
+                    response=summary.code,
+                    detail=detail,
+                )
+            raise DownstreamRetry(
+                self.name, f"application error ACK {summary.code}", response=summary.code, detail=detail
+            )
         if summary.outcome is AckOutcome.REJECT:
-            raise DownstreamRejected(self.name, f"rejected with ACK {summary.code}", response=summary.code)
+            raise DownstreamRejected(
+                self.name, f"rejected with ACK {summary.code}", response=summary.code, detail=detail
+            )
         return DownstreamResponse(
             status=summary.code,
             summary=f"{summary.code} for control ID {summary.control_id}",
@@ -209,6 +233,44 @@ class Hl7MllpDownstream:
     def close(self) -> None:
         if self.sender is not None:
             self.sender.close()
+
+
+def message_time(event: ClinicalEvent) -> datetime | None:
+    """MSH-7 of the message for ``event``: when TIE received the event (its provenance), else when the
+    source recorded it - so building the message again (a retry after a lost ACK, a redelivery after a
+    crash) gives the same bytes, not only the same MSH-10. ``None`` (the clock) when neither is known."""
+    for stamp in (event.provenance.received_at, event.recorded_at):
+        if stamp is not None and stamp.value.tzinfo is not None:
+            return stamp.value
+    return None
+
+
+@functools.cache
+def _ack_error_table() -> tuple[frozenset[str], frozenset[str]]:
+    """(permanent codes, ignored severities) from ``hl7_ack_errors.json``."""
+    data = json.loads(resources.files("shared.backbone").joinpath("hl7_ack_errors.json").read_text("utf-8"))
+    return frozenset(data["permanent"]), frozenset(data["ignored_severities"])
+
+
+def ack_error_is_permanent(errors: tuple[AckError, ...]) -> bool:
+    """Whether an AE/CE answer is permanent: an error (severity E, F or unstated) whose code the table
+    lists as permanent (a required field missing, a table value not found, an unsupported message type...).
+    Anything else - no code, a transient or unknown code - is retried."""
+    permanent, ignored = _ack_error_table()
+    return any(e.code in permanent for e in errors if e.severity not in ignored)
+
+
+def ack_detail(errors: tuple[AckError, ...]) -> str | None:
+    """``ERR 101 at PID-3; ERR 207`` (codes and positions only, for the journal), ``None`` without errors."""
+    if not errors:
+        return None
+    parts = [
+        f"ERR {e.code}"
+        + (f" at {e.location}" if e.location else "")
+        + (f" ({e.severity})" if e.severity else "")
+        for e in errors[:5]
+    ]
+    return "; ".join(parts)
 
 
 def _control_id(payload: bytes) -> str:

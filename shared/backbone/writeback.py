@@ -306,6 +306,7 @@ class WriteBackSubscriber:
                     attempt=attempt,
                     error_code=exc.code,
                     response=_response_code(exc),
+                    detail=_detail(exc),
                     backoff_ms=round(delay * 1000),
                 )
                 self._sleep(delay)
@@ -521,6 +522,7 @@ class WriteBackSubscriber:
             classification=classification,
             # A redelivery answered with a stored failure: what the stored failure was.
             cause=exc.error_code if isinstance(exc, IdempotencyStoredFailure) else None,
+            detail=_detail(exc),
         )
 
     def _operational_failed(self, delivery: Delivery, key: str, exc: TieError) -> None:
@@ -615,3 +617,8 @@ def _verdict_result(verdict: Verdict) -> dict[str, Any]:
 
 def _response_code(exc: BaseException) -> str | None:
     return exc.response if isinstance(exc, DownstreamError) else None
+
+
+def _detail(exc: BaseException) -> str | None:
+    """The downstream's error codes and positions (``ERR 103 at PID-8``), or the field a mapping refused."""
+    return exc.detail if isinstance(exc, DownstreamError) else None

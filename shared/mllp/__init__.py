@@ -6,7 +6,15 @@ server hands complete frames to an injected handler and NAKs framing faults thro
 
 from __future__ import annotations
 
-from shared.mllp.client import AckOutcome, AckSummary, MllpClient, classify_ack, read_msa, send_message
+from shared.mllp.client import (
+    AckError,
+    AckOutcome,
+    AckSummary,
+    MllpClient,
+    classify_ack,
+    read_msa,
+    send_message,
+)
 from shared.mllp.errors import (
     MllpAckTimeout,
     MllpConnectionError,
@@ -44,6 +52,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "EB",
     "SB",
+    "AckError",
     "AckOutcome",
     "AckSummary",
     "BrokenFrame",

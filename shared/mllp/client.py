@@ -204,17 +204,70 @@ _ACK_CODES: Final = {
 _SEGMENT_SPLIT: Final = re.compile(rb"[\r\n]+")
 
 
+_SAFE_TOKEN: Final = re.compile(rb"[A-Za-z0-9.\-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class AckError:
+    """One error the receiver reported (an ERR segment, or MSA-6 before v2.5): the HL7 table 0357 (or the
+    receiver's) error code, the severity (ERR-4: ``E``/``F``/``W``/``I``, ``""`` when not given) and where
+    (``PID-3``; ``""`` when not given). Codes and positions only - never the diagnostic text (it may quote
+    patient data) - so it is safe to journal."""
+
+    code: str
+    severity: str = ""
+    location: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class AckSummary:
-    """MSA-1 and MSA-2 of an ACK (both identifiers/codes, safe to log)."""
+    """MSA-1 and MSA-2 of an ACK, and the errors it reports (identifiers/codes only, safe to log)."""
 
     outcome: AckOutcome
     code: str
     control_id: str
+    errors: tuple[AckError, ...] = ()
+
+
+def _token(value: bytes, limit: int = 20) -> str:
+    """The leading identifier-like token (letters, digits, ``.``, ``-``) of an ACK field, bounded: a code
+    or a position, never the text after it."""
+    found = _SAFE_TOKEN.match(value.strip())
+    return found.group()[:limit].decode("ascii") if found else ""
+
+
+def _location(parts: list[bytes]) -> str:
+    """``SEG-n`` (or ``SEG``) from an ERL/ELD's segment id and field position."""
+    segment = _token(parts[0], 3) if parts else ""
+    field = _token(parts[2], 4) if len(parts) > 2 else ""
+    if not segment:
+        return ""
+    return f"{segment}-{field}" if field.isdigit() else segment
+
+
+def _errors(fields: list[bytes], component: bytes, subcomponent: bytes, repetition: bytes) -> list[AckError]:
+    """The errors of one ERR segment: v2.5+ ERR-2 location, ERR-3 code, ERR-4 severity; else (v2.3/2.4)
+    each ERR-1 repetition ``seg^seq^field^code&text&table``."""
+
+    def part(n: int) -> list[bytes]:
+        return fields[n].split(component) if len(fields) > n and fields[n] else []
+
+    code = part(3)
+    if code and code[0].strip():
+        severity = _token(part(4)[0], 1) if part(4) else ""
+        return [AckError(_token(code[0]), severity, _location(part(2)))]
+    found = []
+    for rep in fields[1].split(b"~") if len(fields) > 1 and fields[1] else []:
+        eld = rep.split(component)
+        eld_code = eld[3].split(subcomponent, 1)[0] if len(eld) > 3 else b""
+        if eld_code.strip():
+            found.append(AckError(_token(eld_code), "", _location(eld)))
+    return found
 
 
 def read_msa(ack_payload: bytes) -> AckSummary:
-    """Read MSA-1 (acknowledgment code) and MSA-2 (control id of the acknowledged message).
+    """Read MSA-1 (acknowledgment code), MSA-2 (control id of the acknowledged message) and the errors
+    reported (ERR segments; MSA-6 when there is none) as :class:`AckError` codes and positions.
 
     Separators come from the ACK's own MSH-1 (field) and MSH-2 (first char: component); segments may be
     separated by CR, LF or CRLF. Raises :class:`MllpProtocolError` when the payload does not start with
@@ -239,7 +292,19 @@ def read_msa(ack_payload: bytes) -> AckSummary:
         if outcome is None:
             raise MllpProtocolError("reply MSA-1 is not a known acknowledgment code")
         control = fields[2].split(component_sep, 1)[0].strip() if len(fields) > 2 else b""
-        return AckSummary(outcome, code.decode("ascii"), control.decode("ascii", errors="replace"))
+        errors: list[AckError] = []
+        subcomponent_sep = encoding[3:4] or b"&"
+        repetition_sep = encoding[1:2] or b"~"
+        for other in segments[1:]:
+            err = other.split(field_sep)
+            if err[0].strip() == b"ERR":
+                errors.extend(_errors(err, component_sep, subcomponent_sep, repetition_sep))
+        if not errors and len(fields) > 6 and fields[6].strip():
+            # MSA-6 error condition (v2.3/2.4, withdrawn in v2.5): code ^ text
+            errors.append(AckError(_token(fields[6].split(component_sep, 1)[0])))
+        return AckSummary(
+            outcome, code.decode("ascii"), control.decode("ascii", errors="replace"), tuple(errors)
+        )
     raise MllpProtocolError("reply has no MSA segment")
 
 
