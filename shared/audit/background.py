@@ -52,9 +52,12 @@ class BackgroundAuditLog:
                 raise StorageUnavailable("the audit log is closed")
             if self._failing is not None or len(self._queue) + len(records) > MAX_BACKLOG:
                 raise StorageUnavailable("the audit log cannot be written at the moment")
+            was_empty = not self._queue
             self._queue.extend(records)
             self._queued += len(records)
-            self._cond.notify_all()
+            if was_empty or len(self._queue) >= MAX_BATCH:
+                # Wake the writer only when it has to act (not once per record: a thread switch each).
+                self._cond.notify_all()
         return []
 
     def _run(self) -> None:
