@@ -154,3 +154,44 @@ def test_outbound_is_sent_once_per_event_and_tracked_to_acknowledgement(
     receiver.acknowledge(first.message_id)
     assert outbound.refresh(sender) == 1
     assert outbound.outstanding("X26ABC1") == []
+
+
+class Counting:
+    """A mailbox that counts handshakes and has an empty inbox."""
+
+    def __init__(self, name: str) -> None:
+        self.mailbox = name
+        self.handshakes = 0
+
+    def handshake(self) -> None:
+        self.handshakes += 1
+
+    def inbox(self, limit: int = 500) -> list[str]:
+        return []
+
+    def close(self) -> None:
+        return None
+
+
+def test_handshake_once_a_day_per_mailbox(container: Any) -> None:
+    from shared.mesh import service
+
+    box = Counting("X26HS01")
+    now = [0.0]
+
+    def poll() -> None:
+        service.poll_mailboxes(
+            ("X26HS01",),
+            lambda _: box,  # type: ignore[arg-type,return-value]
+            bus=container.bus,
+            records=container.records,
+            blobs=container.blobs,
+            clock=lambda: now[0],
+        )
+
+    poll()
+    poll()
+    assert box.handshakes == 1
+    now[0] += service.HANDSHAKE_EVERY_SECONDS
+    poll()
+    assert box.handshakes == 2
