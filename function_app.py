@@ -24,6 +24,7 @@ from functions import (
     hl7v2,
     ingest,
     mesh,
+    reconcile,
 )
 from shared.bootstrap import bootstrap
 
@@ -45,4 +46,5 @@ app.register_functions(deadletter.bp)
 app.register_functions(bulk_export.bp)
 app.register_functions(certificates.bp)
 app.register_functions(mesh.bp)
+app.register_functions(reconcile.bp)
 app.register_functions(console.bp)

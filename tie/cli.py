@@ -589,6 +589,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_parser(sub)
 
+    from tie.reconcile_cmd import add_reconcile_parser
+
+    add_reconcile_parser(sub)
+
     from tie.national_cmd import add_national_parsers
 
     add_national_parsers(sub)

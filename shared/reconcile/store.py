@@ -21,11 +21,12 @@ RUNS: Final = "runs"
 SCHEDULE: Final = "schedule"
 #: Items stored per run (the report files carry all of them; the summary says when it was cut).
 MAX_STORED_ITEMS: Final = 5000
-_EPOCH_MAX: Final = 99_999_999_999
+_EPOCH_MAX_US: Final = 10**17 - 1
 
 
 def _row(started: datetime, run_id: str) -> str:
-    return f"{_EPOCH_MAX - int(started.timestamp()):011d}-{safe_key(run_id)}"
+    micros = int(started.timestamp()) * 1_000_000 + started.microsecond
+    return f"{_EPOCH_MAX_US - micros:017d}-{safe_key(run_id)}"
 
 
 def summary(report: Report) -> dict[str, Any]:
