@@ -47,7 +47,7 @@ _log = logging.getLogger("tie.reconcile")
 #: Journal stage noted on a message a run found a variance on (not a final stage: changes nothing).
 RECONCILED: Final = "reconciled"
 #: Gauge: variance items per interface and category in the latest run.
-VARIANCE_METRIC: Final = "tie.reconcile.variance"
+VARIANCE_METRIC: Final = "tie.reconciliation.variance"
 VARIANCE_METRIC_UNIT: Final = "{item}"
 
 
@@ -220,7 +220,7 @@ class Reconciler:
                     VARIANCE_METRIC,
                     count,
                     unit=VARIANCE_METRIC_UNIT,
-                    attributes={"interface": r.interface.name[:120], "category": category.value},
+                    attributes={"reconciliation": r.interface.name[:120], "category": category.value},
                 )
                 if count > self.options.threshold:
                     failed += self._publish(

@@ -311,11 +311,11 @@ var logAlerts = concat([
   }
   {
     name: 'reconciliation-variance'
-    description: 'A reconciliation run found records out of step (custom metric ${customMetrics.reconciliationVariance.name}).'
+    description: 'A reconciliation run found variance on an interface (custom metric ${customMetrics.reconciliationVariance.name} per interface and category; platform event reconcile.variance). Report: tie reconcile history; tie reconcile show <run>; docs/reconciliation.md.'
     severity: 2
     frequency: 'PT15M'
     window: 'PT1H'
-    query: 'customMetrics | where name == \'${customMetrics.reconciliationVariance.name}\' | extend reconciliation = tostring(customDimensions[\'reconciliation\']) | summarize variance = max(valueMax) by reconciliation | where variance > ${reconciliationVarianceThreshold}'
+    query: 'customMetrics | where name == \'${customMetrics.reconciliationVariance.name}\' | extend reconciliation = tostring(customDimensions[\'reconciliation\']) | extend category = tostring(customDimensions[\'category\']) | summarize variance = max(valueMax) by reconciliation, category | where variance > ${reconciliationVarianceThreshold}'
   }
   {
     name: 'messages-stuck'

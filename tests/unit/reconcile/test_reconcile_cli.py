@@ -76,3 +76,17 @@ def test_tie_reconcile_writes_json_and_csv_exits_1_on_variance_and_keeps_history
     assert [r["variance"] for r in runs] == [0, 1, 0]
     assert main(["reconcile", "show", report["run_id"], "--json"]) == 0
     assert [i["item"] for i in json.loads(capsys.readouterr().out)] == [report["items"][0]["item"]]
+
+
+def test_the_alert_rule_queries_the_gauge_the_reconciler_emits() -> None:
+    from shared.reconcile.service import VARIANCE_METRIC, VARIANCE_METRIC_UNIT
+
+    root = Path(__file__).resolve().parents[3]
+    declared = json.loads((root / "infra/bicep/config/custom-metrics.json").read_text())[
+        "reconciliationVariance"
+    ]
+    assert (declared["name"], declared["unit"]) == (VARIANCE_METRIC, VARIANCE_METRIC_UNIT)
+    assert declared["dimensions"] == ["reconciliation", "category"]
+    alerts = (root / "infra/bicep/modules/alerts.bicep").read_text()
+    rule = alerts[alerts.index("name: 'reconciliation-variance'") :][:900]
+    assert "by reconciliation, category" in rule and "customDimensions[\\'category\\']" in rule

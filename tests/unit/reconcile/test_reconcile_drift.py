@@ -39,7 +39,7 @@ class Gauges:
 
     def gauge(self, name: str, value: float, *, unit: str = "", attributes: Any = None) -> None:
         attrs = attributes or {}
-        self.points[(name, attrs["interface"], attrs["category"])] = value
+        self.points[(name, attrs["reconciliation"], attrs["category"])] = value
 
 
 @dataclass
@@ -192,7 +192,7 @@ def test_a_deleted_and_a_changed_resource_are_found_by_identity_and_element(rig:
         ("reconcile.completed", None),
     }
     assert events[("reconcile.completed", None)]["variance"] == 2
-    assert rig.gauges.points[("tie.reconcile.variance", top.interface.name, "content-mismatch")] == 1
+    assert rig.gauges.points[("tie.reconciliation.variance", top.interface.name, "content-mismatch")] == 1
     assert RECONCILED not in [e.stage for e in rig.journal.trace("corr-2")]
 
 
