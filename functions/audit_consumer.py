@@ -1,0 +1,68 @@
+"""Consumers of the audit subscriptions (``clinical-audit``, ``operational-audit``, ``platform-audit``):
+each event is appended to the audit chain (:mod:`shared.audit.bus_events`). Returning completes the
+message; an audit log that cannot be written raises, so the message is retried, not lost.
+
+Not registered in ``function_app`` yet: the subscriptions are not provisioned in Azure until this consumer
+is (``infra/bicep/config/topology.json`` lists them as waiting for it); see docs/audit.md.
+"""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from shared.audit.bus_events import audit_bus_event
+from shared.messaging.topology import (
+    SERVICE_BUS_CONNECTION,
+    SUB_CLINICAL_AUDIT,
+    SUB_OPERATIONAL_AUDIT,
+    SUB_PLATFORM_AUDIT,
+    TOPIC_CLINICAL,
+    TOPIC_OPERATIONAL,
+    TOPIC_PLATFORM,
+)
+from shared.wiring import get_container
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+
+def _consume(msg: func.ServiceBusMessage, subscription: str) -> None:
+    audit_bus_event(
+        get_container().audit,
+        subscription=subscription,
+        body=msg.get_body(),
+        message_id=msg.message_id or "",
+        correlation_id=msg.correlation_id,
+    )
+
+
+@bp.function_name("audit_clinical")
+@bp.service_bus_topic_trigger(
+    arg_name="msg",
+    topic_name=TOPIC_CLINICAL,
+    subscription_name=SUB_CLINICAL_AUDIT,
+    connection=SERVICE_BUS_CONNECTION,
+)
+def audit_clinical(msg: func.ServiceBusMessage) -> None:
+    _consume(msg, SUB_CLINICAL_AUDIT)
+
+
+@bp.function_name("audit_operational")
+@bp.service_bus_topic_trigger(
+    arg_name="msg",
+    topic_name=TOPIC_OPERATIONAL,
+    subscription_name=SUB_OPERATIONAL_AUDIT,
+    connection=SERVICE_BUS_CONNECTION,
+)
+def audit_operational(msg: func.ServiceBusMessage) -> None:
+    _consume(msg, SUB_OPERATIONAL_AUDIT)
+
+
+@bp.function_name("audit_platform")
+@bp.service_bus_topic_trigger(
+    arg_name="msg",
+    topic_name=TOPIC_PLATFORM,
+    subscription_name=SUB_PLATFORM_AUDIT,
+    connection=SERVICE_BUS_CONNECTION,
+)
+def audit_platform(msg: func.ServiceBusMessage) -> None:
+    _consume(msg, SUB_PLATFORM_AUDIT)
