@@ -83,7 +83,11 @@ class FhirAccessAuditor:
     ) -> None:
         entities: dict[str, Entity] = {}
         patients: set[str] = set()
+        seen: set[int] = set()
         for resource in touched:
+            if id(resource) in seen:  # the same dict handed over twice (read, then shown)
+                continue
+            seen.add(id(resource))
             entity = entity_of(resource)
             if entity is not None:
                 entities.setdefault(entity.reference, entity)

@@ -13,7 +13,7 @@ records keep parameter *names* only.
 from __future__ import annotations
 
 import json
-import uuid
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -96,7 +96,7 @@ class AuditRecord:
     digests: Mapping[str, str] = field(default_factory=dict)
     #: Small non-identifying facts: counts, a downstream name, an error code.
     detail: Mapping[str, str | int | bool] = field(default_factory=dict)
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=lambda: secrets.token_hex(16))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
