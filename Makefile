@@ -38,8 +38,11 @@ lock:
 PORT ?=
 MLLP_PORT ?=
 
+# make run verifies unverified NHS numbers against the local PDS stand-in before FHIR write-back and polls
+# the local MESH mailbox X26ABC1 (docs/pds-and-mesh.md); the environment overrides either (empty = off).
 run: $(STAMP)
-	$(VENV)/bin/tie run$(if $(PORT), --port $(PORT))$(if $(MLLP_PORT), --mllp-port $(MLLP_PORT))
+	TIE_PDS_VERIFY_DOWNSTREAMS="$${TIE_PDS_VERIFY_DOWNSTREAMS-fhir}" TIE_MESH_MAILBOXES="$${TIE_MESH_MAILBOXES-X26ABC1}" \
+		$(VENV)/bin/tie run$(if $(PORT), --port $(PORT))$(if $(MLLP_PORT), --mllp-port $(MLLP_PORT))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

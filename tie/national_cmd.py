@@ -121,7 +121,11 @@ def cmd_mesh(args: argparse.Namespace) -> int:
     )
     outbound = MeshOutbound(container.records)
     rows: dict[str, Any] = {}
-    for name in _mailboxes(settings, args.mailbox):
+    names = _mailboxes(settings, args.mailbox)
+    if not names:
+        print("no MESH mailbox configured: name one, or set TIE_MESH_MAILBOXES", file=sys.stderr)
+        return 2
+    for name in names:
         rows[name] = {
             "inbound_unacknowledged": [
                 {k: e.get(k) for k in ("message_id", "state", "workflow_id", "reason", "received_at")}
