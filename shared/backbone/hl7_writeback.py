@@ -40,7 +40,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime
 from importlib import resources
 from ssl import SSLContext
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from shared.backbone.errors import (
     DownstreamRejected,
@@ -48,9 +48,11 @@ from shared.backbone.errors import (
     DownstreamUnavailable,
     WriteBackUnmappable,
 )
+from shared.backbone.hl7_profile import OutboundProfile, to_ascii
 from shared.backbone.writeback import DownstreamResponse
 from shared.canonical.model import ClinicalEvent, EventKind
-from shared.mapping.hl7v2_out import Hl7OutError, to_adt_a08, to_adt_a31, to_oru_r01
+from shared.hl7v2 import Message
+from shared.mapping.hl7v2_out import Hl7OutError, to_adt, to_oru_r01
 from shared.mllp.client import AckError, AckOutcome, MllpClient, read_msa
 from shared.mllp.errors import MllpAckTimeout, MllpConnectionError, MllpError, MllpProtocolError
 
@@ -128,7 +130,9 @@ class MllpSender:
 class Hl7MllpDownstream:
     """:class:`~shared.backbone.writeback.Downstream` sending HL7 v2 over MLLP (see the module docs).
 
-    ``sender=None``: not configured - every event is skipped.
+    ``sender=None``: not configured - every event is skipped. ``profile``: what the receiver expects
+    (:mod:`shared.backbone.hl7_profile`); without one, the keyword arguments give the MSH fields over the
+    default profile.
     """
 
     def __init__(
@@ -142,15 +146,18 @@ class Hl7MllpDownstream:
         receiving_application: str = "",
         receiving_facility: str = "",
         version: str = "2.5.1",
+        profile: OutboundProfile | None = None,
     ) -> None:
         self.sender = sender
         self.name = name
         self.ack_timeout = ack_timeout
-        self._sending_application = sending_application
-        self._sending_facility = sending_facility
-        self._receiving_application = receiving_application
-        self._receiving_facility = receiving_facility
-        self._version = version
+        self.profile = profile or OutboundProfile(
+            version=version,
+            sending_application=sending_application,
+            sending_facility=sending_facility,
+            receiving_application=receiving_application,
+            receiving_facility=receiving_facility,
+        )
 
     def skip_reason(self, event: ClinicalEvent) -> str | None:
         if self.sender is None:
@@ -162,31 +169,76 @@ class Hl7MllpDownstream:
     def message_for(self, event: ClinicalEvent, *, now: datetime | None = None) -> bytes:
         """The HL7 v2 message for ``event`` (raises :class:`WriteBackUnmappable` naming the error code and
         the canonical field that could not be written); ``now``: the message time (MSH-7)."""
-        if event.kind in _ENCOUNTER_KINDS:
-            build = to_adt_a08
-        elif event.kind in _PATIENT_KINDS:
-            build = to_adt_a31
-        elif event.kind is EventKind.RESULT:
-            build = to_oru_r01
-        else:
-            raise WriteBackUnmappable(self.name, f"kind {event.kind.value} is not written as HL7 v2")
+        p = self.profile
+        when = now or message_time(event)
         try:
-            message = build(
-                event,
-                sending_application=self._sending_application,
-                sending_facility=self._sending_facility,
-                receiving_application=self._receiving_application,
-                receiving_facility=self._receiving_facility,
-                version=self._version,
-                now=now or message_time(event),
-            )
+            if event.kind in _ENCOUNTER_KINDS or event.kind in _PATIENT_KINDS:
+                trigger, structure = p.trigger(event.kind, event.kind in _PATIENT_KINDS)
+                message = to_adt(
+                    event,
+                    trigger=trigger,
+                    structure=structure,
+                    sending_application=p.sending_application,
+                    sending_facility=p.sending_facility,
+                    receiving_application=p.receiving_application,
+                    receiving_facility=p.receiving_facility,
+                    version=p.version,
+                    now=when,
+                )
+            elif event.kind is EventKind.RESULT:
+                message = to_oru_r01(
+                    event,
+                    sending_application=p.sending_application,
+                    sending_facility=p.sending_facility,
+                    receiving_application=p.receiving_application,
+                    receiving_facility=p.receiving_facility,
+                    version=p.version,
+                    now=when,
+                )
+            else:
+                raise WriteBackUnmappable(self.name, f"kind {event.kind.value} is not written as HL7 v2")
         except Hl7OutError as exc:
             raise WriteBackUnmappable(
                 self.name,
                 f"event cannot be written as HL7 v2 ({exc.code} at {exc.field})",
                 detail=f"{exc.code} at {exc.field}",
             ) from None
-        return message.encode()
+        return self._on_the_wire(message)
+
+    def _on_the_wire(self, message: Message) -> bytes:
+        """The profile's MSH-15/16/17/18 set, and the message encoded in its character set (ASCII: without
+        diacritics; a character the set cannot hold refuses the message, naming the field)."""
+        p = self.profile
+        for path, value in (
+            ("MSH-15", p.accept_ack),
+            ("MSH-16", p.application_ack),
+            ("MSH-17", p.country),
+            ("MSH-18", "" if p.charset == "ASCII" else p.charset),
+        ):
+            if value:
+                message.set(path, value)
+        text = message.to_er7()
+        if p.charset == "ASCII":
+            text, bad = to_ascii(text)
+            if bad is not None:
+                self._refuse_charset(text, bad)
+        try:
+            return text.encode(p.codec)
+        except UnicodeEncodeError as exc:
+            self._refuse_charset(text, exc.start)
+            raise  # unreachable: _refuse_charset raises
+
+    def _refuse_charset(self, text: str, index: int) -> NoReturn:
+        before = text[:index]
+        segment = before.rsplit("\r", 1)[-1]
+        name = segment[:3]
+        field = segment.count("|") + (1 if name == "MSH" else 0)
+        where = f"{name}-{field}"
+        raise WriteBackUnmappable(
+            self.name,
+            f"a character has no form in the profile's character set {self.profile.charset} ({where})",
+            detail=f"charset {self.profile.charset} at {where}",
+        )
 
     def apply(self, event: ClinicalEvent) -> DownstreamResponse:
         if self.sender is None:

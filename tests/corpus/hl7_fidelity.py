@@ -14,8 +14,9 @@ segment (same name, same occurrence) and each field is classed:
 A segment the original has and the written message lacks counts once per field under ``lost`` (and
 ``SEG`` row ``lost``); the reverse under ``added``. A refused write is counted by its error code.
 
-``python -m tests.corpus.hl7_fidelity`` prints the table; ``--json`` prints the form the test compares
-(``tests/corpus/hl7_writeback_fidelity_expected.json``).
+``python -m tests.corpus.hl7_fidelity [--profile FILE]`` prints the table; ``--json`` prints the form the
+test compares (``tests/corpus/hl7_writeback_fidelity_expected.json`` for the default profile,
+``hl7_writeback_fidelity_native_expected.json`` for v2.5.1 with native trigger events).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from shared.backbone.errors import WriteBackUnmappable
+from shared.backbone.hl7_profile import OutboundProfile, load_profile
 from shared.backbone.hl7_writeback import Hl7MllpDownstream
 from shared.canonical.model import ClinicalEvent
 from shared.hl7v2 import Message, parse_message
@@ -132,11 +134,11 @@ def written_message(event: ClinicalEvent, downstream: Hl7MllpDownstream) -> Mess
     return parse_message(downstream.message_for(event, now=NOW))
 
 
-def measure() -> Fidelity:
-    """The fidelity of the corpus (see the module docstring)."""
+def measure(profile: OutboundProfile | None = None) -> Fidelity:
+    """The fidelity of the corpus (see the module docstring) under ``profile`` (default: the default one)."""
     from tests.hl7_corpus import corpus_events
 
-    downstream = Hl7MllpDownstream(None)
+    downstream = Hl7MllpDownstream(None, profile=profile)
     result = Fidelity()
     for _name, original, event in corpus_events():
         if event.kind.value not in _WRITTEN_KINDS:
@@ -192,8 +194,9 @@ def dumps(table: dict[str, object]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--json", action="store_true", help="print the JSON form the test compares")
+    parser.add_argument("--profile", help="an outbound profile JSON file (default: the default profile)")
     args = parser.parse_args(argv)
-    result = measure()
+    result = measure(load_profile(args.profile))
     text = dumps(result.as_json()) if args.json else render(result)
     sys.stdout.write(text + "\n")
     return 0

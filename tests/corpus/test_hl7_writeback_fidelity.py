@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from shared.backbone.errors import WriteBackUnmappable
+from shared.backbone.hl7_profile import OutboundProfile
 from shared.backbone.hl7_writeback import Hl7MllpDownstream
 from shared.hl7v2 import parse_message
 from tests.corpus.hl7_fidelity import Fidelity, compare, dumps, measure, written_message
@@ -75,9 +76,19 @@ def test_classifier_sees_a_lost_field_and_a_changed_subcomponent() -> None:
 
 
 @pytest.mark.corpus
-def test_corpus_fidelity_table_is_exactly_the_expected_one() -> None:
-    measured = json.loads(dumps(measure().as_json()))
-    expected = json.loads(EXPECTED.read_text("utf-8"))
+@pytest.mark.parametrize(
+    ("profile", "expected_file"),
+    [
+        (OutboundProfile(), EXPECTED),
+        (OutboundProfile(events="native"), EXPECTED.with_name("hl7_writeback_fidelity_native_expected.json")),
+    ],
+    ids=["default-collapsed", "native-events"],
+)
+def test_corpus_fidelity_table_is_exactly_the_expected_one(
+    profile: OutboundProfile, expected_file: Path
+) -> None:
+    measured = json.loads(dumps(measure(profile).as_json()))
+    expected = json.loads(expected_file.read_text("utf-8"))
     assert measured["compared"] >= 25
     assert measured == expected
 

@@ -60,7 +60,15 @@ Rules (each the inverse of :mod:`shared.mapping.hl7v2_in`, driven by the same ``
 from __future__ import annotations
 
 from shared.mapping.hl7v2_out.errors import Hl7OutError, UnmappableCode
-from shared.mapping.hl7v2_out.messages import adt_a08, adt_a31, oru_r01, to_adt_a08, to_adt_a31, to_oru_r01
+from shared.mapping.hl7v2_out.messages import (
+    adt_a08,
+    adt_a31,
+    oru_r01,
+    to_adt,
+    to_adt_a08,
+    to_adt_a31,
+    to_oru_r01,
+)
 
 __all__ = [
     "Hl7OutError",
@@ -68,6 +76,7 @@ __all__ = [
     "adt_a08",
     "adt_a31",
     "oru_r01",
+    "to_adt",
     "to_adt_a08",
     "to_adt_a31",
     "to_oru_r01",

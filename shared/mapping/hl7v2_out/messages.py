@@ -27,7 +27,7 @@ from shared.mapping.hl7v2_out.errors import Hl7OutError
 from shared.mapping.lineage import LineageRecorder, Mapped
 from shared.terminology import systems
 
-__all__ = ["adt_a08", "adt_a31", "oru_r01", "to_adt_a08", "to_adt_a31", "to_oru_r01"]
+__all__ = ["adt_a08", "adt_a31", "oru_r01", "to_adt", "to_adt_a08", "to_adt_a31", "to_oru_r01"]
 
 #: ORC-1 order control for an ORU order group: "RE" = observations to follow (HL7 table 0119).
 ORDER_CONTROL_RESULTS = "RE"
@@ -127,6 +127,37 @@ def _adt(
         segments.append(pd1)
     segments.append(s.pv1(event, o))
     return Mapped(build_message(segments), o.rec.freeze())
+
+
+def to_adt(
+    event: ClinicalEvent,
+    *,
+    trigger: str,
+    structure: str,
+    sending_application: str,
+    sending_facility: str,
+    receiving_application: str,
+    receiving_facility: str,
+    control_id: str | None = None,
+    version: str = "2.5.1",
+    now: datetime | None = None,
+    processing_id: str = "P",
+) -> Message:
+    """An ADT message with the A08 segments under another trigger event and structure (``A01``/``ADT_A01``,
+    ``A03``/``ADT_A03``, ``A31``/``ADT_A05``...): for receivers that want each event as itself."""
+    return _adt(
+        event,
+        ("ADT", trigger, structure),
+        sending_application=sending_application,
+        sending_facility=sending_facility,
+        receiving_application=receiving_application,
+        receiving_facility=receiving_facility,
+        control_id=control_id,
+        version=version,
+        now=now,
+        processing_id=processing_id,
+        lineage=False,
+    ).value
 
 
 def to_adt_a31(

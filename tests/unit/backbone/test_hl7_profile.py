@@ -1,0 +1,156 @@
+"""Outbound HL7 v2 profiles: trigger events as themselves or collapsed, MSH-3..6/12/15..18 from the profile,
+the wire character set (UTF-8 declared, 8859/1, ASCII without diacritics); refusals name the field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.backbone.errors import WriteBackUnmappable
+from shared.backbone.hl7_profile import OutboundProfile, load_profile, to_ascii
+from shared.backbone.hl7_writeback import Hl7MllpDownstream
+from shared.canonical.model import ClinicalEvent, EventKind, HumanName
+from shared.errors import ConfigurationError
+from shared.hl7v2 import parse_message
+from shared.mapping.hl7v2_in import map_bytes
+from tests.unit.backbone.support import event, nhs_numbers
+
+NHS = nhs_numbers(1)[0]
+
+
+def _event(kind: EventKind = EventKind.ADMISSION, *, family: str | None = None) -> ClinicalEvent:
+    e = event("P1", nhs=NHS, visit="VP1")
+    e = e.model_copy(update={"kind": kind})
+    if kind in (EventKind.PATIENT_CREATED, EventKind.PATIENT_UPDATED):
+        e = e.model_copy(update={"encounter": None})
+    if family is not None:
+        names = (HumanName(family=family, given=("ZOË",)),)
+        e = e.model_copy(update={"patient": e.patient.model_copy(update={"names": names})})
+    return e
+
+
+def _msh(payload: bytes, codec: str = "utf-8") -> list[str]:
+    return payload.split(b"\r", 1)[0].decode(codec).split("|")
+
+
+@pytest.mark.parametrize(
+    ("kind", "native", "collapsed"),
+    [
+        (EventKind.ADMISSION, "ADT^A01^ADT_A01", "ADT^A08^ADT_A01"),
+        (EventKind.TRANSFER, "ADT^A02^ADT_A02", "ADT^A08^ADT_A01"),
+        (EventKind.DISCHARGE, "ADT^A03^ADT_A03", "ADT^A08^ADT_A01"),
+        (EventKind.REGISTRATION, "ADT^A04^ADT_A01", "ADT^A08^ADT_A01"),
+        (EventKind.PRE_ADMISSION, "ADT^A05^ADT_A05", "ADT^A08^ADT_A01"),
+        (EventKind.ENCOUNTER_UPDATE, "ADT^A08^ADT_A01", "ADT^A08^ADT_A01"),
+        (EventKind.CANCEL_ADMISSION, "ADT^A11^ADT_A09", "ADT^A08^ADT_A01"),
+        (EventKind.CANCEL_DISCHARGE, "ADT^A13^ADT_A01", "ADT^A08^ADT_A01"),
+        (EventKind.PATIENT_CREATED, "ADT^A28^ADT_A05", "ADT^A31^ADT_A05"),
+        (EventKind.PATIENT_UPDATED, "ADT^A31^ADT_A05", "ADT^A31^ADT_A05"),
+    ],
+)
+def test_trigger_events_native_or_collapsed(kind: EventKind, native: str, collapsed: str) -> None:
+    e = _event(kind)
+    for events, expected in (("native", native), ("collapsed", collapsed)):
+        payload = Hl7MllpDownstream(None, profile=OutboundProfile(events=events)).message_for(e)  # type: ignore[arg-type]
+        message = parse_message(payload)
+        assert message.raw("MSH-9") == expected
+        assert message.get("EVN-1") == expected.split("^")[1]
+    # each trigger is its own message: another MSH-10 for another trigger of the same event
+    ids = {
+        parse_message(Hl7MllpDownstream(None, profile=OutboundProfile(events=ev)).message_for(e)).control_id  # type: ignore[arg-type]
+        for ev in ("native", "collapsed")
+    }
+    assert len(ids) == (1 if native == collapsed else 2)
+
+
+def test_msh_fields_come_from_the_profile() -> None:
+    profile = OutboundProfile(
+        version="2.4",
+        sending_application="TIEAPP",
+        sending_facility="RGT01",
+        receiving_application="PAS",
+        receiving_facility="RXX01",
+        country="GBR",
+        accept_ack="AL",
+        application_ack="NE",
+    )
+    fields = _msh(Hl7MllpDownstream(None, profile=profile).message_for(_event()))
+    assert (fields[2], fields[3], fields[4], fields[5]) == ("TIEAPP", "RGT01", "PAS", "RXX01")
+    assert (fields[11], fields[14], fields[15], fields[16], fields[17]) == (
+        "2.4",
+        "AL",
+        "NE",
+        "GBR",
+        "UNICODE UTF-8",
+    )
+
+
+def test_utf8_is_declared_and_sent_as_utf8() -> None:
+    payload = Hl7MllpDownstream(None).message_for(_event(family="SEÁN"))
+    assert _msh(payload)[17] == "UNICODE UTF-8"
+    assert "SEÁN^ZOË".encode() in payload
+    assert map_bytes(payload).value.patient.names[0].family == "SEÁN"  # reads back as sent
+
+
+def test_8859_1_is_declared_and_sent_as_latin1() -> None:
+    ds = Hl7MllpDownstream(None, profile=OutboundProfile(charset="8859/1"))
+    payload = ds.message_for(_event(family="SEÁN"))
+    assert _msh(payload, "latin-1")[17] == "8859/1"
+    assert "SEÁN^ZOË".encode("latin-1") in payload
+    assert map_bytes(payload).value.patient.names[0].family == "SEÁN"
+    with pytest.raises(WriteBackUnmappable) as info:
+        ds.message_for(_event(family="ŁUKASZ"))  # not in Latin-1
+    assert info.value.detail == "charset 8859/1 at PID-5"
+    assert "ŁUKASZ" not in str(info.value)
+
+
+def test_ascii_writes_letters_without_diacritics_and_refuses_what_has_no_ascii_form() -> None:
+    ds = Hl7MllpDownstream(None, profile=OutboundProfile(charset="ASCII"))
+    payload = ds.message_for(_event(family="Siobhán"))
+    assert payload.isascii()
+    assert _msh(payload)[17:18] in ([], [""])  # MSH-18 empty: ASCII, the HL7 default
+    assert b"Siobhan^ZOE" in payload
+    with pytest.raises(WriteBackUnmappable) as info:
+        ds.message_for(_event(family="STRAßE"))
+    assert info.value.detail == "charset ASCII at PID-5"
+    assert "STRA" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("SEAN", ("SEAN", None)), ("SEÁN", ("SEAN", None)), ("ZOË", ("ZOE", None)), ("Øre", ("Øre", 0))],
+)
+def test_to_ascii(text: str, expected: tuple[str, int | None]) -> None:
+    assert to_ascii(text) == expected
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"version": "3.0"},
+        {"charset": "UTF-16"},
+        {"events": "some"},
+        {"accept_ack": "YES"},
+        {"country": "UK"},
+        {"colour": "blue"},
+        {"version": 2.4},
+        [],
+    ],
+)
+def test_invalid_profiles_are_refused(data: object) -> None:
+    with pytest.raises(ConfigurationError):
+        OutboundProfile.from_json(data)
+
+
+def test_load_profile(tmp_path: Path) -> None:
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps({"version": "2.4", "charset": "ASCII", "events": "native"}), "utf-8")
+    assert load_profile(path) == OutboundProfile(version="2.4", charset="ASCII", events="native")
+    assert load_profile(None) == OutboundProfile()
+    path.write_text("{", "utf-8")
+    with pytest.raises(ConfigurationError):
+        load_profile(path)
+    with pytest.raises(ConfigurationError):
+        load_profile(tmp_path / "missing.json")
