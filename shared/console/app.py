@@ -21,8 +21,9 @@ Paths are relative to the console's base (``/api/console`` on the function app):
 
 Every state-changing or searching POST carries the CSRF token of the ``tie_console_csrf`` cookie (form
 field ``csrf`` or header ``X-TIE-CSRF``: double submit; the cookie is ``SameSite=Strict``) and, when the
-browser sends ``Origin``, an origin equal to the request's host. Replay is idempotent: a sequence number no
-longer in the dead-letter queue is skipped, and the write-back effects are guarded by the event ledger.
+browser sends them, ``Sec-Fetch-Site: same-origin`` and an ``Origin`` equal to the request's host.
+Replay is idempotent: a sequence number no longer in the dead-letter queue is skipped, and the
+write-back effects are guarded by the event ledger.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ CSP: Final = (
 SECURITY_HEADERS: Final = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
@@ -194,11 +195,19 @@ class Console:
         presented = request.header(CSRF_HEADER) or _first(form, "csrf")
         if not cookie or not presented or not hmac.compare_digest(cookie.encode(), presented.encode()):
             raise Forbidden
+        # Same origin: Fetch metadata when the browser sends it; Origin otherwise ("null" is what a form
+        # post from a no-referrer context sends: believed only with Sec-Fetch-Site: same-origin).
+        site = request.header("Sec-Fetch-Site")
+        if site is not None and site != "same-origin":
+            raise Forbidden
         origin = request.header("Origin")
-        if origin is not None and origin != "null":
-            if urlsplit(origin).netloc.lower() != (request.header("Host") or "").lower():
-                raise Forbidden
-        elif origin == "null":
+        if origin == "null" and site != "same-origin":
+            raise Forbidden
+        if (
+            origin
+            and origin != "null"
+            and urlsplit(origin).netloc.lower() != (request.header("Host") or "").lower()
+        ):
             raise Forbidden
 
     def _route(self, request: ConsoleRequest, path: str, csrf: str) -> ConsoleResponse:

@@ -239,6 +239,11 @@ def test_replay_needs_operate_csrf_and_confirmation_and_is_idempotent(sc: Scenar
         headers={"Origin": "https://evil.example"},
     )
     assert foreign.status == 403
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "null"}, {"Sec-Fetch-Site": "same-site"}):
+        refused = sc.call(
+            "POST", "/deadletters/replay", form={"letter": name, "confirm": "yes"}, headers=headers
+        )
+        assert refused.status == 403, headers
 
     confirm = sc.call("POST", "/deadletters/replay", form={"letter": name})
     assert confirm.status == 200 and 'id="confirm-replay"' in page(confirm)
