@@ -72,3 +72,67 @@ def test_sigkill_mid_append_leaves_a_verifiable_chain(tmp_path: Path) -> None:
         finally:
             log.close()
         last_acknowledged = result.last_seq
+
+
+def test_sigkill_of_the_host_under_load_keeps_the_chain_and_every_acknowledged_write(tmp_path: Path) -> None:
+    """``tie run`` killed with SIGKILL while clients create and read patients: the chain verifies, and
+    every create the host acknowledged (201) has its audit record - writes are audited before they are
+    answered (reads go through the background writer and may lose their last milliseconds)."""
+    import json
+    import threading
+    import urllib.error
+
+    from shared.audit.keyfile import local_key
+    from tests.helpers import host_process, http
+    from tests.unit.fhirapi.fhirapi_helpers import NHS, patient
+
+    local = tmp_path / "local"
+    acknowledged: list[str] = []
+    enough = threading.Event()
+    lock = threading.Lock()
+
+    def client(index: int, base: str) -> None:
+        for n in range(10_000):
+            corr = f"kill-{index}-{n}"
+            headers = {"Content-Type": "application/fhir+json", "X-Correlation-ID": corr}
+            try:
+                created = http(
+                    "POST",
+                    f"{base}/fhir/Patient",
+                    json.dumps(patient(NHS[index % len(NHS)])).encode(),
+                    headers,
+                )
+                if created.status == 201:
+                    pid = created.json()["id"]
+                    with lock:
+                        acknowledged.append(corr)
+                        if len(acknowledged) >= 40:
+                            enough.set()
+                    http("GET", f"{base}/fhir/Patient/{pid}", None, {"X-Correlation-ID": f"{corr}-read"})
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                return  # the host is gone
+
+    with host_process(local) as (proc, base):
+        threads = [threading.Thread(target=client, args=(i, base), daemon=True) for i in range(4)]
+        for t in threads:
+            t.start()
+        assert enough.wait(60), "the host did not acknowledge enough creates"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        for t in threads:
+            t.join(30)
+    key = local_key(local / "audit.key")
+    log = SqliteAuditLog(local / "audit.sqlite3", key=key)
+    try:
+        result = verify_chain(log.entries(), log.checkpoints(), key=key)
+        assert result.ok, result.describe()
+        with lock:
+            done = list(acknowledged)
+        missing = [
+            c
+            for c in done
+            if not any(json.loads(e.body)["interaction"] == "create" for e in log.search(correlation_id=c))
+        ]
+        assert missing == [], f"{len(missing)} acknowledged creates without their audit record"
+    finally:
+        log.close()
