@@ -43,3 +43,34 @@ def test_review_list_and_resolve_refusals(mesh_env: Path, capsys: pytest.Capture
     assert "0 item(s)" in capsys.readouterr().out
     assert cli.main(["review", "resolve", "nosuchitem", "--nhs-number", "9000000000"]) == 2
     assert cli.main(["review", "resolve", "nosuchitem", "--nhs-number", "9000000009"]) == 1
+
+
+def test_status_lists_unacknowledged_sends_and_review_lists_items(
+    mesh_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shared.hl7v2.parser import parse_message
+    from shared.mapping.hl7v2_in import map_message
+    from shared.mesh.outbound import MeshOutbound
+    from shared.pds.model import TraceOutcome
+    from shared.pds.review import ReviewQueue
+    from shared.wiring import build_mesh_mailbox, get_container
+
+    container = get_container()
+    box = build_mesh_mailbox(container.settings, "X26ABC2")
+    sent = MeshOutbound(container.records).send(
+        box, "X26ABC3", b"MSH|", local_id="ev-9", workflow_id="TIE_HL7V2"
+    )
+    assert cli.main(["mesh", "status", "X26ABC2"]) == 0
+    out = capsys.readouterr().out
+    assert "1 sent not acknowledged" in out and sent.message_id in out
+
+    event = map_message(parse_message(ADT.replace("\n", "\r")), correlation_id="cli-r").value
+    outcome = TraceOutcome("no-match", None, ("exact", "fuzzy", "history"), reason="no-match")
+    item = ReviewQueue(container.records, container.blobs).hold(event, outcome, subscription="writeback-fhir")
+    assert cli.main(["review", "list"]) == 0
+    out = capsys.readouterr().out
+    assert item in out and "reason=no-match" in out and "1 item(s)" in out
+    assert "TESTPATIENT" not in out
+    assert cli.main(["review", "resolve", item, "--nhs-number", "9000000009"]) == 0
+    assert cli.main(["review", "list", "--resolved"]) == 0
+    assert item in capsys.readouterr().out
