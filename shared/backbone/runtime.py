@@ -12,6 +12,7 @@ the key over while the first run is still going. :func:`build_backbone` refuses 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -25,6 +26,7 @@ from shared.audit.trail import AuditTrail
 from shared.backbone.breaker import BreakerConfig, CircuitBreaker, Permit
 from shared.backbone.deadletter import DeadLetterMonitor, ScanReport
 from shared.backbone.fhir_writeback import FhirDownstream
+from shared.backbone.hl7_profile import OutboundProfile, load_profile
 from shared.backbone.hl7_writeback import Hl7MllpDownstream, MllpSender
 from shared.backbone.ledger import EventLedger
 from shared.backbone.parking import ParkingLot
@@ -279,12 +281,20 @@ def default_downstreams(
     return {
         SUB_WRITEBACK_FHIR: FhirDownstream(fhir, origin_store=fhir_is_platform_store),
         SUB_WRITEBACK_HL7V2: Hl7MllpDownstream(
-            sender,
-            ack_timeout=settings.writeback_timeout_seconds,
-            receiving_application=settings.writeback_hl7_receiving_application,
-            receiving_facility=settings.writeback_hl7_receiving_facility,
+            sender, ack_timeout=settings.writeback_timeout_seconds, profile=hl7_profile(settings)
         ),
     }
+
+
+def hl7_profile(settings: Settings) -> OutboundProfile:
+    """The HL7 v2 downstream's profile: TIE_WRITEBACK_HL7_PROFILE_FILE (else the default), with MSH-5/6
+    from TIE_WRITEBACK_HL7_RECEIVING_APPLICATION / _FACILITY where the profile leaves them empty."""
+    profile = load_profile(settings.writeback_hl7_profile_file)
+    return dataclasses.replace(
+        profile,
+        receiving_application=profile.receiving_application or settings.writeback_hl7_receiving_application,
+        receiving_facility=profile.receiving_facility or settings.writeback_hl7_receiving_facility,
+    )
 
 
 # -- the process-wide backbone ------------------------------------------------------------------------

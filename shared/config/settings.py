@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     writeback_hl7_receiving_facility: str = Field(
         "", max_length=180, validation_alias="TIE_WRITEBACK_HL7_RECEIVING_FACILITY"
     )
+    #: The HL7 v2 downstream's outbound profile (JSON: version, MSH-3/4/17/18, trigger events, ACK mode;
+    #: shared/backbone/hl7_profile.py). Empty: v2.5.1, UTF-8, events collapsed to A08/A31.
+    writeback_hl7_profile_file: str | None = Field(None, validation_alias="TIE_WRITEBACK_HL7_PROFILE_FILE")
     #: Per downstream call: FHIR read timeout / MLLP ACK timeout (seconds).
     writeback_timeout_seconds: float = Field(
         10.0, gt=0, le=120, validation_alias="TIE_WRITEBACK_TIMEOUT_SECONDS"

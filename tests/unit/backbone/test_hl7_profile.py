@@ -154,3 +154,25 @@ def test_load_profile(tmp_path: Path) -> None:
         load_profile(path)
     with pytest.raises(ConfigurationError):
         load_profile(tmp_path / "missing.json")
+
+
+def test_the_production_downstream_takes_the_profile_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.backbone.runtime import hl7_profile
+    from shared.config.settings import Settings
+
+    path = tmp_path / "profile.json"
+    path.write_text(
+        json.dumps({"version": "2.4", "events": "native", "receiving_facility": "RXX01"}), "utf-8"
+    )
+    monkeypatch.setenv("TIE_WRITEBACK_HL7_PROFILE_FILE", str(path))
+    monkeypatch.setenv("TIE_WRITEBACK_HL7_RECEIVING_APPLICATION", "PAS")
+    monkeypatch.setenv("TIE_WRITEBACK_HL7_RECEIVING_FACILITY", "IGNORED")
+    assert hl7_profile(Settings()) == OutboundProfile(
+        version="2.4", events="native", receiving_application="PAS", receiving_facility="RXX01"
+    )
+    monkeypatch.delenv("TIE_WRITEBACK_HL7_PROFILE_FILE")
+    assert hl7_profile(Settings()) == OutboundProfile(
+        receiving_application="PAS", receiving_facility="IGNORED"
+    )
