@@ -106,8 +106,14 @@ def volume_items(
     start = since.replace(minute=0, second=0, microsecond=0)
     if start < since:
         start += timedelta(hours=1)
-    # Only hours with traffic in either week can be out of line (0 against 0 never is).
-    keys = sorted({k for k in (*hourly, *last_week) if start <= k[1] and k[1] + timedelta(hours=1) <= until})
+    # Only hours with traffic in either week can be out of line (0 against 0 never is), and only on an
+    # interface with a baseline (traffic a week earlier): a new interface is not an anomaly.
+    baseline = {iface for iface, _ in last_week}
+    keys = sorted(
+        k
+        for k in {*hourly, *last_week}
+        if k[0] in baseline and start <= k[1] and k[1] + timedelta(hours=1) <= until
+    )
     for iface, hour in keys:
         count, before = hourly.get((iface, hour), 0), last_week.get((iface, hour), 0)
         if max(count, before) >= rule.min_messages and not (before * rule.low <= count <= before * rule.high):

@@ -237,3 +237,10 @@ def test_what_an_mllp_write_back_journal_amounts_to(
     assert (out.counts.delivered, out.counts.failed) == expected[:2]
     assert [i.category for i in out.items] == ([expected[2]] if expected[2] else [])
     assert all(i.correlation_id == "m" for i in out.items)
+
+
+def test_a_new_interface_without_last_weeks_traffic_is_not_a_volume_anomaly(rig: Rig) -> None:
+    hour = T0.replace(hour=9)
+    _traffic(rig, "NEW|RGT01", hour + timedelta(minutes=5), 40)
+    rig.clock.now = T0
+    assert rig.reconciler(volume=VolumeRule(min_messages=20)).run(since=hour, until=T0).clean
