@@ -53,7 +53,7 @@ def _certificates(container: Container) -> Any:
     return read
 
 
-def build_console(container: Container) -> Console:
+def build_console(container: Container, *, behind_gateway: bool) -> Console:
     settings = container.settings
     local = bool(os.environ.get("TIE_LOCAL_HOST"))
     return Console(
@@ -69,7 +69,7 @@ def build_console(container: Container) -> Console:
             certificates=_certificates(container),
             # reconciliation: extension point for shared/reconcile (not in this tree yet; docs/console.md)
             reconciliation=None,
-            secure_cookies=not local,
+            secure_cookies=behind_gateway or not local,  # plain http only on the bare local host
         )
     )
 
@@ -85,7 +85,7 @@ def _handle(req: func.HttpRequest) -> func.HttpResponse:
         local_user=_local_user(),
     )
     path = req.route_params.get("path") or ""
-    answer = build_console(container).handle(
+    answer = build_console(container, behind_gateway=behind_gateway).handle(
         ConsoleRequest(req.method, path, dict(req.headers), req.get_body(), operator)
     )
     mimetype, _, _ = answer.content_type.partition(";")
