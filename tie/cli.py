@@ -189,11 +189,12 @@ def cmd_bus_dlq(args: argparse.Namespace) -> int:
 
 def _control_id_argument(text: str) -> tuple[str, str | None, str]:
     """``SENDER:ID`` with SENDER = MSH-3 or ``MSH-3/MSH-4`` (``|`` also separates) -> (app, facility, id)."""
-    sender, sep, control_id = text.partition(":")
-    application, _, facility = sender.replace("|", "/").partition("/")
-    if not sep or not application.strip() or not control_id.strip():
-        raise argparse.ArgumentTypeError("use SENDER:CONTROL_ID, e.g. PAS:SAMPLE0001 or PAS/RGT01:SAMPLE0001")
-    return application.strip(), facility.strip() or None, control_id.strip()
+    from shared.console.readmodels import InvalidQuery, parse_control_id  # shared with the console
+
+    try:
+        return parse_control_id(text)
+    except InvalidQuery as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -243,16 +244,12 @@ def _trace(journal: Journal, correlation_id: str, *, as_json: bool) -> int:
     if not entries:
         print("no such correlation id", file=sys.stderr)
         return 1
-    waiting = journal.waiting(correlation_id)
     if as_json:
-        _print(
-            {
-                "correlationId": correlation_id,
-                "stages": [{"stage": e.stage, "at": e.at.isoformat(), **dict(e.attributes)} for e in entries],
-                "inflight": {name: at.isoformat() for name, at in sorted(waiting.items())},
-            }
-        )
+        from shared.console.readmodels import journey_json  # the read model the console serves too
+
+        _print(journey_json(journal, correlation_id))
         return 0
+    waiting = journal.waiting(correlation_id)
     start = entries[0].at
     for e in entries:
         who = e.attributes.get("subscriber") or e.attributes.get("subscription") or ""
