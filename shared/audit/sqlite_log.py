@@ -29,8 +29,9 @@ CREATE TABLE IF NOT EXISTS audit_log (
     hash TEXT NOT NULL,
     body TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS audit_terms (term TEXT NOT NULL, seq INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS audit_terms_term ON audit_terms (term, seq);
+CREATE TABLE IF NOT EXISTS audit_terms (
+    term TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (term, seq)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS audit_log_recorded ON audit_log (recorded);
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
     seq INTEGER NOT NULL, hash TEXT NOT NULL, at TEXT NOT NULL, signature TEXT NOT NULL
@@ -81,11 +82,12 @@ class SqliteAuditLog:
             crossed = False
             for record in records:
                 seq += 1
-                body = canonical_json(record.to_json())
+                document = record.to_json()
+                body = canonical_json(document)
                 digest = entry_hash(seq, prev, body)
                 conn.execute(
                     "INSERT INTO audit_log (seq, recorded, prev, hash, body) VALUES (?, ?, ?, ?, ?)",
-                    (seq, _instant(record.recorded), prev, digest, body),
+                    (seq, document["recorded"], prev, digest, body),
                 )
                 conn.executemany(
                     "INSERT INTO audit_terms (term, seq) VALUES (?, ?)", [(t, seq) for t in record.terms()]
