@@ -42,25 +42,22 @@ def start(port: int, *, shared_key: str = SANDBOX_SHARED_KEY) -> subprocess.Pope
         "SHARED_KEY": shared_key,
         "ENV": "local",
     }
-    args = [sys.executable, "-m", "uvicorn", "mesh_sandbox.api:app", "--host", "127.0.0.1"]
-    args += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
+    uvicorn = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    args = [sys.executable, "-c", _LAUNCHER, "mesh_sandbox.api:app", *uvicorn]
     # Fixed arguments (no caller input but an int port); output discarded so no pipe can fill up.
-    return subprocess.Popen(  # noqa: S603
-        args,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-    )
+    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
 
 
-def _die_with_parent() -> None:
-    """Linux: the sandbox gets SIGTERM when the process that started it dies, even by SIGKILL."""
+#: Runs uvicorn after asking Linux to SIGTERM this process when its parent dies (even by SIGKILL), so a
+#: killed host leaves no sandbox behind. Done in the child itself: no preexec_fn in a threaded parent.
+_LAUNCHER = """
+import runpy, signal, sys
+if sys.platform == "linux":
     import ctypes
-    import signal
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+sys.argv = ["uvicorn", *sys.argv[1:]]
+runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
+"""
 
 
 def wait_ready(proc: subprocess.Popen[bytes], port: int, timeout: float = 30.0) -> None:
