@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from shared.mesh.ports import MeshMailbox
     from shared.pds.ports import PdsClient, TokenSource
     from shared.pds.trace import IdentityResolver
+    from shared.reconcile.replay import Replayer as ReconcileReplayer
     from shared.reconcile.service import Reconciler
 
 
@@ -257,6 +258,17 @@ def build_reconciler(container: Container) -> Reconciler:
             hour=settings.reconcile_hour,
         ),
     )
+
+
+def build_reconcile_replayer(container: Container) -> ReconcileReplayer:
+    """``tie reconcile replay``: dead letters back to their subscription, lost resources restored at the
+    write-back's FHIR destination."""
+    from shared.reconcile.replay import Replayer
+    from shared.reconcile.service import destinations_for
+
+    remote = build_writeback_fhir(container.settings)
+    destination = remote if remote is not None else container.fhir
+    return Replayer(container.records, container.bus, destinations=destinations_for(destination))
 
 
 def build_writeback_fhir(settings: Settings) -> FhirRepository | None:

@@ -6,6 +6,9 @@ tie reconcile [--interface NAME] [--since 24h|ISO] [--until ISO] [--json FILE] [
                                   journaled and alerted like the timer's
 tie reconcile history [--limit N] [--json]   stored runs, newest first
 tie reconcile show RUN_ID [--json]           the items of a stored run
+tie reconcile replay ITEM... [--json]        dead-lettered write-backs back to their subscription (tagged
+                                             as a replay), lost FHIR resources restored to the version
+                                             written; exit 1 unless every item was replayed or restored
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ def add_reconcile_parser(sub: Any) -> None:
     show = rec_sub.add_parser("show", help="the items of a stored run")
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true", help="machine-readable output")
+    replay = rec_sub.add_parser("replay", help="repair items of a stored run (dead letters, lost resources)")
+    replay.add_argument("items", nargs="+", metavar="ITEM", help="item ids (rc-...) from a report")
+    replay.add_argument("--json", action="store_true", help="machine-readable output")
     rec.set_defaults(func=cmd_reconcile)
 
 
@@ -84,6 +90,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                 f"{item['correlationId'] or '-'}  {item['action']}  {item['detail']}"
             )
         return 0 if items else 1
+    if args.reconcile_cmd == "replay":
+        return _replay(args)
     until = args.until if isinstance(args.until, datetime) else None
     since = args.since
     if isinstance(since, timedelta):
@@ -96,3 +104,18 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     if "-" not in (args.json_out, args.csv_out):
         print(as_text(report, limit=args.limit))
     return 0 if report.clean else 1
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from shared.wiring import build_reconcile_replayer, get_container
+    from tie.audit_cmd import audit_operator
+
+    audit_operator("reconcile-replay", "E", detail={"items": len(args.items)})  # before it acts
+    outcomes = build_reconcile_replayer(get_container()).replay(args.items)
+    done = sum(o.status in ("replayed", "restored") for o in outcomes)
+    if args.json:
+        print(json.dumps([o.as_dict() for o in outcomes], indent=2))
+    else:
+        for o in outcomes:
+            print(f"{o.item}  {o.status}  {o.detail}")
+    return 0 if done == len(outcomes) else 1

@@ -90,3 +90,34 @@ def test_the_alert_rule_queries_the_gauge_the_reconciler_emits() -> None:
     alerts = (root / "infra/bicep/modules/alerts.bicep").read_text()
     rule = alerts[alerts.index("name: 'reconciliation-variance'") :][:900]
     assert "by reconciliation, category" in rule and "customDimensions[\\'category\\']" in rule
+
+
+def test_tie_reconcile_replay_restores_a_lost_resource_and_says_what_it_skipped(
+    container: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shared.messaging.topology import SUB_WRITEBACK_FHIR
+    from shared.reconcile.fhir import SentRecorder
+    from tie.cli import main
+
+    fhir = container.fhir
+    recorder = SentRecorder(fhir, container.records, downstream=SUB_WRITEBACK_FHIR)
+    entry = {
+        "resource": {"resourceType": "Organization", "id": "org-1", "name": "Test Trust"},
+        "request": {"method": "PUT", "url": "Organization/org-1"},
+    }
+    recorder.transaction({"resourceType": "Bundle", "type": "transaction", "entry": [entry]})
+    fhir.delete("Organization", "org-1")
+    assert main(["reconcile", "--json", "-"]) == 1
+    [item] = json.loads(capsys.readouterr().out)["items"]
+    assert (item["category"], item["identifiers"]["resource"]) == (
+        "missing-at-destination",
+        "Organization/org-1",
+    )
+    assert main(["reconcile", "replay", item["item"], "rc-nothing", "--json"]) == 1  # one was not found
+    outcomes = json.loads(capsys.readouterr().out)
+    assert [(o["item"], o["status"]) for o in outcomes] == [
+        (item["item"], "restored"),
+        ("rc-nothing", "not-found"),
+    ]
+    assert fhir.read("Organization", "org-1").resource["name"] == "Test Trust"
+    assert main(["reconcile"]) == 0

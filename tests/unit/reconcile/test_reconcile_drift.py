@@ -26,6 +26,7 @@ from shared.messaging.topology import (
 from shared.observability.correlation import correlation_scope
 from shared.reconcile.fhir import SentRecorder, sent_records
 from shared.reconcile.model import Category, Report
+from shared.reconcile.replay import Replayer
 from shared.reconcile.service import RECONCILED, ReconcileOptions, Reconciler
 from tests.unit.backbone import support as s
 
@@ -74,6 +75,15 @@ class Rig:
 
     def run(self, **options: Any) -> Report:
         return self.reconciler(**options).run(since=SINCE, until=UNTIL)
+
+    def replayer(self) -> Replayer:
+        return Replayer(
+            self.env.records,
+            self.env.bus,
+            destinations={SUB_WRITEBACK_FHIR: self.env.fhir},
+            journal=self.journal,
+            topology=self.env.topology,
+        )
 
     def platform_events(self) -> list[dict[str, Any]]:
         return [
@@ -193,15 +203,29 @@ def test_a_deleted_and_a_changed_resource_are_found_by_identity_and_element(rig:
     }
     assert events[("reconcile.completed", None)]["variance"] == 2
     assert rig.gauges.points[("tie.reconciliation.variance", top.interface.name, "content-mismatch")] == 1
+
+    # Replay: the deleted resource is restored to the version written; the changed one is for a human.
+    missing = next(i for i in report.items() if i.category is Category.MISSING)
+    outcomes = rig.replayer().replay([missing.item_id, mismatch.item_id, "rc-unknown"])
+    assert [(o.item, o.status) for o in outcomes] == [
+        (missing.item_id, "restored"),
+        (mismatch.item_id, "skipped"),
+        ("rc-unknown", "not-found"),
+    ]
+    again = rig.run()
+    assert [(i.category, i.correlation_id) for i in again.items()] == [(Category.MISMATCH, "corr-1")]
+    assert "reconcile-replayed" in [e.stage for e in rig.journal.trace("corr-0")]
     assert RECONCILED not in [e.stage for e in rig.journal.trace("corr-2")]
 
 
-def test_a_rejected_ack_is_unacknowledged_and_the_others_are_not(rig: Rig) -> None:
-    events = admissions()
-    for e in events:
+def mllp(port: int) -> Hl7MllpDownstream:
+    return Hl7MllpDownstream(MllpSender("127.0.0.1", port, connect_timeout=5.0), ack_timeout=5.0)
+
+
+def test_a_rejected_ack_is_unacknowledged_and_replay_repairs_it(rig: Rig) -> None:
+    for e in admissions():
         rig.ingest(e)
     with s.FakeHl7Receiver() as receiver:
-        ds = Hl7MllpDownstream(MllpSender("127.0.0.1", receiver.port, connect_timeout=5.0), ack_timeout=5.0)
         first: dict[str, str] = {}
 
         def decide(control_id: str, _n: int) -> str:
@@ -209,13 +233,27 @@ def test_a_rejected_ack_is_unacknowledged_and_the_others_are_not(rig: Rig) -> No
             return "AR" if control_id == first["id"] else "AA"
 
         receiver.script = s.ReceiverScript(decide)
+        ds = mllp(receiver.port)
         write_back(rig, {SUB_WRITEBACK_HL7V2: ds})
         ds.close()
-    report = rig.run()
-    [item] = report.items()
-    assert item.category is Category.UNACKNOWLEDGED
-    assert item.interface.party == SUB_WRITEBACK_HL7V2 and item.interface.transport == "mllp"
-    assert item.correlation_id in {"corr-0", "corr-1", "corr-2"}
-    assert "AR" in item.detail and item.action.value == "chase downstream"
-    counts = report.interfaces[0].counts
-    assert (counts.received, counts.delivered, counts.failed) == (3, 2, 1)
+        report = rig.run()
+        [item] = report.items()
+        assert item.category is Category.UNACKNOWLEDGED
+        assert item.interface.party == SUB_WRITEBACK_HL7V2 and item.interface.transport == "mllp"
+        assert item.correlation_id in {"corr-0", "corr-1", "corr-2"}
+        assert "AR" in item.detail and item.action.value == "chase downstream"
+        counts = report.interfaces[0].counts
+        assert (counts.received, counts.delivered, counts.failed) == (3, 2, 1)
+
+        # The downstream is fixed; the item is replayed from the dead letters through the write-back.
+        receiver.script = s.ReceiverScript(lambda _cid, _n: "AA")
+        [outcome] = rig.replayer().replay([item.item_id])
+        assert (outcome.item, outcome.status) == (item.item_id, "replayed")
+        ds = mllp(receiver.port)
+        stats = write_back(rig, {SUB_WRITEBACK_HL7V2: ds})
+        ds.close()
+        assert stats.statuses == {"applied": 1}
+        assert receiver.applied[first["id"]] == 1
+    stages = [e.stage for e in rig.journal.trace(item.correlation_id or "")]
+    assert stages.count("reconcile-replayed") == 1 and stages.count("replayed") == 1
+    assert rig.run().clean  # a second run is clean
