@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
+import azure.functions as func
 import pytest
 
+from functions import console
 from shared.config.settings import get_settings, reset_settings
 from shared.wiring import build_container, set_container
 from tests.helpers import http, running_host
-from tie.localhost.discovery import load_app
 from tie.localhost.host import HostConfig, LocalHost
 
 SECRET = "console-gateway-secret-7f3a"
@@ -21,7 +21,10 @@ def _host() -> Iterator[LocalHost]:
     reset_settings()
     container = build_container(get_settings())
     set_container(container)
-    app: Any = load_app("function_app")
+    # The console's own app (function_app registers it only under tie run; importing it here with
+    # TIE_LOCAL_HOST set would leave the console in every later test's function_app).
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+    app.register_functions(console.bp)
     config = HostConfig(port=0, enable_service_bus=False, enable_timers=False)
     host = LocalHost(app=app, bus=container.bus, records=container.records, config=config)
     with running_host(host):
