@@ -100,7 +100,11 @@ def _init_local(args: argparse.Namespace) -> int:
         return 2
     folder = settings.credentials_path
     registry = build_registry(settings)
-    trust_names = {d.trust.name_for(settings.environment) for d in registry if d.trust is not None} - {None}
+    trust_names = {
+        name
+        for d in registry
+        if d.trust is not None and (name := d.trust.name_for(settings.environment)) is not None
+    }
     leaf_names = registry.certificate_names(settings.environment) - trust_names
     now = datetime.now(UTC)
     ca_name = "tie-local-ca"
