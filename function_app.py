@@ -32,7 +32,7 @@ from shared.bootstrap import bootstrap
 
 bootstrap()
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_functions(health.bp)
 app.register_functions(ingest.bp)
 app.register_functions(hl7v2.bp)

@@ -133,7 +133,7 @@ def fhir_endpoint(interaction: Interaction, name: str) -> Callable[[func.HttpReq
 def _add(bp: Any, name: str, route: str, method: str, interaction: Interaction) -> None:
     handler = fhir_endpoint(interaction, name)
     bp.function_name(name)(
-        bp.route(route=route, methods=[method], auth_level=func.AuthLevel.FUNCTION)(handler)
+        bp.route(route=route, methods=[method], auth_level=func.AuthLevel.ANONYMOUS)(handler)
     )
 
 

@@ -84,31 +84,31 @@ def _handle(req: func.HttpRequest, name: str, interaction: Interaction) -> func.
 
 
 @bp.function_name("fhir_export_system")
-@bp.route(route="fhir/$export", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="fhir/$export", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def fhir_export_system(req: func.HttpRequest) -> func.HttpResponse:
     return _handle(req, "fhir_export_system", lambda api, r, p: api.kickoff(r, Level.SYSTEM))
 
 
 @bp.function_name("fhir_export_patient")
-@bp.route(route="fhir/Patient/$export", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="fhir/Patient/$export", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def fhir_export_patient(req: func.HttpRequest) -> func.HttpResponse:
     return _handle(req, "fhir_export_patient", lambda api, r, p: api.kickoff(r, Level.PATIENT))
 
 
 @bp.function_name("fhir_export_status")
-@bp.route(route="fhir/bulkstatus/{jobId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="fhir/bulkstatus/{jobId}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def fhir_export_status(req: func.HttpRequest) -> func.HttpResponse:
     return _handle(req, "fhir_export_status", lambda api, r, p: api.status(r, p["jobId"]))
 
 
 @bp.function_name("fhir_export_cancel")
-@bp.route(route="fhir/bulkstatus/{jobId}", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="fhir/bulkstatus/{jobId}", methods=["DELETE"], auth_level=func.AuthLevel.ANONYMOUS)
 def fhir_export_cancel(req: func.HttpRequest) -> func.HttpResponse:
     return _handle(req, "fhir_export_cancel", lambda api, r, p: api.cancel(r, p["jobId"]))
 
 
 @bp.function_name("fhir_export_file")
-@bp.route(route="fhir/bulkfiles/{jobId}/{fileName}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="fhir/bulkfiles/{jobId}/{fileName}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def fhir_export_file(req: func.HttpRequest) -> func.HttpResponse:
     return _handle(req, "fhir_export_file", lambda api, r, p: api.download(r, p["jobId"], p["fileName"]))
 

@@ -16,10 +16,10 @@ def register_audit(bp: Any) -> None:
     search = fhir_endpoint(lambda api, r, p: audit_events_for(api).search(r), "fhir_audit_search")
     read = fhir_endpoint(lambda api, r, p: audit_events_for(api).read(r, p["id"]), "fhir_audit_read")
     bp.function_name("fhir_audit_search")(
-        bp.route(route="fhir/AuditEvent", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)(search)
+        bp.route(route="fhir/AuditEvent", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)(search)
     )
     bp.function_name("fhir_audit_read")(
-        bp.route(route="fhir/AuditEvent/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)(read)
+        bp.route(route="fhir/AuditEvent/{id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)(read)
     )
 
 

@@ -58,7 +58,7 @@ def to_http(result: Hl7IngestResult, *, status: int | None = None) -> func.HttpR
 
 
 @bp.function_name("hl7v2_ingest")
-@bp.route(route="hl7v2", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="hl7v2", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @http_endpoint
 def hl7v2_ingest(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     container = get_container()

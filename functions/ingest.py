@@ -25,7 +25,7 @@ _log = logging.getLogger("tie.ingest")
 
 
 @bp.function_name("ingest_http")
-@bp.route(route="messages", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="messages", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @http_endpoint
 def ingest_http(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     container = get_container()
@@ -66,7 +66,7 @@ def ingest_http(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse
 
 
 @bp.function_name("message_trace")
-@bp.route(route="messages/{correlationId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="messages/{correlationId}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @http_endpoint
 def message_trace(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     wanted = req.route_params.get("correlationId", "")

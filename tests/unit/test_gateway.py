@@ -21,7 +21,7 @@ from shared.fhirapi.http import gateway_outcome
 from shared.gateway import GatewayPolicy, GatewayVerdict, check_gateway, gateway_policy
 from shared.wiring import build_container, set_container
 from tests.helpers import REPO_ROOT, http, running_host
-from tie.localhost.discovery import FunctionSpec, load_app
+from tie.localhost.discovery import FunctionSpec, describe, load_app
 from tie.localhost.host import HostConfig, LocalHost
 
 pytestmark = pytest.mark.timeout(120)
@@ -186,3 +186,17 @@ def test_check_on_without_a_secret_refuses_everything(monkeypatch: pytest.Monkey
 def test_check_off_by_default() -> None:
     for host in _host():
         assert http("GET", f"{host.base_url}/fhir/metadata").status == 200
+
+
+def test_every_http_function_is_anonymous_to_the_functions_host() -> None:
+    """In Azure no function key exists: App Service authentication admits only API Management's managed
+    identity (ADR 0003) and the gateway secret is checked in code, so a function declaring
+    ``AuthLevel.FUNCTION`` would answer every gateway call with 401."""
+    app: Any = load_app("function_app")
+    levels = {
+        spec.name: str(getattr(spec.trigger.auth_level, "value", spec.trigger.auth_level)).lower()
+        for spec in describe(app)
+        if spec.kind == "http"
+    }
+    assert {"health", "hl7v2_ingest", "fhir_patient_read"} <= set(levels)
+    assert {name: level for name, level in levels.items() if level != "anonymous"} == {}
