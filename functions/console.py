@@ -19,6 +19,7 @@ from functions._http import http_endpoint
 from shared.console.app import Console, ConsoleDeps, ConsoleRequest
 from shared.console.identity import resolve_operator
 from shared.console.readmodels import Certificate
+from shared.console.reconciliation import RunHistorySource
 from shared.gateway import gateway_policy
 from shared.health import check_all
 from shared.wiring import Container, get_container
@@ -67,8 +68,7 @@ def build_console(container: Container, *, behind_gateway: bool) -> Console:
             base=BASE,
             static_dir=STATIC_DIR,
             certificates=_certificates(container),
-            # reconciliation: extension point for shared/reconcile (not in this tree yet; docs/console.md)
-            reconciliation=None,
+            reconciliation=RunHistorySource(container.records),
             secure_cookies=behind_gateway or not local,  # plain http only on the bare local host
         )
     )

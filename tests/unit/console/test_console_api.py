@@ -321,3 +321,63 @@ def test_operator_comes_from_the_gateway_or_the_local_host_only(
 ) -> None:
     lookup: Callable[[str], str | None] = lambda name: headers.get(name)  # noqa: E731
     assert resolve_operator(lookup, behind_gateway=gateway, local_host=local).roles == expected
+
+
+def test_dashboard_shows_the_last_reconciliation_run(container: Any) -> None:
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from shared.console.reconciliation import RunHistorySource
+    from shared.reconcile.store import RUNS, _row
+    from shared.storage.names import TABLE_RECONCILE
+
+    sc = Scenario(container)
+    sc.console = Console(replace(sc.console.deps, reconciliation=RunHistorySource(container.records)))
+    assert data(sc.call("GET", "/api/estate"))["reconciliation"] is None
+    assert "No reconciliation has run" in page(sc.call("GET", ""))
+    started = datetime(2026, 12, 7, 2, 0, tzinfo=UTC)
+    interfaces = [
+        {"interface": "inbound PAS ADT^A01", "variance": 0, "byCategory": {}},
+        {"interface": "outbound fhir", "variance": 2, "byCategory": {"never-completed": 1, "stuck": 1}},
+    ]
+    container.records.upsert(
+        TABLE_RECONCILE,
+        RUNS,
+        _row(started, "run-1"),
+        {"started": started.isoformat(), "interfaces": interfaces},
+    )
+    recon = data(sc.call("GET", "/api/estate"))["reconciliation"]
+    assert recon == {
+        "at": started.isoformat(),
+        "variances": [{"check": "outbound fhir", "count": 2, "detail": "never-completed=1 stuck=1"}],
+    }
+    assert "never-completed=1 stuck=1" in page(sc.call("GET", ""))
+
+
+def test_dashboard_shows_certificate_days_left_or_why_it_cannot(container: Any) -> None:
+    from dataclasses import replace
+
+    from shared.console.readmodels import Certificate
+    from shared.credentials.errors import CredentialUnavailable
+
+    sc = Scenario(container)
+    certs = [
+        Certificate("mllp-client", 12, "30d"),
+        Certificate("fhir-client", None, None, "credential-not-found"),
+    ]
+    sc.console = Console(replace(sc.console.deps, certificates=lambda: certs))
+    listed = data(sc.call("GET", "/api/estate"))["certificates"]
+    assert listed == [
+        {"name": "mllp-client", "daysLeft": 12, "band": "30d", "error": None},
+        {"name": "fhir-client", "daysLeft": None, "band": None, "error": "credential-not-found"},
+    ]
+
+    def unreadable() -> list[Certificate]:
+        raise CredentialUnavailable("(store)", "unreachable")
+
+    sc.console = Console(replace(sc.console.deps, certificates=unreadable))
+    estate = data(sc.call("GET", "/api/estate"))
+    assert estate["certificates"] is None and estate["unavailable"] == {
+        "certificates": CredentialUnavailable.code
+    }
+    assert "Certificates unavailable" in page(sc.call("GET", ""))
