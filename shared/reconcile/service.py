@@ -27,6 +27,7 @@ from shared.messaging.topology import SUB_WRITEBACK_FHIR, TOPIC_PLATFORM
 from shared.observability.metrics import Metrics, OpenTelemetryMetrics
 from shared.reconcile.checks import VolumeRule, sequence_items, volume_items
 from shared.reconcile.fhir import check_destination
+from shared.reconcile.mesh import check_mesh
 from shared.reconcile.model import (
     CATEGORY_ORDER,
     Category,
@@ -62,6 +63,8 @@ class ReconcileOptions:
     max_reads: int = 10_000
     volume: VolumeRule = field(default_factory=VolumeRule)
     journal_limit: int = 1000
+    #: MESH sends not acknowledged by the recipient this long after sending are variance.
+    mesh_ack_after: timedelta = timedelta(hours=24)
     #: Scheduled runs: the local hour (and zone) they run at.
     hour: int = 2
     timezone: str = "Europe/London"
@@ -132,6 +135,10 @@ class Reconciler:
         items += volume_items(
             found.hourly, found.hourly_last_week, since=since, until=until, now=now, rule=self.options.volume
         )
+        mesh = check_mesh(
+            self._records, since=since, until=until, now=now, ack_after=self.options.mesh_ack_after
+        )
+        items += mesh.items
         reads = 0
         for downstream, repository in sorted(self._destinations.items()):
             checked = check_destination(
@@ -150,7 +157,7 @@ class Reconciler:
                 # File it under the interface the message went out on (the journal's), when known.
                 items.append(replace(item, interface=trail.outbound(downstream)) if trail else item)
             reads += checked.checked
-        counts = dict(found.counts)
+        counts = {**found.counts, **mesh.counts}
         if interface:
             items = [i for i in items if i.interface.matches(interface)]
             counts = {k: v for k, v in counts.items() if k.matches(interface)}

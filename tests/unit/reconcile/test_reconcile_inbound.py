@@ -244,3 +244,41 @@ def test_a_new_interface_without_last_weeks_traffic_is_not_a_volume_anomaly(rig:
     _traffic(rig, "NEW|RGT01", hour + timedelta(minutes=5), 40)
     rig.clock.now = T0
     assert rig.reconciler(volume=VolumeRule(min_messages=20)).run(since=hour, until=T0).clean
+
+
+def test_mesh_sends_not_acknowledged_by_the_recipient_a_day_later_are_unacknowledged(
+    rig: Rig, tmp_path: Path
+) -> None:
+    from shared.mesh.local_files import LocalFilesMailbox
+    from shared.mesh.outbound import MeshOutbound
+
+    root = tmp_path / "mesh"
+    sender, recipient = LocalFilesMailbox(root, "X26OT001"), LocalFilesMailbox(root, "X26OT002")
+    outbound = MeshOutbound(rig.env.records, clock=rig.clock)
+    sent = {
+        key: outbound.send(
+            sender, "X26OT002", b"{}", local_id=key, workflow_id="WF", correlation_id=f"c-{key}"
+        )
+        for key in ("k1", "k2")
+    }
+    recipient.acknowledge(sent["k1"].message_id)  # the recipient downloaded and acknowledged k1 only
+    assert outbound.refresh(sender) == 2  # k1 acknowledged, k2 accepted (tracked)
+    window = {"since": T0 - timedelta(hours=1), "until": T0 + timedelta(hours=1)}
+    rig.clock.advance(timedelta(hours=23))
+    assert rig.reconciler().run(**window).clean  # not yet a day
+    rig.clock.advance(timedelta(hours=1))
+    report = rig.reconciler().run(**window)
+    [item] = report.items()
+    assert (item.category, item.correlation_id, item.identifiers["localId"]) == (
+        Category.UNACKNOWLEDGED,
+        "c-k2",
+        "k2",
+    )
+    assert item.interface.name == "out:mesh:X26OT001:mesh:WF" and item.identifiers["tracking"] == "accepted"
+    assert report.interfaces[0].counts.as_dict() == {
+        "received": 2,
+        "accepted": 2,
+        "delivered": 1,
+        "failed": 0,
+        "inflight": 1,
+    }
