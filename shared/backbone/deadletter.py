@@ -79,6 +79,9 @@ class DeadLetter:
     last_error_code: str | None = None
     recorded_at: datetime | None = None
     body: bytes | None = None
+    #: What the last failure reported beside its code: the downstream's error codes and positions (HL7
+    #: ``ERR 103 at PID-8``) or the canonical field a mapping refused - never values.
+    last_error_detail: str | None = None
 
     def to_json(self, *, include_body: bool = False) -> dict[str, Any]:
         row: dict[str, Any] = {
@@ -96,6 +99,7 @@ class DeadLetter:
             "replayCount": self.replay_count,
             "size": self.size,
             "lastErrorCode": self.last_error_code,
+            "lastErrorDetail": self.last_error_detail,
             "recorded": self.recorded_at.isoformat() if self.recorded_at else None,
         }
         if include_body and self.body is not None:
@@ -123,6 +127,7 @@ def _from_message(message: ReceivedMessage, record: Mapping[str, Any] | None) ->
         replay_count=replay_count(props),
         size=len(message.body),
         last_error_code=(record or {}).get("last_error_code"),
+        last_error_detail=(record or {}).get("last_error_detail"),
         recorded_at=datetime.fromisoformat(recorded) if isinstance(recorded, str) else None,
         body=message.body,
     )
@@ -152,6 +157,19 @@ def last_error_code(journal: Journal, correlation_id: str | None, subscription: 
         if subscriber in (None, subscription):
             code = entry.attributes.get("cause") or entry.attributes.get("error_code")
             return str(code) if code else None
+    return None
+
+
+def last_error_detail(journal: Journal, correlation_id: str | None, subscription: str) -> str | None:
+    """The ``detail`` of the latest ``failed`` stage of ``subscription`` that has one (a redelivery answered
+    with a stored failure journals the stored code but no detail: the detail is the original failure's)."""
+    if not correlation_id:
+        return None
+    for entry in reversed(journal.trace(correlation_id)):
+        if entry.stage == FAILED and entry.attributes.get("subscriber") in (None, subscription):
+            detail = entry.attributes.get("detail")
+            if detail:
+                return str(detail)
     return None
 
 
@@ -208,8 +226,14 @@ class DeadLetterMonitor:
         letter = _from_message(message, None)
         error_code = last_error_code(self._journal, letter.correlation_id, message.subscription)
         now = self._clock()
-        value = letter.to_json() | {"last_error_code": error_code, "recorded_at": now.isoformat()}
+        detail = last_error_detail(self._journal, letter.correlation_id, message.subscription)
+        value = letter.to_json() | {
+            "last_error_code": error_code,
+            "last_error_detail": detail,
+            "recorded_at": now.isoformat(),
+        }
         value.pop("lastErrorCode", None)
+        value.pop("lastErrorDetail", None)
         value.pop("recorded", None)
         try:
             self._records.insert(TABLE_DEADLETTERS, partition, row, value)

@@ -9,6 +9,7 @@ after applying a message (the ACK is lost) or hold the ACK until the test releas
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -17,11 +18,13 @@ from pathlib import Path
 import pytest
 
 from shared.backbone.errors import DownstreamRejected, DownstreamRetry
+from shared.backbone.hl7_profile import OutboundProfile
 from shared.backbone.hl7_writeback import Hl7MllpDownstream, MllpSender
 from shared.journal import DUPLICATE, FAILED, RETRIED, WRITTEN_BACK, Journal
 from shared.messaging.topology import SUB_WRITEBACK_HL7V2
 from shared.mllp.client import AckError, read_msa
 from shared.mllp.framing import Frame, FrameDecoder, frame
+from shared.storage.names import TABLE_DEADLETTERS
 from tests.unit.backbone import support as s
 
 NHS = s.nhs_numbers(3)
@@ -239,6 +242,36 @@ def test_a_permanent_ae_dead_letters_at_the_first_attempt_with_its_reason_journa
         "ERR 103 at PID-8 (E)",
     )
     assert first["attempts"] == 1 and first["final"] is True
+    # the dead letter names the error and where the receiver found it
+    assert bb.scan_dead_letters().recorded == 1
+    [row] = env.records.query(TABLE_DEADLETTERS)
+    assert (row.value["last_error_code"], row.value["last_error_detail"]) == (
+        "downstream-rejected",
+        "ERR 103 at PID-8 (E)",
+    )
+
+
+def test_an_unmappable_event_is_dead_lettered_naming_the_field(env: s.Env) -> None:
+    with DupCheckingReceiver(lambda _cid, _n: "AA") as rx:
+        ds = Hl7MllpDownstream(
+            MllpSender("127.0.0.1", rx.port, connect_timeout=5.0), profile=OutboundProfile(charset="ASCII")
+        )
+        bb = s.backbone(env, {SUB_WRITEBACK_HL7V2: ds})
+        e = s.event("K4", nhs=NHS[1], visit="VK4", correlation_id="c-k4")
+        names = (e.patient.names[0].model_copy(update={"family": "STRAßE"}),)
+        e = e.model_copy(update={"patient": e.patient.model_copy(update={"names": names})})
+        s.publish(env.bus, e)
+        stats = s.pump(env.bus, SUB_WRITEBACK_HL7V2, bb.subscriber(SUB_WRITEBACK_HL7V2).handle)
+        ds.close()
+    assert rx.payloads == []  # nothing reached the receiver
+    assert stats.statuses == {"error:writeback-unmappable": 1, "error:idempotency-stored-failure": 2}
+    assert bb.scan_dead_letters().recorded == 1
+    [row] = env.records.query(TABLE_DEADLETTERS)
+    assert (row.value["last_error_code"], row.value["last_error_detail"]) == (
+        "writeback-unmappable",
+        "charset ASCII at PID-5",
+    )
+    assert "STRA" not in json.dumps(row.value)
 
 
 def test_a_transient_ae_is_retried_with_its_reason_journaled(env: s.Env) -> None:
