@@ -38,6 +38,35 @@ POISON = REPO_ROOT / "samples" / "poison-event.json"
 POISON_ID = "console-poison"
 
 
+A11Y = Path(__file__).with_name("console_a11y")  # package.json + package-lock.json (axe-core, pinned)
+TOOLS = REPO_ROOT / ".local" / "tools" / "console-a11y"
+
+
+def axe_source() -> str:
+    """axe-core from the committed lock, installed with ``npm ci`` into .local/tools (once per lock)."""
+    script = TOOLS / "node_modules" / "axe-core" / "axe.min.js"
+    lock = (A11Y / "package-lock.json").read_text()
+    installed = TOOLS / "package-lock.json"
+    if not script.exists() or not installed.exists() or installed.read_text() != lock:
+        npm = shutil.which("npm")
+        if npm is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail("npm is needed to install axe-core for the accessibility check")
+            pytest.skip("npm is not installed (needed for axe-core)")
+        TOOLS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(A11Y / "package.json", TOOLS / "package.json")
+        shutil.copy(A11Y / "package-lock.json", installed)
+        done = subprocess.run(
+            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+            cwd=TOOLS,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    return script.read_text()
+
+
 def chromium() -> str:
     """The system Chromium; installed with apt-get when missing (CI=true: missing is a failure)."""
     for name in ("chromium", "chromium-browser"):
@@ -149,6 +178,17 @@ class Page:
         shot = await self.send("Page.captureScreenshot", format="png")
         (self.shots / f"{name}.png").write_bytes(base64.b64decode(shot["data"]))
 
+    async def axe(self, source: str) -> list[str]:
+        """Serious and critical axe-core violations on the current page (``rule: n nodes``)."""
+        if not await self.js("typeof window.axe !== 'undefined'"):
+            await self.js(source)
+        found = await self.js(
+            "axe.run(document, {resultTypes: ['violations']}).then(r => r.violations"
+            ".filter(v => v.impact === 'serious' || v.impact === 'critical')"
+            ".map(v => v.id + ': ' + v.nodes.length + ' node(s) ' + v.nodes[0].target.join(' ')))"
+        )
+        return [str(v) for v in found]
+
     async def close(self) -> None:
         self._reader.cancel()
         await self.ws.close()
@@ -221,6 +261,7 @@ def tie(local: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_console_in_a_real_browser(tmp_path: Path) -> None:
     binary = chromium()
+    axe = axe_source()
     shots = Path(os.environ.get("TEST_ARTEFACTS_DIR") or REPO_ROOT / ".local" / "test-artefacts") / "console"
     shots.mkdir(parents=True, exist_ok=True)
     local = tmp_path / "local"
@@ -262,7 +303,9 @@ def test_console_in_a_real_browser(tmp_path: Path) -> None:
             bus.close()
 
         asyncio.run(
-            _drive(binary, tmp_path / "profile", shots, base, correlation_id, poison.sequence_number, nhs)
+            _drive(
+                binary, tmp_path / "profile", shots, base, correlation_id, poison.sequence_number, nhs, axe
+            )
         )
 
         assert "replayed" in stages(POISON_ID)
@@ -276,10 +319,11 @@ def test_console_in_a_real_browser(tmp_path: Path) -> None:
 
 
 async def _drive(
-    binary: str, profile: Path, shots: Path, base: str, correlation_id: str, sequence: int, nhs: str
+    binary: str, profile: Path, shots: Path, base: str, correlation_id: str, sequence: int, nhs: str, axe: str
 ) -> None:
     console = f"{base}/console"
     seen: list[str] = []
+    violations: dict[str, list[str]] = {}
     async with browser(binary, profile, shots) as page:
         # Dashboard: the estate, refreshed by console.js (which therefore runs under the CSP).
         await page.goto(console)
@@ -288,6 +332,7 @@ async def _drive(
         assert dead >= 1
         assert "Local operator." in await page.js("document.querySelector('.banner-local').textContent")
         await page.screenshot("dashboard")
+        violations["dashboard"] = await page.axe(axe)
         # Keyboard first: Tab reaches the skip link, Enter moves focus to the main content.
         await page.key("Tab", "Tab", 9)
         assert await page.js("document.activeElement.className") == "skip-link"
@@ -303,6 +348,7 @@ async def _drive(
         link = f"#results a[href$={json.dumps('/messages/' + correlation_id)}]"
         await page.until(f"document.querySelector({json.dumps(link)}) !== null")
         seen.append(await page.html())
+        violations["search-results"] = await page.axe(axe)
         await page.click(link)
         journey = await page.js(
             "Array.from(document.querySelectorAll('table.stages .stage')).map(e => e.textContent)"
@@ -310,6 +356,7 @@ async def _drive(
         for stage in ("received", "acknowledged", "published", "mapped"):
             assert stage in journey, journey
         await page.screenshot("journey")
+        violations["journey"] = await page.axe(axe)
         seen.append(await page.html())
 
         # Replay the poison event from the page: select, confirm, see it leave the list.
@@ -319,23 +366,29 @@ async def _drive(
         await page.until(f"document.querySelector({json.dumps(box)}) !== null")
         await page.js(f"document.querySelector({json.dumps(box)}).click()")
         await page.screenshot("deadletters")
+        violations["deadletters"] = await page.axe(axe)
         await page.click("#replay-selected")
         assert "Replay 1 dead letter(s)" in await page.js(
             "document.getElementById('confirm-text').textContent"
         )
         await page.screenshot("confirm-replay")
+        violations["confirm-replay"] = await page.axe(axe)
         await page.click("#confirm-replay")
         assert await page.js("document.getElementById('notice').textContent") == (
             "Replayed 1 of 1 selected dead letter(s)."
         )
         assert await page.js(f"document.querySelector({json.dumps(box)})") is None
         seen.append(await page.html())
+        violations["replayed"] = await page.axe(axe)
 
         await page.goto(f"{console}/health")
         assert "healthy" in await page.js("document.getElementById('health-status').textContent")
+        violations["health"] = await page.axe(axe)
         seen.append(await page.html())
         assert not [p for p in page.problems if "Content Security Policy" in p or "Refused" in p], (
             page.problems
         )
+    assert violations == {name: [] for name in violations}, violations  # axe-core: no serious or critical
+    assert len(violations) == 7
     for html in seen:
         assert nhs not in html  # no page renders an NHS number without the content role
