@@ -239,9 +239,11 @@ def record_sent(container: Container, fhir: FhirRepository) -> FhirRepository:
 
 def build_reconciler(container: Container) -> Reconciler:
     """The reconciler over the container's records and bus; the FHIR destination it reads back is the
-    write-back target (``TIE_WRITEBACK_FHIR_URL``, else the platform's own repository)."""
+    write-back target (``TIE_WRITEBACK_FHIR_URL``, else the platform's own repository - shared with the
+    FHIR API, so resources the engine never wrote are only looked for at a remote one)."""
     from datetime import timedelta
 
+    from shared.messaging.topology import SUB_WRITEBACK_FHIR
     from shared.reconcile.service import ReconcileOptions, Reconciler, destinations_for
 
     settings = container.settings
@@ -250,6 +252,7 @@ def build_reconciler(container: Container) -> Reconciler:
         container.records,
         container.bus,
         destinations=destinations_for(remote if remote is not None else container.fhir),
+        exclusive=[SUB_WRITEBACK_FHIR] if remote is not None else [],
         options=ReconcileOptions(
             window=timedelta(hours=settings.reconcile_window_hours),
             stuck_after=timedelta(seconds=settings.stuck_after_seconds),

@@ -49,6 +49,14 @@ def element_digests(resource: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+def identifier_systems(resource: Mapping[str, Any]) -> list[str]:
+    """The identifier systems a resource carries (namespaces, not values)."""
+    found = resource.get("identifier")
+    if not isinstance(found, list):
+        return []
+    return sorted({str(i["system"]) for i in found if isinstance(i, dict) and i.get("system")})
+
+
 def sent_partition(downstream: str) -> str:
     return safe_key(f"sent-{downstream}")
 
@@ -106,6 +114,7 @@ class SentRecorder:
                         "ref": f"{rtype}/{rid}",
                         "version": version,
                         "elements": element_digests(resource),
+                        "systems": identifier_systems(resource),
                         "correlation_id": correlation_id,
                         "at": at,
                     },
@@ -181,14 +190,15 @@ class Sent:
     elements: Mapping[str, str]
     correlation_id: str | None
     at: datetime
+    systems: tuple[str, ...] = ()
 
 
 def sent_records(
-    records: RecordStore, downstream: str, *, since: datetime, until: datetime
+    records: RecordStore, downstream: str, *, since: datetime | None = None, until: datetime | None = None
 ) -> Iterator[Sent]:
     for rec in records.query(TABLE_RECONCILE, sent_partition(downstream)):
         at = datetime.fromisoformat(str(rec.value["at"]))
-        if not since <= at < until:
+        if (since is not None and at < since) or (until is not None and at >= until):
             continue
         corr = rec.value.get("correlation_id")
         yield Sent(
@@ -197,6 +207,7 @@ def sent_records(
             dict(rec.value.get("elements") or {}),
             str(corr) if corr else None,
             at,
+            tuple(str(x) for x in rec.value.get("systems") or ()),
         )
 
 
@@ -278,3 +289,50 @@ def check_destination(
                 )
             )
     return DestinationResult(items, checked, skipped)
+
+
+def check_unexpected(
+    records: RecordStore,
+    destination: FhirRepository,
+    *,
+    downstream: str,
+    since: datetime,
+    until: datetime,
+    now: datetime,
+    max_reads: int = 10_000,
+) -> list[Item]:
+    """Resources changed at the destination in ``[since, until)``, of a type the engine writes there,
+    carrying an identifier system the engine writes for that type, that the engine never wrote (by id).
+    Only for a destination other writers do not share with the engine (``TIE_WRITEBACK_FHIR_URL``)."""
+    ours: set[str] = set()
+    systems: dict[str, set[str]] = {}
+    for sent in sent_records(records, downstream):
+        ours.add(sent.ref)
+        systems.setdefault(sent.ref.partition("/")[0], set()).update(sent.systems)
+    items: list[Item] = []
+    seen: set[str] = set()
+    for rtype, wanted in sorted(systems.items()):
+        if not wanted:
+            continue
+        for version in destination.history(rtype, since=since, count=max_reads):
+            ref = f"{rtype}/{version.id}"
+            if version.deleted or version.last_modified >= until or ref in ours or ref in seen:
+                continue
+            seen.add(ref)
+            carried = set(identifier_systems(version.resource)) & wanted
+            if not carried:
+                continue
+            iface = Interface("out", downstream, "fhir", rtype)
+            items.append(
+                Item(
+                    iface,
+                    Category.UNEXPECTED,
+                    item_id(Category.UNEXPECTED, iface, ref),
+                    None,
+                    {"resource": ref, "version": version.version_id, "systems": " ".join(sorted(carried))},
+                    max(0, int((now - version.last_modified).total_seconds())),
+                    Action.INVESTIGATE,
+                    "carries our identifier systems; never written by the engine",
+                )
+            )
+    return items

@@ -26,7 +26,7 @@ from shared.messaging.ports import MessageBus
 from shared.messaging.topology import SUB_WRITEBACK_FHIR, TOPIC_PLATFORM
 from shared.observability.metrics import Metrics, OpenTelemetryMetrics
 from shared.reconcile.checks import VolumeRule, sequence_items, volume_items
-from shared.reconcile.fhir import check_destination
+from shared.reconcile.fhir import check_destination, check_unexpected
 from shared.reconcile.mesh import check_mesh
 from shared.reconcile.model import (
     CATEGORY_ORDER,
@@ -93,6 +93,7 @@ class Reconciler:
         bus: MessageBus,
         *,
         destinations: Mapping[str, FhirRepository] | None = None,
+        exclusive: Iterable[str] = (),
         options: ReconcileOptions | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], datetime] | None = None,
@@ -100,6 +101,8 @@ class Reconciler:
         self._records = records
         self._bus = bus
         self._destinations = dict(destinations or {})
+        #: Destinations only the engine writes: resources there it never wrote are ``unexpected``.
+        self._exclusive = frozenset(exclusive)
         self.options = options or ReconcileOptions()
         self._metrics: Metrics = metrics if metrics is not None else OpenTelemetryMetrics()
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -157,6 +160,16 @@ class Reconciler:
                 # File it under the interface the message went out on (the journal's), when known.
                 items.append(replace(item, interface=trail.outbound(downstream)) if trail else item)
             reads += checked.checked
+            if downstream in self._exclusive:
+                items += check_unexpected(
+                    self._records,
+                    repository,
+                    downstream=downstream,
+                    since=since,
+                    until=until,
+                    now=now,
+                    max_reads=self.options.max_reads,
+                )
         counts = {**found.counts, **mesh.counts}
         if interface:
             items = [i for i in items if i.interface.matches(interface)]

@@ -16,6 +16,7 @@ from shared.backbone import contracts
 from shared.backbone.fhir_writeback import FhirDownstream
 from shared.backbone.hl7_writeback import Hl7MllpDownstream, MllpSender
 from shared.canonical.model import ClinicalEvent
+from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from shared.journal import Journal
 from shared.messaging.topology import (
     SUB_PLATFORM_AUDIT,
@@ -257,3 +258,43 @@ def test_a_rejected_ack_is_unacknowledged_and_replay_repairs_it(rig: Rig) -> Non
     stages = [e.stage for e in rig.journal.trace(item.correlation_id or "")]
     assert stages.count("reconcile-replayed") == 1 and stages.count("replayed") == 1
     assert rig.run().clean  # a second run is clean
+
+
+def test_a_resource_with_our_identifiers_that_we_never_wrote_is_unexpected(rig: Rig, tmp_path: Path) -> None:
+    # A remote destination only the engine writes to (its own clock: versions are stamped in the window).
+    remote = SqliteFhirRepository(tmp_path / "remote.sqlite3", clock=rig.clock)
+    recorder = SentRecorder(remote, rig.env.records, downstream=SUB_WRITEBACK_FHIR, clock=rig.clock)
+    try:
+        for e in admissions():
+            rig.ingest(e)
+        write_back(rig, {SUB_WRITEBACK_FHIR: FhirDownstream(recorder, origin_store=False)})
+        ours = next(
+            s for s in sent_records(rig.env.records, SUB_WRITEBACK_FHIR) if s.ref.startswith("Encounter/")
+        )
+        assert ours.systems  # the visit number's system is recorded (the system, not the value)
+        template = remote.read(*ours.ref.split("/")).resource
+        stranger = {k: v for k, v in template.items() if k not in ("id", "meta")}
+        stranger["identifier"] = [dict(template["identifier"][0], value="SOMEONE-ELSES-VISIT")]
+        created = remote.create(stranger)
+        unrelated = {k: v for k, v in template.items() if k not in ("id", "meta", "identifier")}
+        remote.create(unrelated)  # no identifier of ours: not this engine's business
+
+        def reconcile(exclusive: list[str]) -> Report:
+            return Reconciler(
+                rig.env.records,
+                rig.env.bus,
+                destinations={SUB_WRITEBACK_FHIR: remote},
+                exclusive=exclusive,
+                metrics=rig.gauges,
+                clock=rig.clock,
+            ).run(since=SINCE, until=UNTIL)
+
+        assert reconcile([]).clean  # a destination shared with other writers (the embedded store)
+        [item] = reconcile([SUB_WRITEBACK_FHIR]).items()
+        assert (item.category, item.identifiers["resource"]) == (
+            Category.UNEXPECTED,
+            f"Encounter/{created.id}",
+        )
+        assert "SOMEONE-ELSES-VISIT" not in str(item.as_dict())
+    finally:
+        remote.close()
