@@ -23,7 +23,7 @@ from shared.hl7v2 import FieldValue, Message, Repeated, build_message
 from shared.mapping.hl7v2_in.rules import RULES
 from shared.mapping.hl7v2_out import _fields as f
 from shared.mapping.hl7v2_out import _segments as s
-from shared.mapping.hl7v2_out.errors import Hl7OutError
+from shared.mapping.hl7v2_out.errors import Hl7OutError, UnmappableCode
 from shared.mapping.lineage import LineageRecorder, Mapped
 from shared.terminology import systems
 
@@ -324,15 +324,20 @@ def _order_group(report: ResultReport, n: int, o: f.Out, counts: dict[str, int])
         o.add(f"{src}.status", f"{obr_at}-25", "status unknown: OBR-25 left empty (the source did not say)")
     category = None
     if report.category is not None:
-        category = f.table_code(
-            report.category,
-            o,
-            f"{src}.category",
-            f"{obr_at}-24",
-            table_system=systems.V2_0074_DIAGNOSTIC_SERVICE_SECTION,
-            concept_map_id=None,
-            canonical_system=None,
-        )
+        try:
+            category = f.table_code(
+                report.category,
+                o,
+                f"{src}.category",
+                f"{obr_at}-24",
+                table_system=systems.V2_0074_DIAGNOSTIC_SERVICE_SECTION,
+                concept_map_id=None,
+                canonical_system=None,
+            )
+        except UnmappableCode:
+            # a category is broader than a section (FHIR "laboratory" covers CH, HM, MB...): no single
+            # v2-0074 code, so OBR-24 is left empty - the report is still sent, never with a guessed section
+            o.add(f"{src}.category", f"{obr_at}-24", "no v2-0074 section for the category: OBR-24 left empty")
     interpreters = tuple(p for p in report.performer if isinstance(p, Practitioner))
     obr: list[FieldValue] = [None] * 33
     obr[0] = "OBR"

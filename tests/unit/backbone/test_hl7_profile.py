@@ -176,3 +176,28 @@ def test_the_production_downstream_takes_the_profile_file(
     assert hl7_profile(Settings()) == OutboundProfile(
         receiving_application="PAS", receiving_facility="IGNORED"
     )
+
+
+@pytest.mark.parametrize("profile", [OutboundProfile(), OutboundProfile(version="2.4", charset="ASCII")])
+def test_a_uk_core_lab_observation_from_fhir_arrives_as_oru_r01(profile: OutboundProfile) -> None:
+    """category = laboratory has no single v2-0074 section: OBR-24 is left empty (lineage says why) and the
+    result is sent, instead of the whole report being refused."""
+    from shared.mapping.fhir_in import event_from_fhir, patient_from_fhir
+    from shared.terminology import systems
+    from tests.unit.mapping.fhir_in.fhirin_helpers import pds_patient, potassium
+
+    obs = potassium(identifier=[{"system": "urn:tie:authority:LAB", "value": "F1"}])
+    obs["category"] = [{"coding": [{"system": systems.OBSERVATION_CATEGORY, "code": "laboratory"}]}]
+    subject = pds_patient()
+    # v3-MaritalStatus M has no way back to HL7 table 0002 yet (hl7uk-0002 map): not what this test is about
+    subject.pop("maritalStatus")
+    e = event_from_fhir(obs, interaction="create", patient=patient_from_fhir(subject).value).value
+    assert e.kind is EventKind.RESULT and e.reports[0].category is not None
+    message = parse_message(Hl7MllpDownstream(None, profile=profile).message_for(e))
+    assert message.raw("MSH-9") == "ORU^R01^ORU_R01" and message.version == profile.version
+    assert message.get("OBR-24") is None
+    assert (message.get("OBR-3"), message.get("OBX-3"), message.get("OBX-5")) == (
+        "F1",
+        obs["code"]["coding"][0]["code"],
+        str(obs["valueQuantity"]["value"]),
+    )

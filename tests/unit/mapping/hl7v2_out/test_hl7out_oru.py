@@ -160,9 +160,12 @@ def test_several_reports_and_no_encounter() -> None:
 def test_category_needs_a_v2_0074_code() -> None:
     lab = Concept(codings=(Coding(system=systems.V2_0074_DIAGNOSTIC_SERVICE_SECTION, code="CH"),))
     assert oru(result_event(report(category=lab))).get("OBR-24") == "CH"
+    # FHIR "laboratory" is broader than any one section: OBR-24 left empty, the report still written
     other = Concept(codings=(Coding(system=systems.OBSERVATION_CATEGORY, code="laboratory"),))
-    with pytest.raises(UnmappableCode):
-        to_oru_r01(result_event(report(category=other)), **HEADER)
+    mapped = oru_r01(result_event(report(category=other)), **HEADER)
+    assert mapped.value.get("OBR-24") is None and mapped.value.get("OBR-4") == "UE"
+    [why] = [e.rule for e in mapped.lineage if e.target == "OBR(1)-24"]
+    assert why == "no v2-0074 section for the category: OBR-24 left empty"
 
 
 def test_an_oru_needs_a_report() -> None:
