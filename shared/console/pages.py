@@ -131,6 +131,21 @@ def dashboard(base: str, estate: Estate) -> str:
         ),
         cls="numeric",
     )
+    stuck = ""
+    if estate.oldest_stuck:
+        stuck = "<h2>Stuck messages</h2>" + table(
+            f"Oldest {len(estate.oldest_stuck)} of {estate.stuck} stuck message(s)",
+            ["Correlation id", "Waiting for", "Since", "Age"],
+            (
+                [
+                    f'<a href="{link(base, message_path(x.correlation_id))}">{e(x.correlation_id)}</a>',
+                    e(", ".join(sorted(x.waiting))),
+                    e(x.since.isoformat()),
+                    e(_age(estate.at, x.since)),
+                ]
+                for x in estate.oldest_stuck
+            ),
+        )
     downs = table(
         "Downstreams: circuit breakers and parked work",
         ["Downstream", "Breaker", "Failures", "Trips", "Open until", "Last error", "Parked"],
@@ -173,7 +188,7 @@ def dashboard(base: str, estate: Estate) -> str:
         '<div id="estate" data-refresh="15">'
         f'<p class="meta">As of {e(estate.at.isoformat(timespec="seconds"))}'
         f' <span class="meta-js" hidden>(refreshes every 15 s)</span></p>'
-        f"{tiles}<h2>Subscriptions</h2>{subs}<h2>Downstreams</h2>{downs}"
+        f"{tiles}{stuck}<h2>Subscriptions</h2>{subs}<h2>Downstreams</h2>{downs}"
         f"<h2>Certificates</h2>{certs}<h2>Reconciliation</h2>{recon}</div>"
     )
 

@@ -24,6 +24,7 @@ from shared.journal import (
     REJECTED,
     SUPERSEDED,
     WRITTEN_BACK,
+    InflightEntry,
     Journal,
 )
 from shared.messaging.ports import MessageBus
@@ -34,6 +35,8 @@ from shared.storage.ports import RecordStore
 
 #: Journal stages that carry a ledger verdict (the same clinical event again, older, or contradictory).
 LEDGER_STAGES: Final = frozenset({DUPLICATE, SUPERSEDED, CONFLICT})
+#: Stuck messages listed on the dashboard (oldest first; the count covers all of them).
+STUCK_SHOWN: Final = 20
 
 
 # -- a message's journey ---------------------------------------------------------------------------------
@@ -247,6 +250,8 @@ class Estate:
     reconciliation: tuple[datetime, Sequence[Variance]] | None
     #: Sections that could not be read (name -> error code), shown instead of silently omitted.
     unavailable: Mapping[str, str] = field(default_factory=dict)
+    #: The oldest stuck messages (at most :data:`STUCK_SHOWN`): correlation id -> subscriber -> since.
+    oldest_stuck: Sequence[InflightEntry] = ()
 
     @property
     def dead_letters(self) -> int:
@@ -296,6 +301,14 @@ class Estate:
                 ],
             },
             "unavailable": dict(self.unavailable),
+            "oldestStuck": [
+                {
+                    "correlationId": e.correlation_id,
+                    "since": e.since.isoformat(),
+                    "waitingFor": {n: at.isoformat() for n, at in sorted(e.waiting.items())},
+                }
+                for e in self.oldest_stuck
+            ],
         }
 
 
@@ -357,6 +370,7 @@ def estate(
         certificates=certs,
         reconciliation=reconciliation.last_run() if reconciliation is not None else None,
         unavailable=unavailable,
+        oldest_stuck=stuck[:STUCK_SHOWN],
     )
 
 

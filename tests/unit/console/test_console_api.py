@@ -130,7 +130,17 @@ def test_estate_counts_dead_letters_inflight_and_breakers(sc: Scenario) -> None:
     [fhir] = [x for x in estate["subscriptions"] if x["subscription"] == SUB_WRITEBACK_FHIR]
     assert fhir["deadLetter"] == 1 and fhir["topic"] == TOPIC_CLINICAL
     # dead-lettered for writeback-fhir: only writeback-hl7v2 still awaited
-    assert estate["inflight"] == 1 and estate["stuck"] == 0
+    assert estate["inflight"] == 1 and estate["stuck"] == 0 and estate["oldestStuck"] == []
+    assert "Stuck messages" not in page(sc.call("GET", ""))
+    from dataclasses import replace
+
+    sc.console = Console(replace(sc.console.deps, stuck_after=timedelta(0)))  # everything in flight is stuck
+    stuck = data(sc.call("GET", "/api/estate"))
+    assert stuck["stuck"] == 1 and stuck["stuckBySubscriber"] == {"writeback-hl7v2": 1}
+    assert [(x["correlationId"], list(x["waitingFor"])) for x in stuck["oldestStuck"]] == [
+        ("con-1", ["writeback-hl7v2"])
+    ]
+    assert 'href="/api/console/messages/con-1"' in page(sc.call("GET", ""))
     assert {d["name"]: d["breaker"] for d in estate["downstreams"]} == {"fhir": "closed", "hl7v2": "closed"}
     CircuitBreaker(sc.container.records, "fake", BreakerConfig(failure_threshold=1)).record_failure(
         "unavailable"
