@@ -10,12 +10,14 @@ Paths are relative to the console's base (``/api/console`` on the function app):
 ``GET  /messages/{correlation id}``        the journey (audited)                                  Read
 ``GET  /deadletters``                      dead letters of every subscription                     Read
 ``POST /deadletters/replay``               confirmation page, then (``confirm=yes``) the replay   Operate
+``POST /deadletters/purge``                older than N days (>= 1): confirmation, then purge     Operate
 ``GET  /health``                           the dependency checks of ``/api/health``, for humans   Read
 ``GET  /api/estate``                       JSON                                                   Read
 ``POST /api/search``                       JSON ``{"correlationId"| "controlId"}`` (audited)      Read
 ``GET  /api/messages/{correlation id}``    JSON journey (audited)                                 Read
 ``GET  /api/deadletters``                  JSON                                                   Read
 ``POST /api/deadletters/replay``           JSON ``{"letters": [...], "confirm": true}``           Operate
+``POST /api/deadletters/purge``            JSON ``{"olderThanDays": N, "confirm": true}``         Operate
 ``GET  /static/{name}``                    the console's CSS and script (fixed list)              -
 =========================================  ====================================================  =========
 
@@ -61,6 +63,9 @@ CSRF_HEADER: Final = "X-TIE-CSRF"
 SOURCE: Final = "console"
 MAX_FORM_BYTES: Final = 64 * 1024
 MAX_REPLAY: Final = 250
+#: Purge bounds: at least a day (a fresh dead letter is never one click from deletion), at most ten years.
+MIN_PURGE_DAYS: Final = 1
+MAX_PURGE_DAYS: Final = 3650
 
 CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -221,6 +226,8 @@ class Console:
                 return self._search(request, form, csrf, api=api)
             if route == "/deadletters/replay":
                 return self._replay(request, form, csrf, api=api)
+            if route == "/deadletters/purge":
+                return self._purge(request, form, csrf, api=api)
             return self._not_found(request, api)
         if method != "GET":
             return self._not_found(request, api)
@@ -374,6 +381,45 @@ class Console:
         notice = f"Replayed {replayed} of {len(chosen)} selected dead letter(s)."
         if replayed < len(chosen):
             notice += " The others were no longer in the dead-letter queue (already replayed or purged)."
+        return self._deadletters(request, csrf, dead_letters(self.deps.bus, self.deps.records), notice)
+
+    def _purge(
+        self, request: ConsoleRequest, form: Mapping[str, list[str]], csrf: str, *, api: bool
+    ) -> ConsoleResponse:
+        if not request.operator.may(OPERATE):
+            raise Forbidden
+        text = (_first(form, "older_than_days") or _first(form, "olderThanDays")).strip()
+        if not text.isdigit() or not MIN_PURGE_DAYS <= int(text) <= MAX_PURGE_DAYS:
+            raise InvalidQuery(f"older than: a whole number of days, {MIN_PURGE_DAYS} to {MAX_PURGE_DAYS}")
+        days = int(text)
+        older_than = timedelta(days=days)
+        now = self.deps.clock()
+        letters = dead_letters(self.deps.bus, self.deps.records)
+        due = [
+            d
+            for d in letters
+            if now - datetime.fromisoformat(str(d.get("deadLettered") or d["enqueued"])) >= older_than
+        ]
+        if _first(form, "confirm").lower() not in ("yes", "true"):
+            if api:
+                raise InvalidQuery("a purge must be confirmed (confirm: true)")
+            body = pages.confirm_purge_page(self.deps.base, days, len(due), csrf)
+            return self._page(request, "Confirm purge", "/deadletters", body)
+        self.deps.audit.record(
+            category=OPERATOR,
+            action="D",
+            interaction="console-dlq-purge",
+            outcome=SUCCESS,
+            source=SOURCE,
+            agent=self._agent(request.operator),
+            entities=[Entity("Message", str(d["messageId"])) for d in due],
+            detail={"older_than_days": days, "due": len(due)},
+        )
+        purged = deadletter.purge(self.deps.bus, self.deps.records, older_than=older_than)
+        total = sum(purged.values())
+        if api:
+            return self._json({"olderThanDays": days, "purged": total, "bySubscription": purged})
+        notice = f"Purged {total} dead letter(s) older than {days} day(s)."
         return self._deadletters(request, csrf, dead_letters(self.deps.bus, self.deps.records), notice)
 
     def replay(self, operator: Operator, chosen: Sequence[tuple[str, str, int]]) -> int:

@@ -351,11 +351,33 @@ def deadletters_page(
         cls="deadletters",
     )
     if not may_operate:
-        return note + listing + "<p>Replaying needs the Operate role.</p>"
+        return note + listing + "<p>Replaying and purging need the Operate role.</p>"
+    purge = (
+        f'<h2>Purge</h2><form method="post" action="{link(base, "/deadletters/purge")}" class="purge">'
+        f'<input type="hidden" name="csrf" value="{e(csrf)}">'
+        '<div class="field"><label for="older_than_days">Delete dead letters older than (days)</label>'
+        '<input id="older_than_days" name="older_than_days" type="number" min="1" max="3650" value="30"'
+        ' inputmode="numeric"></div>'
+        '<button type="submit" id="purge">Purge</button></form>'
+    )
     return (
         f'{note}<form method="post" action="{link(base, "/deadletters/replay")}">'
         f'<input type="hidden" name="csrf" value="{e(csrf)}">{listing}'
         '<button type="submit" id="replay-selected">Replay selected</button></form>'
+        f"{purge}"
+    )
+
+
+def confirm_purge_page(base: str, days: int, count: int, csrf: str) -> str:
+    return (
+        f'<p id="confirm-text">Delete {count} dead letter(s) older than {days} day(s) for good? '
+        "They cannot be replayed afterwards.</p>"
+        f'<form method="post" action="{link(base, "/deadletters/purge")}">'
+        f'<input type="hidden" name="csrf" value="{e(csrf)}">'
+        '<input type="hidden" name="confirm" value="yes">'
+        f'<input type="hidden" name="older_than_days" value="{days}">'
+        '<button type="submit" id="confirm-purge" class="warning-button">Yes, purge</button> '
+        f'<a href="{link(base, "/deadletters")}">Cancel</a></form>'
     )
 
 

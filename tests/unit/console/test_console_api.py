@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -30,14 +30,22 @@ HOST = "127.0.0.1:7071"
 
 
 class Scenario:
-    def __init__(self, container: Any, *, audit: AuditTrail | None = None) -> None:
+    def __init__(
+        self,
+        container: Any,
+        *,
+        audit: AuditTrail | None = None,
+        bus: Any = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.bus = bus or container.bus
         self.broken = True
         self.fake = s.FakeDownstream(
             script=lambda _k, _n: DownstreamRejected("fake", "AR", response="AR") if self.broken else None
         )
         self.container = container
         self.bb: Backbone = build_backbone(
-            bus=container.bus,
+            bus=self.bus,
             records=container.records,
             downstreams={SUB_WRITEBACK_FHIR: self.fake},
             options=WriteBackOptions(backoff_base_seconds=0.0),
@@ -45,13 +53,14 @@ class Scenario:
         self.event = s.event("CON1", nhs=NHS, visit="V1", correlation_id="con-1")
         self.console = Console(
             ConsoleDeps(
-                bus=container.bus,
+                bus=self.bus,
                 records=container.records,
                 audit=audit or container.audit,
                 health=lambda: {"status": "healthy", "checks": {"messageBus": {"status": "healthy"}}},
                 stuck_after=timedelta(hours=1),
                 downstream_names=["fhir", "hl7v2"],
                 secure_cookies=False,
+                **({"clock": clock} if clock else {}),
             )
         )
         self.cookie = ""
@@ -62,12 +71,12 @@ class Scenario:
         j.record("con-1", "acknowledged", code="AA", control_id="CON1")
         j.record("con-1", "mapped", event_kind="admission")
         j.record("con-1", "consumed", delivery_count=1)
-        s.publish(self.container.bus, self.event)
+        s.publish(self.bus, self.event)
         self.pump()
         self.bb.scan_dead_letters()
 
     def pump(self) -> None:
-        s.pump(self.container.bus, SUB_WRITEBACK_FHIR, self.bb.subscriber(SUB_WRITEBACK_FHIR).handle)
+        s.pump(self.bus, SUB_WRITEBACK_FHIR, self.bb.subscriber(SUB_WRITEBACK_FHIR).handle)
 
     def call(
         self,
@@ -234,7 +243,9 @@ def test_replay_needs_operate_csrf_and_confirmation_and_is_idempotent(sc: Scenar
     name = f"{TOPIC_CLINICAL}|{SUB_WRITEBACK_FHIR}|{letter['sequence']}"
 
     reader_page = page(sc.call("GET", "/deadletters", READER))
-    assert "Replaying needs the Operate role." in reader_page and 'name="letter"' not in reader_page
+    assert (
+        "Replaying and purging need the Operate role." in reader_page and 'name="letter"' not in reader_page
+    )
     assert (
         sc.call("POST", "/deadletters/replay", READER, form={"letter": name, "confirm": "yes"}).status == 403
     )
@@ -391,3 +402,38 @@ def test_dashboard_shows_certificate_days_left_or_why_it_cannot(container: Any) 
         "certificates": CredentialUnavailable.code
     }
     assert "Certificates unavailable" in page(sc.call("GET", ""))
+
+
+def test_purge_needs_operate_a_whole_day_and_confirmation(container: Any, tmp_path: Any) -> None:
+    from shared.messaging.sqlite_bus import SqliteBus
+
+    clock = s.ManualClock(datetime.now(UTC))
+    bus = SqliteBus(tmp_path / "aged-bus.sqlite3", clock=clock)
+    try:
+        sc = Scenario(container, bus=bus, clock=clock)
+        sc.dead_letter_one()
+        sc.call("GET", "/deadletters")
+        form = {"older_than_days": "2", "confirm": "yes"}
+        assert sc.call("POST", "/deadletters/purge", READER, form=form).status == 403
+        for days in ("0", "-1", "1.5", "", "99999"):
+            assert sc.call("POST", "/deadletters/purge", form={"older_than_days": days}).status == 400, days
+        clock.advance(timedelta(days=1))
+        confirm = sc.call("POST", "/deadletters/purge", form={"older_than_days": "2"})
+        assert "Delete 0 dead letter(s) older than 2 day(s)" in page(confirm)
+        assert (
+            data(sc.call("POST", "/api/deadletters/purge", json_body={"olderThanDays": 2, "confirm": True}))[
+                "purged"
+            ]
+            == 0
+        )
+        clock.advance(timedelta(days=2))
+        confirm = sc.call("POST", "/deadletters/purge", form={"older_than_days": "2"})
+        assert 'id="confirm-purge"' in page(confirm) and "Delete 1 dead letter(s)" in page(confirm)
+        assert len(data(sc.call("GET", "/api/deadletters"))["deadLetters"]) == 1  # not before confirming
+        done = sc.call("POST", "/deadletters/purge", form=form)
+        assert "Purged 1 dead letter(s) older than 2 day(s)." in page(done)
+        assert data(sc.call("GET", "/api/deadletters"))["deadLetters"] == []
+        audits = sc.audit("console-dlq-purge")
+        assert [(r.action, r.detail["due"]) for r in audits] == [("D", 0), ("D", 1)]
+    finally:
+        bus.close()

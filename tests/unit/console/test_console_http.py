@@ -51,7 +51,7 @@ def test_behind_the_gateway_roles_come_from_the_gateway(gated: LocalHost) -> Non
     assert "Secure" in reader.headers["Set-Cookie"] and "SameSite=Strict" in reader.headers["Set-Cookie"]
     assert reader.headers["Content-Security-Policy"].startswith("default-src 'none'")
     letters = http("GET", f"{url}/deadletters", headers={"X-TIE-Gateway": SECRET, **ROLES})
-    assert b"Replaying needs the Operate role." in letters.body
+    assert b"Replaying and purging need the Operate role." in letters.body
 
 
 def test_without_gateway_or_local_host_nobody_is_an_operator() -> None:
