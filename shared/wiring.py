@@ -237,6 +237,21 @@ def record_sent(container: Container, fhir: FhirRepository) -> FhirRepository:
     return SentRecorder(fhir, container.records, downstream=SUB_WRITEBACK_FHIR)
 
 
+def sample_lineage(container: Container, downstreams: dict[str, Downstream]) -> dict[str, Downstream]:
+    """The FHIR write-back records, for ``TIE_RECONCILE_LINEAGE_PERCENT`` of events, which canonical field
+    each element it writes came from (shared.reconcile.lineage); the other downstreams are unchanged."""
+    from shared.messaging.topology import SUB_WRITEBACK_FHIR
+    from shared.reconcile.lineage import LineageSampler
+
+    percent = container.settings.reconcile_lineage_percent
+    if percent <= 0 or SUB_WRITEBACK_FHIR not in downstreams:
+        return downstreams
+    return {
+        sub: LineageSampler(d, percent=percent) if sub == SUB_WRITEBACK_FHIR else d
+        for sub, d in downstreams.items()
+    }
+
+
 def build_reconciler(container: Container) -> Reconciler:
     """The reconciler over the container's records and bus; the FHIR destination it reads back is the
     write-back target (``TIE_WRITEBACK_FHIR_URL``, else the platform's own repository - shared with the

@@ -308,7 +308,13 @@ def get_backbone() -> Backbone:
     """The process-wide backbone over :func:`shared.wiring.get_container` (rebuilt if the container is
     replaced, e.g. by a test app)."""
     global _backbone, _owner
-    from shared.wiring import build_national_downstreams, build_writeback_fhir, get_container, record_sent
+    from shared.wiring import (
+        build_national_downstreams,
+        build_writeback_fhir,
+        get_container,
+        record_sent,
+        sample_lineage,
+    )
 
     container = get_container()
     with _lock:
@@ -320,6 +326,7 @@ def get_backbone() -> Backbone:
         remote = build_writeback_fhir(settings)
         fhir = record_sent(container, remote if remote is not None else container.fhir)
         downstreams = default_downstreams(settings, fhir, fhir_is_platform_store=remote is None)
+        downstreams = sample_lineage(container, downstreams)  # reconciliation names source fields
         downstreams = build_national_downstreams(container, downstreams)  # MESH out, PDS trace first
         backbone = build_backbone(
             bus=container.bus,

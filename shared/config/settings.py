@@ -138,6 +138,10 @@ class Settings(BaseSettings):
     reconcile_sample_percent: float = Field(
         100.0, gt=0, le=100, validation_alias="TIE_RECONCILE_SAMPLE_PERCENT"
     )
+    #: Share of FHIR write-backs mapped once more with lineage, so a mismatch names its source field.
+    reconcile_lineage_percent: float = Field(
+        10.0, ge=0, le=100, validation_alias="TIE_RECONCILE_LINEAGE_PERCENT"
+    )
 
     # Credentials (shared/credentials, docs/credentials.md). The downstream registry (JSON; empty: the
     # packaged sample), and where credentials live: "embedded" = PEM/secret files in TIE_CREDENTIALS_DIR

@@ -88,13 +88,17 @@ class SentRecorder:
 
     def transaction(self, bundle: JsonDict) -> JsonDict:
         response = self.inner.transaction(bundle)
-        self._record(response)
+        self._record(bundle, response)
         return response
 
-    def _record(self, response: JsonDict) -> None:
+    def _record(self, bundle: JsonDict, response: JsonDict) -> None:
+        from shared.reconcile.lineage import SOURCES
+
         at = self._clock().isoformat()
         correlation_id = get_correlation_id()
-        for entry in response.get("entry") or []:
+        lineage = SOURCES.get() or {}
+        requests = bundle.get("entry") or []
+        for index, entry in enumerate(response.get("entry") or []):
             answer = entry.get("response") or {}
             location = str(answer.get("location") or "")
             parts = location.split("/")
@@ -106,6 +110,8 @@ class SentRecorder:
                 if not isinstance(resource, dict):
                     resource = self.inner.read(rtype, rid).resource
                 version = _version(resource) or (parts[3] if len(parts) > 3 else None)
+                full_url = requests[index].get("fullUrl") if index < len(requests) else None
+                sources = lineage.get(str(full_url)) if full_url else None
                 self._records.upsert(
                     TABLE_RECONCILE,
                     self._partition,
@@ -115,6 +121,7 @@ class SentRecorder:
                         "version": version,
                         "elements": element_digests(resource),
                         "systems": identifier_systems(resource),
+                        "sources": dict(sources) if sources else None,
                         "correlation_id": correlation_id,
                         "at": at,
                     },
@@ -191,6 +198,8 @@ class Sent:
     correlation_id: str | None
     at: datetime
     systems: tuple[str, ...] = ()
+    #: Top-level element -> the canonical fields it was mapped from (sampled write-backs only).
+    sources: Mapping[str, list[str]] | None = None
 
 
 def sent_records(
@@ -208,7 +217,13 @@ def sent_records(
             str(corr) if corr else None,
             at,
             tuple(str(x) for x in rec.value.get("systems") or ()),
+            rec.value.get("sources") or None,
         )
+
+
+def _named(element: str, sources: Mapping[str, list[str]] | None) -> str:
+    found = (sources or {}).get(element)
+    return f"{element} (from {', '.join(found)})" if found else element
 
 
 def sampled(ref: str, salt: str, percent: float) -> bool:
@@ -285,7 +300,8 @@ def check_destination(
                     ids,
                     age,
                     Action.CHASE_DOWNSTREAM,
-                    "elements differ from what was sent: " + ", ".join(differing),
+                    "elements differ from what was sent: "
+                    + ", ".join(_named(d, record.sources) for d in differing),
                 )
             )
     return DestinationResult(items, checked, skipped)

@@ -33,6 +33,10 @@ from shared.storage.ports import RecordStore
 OUTBOUND_TRANSPORT: Final[Mapping[str, str]] = {SUB_WRITEBACK_FHIR: "fhir", SUB_WRITEBACK_HL7V2: "mllp"}
 #: Final acknowledgements of an MLLP downstream that close a message.
 FINAL_ACKS: Final = frozenset({"AA", "CA"})
+#: Recorded as written back but not accepted (a downstream that reports rather than raises). Any other
+#: status is not an ACK: the HL7 v2 write-back over MESH records "sent" (its acknowledgement is the
+#: recipient's, checked from the MESH outbox).
+NEGATIVE_ACKS: Final = frozenset({"AE", "AR", "CE", "CR"})
 _OK: Final = frozenset({j.WRITTEN_BACK, j.DUPLICATE, j.SUPERSEDED, j.SKIPPED})
 _REPLAY_RESPONSES: Final = frozenset({"", "AE", "CE", "None"})
 
@@ -192,7 +196,7 @@ def _outbound_status(trail: Trail, subscriber: str) -> tuple[str, Mapping[str, A
         if stage in _OK:
             status, last, when = "ok", attrs, at
             mllp = OUTBOUND_TRANSPORT.get(subscriber) == "mllp"
-            if stage == j.WRITTEN_BACK and mllp and str(attrs.get("status")) not in FINAL_ACKS:
+            if stage == j.WRITTEN_BACK and mllp and str(attrs.get("status")) in NEGATIVE_ACKS:
                 status = "failed"
         elif stage in (j.CONFLICT, j.DEAD_LETTERED) or (stage == j.FAILED and attrs.get("final")):
             status, last, when = "failed", attrs, at

@@ -298,3 +298,25 @@ def test_a_resource_with_our_identifiers_that_we_never_wrote_is_unexpected(rig: 
         assert "SOMEONE-ELSES-VISIT" not in str(item.as_dict())
     finally:
         remote.close()
+
+
+def test_a_sampled_write_back_names_the_source_field_of_a_mismatch(rig: Rig) -> None:
+    from shared.reconcile.lineage import SOURCES, LineageSampler
+
+    for e in admissions():
+        rig.ingest(e)
+    sampler = LineageSampler(FhirDownstream(rig.fhir, origin_store=False), percent=100)
+    write_back(rig, {SUB_WRITEBACK_FHIR: sampler})
+    assert SOURCES.get() is None  # handed over for the call only
+    sent = {
+        r.correlation_id: r
+        for r in sent_records(rig.env.records, SUB_WRITEBACK_FHIR)
+        if r.ref.startswith("Encounter/")
+    }
+    assert sent["corr-1"].sources is not None and sent["corr-1"].sources["status"] == ["encounter.status"]
+    changed = sent["corr-1"].ref
+    stored = rig.env.fhir.read(*changed.split("/")).resource
+    rig.env.fhir.update(*changed.split("/"), dict(stored, status="cancelled"))
+    [item] = rig.run().items()
+    assert item.category is Category.MISMATCH
+    assert item.detail == "elements differ from what was sent: status (from encounter.status)"

@@ -213,6 +213,7 @@ HL7 = "writeback-hl7v2"
         ([("written-back", {"status": "AA"})], (1, 0, None)),
         ([("written-back", {"status": "CA"})], (1, 0, None)),
         ([("written-back", {"status": "AE"})], (0, 1, Category.UNACKNOWLEDGED)),  # not a final ACK
+        ([("written-back", {"status": "sent"})], (1, 0, None)),  # over MESH: acknowledged there
         ([("failed", {"response": "AR", "final": True})], (0, 1, Category.UNACKNOWLEDGED)),
         ([("failed", {"response": "AE", "final": False})], (0, 0, None)),  # will be retried: in flight
         ([("dead-lettered", {})], (0, 1, Category.UNACKNOWLEDGED)),
