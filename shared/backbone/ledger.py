@@ -8,6 +8,8 @@ order applied. A delivered version is then (one record-store row per downstream 
 * ``conflict``   - its natural id (visit / order number with its issuer) is claimed by another patient
                    who was not merged into this one: surfaced, never applied;
 * ``duplicate``  - same identity and same digest as the version applied last (and not cancelled since);
+                   also an *update* (patient or encounter update) whose content differs from the version
+                   applied last only in its event time - a no-op re-save (reason ``unchanged: ...``);
 * ``superseded`` - older, in clinical order, than what was applied in its scope: recorded, never applied;
 * ``apply``      - anything else: a new event, or an update applied in clinical order.
 
@@ -19,6 +21,7 @@ patients and are made with an atomic insert.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +38,17 @@ Decision = Literal["apply", "duplicate", "superseded", "conflict"]
 
 #: How many merge hops a claim follows (A merged into B merged into C ...).
 _MAX_MERGE_HOPS = 8
+
+#: Updates whose event time is when the update was saved (FHIR ``meta.lastUpdated``, HL7 EVN-6/EVN-2), not
+#: a clinical fact: a version equal to the one applied but for that time changes nothing downstream.
+_UPDATE_KINDS = frozenset({EventKind.PATIENT_UPDATED, EventKind.ENCOUNTER_UPDATE})
+
+
+def unchanged_digest(event: ClinicalEvent) -> str:
+    """The content digest without the event time (``occurred_at``): equal for a no-op re-save."""
+    data = json.loads(event.model_dump_json(exclude_defaults=True))
+    data.pop("occurred_at", None)
+    return identity.content_digest(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +95,19 @@ class EventLedger:
                 digest,
                 str(original) if original else None,
             )
+        if (
+            isinstance(state, dict)
+            and not state.get("cancelled")
+            and event.kind in _UPDATE_KINDS
+            and state.get("unchanged") == unchanged_digest(event)
+        ):
+            original = state.get("correlation_id")
+            return Verdict(
+                "duplicate",
+                "unchanged: same content as the version applied, only the update time differs",
+                digest,
+                str(original) if original else None,
+            )
         newest = _order(scope.value.get("order")) if scope is not None else None
         if newest is not None and identity.clinical_order(event) < newest:
             original = scope.value.get("correlation_id") if scope is not None else None
@@ -107,7 +134,12 @@ class EventLedger:
         scope = self._get(scope_key)
         value: dict[str, Any] = dict(scope.value) if scope is not None else {}
         versions: dict[str, Any] = dict(value.get("versions") or {})
-        versions[event.key.value] = {"digest": digest, "correlation_id": correlation_id, "cancelled": False}
+        versions[event.key.value] = {
+            "digest": digest,
+            "correlation_id": correlation_id,
+            "cancelled": False,
+            "unchanged": unchanged_digest(event) if event.kind in _UPDATE_KINDS else None,
+        }
         if event.cancels is not None:
             # The cancelled event may happen again (re-admitted after A11): its next version is applied.
             versions[event.cancels.value] = {

@@ -20,12 +20,16 @@ import pytest
 from shared.backbone.errors import DownstreamRejected, DownstreamRetry
 from shared.backbone.hl7_profile import OutboundProfile
 from shared.backbone.hl7_writeback import Hl7MllpDownstream, MllpSender
+from shared.canonical.model import ClinicalEvent
+from shared.hl7v2 import parse_message
 from shared.journal import DUPLICATE, FAILED, RETRIED, WRITTEN_BACK, Journal
+from shared.mapping.fhir_in import event_from_fhir
 from shared.messaging.topology import SUB_WRITEBACK_HL7V2
 from shared.mllp.client import AckError, read_msa
 from shared.mllp.framing import Frame, FrameDecoder, frame
 from shared.storage.names import TABLE_DEADLETTERS
 from tests.unit.backbone import support as s
+from tests.unit.mapping.fhir_in.fhirin_helpers import pds_patient
 
 NHS = s.nhs_numbers(3)
 _HEADER = "MSH|^~\\&|EPR|RGT01|TIE||20260101000000||ACK^A08^ACK|R1|P|2.5.1"
@@ -319,3 +323,38 @@ def test_a_transient_ae_is_retried_with_its_reason_journaled(env: s.Env) -> None
 )
 def test_read_msa_reports_error_codes_and_positions(ack: str, errors: tuple[AckError, ...]) -> None:
     assert read_msa(ack.encode()).errors == errors
+
+
+def _fhir_patient_update(saved: str, family: str, corr: str) -> ClinicalEvent:
+    """A FHIR Patient PUT as the FHIR API maps it (record time = when it was saved)."""
+    subject = pds_patient()
+    subject.pop("maritalStatus")  # v3-MaritalStatus M has no HL7 0002 code yet: beside the point here
+    subject["name"][0]["family"] = family
+    subject["meta"] = {"lastUpdated": saved}
+    return event_from_fhir(subject, interaction="update", patient=None, correlation_id=corr).value
+
+
+def test_a_no_op_fhir_put_sends_nothing(env: s.Env) -> None:
+    """Issue 22 item 4: a PUT that changes nothing but its save time is 'unchanged': no second A31."""
+    with DupCheckingReceiver(lambda _cid, _n: "AA") as rx:
+        ds = _downstream(rx.port)
+        bb = s.backbone(env, {SUB_WRITEBACK_HL7V2: ds})
+        handle = bb.subscriber(SUB_WRITEBACK_HL7V2).handle
+        statuses = []
+        for saved, family, corr in (
+            ("2026-07-01T12:00:00+01:00", "TESTER", "c-put1"),
+            ("2026-07-01T12:05:00+01:00", "TESTER", "c-put2"),  # the same content, saved again
+            ("2026-07-01T12:10:00+01:00", "TESTMAN", "c-put3"),  # a real change
+        ):
+            s.publish(env.bus, _fhir_patient_update(saved, family, corr))
+            statuses.append(dict(s.pump(env.bus, SUB_WRITEBACK_HL7V2, handle).statuses))
+        ds.close()
+    assert statuses == [{"applied": 1}, {"duplicate": 1}, {"applied": 1}]
+    sent = [parse_message(p) for p in rx.payloads]
+    assert [(m.raw("MSH-9"), m.get("PID-5.1")) for m in sent] == [
+        ("ADT^A31^ADT_A05", "TESTER"),
+        ("ADT^A31^ADT_A05", "TESTMAN"),
+    ]
+    [(_, attrs)] = [x for x in _stages(env, "c-put2") if x[0] == DUPLICATE]
+    assert attrs["original_correlation_id"] == "c-put1"
+    assert str(attrs["reason"]).startswith("unchanged:")
