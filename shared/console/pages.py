@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from shared.console.identity import Operator, describe_roles
-from shared.console.readmodels import Estate, Found, Journey
+from shared.console.readmodels import Estate, Found, Journey, Traffic
 
 NAV = (
     ("", "Dashboard"),
@@ -95,6 +95,39 @@ def _age(now: datetime, then: datetime | None) -> str:
     if seconds < 7200:
         return f"{seconds // 60} min"
     return f"{seconds // 3600} h"
+
+
+def chart(t: Traffic) -> str:
+    """Messages received per minute as an SVG bar chart (no script), with a text summary."""
+    width, height, gap = 600, 120, 2
+    n = len(t.per_minute)
+    peak = max(t.per_minute) if t.per_minute else 0
+    bar = (width - gap * n) / max(n, 1)
+    bars = []
+    for i, count in enumerate(t.per_minute):
+        h = 0 if not peak else max(1.0, (height - 20) * count / peak) if count else 0
+        x = i * (bar + gap)
+        bars.append(
+            f'<rect class="bar" x="{x:.1f}" y="{height - h:.1f}" width="{bar:.1f}" height="{h:.1f}">'
+            f"<title>{e(count)} received, minute {i + 1 - n}</title></rect>"
+        )
+    summary = f"{t.received} message(s) received in the last hour; peak {peak} per minute" + (
+        " (journal read was cut short)" if t.truncated else ""
+    )
+    latency = (
+        f"p50 {e(t.latency_p50_ms)} ms, p95 {e(t.latency_p95_ms)} ms over {e(t.finished)} finished message(s)"
+        if t.finished
+        else "no message finished in the last hour"
+    )
+    acks = ", ".join(f"{e(k)} {e(v)}" for k, v in sorted(t.acks.items())) or "none"
+    return (
+        f'<figure class="chart"><svg viewBox="0 0 {width} {height}" role="img" preserveAspectRatio="none"'
+        ' aria-labelledby="traffic-title" id="traffic-chart">'
+        f'<title id="traffic-title">{e(summary)}</title>{"".join(bars)}</svg>'
+        f'<figcaption id="traffic-summary">{e(summary)}.</figcaption></figure>'
+        f'<dl class="summary"><dt>ACK codes</dt><dd id="traffic-acks">{acks}</dd>'
+        f'<dt>End-to-end latency</dt><dd id="traffic-latency">{latency}</dd></dl>'
+    )
 
 
 def dashboard(base: str, estate: Estate) -> str:
@@ -188,7 +221,8 @@ def dashboard(base: str, estate: Estate) -> str:
         '<div id="estate" data-refresh="15">'
         f'<p class="meta">As of {e(estate.at.isoformat(timespec="seconds"))}'
         f' <span class="meta-js" hidden>(refreshes every 15 s)</span></p>'
-        f"{tiles}{stuck}<h2>Subscriptions</h2>{subs}<h2>Downstreams</h2>{downs}"
+        f"{tiles}{'<h2>Last hour</h2>' + chart(estate.traffic) if estate.traffic else ''}"
+        f"{stuck}<h2>Subscriptions</h2>{subs}<h2>Downstreams</h2>{downs}"
         f"<h2>Certificates</h2>{certs}<h2>Reconciliation</h2>{recon}</div>"
     )
 

@@ -21,6 +21,9 @@ from shared.journal import (
     ACKNOWLEDGED,
     CONFLICT,
     DUPLICATE,
+    INVALID,
+    JOURNAL_TABLE,
+    RECEIVED,
     REJECTED,
     SUPERSEDED,
     WRITTEN_BACK,
@@ -31,7 +34,7 @@ from shared.messaging.ports import MessageBus
 from shared.pipeline.control_ids import ControlIdMatch, find_by_control_id
 from shared.storage.keys import restore_key
 from shared.storage.names import TABLE_CIRCUITS, TABLE_PARKED
-from shared.storage.ports import RecordStore
+from shared.storage.ports import Record, RecordStore
 
 #: Journal stages that carry a ledger verdict (the same clinical event again, older, or contradictory).
 LEDGER_STAGES: Final = frozenset({DUPLICATE, SUPERSEDED, CONFLICT})
@@ -252,6 +255,7 @@ class Estate:
     unavailable: Mapping[str, str] = field(default_factory=dict)
     #: The oldest stuck messages (at most :data:`STUCK_SHOWN`): correlation id -> subscriber -> since.
     oldest_stuck: Sequence[InflightEntry] = ()
+    traffic: Traffic | None = None
 
     @property
     def dead_letters(self) -> int:
@@ -301,6 +305,7 @@ class Estate:
                 ],
             },
             "unavailable": dict(self.unavailable),
+            "traffic": None if self.traffic is None else self.traffic.to_json(),
             "oldestStuck": [
                 {
                     "correlationId": e.correlation_id,
@@ -371,6 +376,107 @@ def estate(
         reconciliation=reconciliation.last_run() if reconciliation is not None else None,
         unavailable=unavailable,
         oldest_stuck=stuck[:STUCK_SHOWN],
+        traffic=traffic(records, now=now),
+    )
+
+
+# -- traffic ---------------------------------------------------------------------------------------------
+
+#: Journal rows read at most for the traffic section (the section says when it was cut).
+TRAFFIC_ROW_LIMIT: Final = 20_000
+_E2E_DONE: Final = frozenset({WRITTEN_BACK, DUPLICATE, "skipped"})
+
+
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """The last hour from the journal: messages received per minute, ACK codes, end-to-end latency."""
+
+    since: datetime
+    until: datetime
+    #: Messages received per minute, oldest minute first (60 buckets for an hour).
+    per_minute: Sequence[int]
+    acks: Mapping[str, int]
+    #: Received -> last write-back, milliseconds, for messages received and finished in the window.
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    finished: int
+    truncated: bool
+
+    @property
+    def received(self) -> int:
+        return sum(self.per_minute)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+            "received": self.received,
+            "perMinute": list(self.per_minute),
+            "acks": dict(sorted(self.acks.items())),
+            "latencyMs": {"p50": self.latency_p50_ms, "p95": self.latency_p95_ms, "finished": self.finished},
+            "truncated": self.truncated,
+        }
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (``q`` in 0..100); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil(n * q / 100), at least 1
+    return round(ordered[int(rank) - 1], 1)
+
+
+def traffic(records: RecordStore, *, now: datetime, window: timedelta = timedelta(hours=1)) -> Traffic:
+    """Read the journal rows of the window (row keys start with the UTC time: one prefix per hour)."""
+    since = now - window
+    minutes = max(1, int(window.total_seconds() // 60))
+    hours: list[str] = []
+    cursor = since.replace(minute=0, second=0, microsecond=0)
+    while cursor <= now:
+        hours.append(cursor.strftime("%Y%m%dT%H"))
+        cursor += timedelta(hours=1)
+    rows: list[Record] = []
+    truncated = False
+    for prefix in hours:
+        found = records.query(JOURNAL_TABLE, row_key_prefix=prefix, limit=TRAFFIC_ROW_LIMIT + 1 - len(rows))
+        rows.extend(found)
+        if len(rows) > TRAFFIC_ROW_LIMIT:
+            truncated = True
+            rows = rows[:TRAFFIC_ROW_LIMIT]
+            break
+    per_minute = [0] * minutes
+    acks: dict[str, int] = {}
+    received_at: dict[str, datetime] = {}
+    done_at: dict[str, datetime] = {}
+    for rec in rows:
+        at = datetime.fromisoformat(str(rec.value["at"]))
+        if not since <= at <= now:
+            continue
+        stage = str(rec.value["stage"])
+        attributes = rec.value.get("attributes") or {}
+        if stage == RECEIVED:
+            per_minute[min(minutes - 1, int((at - since).total_seconds() // 60))] += 1
+            received_at[rec.partition_key] = min(at, received_at.get(rec.partition_key, at))
+        elif stage == ACKNOWLEDGED:
+            code = str(attributes.get("code") or "?")
+            acks[code] = acks.get(code, 0) + 1
+        elif stage in (REJECTED, INVALID):
+            acks[stage] = acks.get(stage, 0) + 1
+        elif stage in _E2E_DONE:
+            done_at[rec.partition_key] = max(at, done_at.get(rec.partition_key, at))
+    latencies = [
+        (done_at[k] - start).total_seconds() * 1000 for k, start in received_at.items() if k in done_at
+    ]
+    return Traffic(
+        since=since,
+        until=now,
+        per_minute=per_minute,
+        acks=acks,
+        latency_p50_ms=_percentile(latencies, 50),
+        latency_p95_ms=_percentile(latencies, 95),
+        finished=len(latencies),
+        truncated=truncated,
     )
 
 

@@ -330,6 +330,9 @@ async def _drive(
         await page.until("!document.querySelector('#estate .meta-js').hidden")
         dead = int(await page.js("document.querySelector('#tile-deadletters .tile-value').textContent"))
         assert dead >= 1
+        summary = await page.js("document.getElementById('traffic-summary').textContent")
+        assert re.match(r"[1-9]\d* message\(s\) received in the last hour", summary), summary
+        assert await page.js("document.querySelectorAll('#traffic-chart rect.bar').length") == 60
         assert "Local operator." in await page.js("document.querySelector('.banner-local').textContent")
         await page.screenshot("dashboard")
         violations["dashboard"] = await page.axe(axe)

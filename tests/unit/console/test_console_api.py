@@ -437,3 +437,37 @@ def test_purge_needs_operate_a_whole_day_and_confirmation(container: Any, tmp_pa
         assert [(r.action, r.detail["due"]) for r in audits] == [("D", 0), ("D", 1)]
     finally:
         bus.close()
+
+
+def test_traffic_of_the_last_hour_from_the_journal(container: Any) -> None:
+    from shared.console.readmodels import traffic
+    from shared.journal import Journal
+
+    now = datetime(2026, 12, 7, 10, 30, tzinfo=UTC)
+    at = [now]
+    journal = Journal(container.records, clock=lambda: at[0])
+
+    def record(minutes_ago: float, cid: str, stage: str, **attrs: Any) -> None:
+        at[0] = now - timedelta(minutes=minutes_ago)
+        journal.record(cid, stage, **attrs)
+
+    record(120, "old", "received")  # outside the window
+    record(50, "m1", "received")
+    record(50, "m1", "acknowledged", code="AA")
+    record(50 - 0.1 / 60, "m1", "written-back", subscriber="writeback-fhir")  # +100 ms
+    record(10, "m2", "received")
+    record(10, "m2", "acknowledged", code="AE")
+    record(10 - 0.3 / 60, "m2", "written-back", subscriber="writeback-fhir")  # +300 ms
+    record(10, "m3", "received")
+    record(10, "m3", "rejected", code="AR")
+    t = traffic(container.records, now=now)
+    assert t.received == 3 and len(t.per_minute) == 60
+    assert t.per_minute[10] == 1 and t.per_minute[50] == 2  # minute buckets from since = now - 1 h
+    assert t.acks == {"AA": 1, "AE": 1, "rejected": 1}
+    assert (t.latency_p50_ms, t.latency_p95_ms, t.finished) == (100.0, 300.0, 2)
+    assert t.truncated is False
+    from shared.console.pages import chart
+
+    html = chart(t)
+    assert html.count('<rect class="bar"') == 60 and "3 message(s) received in the last hour; peak 2" in html
+    assert "p50 100.0 ms, p95 300.0 ms over 2 finished" in html
