@@ -231,7 +231,16 @@ def xtn(c: ContactPoint, o: Out, src: str, dst: str) -> list[Component]:
     equipment, why = reverse_code(c.system, term.CONTACT_POINT_SYSTEM, "v2-0202-to-contact-point-system")
     if equipment is None:
         raise UnmappableCode(f"{src}.system", "v2-0202-to-contact-point-system", why)
+    # a mobile is a phone whose equipment type says so (rules: telecom.use_by_equipment_type backwards: CP)
+    by_use = {use: code for code, use in RULES.telecom_use_by_equipment.items()}
+    if c.system == RULES.telecom_number_system and c.use in by_use:
+        equipment, why = by_use[c.use], "equipment type of the use (rules: telecom.use_by_equipment_type)"
     o.add(f"{src}.system", f"{dst}.3", why, table="v2-0202-to-contact-point-system")
+    if c.system == "email" and "email" in RULES.telecom_use_code_without_use:
+        # HL7 v2-0201: an Internet address is NET whatever its use (the field says home / business)
+        o.add(f"{src}.system", f"{dst}.2", "an email address is NET (v2-0201); the field carries the use")
+        o.add(f"{src}.value", f"{dst}.4", "xtn-communication-address (email)")
+        return [None, RULES.telecom_use_code_without_use["email"], equipment, c.value]
     use = optional_code(
         c.use, o, f"{src}.use", f"{dst}.2", term.CONTACT_POINT_USE, "v2-0201-to-contact-point-use"
     )

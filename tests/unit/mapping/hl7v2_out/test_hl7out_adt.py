@@ -256,13 +256,17 @@ def test_name_address_and_telecom_types_are_reverse_translated() -> None:
             ContactPoint(system="phone", value="07700 900123", use="mobile"),
             ContactPoint(system="email", value="jane@example.org"),
             ContactPoint(system="phone", value="0113 496 0999", use="work"),
+            ContactPoint(system="email", value="j@example.org", use="home"),  # FHIR: an email with a use
         ),
     )
     msg = a08(event(patient=p))
     assert (msg.get("PID-5.7"), msg.get("PID-5[2].7")) == ("L", "TEMP")
     assert (msg.get("PID-11.7"), msg.get("PID-11[2].7"), msg.get("PID-11[3].7")) == ("H", "M", None)
     pid = segment_text(msg, "PID").split("|")
-    assert pid[13] == "0113 496 0000^PRN^PH~07700 900123^PRS^PH~^NET^Internet^jane@example.org"
+    # a mobile is PRS^CP (table 0202 cellular phone), an email NET^Internet whatever its use (table 0201)
+    assert pid[13] == (
+        "0113 496 0000^PRN^PH~07700 900123^PRS^CP~^NET^Internet^jane@example.org~^NET^Internet^j@example.org"
+    )
     assert pid[14] == "0113 496 0999^WPN^PH"  # the work number goes in the business phone field
     assert msg.get("PID-32") == "NSTS01"  # the helper's NHS number is verified (01)
 
