@@ -43,7 +43,7 @@ def layout(base: str, title: str, active: str, operator: Operator, body: str, *,
     banner = (
         '<div class="banner banner-local" role="note"><strong>Local operator.</strong> '
         "This console runs on the local host with a local-only operator identity "
-        f"({e(operator.id)}); in Azure it sits behind API Management and Entra ID.</div>"
+        f"({e(operator.id)}), not a signed-in user: anyone who can reach this port can operate it.</div>"
         if operator.local
         else ""
     )
