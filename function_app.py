@@ -15,6 +15,7 @@ from functions import (
     console,
     deadletter,
     events,
+    fhir_audit,
     fhir_directory,
     fhir_encounter,
     fhir_orders,
@@ -43,6 +44,7 @@ app.register_functions(fhir_results.bp)
 app.register_functions(fhir_orders.bp)
 app.register_functions(fhir_records.bp)
 app.register_functions(fhir_directory.bp)
+app.register_functions(fhir_audit.bp)
 app.register_functions(events.bp)
 app.register_functions(deadletter.bp)
 app.register_functions(bulk_export.bp)

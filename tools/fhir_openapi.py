@@ -40,10 +40,12 @@ APP_SETTINGS = ROOT / "infra" / "bicep" / "config" / "app-settings.json"
 READ_ROLE = "TIE.FHIR.Read"
 WRITE_ROLE = "TIE.FHIR.Write"
 EXPORT_ROLE = "TIE.FHIR.Export"
+AUDIT_ROLE = "TIE.Audit.Read"
 ROLES = {
     READ_ROLE: "Read FHIR resources (read, vread, search, history, metadata).",
     WRITE_ROLE: "Write FHIR resources (create, update, delete, transaction and batch Bundles).",
     EXPORT_ROLE: "FHIR Bulk Data export ($export kick-off, status, cancel, files); docs/bulk-export.md.",
+    AUDIT_ROLE: "Read the audit log as FHIR AuditEvents (read, search; itself audited); docs/audit.md.",
 }
 FHIR_TAG = {"name": "fhir", "description": "FHIR R4 (UK Core) REST API: resources, search, history, Bundles."}
 DESCRIPTION_NOTE = (
@@ -100,6 +102,20 @@ SYSTEM = {
     "fhir_export_status": ("fhir-export-status", "Bulk Data export status / manifest", EXPORT_ROLE, "status"),
     "fhir_export_cancel": ("fhir-export-cancel", "Cancel a Bulk Data export", EXPORT_ROLE, "cancel"),
     "fhir_export_file": ("fhir-export-file", "One NDJSON file of an export manifest", EXPORT_ROLE, "file"),
+    "fhir_audit_search": (
+        "fhir-audit-search",
+        "Search the audit log (AuditEvent; reading it is audited)",
+        AUDIT_ROLE,
+        "audit-search",
+    ),
+    "fhir_audit_read": ("fhir-audit-read", "Read one AuditEvent (audited)", AUDIT_ROLE, "audit-read"),
+}
+#: Search parameters of ``/fhir/AuditEvent`` (shared/fhirapi/audit_events.py; anything else is a 400).
+AUDIT_SEARCH_PARAMETERS = {
+    "patient": "Patient/<id> reference or pipeline patient token.",
+    "agent": "Agent (client id, system or os:<login>).",
+    "entity": "<Type>/<id> of a resource, message or event the record names.",
+    "date": "Recorded time: [ge|gt|le|lt|eq]<FHIR date or dateTime>; repeatable.",
 }
 #: Path parameters of the Bulk Data routes.
 EXPORT_PATH_PARAMETERS = {
@@ -432,6 +448,14 @@ def operation(name: str, method: str, path: str, types: list[str]) -> dict[str, 
             "content": {"application/fhir+ndjson": {"schema": {"type": "string"}}},
         }
         responses.update(_errors("404"))
+    elif kind == "audit-search":
+        params += [_query(name, text, {"type": "string"}) for name, text in AUDIT_SEARCH_PARAMETERS.items()]
+        params.append(_query("_count", "Page size (default 20, max 100).", {"type": "integer", "minimum": 0}))
+        responses["200"] = _ref("responses", "FhirBundle")
+        responses.update(_errors("400", "406"))
+    elif kind == "audit-read":
+        responses["200"] = _ref("responses", "FhirResource")
+        responses.update(_errors("400", "404", "406"))
     elif kind == "metadata":
         responses["200"] = {
             "description": "What this server supports.",

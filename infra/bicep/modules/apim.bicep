@@ -119,6 +119,8 @@ var operationPolicies = {
   'fhir-delete': loadTextContent('../../apim/policies/operations/fhir-delete.xml')
   'fhir-history-instance': loadTextContent('../../apim/policies/operations/fhir-history-instance.xml')
   'fhir-vread': loadTextContent('../../apim/policies/operations/fhir-vread.xml')
+  'fhir-audit-search': loadTextContent('../../apim/policies/operations/fhir-audit-search.xml')
+  'fhir-audit-read': loadTextContent('../../apim/policies/operations/fhir-audit-read.xml')
   'fhir-export-system': loadTextContent('../../apim/policies/operations/fhir-export-system.xml')
   'fhir-export-patient': loadTextContent('../../apim/policies/operations/fhir-export-patient.xml')
   'fhir-export-status': loadTextContent('../../apim/policies/operations/fhir-export-status.xml')
