@@ -14,7 +14,10 @@ Where the identity comes from:
   ``X-TIE-Console-User`` and ``X-TIE-Console-Roles`` that the gateway policy sets from the validated token
   (and strips from the client's request); a request that passed the gateway check is the only one whose
   headers are believed;
-* on the local host (``tie run``): a local-only operator with Read and Operate, and a banner saying so;
+* on the local host (``tie run``): a local-only operator with Read and Operate, and a banner saying so -
+  only for requests addressed to a loopback name (``Host`` 127.0.0.1, ::1 or localhost), so a host
+  started with ``--host 0.0.0.0`` does not hand the console to its network, and a DNS-rebound name gets
+  nothing;
 * anywhere else: nobody (every page 403) - the console never trusts a caller's own claim.
 """
 
@@ -70,9 +73,21 @@ def resolve_operator(
         if not user or not roles:
             return NOBODY
         return Operator(user[:128], roles)
-    if local_host:
+    if local_host and _loopback(header("Host")):
         return Operator(f"local:{local_user}", LOCAL_ROLES, local=True)
     return NOBODY
+
+
+_LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def _loopback(host: str | None) -> bool:
+    name = (host or "").strip().lower()
+    if name.startswith("["):
+        name = name.split("]", 1)[0] + "]"
+    else:
+        name = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+    return name in _LOOPBACK
 
 
 def describe_roles(roles: Iterable[str]) -> str:

@@ -334,7 +334,13 @@ def test_static_files_are_a_fixed_list(container: Any) -> None:
         (True, {"X-TIE-Console-Roles": "TIE.Console.Read"}, True, set()),  # no user: nobody
         (True, {}, True, set()),  # behind the gateway the local operator does not exist
         (False, {"X-TIE-Console-User": "a", "X-TIE-Console-Roles": "TIE.Console.Operate"}, False, set()),
-        (False, {}, True, set(LOCAL_ROLES)),
+        (False, {"Host": "127.0.0.1:7071"}, True, set(LOCAL_ROLES)),
+        (False, {"Host": "localhost:7071"}, True, set(LOCAL_ROLES)),
+        (False, {"Host": "[::1]:7071"}, True, set(LOCAL_ROLES)),
+        (False, {}, True, set()),  # no Host: not provably local
+        (False, {"Host": "192.168.1.20:7071"}, True, set()),  # tie run --host 0.0.0.0 reached from the LAN
+        (False, {"Host": "attacker.example:7071"}, True, set()),  # a DNS-rebound name
+        (False, {"Host": "127.0.0.1.attacker.example"}, True, set()),
     ],
 )
 def test_operator_comes_from_the_gateway_or_the_local_host_only(
