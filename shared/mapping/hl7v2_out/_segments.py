@@ -79,12 +79,17 @@ def msh(
 
 
 def evn(event: ClinicalEvent, o: f.Out, trigger: str, when: ClinicalDateTime) -> list[FieldValue]:
-    """EVN-1 trigger, EVN-2 recorded time (the event's, else the message time), EVN-6 occurred time."""
+    """EVN-1 trigger, EVN-2 recorded time (the event's, else the message time), EVN-6 occurred time - only
+    when it differs from EVN-2: hl7v2_in reads an absent EVN-6 as EVN-2, so an EVN-6 equal to it would be
+    one the sender may never have sent."""
     recorded = event.recorded_at or when
     o.add("recorded_at" if event.recorded_at else None, "EVN-2", "recorded date/time")
-    if event.occurred_at is not None:
+    occurred = event.occurred_at if event.occurred_at != recorded else None
+    if occurred is not None:
         o.add("occurred_at", "EVN-6", "event occurred")
-    return f.field_list(["EVN", trigger, f.ts(recorded), None, None, None, f.ts(event.occurred_at)])
+    elif event.occurred_at is not None:
+        o.add("occurred_at", "EVN-2", "event occurred = recorded: EVN-6 left empty (read back from EVN-2)")
+    return f.field_list(["EVN", trigger, f.ts(recorded), None, None, None, f.ts(occurred)])
 
 
 def _indicator_code(location: str, value: object) -> str | None:
