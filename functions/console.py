@@ -99,7 +99,7 @@ def _handle(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.function_name("console")
-@bp.route(route="console/{*path}", methods=["GET", "POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="console/{*path}", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @http_endpoint
 def console(req: func.HttpRequest, correlation_id: str) -> func.HttpResponse:
     return _handle(req)

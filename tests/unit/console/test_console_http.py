@@ -23,7 +23,7 @@ def _host() -> Iterator[LocalHost]:
     set_container(container)
     # The console's own app (function_app registers it only under tie run; importing it here with
     # TIE_LOCAL_HOST set would leave the console in every later test's function_app).
-    app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
     app.register_functions(console.bp)
     config = HostConfig(port=0, enable_service_bus=False, enable_timers=False)
     host = LocalHost(app=app, bus=container.bus, records=container.records, config=config)
@@ -68,3 +68,13 @@ def test_the_local_host_has_a_local_operator(monkeypatch: pytest.MonkeyPatch) ->
         page = http("GET", f"{host.base_url}/console")
         assert page.status == 200 and b"Local operator." in page.body
         assert "Secure" not in page.headers["Set-Cookie"]  # plain http on loopback
+
+
+def test_the_console_route_is_anonymous_to_the_functions_host() -> None:
+    """Like every HTTP function (ADR 0003): the gateway secret is checked in code, no function key exists."""
+    from tie.localhost.discovery import describe
+
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+    app.register_functions(console.bp)
+    [spec] = [s for s in describe(app) if s.kind == "http"]
+    assert str(getattr(spec.trigger.auth_level, "value", spec.trigger.auth_level)).lower() == "anonymous"
