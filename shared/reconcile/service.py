@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -194,8 +194,9 @@ class Reconciler:
         return report
 
     def run_if_due(self) -> Report | None:
-        """The timer (hourly): run once per local day at the configured local hour (DST-correct: an hour
-        is compared in the configured zone), over the window ending at the top of this hour."""
+        """The timer (hourly): once per local day, at or after the configured local hour (a firing missed
+        while the host was down is caught up by the next one), over the window that ends at that local
+        time - so consecutive days' windows meet exactly, across clock changes too."""
         now = self._clock()
         local_day = due(now, hour=self.options.hour, zone=self.options.timezone)
         if local_day is None:
@@ -203,9 +204,11 @@ class Reconciler:
         run_id = f"scheduled-{local_day.isoformat()}"
         if not self.history.claim(local_day.isoformat(), run_id):
             return None
-        until = now.replace(minute=0, second=0, microsecond=0)
+        since, until = scheduled_window(
+            local_day, hour=self.options.hour, zone=self.options.timezone, window=self.options.window
+        )
         try:
-            return self.run(since=until - self.options.window, until=until, trigger="timer", run_id=run_id)
+            return self.run(since=since, until=until, trigger="timer", run_id=run_id)
         except BaseException:
             with contextlib.suppress(RecordNotFound, TieError):
                 self._records.delete(TABLE_RECONCILE, SCHEDULE, local_day.isoformat())
@@ -292,10 +295,21 @@ def _event_id(run_id: str, interface: str, category: str) -> str:
 
 
 def due(now: datetime, *, hour: int, zone: str) -> date | None:
-    """The local date when ``now`` falls in the local hour ``hour`` of ``zone``, else None. Hourly UTC
-    firing meets a given local hour exactly once a day, either side of a clock change."""
+    """The local date when ``now`` is at or after the local hour ``hour`` of ``zone``, else None (the
+    caller claims the date, so it runs once). Hours are compared in the zone, so 02:00 UK time is 02:00
+    UTC in winter and 01:00 UTC in summer."""
     local = now.astimezone(ZoneInfo(zone))
-    return local.date() if local.hour == hour else None
+    return local.date() if local.hour >= hour else None
+
+
+def scheduled_window(day: date, *, hour: int, zone: str, window: timedelta) -> tuple[datetime, datetime]:
+    """``[since, until)`` in UTC: until = ``hour``:00 local on ``day``, since = ``window`` earlier in local
+    wall-clock time (aware arithmetic in the zone), so a day with a clock change is 23 or 25 hours long
+    and no hour is missed or counted twice between consecutive days."""
+    tz = ZoneInfo(zone)
+    local_until = datetime.combine(day, time(hour), tzinfo=tz)
+    local_since = local_until - window
+    return local_since.astimezone(UTC), local_until.astimezone(UTC)
 
 
 def destinations_for(fhir: FhirRepository | None) -> dict[str, FhirRepository]:

@@ -31,7 +31,7 @@ def test_the_timer_is_registered_hourly_and_runs_only_at_two_uk_time(
     [spec] = [f for f in describe(load_app("function_app")) if f.name == "reconcile"]
     assert (spec.kind, spec.schedule, spec.use_monitor) == ("timer", "0 0 * * * *", True)
 
-    now = {"at": datetime(2026, 7, 1, 2, 0, tzinfo=UTC)}  # 03:00 BST: not due
+    now = {"at": datetime(2026, 7, 1, 0, 30, tzinfo=UTC)}  # 01:30 BST: not due yet
     monkeypatch.setattr(
         timer,
         "build_reconciler",

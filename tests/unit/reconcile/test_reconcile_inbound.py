@@ -4,6 +4,7 @@ run at 02:00 UK time either side of a clock change (injected clocks throughout).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -171,37 +172,47 @@ def test_the_threshold_decides_which_counts_raise_an_event(rig: Rig) -> None:
 @pytest.mark.parametrize(
     ("utc", "local_day"),
     [
-        (datetime(2026, 1, 10, 2, 0, tzinfo=UTC), date(2026, 1, 10)),  # GMT: 02:00 UTC
-        (datetime(2026, 1, 10, 1, 0, tzinfo=UTC), None),
-        (datetime(2026, 7, 1, 1, 0, tzinfo=UTC), date(2026, 7, 1)),  # BST: 01:00 UTC
-        (datetime(2026, 7, 1, 2, 0, tzinfo=UTC), None),
-        (datetime(2026, 3, 29, 1, 0, tzinfo=UTC), date(2026, 3, 29)),  # clocks went forward at 01:00 UTC
-        (datetime(2026, 3, 29, 2, 0, tzinfo=UTC), None),
+        (datetime(2026, 1, 10, 1, 59, tzinfo=UTC), None),  # GMT: 01:59 local
+        (datetime(2026, 1, 10, 2, 0, tzinfo=UTC), date(2026, 1, 10)),
+        (datetime(2026, 1, 10, 5, 0, tzinfo=UTC), date(2026, 1, 10)),  # missed at 02:00: caught up
+        (datetime(2026, 7, 1, 0, 59, tzinfo=UTC), None),  # BST: 01:59 local
+        (datetime(2026, 7, 1, 1, 0, tzinfo=UTC), date(2026, 7, 1)),
+        (datetime(2026, 3, 29, 0, 59, tzinfo=UTC), None),  # clocks go forward at 01:00 UTC
+        (datetime(2026, 3, 29, 1, 0, tzinfo=UTC), date(2026, 3, 29)),  # = 02:00 BST
         (datetime(2026, 10, 25, 0, 0, tzinfo=UTC), None),  # 01:00 BST
         (datetime(2026, 10, 25, 1, 0, tzinfo=UTC), None),  # 01:00 GMT, the repeated hour
         (datetime(2026, 10, 25, 2, 0, tzinfo=UTC), date(2026, 10, 25)),
+        (datetime(2026, 10, 25, 23, 30, tzinfo=UTC), date(2026, 10, 25)),
     ],
 )
 def test_the_schedule_is_two_in_the_morning_uk_time(utc: datetime, local_day: date | None) -> None:
     assert due(utc, hour=2, zone="Europe/London") == local_day
 
 
-def test_each_utc_day_around_a_clock_change_runs_exactly_once(rig: Rig) -> None:
-    fired: list[str] = []
-    rig.clock.now = datetime(2026, 10, 23, 0, 0, tzinfo=UTC)
-    reconciler = rig.reconciler()
-    for _ in range(24 * 5):  # the hourly timer, twice per hour (a second instance)
-        for _instance in range(2):
-            report = reconciler.run_if_due()
-            if report is not None:
-                fired.append(report.run_id)
-                assert report.until - report.since == timedelta(hours=24)
-        rig.clock.now = rig.clock.now + timedelta(hours=1)
-    assert fired == [f"scheduled-2026-10-{d}" for d in (23, 24, 25, 26, 27)]
-    assert [r["run_id"] for r in reconciler.history.runs()][:2] == [
-        "scheduled-2026-10-27",
-        "scheduled-2026-10-26",
-    ]
+def test_each_day_around_both_clock_changes_runs_once_and_the_windows_meet(rig: Rig) -> None:
+    for start, days in (
+        (datetime(2026, 3, 27, 0, 0, tzinfo=UTC), (27, 28, 29, 30)),
+        (datetime(2026, 10, 23, 0, 0, tzinfo=UTC), (23, 24, 25, 26)),
+    ):
+        fired = []
+        rig.clock.now = start
+        reconciler = rig.reconciler()
+        for _ in range(24 * len(days)):  # the hourly timer, twice per hour (a second instance)
+            for _instance in range(2):
+                report = reconciler.run_if_due()
+                if report is not None:
+                    fired.append(report)
+            rig.clock.now = rig.clock.now + timedelta(hours=1)
+        month = f"{start:%Y-%m}"
+        assert [r.run_id for r in fired] == [f"scheduled-{month}-{d}" for d in days]
+        for before, after in itertools.pairwise(fired):
+            assert after.since == before.until  # no hour missed, none counted twice
+        lengths = [(r.until - r.since) // timedelta(hours=1) for r in fired]
+        assert lengths == ([24, 24, 23, 24] if start.month == 3 else [24, 24, 25, 24])
+        # 02:00 local: 02:00 UTC in winter, 01:00 UTC in summer.
+        assert [r.until.hour for r in fired] == ([2, 2, 1, 1] if start.month == 3 else [1, 1, 2, 2])
+    runs = reconciler.history.runs()
+    assert [r["run_id"] for r in runs][:2] == ["scheduled-2026-10-26", "scheduled-2026-10-25"]
 
 
 HL7 = "writeback-hl7v2"
