@@ -10,6 +10,7 @@ import os
 import azure.functions as func
 
 from functions import (
+    audit_consumer,
     bulk_export,
     certificates,
     console,
@@ -46,6 +47,7 @@ app.register_functions(fhir_records.bp)
 app.register_functions(fhir_directory.bp)
 app.register_functions(fhir_audit.bp)
 app.register_functions(events.bp)
+app.register_functions(audit_consumer.bp)
 app.register_functions(deadletter.bp)
 app.register_functions(bulk_export.bp)
 app.register_functions(certificates.bp)

@@ -1,9 +1,6 @@
 """Consumers of the audit subscriptions (``clinical-audit``, ``operational-audit``, ``platform-audit``):
 each event is appended to the audit chain (:mod:`shared.audit.bus_events`). Returning completes the
-message; an audit log that cannot be written raises, so the message is retried, not lost.
-
-Not registered in ``function_app`` yet: the subscriptions are not provisioned in Azure until this consumer
-is (``infra/bicep/config/topology.json`` lists them as waiting for it); see docs/audit.md.
+message; an audit log that cannot be written raises, so the message is retried, not lost. See docs/audit.md.
 """
 
 from __future__ import annotations
@@ -32,6 +29,7 @@ def _consume(msg: func.ServiceBusMessage, subscription: str) -> None:
         body=msg.get_body(),
         message_id=msg.message_id or "",
         correlation_id=msg.correlation_id,
+        delivery_count=msg.delivery_count or 1,
     )
 
 

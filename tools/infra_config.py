@@ -26,9 +26,6 @@ if str(ROOT) not in sys.path:
 
 from shared.adapters.azure.servicebus import replay_aware_filter  # noqa: E402
 from shared.messaging.topology import (  # noqa: E402
-    SUB_CLINICAL_AUDIT,
-    SUB_OPERATIONAL_AUDIT,
-    SUB_PLATFORM_AUDIT,
     TIER_MESSAGE_SIZE_KB,
     TOPOLOGY,
     SubscriptionSpec,
@@ -50,11 +47,8 @@ DEFAULT_RULE_NAME = "$Default"
 #: dead-letter queue after the default TTL and the Sev1 sb-dead-letters alert fires for good. The local bus
 #: keeps them (tests and tie dlq read them). Remove an entry in the change that adds its consumer; tests/infra
 #: checks that the provisioned subscriptions are exactly the ones a registered trigger receives from.
-NOT_PROVISIONED_SUBSCRIPTIONS: dict[str, str] = {
-    SUB_CLINICAL_AUDIT: "audit trail of clinical events: no Azure consumer yet (audit work, issue 13)",
-    SUB_OPERATIONAL_AUDIT: "audit trail of operational events: no Azure consumer yet (audit work, issue 13)",
-    SUB_PLATFORM_AUDIT: "audit trail of platform events: no Azure consumer yet (audit work, issue 13)",
-}
+#: (Empty since the audit subscriptions got their consumer, functions/audit_consumer.py.)
+NOT_PROVISIONED_SUBSCRIPTIONS: dict[str, str] = {}
 
 #: Containers the platform needs that application code does not (yet) name in ``shared/storage/names.py``.
 #: ``immutabilityDays`` > 0 makes the container WORM (time-based retention policy). A name that later

@@ -6,8 +6,11 @@ A record names the CloudEvent by id and type, the clinical-event key and the pse
 when the event has them, the correlation id, and the SHA-256 of the message body; of the event's data only
 ``status``, ``severity`` and ``downstream`` are kept (no clinical content, no identifier). A body that is
 not a CloudEvent JSON object is still recorded (type ``unreadable``, its digest) rather than refused: an
-audit consumer must not dead-letter what it cannot parse. A redelivery appends a second record with the
-same message id (at-least-once; the id makes duplicates visible).
+audit consumer must not dead-letter what it cannot parse.
+
+Exactly once per event: a first delivery appends; a redelivery (``delivery_count`` > 1: the consumer may
+have appended and then lost the lock or crashed before completing) first looks the event up by its
+``Message/<id>`` entity and subscription and appends only when it is not there (docs/audit.md).
 """
 
 from __future__ import annotations
@@ -37,13 +40,29 @@ def _text(value: Any, limit: int = 200) -> str | None:
     return value[:limit] if isinstance(value, str) and value else None
 
 
+def _already_recorded(trail: AuditTrail, subscription: str, message: Entity) -> AuditRecord | None:
+    for entry in trail.log.search(entity=message.reference, limit=1000):
+        record = AuditRecord.from_json(json.loads(entry.body))
+        if record.category == EVENT and record.source == subscription:
+            return record
+    return None
+
+
 def audit_bus_event(
-    trail: AuditTrail, *, subscription: str, body: bytes, message_id: str, correlation_id: str | None
+    trail: AuditTrail,
+    *,
+    subscription: str,
+    body: bytes,
+    message_id: str,
+    correlation_id: str | None,
+    delivery_count: int = 1,
 ) -> AuditRecord:
-    """Append the audit record of one event from an audit subscription."""
+    """Append the audit record of one event from an audit subscription (once: see the module doc)."""
     document = _document(body) or {}
     event_type = _text(document.get("type")) or "unreadable"
     entities = [Entity("Message", _text(document.get("id")) or message_id or "unknown")]
+    if delivery_count > 1 and (found := _already_recorded(trail, subscription, entities[0])) is not None:
+        return found
     key = _text(document.get("tieeventkey"))
     if key:
         entities.append(Entity("ClinicalEvent", key))

@@ -175,3 +175,43 @@ def test_the_triggers_drain_the_three_audit_subscriptions_into_the_chain() -> No
         (TOPIC_PLATFORM, SUB_PLATFORM_AUDIT),
     ):
         assert container.bus.peek(topic, sub, max_messages=10) == []
+
+
+def test_a_redelivery_is_recorded_once_and_only_if_the_first_delivery_was_not(tmp_path: Path) -> None:
+    trail = AuditTrail(SqliteAuditLog(tmp_path / "a.sqlite3", key=b"e" * 32), clock=lambda: T0)
+
+    def deliver(message_id: str, subscription: str, count: int) -> str:
+        body = json.dumps({"id": message_id, "type": "t", "source": "urn:test"}).encode()
+        return audit_bus_event(
+            trail,
+            subscription=subscription,
+            body=body,
+            message_id=message_id,
+            correlation_id=None,
+            delivery_count=count,
+        ).id
+
+    first = deliver("m-1", SUB_PLATFORM_AUDIT, 1)
+    cases = [
+        # (message id, subscription, delivery count, a new record?)
+        ("m-1", SUB_PLATFORM_AUDIT, 2, False),  # appended, then the lock was lost: not again
+        ("m-1", SUB_PLATFORM_AUDIT, 5, False),
+        ("m-2", SUB_PLATFORM_AUDIT, 2, True),  # the first delivery failed before appending
+        ("m-2", SUB_PLATFORM_AUDIT, 3, False),
+        ("m-1", SUB_OPERATIONAL_AUDIT, 2, True),  # same id on another subscription: its own event
+    ]
+    for message_id, subscription, count, new in cases:
+        before = len(list(trail.log.entries()))
+        got = deliver(message_id, subscription, count)
+        assert (len(list(trail.log.entries())) == before + 1) is new, (message_id, subscription, count)
+        if message_id == "m-1" and subscription == SUB_PLATFORM_AUDIT:
+            assert got == first
+    stored = [
+        (json.loads(e.body)["source"], json.loads(e.body)["entities"][0]["id"]) for e in trail.log.entries()
+    ]
+    assert stored == [
+        (SUB_PLATFORM_AUDIT, "m-1"),
+        (SUB_PLATFORM_AUDIT, "m-2"),
+        (SUB_OPERATIONAL_AUDIT, "m-1"),
+    ]
+    trail.close()
