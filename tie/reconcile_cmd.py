@@ -37,7 +37,7 @@ def add_reconcile_parser(sub: Any) -> None:
     rec = sub.add_parser("reconcile", help="sent versus received per interface, ranked by variance")
     rec.add_argument("--interface", help="only this interface (full name, sender/downstream, or prefix)")
     rec.add_argument("--since", type=_when, help="window start: a duration back from --until, or ISO")
-    rec.add_argument("--until", type=_when, help="window end (ISO; default now)")
+    rec.add_argument("--until", type=_when, help="window end: a duration back from now, or ISO (default now)")
     rec.add_argument("--json", dest="json_out", metavar="FILE", help="write the report as JSON (- = stdout)")
     rec.add_argument("--csv", dest="csv_out", metavar="FILE", help="write the items as CSV (- = stdout)")
     rec.add_argument("--limit", type=int, default=50, help="items shown in the table")
@@ -92,10 +92,11 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         return 0 if items else 1
     if args.reconcile_cmd == "replay":
         return _replay(args)
-    until = args.until if isinstance(args.until, datetime) else None
+    now = datetime.now(UTC)
+    until = now - args.until if isinstance(args.until, timedelta) else args.until
     since = args.since
     if isinstance(since, timedelta):
-        since = (until or datetime.now(UTC)) - since
+        since = (until or now) - since
     report = reconciler.run(since=since, until=until, interface=args.interface)
     if args.json_out:
         _write(args.json_out, json.dumps(as_json(report), indent=2))

@@ -71,9 +71,14 @@ def test_tie_reconcile_writes_json_and_csv_exits_1_on_variance_and_keeps_history
     ]
     assert main(["reconcile", "--interface", "LAB|RGT01"]) == 0  # another interface: nothing
     capsys.readouterr()
+    # A window that ends before it arrived: not counted, but still stuck (stuck is reported whatever its age).
+    assert main(["reconcile", "--since", "3h", "--until", "2h", "--json", "-"]) == 1
+    earlier = json.loads(capsys.readouterr().out)
+    assert earlier["messages"] == 0 and [i["category"] for i in earlier["items"]] == ["stuck"]
+    capsys.readouterr()
     assert main(["reconcile", "history", "--json"]) == 0
     runs = json.loads(capsys.readouterr().out)
-    assert [r["variance"] for r in runs] == [0, 1, 0]
+    assert [r["variance"] for r in runs] == [1, 0, 1, 0]
     assert main(["reconcile", "show", report["run_id"], "--json"]) == 0
     assert [i["item"] for i in json.loads(capsys.readouterr().out)] == [report["items"][0]["item"]]
 
