@@ -1,49 +1,8 @@
 """Write-back to a FHIR server through the repository port (:class:`~shared.fhirstore.ports.FhirRepository`).
 
-The event becomes FHIR R4 entries with :func:`shared.mapping.fhir_out.to_entries` (deterministic ids,
-conditional requests), applied as **reads, then at most one transaction**:
-
-1. **Reads.** Each conditional create (``POST`` with ``ifNoneExist``: the context Patient, Practitioners,
-   Organizations, Locations - reference data is created once, never overwritten by an event) is searched
-   for; a match gives the real id, which replaces the entry's ``urn:uuid`` in every reference. Each
-   update target (``PUT Type/id``, conditional ``PUT Type?criteria``) is read.
-2. **One transaction Bundle** with what is left to write: the creates that found no match (their
-   ``ifNoneExist`` is evaluated again inside the transaction, so a concurrent creator is found, not
-   duplicated) and the updates whose content differs from the stored resource (``meta`` version /
-   lastUpdated aside), each carrying ``ifMatch`` with the version read - a concurrent writer makes the
-   transaction fail with 412 (retried) instead of being overwritten. Unchanged updates are **dropped**:
-   re-applying an event writes nothing; nothing to write, no transaction.
-
-**Updates change only what the message carries** (``docs/update-semantics.md``). For an HL7 v2 event, a
-stored Patient or Encounter is not replaced by the partial resource built from the message: the update is
-:func:`shared.mapping.fhir_out.merge.merge_update` of the stored resource (read in step 1) and the new
-one - elements the message did not carry are kept, the ones it deleted (``""``) are removed, location
-history survives - written with ``ifMatch``. Results, orders and events from FHIR (a FHIR update is a
-full replacement) are written whole.
-
-**Merges** (A40; ``docs/adr/0002-patient-merge.md``): besides the surviving Patient (``link`` replaces),
-the merged-away Patient - found by the merge's identifiers (MRG-1) - is retired in the same transaction
-(``active`` false, ``link`` replaced-by the survivor; none found: nothing to retire, said in the summary),
-and then everything that refers to it is re-pointed to the survivor, page by page (``merge_page_size``
-resources per transaction, each with ``ifMatch``). A merge that has more to move than ``merge_max_pages``
-transactions raises a retry: the redelivery finds the retirement done and moves the rest. Conditional creates
-that find a retired Patient refer to its survivor instead, so a late message for the old record is
-filed under the new one.
-
-Dropping unchanged updates is the second line of defence behind the idempotency guard: if the process
-dies after the FHIR write but before the guard stores ``COMPLETED``, the redelivery re-runs the effect,
-finds every resource already in the state the event describes, and writes nothing. So "exactly one
-effect" holds for the FHIR store even in the crash window the guard alone cannot close.
-
-**Echoes**: when the target is the platform's own repository (``origin_store=True``: the embedded
-default, where the FHIR API writes too), an event that came *from* a FHIR write is not written again - its
-effect is already in the store - but its key is still completed, so the HL7 v2 version of the same event
-that arrives later is answered as a duplicate instead of creating a second Encounter.
-
-Errors (see :mod:`shared.backbone.errors`): ``StoreUnavailable`` / ``Throttled`` / ``UpstreamError``
-(401/403: credentials - park until fixed rather than dead-letter everything) -> unavailable;
-``VersionConflict`` / ``ResourceConflict`` (also inside a failed transaction) -> retry; other FHIR errors
-(invalid resource, multiple matches...) -> rejected; a mapping failure -> unmappable.
+An event becomes reads, then at most one ``ifMatch`` transaction; unchanged updates are dropped, so a
+re-applied event writes nothing (the second line of defence behind the idempotency guard). Partial
+updates, merges, echoes and error classes: ``docs/fhir-writeback.md``.
 """
 
 from __future__ import annotations

@@ -1,49 +1,8 @@
 """A FHIR write (create / update / delete of one resource) -> one canonical :class:`ClinicalEvent`.
 
-Event kind rules
-----------------
-=====================  =========================================================================
-resource               kind
-=====================  =========================================================================
-Patient                create -> PATIENT_CREATED; update -> PATIENT_UPDATED; a ``link`` of type
-                       ``replaces`` (create or update) -> PATIENT_MERGE (this Patient survives, the
-                       linked identifiers are ``merged_identifiers``); delete -> unsupported
-Encounter              create: ``planned`` -> PRE_ADMISSION; ``arrived`` -> REGISTRATION;
-                       ``in-progress`` / ``onleave`` -> ADMISSION when ``class`` is inpatient
-                       (v3-ActCode IMP, ACUTE, NONAC), else REGISTRATION; ``finished`` -> DISCHARGE;
-                       ``cancelled`` / ``entered-in-error`` -> CANCEL_ADMISSION.
-                       update with ``previous`` (the stored version before the write): status became
-                       finished -> DISCHARGE; finished -> in-progress/onleave -> CANCEL_DISCHARGE;
-                       became cancelled / entered-in-error -> CANCEL_ADMISSION; planned -> arrived /
-                       in-progress -> ADMISSION / REGISTRATION (as for create); the current location
-                       changed -> TRANSFER; anything else -> ENCOUNTER_UPDATE.
-                       update without ``previous``: finished -> DISCHARGE; cancelled /
-                       entered-in-error -> CANCEL_ADMISSION; otherwise ENCOUNTER_UPDATE.
-                       delete -> CANCEL_ADMISSION.
-Observation,           RESULT (an Observation is a one-result report; a panel's components are its
-DiagnosticReport       results)
-ServiceRequest         ORDER
-AllergyIntolerance     ALLERGY
-Condition              CONDITION
-MedicationRequest      MEDICATION_REQUEST
-MedicationStatement    MEDICATION_STATEMENT
-DocumentReference      DOCUMENT
-=====================  =========================================================================
-
-Deletes of anything but an Encounter are rejected (:class:`UnsupportedInteraction`): retracting a result or
-an allergy is an update to ``entered-in-error``, which keeps what was retracted.
-
-Identity
---------
-Keys come from :mod:`shared.canonical.identity`, so they equal the HL7 path's for the same clinical event
-(an A01 and an Encounter create with the same visit number and start time give the same key). Times the
-rules need: encounter start (``Encounter.period.start``), end (``period.end``), a transfer's time (the new
-location's ``period.start``, else the record time) and the record time (``recorded_at`` argument, else
-``meta.lastUpdated``). A missing one is :class:`~shared.mapping.errors.MissingRequiredField` naming the
-FHIR element.
-
-The patient: a Patient write maps itself; any other resource uses the ``patient`` argument (the API has
-already resolved ``subject``), else the ``subject``/``patient`` reference resolved from ``context``.
+The FHIR API publishes the same clinical events as the HL7 v2 path, with the same identity keys, so
+both sources deduplicate against each other. Event-kind rules per resource type and the identity
+inputs: ``docs/mapping-fhir-in-events.md``.
 """
 
 from __future__ import annotations
