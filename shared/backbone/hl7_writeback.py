@@ -1,9 +1,10 @@
 """Write-back to a system that speaks HL7 v2 over MLLP (e.g. a PAS or a lab system).
 
-Events are written as HL7 v2 (:mod:`shared.mapping.hl7v2_out`): encounter events as ADT^A08 (update
-patient information - the receiver already knows the visit), patient-level changes as ADT^A31, results
-as ORU^R01. Other kinds (orders, merges, allergies...) are *skipped* for this downstream (journaled with
-the reason); so is everything when no MLLP address is configured.
+Events are written as HL7 v2 (:mod:`shared.mapping.hl7v2_out`) under the downstream's outbound profile
+(:mod:`shared.backbone.hl7_profile`): encounter and patient events as ADT (their own trigger events, or
+collapsed to A08 / A31), merges as ADT^A40, results as ORU^R01. Other kinds (orders, allergies...) are
+*skipped* for this downstream (journaled with the reason); so is everything when no MLLP address is
+configured.
 
 MSH-10 is derived from the clinical-event key and its content digest (the mapper's default), and MSH-7 is
 the time TIE received the event (:func:`message_time`), so a message re-sent after a lost ACK or a crash is
@@ -52,7 +53,7 @@ from shared.backbone.hl7_profile import OutboundProfile, to_ascii
 from shared.backbone.writeback import DownstreamResponse
 from shared.canonical.model import ClinicalEvent, EventKind
 from shared.hl7v2 import Message
-from shared.mapping.hl7v2_out import Hl7OutError, to_adt, to_oru_r01
+from shared.mapping.hl7v2_out import Hl7OutError, to_adt, to_adt_a40, to_oru_r01
 from shared.mllp.client import AckError, AckOutcome, MllpClient, read_msa
 from shared.mllp.errors import MllpAckTimeout, MllpConnectionError, MllpError, MllpProtocolError
 
@@ -71,6 +72,7 @@ _ENCOUNTER_KINDS = frozenset(
     }
 )
 _PATIENT_KINDS = frozenset({EventKind.PATIENT_CREATED, EventKind.PATIENT_UPDATED})
+_OTHER_KINDS = frozenset({EventKind.RESULT, EventKind.PATIENT_MERGE})
 
 
 class MllpSender:
@@ -162,7 +164,7 @@ class Hl7MllpDownstream:
     def skip_reason(self, event: ClinicalEvent) -> str | None:
         if self.sender is None:
             return "not-configured"
-        if event.kind in _ENCOUNTER_KINDS or event.kind in _PATIENT_KINDS or event.kind is EventKind.RESULT:
+        if event.kind in _ENCOUNTER_KINDS or event.kind in _PATIENT_KINDS or event.kind in _OTHER_KINDS:
             return None
         return f"kind-not-written-back:{event.kind.value}"
 
@@ -178,6 +180,16 @@ class Hl7MllpDownstream:
                     event,
                     trigger=trigger,
                     structure=structure,
+                    sending_application=p.sending_application,
+                    sending_facility=p.sending_facility,
+                    receiving_application=p.receiving_application,
+                    receiving_facility=p.receiving_facility,
+                    version=p.version,
+                    now=when,
+                )
+            elif event.kind is EventKind.PATIENT_MERGE:
+                message = to_adt_a40(
+                    event,
                     sending_application=p.sending_application,
                     sending_facility=p.sending_facility,
                     receiving_application=p.receiving_application,

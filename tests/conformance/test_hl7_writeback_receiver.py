@@ -188,7 +188,11 @@ def test_every_message_arrives_as_sent_and_strictly_valid(received: dict[str, An
             strict[name] = error
     assert strict == STRICT_FINDINGS[received["name"]]
     expected_types = (
-        {"ADT^A08^ADT_A01": 24, "ORU^R01^ORU_R01": 7 - len(V24_REFUSED) if profile.version == "2.4" else 7}
+        {
+            "ADT^A08^ADT_A01": 24,
+            "ADT^A40^ADT_A39": 2,
+            "ORU^R01^ORU_R01": 7 - len(V24_REFUSED) if profile.version == "2.4" else 7,
+        }
         if profile.events == "collapsed"
         else {
             "ADT^A01^ADT_A01": 10,
@@ -198,6 +202,7 @@ def test_every_message_arrives_as_sent_and_strictly_valid(received: dict[str, An
             "ADT^A08^ADT_A01": 2,
             "ADT^A11^ADT_A09": 1,
             "ADT^A13^ADT_A01": 1,
+            "ADT^A40^ADT_A39": 2,
             "ORU^R01^ORU_R01": 7,
         }
     )
@@ -236,4 +241,4 @@ def test_identity_fields_arrive_as_in_the_input(received: dict[str, Any]) -> Non
         compare(original, got, table)
     # per profile, what the trigger mode changes: EVN-1 as received (native) or A08 (collapsed)
     evn1 = table.fields["EVN-1"]
-    assert (evn1["same"], evn1["changed"]) == ((2, 18) if profile.events == "collapsed" else (20, 0))
+    assert (evn1["same"], evn1["changed"]) == ((4, 18) if profile.events == "collapsed" else (22, 0))

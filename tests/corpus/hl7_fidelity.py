@@ -160,7 +160,7 @@ def measure(profile: OutboundProfile | None = None) -> Fidelity:
 def _written_kinds() -> frozenset[str]:
     from shared.backbone import hl7_writeback as wb
 
-    return frozenset(k.value for k in (*wb._ENCOUNTER_KINDS, *wb._PATIENT_KINDS, wb.EventKind.RESULT))
+    return frozenset(k.value for k in (*wb._ENCOUNTER_KINDS, *wb._PATIENT_KINDS, *wb._OTHER_KINDS))
 
 
 _WRITTEN_KINDS = _written_kinds()

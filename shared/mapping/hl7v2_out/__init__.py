@@ -67,6 +67,7 @@ from shared.mapping.hl7v2_out.messages import (
     to_adt,
     to_adt_a08,
     to_adt_a31,
+    to_adt_a40,
     to_oru_r01,
 )
 
@@ -79,5 +80,6 @@ __all__ = [
     "to_adt",
     "to_adt_a08",
     "to_adt_a31",
+    "to_adt_a40",
     "to_oru_r01",
 ]

@@ -27,7 +27,7 @@ from shared.mapping.hl7v2_out.errors import Hl7OutError, UnmappableCode
 from shared.mapping.lineage import LineageRecorder, Mapped
 from shared.terminology import systems
 
-__all__ = ["adt_a08", "adt_a31", "oru_r01", "to_adt", "to_adt_a08", "to_adt_a31", "to_oru_r01"]
+__all__ = ["adt_a08", "adt_a31", "oru_r01", "to_adt", "to_adt_a08", "to_adt_a31", "to_adt_a40", "to_oru_r01"]
 
 #: ORC-1 order control for an ORU order group: "RE" = observations to follow (HL7 table 0119).
 ORDER_CONTROL_RESULTS = "RE"
@@ -158,6 +158,51 @@ def to_adt(
         processing_id=processing_id,
         lineage=False,
     ).value
+
+
+def to_adt_a40(
+    event: ClinicalEvent,
+    *,
+    sending_application: str,
+    sending_facility: str,
+    receiving_application: str,
+    receiving_facility: str,
+    control_id: str | None = None,
+    version: str = "2.5.1",
+    now: datetime | None = None,
+    processing_id: str = "P",
+) -> Message:
+    """ADT^A40 (merge patient - patient identifier list, structure ADT_A39): MSH, EVN, PID (the surviving
+    record), [PD1], MRG (MRG-1: the identifiers of the record merged away). One PID/MRG pair, as
+    :mod:`shared.mapping.hl7v2_in` reads it."""
+    if not event.merged_identifiers:
+        raise Hl7OutError("merged_identifiers", "an ADT^A40 needs the identifiers of the record merged away")
+    o = f.Out(LineageRecorder(enabled=False), version)
+    when = s.now_ts(now)
+    segments: list[list[FieldValue]] = [
+        s.msh(
+            o,
+            message_type=("ADT", "A40", "ADT_A39"),
+            sending_application=sending_application,
+            sending_facility=sending_facility,
+            receiving_application=receiving_application,
+            receiving_facility=receiving_facility,
+            control=control_id or s.control_id(event, "ADT^A40"),
+            when=when,
+            processing_id=processing_id,
+        ),
+        s.evn(event, o, "A40", when),
+        s.pid(event, o),
+    ]
+    pd1 = s.pd1(event, o)
+    if pd1 is not None:
+        segments.append(pd1)
+    merged = [
+        f.cx(ident, o, f"merged_identifiers[{k}]", f"MRG-1[{k + 1}]")
+        for k, ident in enumerate(event.merged_identifiers)
+    ]
+    segments.append(["MRG", Repeated(merged)])
+    return build_message(segments)
 
 
 def to_adt_a31(
