@@ -5,9 +5,10 @@ Adapter-neutral. :func:`parse_search` turns request parameters into a :class:`Se
 :func:`matches` evaluates a query against one resource in memory (the reference semantics that the
 SQLite adapter's SQL reproduces - the tests compare the two).
 
-Parameters (:data:`SEARCH_PARAMETERS`): every type has ``_id``, ``_lastUpdated``, ``_tag``, ``_profile``,
-``_security``; per-type parameters are listed in the table below with their FHIRPath-lite paths (dotted
-element names; ``x[x]`` expands a choice element; arrays are flattened).
+Parameters (:data:`SEARCH_PARAMETERS`, read from ``search_parameters.json`` beside this module and
+validated at import): every type has ``_id``, ``_lastUpdated``, ``_tag``, ``_profile``, ``_security``;
+per-type parameters are listed with their FHIRPath-lite paths (dotted element names; ``x[x]`` expands a
+choice element; arrays are flattened).
 
 Semantics (FHIR R4 search, section 3.1.1):
 
@@ -47,12 +48,14 @@ and are ignored otherwise (their names are reported). Bad values and unsupported
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
+from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -60,24 +63,6 @@ from shared.fhirstore.errors import InvalidSearch, UnsupportedResourceType
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 500
-
-#: Types the repositories accept. The first nine are the API's clinical resources; the last four are
-#: supporting resources (targets of references) stored and searched the same way.
-SUPPORTED_TYPES: tuple[str, ...] = (
-    "Patient",
-    "Encounter",
-    "Observation",
-    "DiagnosticReport",
-    "ServiceRequest",
-    "AllergyIntolerance",
-    "DocumentReference",
-    "Condition",
-    "MedicationRequest",
-    "Organization",
-    "Practitioner",
-    "Location",
-    "Specimen",
-)
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -111,154 +96,121 @@ class SearchParamDef:
     documentation: str = ""
 
 
-def _p(
-    name: str, type_: ParamType, *paths: str, targets: tuple[str, ...] = (), doc: str = ""
-) -> SearchParamDef:
-    return SearchParamDef(name, type_, tuple(paths), targets, doc)
+class SearchParameterTableError(ValueError):
+    """``search_parameters.json`` is malformed; the message names the entry."""
 
 
-_T, _D, _R, _S, _U = ParamType.TOKEN, ParamType.DATE, ParamType.REFERENCE, ParamType.STRING, ParamType.URI
-_PAT = ("Patient",)
+#: The parameter table (data, read and validated once at import).
+SEARCH_PARAMETERS_FILE = "search_parameters.json"
+
+_ENTRY_KEYS = frozenset({"name", "type", "paths", "targets", "documentation"})
+_NAME_RE = re.compile(r"^_?[a-z][A-Za-z0-9-]*$")
+_PATH_RE = re.compile(r"^[a-z][A-Za-z0-9]*(\[x\])?(\.[a-z][A-Za-z0-9]*(\[x\])?)*$")
+_TYPE_RE = re.compile(r"^[A-Z][A-Za-z]+$")
+#: Evaluated on the stored id / lastUpdated by the code, so the table must define them for every type.
+_REQUIRED_COMMON = ("_id", "_lastUpdated")
+
+
+def _str_list(where: str, key: str, value: Any, pattern: re.Pattern[str]) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise SearchParameterTableError(f"{where}: '{key}' must be a non-empty list")
+    for item in value:
+        if not isinstance(item, str) or not pattern.match(item):
+            raise SearchParameterTableError(f"{where}: '{key}' has an invalid item {str(item)[:64]!r}")
+    if len(set(value)) != len(value):
+        raise SearchParameterTableError(f"{where}: '{key}' repeats an item")
+    return tuple(value)
+
+
+def _param_def(where: str, raw: Any, types: Sequence[str]) -> SearchParamDef:
+    if not isinstance(raw, dict):
+        raise SearchParameterTableError(f"{where}: an entry must be an object")
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise SearchParameterTableError(f"{where}: 'name' must be a search parameter name")
+    where = f"{where} ({name})"
+    unknown = sorted(set(raw) - _ENTRY_KEYS)
+    if unknown:
+        raise SearchParameterTableError(f"{where}: unknown keys {unknown}")
+    try:
+        type_ = ParamType(str(raw.get("type")))
+    except ValueError:
+        raise SearchParameterTableError(
+            f"{where}: 'type' must be one of {sorted(str(t) for t in ParamType)}"
+        ) from None
+    paths = _str_list(where, "paths", raw.get("paths"), _PATH_RE)
+    targets: tuple[str, ...] = ()
+    if "targets" in raw:
+        if type_ is not ParamType.REFERENCE:
+            raise SearchParameterTableError(f"{where}: 'targets' is only for reference parameters")
+        targets = _str_list(where, "targets", raw["targets"], _TYPE_RE)
+        stray = [t for t in targets if t not in types]
+        if stray:
+            raise SearchParameterTableError(f"{where}: targets {stray} are not supported types")
+    documentation = raw.get("documentation")
+    if not isinstance(documentation, str) or not documentation.strip():
+        raise SearchParameterTableError(f"{where}: 'documentation' must be a non-empty string")
+    return SearchParamDef(name, type_, paths, targets, documentation)
+
+
+def _param_defs(where: str, raw: Any, types: Sequence[str]) -> tuple[SearchParamDef, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise SearchParameterTableError(f"{where}: must be a non-empty list of parameters")
+    return tuple(_param_def(f"{where}[{i}]", item, types) for i, item in enumerate(raw))
+
+
+def load_search_parameters(
+    table: Any, source: str = SEARCH_PARAMETERS_FILE
+) -> tuple[tuple[SearchParamDef, ...], dict[str, dict[str, SearchParamDef]]]:
+    """Validate the parsed table: (common parameters, type -> name -> definition with common included).
+
+    Raises :class:`SearchParameterTableError` naming the first bad entry.
+    """
+    if not isinstance(table, dict) or set(table) - {"_comment"} != {"common", "resources"}:
+        raise SearchParameterTableError(f"{source}: expected an object with 'common' and 'resources'")
+    per_type = table["resources"]
+    if not isinstance(per_type, dict) or not per_type:
+        raise SearchParameterTableError(f"{source}: 'resources' must be a non-empty object")
+    types = list(per_type)
+    for rtype in types:
+        if not _TYPE_RE.match(rtype):
+            raise SearchParameterTableError(f"{source}: resources: {rtype[:64]!r} is not a resource type")
+    common = _param_defs(f"{source}: common", table["common"], types)
+    missing = [name for name in _REQUIRED_COMMON if name not in {d.name for d in common}]
+    if missing:
+        raise SearchParameterTableError(f"{source}: common: {missing} must be defined")
+    by_type: dict[str, dict[str, SearchParamDef]] = {}
+    for rtype in types:
+        where = f"{source}: resources.{rtype}"
+        defs: dict[str, SearchParamDef] = {}
+        for i, definition in enumerate((*common, *_param_defs(where, per_type[rtype], types))):
+            if definition.name in defs:
+                entry = f"[{i - len(common)}]" if i >= len(common) else ""
+                raise SearchParameterTableError(f"{where}{entry} ({definition.name}): name defined twice")
+            defs[definition.name] = definition
+        by_type[rtype] = defs
+    return common, by_type
+
+
+def _read_table() -> Any:
+    text = resources.files("shared.fhirstore").joinpath(SEARCH_PARAMETERS_FILE).read_text("utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SearchParameterTableError(f"{SEARCH_PARAMETERS_FILE}: not JSON (line {exc.lineno})") from None
+
+
+_COMMON, _BY_TYPE = load_search_parameters(_read_table())
+
+#: Types the repositories accept, in the table's order. The first nine are the API's clinical resources;
+#: the rest are supporting resources (targets of references) stored and searched the same way.
+SUPPORTED_TYPES: tuple[str, ...] = tuple(_BY_TYPE)
 
 #: Parameters every type has. ``_id`` and ``_lastUpdated`` are evaluated on the stored id/lastUpdated.
-COMMON_PARAMETERS: tuple[SearchParamDef, ...] = (
-    _p("_id", _T, "id", doc="Logical id of the resource"),
-    _p("_lastUpdated", _D, "meta.lastUpdated", doc="When the resource version was stored"),
-    _p("_tag", _T, "meta.tag", doc="Tags applied to the resource"),
-    _p("_profile", _U, "meta.profile", doc="Profiles the resource claims to conform to"),
-    _p("_security", _T, "meta.security", doc="Security labels applied to the resource"),
-)
-
-_TYPE_PARAMETERS: dict[str, tuple[SearchParamDef, ...]] = {
-    "Patient": (
-        _p("identifier", _T, "identifier", doc="A patient identifier (e.g. NHS number)"),
-        _p("family", _S, "name.family", doc="A portion of the family name"),
-        _p("given", _S, "name.given", doc="A portion of a given name"),
-        _p("name", _S, "name", doc="A portion of any part of the name"),
-        _p("birthdate", _D, "birthDate", doc="Date of birth"),
-        _p("gender", _T, "gender", doc="Administrative gender"),
-        _p("address-postalcode", _S, "address.postalCode", doc="Postcode"),
-        _p("general-practitioner", _R, "generalPractitioner", doc="Registered GP / practice"),
-        _p("organization", _R, "managingOrganization", targets=("Organization",), doc="Custodian"),
-    ),
-    "Encounter": (
-        _p("identifier", _T, "identifier", doc="Identifier(s) of the encounter (e.g. visit number)"),
-        _p("patient", _R, "subject", targets=_PAT, doc="The patient"),
-        _p("subject", _R, "subject", doc="The subject of the encounter"),
-        _p("status", _T, "status", doc="planned | arrived | in-progress | finished | ..."),
-        _p("class", _T, "class", doc="Classification (inpatient, outpatient, emergency, ...)"),
-        _p("type", _T, "type", doc="Specific type of encounter"),
-        _p("date", _D, "period", doc="The encounter's period"),
-        _p("location", _R, "location.location", targets=("Location",), doc="Where the encounter took place"),
-        _p("service-provider", _R, "serviceProvider", targets=("Organization",), doc="Organisation"),
-    ),
-    "Observation": (
-        _p("identifier", _T, "identifier", doc="Business identifier"),
-        _p("patient", _R, "subject", targets=_PAT, doc="The patient"),
-        _p("subject", _R, "subject", doc="The subject of the observation"),
-        _p("code", _T, "code", doc="The code of the observation"),
-        _p("category", _T, "category", doc="Classification of the observation"),
-        _p("status", _T, "status", doc="registered | preliminary | final | amended | ..."),
-        _p("date", _D, "effective[x]", doc="Clinically relevant time (effective[x])"),
-        _p("encounter", _R, "encounter", targets=("Encounter",), doc="The encounter"),
-        _p("based-on", _R, "basedOn", doc="The request this observation fulfils"),
-    ),
-    "DiagnosticReport": (
-        _p("identifier", _T, "identifier", doc="Business identifier"),
-        _p("patient", _R, "subject", targets=_PAT, doc="The patient"),
-        _p("subject", _R, "subject", doc="The subject of the report"),
-        _p("code", _T, "code", doc="The code of the report"),
-        _p("category", _T, "category", doc="Service category"),
-        _p("status", _T, "status", doc="registered | partial | preliminary | final | ..."),
-        _p("date", _D, "effective[x]", doc="Clinically relevant time (effective[x])"),
-        _p("encounter", _R, "encounter", targets=("Encounter",), doc="The encounter"),
-        _p("result", _R, "result", targets=("Observation",), doc="Observations in the report"),
-        _p("based-on", _R, "basedOn", doc="The request this report fulfils"),
-    ),
-    "ServiceRequest": (
-        _p("identifier", _T, "identifier", doc="Business identifier (e.g. placer order number)"),
-        _p("patient", _R, "subject", targets=_PAT, doc="The patient"),
-        _p("subject", _R, "subject", doc="The subject of the request"),
-        _p("code", _T, "code", doc="What is being requested"),
-        _p("category", _T, "category", doc="Classification of the request"),
-        _p("status", _T, "status", doc="draft | active | on-hold | revoked | completed | ..."),
-        _p("intent", _T, "intent", doc="proposal | plan | order | ..."),
-        _p("authored", _D, "authoredOn", doc="Date the request was signed"),
-        _p("encounter", _R, "encounter", targets=("Encounter",), doc="The encounter"),
-        _p("requisition", _T, "requisition", doc="Composite request identifier"),
-    ),
-    "AllergyIntolerance": (
-        _p("identifier", _T, "identifier", doc="Business identifier"),
-        _p("patient", _R, "patient", targets=_PAT, doc="The patient"),
-        _p("code", _T, "code", "reaction.substance", doc="Substance code (code or reaction.substance)"),
-        _p("clinical-status", _T, "clinicalStatus", doc="active | inactive | resolved"),
-        _p("verification-status", _T, "verificationStatus", doc="unconfirmed | confirmed | ..."),
-        _p("category", _T, "category", doc="food | medication | environment | biologic"),
-        _p("date", _D, "recordedDate", doc="Date first recorded"),
-    ),
-    "DocumentReference": (
-        _p("identifier", _T, "masterIdentifier", "identifier", doc="Master version or other identifier"),
-        _p("patient", _R, "subject", targets=_PAT, doc="The patient"),
-        _p("subject", _R, "subject", doc="The subject of the document"),
-        _p("type", _T, "type", doc="Kind of document"),
-        _p("category", _T, "category", doc="Categorisation of the document"),
-        _p("status", _T, "status", doc="current | superseded | entered-in-error"),
-        _p("date", _D, "date", doc="When the reference was created"),
-        _p("encounter", _R, "context.encounter", targets=("Encounter",), doc="Context encounter"),
-    ),
-    "Condition": (
-        _p("identifier", _T, "identifier", doc="Business identifier"),
-        _p("patient", _R, "subject", targets=_PAT, doc="The patient"),
-        _p("subject", _R, "subject", doc="The subject of the condition"),
-        _p("code", _T, "code", doc="Code for the condition"),
-        _p("category", _T, "category", doc="problem-list-item | encounter-diagnosis | ..."),
-        _p("clinical-status", _T, "clinicalStatus", doc="active | recurrence | ... | resolved"),
-        _p("verification-status", _T, "verificationStatus", doc="unconfirmed | confirmed | ..."),
-        _p("onset-date", _D, "onset[x]", doc="Date of onset (dateTime or Period)"),
-        _p("recorded-date", _D, "recordedDate", doc="Date recorded"),
-        _p("encounter", _R, "encounter", targets=("Encounter",), doc="The encounter"),
-    ),
-    "MedicationRequest": (
-        _p("identifier", _T, "identifier", doc="Business identifier"),
-        _p("patient", _R, "subject", targets=_PAT, doc="The patient"),
-        _p("subject", _R, "subject", doc="The subject of the request"),
-        _p("status", _T, "status", doc="active | on-hold | cancelled | completed | ..."),
-        _p("intent", _T, "intent", doc="proposal | plan | order | ..."),
-        _p("code", _T, "medication[x]", doc="Medication code (medicationCodeableConcept)"),
-        _p("authoredon", _D, "authoredOn", doc="When the prescription was written"),
-        _p("encounter", _R, "encounter", targets=("Encounter",), doc="The encounter"),
-    ),
-    "Organization": (
-        _p("identifier", _T, "identifier", doc="Identifier (e.g. ODS code)"),
-        _p("name", _S, "name", "alias", doc="A portion of the name or an alias"),
-        _p("active", _T, "active", doc="Whether the organisation is active"),
-    ),
-    "Practitioner": (
-        _p("identifier", _T, "identifier", doc="Identifier (e.g. GMC number)"),
-        _p("family", _S, "name.family", doc="A portion of the family name"),
-        _p("given", _S, "name.given", doc="A portion of a given name"),
-        _p("name", _S, "name", doc="A portion of any part of the name"),
-        _p("active", _T, "active", doc="Whether the practitioner is active"),
-    ),
-    "Location": (
-        _p("identifier", _T, "identifier", doc="Identifier"),
-        _p("name", _S, "name", "alias", doc="A portion of the name or an alias"),
-        _p("status", _T, "status", doc="active | suspended | inactive"),
-        _p("organization", _R, "managingOrganization", targets=("Organization",), doc="Managing org"),
-    ),
-    "Specimen": (
-        _p("identifier", _T, "identifier", doc="Specimen identifier (placer / filler specimen id)"),
-        _p("patient", _R, "subject", targets=_PAT, doc="The patient the specimen comes from"),
-        _p("subject", _R, "subject", doc="The subject of the specimen"),
-        _p("type", _T, "type", doc="The specimen type"),
-        _p("collected", _D, "collection.collectedDateTime", doc="When the specimen was collected"),
-    ),
-}
+COMMON_PARAMETERS: tuple[SearchParamDef, ...] = _COMMON
 
 #: type -> parameter name -> definition (common parameters included).
-SEARCH_PARAMETERS: Mapping[str, Mapping[str, SearchParamDef]] = {
-    rtype: {p.name: p for p in (*COMMON_PARAMETERS, *_TYPE_PARAMETERS[rtype])} for rtype in SUPPORTED_TYPES
-}
+SEARCH_PARAMETERS: Mapping[str, Mapping[str, SearchParamDef]] = _BY_TYPE
 
 #: Parameters that shape results rather than select resources.
 RESULT_PARAMETERS = frozenset({"_count", "_offset", "_sort", "_include", "_revinclude", "_total", "_summary"})
