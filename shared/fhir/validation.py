@@ -1,44 +1,8 @@
 """FHIR R4 (UK Core) validation of plain-dict resources and transaction Bundles.
 
-Two layers, both reporting :class:`ValidationIssue` (severity, FHIR ``IssueType`` code, element path,
-message). Paths are FHIR element paths with 0-based indexes - ``Patient.birthDate``,
-``Bundle.entry[2].resource.subject`` - and messages never contain a value from the resource (no NHS
-numbers, names, codes typed by people), so issues can be logged and returned in an OperationOutcome.
-
-(a) Structure: the resource is validated with the ``fhir.resources`` **R4B** models
-    (``fhir.resources.R4B``, FHIR 4.3.0). fhir.resources 8.x ships R5 (the default package), R4B and
-    STU3 - no 4.0.1 models - and R4B is the closest to R4: it keeps the R4 normative content and the
-    resources this engine writes (Patient, Encounter, Observation, DiagnosticReport, ServiceRequest,
-    AllergyIntolerance, Condition, DocumentReference, MedicationRequest/Statement, Practitioner,
-    Organization, Location, Bundle) unchanged in shape. What differs is elsewhere: R4B reworked the
-    medication-definition resources (MedicinalProductDefinition & co. replace R4's MedicinalProduct*),
-    the Evidence family, and added SubscriptionTopic etc. So an R4 resource of those types that R4B
-    removed is reported as unknown, and R4B-only resource types are accepted although R4 lacks them.
-    Pydantic errors become issues with the element path (``x__ext`` fields are reported on ``x``).
-    The models check cardinality (required elements), data types and primitive formats (dates,
-    instants with offsets, ids, decimals, choice-type exclusivity); they do not check terminology.
-
-(b) Our own checks, which the models do not enforce:
-    * required value-set bindings, from :mod:`shared.terminology` value sets: Patient.gender,
-      Encounter.status, Observation.status, DiagnosticReport.status, ServiceRequest.status/intent,
-      AllergyIntolerance.clinicalStatus/verificationStatus, data-absent-reason codes, NHS number
-      verification status (UK Core England system; the older PDS system with the same codes accepted);
-      Encounter.class against v3 ActEncounterCode (extensible: a warning);
-    * UK Core expectations: ``meta.profile`` names the UK Core profile; every identifier has a system
-      and a value; Encounter / Observation / DiagnosticReport / ServiceRequest / Condition / ... have a
-      subject (AllergyIntolerance a patient);
-    * NHS number identifiers are ten digits passing Modulus 11 (:mod:`shared.identifiers.nhs_number`);
-    * invariants: ele-1 (no empty elements or strings), obs-6 (value[x] or dataAbsentReason, not both),
-      ait-1/ait-2 and con-5 (status combinations); no control characters in strings;
-    * Bundles: entry fullUrls unique; transaction entries have a request whose URL fits the resource;
-      references resolve inside the bundle (``urn:uuid:`` to an entry ``fullUrl``, ``#id`` to a
-      contained resource, and in a transaction/batch ``Type/id`` to an entry with that type and id or
-      that PUT URL). Conditional references (``Type?search``) are left to the server; absolute
-      ``http(s)`` references and logical (identifier-only) references are not checked.
-
-Speed: (b) is one pass over the dict (~tens of microseconds); (a) costs what pydantic model building
-costs (a few hundred microseconds to a few milliseconds per Bundle) - pass ``structural=False`` where a
-caller has already validated structure or only needs the engine's own checks.
+Two layers, both reporting value-free :class:`ValidationIssue` objects: structure with the
+``fhir.resources`` R4B models, and the engine's own bindings, UK Core expectations, NHS numbers,
+invariants and bundle references. Why R4B, what each layer checks, and its cost: ``docs/fhir-validation.md``.
 """
 
 from __future__ import annotations

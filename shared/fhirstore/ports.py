@@ -1,46 +1,8 @@
 """The FHIR repository port: versioned FHIR R4 resources with search, conditional writes and bundles.
 
-Two adapters implement it with the same observable contract: :class:`~shared.fhirstore.sqlite_store.
-SqliteFhirRepository` (the embedded default) and :class:`~shared.adapters.azure.ahds_fhir.AhdsFhirRepository`
-(an Azure Health Data Services FHIR service, or any FHIR R4 server, over HTTP). The HTTP API functions
-call this port; they own HTTP concerns (headers, ``Prefer``, Bundle paging links, validation of content).
-
-Contract (both adapters):
-
-* Resources are JSON objects (``dict``) as FHIR JSON. The repository sets ``id`` (server-assigned uuid4
-  on create), ``meta.versionId`` (integer strings "1", "2", ... per resource) and ``meta.lastUpdated``
-  (UTC instant, millisecond precision); other ``meta`` content (profile, tag, security, source) is kept.
-  Returned dicts are the caller's to mutate.
-* ``create`` ignores an ``id`` in the body (FHIR create semantics). ``update`` may create a resource with
-  a client-chosen id ("update as create"), including re-creating a deleted one (``created=True``).
-* ``if_match`` accepts ``W/"3"``, ``"3"`` or ``3``. A mismatch - or ``if_match`` on a resource that does not
-  exist - raises :class:`~shared.fhirstore.errors.VersionConflict` (412).
-* Conditional criteria (``if_none_exist``, the ``query`` of ``conditional_update``) are search query
-  strings such as ``identifier=https://fhir.nhs.uk/Id/nhs-number|9000000009`` (URL-encoded or not);
-  they are parsed strictly (an unknown parameter is :class:`~shared.fhirstore.errors.InvalidSearch`).
-  Conditional create: 0 matches -> create, 1 -> the existing resource (``created=False``), more ->
-  :class:`~shared.fhirstore.errors.MultipleMatches`. The check and the write are atomic.
-* ``delete`` is a soft delete recorded as a history version; deleting a deleted or unknown resource is a
-  no-op (FHIR allows 200/204 for that). ``read`` of a deleted resource raises
-  :class:`~shared.fhirstore.errors.ResourceGone` (410).
-* ``history`` returns versions newest first, deletions included (``deleted=True`` with a stub resource
-  holding only ``resourceType``, ``id`` and ``meta``), each with the interaction that produced it.
-* ``search`` parameters and their semantics are defined in :mod:`shared.fhirstore.search`.
-* ``transaction`` applies all entries or none (:class:`~shared.fhirstore.errors.TransactionFailed` names
-  the failing entry); ``batch`` applies entries independently and reports each entry's outcome.
-* Errors derive from :class:`~shared.fhirstore.errors.FhirStoreError` and carry ``http_status`` and an
-  OperationOutcome ``issue_code``; transient ones (store unavailable, throttled) derive from
-  :class:`~shared.errors.TransientError`.
-
-Events committed with the write (:class:`EventCommittingRepository`, the embedded store only): every write
-method also takes ``events=`` (a :class:`CommitEvents`). Its ``build`` runs inside the write's database
-transaction, after the writes and before the commit, with a :class:`FhirReader` that sees them; the
-messages it returns are inserted into the store's outbox table in that transaction, so the write and its
-events are committed together or not at all. An exception from ``build`` rolls the write back. After the
-call returns, ``events.committed`` lists the batches that were committed (a batch Bundle commits one per
-entry), to be published and then settled (:class:`~shared.outbox.committed.CommittedOutbox`). A remote
-FHIR server (the AHDS adapter) cannot share a transaction with anything: it does not implement this
-protocol (see ``docs/adr/0001-fhir-api-transactional-events.md``).
+The HTTP API functions call this port; the embedded SQLite store and the AHDS adapter implement it with
+one observable contract. The contract, and events committed with the write
+(:class:`EventCommittingRepository`): ``docs/fhir-repository-port.md``.
 """
 
 from __future__ import annotations

@@ -1,58 +1,8 @@
 """Validation of a parsed HL7 v2 message against the supported message types and their structures.
 
-``validate(message)`` returns a :class:`ValidationResult` holding :class:`Issue` objects. Every issue
-carries an HL7 table 0357 code, a severity (``E`` error, ``W`` warning, ``I`` information) and a location
-(segment ID, 1-based position of the segment in the message, occurrence of that segment ID, field,
-repetition, component). Issue text never contains field values, only positions, table numbers and what
-was wrong, so it is safe to log and to return in ACK ERR segments.
-
-Checks, in order:
-
-1. **Header** (MSH): message type (MSH-9.1) and trigger (MSH-9.2) must be a supported pair (``200``
-   Unsupported message type / ``201`` Unsupported event code; ACK is accepted with any trigger);
-   version (MSH-12.1) must be ``2.x`` (``203``); processing id (MSH-11.1) must be in HL7 table 0103,
-   and accept/application acknowledgment types (MSH-15/16) in table 0155 (``103``); when the caller
-   restricts processing ids, a valid but unaccepted one is ``202``. Unsupported messages stop here.
-2. **Structure**: the segment sequence is matched against the message structure for the trigger
-   (``shared.hl7v2.structures``; the structure for MSH-12's version, MSH-9.3 is not consulted).
-   Missing required segments, segments out of order and cardinality overruns are errors (``100``).
-   Z-segments and segment IDs the structure does not contain are skipped with a warning (``100``, W)
-   and their fields are not checked. A misplaced NTE (free-text note) is a warning, not an error.
-3. **Fields** of MSH, EVN, PID, PV1, MRG, OBR, OBX, ORC, MSA and ERR: required fields present (``101``;
-   an error for :data:`ESSENTIAL_FIELDS`, a warning for other fields the standard marks required);
-   TS/DTM, DT, TM, NM and SI values well-formed (``102``, every repetition, TS checked on component 1);
-   PID-8 in table 0001 and MSA-1 in table 0008 (``103``); OBX-5 against the type in OBX-2 for
-   NM/DT/TM/TS/DTM (``102``, warning only: the value is still usable as text).
-4. **NHS numbers**: in PID-2, PID-3 and MRG-1, a repetition that asserts an NHS number (see
-   :func:`asserts_nhs_number`) must hold ten digits with a valid Modulus 11 check digit (``102``, text
-   "NHS number fails Modulus 11 check"); a repeated-digit placeholder such as ``9999999999`` passes the
-   check digit and is reported as a warning.
-5. **Unescaped delimiters** (after all other checks, so they never crowd errors out of ``max_issues``):
-   in the same segments, a field repetition with more valued components than its data type defines, a
-   primitive component (or primitive field) holding sub-components (or components), a composite
-   component with more sub-components than its type defines, a repeated non-repeating field, and an
-   OBX-6 unit split at a power of ten (``x10^9/L``). Arity is the field's widest definition in any
-   generated version (senders mix versions: CE in v2.5.1 is CWE from v2.7); OBX-5 uses the type in
-   OBX-2; MSH-1/2/9/11/12 are skipped. Each is ``102`` at the component (a warning; an error with
-   ``strict_delimiters``) marked :data:`DELIMITER_CHECK`. Values are neither re-joined nor dropped; empty
-   trailing parts do not count (they lose nothing). See docs/hl7-ingest-control-ids-and-delimiters.md.
-
-**Bounds** (checked after the header, before anything else; see :mod:`shared.hl7v2.limits`): more
-than ``MAX_SEGMENTS`` segments (``100``), a field with more than ``MAX_FIELD_REPETITIONS`` repetitions or
-more than ``MAX_FIELD_LENGTH`` characters, an identifying MSH field longer than ``MSH_FIELD_LENGTHS``
-allows (``102``) is an error marked :data:`LIMIT_CHECK` that rejects the message (AR/CR); the other
-checks are skipped. Every check reads a repeating field's repetitions from one split of the field
-(:meth:`Segment.raw_repetitions`), so validation is linear in the message size.
-
-Explicit HL7 nulls (``""``) count as present for the required-field check and are not type-checked.
-
-**Reject versus error.** :attr:`ValidationResult.reject` is true when the message is *structurally*
-unacceptable: unsupported type/trigger/version/processing id (``200``-``203``), a segment sequence error
-(``100``, severity E), or any error in the MSH fields that decide whether and how the message can be
-processed (MSH-9, -10, -11, -12, -15, -16; see :data:`REJECT_MSH_FIELDS`). Such messages are answered AR
-(original mode) / CR (enhanced mode). Other errors (``101``-``103``, including a malformed MSH-7) mean
-the *content* is unacceptable: AE/CE.
-:attr:`ValidationResult.ack_code` gives the original-mode code.
+``validate(message)`` returns a :class:`ValidationResult` of position-only :class:`Issue` objects (safe to
+log and to return in ACK ERR segments) and decides reject (AR/CR) versus error (AE/CE). The checks, in
+order, and the bounds: ``docs/hl7v2-validation.md``.
 """
 
 from __future__ import annotations

@@ -1,58 +1,9 @@
 """Embedded SQLite implementation of the :class:`~shared.messaging.ports.MessageBus` port.
 
-**Development stand-in.** Production runs on Azure Service Bus
-(:mod:`shared.adapters.azure.servicebus`); this adapter lets the local host, the ``tie bus`` CLI and the
-test suite run the whole pipeline from one file with no broker. It reproduces the Service Bus behaviour
-that correctness depends on:
-
-* **Topics and subscriptions** from :mod:`shared.messaging.topology`. ``publish`` stores one copy per
-  subscription whose SQL filter (:mod:`shared.messaging.filters`) matches. A batch is one transaction:
-  all messages are stored or none is. Each accepted message takes the next per-topic
-  ``sequence_number``; the copies in different subscriptions share it.
-* **Addressed copies**: a message published with application property ``tie_replay_subscription``
-  reaches only the subscription it names (and only if that subscription's filter admits it) - what the
-  deployed rules do on Service Bus (``replay_aware_filter``), where dead-letter replays and released
-  parked work re-enter through the topic.
-* **Duplicate detection**: a ``message_id`` already accepted on the topic within the topic's
-  ``duplicate_detection_window`` (measured from the first acceptance) is dropped silently.
-* **Peek-lock**: ``receive`` hands out messages in ``sequence_number`` order under a lock (token +
-  ``locked_until = now + lock_duration``) and raises ``delivery_count``. When the lock expires the message
-  is receivable again. A message whose delivery count has reached the subscription's
-  ``max_delivery_count`` is not delivered again: when its lock expires (or it is abandoned) it moves to
-  the dead-letter sub-queue with reason ``MaxDeliveryCountExceeded``.
-* **Settlement** (``complete`` / ``abandon`` / ``dead_letter`` / ``renew_lock``) needs the current lock
-  token and an unexpired lock, else :class:`~shared.messaging.errors.MessageLockLost`.
-* **Time to live**: a message expires ``min(time_to_live, subscription.default_ttl)`` after enqueue.
-  Expired messages that are not locked are dead-lettered with reason ``TTLExpiredException`` (or dropped
-  when the subscription's ``dead_letter_on_expiry`` is off). Dead-lettered messages never expire.
-* **Sessions**: on a subscription with ``requires_session`` a message without ``session_id`` is
-  dead-lettered straight away with reason ``SessionIdIsMissing`` (what Service Bus does for a topic
-  subscription). ``receive`` must name a session (or :data:`~shared.messaging.ports.NEXT_AVAILABLE_SESSION`),
-  takes an exclusive session lock for ``lock_duration`` (renewed by every receive and settlement in that
-  session) and returns that session's messages strictly in order: nothing later in a session is handed
-  out while an earlier message of it is locked. The session-lock *owner* is the :class:`SqliteBus`
-  instance - the analogue of one Service Bus client holding session receivers - so threads sharing an
-  instance share its sessions, and another instance (typically another process) cannot take the session
-  until :meth:`SqliteBus.release_session` or the lock expires.
-
-Deliberate simplifications, all documented behaviour rather than accidents:
-
-* Lock expiry, TTL expiry and max-delivery dead-lettering are applied lazily, when a receive on that
-  subscription runs; until then ``peek``/``topology`` show such messages as active.
-* ``receive`` on a specific session held by another owner waits (up to ``max_wait``) and returns ``[]``
-  instead of raising ``SessionCannotBeLocked``.
-* The subscription settings used for routing and settlement are those of the topology this instance
-  was opened with; they are written to the database on open (created or updated, messages untouched) so
-  the file is self-describing.
-
-Concurrency: one SQLite connection per instance in WAL mode, guarded by a lock so the instance is
-thread-safe; every state change is one short ``BEGIN IMMEDIATE`` transaction, so several instances and
-processes may share the file (the host consuming while ``tie bus`` inspects or replays). ``max_wait`` is
-spent polling between transactions, never inside one. ``synchronous=NORMAL``: a process crash loses
-nothing committed; a power cut may lose the last transactions, acceptable for a development bus.
-
-Time: all message times come from the injectable ``clock`` (timezone-aware UTC); ``max_wait`` is real
-elapsed time.
+A development stand-in for Azure Service Bus: the local host, the ``tie bus`` CLI and the tests run the
+whole pipeline from one file with no broker. What it reproduces (topics, filters, duplicate detection,
+peek-lock, TTL, sessions), its deliberate simplifications and its concurrency: ``docs/embedded-bus.md``;
+decision: ``docs/adr/0008-embedded-bus-stands-in-for-service-bus.md``.
 """
 
 from __future__ import annotations

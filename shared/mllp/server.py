@@ -1,45 +1,9 @@
 """Asyncio MLLP listener.
 
-Azure Functions cannot accept raw TCP, so this server runs in-process next to the local functions host
-(and, in production, in a small container). It knows nothing about HL7: every complete frame is handed to
-an injected ``handler`` that returns the ACK payload, and every framing fault that deserves a reply is
-answered with whatever the injected ``nak_builder`` returns.
-
-Per connection the exchange is strictly request/response, in order: a frame's reply is written (and the
-socket drained, which gives backpressure) before the next frame is handed to the handler. Bytes that
-arrive meanwhile stay buffered (in the decoder, the stream reader and the kernel).
-
-Replies:
-
-* complete frame -> ``frame(await handler(payload, info))``;
-* :class:`~shared.mllp.framing.Oversize` -> NAK(``OVERSIZE``, first bytes of the frame), sent as soon as
-  the limit is crossed; the rest of that frame is discarded;
-* :class:`~shared.mllp.framing.BrokenFrame` -> NAK(``BROKEN_FRAME``, payload before the bad end block);
-* handler raised, or returned something that cannot be framed -> NAK(``INTERNAL_ERROR``, payload);
-* garbage between frames -> logged, no reply (there is no request to answer);
-* truncated frame (a new start block before the end block) -> logged, no reply: the sender abandoned it
-  (typically a timed-out sender retransmitting), and a reply would be paired with the *next* message.
-
-If ``nak_builder`` raises, a minimal generic NAK (MSH + ``MSA|AR``, nothing echoed) is sent instead, so a
-request never goes unanswered while the connection is up. The connection is only closed on peer EOF,
-a timeout, I/O error or :meth:`MllpServer.stop`.
-
-Admission and timeouts (a flood of idle sockets must not lock real senders out; docs/mllp-hardening.md):
-
-* ``first_frame_timeout``: a new connection must deliver a complete frame within that many seconds of
-  being accepted, ``idle_timeout``: the next complete frame must arrive within that many seconds of the
-  last reply. Both are deadlines, not inactivity timers: bytes that trickle in do not extend them.
-  A *trusted* connection gets ``idle_timeout`` for its first frame too.
-* ``max_connections`` caps all connections; ``reserved_connections`` of them are kept for trusted
-  senders (``trusted(info)`` says which: an allow-listed address or client certificate);
-  ``max_connections_per_source`` caps the connections of one peer address (trusted peers are exempt).
-  A refused connection is closed at once, counted (``refusals``, metric
-  ``tie.mllp.connections_refused`` with a ``reason``) and logged without peer data, at most once per
-  :data:`REFUSAL_LOG_INTERVAL` per reason.
-* ``max_handlers_per_source`` bounds how many handler calls one peer address has in flight, so one
-  sender's slow or heavy messages cannot take every worker of a bounded pool.
-
-Logs carry the connection id, counts and exception type names only, never payload bytes or peer data.
+Azure Functions cannot accept raw TCP, so this server runs next to the local host (in Azure, on Container
+Apps). It knows nothing about HL7: frames go to an injected ``handler``, framing faults to ``nak_builder``;
+strictly request/response per connection. Replies, admission and timeouts: ``docs/mllp-listener.md``
+(settings: ``docs/hardening.md``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ frame gets its own correlation ID; the core (parse, validate, persist) runs on a
 and one peer address may occupy at most half of them, so slow storage or a sender of heavy messages
 never stalls other senders. Framing faults get an AR built from whatever MSH could be read.
 
-Admission (docs/mllp-hardening.md): ``TIE_MLLP_MAX_CONNECTIONS`` in all, of which
+Admission (docs/hardening.md, section A): ``TIE_MLLP_MAX_CONNECTIONS`` in all, of which
 ``TIE_MLLP_RESERVED_CONNECTIONS`` only for allow-listed senders (``TIE_MLLP_TRUSTED_CIDRS``, or with
 mutual TLS ``TIE_MLLP_TRUSTED_CLIENT_CNS``), ``TIE_MLLP_MAX_CONNECTIONS_PER_SOURCE`` per other peer
 address, and deadlines for the first frame and between frames. :meth:`MllpServer.stop` drains for

@@ -1,50 +1,8 @@
 """Concept maps as versioned data, and FHIR ``ConceptMap/$translate`` semantics over them.
 
-File format (``data/conceptmaps/<id>.json``, FHIR-ConceptMap-like)
------------------------------------------------------------------
-::
-
-    {
-      "resourceType": "ConceptMap",                 # optional
-      "id": "v2-0001-to-administrative-gender",     # = file name stem
-      "url": "...",                                 # optional; default urn:tie:conceptmap:<id>
-      "version": "1.0.0",                           # semver of THIS file; bump on every change
-      "title": "...", "status": "active|draft|retired", "description": "...",
-      "sourceSystem": "<code system URI>",          # default source of every group
-      "targetSystem": "<code system URI>",          # default target of every group
-      "references": ["where the mapping came from", ...],
-      "groups": [{
-        "source": "...", "target": "...",           # optional overrides of the defaults above
-        "targetValueSet": "<value set id>",         # optional: every target code must be a member
-        "unmapped": {"mode": "provided" | "other-map", "url": "<map id or url>"},   # optional
-        "elements": [{
-          "code": "A", "display": "Ambiguous", "comment": "...",
-          "targets": [{"code": "other", "display": "Other", "equivalence": "wider",
-                       "comment": "why", "dataAbsentReason": "..."}]
-        }]
-      }]
-    }
-
-Rules enforced when a file is loaded (violations raise :class:`InvalidTerminologyData`): known members
-only (a typo such as ``"equivalance"`` is an error, not an ignored key); semver ``version``; ``equivalence``
-from the FHIR R4 set; a ``comment`` on every target whose equivalence is not ``equal``/``equivalent`` (FHIR
-cmd-1, extended: every approximate or missing mapping must say why); ``unmatched`` targets have no code;
-``dataAbsentReason`` only on ``unmatched`` targets and only a data-absent-reason code; each source code at
-most once per group (several targets go in one element's ``targets``); no two groups with the same
-source/target pair. ``unmapped.mode = "fixed"`` is rejected: it would turn every unknown code into one
-default target, which is exactly the silent default this package exists to prevent.
-
-Translation semantics (FHIR R4 ``$translate``)
-----------------------------------------------
-``translate`` returns a :class:`TranslateResult` whose ``result`` is true only when at least one match has
-an equivalence other than ``unmatched``/``disjoint``. Explicit ``unmatched`` entries are returned as
-matches without a concept (so callers see the map's comment and suggested data-absent reason). With
-``reverse=True`` the map is read target -> source and equivalences are inverted (``wider`` <-> ``narrower``,
-``subsumes`` <-> ``specializes``). A group's ``unmapped`` rule applies only to codes the group does not
-list: ``provided`` passes the code through into the target system (equivalence ``equal``: use it only for
-code systems that share their codes), ``other-map`` consults another map.
-
-Maps are loaded once per process (cached); :func:`clear_caches` exists for tests.
+Code translation is data (``data/conceptmaps/<id>.json``), validated on load so that no map can turn an
+unknown code into a silent default. File format, load-time rules and translation semantics:
+``docs/terminology-conceptmaps.md``.
 """
 
 from __future__ import annotations

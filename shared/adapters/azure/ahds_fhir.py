@@ -1,64 +1,8 @@
 """FHIR repository over HTTP: an Azure Health Data Services FHIR service (or any FHIR R4 server).
 
-Implements :class:`~shared.fhirstore.ports.FhirRepository` with the same observable contract as the
-embedded store; parameters and bundles are validated locally with the same code
-(:mod:`shared.fhirstore.search`, :mod:`shared.fhirstore.bundle`) so both adapters reject the same input
-with the same errors, then forwarded.
-
-**HTTP**: one pooled, thread-safe ``urllib3.PoolManager`` (keep-alive) per repository; JSON bodies with
-``application/fhir+json``; ``Prefer: return=representation`` on writes.
-
-**Auth**: a managed-identity bearer token from ``credential.get_token(scope)`` (``scope`` defaults to
-``{base_url}/.default``, the AHDS audience), cached and refreshed five minutes before expiry or when the
-service answers 401 (one retry). ``token_provider`` (a callable returning a token) replaces the
-credential in tests; with neither, no ``Authorization`` header is sent.
-
-**Retries** (exponential backoff with full jitter, ``backoff_base * 2**attempt`` capped at
-``backoff_max``; at most ``max_retries`` retries):
-
-* 429 and 503 are retried for every method: the service did not process the request. The wait honours
-  ``x-ms-retry-after-ms`` or ``Retry-After`` (seconds or HTTP date) plus up to 10% jitter; a requested wait
-  longer than ``max_retry_after`` is not slept through - :class:`Throttled` / :class:`StoreUnavailable`
-  is raised at once with ``retry_after`` so the caller (a Function) can back off instead.
-* 500, 502, 504, read timeouts and dropped connections are retried only for requests that are safe to
-  repeat: GET, PUT, DELETE, searches, and a POST create carrying ``If-None-Exist``. A plain POST create
-  or a transaction/batch Bundle is not repeated after it may have reached the server.
-* Connection failures before the request was sent are retried for every method.
-
-Exhausted retries raise :class:`StoreUnavailable` (503) or :class:`Throttled` (429), both transient.
-
-**Error mapping** (status + OperationOutcome issue code -> port errors): 400 -> ``InvalidSearch`` (for
-searches) / ``InvalidResource``; 401/403 -> ``UpstreamError``; 404 -> ``ResourceNotFound``; 405 ->
-``UnsupportedInteraction``; 409 -> ``ResourceConflict``; 410 -> ``ResourceGone``; 412 ->
-``MultipleMatches`` (issue code ``multiple-matches``, or a conditional request without If-Match) else
-``VersionConflict``; 413 -> ``BundleTooLarge``; 422 -> ``InvalidResource(422)``; 429 -> ``Throttled``;
-5xx -> ``StoreUnavailable``. Upstream diagnostics are never copied into exception text (they may echo
-values); only issue codes and element paths are kept.
-
-**Client certificates** (``tls``: a :class:`shared.credentials.broker.ClientTls` from the downstream
-registry): the pool verifies the server and presents the registry's client certificate (mutual TLS); a
-rotated certificate (a new context from the source) replaces the pool for the next request, and every
-logical request records the credential it used (per-call audit) before it is sent. A missing or expired
-certificate fails the request with the credential error (``docs/credentials.md``).
-
-**Bundles**: the service accepts at most ``max_bundle_entries`` (AHDS: 500) entries per Bundle.
-
-* A batch is always split into chunks of that size, sent one after another; entry responses are merged
-  back in request order. If a chunk fails as a whole after an earlier chunk succeeded, its entries carry
-  the error (status + OperationOutcome); if the only/first chunk fails the error is raised.
-* A transaction cannot be split without losing atomicity, so a larger one raises
-  :class:`BundleTooLarge` (413). With ``split_transactions=True`` the adapter instead sends consecutive
-  upstream transactions: entries are ordered so that every entry comes after the entries whose
-  ``fullUrl`` it references, chunked, and references to ``fullUrl`` s committed in earlier chunks are
-  rewritten to the ids the service assigned. Each chunk is atomic, the whole is not: a failing chunk
-  raises :class:`TransactionPartiallyApplied` listing the entries already committed. Circular references
-  that would span chunks make the bundle unsplittable (413). Processing order (DELETE, POST, PUT, GET)
-  then holds within each chunk only.
-
-**Paging**: the port's offset paging is emulated by following the service's ``next`` links (AHDS uses
-continuation tokens): offset ``n`` costs reading the first ``n`` matches. ``next`` links are only
-followed on the service's own origin (the bearer token is never sent elsewhere). ``_include``d
-resources are kept from the pages that supplied returned matches.
+Implements :class:`~shared.fhirstore.ports.FhirRepository` with the embedded store's contract, validating
+parameters and bundles locally with the same code. HTTP, auth, retries, error mapping, client
+certificates, bundle splitting and paging: ``docs/ahds-fhir-adapter.md``.
 """
 
 from __future__ import annotations

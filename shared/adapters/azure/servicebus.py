@@ -1,51 +1,8 @@
 """Azure Service Bus adapter for the :class:`~shared.messaging.ports.MessageBus` port (sync SDK, v7).
 
-Production wiring is identity-based: :meth:`ServiceBusMessageBus.from_namespace` takes the namespace host
-(app setting ``ServiceBusConnection__fullyQualifiedNamespace``, the same prefix the Functions triggers use)
-and a ``TokenCredential``. No connection strings or keys.
-
-How it was verified: there is no Service Bus emulator on the development machines, so this adapter is
-tested only against fakes that mimic the SDK's interfaces (``tests/unit/test_servicebus_adapter.py``; the
-fakes receive genuine ``ServiceBusMessage`` objects and hand back genuine ``ServiceBusReceivedMessage``
-objects built from AMQP frames). Behaviour that depends on the broker itself (filters, duplicate detection,
-lock expiry, session assignment) has not been exercised against a real namespace by these tests.
-
-Semantics and Azure-specific choices
-------------------------------------
-* **Publish** of several messages is one ``ServiceBusMessageBatch`` sent in one transfer, which the broker
-  accepts or rejects as a whole. Messages that do not fit one batch raise
-  :class:`~shared.messaging.errors.MessageTooLarge` and nothing is sent.
-* **Settlement** needs the SDK's original message object and the receiver that received it, so the
-  adapter keeps ``lock_token -> (receiver, sdk message)`` until the message is settled (or its lock is
-  reported lost). Receivers are cached per ``(topic, subscription, session, dead-letter)``.
-* **Delivery count**: the AMQP header carries the number of *previous* deliveries (0 on the first); the
-  Python SDK exposes that raw value. :class:`ReceivedMessage.delivery_count` follows the Service Bus
-  convention instead (1 on the first delivery, as in .NET and the Functions trigger), so the adapter adds
-  one for messages received under a lock. Peeked messages report the raw header value.
-* **Sessions**: ``session_id=NEXT_AVAILABLE_SESSION`` opens a receiver on whichever session the broker
-  assigns (waiting up to ``max_wait`` for one; none available -> ``[]``). The session lock is held until
-  :meth:`ServiceBusMessageBus.release_session`. For session messages ``locked_until`` is the session lock
-  and :meth:`~ServiceBusMessageBus.renew_lock` renews the session lock (the SDK does not lock session
-  messages individually).
-* **Replay** re-enters through the *topic* (Service Bus cannot re-insert into one subscription). The copy
-  carries ``tie_replay_count`` (incremented) and ``tie_replay_subscription=<subscription>``, so every
-  subscription's rule must be :func:`replay_aware_filter` (otherwise a replay to one subscription is
-  delivered to all of them). The copy gets a derived ``message_id`` (``<original>:replay:<n>``) because
-  the original id would be dropped by duplicate detection inside the detection window; the derived id is
-  deterministic, so a replay repeated after a failed completion is itself de-duplicated. The dead-letter
-  message is completed only after the copy was sent: a failure leaves it in the dead-letter sub-queue.
-* **Purge** uses peek-lock, not receive-and-delete, so that dead-letters younger than ``older_than`` are
-  never deleted by accident: they are held locked for the sweep and abandoned back at the end. Service Bus
-  does not expose the instant a message was dead-lettered to this SDK, so age is measured from
-  ``enqueued_time_utc`` (when the topic accepted the message); a message may therefore become eligible
-  sooner after being dead-lettered than ``older_than`` suggests. ``dead_lettered_at`` is always ``None``.
-* **Peek** on a session-enabled subscription's active queue is not supported (the SDK needs a session
-  receiver); peeking its dead-letter sub-queue works.
-* ``max_wait=0`` is not expressible in the SDK (waits must be positive); such receives wait
-  ``min_receive_wait`` seconds (default 1 s), which also bounds opening the link on first use.
-
-Errors are mapped to :mod:`shared.messaging.errors`; exception text names the topic, subscription and
-sequence number only, never message content.
+Production messaging, identity-based (:meth:`ServiceBusMessageBus.from_namespace`; no connection
+strings). Tested against SDK fakes only, not a real namespace. Publish batches, settlement, delivery
+count, sessions, replay through the topic, purge and peek: ``docs/servicebus-adapter.md``.
 """
 
 from __future__ import annotations
