@@ -408,6 +408,14 @@ def _order_group(report: ResultReport, n: int, o: f.Out, counts: dict[str, int])
         )
     if report.specimens and not o.v25:
         _obr_specimen(report, obr, o, src, obr_at)
+    elif (
+        len(report.specimens) == 1
+        and report.specimens[0].received is not None
+        and f.parse_version(o.version) < (2, 7)
+    ):
+        # v2.5/2.6 keep OBR-14 beside SPM-18 (withdrawn in v2.7): senders fill both, receivers read either
+        obr[14] = f.ts(report.specimens[0].received)
+        o.add(f"{src}.specimens[0].received", f"{obr_at}-14", "specimen received date/time (also SPM-18)")
     out.append(f.field_list(obr))
     for k, text in enumerate(report.notes):
         out.append(_nte(text, o, f"{src}.notes[{k}]", counts))
