@@ -201,3 +201,13 @@ def test_a_uk_core_lab_observation_from_fhir_arrives_as_oru_r01(profile: Outboun
         obs["code"]["coding"][0]["code"],
         str(obs["valueQuantity"]["value"]),
     )
+
+
+@pytest.mark.parametrize("charset", ["UNICODE UTF-8", "8859/1", "ASCII"])
+def test_delimiters_in_values_are_escaped_on_the_wire(charset: str) -> None:
+    family = "O'NEIL & SONS|A^B~C\\D"
+    profile = OutboundProfile(charset=charset)
+    payload = Hl7MllpDownstream(None, profile=profile).message_for(_event(family=family))
+    pid = next(seg for seg in payload.split(b"\r") if seg.startswith(b"PID|"))
+    assert b"O'NEIL \\T\\ SONS\\F\\A\\S\\B\\R\\C\\E\\D^" in pid
+    assert map_bytes(payload).value.patient.names[0].family == family
