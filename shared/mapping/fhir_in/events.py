@@ -8,6 +8,7 @@ inputs: ``docs/mapping-fhir-in-events.md``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -19,7 +20,6 @@ from shared.canonical.model import (
     EncounterStatus,
     EventKey,
     EventKind,
-    Identifier,
     Patient,
     Provenance,
     SourceSystem,
@@ -104,11 +104,10 @@ def event_from_fhir(
     )
     if interaction == "delete" and rtype not in ("Encounter",):
         raise UnsupportedInteraction(rtype, "delete is not an event for this resource type")
-    if rtype not in _BUILDERS:
+    if rtype not in ("Patient", "Encounter") and rtype not in _RULES:
         raise UnsupportedInteraction("resourceType", "no event mapping for this resource type")
     with rec.scope("", resource=full_url):  # every entry names the resource (Bundle entry) it came from
-        builder = _BUILDERS[rtype]
-        if builder is None:
+        if rtype == "Patient":  # the patient is the resource: no subject to resolve
             event = _patient_event(resource, interaction, rec, resolver, base)
         else:
             subject = patient if patient is not None else _subject(resource, rtype, rec, resolver)
@@ -119,7 +118,10 @@ def event_from_fhir(
                     "patient",
                     "the subject, resolved by the caller",
                 )
-            event = builder(resource, interaction, subject, previous, rec, resolver, base)
+            if rtype == "Encounter":
+                event = _encounter_event(resource, interaction, subject, previous, rec, resolver, base)
+            else:
+                event = _clinical_event(_RULES[rtype], rtype, resource, subject, rec, resolver, base)
     return Mapped(event, rec.freeze())
 
 
@@ -398,180 +400,119 @@ def _cancelled_key(kind: EventKind, encounter: Encounter, patient: Patient) -> E
 
 
 # ------------------------------------------------------------------------------------ clinical events
-def _result_event(
-    resource: r.JsonObj,
-    interaction: Interaction,
-    patient: Patient,
-    previous: r.JsonObj | None,
-    rec: LineageRecorder,
-    resolver: r.Resolver,
-    base: _Base,
-) -> ClinicalEvent:
-    rtype = str(resource["resourceType"])
-    with rec.scope("reports[0]."):
-        if rtype == "DiagnosticReport":
-            report = clinical.map_report(resource, rec, resolver)
-        else:
-            report = clinical.report_for_observation(resource, rec, resolver)
-    if report.filler_order_number is None:
-        raise MissingRequiredField(f"{rtype}.identifier", "a result needs a filler order number (type FILL)")
-    key = _keyed(
-        lambda: identity.result_key(patient, report.filler_order_number, report.code), f"{rtype}.code.coding"
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """How one resource type becomes an event of ``kind``: ``mapper`` fills the one-item list ``scope`` of
+    the event; ``key`` makes its identity key (``key_field``, after ``<Type>.``, is named when the key lacks
+    a coded value; ``None``: the identity error propagates); ``time`` is (attribute of the mapped value,
+    FHIR path) of the event time; ``requires`` is (attribute, FHIR path, reason) that must be present."""
+
+    kind: EventKind
+    scope: str
+    mapper: Callable[[r.JsonObj, LineageRecorder, r.Resolver], Any]
+    key: Callable[[Patient, Any], EventKey]
+    key_field: str | None = None
+    time: tuple[str, str] | None = None
+    requires: tuple[str, str, str] | None = None
+
+
+def _identified(
+    kind: EventKind, scope: str, mapper: Callable[[r.JsonObj, LineageRecorder, r.Resolver], Any]
+) -> _Rule:
+    """An event keyed by the resource's first business identifier (no event time)."""
+    return _Rule(
+        kind,
+        scope,
+        mapper,
+        key=lambda patient, value: identity.identifier_key(kind, patient, value.identifiers),
+        requires=("identifiers", "identifier", f"a {kind.value} event needs a business identifier"),
     )
-    return _event(
+
+
+_RESULT_FILLER = ("filler_order_number", "identifier", "a result needs a filler order number (type FILL)")
+
+#: Resource type -> event rule (Patient and Encounter have their own functions above).
+_RULES: dict[str, _Rule] = {
+    "Observation": _Rule(
         EventKind.RESULT,
-        key,
-        patient,
-        base,
-        rec,
-        rtype,
-        reports=(report,),
-        occurred_at=report.effective,
-        occurred_src=f"{rtype}.effective[x]",
-    )
-
-
-def _order_event(
-    resource: r.JsonObj,
-    interaction: Interaction,
-    patient: Patient,
-    previous: r.JsonObj | None,
-    rec: LineageRecorder,
-    resolver: r.Resolver,
-    base: _Base,
-) -> ClinicalEvent:
-    with rec.scope("orders[0]."):
-        order = clinical.map_service_request(resource, rec, resolver)
-    key = identity.order_key(patient, order.placer_order_number, order.filler_order_number)
-    return _event(
+        "reports",
+        clinical.report_for_observation,
+        key=lambda patient, report: identity.result_key(patient, report.filler_order_number, report.code),
+        key_field="code.coding",
+        time=("effective", "effective[x]"),
+        requires=_RESULT_FILLER,
+    ),
+    "DiagnosticReport": _Rule(
+        EventKind.RESULT,
+        "reports",
+        clinical.map_report,
+        key=lambda patient, report: identity.result_key(patient, report.filler_order_number, report.code),
+        key_field="code.coding",
+        time=("effective", "effective[x]"),
+        requires=_RESULT_FILLER,
+    ),
+    "ServiceRequest": _Rule(
         EventKind.ORDER,
-        key,
-        patient,
-        base,
-        rec,
-        "ServiceRequest",
-        orders=(order,),
-        occurred_at=order.authored_on,
-        occurred_src="ServiceRequest.authoredOn",
-    )
-
-
-def _allergy_event(
-    resource: r.JsonObj,
-    interaction: Interaction,
-    patient: Patient,
-    previous: r.JsonObj | None,
-    rec: LineageRecorder,
-    resolver: r.Resolver,
-    base: _Base,
-) -> ClinicalEvent:
-    with rec.scope("allergies[0]."):
-        allergy = clinical.map_allergy(resource, rec, resolver)
-    key = _keyed(lambda: identity.allergy_key(patient, allergy.code), "AllergyIntolerance.code.coding")
-    return _event(
+        "orders",
+        clinical.map_service_request,
+        key=lambda patient, order: identity.order_key(
+            patient, order.placer_order_number, order.filler_order_number
+        ),
+        time=("authored_on", "authoredOn"),
+    ),
+    "AllergyIntolerance": _Rule(
         EventKind.ALLERGY,
-        key,
-        patient,
-        base,
-        rec,
-        "AllergyIntolerance",
-        allergies=(allergy,),
-        occurred_at=allergy.recorded,
-        occurred_src="AllergyIntolerance.recordedDate",
-    )
+        "allergies",
+        clinical.map_allergy,
+        key=lambda patient, allergy: identity.allergy_key(patient, allergy.code),
+        key_field="code.coding",
+        time=("recorded", "recordedDate"),
+    ),
+    "Condition": _Rule(
+        EventKind.CONDITION,
+        "conditions",
+        clinical.map_condition,
+        key=lambda patient, condition: identity.condition_key(patient, condition.code, condition.onset),
+        key_field="code.coding",
+        time=("onset", "onset[x]"),
+        requires=("onset", "onset[x]", "event identity needs the onset"),
+    ),
+    "MedicationRequest": _identified(
+        EventKind.MEDICATION_REQUEST, "medication_requests", clinical.map_medication_request
+    ),
+    "MedicationStatement": _identified(
+        EventKind.MEDICATION_STATEMENT, "medication_statements", clinical.map_medication_statement
+    ),
+    "DocumentReference": _identified(EventKind.DOCUMENT, "documents", clinical.map_document),
+}
 
 
-def _condition_event(
+def _clinical_event(
+    rule: _Rule,
+    rtype: str,
     resource: r.JsonObj,
-    interaction: Interaction,
     patient: Patient,
-    previous: r.JsonObj | None,
     rec: LineageRecorder,
     resolver: r.Resolver,
     base: _Base,
 ) -> ClinicalEvent:
-    with rec.scope("conditions[0]."):
-        condition = clinical.map_condition(resource, rec, resolver)
-    if condition.onset is None:
-        raise MissingRequiredField("Condition.onset[x]", "event identity needs the onset")
-    key = _keyed(
-        lambda: identity.condition_key(patient, condition.code, condition.onset), "Condition.code.coding"
-    )
-    return _event(
-        EventKind.CONDITION,
-        key,
-        patient,
-        base,
-        rec,
-        "Condition",
-        conditions=(condition,),
-        occurred_at=condition.onset,
-        occurred_src="Condition.onset[x]",
-    )
-
-
-def _identified_event(
-    kind: EventKind,
-    rtype: str,
-    scope: str,
-    mapper: Callable[[r.JsonObj, LineageRecorder, r.Resolver], object],
-) -> _Builder:
-    def build(
-        resource: r.JsonObj,
-        interaction: Interaction,
-        patient: Patient,
-        previous: r.JsonObj | None,
-        rec: LineageRecorder,
-        resolver: r.Resolver,
-        base: _Base,
-    ) -> ClinicalEvent:
-        with rec.scope(f"{scope}[0]."):
-            value = mapper(resource, rec, resolver)
-        idents: tuple[Identifier, ...] = getattr(value, "identifiers", ())
-        if not idents:
-            raise MissingRequiredField(
-                f"{rtype}.identifier", f"a {kind.value} event needs a business identifier"
-            )
-        parts: dict[str, Any] = {scope: (value,)}
-        return _event(
-            kind, identity.identifier_key(kind, patient, idents), patient, base, rec, rtype, **parts
-        )
-
-    return build
-
-
-def _keyed(make: Callable[[], EventKey], field: str) -> EventKey:
+    with rec.scope(f"{rule.scope}[0]."):
+        value = rule.mapper(resource, rec, resolver)
+    if rule.requires is not None:
+        attribute, path, reason = rule.requires
+        present = getattr(value, attribute, None)
+        if present is None or present == ():
+            raise MissingRequiredField(f"{rtype}.{path}", reason)
     try:
-        return make()
+        key = rule.key(patient, value)
     except identity.IdentityError as exc:
-        raise MissingRequiredField(field, "event identity needs a coded value") from exc
-
-
-_Builder = Callable[
-    [r.JsonObj, Interaction, Patient, "r.JsonObj | None", LineageRecorder, r.Resolver, _Base], ClinicalEvent
-]
-
-_BUILDERS: dict[str, _Builder | None] = {
-    "Patient": None,  # handled before subject resolution
-    "Encounter": _encounter_event,
-    "Observation": _result_event,
-    "DiagnosticReport": _result_event,
-    "ServiceRequest": _order_event,
-    "AllergyIntolerance": _allergy_event,
-    "Condition": _condition_event,
-    "MedicationRequest": _identified_event(
-        EventKind.MEDICATION_REQUEST,
-        "MedicationRequest",
-        "medication_requests",
-        clinical.map_medication_request,
-    ),
-    "MedicationStatement": _identified_event(
-        EventKind.MEDICATION_STATEMENT,
-        "MedicationStatement",
-        "medication_statements",
-        clinical.map_medication_statement,
-    ),
-    "DocumentReference": _identified_event(
-        EventKind.DOCUMENT, "DocumentReference", "documents", clinical.map_document
-    ),
-}
+        if rule.key_field is None:
+            raise
+        raise MissingRequiredField(f"{rtype}.{rule.key_field}", "event identity needs a coded value") from exc
+    parts: dict[str, Any] = {rule.scope: (value,)}
+    occurred_src = None
+    if rule.time is not None:
+        attribute, path = rule.time
+        parts["occurred_at"] = getattr(value, attribute)
+        occurred_src = f"{rtype}.{path}"
+    return _event(rule.kind, key, patient, base, rec, rtype, occurred_src=occurred_src, **parts)
