@@ -3,8 +3,8 @@
 Thin adapter over :meth:`shared.reconcile.service.Reconciler.run_if_due`: Azure's NCRONTAB runs in UTC
 on Linux plans, so the timer fires every hour and the reconciler decides (in ``Europe/London``, so the
 same local hour either side of a clock change) and claims the local day, so one run per day however
-many instances fire (a firing missed at 02:00 is caught up later that day). ``tie reconcile`` runs the same reconciliation on demand. See
-``docs/reconciliation.md``.
+many instances fire (a firing missed at 02:00 is caught up later that day). ``tie reconcile`` runs the
+same reconciliation on demand. See ``docs/reconciliation.md``.
 """
 
 from __future__ import annotations
