@@ -1,49 +1,9 @@
 """FHIR R4 search: the parameter definitions (as data), value parsing, index extraction and matching.
 
-Adapter-neutral. :func:`parse_search` turns request parameters into a :class:`SearchQuery`;
-:func:`extract_index` computes the index rows of a resource (what the SQLite adapter stores);
-:func:`matches` evaluates a query against one resource in memory (the reference semantics that the
-SQLite adapter's SQL reproduces - the tests compare the two).
-
-Parameters (:data:`SEARCH_PARAMETERS`, read from ``search_parameters.json`` beside this module and
-validated at import): every type has ``_id``, ``_lastUpdated``, ``_tag``, ``_profile``, ``_security``;
-per-type parameters are listed with their FHIRPath-lite paths (dotted element names; ``x[x]`` expands a
-choice element; arrays are flattened).
-
-Semantics (FHIR R4 search, section 3.1.1):
-
-* **AND / OR**: a parameter repeated is AND; comma-separated values of one parameter are OR. A value
-  with an escaped comma (``\\,``) is one value. Empty values are ignored.
-* **token**: ``code`` (any system), ``system|code``, ``|code`` (no system), ``system|`` (any code in the
-  system); matched exactly (case-sensitive) against Coding / CodeableConcept.coding / Identifier
-  (system + value) / code / boolean. Modifiers ``:not`` (no value of the resource matches) and
-  ``:missing``.
-* **date**: ``[prefix]value`` with prefixes ``eq ne lt gt le ge sa eb ap`` (default ``eq``). Both the search
-  value and the resource value are *ranges* set by their precision (``2020`` is the whole year, an
-  instant is one millisecond; a Period is start..end with an open side unbounded). With search range P
-  and resource range R (half-open, lo inclusive, hi exclusive): eq: R within P; ne: not eq; gt: R.hi >
-  P.hi; lt: R.lo < P.lo; ge: gt or eq; le: lt or eq; sa: R.lo >= P.hi; eb: R.hi <= P.lo; ap: R overlaps
-  P widened on each side by 10% of its distance from now. A resource matches if any of its values does.
-  Values without a timezone (dates, or search values without offset) are taken as UTC. An unencoded
-  ``+`` in an offset (arriving as a space) is accepted.
-* **reference**: ``Type/id``, ``id`` (any target type allowed by the parameter), an absolute URL ending
-  in ``Type/id`` (the base is not compared), ``Type/id/_history/n`` (version ignored); modifier
-  ``:Type`` restricts the type; ``:missing``.
-* **string**: case- and accent-insensitive "starts with" on each part (HumanName family/given/prefix/
-  suffix/text; Address parts); ``:exact`` (whole value, exact case and accents); ``:contains``
-  (normalised substring); ``:missing``.
-* **uri** (``_profile``): exact match.
-
-Result parameters: ``_count`` (default :data:`DEFAULT_COUNT`, clipped to :data:`MAX_COUNT`; 0 = total
-only), ``_offset``, ``_sort`` (comma-separated, ``-`` for descending; ``_lastUpdated``, ``_id``, and any
-date, string or token parameter of the type - a date sorts by its lowest value ascending, highest
-descending; ties broken by id), ``_include`` / ``_revinclude`` (``Type:param[:TargetType]``, or ``*``
-for every reference parameter; one level, no ``:iterate``), ``_total`` (``none`` skips counting;
-``estimate``/``accurate`` count exactly), ``_summary=count`` (total only). ``_summary`` (other values),
-``_elements``, ``_format`` and ``_pretty`` are accepted and left to the HTTP layer.
-
-Unknown parameters (including chained ``a.b`` and ``_has``) raise :class:`InvalidSearch` when ``strict``
-and are ignored otherwise (their names are reported). Bad values and unsupported modifiers always raise.
+Adapter-neutral: :func:`parse_search`, :func:`extract_index` and :func:`matches` (the reference semantics
+the SQLite adapter's SQL reproduces); :data:`SEARCH_PARAMETERS` is read from ``search_parameters.json`` and
+validated at import. Value semantics per type, result parameters and unknown-parameter handling:
+``docs/fhir-search.md``.
 """
 
 from __future__ import annotations
