@@ -16,14 +16,8 @@ from functions import (
     console,
     deadletter,
     events,
+    fhir,
     fhir_audit,
-    fhir_directory,
-    fhir_encounter,
-    fhir_orders,
-    fhir_patient,
-    fhir_records,
-    fhir_results,
-    fhir_system,
     health,
     hl7v2,
     ingest,
@@ -38,13 +32,7 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_functions(health.bp)
 app.register_functions(ingest.bp)
 app.register_functions(hl7v2.bp)
-app.register_functions(fhir_system.bp)
-app.register_functions(fhir_patient.bp)
-app.register_functions(fhir_encounter.bp)
-app.register_functions(fhir_results.bp)
-app.register_functions(fhir_orders.bp)
-app.register_functions(fhir_records.bp)
-app.register_functions(fhir_directory.bp)
+app.register_functions(fhir.bp)
 app.register_functions(fhir_audit.bp)
 app.register_functions(events.bp)
 app.register_functions(audit_consumer.bp)

@@ -7,10 +7,10 @@ a 500 OperationOutcome without details. With ``TIE_REQUIRE_APIM_HEADER`` on, the
 (:mod:`shared.gateway`: the shared secret compared in constant time) runs first; a refusal is a 401/403
 OperationOutcome (issue code ``login`` / ``forbidden``) that echoes nothing.
 
-:func:`register_resources` adds one resource family's functions to a blueprint (``functions/fhir_*.py``
-hold one blueprint per family; a family's ``{resourceType}`` route segment is constrained to its types,
-so the functions - and their telemetry - are per family while the API Management operations are per
-interaction):
+:func:`register_resources` adds one resource family's functions to a blueprint (``functions/fhir.py``
+registers every family on one blueprint; a family's ``{resourceType}`` route segment is constrained to its
+types, so the functions - and their telemetry - are per family while the API Management operations are
+per interaction):
 
 ===========================================  ======  =================================================
 route (under ``/api``)                       method  interaction
@@ -32,22 +32,19 @@ route (under ``/api``)                       method  interaction
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import azure.functions as func
 
-from functions._http import gateway_verdict
+from functions._http import endpoint
 from shared.fhir.json import dumps
 from shared.fhirapi import FhirApi, FhirRequest, FhirResponse, Headers, api_for
 from shared.fhirapi.http import gateway_outcome
 from shared.fhirapi.service import error_response
-from shared.gateway import GatewayVerdict
-from shared.observability.correlation import HEADER, correlation_scope, from_headers
+from shared.observability.correlation import HEADER
 from shared.wiring import Container, get_container
 
 _log = logging.getLogger("tie.http")
@@ -93,41 +90,19 @@ def to_http(response: FhirResponse, correlation_id: str) -> func.HttpResponse:
 
 
 def fhir_endpoint(interaction: Interaction, name: str) -> Callable[[func.HttpRequest], func.HttpResponse]:
-    """A Functions handler ``(req) -> HttpResponse`` running ``interaction(api, request, route_params)``."""
-
-    def handler(req: func.HttpRequest) -> func.HttpResponse:
-        correlation_id, _ = from_headers(dict(req.headers.items()))
-        started = time.perf_counter()
-        with correlation_scope(correlation_id):
-            try:
-                verdict = gateway_verdict(req, name)
-                if verdict is GatewayVerdict.PASSED:
-                    response = interaction(get_api(), to_request(req, correlation_id), dict(req.route_params))
-                else:
-                    response = gateway_outcome(verdict.status, verdict.message)
-            except Exception as exc:  # noqa: BLE001 - HTTP boundary: no stack trace or payload leaves the app
-                _log.error("unhandled error", extra={"function": name, "error_code": type(exc).__name__})
-                response = error_response(exc)
-            result = to_http(response, correlation_id)
-            _log.info(
-                "http request",
-                extra={
-                    "function": name,
-                    "method": req.method,
-                    "status": response.status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
-            return result
-
-    handler.__name__ = name
-    handler.__qualname__ = name
-    # The Functions worker matches parameters to bindings by name.
-    handler.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [inspect.Parameter("req", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=func.HttpRequest)],
-        return_annotation=func.HttpResponse,
+    """A Functions handler ``(req) -> HttpResponse`` running ``interaction(api, request, route_params)``
+    (:func:`functions._http.endpoint` with FHIR responses and OperationOutcome errors)."""
+    return endpoint(
+        name,
+        lambda req, cid: to_http(interaction(get_api(), to_request(req, cid), dict(req.route_params)), cid),
+        refuse=lambda verdict, cid: to_http(gateway_outcome(verdict.status, verdict.message), cid),
+        fail=_failure,
     )
-    return handler
+
+
+def _failure(function: str, exc: Exception, correlation_id: str) -> func.HttpResponse:
+    _log.error("unhandled error", extra={"function": function, "error_code": type(exc).__name__})
+    return to_http(error_response(exc), correlation_id)
 
 
 def _add(bp: Any, name: str, route: str, method: str, interaction: Interaction) -> None:
@@ -212,7 +187,7 @@ def register_system(bp: Any) -> None:
     _add(bp, "fhir_bundle", "fhir", "POST", lambda api, r, p: api.bundle(r))
 
 
-#: Resource families: one blueprint (module ``functions/fhir_<family>.py``) each.
+#: Resource families: each has its own functions ``fhir_<family>_<interaction>`` (and telemetry).
 FAMILIES: dict[str, tuple[str, ...]] = {
     "patient": ("Patient",),
     "encounter": ("Encounter",),
@@ -223,27 +198,27 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 }
 
 
-def blueprint(family: str) -> Any:
-    """A new blueprint with the interactions of one resource family (:data:`FAMILIES`)."""
-    bp = func.Blueprint()  # type: ignore[no-untyped-call]
-    register_resources(bp, family, FAMILIES[family])
-    return bp
+def register_api(bp: Any) -> None:
+    """The whole FHIR API on ``bp``: the system interactions, then every family (:data:`FAMILIES`)."""
+    register_system(bp)
+    for family, resource_types in FAMILIES.items():
+        register_resources(bp, family, resource_types)
 
 
 def blueprints() -> list[Any]:
-    """New blueprints for the whole FHIR API (system interactions and every family), e.g. for a test or
-    benchmark FunctionApp; ``function_app`` registers the module-level ones of ``functions/fhir_*.py``."""
-    system = func.Blueprint()  # type: ignore[no-untyped-call]
-    register_system(system)
-    return [system, *(blueprint(family) for family in FAMILIES)]
+    """New blueprints for the whole FHIR API, e.g. for a test or benchmark FunctionApp; ``function_app``
+    registers the module-level one of :mod:`functions.fhir`."""
+    bp = func.Blueprint()  # type: ignore[no-untyped-call]
+    register_api(bp)
+    return [bp]
 
 
 __all__ = [
     "FAMILIES",
-    "blueprint",
     "blueprints",
     "fhir_endpoint",
     "get_api",
+    "register_api",
     "register_resources",
     "register_system",
     "to_http",

@@ -4,6 +4,7 @@ the API gateway check (:mod:`shared.gateway`) on every route but health."""
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import time
@@ -70,61 +71,41 @@ def gateway_verdict(req: func.HttpRequest, function: str) -> GatewayVerdict:
     return verdict
 
 
-def http_endpoint(handler: Handler) -> Callable[[func.HttpRequest], func.HttpResponse]:
-    """Wrap a handler ``(req, correlation_id) -> HttpResponse``.
+Respond = Callable[[func.HttpRequest, str], func.HttpResponse]
+#: The response to a refused gateway check ``(verdict, correlation_id)``.
+Refuse = Callable[[GatewayVerdict, str], func.HttpResponse]
+#: The response to an exception that escaped ``(function name, exception, correlation_id)``; it logs it.
+Fail = Callable[[str, Exception, str], func.HttpResponse]
 
-    Accepts ``X-Correlation-ID`` or generates one, makes it current for logging, echoes it on every
-    response, and turns any escaped exception into a 500/503 JSON error with the correlation ID and no
-    stack trace or payload. With ``TIE_REQUIRE_APIM_HEADER`` on, a request without the gateway's secret
-    header gets 401/403 JSON before the handler runs.
+
+def endpoint(
+    name: str, respond: Respond, *, refuse: Refuse | None, fail: Fail
+) -> Callable[[func.HttpRequest], func.HttpResponse]:
+    """The one wrapper of every HTTP function: a Functions handler ``(req) -> HttpResponse`` named ``name``.
+
+    Accepts ``X-Correlation-ID`` or generates one, makes it current for logging and echoes it on every
+    response; runs the gateway check first (``refuse`` answers a refusal; ``None``: no check); calls
+    ``respond(req, correlation_id)``; an exception that escapes becomes ``fail(...)`` (no stack trace or
+    payload leaves the app); logs one ``http request`` line with the status and duration.
     """
-    return _endpoint(handler, gated=True)
 
-
-def ungated_endpoint(handler: Handler) -> Callable[[func.HttpRequest], func.HttpResponse]:
-    """:func:`http_endpoint` without the gateway check: for ``/health`` only (platform probes)."""
-    return _endpoint(handler, gated=False)
-
-
-def _endpoint(handler: Handler, *, gated: bool) -> Callable[[func.HttpRequest], func.HttpResponse]:
-    @functools.wraps(handler)
     def wrapper(req: func.HttpRequest) -> func.HttpResponse:
         correlation_id, _ = from_headers(dict(req.headers))
         started = time.perf_counter()
         with correlation_scope(correlation_id):
             try:
-                verdict = gateway_verdict(req, handler.__name__) if gated else GatewayVerdict.PASSED
-                if verdict is GatewayVerdict.PASSED:
-                    response = handler(req, correlation_id)
+                verdict = gateway_verdict(req, name) if refuse is not None else GatewayVerdict.PASSED
+                if refuse is None or verdict is GatewayVerdict.PASSED:
+                    response = respond(req, correlation_id)
                 else:
-                    response = error_response(
-                        verdict.status, f"gateway_{verdict.value}", verdict.message, correlation_id
-                    )
-            except TransientError as exc:
-                _log.warning(
-                    "transient failure", extra={"function": handler.__name__, "error_code": exc.code}
-                )
-                response = error_response(
-                    503, "unavailable", "A dependency is unavailable; retry later.", correlation_id
-                )
-                response.headers["Retry-After"] = "5"
-            except PermanentError as exc:
-                _log.warning("request failed", extra={"function": handler.__name__, "error_code": exc.code})
-                response = error_response(
-                    400, exc.code, "The request could not be processed.", correlation_id
-                )
+                    response = refuse(verdict, correlation_id)
             except Exception as exc:  # noqa: BLE001 - HTTP boundary: no stack trace leaves the app
-                _log.error(
-                    "unhandled error", extra={"function": handler.__name__, "error_code": type(exc).__name__}
-                )
-                response = error_response(
-                    500, "internal_error", "An internal error occurred.", correlation_id
-                )
+                response = fail(name, exc, correlation_id)
             response.headers.setdefault(HEADER, correlation_id)
             _log.info(
                 "http request",
                 extra={
-                    "function": handler.__name__,
+                    "function": name,
                     "method": req.method,
                     "status": response.status_code,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
@@ -132,19 +113,55 @@ def _endpoint(handler: Handler, *, gated: bool) -> Callable[[func.HttpRequest], 
             )
             return response
 
+    wrapper.__name__ = name
+    wrapper.__qualname__ = name
     # The Functions worker matches parameters to bindings by name: expose the trigger's signature.
-    wrapper.__signature__ = _request_signature()  # type: ignore[attr-defined]
-    del wrapper.__wrapped__
-    return wrapper
-
-
-def _request_signature() -> Any:
-    import inspect
-
-    return inspect.Signature(
+    wrapper.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter("req", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=func.HttpRequest)],
         return_annotation=func.HttpResponse,
     )
+    return wrapper
+
+
+def http_endpoint(handler: Handler) -> Callable[[func.HttpRequest], func.HttpResponse]:
+    """Wrap a handler ``(req, correlation_id) -> HttpResponse`` (:func:`endpoint` with JSON errors).
+
+    With ``TIE_REQUIRE_APIM_HEADER`` on, a request without the gateway's secret header gets 401/403 JSON
+    before the handler runs; an escaped exception is a 503 (transient) / 400 (permanent) / 500 JSON error
+    with the correlation ID.
+    """
+    return _json_endpoint(handler, gated=True)
+
+
+def ungated_endpoint(handler: Handler) -> Callable[[func.HttpRequest], func.HttpResponse]:
+    """:func:`http_endpoint` without the gateway check: for ``/health`` only (platform probes)."""
+    return _json_endpoint(handler, gated=False)
+
+
+def _json_endpoint(handler: Handler, *, gated: bool) -> Callable[[func.HttpRequest], func.HttpResponse]:
+    wrapper = endpoint(handler.__name__, handler, refuse=_json_refusal if gated else None, fail=_json_failure)
+    functools.update_wrapper(wrapper, handler)
+    del wrapper.__wrapped__  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _json_refusal(verdict: GatewayVerdict, correlation_id: str) -> func.HttpResponse:
+    return error_response(verdict.status, f"gateway_{verdict.value}", verdict.message, correlation_id)
+
+
+def _json_failure(function: str, exc: Exception, correlation_id: str) -> func.HttpResponse:
+    if isinstance(exc, TransientError):
+        _log.warning("transient failure", extra={"function": function, "error_code": exc.code})
+        response = error_response(
+            503, "unavailable", "A dependency is unavailable; retry later.", correlation_id
+        )
+        response.headers["Retry-After"] = "5"
+        return response
+    if isinstance(exc, PermanentError):
+        _log.warning("request failed", extra={"function": function, "error_code": exc.code})
+        return error_response(400, exc.code, "The request could not be processed.", correlation_id)
+    _log.error("unhandled error", extra={"function": function, "error_code": type(exc).__name__})
+    return error_response(500, "internal_error", "An internal error occurred.", correlation_id)
 
 
 def read_body(req: func.HttpRequest, limit: int) -> bytes | None:

@@ -1,6 +1,6 @@
 """Render the FHIR API part of the API Management configuration from the registered FHIR functions.
 
-The FHIR functions are per resource family (``functions/fhir_*.py``), their ``{resourceType}`` route
+The FHIR functions are per resource family (``functions/fhir.py``), their ``{resourceType}`` route
 segment constrained to the family's types; API Management sees one operation per interaction on
 ``/fhir/{resourceType}`` (``resourceType`` an enum of the exposed types), which keeps the OpenAPI
 document within what Bicep's ``loadTextContent`` accepts (131,072 characters) and gives one policy per

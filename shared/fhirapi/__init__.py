@@ -3,7 +3,7 @@
 Modules: :mod:`.service` (interactions and their HTTP semantics), :mod:`.http` (headers, media types,
 ``Prefer``, bodies), :mod:`.clinical_events` (the write path to canonical clinical events and its
 policy), :mod:`.capability` (CapabilityStatement), :mod:`.minimise` (``_elements`` and the per-client
-data-minimisation policy point), :mod:`.errors`. The Azure Functions adapters are ``functions/fhir_*.py``.
+data-minimisation policy point), :mod:`.errors`. The Azure Functions adapters are ``functions/fhir.py``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The FHIR R4 REST API core: one method per interaction, :class:`FhirRequest` in, :class:`FhirResponse` out.
 
-No web framework here: ``functions/fhir_*.py`` build the request and write the response back. Semantics
+No web framework here: ``functions/fhir.py`` builds the request and write the response back. Semantics
 (FHIR R4 http.html), in the order a request is checked:
 
 1. **Gateway** - with ``require_gateway_header`` a request without the header API Management injects is

@@ -1,5 +1,5 @@
 """The HTTP FHIR adapter (AhdsFhirRepository) against the project's own FHIR API, served by the local
-functions host on loopback: a real HTTP round trip through functions/fhir_*.py, shared/fhirapi and the
+functions host on loopback: a real HTTP round trip through functions/fhir.py, shared/fhirapi and the
 embedded SQLite store. (Fault injection - throttling, 5xx, timeouts, token refresh, bundle splitting - stays
 on the scriptable stand-in server in tests/integration/test_fhirstore_ahds_adapter.py.)
 
