@@ -8,7 +8,8 @@ dicts in FHIR JSON key order; decimals stay :class:`~decimal.Decimal` (see :mod:
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from shared.canonical.model import (
@@ -64,6 +65,108 @@ class Lin:
         self.sink.append(
             LineageEntry(source, self.prefix + target, rule, table, table_version, self.resource)
         )
+
+
+# ------------------------------------------------------------------------------------- fields
+# A builder is a list of field assignments: each writes the element and, when lineage is on (``lin`` is
+# not ``None``), records where it came from. With lineage off (the hot path) only the value is written.
+T = TypeVar("T")
+
+
+def trace(lin: Lin | None, source: str | None, target: str, rule: str = RULE_COPY) -> None:
+    """Record ``source`` -> ``target`` when lineage is on (``source`` ``None``: a constant or derived
+    value, ``rule`` says which)."""
+    if lin is not None:
+        lin.add(source, target, rule)
+
+
+def set_field(
+    res: JSON,
+    key: str,
+    value: Any,
+    lin: Lin | None,
+    source: str | None,
+    rule: str = RULE_COPY,
+    *,
+    at: str = "",
+) -> None:
+    """``res[key] = value``, traced from ``source`` to ``<at><key>`` (``at``: the path of ``res`` within
+    the resource, for a nested element)."""
+    res[key] = value
+    if lin is not None:
+        lin.add(source, at + key, rule)
+
+
+def set_opt(
+    res: JSON,
+    key: str,
+    value: Any,
+    lin: Lin | None,
+    source: str | None,
+    rule: str = RULE_COPY,
+    *,
+    at: str = "",
+) -> None:
+    """:func:`set_field` when there is a value (``None`` writes nothing)."""
+    if value is not None:
+        res[key] = value
+        if lin is not None:
+            lin.add(source, at + key, rule)
+
+
+def set_built(res: JSON, key: str, value: Any) -> None:
+    """``res[key] = value`` unless the built element is ``None`` or empty (its parts traced themselves)."""
+    if value:
+        res[key] = value
+
+
+def set_date_time(res: JSON, key: str, t: ClinicalDateTime | None, lin: Lin | None, source: str) -> None:
+    """``res[key]`` = the FHIR dateTime of ``t`` (nothing when ``None``)."""
+    if t is not None:
+        res[key] = date_time(t, lin, source, key)
+
+
+def set_codeable(res: JSON, key: str, c: Coded | None, lin: Lin | None, source: str) -> None:
+    """``res[key]`` = the CodeableConcept of ``c`` (nothing when ``None``)."""
+    if c is not None:
+        res[key] = codeable(c, lin, source, key)
+
+
+def each(
+    build: Callable[[T, Lin | None, str, str], JSON],
+    items: Sequence[T],
+    lin: Lin | None,
+    src: str,
+    dst: str,
+) -> list[JSON]:
+    """``build`` over ``items``: the i-th from ``<src>[i]`` to ``<dst>[i]`` (no paths when lineage is off)."""
+    if lin is None:
+        return [build(x, None, "", "") for x in items]
+    return [build(x, lin, f"{src}[{i}]", f"{dst}[{i}]") for i, x in enumerate(items)]
+
+
+def texts(items: Sequence[str], lin: Lin | None, src: str, dst: str) -> list[JSON]:
+    """Annotations / text-only elements ``{"text": t}``: the i-th from ``<src>[i]`` to ``<dst>[i].text``."""
+    if lin is not None:
+        for k in range(len(items)):
+            lin.add(f"{src}[{k}]", f"{dst}[{k}].text")
+    return [{"text": t} for t in items]
+
+
+def fixed_concept(
+    system: str,
+    code: str,
+    lin: Lin | None,
+    source: str | None,
+    dst: str,
+    system_rule: str,
+    rule: str = RULE_COPY,
+) -> JSON:
+    """A CodeableConcept of one coding in a fixed FHIR code system (the code chosen from ``source``)."""
+    if lin is not None:
+        lin.add(None, f"{dst}.coding[0].system", system_rule)
+        lin.add(source, f"{dst}.coding[0].code", rule)
+    return {"coding": [fixed_coding(system, code)]}
 
 
 # ------------------------------------------------------------------------------------------- search

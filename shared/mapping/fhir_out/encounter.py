@@ -6,10 +6,12 @@ from urllib.parse import quote
 
 from shared.canonical.model import (
     Coded,
+    Coding,
     DataAbsent,
     Encounter,
     EncounterStatus,
     EventKind,
+    Identifier,
     Location,
 )
 from shared.fhir import profiles
@@ -21,9 +23,14 @@ from shared.mapping.fhir_out._build import (
     Lin,
     absent_extension,
     codeable,
-    fixed_coding,
+    each,
+    fixed_concept,
     identifier,
     period,
+    set_built,
+    set_field,
+    set_opt,
+    trace,
 )
 from shared.mapping.fhir_out._bundle import (
     Builder,
@@ -38,13 +45,18 @@ from shared.mapping.fhir_out.errors import FhirOutError
 from shared.mapping.fhir_out.patient import party_ref
 from shared.terminology import systems
 
+# Structural codes: fixed FHIR codes chosen by *which canonical field* holds a value (not translations of
+# source codes, which happen in shared.terminology before the canonical model).
 _PARTICIPANT_ROLES = (("attending", "ATND"), ("referring", "REF"), ("admitting", "ADM"))
+_ROLE_RULES = {attr: f"derived: {attr} -> {role}" for attr, role in _PARTICIPANT_ROLES}
 _CANCEL_STATUS = {
     EventKind.CANCEL_ADMISSION: EncounterStatus.CANCELLED,
     EventKind.CANCEL_DISCHARGE: EncounterStatus.IN_PROGRESS,
 }
 _CLOSED = frozenset({EncounterStatus.FINISHED, EncounterStatus.CANCELLED, EncounterStatus.ENTERED_IN_ERROR})
 _LOCATION_SYSTEM = "urn:tie:location"
+_LOCATION_DERIVED = "derived: site + point of care/room/bed"
+_ODS_SITE_SYSTEM = "constant: ODS site code system"
 
 
 def encounter(b: Builder) -> None:
@@ -53,81 +65,94 @@ def encounter(b: Builder) -> None:
     if enc is None:
         raise FhirOutError("encounter event without an encounter", field="encounter")
     depends = (ev.kind, b.patient_ref.get("reference"), ev.patient.sensitivity)
-    if b.sink is None:
-        hit = cached_object(enc, depends)
-        if hit is not None:
-            cached_rid, cached, cached_src = hit
-            _encounter_parties(b, enc)  # their entries, as a first build adds them
-            b.put("Encounter", cached_rid, cached, None, cached_src)
-            return
+    if b.sink is None and _from_cache(b, enc, depends):
+        return
     visit, vn = b.visit(enc)
     rid = resource_id("Encounter", visit.system, visit.value)
-    full_url = urn(rid)
-    lin = b.lin("Encounter", full_url)
+    lin = b.lin("Encounter", urn(rid))
     res: JSON = {"resourceType": "Encounter", "id": rid, "meta": b.meta("Encounter", lin)}
-    if lin is None:
-        res["identifier"] = [identifier(i, None, "", "") for i in enc.identifiers]
-    else:
-        res["identifier"] = [
-            identifier(i, lin, f"encounter.identifiers[{n}]", f"identifier[{n}]")
-            for n, i in enumerate(enc.identifiers)
-        ]
-    forced = _CANCEL_STATUS.get(ev.kind)
-    status = forced or enc.status
-    res["status"] = status.value
-    if lin is not None:
-        if forced is not None:
-            lin.add(
-                "kind", "status", f"derived: {ev.kind.value} -> the same Encounter, status {forced.value}"
-            )
-        else:
-            lin.add("encounter.status", "status")
-    res["class"] = _encounter_class(b, enc.encounter_class, lin)
+    res["identifier"] = each(identifier, enc.identifiers, lin, "encounter.identifiers", "identifier")
+    status = _status(res, ev.kind, enc.status, lin)
+    res["class"] = _encounter_class(enc.encounter_class, lin)
     if enc.priority is not None:
         res["priority"] = codeable(enc.priority, lin, "encounter.priority", "priority")
     if enc.service_type is not None:
         res["serviceType"] = codeable(enc.service_type, lin, "encounter.service_type", "serviceType")
     b.add_subject(res, lin)
-    participants: list[JSON] = []
+    set_built(res, "participant", _participants(b, enc, lin))
+    # A13 (cancel discharge): the encounter is open again, so the end of the period is not written.
+    keep_end = ev.kind is not EventKind.CANCEL_DISCHARGE
+    if enc.period is not None:
+        set_built(res, "period", period(enc.period, lin, "encounter.period", "period", keep_end=keep_end))
+    set_built(res, "hospitalization", _hospitalization(enc, lin, keep_end=keep_end))
+    set_built(res, "location", _locations(b, enc, lin, closed=status in _CLOSED))
+    if enc.service_provider is not None:
+        provider = party_ref(b, enc.service_provider, "encounter.service_provider", lin, "serviceProvider")
+        set_built(res, "serviceProvider", provider)
+    _spell(res, enc.spell_identifier, visit, lin)
+    key_src = f"encounter.identifiers[{vn}]"
+    if lin is None and worth_caching(enc, depends):
+        res = freeze(res)
+        remember_object(enc, depends, (rid, res, key_src))
+    b.put("Encounter", rid, res, lin, key_src)
+
+
+def _from_cache(b: Builder, enc: Encounter, depends: object) -> bool:
+    """Add the Encounter built before for the same canonical object and dependencies (lineage off), after
+    the entries it refers to; False on a miss."""
+    hit = cached_object(enc, depends)
+    if hit is None:
+        return False
+    cached_rid, cached, cached_src = hit
+    _encounter_parties(b, enc)  # their entries, as a first build adds them
+    b.put("Encounter", cached_rid, cached, None, cached_src)
+    return True
+
+
+def _status(res: JSON, kind: EventKind, status: EncounterStatus, lin: Lin | None) -> EncounterStatus:
+    """Encounter.status; A11 / A13 put the same Encounter with the status the cancellation implies."""
+    forced = _CANCEL_STATUS.get(kind)
+    if forced is None:
+        set_field(res, "status", status.value, lin, "encounter.status")
+        return status
+    rule = f"derived: {kind.value} -> the same Encounter, status {forced.value}"
+    set_field(res, "status", forced.value, lin, "kind", rule)
+    return forced
+
+
+def _participants(b: Builder, enc: Encounter, lin: Lin | None) -> list[JSON]:
+    out: list[JSON] = []
     for attr, role in _PARTICIPANT_ROLES:
         for n, pr in enumerate(getattr(enc, attr)):
-            k = len(participants)
+            k = len(out)
             src = f"encounter.{attr}[{n}]"
             ref = party_ref(b, pr, src, lin, f"participant[{k}].individual")
             if ref is None:
                 continue
-            participants.append(
-                {
-                    "type": [{"coding": [fixed_coding(profiles.PARTICIPATION_TYPE_SYSTEM, role)]}],
-                    "individual": ref,
-                }
+            role_type = fixed_concept(
+                profiles.PARTICIPATION_TYPE_SYSTEM,
+                role,
+                lin,
+                src,
+                f"participant[{k}].type[0]",
+                "constant: v3-ParticipationType",
+                _ROLE_RULES[attr],
             )
-            if lin is not None:
-                lin.add(None, f"participant[{k}].type[0].coding[0].system", "constant: v3-ParticipationType")
-                lin.add(src, f"participant[{k}].type[0].coding[0].code", f"derived: {attr} -> {role}")
-    if participants:
-        res["participant"] = participants
-    # A13 (cancel discharge): the encounter is open again, so the end of the period is not written.
-    keep_end = ev.kind is not EventKind.CANCEL_DISCHARGE
-    if enc.period is not None:
-        p = period(enc.period, lin, "encounter.period", "period", keep_end=keep_end)
-        if p:
-            res["period"] = p
+            out.append({"type": [role_type], "individual": ref})
+    return out
+
+
+def _hospitalization(enc: Encounter, lin: Lin | None, *, keep_end: bool) -> JSON:
     hosp: JSON = {}
     if enc.admission_method is not None:
-        hosp["extension"] = [
-            {
-                "url": systems.EXT_ADMISSION_METHOD,
-                "valueCodeableConcept": codeable(
-                    enc.admission_method,
-                    lin,
-                    "encounter.admission_method",
-                    "hospitalization.extension[0].valueCodeableConcept",
-                ),
-            }
-        ]
-        if lin is not None:
-            lin.add(None, "hospitalization.extension[0].url", "constant: UK Core admission method")
+        method = codeable(
+            enc.admission_method,
+            lin,
+            "encounter.admission_method",
+            "hospitalization.extension[0].valueCodeableConcept",
+        )
+        hosp["extension"] = [{"url": systems.EXT_ADMISSION_METHOD, "valueCodeableConcept": method}]
+        trace(lin, None, "hospitalization.extension[0].url", "constant: UK Core admission method")
     if enc.admit_source is not None:
         hosp["admitSource"] = codeable(
             enc.admit_source, lin, "encounter.admit_source", "hospitalization.admitSource"
@@ -139,10 +164,12 @@ def encounter(b: Builder) -> None:
             "encounter.discharge_disposition",
             "hospitalization.dischargeDisposition",
         )
-    if hosp:
-        res["hospitalization"] = hosp
-    locations: list[JSON] = []
-    closed = status in _CLOSED
+    return hosp
+
+
+def _locations(b: Builder, enc: Encounter, lin: Lin | None, *, closed: bool) -> list[JSON]:
+    """The current location (active, or completed once the encounter is closed) and the prior one."""
+    out: list[JSON] = []
     for attr, loc_status in (
         ("location", "completed" if closed else "active"),
         ("prior_location", "completed"),
@@ -150,41 +177,31 @@ def encounter(b: Builder) -> None:
         loc = getattr(enc, attr)
         if loc is None:
             continue
-        k = len(locations)
+        k = len(out)
         ref = location_ref(b, loc, f"encounter.{attr}", lin, f"location[{k}].location")
         if ref is None:
             continue
-        locations.append({"location": ref, "status": loc_status})
-        if lin is not None:
-            lin.add(
-                f"encounter.{attr}",
-                f"location[{k}].status",
-                "derived: current/prior location and encounter status",
-            )
-    if locations:
-        res["location"] = locations
-    if enc.service_provider is not None:
-        ref = party_ref(b, enc.service_provider, "encounter.service_provider", lin, "serviceProvider")
-        if ref is not None:
-            res["serviceProvider"] = ref
-    spell = enc.spell_identifier
-    if spell is not None and (spell.system, spell.value) != (visit.system, visit.value):
-        res["partOf"] = {
-            "type": "Encounter",
-            "identifier": {"system": spell.system, "value": spell.value},
-        }
-        if lin is not None:
-            lin.add(None, "partOf.type", "constant: the hospital spell, by identifier")
-            lin.add("encounter.spell_identifier.system", "partOf.identifier.system")
-            lin.add("encounter.spell_identifier.value", "partOf.identifier.value")
-    if lin is None and worth_caching(enc, depends):
-        res = freeze(res)
-        remember_object(enc, depends, (rid, res, f"encounter.identifiers[{vn}]"))
-    b.put("Encounter", rid, res, lin, f"encounter.identifiers[{vn}]")
+        out.append({"location": ref, "status": loc_status})
+        rule = "derived: current/prior location and encounter status"
+        trace(lin, f"encounter.{attr}", f"location[{k}].status", rule)
+    return out
+
+
+def _spell(res: JSON, spell: Identifier | None, visit: Identifier, lin: Lin | None) -> None:
+    """Encounter.partOf: the hospital spell, by identifier, when it is not the visit itself."""
+    if spell is None or (spell.system, spell.value) == (visit.system, visit.value):
+        return
+    res["partOf"] = {
+        "type": "Encounter",
+        "identifier": {"system": spell.system, "value": spell.value},
+    }
+    trace(lin, None, "partOf.type", "constant: the hospital spell, by identifier")
+    trace(lin, "encounter.spell_identifier.system", "partOf.identifier.system")
+    trace(lin, "encounter.spell_identifier.value", "partOf.identifier.value")
 
 
 def _encounter_parties(b: Builder, enc: Encounter) -> None:
-    """The entries :meth:`encounter` adds for the practitioners, locations and provider it refers to,
+    """The entries :func:`encounter` adds for the practitioners, locations and provider it refers to,
     in the same order (for a resource taken from the cache)."""
     for attr, _role in _PARTICIPANT_ROLES:
         for pr in getattr(enc, attr):
@@ -196,35 +213,32 @@ def _encounter_parties(b: Builder, enc: Encounter) -> None:
         party_ref(b, enc.service_provider, "", None, "")
 
 
-def _encounter_class(b: Builder, c: Coded, lin: Lin | None) -> JSON:
+def _encounter_class(c: Coded, lin: Lin | None) -> JSON:
     """Encounter.class (a Coding): the canonical v3-ActCode coding. A data-absent class keeps the
     data-absent-reason extension (and the unmapped source code beside it)."""
     if isinstance(c, DataAbsent):
         out: JSON = {"extension": absent_extension(c.reason.value)}
-        if lin is not None:
-            lin.add("encounter.encounter_class.reason", "class.extension[0]", RULE_ABSENT)
+        trace(lin, "encounter.encounter_class.reason", "class.extension[0]", RULE_ABSENT)
         if c.source is not None:
-            if c.source.system is not None:
-                out["system"] = c.source.system
-            out["code"] = c.source.code
-            if lin is not None:
-                for key in ("system", "code"):
-                    if key in out:
-                        lin.add(f"encounter.encounter_class.source.{key}", f"class.{key}")
+            src = "encounter.encounter_class.source."
+            set_opt(out, "system", c.source.system, lin, src + "system", at="class.")
+            set_field(out, "code", c.source.code, lin, src + "code", at="class.")
         return out
     for n, cd in enumerate(c.codings):
         if cd.system == profiles.ACT_CODE_SYSTEM:
-            out = {"system": cd.system, "code": cd.code}
-            if cd.display is not None:
-                out["display"] = cd.display
-            if lin is not None:
-                for key in out:
-                    lin.add(f"encounter.encounter_class.codings[{n}].{key}", f"class.{key}")
-            return out
+            return _class_coding(cd, lin, f"encounter.encounter_class.codings[{n}].")
     raise FhirOutError(
         "encounter class has no v3-ActCode coding (map it in shared.terminology)",
         field="encounter.encounter_class",
     )
+
+
+def _class_coding(cd: Coding, lin: Lin | None, src: str) -> JSON:
+    out: JSON = {}
+    set_field(out, "system", cd.system, lin, src + "system", at="class.")
+    set_field(out, "code", cd.code, lin, src + "code", at="class.")
+    set_opt(out, "display", cd.display, lin, src + "display", at="class.")
+    return out
 
 
 def location_ref(b: Builder, loc: Location, src: str, lin: Lin | None, dst: str) -> JSON | None:
@@ -233,64 +247,69 @@ def location_ref(b: Builder, loc: Location, src: str, lin: Lin | None, dst: str)
     A place within a site is ``urn:tie:location[:<site>]`` | ``<point of care>/<room>/<bed>``, part of
     the site (ODS site code, by identifier); a bare site is identified by its ODS site code.
     """
+    key = _location_key(loc)
+    if key is None:
+        if not loc.description:
+            return None
+        trace(lin, f"{src}.description", f"{dst}.display")
+        return {"display": loc.description}
+    system, value = key
+    full_url, seen = b.ref_url("Location", system, value)
+    trace(lin, src, f"{dst}.reference", RULE_REF)
+    if not (seen or b.cached_reference("Location", loc, full_url, src)):
+        _location(b, loc, src, key, full_url)
+    return {"reference": full_url}
+
+
+def _location_key(loc: Location) -> tuple[str, str] | None:
+    """(system, value) identifying the place, ``None`` when it names neither a place nor a site."""
     parts = (loc.point_of_care, loc.room, loc.bed)
     if any(parts):
         system = f"{_LOCATION_SYSTEM}:{quote(loc.facility, safe='')}" if loc.facility else _LOCATION_SYSTEM
-        value = "/".join(p or "" for p in parts).rstrip("/")
-    elif loc.facility:
-        system, value = profiles.ODS_SITE_SYSTEM, loc.facility
-    elif loc.description:
-        if lin is not None:
-            lin.add(f"{src}.description", f"{dst}.display")
-        return {"display": loc.description}
-    else:
-        return None
-    full_url, seen = b.ref_url("Location", system, value)
-    if lin is not None:
-        lin.add(src, f"{dst}.reference", RULE_REF)
-    if seen or b.cached_reference("Location", loc, full_url, src):
-        return {"reference": full_url}
+        return system, "/".join(p or "" for p in parts).rstrip("/")
+    if loc.facility:
+        return profiles.ODS_SITE_SYSTEM, loc.facility
+    return None
+
+
+def _location(b: Builder, loc: Location, src: str, key: tuple[str, str], full_url: str) -> None:
+    """The Location entry (reference data: conditional create, shared read-only once built)."""
+    system, value = key
+    within = any((loc.point_of_care, loc.room, loc.bed))  # a place within a site, not the site
     llin = b.lin("Location", full_url)
     res: JSON = {
         "resourceType": "Location",
         "meta": b.meta("Location", llin, reference_data=True),
         "identifier": [{"system": system, "value": value}],
     }
+    _trace_location_key(llin, loc, src, within=within)
     if loc.description:
-        res["name"] = loc.description
-    elif any(parts):
-        res["name"] = value
-    if any(parts) and loc.facility:
+        set_field(res, "name", loc.description, llin, f"{src}.description")
+    elif within:
+        set_field(res, "name", value, llin, src, "derived: point of care/room/bed")
+    if within and loc.facility:
         res["partOf"] = {
             "type": "Location",
             "identifier": {"system": profiles.ODS_SITE_SYSTEM, "value": loc.facility},
         }
-    if llin is not None:
-        derived = "derived: site + point of care/room/bed"
-        for attr in ("point_of_care", "room", "bed"):
-            if getattr(loc, attr):
-                llin.add(f"{src}.{attr}", "identifier[0].value", derived)
-        if any(parts):
-            llin.add(None, "identifier[0].system", "constant: location identifier system")
-        if loc.facility:
-            rule = derived if any(parts) else "copy: the site's ODS site code"
-            llin.add(
-                f"{src}.facility",
-                "identifier[0].value" if not any(parts) else "identifier[0].system",
-                rule,
-            )
-        if not any(parts):
-            llin.add(None, "identifier[0].system", "constant: ODS site code system")
-        if loc.description:
-            llin.add(f"{src}.description", "name")
-        elif "name" in res:
-            llin.add(src, "name", "derived: point of care/room/bed")
-        if "partOf" in res:
-            llin.add(None, "partOf.type", "constant")
-            llin.add(None, "partOf.identifier.system", "constant: ODS site code system")
-            llin.add(f"{src}.facility", "partOf.identifier.value")
+        trace(llin, None, "partOf.type", "constant")
+        trace(llin, None, "partOf.identifier.system", _ODS_SITE_SYSTEM)
+        trace(llin, f"{src}.facility", "partOf.identifier.value")
     query = ref_query(system, value)
     if llin is None:
         res = remember_reference(("Location", loc), res, query)
     b.create("Location", full_url, res, query, src)
-    return {"reference": full_url}
+
+
+def _trace_location_key(llin: Lin | None, loc: Location, src: str, *, within: bool) -> None:
+    """Lineage of the Location identifier (derived from the place's parts, or the site's ODS code)."""
+    for attr in ("point_of_care", "room", "bed"):
+        if getattr(loc, attr):
+            trace(llin, f"{src}.{attr}", "identifier[0].value", _LOCATION_DERIVED)
+    if within:
+        trace(llin, None, "identifier[0].system", "constant: location identifier system")
+        if loc.facility:
+            trace(llin, f"{src}.facility", "identifier[0].system", _LOCATION_DERIVED)
+    else:
+        trace(llin, f"{src}.facility", "identifier[0].value", "copy: the site's ODS site code")
+        trace(llin, None, "identifier[0].system", _ODS_SITE_SYSTEM)

@@ -4,8 +4,13 @@ GP and practice, performers, requesters, authors) as conditionally created refer
 from __future__ import annotations
 
 from shared.canonical.model import (
+    ClinicalDateTime,
+    Coded,
     DataAbsent,
+    Identifier,
+    NhsNumber,
     Organization,
+    Patient,
     Practitioner,
 )
 from shared.fhir import profiles
@@ -13,6 +18,7 @@ from shared.fhir.ids import resource_id, urn
 from shared.mapping.fhir_out._build import (
     JSON,
     RULE_ABSENT,
+    RULE_COPY,
     RULE_REF,
     Lin,
     absent_extension,
@@ -21,9 +27,15 @@ from shared.mapping.fhir_out._build import (
     contact_point,
     date_time,
     display_name,
+    each,
+    fixed_concept,
     human_name,
     identifier,
     identifier_query,
+    set_built,
+    set_field,
+    set_opt,
+    trace,
 )
 from shared.mapping.fhir_out._bundle import (
     PATIENT_UPSERT_KINDS,
@@ -36,126 +48,120 @@ from shared.mapping.fhir_out._bundle import (
 )
 from shared.mapping.fhir_out._frozen import freeze
 
+_BIRTH_DATE_RULE = "PartialDate -> FHIR date at its precision"
+_LINKED_PATIENT = "constant: linked record is a Patient"
+
 
 def patient(b: Builder) -> None:
     ev = b.event
     p = ev.patient
     cacheable = b.sink is None and not ev.merged_identifiers
-    if cacheable:
-        hit = cached_object(p, "Patient")
-        if hit is not None:
-            cached_url, cached, cached_query, cached_src = hit
-            b.patient_ref = {"reference": cached_url}
-            b.reserve(cached_url)
-            if p.general_practitioner is not None:  # its Organization entry, after the Patient
-                party_ref(b, p.general_practitioner, "patient.general_practitioner", None, "")
-            if p.registered_gp is not None:  # and the GP's Practitioner entry
-                party_ref(b, p.registered_gp, "patient.registered_gp", None, "")
-            b.entry(cached_url, cached, _patient_request(b, cached_query), cached_src)
-            return
-    if p.nhs_number is not None:
-        key_system, key_value, key_src = (
-            profiles.NHS_NUMBER_SYSTEM,
-            p.nhs_number.value,
-            "patient.nhs_number",
-        )
-    else:
-        first = p.identifiers[0]
-        key_system, key_value, key_src = first.system, first.value, "patient.identifiers[0]"
+    if cacheable and _from_cache(b, p):
+        return
+    key_system, key_value, key_src = _patient_key(p)
     full_url = urn(resource_id("Patient", key_system, key_value))
     b.patient_ref = {"reference": full_url}
     b.reserve(full_url)
     lin = b.lin("Patient", full_url)
     res: JSON = {"resourceType": "Patient", "meta": b.meta("Patient", lin, patient=True)}
-    if p.ethnicity is not None:
-        res["extension"] = [
-            {
-                "url": profiles.EXT_ETHNIC_CATEGORY,
-                "valueCodeableConcept": codeable(
-                    p.ethnicity, lin, "patient.ethnicity", "extension[0].valueCodeableConcept"
-                ),
-            }
-        ]
-        if lin is not None:
-            lin.add(None, "extension[0].url", "constant: UK Core ethnic category extension")
-    idents: list[JSON] = []
-    if p.nhs_number is not None:
-        nhs: JSON = {}
-        status = p.nhs_number.verification_status
-        if status is not None:
-            nhs["extension"] = [
-                {
-                    "url": profiles.EXT_NHS_NUMBER_VERIFICATION,
-                    "valueCodeableConcept": {
-                        "coding": [{"system": profiles.NHS_NUMBER_VERIFICATION_SYSTEM, "code": status}]
-                    },
-                }
-            ]
-        nhs["system"] = profiles.NHS_NUMBER_SYSTEM
-        nhs["value"] = p.nhs_number.value
-        idents.append(nhs)
-        if lin is not None:
-            if status is not None:
-                ext = "identifier[0].extension[0]"
-                lin.add(None, f"{ext}.url", "constant: UK Core NHS number verification status extension")
-                lin.add(
-                    None,
-                    f"{ext}.valueCodeableConcept.coding[0].system",
-                    "constant: UK Core (England) system",
-                )
-                lin.add(
-                    "patient.nhs_number.verification_status", f"{ext}.valueCodeableConcept.coding[0].code"
-                )
-            lin.add(None, "identifier[0].system", "constant: NHS number system")
-            lin.add("patient.nhs_number.value", "identifier[0].value")
-    for n, i in enumerate(p.identifiers):
-        k = len(idents)
-        idents.append(identifier(i, lin, f"patient.identifiers[{n}]", f"identifier[{k}]"))
-    res["identifier"] = idents
-    if p.names:
-        if lin is None:
-            res["name"] = [human_name(n, None, "", "") for n in p.names]
-        else:
-            res["name"] = [
-                human_name(n, lin, f"patient.names[{i}]", f"name[{i}]") for i, n in enumerate(p.names)
-            ]
-    if p.telecom:
-        if lin is None:
-            res["telecom"] = [contact_point(c, None, "", "") for c in p.telecom]
-        else:
-            res["telecom"] = [
-                contact_point(c, lin, f"patient.telecom[{i}]", f"telecom[{i}]")
-                for i, c in enumerate(p.telecom)
-            ]
-    gender = p.gender
-    if isinstance(gender, DataAbsent):
-        res["_gender"] = {"extension": absent_extension(gender.reason.value)}
-        if lin is not None:
-            lin.add("patient.gender.reason", "_gender.extension[0]", RULE_ABSENT)
-    elif gender is not None:
-        res["gender"] = gender
-        if lin is not None:
-            lin.add("patient.gender", "gender")
+    _ethnicity(res, p.ethnicity, lin)
+    res["identifier"] = _identifiers(p, lin)
+    set_built(res, "name", each(human_name, p.names, lin, "patient.names", "name"))
+    set_built(res, "telecom", each(contact_point, p.telecom, lin, "patient.telecom", "telecom"))
+    _gender(res, p.gender, lin)
     if p.birth_date is not None:
-        res["birthDate"] = p.birth_date.iso()
-        if lin is not None:
-            lin.add("patient.birth_date", "birthDate", "PartialDate -> FHIR date at its precision")
-    if p.deceased is not None:
-        if isinstance(p.deceased, bool):
-            res["deceasedBoolean"] = p.deceased
-            if lin is not None:
-                lin.add("patient.deceased", "deceasedBoolean")
-        else:
-            res["deceasedDateTime"] = date_time(p.deceased, lin, "patient.deceased", "deceasedDateTime")
-    if p.addresses:
-        if lin is None:
-            res["address"] = [address(a, None, "", "") for a in p.addresses]
-        else:
-            res["address"] = [
-                address(a, lin, f"patient.addresses[{i}]", f"address[{i}]") for i, a in enumerate(p.addresses)
-            ]
+        set_field(res, "birthDate", p.birth_date.iso(), lin, "patient.birth_date", _BIRTH_DATE_RULE)
+    _deceased(res, p.deceased, lin)
+    set_built(res, "address", each(address, p.addresses, lin, "patient.addresses", "address"))
     if p.marital_status is not None:
         res["maritalStatus"] = codeable(p.marital_status, lin, "patient.marital_status", "maritalStatus")
+    set_built(res, "generalPractitioner", _general_practitioners(b, p, lin))
+    set_built(res, "link", _links(b, lin))
+    query = identifier_query(key_system, key_value)
+    if cacheable and worth_caching(p, "Patient"):
+        res = freeze(res)
+        remember_object(p, "Patient", (full_url, res, query, key_src))
+    b.entry(full_url, res, _patient_request(b, query), key_src)
+
+
+def _from_cache(b: Builder, p: Patient) -> bool:
+    """Add the Patient entry built before for the same canonical object (lineage off); False on a miss."""
+    hit = cached_object(p, "Patient")
+    if hit is None:
+        return False
+    cached_url, cached, cached_query, cached_src = hit
+    b.patient_ref = {"reference": cached_url}
+    b.reserve(cached_url)
+    if p.general_practitioner is not None:  # its Organization entry, after the Patient
+        party_ref(b, p.general_practitioner, "patient.general_practitioner", None, "")
+    if p.registered_gp is not None:  # and the GP's Practitioner entry
+        party_ref(b, p.registered_gp, "patient.registered_gp", None, "")
+    b.entry(cached_url, cached, _patient_request(b, cached_query), cached_src)
+    return True
+
+
+def _patient_key(p: Patient) -> tuple[str, str, str]:
+    """(system, value, canonical path) of the patient key: the NHS number, else the first identifier."""
+    if p.nhs_number is not None:
+        return profiles.NHS_NUMBER_SYSTEM, p.nhs_number.value, "patient.nhs_number"
+    first = p.identifiers[0]
+    return first.system, first.value, "patient.identifiers[0]"
+
+
+def _ethnicity(res: JSON, ethnicity: Coded | None, lin: Lin | None) -> None:
+    if ethnicity is None:
+        return
+    concept = codeable(ethnicity, lin, "patient.ethnicity", "extension[0].valueCodeableConcept")
+    res["extension"] = [{"url": profiles.EXT_ETHNIC_CATEGORY, "valueCodeableConcept": concept}]
+    trace(lin, None, "extension[0].url", "constant: UK Core ethnic category extension")
+
+
+def _identifiers(p: Patient, lin: Lin | None) -> list[JSON]:
+    """The NHS number first (with its verification status), then the local identifiers."""
+    idents = [] if p.nhs_number is None else [_nhs_number(p.nhs_number, lin)]
+    for n, i in enumerate(p.identifiers):
+        idents.append(identifier(i, lin, f"patient.identifiers[{n}]", f"identifier[{len(idents)}]"))
+    return idents
+
+
+def _nhs_number(nhs_number: NhsNumber, lin: Lin | None) -> JSON:
+    nhs: JSON = {}
+    status = nhs_number.verification_status
+    if status is not None:
+        ext = "identifier[0].extension[0]"
+        trace(lin, None, f"{ext}.url", "constant: UK Core NHS number verification status extension")
+        concept = fixed_concept(
+            profiles.NHS_NUMBER_VERIFICATION_SYSTEM,
+            status,
+            lin,
+            "patient.nhs_number.verification_status",
+            f"{ext}.valueCodeableConcept",
+            "constant: UK Core (England) system",
+        )
+        nhs["extension"] = [{"url": profiles.EXT_NHS_NUMBER_VERIFICATION, "valueCodeableConcept": concept}]
+    at = "identifier[0]."
+    set_field(nhs, "system", profiles.NHS_NUMBER_SYSTEM, lin, None, "constant: NHS number system", at=at)
+    set_field(nhs, "value", nhs_number.value, lin, "patient.nhs_number.value", at=at)
+    return nhs
+
+
+def _gender(res: JSON, gender: str | DataAbsent | None, lin: Lin | None) -> None:
+    if isinstance(gender, DataAbsent):
+        res["_gender"] = {"extension": absent_extension(gender.reason.value)}
+        trace(lin, "patient.gender.reason", "_gender.extension[0]", RULE_ABSENT)
+    else:
+        set_opt(res, "gender", gender, lin, "patient.gender")
+
+
+def _deceased(res: JSON, deceased: bool | ClinicalDateTime | None, lin: Lin | None) -> None:
+    if isinstance(deceased, bool):
+        set_field(res, "deceasedBoolean", deceased, lin, "patient.deceased")
+    elif deceased is not None:
+        res["deceasedDateTime"] = date_time(deceased, lin, "patient.deceased", "deceasedDateTime")
+
+
+def _general_practitioners(b: Builder, p: Patient, lin: Lin | None) -> list[JSON]:
+    """The registered practice (an Organization) and the registered GP (a Practitioner)."""
     gps: list[JSON] = []
     for attr, party in (
         ("general_practitioner", p.general_practitioner),
@@ -165,16 +171,7 @@ def patient(b: Builder) -> None:
             ref = party_ref(b, party, f"patient.{attr}", lin, f"generalPractitioner[{len(gps)}]")
             if ref is not None:
                 gps.append(ref)
-    if gps:
-        res["generalPractitioner"] = gps
-    links = _links(b, lin)
-    if links:
-        res["link"] = links
-    query = identifier_query(key_system, key_value)
-    if cacheable and worth_caching(p, "Patient"):
-        res = freeze(res)
-        remember_object(p, "Patient", (full_url, res, query, key_src))
-    b.entry(full_url, res, _patient_request(b, query), key_src)
+    return gps
 
 
 def _patient_request(b: Builder, query: str) -> JSON:
@@ -190,44 +187,32 @@ def _links(b: Builder, lin: Lin | None) -> list[JSON]:
     out: list[JSON] = []
     named: set[tuple[str, str]] = set()
     for n, link in enumerate(ev.patient.links):
-        k = len(out)
-        out.append(
-            {
-                "other": {
-                    "type": "Patient",
-                    "identifier": {"system": link.other.system, "value": link.other.value},
-                },
-                "type": link.kind,
-            }
-        )
+        src = f"patient.links[{n}]"
+        out.append(_link(link.other, f"{src}.other", link.kind, len(out), lin, f"{src}.kind"))
         named.add((link.other.system, link.other.value))
-        if lin is not None:
-            src = f"patient.links[{n}]"
-            lin.add(None, f"link[{k}].other.type", "constant: linked record is a Patient")
-            lin.add(f"{src}.other.system", f"link[{k}].other.identifier.system")
-            lin.add(f"{src}.other.value", f"link[{k}].other.identifier.value")
-            lin.add(f"{src}.kind", f"link[{k}].type")
     for n, merged in enumerate(ev.merged_identifiers):
         if (merged.system, merged.value) in named:
             continue
         named.add((merged.system, merged.value))
-        k = len(out)
-        out.append(
-            {
-                "other": {
-                    "type": "Patient",
-                    "identifier": {"system": merged.system, "value": merged.value},
-                },
-                "type": "replaces",
-            }
-        )
-        if lin is not None:
-            src = f"merged_identifiers[{n}]"
-            lin.add(None, f"link[{k}].other.type", "constant: linked record is a Patient")
-            lin.add(f"{src}.system", f"link[{k}].other.identifier.system")
-            lin.add(f"{src}.value", f"link[{k}].other.identifier.value")
-            lin.add(src, f"link[{k}].type", "derived: merged-away record is replaced by this one")
+        src = f"merged_identifiers[{n}]"
+        rule = "derived: merged-away record is replaced by this one"
+        out.append(_link(merged, src, "replaces", len(out), lin, src, rule))
     return out
+
+
+def _link(
+    other: Identifier, src: str, kind: str, k: int, lin: Lin | None, kind_src: str, kind_rule: str = RULE_COPY
+) -> JSON:
+    """One Patient.link to the record ``other`` names (by identifier)."""
+    dst = f"link[{k}]"
+    trace(lin, None, f"{dst}.other.type", _LINKED_PATIENT)
+    trace(lin, f"{src}.system", f"{dst}.other.identifier.system")
+    trace(lin, f"{src}.value", f"{dst}.other.identifier.value")
+    trace(lin, kind_src, f"{dst}.type", kind_rule)
+    return {
+        "other": {"type": "Patient", "identifier": {"system": other.system, "value": other.value}},
+        "type": kind,
+    }
 
 
 def party_ref(
@@ -239,23 +224,45 @@ def party_ref(
         if party.identifiers:
             ref: JSON = {"reference": practitioner(b, party, src)}
         elif party.name is not None and (text := display_name(party.name)):
-            ref = {"display": text}
-            if lin is not None:
-                lin.add(f"{src}.name", f"{dst}.display", "derived: display text of the name")
-            return ref
+            trace(lin, f"{src}.name", f"{dst}.display", "derived: display text of the name")
+            return {"display": text}
         else:
             return None
     elif party.ods_code is not None or party.identifiers:
         ref = {"reference": organization(b, party, src)}
     elif party.name is not None:
-        if lin is not None:
-            lin.add(f"{src}.name", f"{dst}.display")
+        trace(lin, f"{src}.name", f"{dst}.display")
         return {"display": party.name}
     else:
         return None
-    if lin is not None:
-        lin.add(src, f"{dst}.reference", RULE_REF)
+    trace(lin, src, f"{dst}.reference", RULE_REF)
     return ref
+
+
+def set_party(
+    b: Builder,
+    res: JSON,
+    key: str,
+    party: Practitioner | Organization | None,
+    lin: Lin | None,
+    src: str,
+) -> None:
+    """``res[key]`` = a reference to ``party`` (nothing when there is none or nothing to say)."""
+    if party is not None:
+        set_built(res, key, party_ref(b, party, src, lin, key))
+
+
+def party_refs(
+    b: Builder, parties: tuple[Practitioner | Organization, ...], lin: Lin | None, src: str, dst: str
+) -> list[JSON]:
+    """References to ``parties`` (performers, authors): the m-th from ``<src>[m]``, those with nothing to
+    say left out."""
+    out: list[JSON] = []
+    for m, party in enumerate(parties):
+        ref = party_ref(b, party, f"{src}[{m}]", lin, f"{dst}[{len(out)}]")
+        if ref is not None:
+            out.append(ref)
+    return out
 
 
 def practitioner(b: Builder, pr: Practitioner, src: str) -> str:
@@ -268,17 +275,10 @@ def practitioner(b: Builder, pr: Practitioner, src: str) -> str:
         "resourceType": "Practitioner",
         "meta": b.meta("Practitioner", lin, reference_data=True),
     }
-    if lin is None:
-        res["identifier"] = [identifier(i, None, "", "") for i in pr.identifiers]
-    else:
-        res["identifier"] = [
-            identifier(i, lin, f"{src}.identifiers[{n}]", f"identifier[{n}]")
-            for n, i in enumerate(pr.identifiers)
-        ]
-    if pr.name is not None:
-        name = human_name(pr.name, lin, f"{src}.name", "name[0]")
-        if name:
-            res["name"] = [name]
+    res["identifier"] = each(identifier, pr.identifiers, lin, f"{src}.identifiers", "identifier")
+    name = None if pr.name is None else human_name(pr.name, lin, f"{src}.name", "name[0]")
+    if name:
+        res["name"] = [name]
     query = ref_query(key.system, key.value)
     if lin is None:
         res = remember_reference(("Practitioner", pr), res, query)
@@ -304,19 +304,14 @@ def organization(b: Builder, org: Organization, src: str) -> str:
     idents: list[JSON] = []
     if org.ods_code is not None:
         idents.append({"system": profiles.ODS_ORGANIZATION_SYSTEM, "value": org.ods_code})
-        if lin is not None:
-            lin.add(None, "identifier[0].system", "constant: ODS organisation code system")
-            lin.add(f"{src}.ods_code", "identifier[0].value")
+        trace(lin, None, "identifier[0].system", "constant: ODS organisation code system")
+        trace(lin, f"{src}.ods_code", "identifier[0].value")
     for n, i in enumerate(org.identifiers):
         if org.ods_code is not None and i.system == key_system and i.value == key_value:
             continue
-        k = len(idents)
-        idents.append(identifier(i, lin, f"{src}.identifiers[{n}]", f"identifier[{k}]"))
+        idents.append(identifier(i, lin, f"{src}.identifiers[{n}]", f"identifier[{len(idents)}]"))
     res["identifier"] = idents
-    if org.name is not None:
-        res["name"] = org.name
-        if lin is not None:
-            lin.add(f"{src}.name", "name")
+    set_opt(res, "name", org.name, lin, f"{src}.name")
     query = ref_query(key_system, key_value)
     if lin is None:
         res = remember_reference(("Organization", org), res, query)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from shared.canonical.identity import patient_key
 from shared.canonical.model import (
     AllergyIntolerance,
+    AllergyReaction,
     Condition,
     DocumentReference,
     Identifier,
@@ -20,11 +21,16 @@ from shared.mapping.fhir_out._build import (
     absent_extension,
     attachment,
     codeable,
-    date_time,
-    fixed_coding,
+    each,
+    fixed_concept,
     identifier,
     instant,
     period,
+    set_built,
+    set_date_time,
+    set_field,
+    set_opt,
+    trace,
 )
 from shared.mapping.fhir_out._bundle import (
     Builder,
@@ -32,37 +38,39 @@ from shared.mapping.fhir_out._bundle import (
     utc_token,
 )
 from shared.mapping.fhir_out.errors import FhirOutError
-from shared.mapping.fhir_out.patient import party_ref
+from shared.mapping.fhir_out.patient import party_refs, set_party
+
+_STATUS_SYSTEM = "constant: FHIR code system of the element"
 
 
-def _business_id(b: Builder, resource_type: str, idents: tuple[Identifier, ...], src: str) -> tuple[str, str]:
+def _business_id(resource_type: str, idents: tuple[Identifier, ...], src: str) -> tuple[str, str]:
     if not idents:
         raise FhirOutError(f"a {resource_type} needs a business identifier", field=f"{src}.identifiers")
     return resource_id(resource_type, idents[0].system, idents[0].value), f"{src}.identifiers[0]"
 
 
-def _identifiers(b: Builder, res: JSON, idents: tuple[Identifier, ...], lin: Lin | None, src: str) -> None:
-    if idents:
-        res["identifier"] = [
-            identifier(i, lin, f"{src}.identifiers[{k}]", f"identifier[{k}]") for k, i in enumerate(idents)
-        ]
+def _identifiers(res: JSON, idents: tuple[Identifier, ...], lin: Lin | None, src: str) -> None:
+    set_built(res, "identifier", each(identifier, idents, lin, f"{src}.identifiers", "identifier"))
 
 
-def _status_cc(
-    b: Builder, res: JSON, key: str, system: str, code: str | None, lin: Lin | None, src: str
-) -> None:
-    if code is None:
-        return
-    res[key] = {"coding": [fixed_coding(system, code)]}
-    if lin is not None:
-        lin.add(None, f"{key}.coding[0].system", "constant: FHIR code system of the element")
-        lin.add(src, f"{key}.coding[0].code")
+def _status_cc(res: JSON, key: str, system: str, code: str | None, lin: Lin | None, src: str) -> None:
+    """A status CodeableConcept (clinicalStatus, verificationStatus) in the element's FHIR code system."""
+    if code is not None:
+        res[key] = fixed_concept(system, code, lin, src, key, _STATUS_SYSTEM)
+
+
+def _dosage(text: str | None, lin: Lin | None, src: str, key: str) -> list[JSON]:
+    """A free-text Dosage (``[]`` when there is none)."""
+    if text is None:
+        return []
+    trace(lin, f"{src}.dosage_text", f"{key}[0].text")
+    return [{"text": text}]
 
 
 def allergy(b: Builder, a: AllergyIntolerance, n: int) -> None:
     src = f"allergies[{n}]"
     if a.identifiers:
-        rid, key_src = _business_id(b, "AllergyIntolerance", a.identifiers, src)
+        rid, key_src = _business_id("AllergyIntolerance", a.identifiers, src)
     else:
         rid = keyed_id("AllergyIntolerance", patient_key(b.event.patient), code_token(a.code))
         key_src = f"{src}.code"
@@ -72,184 +80,118 @@ def allergy(b: Builder, a: AllergyIntolerance, n: int) -> None:
         "id": rid,
         "meta": b.meta("AllergyIntolerance", lin),
     }
-    _identifiers(b, res, a.identifiers, lin, src)
+    _identifiers(res, a.identifiers, lin, src)
+    clinical, verification = profiles.ALLERGY_CLINICAL_SYSTEM, profiles.ALLERGY_VERIFICATION_SYSTEM
+    _status_cc(res, "clinicalStatus", clinical, a.clinical_status, lin, f"{src}.clinical_status")
     _status_cc(
-        b,
-        res,
-        "clinicalStatus",
-        profiles.ALLERGY_CLINICAL_SYSTEM,
-        a.clinical_status,
-        lin,
-        f"{src}.clinical_status",
+        res, "verificationStatus", verification, a.verification_status, lin, f"{src}.verification_status"
     )
-    _status_cc(
-        b,
-        res,
-        "verificationStatus",
-        profiles.ALLERGY_VERIFICATION_SYSTEM,
-        a.verification_status,
-        lin,
-        f"{src}.verification_status",
-    )
-    if a.type is not None:
-        res["type"] = a.type
-        if lin is not None:
-            lin.add(f"{src}.type", "type")
+    set_opt(res, "type", a.type, lin, f"{src}.type")
     if a.category:
         res["category"] = list(a.category)
-        if lin is not None:
-            for k in range(len(a.category)):
-                lin.add(f"{src}.category[{k}]", f"category[{k}]")
-    if a.criticality is not None:
-        res["criticality"] = a.criticality
-        if lin is not None:
-            lin.add(f"{src}.criticality", "criticality")
+        for k in range(len(a.category)):
+            trace(lin, f"{src}.category[{k}]", f"category[{k}]")
+    set_opt(res, "criticality", a.criticality, lin, f"{src}.criticality")
     res["code"] = codeable(a.code, lin, f"{src}.code", "code")
     b.add_subject(res, lin, "patient")
     b.add_encounter_ref(res, lin)
-    if a.onset is not None:
-        res["onsetDateTime"] = date_time(a.onset, lin, f"{src}.onset", "onsetDateTime")
-    if a.recorded is not None:
-        res["recordedDate"] = date_time(a.recorded, lin, f"{src}.recorded", "recordedDate")
-    if a.reactions:
-        reactions: list[JSON] = []
-        for k, rx in enumerate(a.reactions):
-            rsrc, rdst = f"{src}.reactions[{k}]", f"reaction[{k}]"
-            item: JSON = {}
-            if rx.manifestation:
-                item["manifestation"] = [
-                    codeable(c, lin, f"{rsrc}.manifestation[{j}]", f"{rdst}.manifestation[{j}]")
-                    for j, c in enumerate(rx.manifestation)
-                ]
-            else:  # manifestation is 1..* in R4: say explicitly that it is not known
-                item["manifestation"] = [{"extension": absent_extension("unknown")}]
-                if lin is not None:
-                    lin.add(
-                        rsrc,
-                        f"{rdst}.manifestation[0]",
-                        "derived: no manifestation given -> data-absent unknown",
-                    )
-            if rx.description is not None:
-                item["description"] = rx.description
-                if lin is not None:
-                    lin.add(f"{rsrc}.description", f"{rdst}.description")
-            if rx.severity is not None:
-                item["severity"] = rx.severity
-                if lin is not None:
-                    lin.add(f"{rsrc}.severity", f"{rdst}.severity")
-            reactions.append(item)
-        res["reaction"] = reactions
+    set_date_time(res, "onsetDateTime", a.onset, lin, f"{src}.onset")
+    set_date_time(res, "recordedDate", a.recorded, lin, f"{src}.recorded")
+    reactions = [
+        _reaction(rx, lin, f"{src}.reactions[{k}]", f"reaction[{k}]") for k, rx in enumerate(a.reactions)
+    ]
+    set_built(res, "reaction", reactions)
     b.put("AllergyIntolerance", rid, res, lin, key_src)
+
+
+def _reaction(rx: AllergyReaction, lin: Lin | None, src: str, dst: str) -> JSON:
+    item: JSON = {}
+    if rx.manifestation:
+        item["manifestation"] = each(
+            codeable, rx.manifestation, lin, f"{src}.manifestation", f"{dst}.manifestation"
+        )
+    else:  # manifestation is 1..* in R4: say explicitly that it is not known
+        item["manifestation"] = [{"extension": absent_extension("unknown")}]
+        trace(lin, src, f"{dst}.manifestation[0]", "derived: no manifestation given -> data-absent unknown")
+    set_opt(item, "description", rx.description, lin, f"{src}.description", at=f"{dst}.")
+    set_opt(item, "severity", rx.severity, lin, f"{src}.severity", at=f"{dst}.")
+    return item
 
 
 def condition(b: Builder, c: Condition, n: int) -> None:
     src = f"conditions[{n}]"
     if c.identifiers:
-        rid, key_src = _business_id(b, "Condition", c.identifiers, src)
+        rid, key_src = _business_id("Condition", c.identifiers, src)
     else:
         rid = keyed_id("Condition", patient_key(b.event.patient), utc_token(c.onset), code_token(c.code))
         key_src = f"{src}.code"
     lin = b.lin("Condition", urn(rid))
     res: JSON = {"resourceType": "Condition", "id": rid, "meta": b.meta("Condition", lin)}
-    _identifiers(b, res, c.identifiers, lin, src)
+    _identifiers(res, c.identifiers, lin, src)
+    clinical, verification = profiles.CONDITION_CLINICAL_SYSTEM, profiles.CONDITION_VERIFICATION_SYSTEM
+    _status_cc(res, "clinicalStatus", clinical, c.clinical_status, lin, f"{src}.clinical_status")
     _status_cc(
-        b,
-        res,
-        "clinicalStatus",
-        profiles.CONDITION_CLINICAL_SYSTEM,
-        c.clinical_status,
-        lin,
-        f"{src}.clinical_status",
-    )
-    _status_cc(
-        b,
-        res,
-        "verificationStatus",
-        profiles.CONDITION_VERIFICATION_SYSTEM,
-        c.verification_status,
-        lin,
-        f"{src}.verification_status",
+        res, "verificationStatus", verification, c.verification_status, lin, f"{src}.verification_status"
     )
     if c.category is not None:
-        res["category"] = [{"coding": [fixed_coding(profiles.CONDITION_CATEGORY_SYSTEM, c.category)]}]
-        if lin is not None:
-            lin.add(None, "category[0].coding[0].system", "constant: condition-category code system")
-            lin.add(f"{src}.category", "category[0].coding[0].code")
+        system, rule = profiles.CONDITION_CATEGORY_SYSTEM, "constant: condition-category code system"
+        res["category"] = [fixed_concept(system, c.category, lin, f"{src}.category", "category[0]", rule)]
     res["code"] = codeable(c.code, lin, f"{src}.code", "code")
     b.add_subject(res, lin)
     b.add_encounter_ref(res, lin)
-    if c.onset is not None:
-        res["onsetDateTime"] = date_time(c.onset, lin, f"{src}.onset", "onsetDateTime")
-    if c.recorded is not None:
-        res["recordedDate"] = date_time(c.recorded, lin, f"{src}.recorded", "recordedDate")
+    set_date_time(res, "onsetDateTime", c.onset, lin, f"{src}.onset")
+    set_date_time(res, "recordedDate", c.recorded, lin, f"{src}.recorded")
     b.put("Condition", rid, res, lin, key_src)
 
 
 def medication_request(b: Builder, m: MedicationRequest, n: int) -> None:
     src = f"medication_requests[{n}]"
-    rid, key_src = _business_id(b, "MedicationRequest", m.identifiers, src)
+    rid, key_src = _business_id("MedicationRequest", m.identifiers, src)
     lin = b.lin("MedicationRequest", urn(rid))
     res: JSON = {
         "resourceType": "MedicationRequest",
         "id": rid,
         "meta": b.meta("MedicationRequest", lin),
     }
-    _identifiers(b, res, m.identifiers, lin, src)
-    res["status"] = m.status
-    res["intent"] = m.intent
-    if lin is not None:
-        lin.add(f"{src}.status", "status")
-        lin.add(f"{src}.intent", "intent")
+    _identifiers(res, m.identifiers, lin, src)
+    set_field(res, "status", m.status, lin, f"{src}.status")
+    set_field(res, "intent", m.intent, lin, f"{src}.intent")
     res["medicationCodeableConcept"] = codeable(
         m.medication, lin, f"{src}.medication", "medicationCodeableConcept"
     )
     b.add_subject(res, lin)
     b.add_encounter_ref(res, lin)
-    if m.authored_on is not None:
-        res["authoredOn"] = date_time(m.authored_on, lin, f"{src}.authored_on", "authoredOn")
-    if m.requester is not None:
-        ref = party_ref(b, m.requester, f"{src}.requester", lin, "requester")
-        if ref is not None:
-            res["requester"] = ref
-    if m.dosage_text is not None:
-        res["dosageInstruction"] = [{"text": m.dosage_text}]
-        if lin is not None:
-            lin.add(f"{src}.dosage_text", "dosageInstruction[0].text")
+    set_date_time(res, "authoredOn", m.authored_on, lin, f"{src}.authored_on")
+    set_party(b, res, "requester", m.requester, lin, f"{src}.requester")
+    set_built(res, "dosageInstruction", _dosage(m.dosage_text, lin, src, "dosageInstruction"))
     b.put("MedicationRequest", rid, res, lin, key_src)
 
 
 def medication_statement(b: Builder, m: MedicationStatement, n: int) -> None:
     src = f"medication_statements[{n}]"
-    rid, key_src = _business_id(b, "MedicationStatement", m.identifiers, src)
+    rid, key_src = _business_id("MedicationStatement", m.identifiers, src)
     lin = b.lin("MedicationStatement", urn(rid))
     res: JSON = {
         "resourceType": "MedicationStatement",
         "id": rid,
         "meta": b.meta("MedicationStatement", lin),
     }
-    _identifiers(b, res, m.identifiers, lin, src)
-    res["status"] = m.status
-    if lin is not None:
-        lin.add(f"{src}.status", "status")
+    _identifiers(res, m.identifiers, lin, src)
+    set_field(res, "status", m.status, lin, f"{src}.status")
     res["medicationCodeableConcept"] = codeable(
         m.medication, lin, f"{src}.medication", "medicationCodeableConcept"
     )
     b.add_subject(res, lin)
     b.add_encounter_ref(res, lin, "context")
     if m.effective is not None:
-        p = period(m.effective, lin, f"{src}.effective", "effectivePeriod")
-        if p:
-            res["effectivePeriod"] = p
-    if m.dosage_text is not None:
-        res["dosage"] = [{"text": m.dosage_text}]
-        if lin is not None:
-            lin.add(f"{src}.dosage_text", "dosage[0].text")
+        set_built(res, "effectivePeriod", period(m.effective, lin, f"{src}.effective", "effectivePeriod"))
+    set_built(res, "dosage", _dosage(m.dosage_text, lin, src, "dosage"))
     b.put("MedicationStatement", rid, res, lin, key_src)
 
 
 def document(b: Builder, d: DocumentReference, n: int) -> None:
     src = f"documents[{n}]"
-    rid, key_src = _business_id(b, "DocumentReference", d.identifiers, src)
+    rid, key_src = _business_id("DocumentReference", d.identifiers, src)
     if not d.content:
         raise FhirOutError("a document needs at least one content attachment", field=f"{src}.content")
     lin = b.lin("DocumentReference", urn(rid))
@@ -258,27 +200,14 @@ def document(b: Builder, d: DocumentReference, n: int) -> None:
         "id": rid,
         "meta": b.meta("DocumentReference", lin),
     }
-    _identifiers(b, res, d.identifiers, lin, src)
-    res["status"] = d.status
-    if lin is not None:
-        lin.add(f"{src}.status", "status")
+    _identifiers(res, d.identifiers, lin, src)
+    set_field(res, "status", d.status, lin, f"{src}.status")
     res["type"] = codeable(d.type, lin, f"{src}.type", "type")
     b.add_subject(res, lin)
     if d.date is not None:
-        when = instant(d.date, lin, f"{src}.date", "date")
-        if when is not None:
-            res["date"] = when
-    authors: list[JSON] = []
-    for k, party in enumerate(d.author):
-        ref = party_ref(b, party, f"{src}.author[{k}]", lin, f"author[{len(authors)}]")
-        if ref is not None:
-            authors.append(ref)
-    if authors:
-        res["author"] = authors
-    if d.description is not None:
-        res["description"] = d.description
-        if lin is not None:
-            lin.add(f"{src}.description", "description")
+        set_built(res, "date", instant(d.date, lin, f"{src}.date", "date"))
+    set_built(res, "author", party_refs(b, d.author, lin, f"{src}.author", "author"))
+    set_opt(res, "description", d.description, lin, f"{src}.description")
     res["content"] = [
         {"attachment": attachment(a, lin, f"{src}.content[{k}]", f"content[{k}].attachment")}
         for k, a in enumerate(d.content)

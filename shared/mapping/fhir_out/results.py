@@ -6,9 +6,8 @@ from shared.canonical.model import (
     Attachment,
     ClinicalDateTime,
     Concept,
+    Identifier,
     Observation,
-    Organization,
-    Practitioner,
     Quantity,
     Range,
     ResultReport,
@@ -24,19 +23,25 @@ from shared.mapping.fhir_out._build import (
     attachment,
     codeable,
     date_time,
-    fixed_coding,
+    each,
+    fixed_concept,
     identifier,
     identifier_with_type,
     instant,
     quantity,
     range_,
+    set_built,
+    set_field,
+    set_opt,
+    texts,
+    trace,
 )
 from shared.mapping.fhir_out._bundle import (
     Builder,
     code_token,
 )
 from shared.mapping.fhir_out.errors import FhirOutError
-from shared.mapping.fhir_out.patient import party_ref
+from shared.mapping.fhir_out.patient import party_refs
 
 #: FHIR cross-version extension for R5 ``DiagnosticReport.note`` used from R4 (report-level comments).
 _EXT_REPORT_NOTE = "http://hl7.org/fhir/5.0/StructureDefinition/extension-DiagnosticReport.note"
@@ -44,117 +49,109 @@ _EXT_REPORT_NOTE = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Diagno
 
 def report(b: Builder, r: ResultReport, n: int) -> None:
     src = f"reports[{n}]"
-    if r.filler_order_number is not None:
-        key, key_src = r.filler_order_number, f"{src}.filler_order_number"
-    elif r.placer_order_number is not None:
-        key, key_src = r.placer_order_number, f"{src}.placer_order_number"
-    elif r.identifiers:
-        key, key_src = r.identifiers[0], f"{src}.identifiers[0]"
-    else:
-        raise FhirOutError(
-            "a result report needs a filler or placer order number", field=f"{src}.filler_order_number"
-        )
+    key, key_src = _report_key(r, src)
     rid = keyed_id("DiagnosticReport", key.system, key.value, code_token(r.code))
-    full_url = urn(rid)
-    lin = b.lin("DiagnosticReport", full_url)
+    lin = b.lin("DiagnosticReport", urn(rid))
     res: JSON = {
         "resourceType": "DiagnosticReport",
         "id": rid,
         "meta": b.meta("DiagnosticReport", lin),
     }
-    if r.notes:
-        # R4 DiagnosticReport has no note: the R5 element via its cross-version extension
-        res["extension"] = [{"url": _EXT_REPORT_NOTE, "valueAnnotation": {"text": t}} for t in r.notes]
-        if lin is not None:
-            for k in range(len(r.notes)):
-                lin.add(
-                    None,
-                    f"extension[{k}].url",
-                    "constant: R5 DiagnosticReport.note cross-version extension",
-                )
-                lin.add(f"{src}.notes[{k}]", f"extension[{k}].valueAnnotation.text")
-    idents: list[JSON] = []
-    for m, i in enumerate(r.identifiers):
-        idents.append(identifier(i, lin, f"{src}.identifiers[{m}]", f"identifier[{m}]"))
-    if r.filler_order_number is not None:
-        k = len(idents)
-        idents.append(
-            identifier_with_type(
-                r.filler_order_number, "FILL", lin, f"{src}.filler_order_number", f"identifier[{k}]"
-            )
-        )
-    if idents:
-        res["identifier"] = idents
-    if r.placer_order_number is not None:
-        placer = r.placer_order_number
-        res["basedOn"] = [
-            {
-                "type": "ServiceRequest",
-                "identifier": identifier_with_type(
-                    placer, "PLAC", lin, f"{src}.placer_order_number", "basedOn[0].identifier"
-                ),
-            }
-        ]
-        if lin is not None:
-            lin.add(None, "basedOn[0].type", "constant: the order, by placer number")
-    res["status"] = r.status
-    if lin is not None:
-        lin.add(f"{src}.status", "status")
-    if r.category is not None:
-        res["category"] = [codeable(r.category, lin, f"{src}.category", "category[0]")]
-    res["code"] = codeable(r.code, lin, f"{src}.code", "code")
-    b.add_subject(res, lin)
-    b.add_encounter_ref(res, lin)
-    if r.effective is not None:
-        res["effectiveDateTime"] = date_time(r.effective, lin, f"{src}.effective", "effectiveDateTime")
-    if r.issued is not None:
-        issued = instant(r.issued, lin, f"{src}.issued", "issued")
-        if issued is not None:
-            res["issued"] = issued
-    performers = _performers(b, r.performer, src, lin)
-    if performers:
-        res["performer"] = performers
+    # R4 DiagnosticReport has no note: the R5 element via its cross-version extension
+    set_built(res, "extension", _report_notes(r.notes, lin, src))
+    set_built(res, "identifier", _report_identifiers(r, lin, src))
+    _based_on(res, r.placer_order_number, lin, src)
+    _result_core(b, res, r, lin, src)
     specimens = [specimen(b, sp, k, rid, f"{src}.specimens[{k}]") for k, sp in enumerate(r.specimens)]
     if specimens:
         res["specimen"] = [{"reference": ref} for ref in specimens]
-        if lin is not None:
-            for k in range(len(specimens)):
-                lin.add(f"{src}.specimens[{k}]", f"specimen[{k}].reference", RULE_REF)
+        for k in range(len(specimens)):
+            trace(lin, f"{src}.specimens[{k}]", f"specimen[{k}].reference", RULE_REF)
     # a result names its specimen only when the report has one: with several, which one a result
     # was measured on is not said
     one_specimen = (specimens[0], f"{src}.specimens[0]") if len(specimens) == 1 else None
+    results, presented = _results(b, r, rid, lin, src, one_specimen)
+    set_built(res, "result", results)
+    set_opt(res, "conclusion", r.conclusion, lin, f"{src}.conclusion")
+    set_built(res, "presentedForm", presented)
+    b.put("DiagnosticReport", rid, res, lin, key_src)
+
+
+def _report_key(r: ResultReport, src: str) -> tuple[Identifier, str]:
+    """The identifier the report id derives from: filler order number, else placer, else the first."""
+    if r.filler_order_number is not None:
+        return r.filler_order_number, f"{src}.filler_order_number"
+    if r.placer_order_number is not None:
+        return r.placer_order_number, f"{src}.placer_order_number"
+    if r.identifiers:
+        return r.identifiers[0], f"{src}.identifiers[0]"
+    raise FhirOutError(
+        "a result report needs a filler or placer order number", field=f"{src}.filler_order_number"
+    )
+
+
+def _report_notes(notes: tuple[str, ...], lin: Lin | None, src: str) -> list[JSON]:
+    for k in range(len(notes)):
+        trace(lin, None, f"extension[{k}].url", "constant: R5 DiagnosticReport.note cross-version extension")
+        trace(lin, f"{src}.notes[{k}]", f"extension[{k}].valueAnnotation.text")
+    return [{"url": _EXT_REPORT_NOTE, "valueAnnotation": {"text": t}} for t in notes]
+
+
+def _report_identifiers(r: ResultReport, lin: Lin | None, src: str) -> list[JSON]:
+    idents = [
+        identifier(i, lin, f"{src}.identifiers[{m}]", f"identifier[{m}]") for m, i in enumerate(r.identifiers)
+    ]
+    if r.filler_order_number is not None:
+        dst = f"identifier[{len(idents)}]"
+        idents.append(
+            identifier_with_type(r.filler_order_number, "FILL", lin, f"{src}.filler_order_number", dst)
+        )
+    return idents
+
+
+def _based_on(res: JSON, placer: Identifier | None, lin: Lin | None, src: str) -> None:
+    """DiagnosticReport.basedOn: the order, by its placer number (a logical reference)."""
+    if placer is None:
+        return
+    ident = identifier_with_type(placer, "PLAC", lin, f"{src}.placer_order_number", "basedOn[0].identifier")
+    res["basedOn"] = [{"type": "ServiceRequest", "identifier": ident}]
+    trace(lin, None, "basedOn[0].type", "constant: the order, by placer number")
+
+
+def _result_core(b: Builder, res: JSON, item: ResultReport | Observation, lin: Lin | None, src: str) -> None:
+    """The elements a DiagnosticReport and an Observation share, in FHIR order: status, category, code,
+    subject, encounter, effective, issued, performer."""
+    set_field(res, "status", item.status, lin, f"{src}.status")
+    if item.category is not None:
+        res["category"] = [codeable(item.category, lin, f"{src}.category", "category[0]")]
+    res["code"] = codeable(item.code, lin, f"{src}.code", "code")
+    b.add_subject(res, lin)
+    b.add_encounter_ref(res, lin)
+    if item.effective is not None:
+        res["effectiveDateTime"] = date_time(item.effective, lin, f"{src}.effective", "effectiveDateTime")
+    if item.issued is not None:
+        set_built(res, "issued", instant(item.issued, lin, f"{src}.issued", "issued"))
+    if item.performer:
+        set_built(res, "performer", party_refs(b, item.performer, lin, f"{src}.performer", "performer"))
+
+
+def _results(
+    b: Builder, r: ResultReport, rid: str, lin: Lin | None, src: str, one_specimen: tuple[str, str] | None
+) -> tuple[list[JSON], list[JSON]]:
+    """(DiagnosticReport.result, .presentedForm): an attachment result (OBX ED/RP) is presented form
+    (R4 Observation has no valueAttachment); every other result is an Observation."""
     results: list[JSON] = []
     presented: list[JSON] = []
     for m, obs in enumerate(r.results):
         osrc = f"{src}.results[{m}]"
         if isinstance(obs.value, Attachment):
-            k = len(presented)
-            presented.append(attachment(obs.value, lin, f"{osrc}.value", f"presentedForm[{k}]"))
+            dst = f"presentedForm[{len(presented)}]"
+            presented.append(attachment(obs.value, lin, f"{osrc}.value", dst))
             continue
         k = len(results)
         results.append({"reference": observation(b, obs, m, rid, osrc, one_specimen)})
-        if lin is not None:
-            lin.add(osrc, f"result[{k}].reference", RULE_REF)
-    if results:
-        res["result"] = results
-    if r.conclusion is not None:
-        res["conclusion"] = r.conclusion
-        if lin is not None:
-            lin.add(f"{src}.conclusion", "conclusion")
-    if presented:
-        res["presentedForm"] = presented
-    b.put("DiagnosticReport", rid, res, lin, key_src)
-
-
-def _performers(
-    b: Builder, performers: tuple[Practitioner | Organization, ...], src: str, lin: Lin | None
-) -> list[JSON]:
-    out: list[JSON] = []
-    for m, party in enumerate(performers):
-        ref = party_ref(b, party, f"{src}.performer[{m}]", lin, f"performer[{len(out)}]")
-        if ref is not None:
-            out.append(ref)
-    return out
+        trace(lin, osrc, f"result[{k}].reference", RULE_REF)
+    return results, presented
 
 
 def specimen(b: Builder, sp: Specimen, k: int, report_id: str, src: str) -> str:
@@ -168,24 +165,16 @@ def specimen(b: Builder, sp: Specimen, k: int, report_id: str, src: str) -> str:
         rid, key_src = child_id("Specimen", report_id, str(seq)), src
     lin = b.lin("Specimen", urn(rid))
     res: JSON = {"resourceType": "Specimen", "id": rid, "meta": b.meta("Specimen", lin)}
-    if sp.identifiers:
-        res["identifier"] = [
-            identifier(i, lin, f"{src}.identifiers[{n}]", f"identifier[{n}]")
-            for n, i in enumerate(sp.identifiers)
-        ]
+    set_built(res, "identifier", each(identifier, sp.identifiers, lin, f"{src}.identifiers", "identifier"))
     if sp.type is not None:
         res["type"] = codeable(sp.type, lin, f"{src}.type", "type")
     b.add_subject(res, lin)
     if sp.received is not None:
         res["receivedTime"] = date_time(sp.received, lin, f"{src}.received", "receivedTime")
     if sp.collected is not None:
-        res["collection"] = {
-            "collectedDateTime": date_time(
-                sp.collected, lin, f"{src}.collected", "collection.collectedDateTime"
-            )
-        }
-    full_url = urn(rid)
-    existing = b.entries.get(full_url)
+        collected = date_time(sp.collected, lin, f"{src}.collected", "collection.collectedDateTime")
+        res["collection"] = {"collectedDateTime": collected}
+    existing = b.entries.get(urn(rid))
     if existing is not None and existing.get("resource") == res:
         return f"Specimen/{rid}"
     b.put("Specimen", rid, res, lin, key_src)
@@ -207,75 +196,26 @@ def observation(
     lin = b.lin("Observation", urn(rid))
     res: JSON = {"resourceType": "Observation", "id": rid, "meta": b.meta("Observation", lin)}
     if obs.identifiers:
-        res["identifier"] = [
-            identifier(i, lin, f"{src}.identifiers[{k}]", f"identifier[{k}]")
-            for k, i in enumerate(obs.identifiers)
-        ]
-    res["status"] = obs.status
-    if lin is not None:
-        lin.add(f"{src}.status", "status")
-    if obs.category is not None:
-        res["category"] = [codeable(obs.category, lin, f"{src}.category", "category[0]")]
-    res["code"] = codeable(obs.code, lin, f"{src}.code", "code")
-    b.add_subject(res, lin)
-    b.add_encounter_ref(res, lin)
-    if obs.effective is not None:
-        res["effectiveDateTime"] = date_time(obs.effective, lin, f"{src}.effective", "effectiveDateTime")
-    if obs.issued is not None:
-        issued = instant(obs.issued, lin, f"{src}.issued", "issued")
-        if issued is not None:
-            res["issued"] = issued
-    performers = _performers(b, obs.performer, src, lin)
-    if performers:
-        res["performer"] = performers
+        res["identifier"] = each(identifier, obs.identifiers, lin, f"{src}.identifiers", "identifier")
+    _result_core(b, res, obs, lin, src)
     if specimen is not None:
         res["specimen"] = {"reference": specimen[0]}
-        if lin is not None:
-            lin.add(specimen[1], "specimen.reference", "reference: the report's only specimen")
-    _value(b, obs, res, lin, src)
-    if obs.data_absent is not None:
-        res["dataAbsentReason"] = {
-            "coding": [fixed_coding(profiles.DATA_ABSENT_REASON_SYSTEM, obs.data_absent.reason.value)]
-        }
-        if lin is not None:
-            lin.add(None, "dataAbsentReason.coding[0].system", "constant: data-absent-reason code system")
-            lin.add(f"{src}.data_absent.reason", "dataAbsentReason.coding[0].code", RULE_ABSENT)
-        if obs.data_absent.source is not None:
-            res["dataAbsentReason"]["text"] = "source code could not be mapped"
-            if lin is not None:
-                lin.add(f"{src}.data_absent.source", "dataAbsentReason.text", "derived: unmapped source code")
+        trace(lin, specimen[1], "specimen.reference", "reference: the report's only specimen")
+    _value(obs, res, lin, src)
+    _data_absent(obs, res, lin, src)
     if obs.interpretation:
-        res["interpretation"] = [
-            codeable(c, lin, f"{src}.interpretation[{k}]", f"interpretation[{k}]")
-            for k, c in enumerate(obs.interpretation)
-        ]
+        res["interpretation"] = each(
+            codeable, obs.interpretation, lin, f"{src}.interpretation", "interpretation"
+        )
     if obs.notes:
-        res["note"] = [{"text": t} for t in obs.notes]
-        if lin is not None:
-            for k in range(len(obs.notes)):
-                lin.add(f"{src}.notes[{k}]", f"note[{k}].text")
+        res["note"] = texts(obs.notes, lin, f"{src}.notes", "note")
     if obs.reference_range:
-        ranges: list[JSON] = []
-        for k, rr in enumerate(obs.reference_range):
-            item: JSON = {}
-            rsrc, rdst = f"{src}.reference_range[{k}]", f"referenceRange[{len(ranges)}]"
-            if rr.low is not None:
-                item["low"] = quantity(rr.low, lin, f"{rsrc}.low", f"{rdst}.low", simple=True)
-            if rr.high is not None:
-                item["high"] = quantity(rr.high, lin, f"{rsrc}.high", f"{rdst}.high", simple=True)
-            if rr.text is not None:
-                item["text"] = rr.text
-                if lin is not None:
-                    lin.add(f"{rsrc}.text", f"{rdst}.text")
-            if item:
-                ranges.append(item)
-        if ranges:
-            res["referenceRange"] = ranges
+        set_built(res, "referenceRange", _reference_ranges(obs, lin, src))
     b.put("Observation", rid, res, lin, src)
     return f"Observation/{rid}"
 
 
-def _value(b: Builder, obs: Observation, res: JSON, lin: Lin | None, src: str) -> None:
+def _value(obs: Observation, res: JSON, lin: Lin | None, src: str) -> None:
     v = obs.value
     if v is None:
         return
@@ -285,12 +225,45 @@ def _value(b: Builder, obs: Observation, res: JSON, lin: Lin | None, src: str) -
     elif isinstance(v, Concept):
         res["valueCodeableConcept"] = codeable(v, lin, vsrc, "valueCodeableConcept")
     elif isinstance(v, str):
-        res["valueString"] = v
-        if lin is not None:
-            lin.add(vsrc, "valueString")
+        set_field(res, "valueString", v, lin, vsrc)
     elif isinstance(v, ClinicalDateTime):
         res["valueDateTime"] = date_time(v, lin, vsrc, "valueDateTime")
     elif isinstance(v, Range):
         res["valueRange"] = range_(v, lin, vsrc, "valueRange")
     else:  # Attachment values are routed to DiagnosticReport.presentedForm by the caller
         raise FhirOutError("an attachment result must be mapped with its report", field=vsrc)
+
+
+def _data_absent(obs: Observation, res: JSON, lin: Lin | None, src: str) -> None:
+    """Observation.dataAbsentReason (the value is missing, or its source code could not be mapped)."""
+    absent = obs.data_absent
+    if absent is None:
+        return
+    reason = fixed_concept(
+        profiles.DATA_ABSENT_REASON_SYSTEM,
+        absent.reason.value,
+        lin,
+        f"{src}.data_absent.reason",
+        "dataAbsentReason",
+        "constant: data-absent-reason code system",
+        RULE_ABSENT,
+    )
+    res["dataAbsentReason"] = reason
+    if absent.source is not None:
+        text, rule = "source code could not be mapped", "derived: unmapped source code"
+        set_field(reason, "text", text, lin, f"{src}.data_absent.source", rule, at="dataAbsentReason.")
+
+
+def _reference_ranges(obs: Observation, lin: Lin | None, src: str) -> list[JSON]:
+    ranges: list[JSON] = []
+    for k, rr in enumerate(obs.reference_range):
+        item: JSON = {}
+        rsrc, rdst = f"{src}.reference_range[{k}]", f"referenceRange[{len(ranges)}]"
+        if rr.low is not None:
+            item["low"] = quantity(rr.low, lin, f"{rsrc}.low", f"{rdst}.low", simple=True)
+        if rr.high is not None:
+            item["high"] = quantity(rr.high, lin, f"{rsrc}.high", f"{rdst}.high", simple=True)
+        set_opt(item, "text", rr.text, lin, f"{rsrc}.text", at=f"{rdst}.")
+        if item:
+            ranges.append(item)
+    return ranges
