@@ -34,10 +34,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.backbone import contracts
-from shared.backbone.delivery import PARKED_ROW_PROPERTY, replay_count
+from shared.backbone.delivery import PARKED_ROW_PROPERTY
 from shared.errors import TieError
 from shared.journal import DEAD_LETTERED, FAILED, REPLAYED, Journal
-from shared.messaging.ports import MessageBus, ReceivedMessage
+from shared.messaging.ports import MessageBus, ReceivedMessage, replay_count
 from shared.messaging.topology import TOPIC_PLATFORM, TOPOLOGY, TopicSpec
 from shared.observability.correlation import MESSAGE_PROPERTY as CORRELATION_PROPERTY
 from shared.storage.errors import RecordExists

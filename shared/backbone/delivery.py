@@ -4,24 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from shared.messaging.ports import REPLAY_COUNT_PROPERTY, PropertyValue, ReceivedMessage
+from shared.messaging.ports import PropertyValue, ReceivedMessage, replay_count
 from shared.observability.correlation import MESSAGE_PROPERTY as CORRELATION_PROPERTY
 
 #: Application property on a copy released from the parking lot: the parked record's row key.
 PARKED_ROW_PROPERTY = "tie_parked_row"
-
-
-def replay_count(properties: Mapping[str, Any]) -> int:
-    value = properties.get(REPLAY_COUNT_PROPERTY)
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return 0
 
 
 @dataclass(frozen=True, slots=True)

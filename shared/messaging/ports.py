@@ -38,6 +38,18 @@ REPLAY_COUNT_PROPERTY = "tie_replay_count"
 REPLAY_SUBSCRIPTION_PROPERTY = "tie_replay_subscription"
 
 
+def replay_count(properties: Mapping[str, object]) -> int:
+    """How many times a message was replayed (its ``tie_replay_count``; 0 when absent or not a count)."""
+    value = properties.get(REPLAY_COUNT_PROPERTY)
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return 0
+
+
 @dataclass(frozen=True, slots=True)
 class OutboundMessage:
     """A message to publish. ``message_id`` drives duplicate detection; defaults to a new UUID."""

@@ -39,6 +39,7 @@ from shared.messaging.ports import (
     ReceivedMessage,
     SubscriptionInfo,
     TopicInfo,
+    replay_count,
 )
 from shared.messaging.topology import TOPOLOGY, SubscriptionSpec, TopicSpec
 from shared.storage.private_files import private_file
@@ -192,16 +193,6 @@ def _encode_properties(properties: Mapping[str, PropertyValue]) -> str:
         if not isinstance(value, str | int | float | bool):
             raise TypeError(f"application property {key!r} must be str, int, float or bool")
     return json.dumps(dict(properties), separators=(",", ":"), sort_keys=True)
-
-
-def _replay_count(value: PropertyValue | None) -> int:
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return 0
 
 
 def _decode_properties(text: str) -> dict[str, PropertyValue]:
@@ -748,7 +739,7 @@ class SqliteBus:
                 if sub.spec.requires_session and row["session_id"] is None:
                     continue
                 properties = _decode_properties(row["properties"])
-                properties[REPLAY_COUNT_PROPERTY] = _replay_count(properties.get(REPLAY_COUNT_PROPERTY)) + 1
+                properties[REPLAY_COUNT_PROPERTY] = replay_count(properties) + 1
                 properties[REPLAY_SUBSCRIPTION_PROPERTY] = subscription
                 updates.append(
                     (

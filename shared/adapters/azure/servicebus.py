@@ -75,6 +75,7 @@ from shared.messaging.ports import (
     ReceivedMessage,
     SubscriptionInfo,
     TopicInfo,
+    replay_count,
 )
 
 __all__ = [
@@ -342,21 +343,11 @@ def _replay_message_id(original: str | None, count: int) -> str:
     return f"{digest}:replay:{count}"
 
 
-def _replay_count(value: PropertyValue | None) -> int:
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return 0
-
-
 def _replay_copy(sdk_message: ServiceBusReceivedMessage, subscription: str) -> ServiceBusMessage:
     """A new message for the topic carrying the dead-lettered message's body and properties."""
     decoded = _decode_properties(sdk_message.application_properties)
     properties: dict[str | bytes, Any] = {str(k): v for k, v in decoded.items()}
-    count = _replay_count(properties.get(REPLAY_COUNT_PROPERTY)) + 1
+    count = replay_count(decoded) + 1
     properties[REPLAY_COUNT_PROPERTY] = count
     properties[REPLAY_SUBSCRIPTION_PROPERTY] = subscription
     return ServiceBusMessage(
