@@ -1,24 +1,16 @@
 """``POST /api/hl7v2``: HL7 v2 (ER7) over HTTP; the body of the response is the ACK.
 
-HTTP status tells the transport outcome, the ACK tells the HL7 outcome:
-
-=====================================  ======  ==================================================
-situation                              status  body
-=====================================  ======  ==================================================
-accepted (stored and published)        200     AA (original mode) / CA (enhanced mode)
-duplicate control ID, same content     same    the ACK sent the first time (not re-processed)
-content errors (original mode)         422     AE with ERR segments
-unparseable / structure unacceptable   400     AR (original) / CR (enhanced) with ERR segments
-could not be stored (transient)        503     AR / CE with ERR 207, ``Retry-After``
-MSH-15 asks for no accept ACK          204     (empty)
-wrong Content-Type                     415     JSON error
-body over TIE_HTTP_MAX_BODY_BYTES      413     AR / CR with ERR 102 (as an oversize MLLP frame)
-=====================================  ======  ==================================================
-
-Every ACK's MSH-10 is the request's correlation ID (also in ``X-Correlation-ID``), as over MLLP.
+HTTP status tells the transport outcome, the ACK tells the HL7 outcome: one status per answer in
+:data:`HTTP_STATUS` (the situations behind each, with their ACKs, are the README's HL7 v2 edge table,
+checked against it by ``tests/unit/pipeline/test_hl7_http_status.py``). A duplicate control ID with the
+same content gets the first answer again (not re-processed). Every ACK's MSH-10 is the request's
+correlation ID (also in ``X-Correlation-ID``), as over MLLP.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
 
 import azure.functions as func
 
@@ -30,7 +22,18 @@ from shared.wiring import get_container
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 ACCEPTED_CONTENT_TYPES = frozenset({CONTENT_TYPE, "application/hl7-v2+er7", "application/hl7-v2"})
-_STATUS = {"accepted": 200, "content-error": 422, "rejected": 400, "unavailable": 503}
+#: The HTTP status of each answer: the ingest outcomes (:data:`shared.pipeline.hl7v2.Outcome`: AA / CA;
+#: AE; AR / CR; AR / CE with ERR 207 and ``Retry-After``), no ACK asked for (MSH-15), a body over
+#: ``TIE_HTTP_MAX_BODY_BYTES`` (AR / CR with ERR 102) and a wrong Content-Type (JSON error).
+HTTP_STATUS: Final[Mapping[str, int]] = {
+    "accepted": 200,
+    "content-error": 422,
+    "rejected": 400,
+    "unavailable": 503,
+    "no-ack": 204,
+    "oversize": 413,
+    "unsupported-media-type": 415,
+}
 #: First bytes of an oversize body the ACK is built from (MSH is all it reads).
 _OVERSIZE_HEAD_BYTES = 65_536
 
@@ -39,7 +42,7 @@ def _media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
 
-def to_http(result: Hl7IngestResult, *, status: int | None = None) -> func.HttpResponse:
+def to_http(result: Hl7IngestResult, *, oversize: bool = False) -> func.HttpResponse:
     headers = {HEADER: result.correlation_id}
     if result.code:
         headers["X-HL7-Ack-Code"] = result.code
@@ -48,10 +51,10 @@ def to_http(result: Hl7IngestResult, *, status: int | None = None) -> func.HttpR
     if result.outcome == "unavailable":
         headers["Retry-After"] = "5"
     if result.ack is None:
-        return func.HttpResponse(status_code=204, headers=headers)
+        return func.HttpResponse(status_code=HTTP_STATUS["no-ack"], headers=headers)
     return func.HttpResponse(
         body=result.ack,
-        status_code=status or _STATUS[result.outcome],
+        status_code=HTTP_STATUS["oversize" if oversize else result.outcome],
         headers=headers,
         mimetype=CONTENT_TYPE,
     )
@@ -64,7 +67,7 @@ def hl7v2_ingest(req: func.HttpRequest, correlation_id: str) -> func.HttpRespons
     container = get_container()
     if _media_type(req.headers.get("Content-Type")) not in ACCEPTED_CONTENT_TYPES:
         return error_response(
-            415,
+            HTTP_STATUS["unsupported-media-type"],
             "unsupported_media_type",
             f"Send HL7 v2 ER7 with Content-Type {CONTENT_TYPE}.",
             correlation_id,
@@ -76,5 +79,5 @@ def hl7v2_ingest(req: func.HttpRequest, correlation_id: str) -> func.HttpRespons
         result = service.oversize(
             whole[:_OVERSIZE_HEAD_BYTES], size=len(whole), source="http", correlation_id=correlation_id
         )
-        return to_http(result, status=413)
+        return to_http(result, oversize=True)
     return to_http(service.handle(body, source="http", correlation_id=correlation_id))
