@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.audit.background import BackgroundAuditLog
 from shared.audit.group_commit import GroupCommitLog
+from shared.audit.payloads import PayloadStore
 from shared.audit.ports import AuditLog
 from shared.audit.trail import AuditTrail
 from shared.config.settings import Backend, Settings, get_settings
@@ -76,7 +77,9 @@ class Container:
                 # Writes: concurrent callers share one transaction; reads and searches: a background
                 # writer (docs/audit.md: cost).
                 self._audit = AuditTrail(
-                    GroupCommitLog(self.audit_log), deferred=BackgroundAuditLog(self.audit_log)
+                    GroupCommitLog(self.audit_log),
+                    deferred=BackgroundAuditLog(self.audit_log),
+                    payloads=build_payload_store(self.settings),
                 )
             return self._audit
 
@@ -180,6 +183,22 @@ def build_audit_log(settings: Settings) -> AuditLog:
     return SqliteAuditLog(
         settings.local_dir / "audit.sqlite3", key=local_key(settings.local_dir / "audit.key")
     )
+
+
+def build_payload_store(settings: Settings) -> PayloadStore:
+    """The bodies behind the audit digests: block blobs in the ``audit-payloads`` container on Azure
+    Storage; else files 0600 under ``<TIE_LOCAL_DIR>/payloads`` (see docs/audit.md)."""
+    from shared.audit.payloads import LocalPayloadStore, Retention
+
+    retention = Retention.parse(settings.audit_payload_retention_days)
+    if settings.storage_backend is Backend.AZURE:
+        from shared.adapters.azure.audit_payloads import BlobPayloadStore
+
+        if settings.storage_emulator_connection:
+            return BlobPayloadStore.from_connection_string(settings.storage_emulator_connection, retention)
+        assert settings.blob_service_uri is not None
+        return BlobPayloadStore.from_endpoint(settings.blob_service_uri, _credential(settings), retention)
+    return LocalPayloadStore(settings.local_dir / "payloads", retention)
 
 
 def build_registry(settings: Settings) -> DownstreamRegistry:

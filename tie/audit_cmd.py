@@ -2,10 +2,13 @@
 
     tie audit verify              re-compute the hash chain and the signed checkpoints; exit 1 at a break
     tie audit show CORRELATION_ID received -> transformed -> sent per downstream -> replies -> in flight
+    tie audit show CORRELATION_ID --body   ... and the bodies behind the digests (payload store)
     tie audit search [--patient REF] [--agent ID] [--entity TYPE/ID] [--since T] [--until T]
+    tie audit expire              delete stored bodies past their class's retention
 
 ``show`` and ``search`` reveal who accessed which patient's data, so each is itself audited (agent: the
-operating-system user). No message bodies are printed: digests, identifiers and codes only.
+operating-system user). No message bodies are printed unless ``--body``, which is audited before anything
+is printed (``audit-show-body``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ def add_audit_parser(sub: Any) -> None:
     )
     show.add_argument("correlation_id")
     show.add_argument("--json", action="store_true")
+    show.add_argument(
+        "--body", action="store_true", help="also print what was received, transformed, sent and replied"
+    )
+    expire = audit_sub.add_parser("expire", help="delete stored bodies past their class's retention")
+    expire.add_argument("--json", action="store_true")
     search = audit_sub.add_parser("search", help="audit records by patient, agent, entity and time")
     search.add_argument("--patient", help="Patient/<id> or a patient-<token>")
     search.add_argument("--agent", help="client id, user or system component")
@@ -96,7 +104,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
             print(result.describe(), file=sys.stdout if result.ok else sys.stderr)
         return 0 if result.ok else 1
     if args.audit_cmd == "show":
-        return _show(container, args.correlation_id, as_json=args.json)
+        return _show(container, args.correlation_id, as_json=args.json, body=args.body)
+    if args.audit_cmd == "expire":
+        return _expire(trail, as_json=args.json)
     entries = trail.log.search(
         patient=args.patient,
         agent=args.agent,
@@ -121,7 +131,53 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show(container: Any, correlation_id: str, *, as_json: bool) -> int:
+def _expire(trail: Any, *, as_json: bool) -> int:
+    if trail.payloads is None:
+        print("no payload store configured", file=sys.stderr)
+        return 1
+    removed = trail.payloads.expire()
+    trail.record(
+        category=OPERATOR,
+        action="D",
+        interaction="payload-expire",
+        outcome=SUCCESS,
+        source="tie-cli",
+        agent=_operator(),
+        detail={k: int(v) for k, v in removed.items()},
+    )
+    if as_json:
+        print(json.dumps(removed, sort_keys=True))
+    else:
+        print("expired " + ", ".join(f"{k}={v}" for k, v in removed.items()))
+    return 0
+
+
+def _bodies(trail: Any, records: Sequence[AuditRecord]) -> list[dict[str, Any]]:
+    """The stored body behind each digest of the transform and write-back records (``None``: not kept,
+    or expired - the digest stays in the record)."""
+    from shared.audit.payloads import DIGEST_CLASSES
+
+    out: list[dict[str, Any]] = []
+    for r in records:
+        for name, record_class in DIGEST_CLASSES.get(r.interaction, {}).items():
+            digest = r.digests.get(name)
+            if not digest:
+                continue
+            data = trail.payloads.get(record_class, digest) if trail.payloads is not None else None
+            out.append(
+                {
+                    "class": record_class,
+                    "digest": digest,
+                    "downstream": str(r.detail.get("downstream", ""))
+                    if r.interaction == "write-back"
+                    else "",
+                    "body": data.decode("utf-8", errors="replace") if data is not None else None,
+                }
+            )
+    return out
+
+
+def _show(container: Any, correlation_id: str, *, as_json: bool, body: bool = False) -> int:
     from shared.journal import Journal
 
     trail = container.audit
@@ -136,10 +192,10 @@ def _show(container: Any, correlation_id: str, *, as_json: bool) -> int:
         return 1
     waiting = journal.waiting(correlation_id)
     patients = sorted({p for r in records for p in r.patients})
-    trail.record(
+    trail.record(  # before anything is printed: fails closed
         category=OPERATOR,
         action="R",
-        interaction="audit-show",
+        interaction="audit-show-body" if body else "audit-show",
         outcome=SUCCESS,
         source="tie-cli",
         agent=_operator(),
@@ -147,8 +203,10 @@ def _show(container: Any, correlation_id: str, *, as_json: bool) -> int:
         patients=patients,
     )
     answer = _answer(records, stages, waiting)
+    bodies = _bodies(trail, records) if body else []
     if as_json:
-        print(json.dumps({"correlationId": correlation_id, **answer}, indent=2, default=str))
+        extra = {"bodies": bodies} if body else {}
+        print(json.dumps({"correlationId": correlation_id, **answer, **extra}, indent=2, default=str))
         return 0
     received = answer["received"]
     print(f"correlation id {correlation_id}")
@@ -169,6 +227,13 @@ def _show(container: Any, correlation_id: str, *, as_json: bool) -> int:
     for a in answer["accesses"]:
         print(f"accessed     {a['at']}  {a['agent']:<20} {a['interaction']:<12} status={a['status']}")
     print("in flight    " + (", ".join(f"{k} since {v}" for k, v in answer["inflight"].items()) or "nothing"))
+    for b in bodies:
+        where = f" to {b['downstream']}" if b["downstream"] else ""
+        print(f"--- {b['class']}{where} sha256={b['digest'][:16]}")
+        text = b["body"]
+        print(
+            "(not kept: expired or never stored)" if text is None else text.replace("\r", "\n").rstrip("\n")
+        )
     return 0
 
 

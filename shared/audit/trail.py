@@ -24,6 +24,7 @@ from shared.audit.model import (
     AuditRecord,
     Entity,
 )
+from shared.audit.payloads import CANONICAL, RECEIVED, PayloadStore
 from shared.audit.ports import AuditLog
 
 _PATIENT_REFS = ("subject", "patient", "beneficiary")
@@ -85,12 +86,20 @@ class AuditTrail:
         *,
         clock: Callable[[], datetime] | None = None,
         deferred: AuditLog | None = None,
+        payloads: PayloadStore | None = None,
     ) -> None:
         #: Where records are read from (and appended with ``deferred=True``): the background writer when
         #: there is one (its reads wait for what is queued), else ``log``.
         self.log = deferred or log
         self._durable = log
         self._clock = clock or (lambda: datetime.now(UTC))
+        #: Where the bodies behind the digests are kept (``None``: digests only; docs/audit.md).
+        self.payloads = payloads
+
+    def keep(self, record_class: str, data: bytes | None) -> None:
+        """Store a body before the record naming its digest is appended (fails closed, like the record)."""
+        if self.payloads is not None and data is not None:
+            self.payloads.put(record_class, data)
 
     def now(self) -> datetime:
         return self._clock()
@@ -154,8 +163,10 @@ class AuditTrail:
         if event_key:
             entities.append(Entity("ClinicalEvent", event_key))
         digests = {"input": sha256_hex(received)}
+        self.keep(RECEIVED, received)
         if produced is not None:
             digests["output"] = sha256_hex(produced)
+            self.keep(CANONICAL, produced)
         detail: dict[str, str | int | bool] = {"channel": channel}
         if error_code:
             detail["error_code"] = error_code
@@ -186,12 +197,16 @@ class AuditTrail:
         status: str,
         attempts: int,
         error_code: str | None = None,
+        reply_digest: str | None = None,
     ) -> AuditRecord:
         """A clinical event was sent to a downstream system (applied, or finally failed): input = the
-        event's content digest, output = SHA-256 of the payload sent (when the downstream reports it)."""
+        event's content digest, output = SHA-256 of the payload sent, reply = SHA-256 of the downstream's
+        answer (when the downstream reports them; the bodies were kept when it answered: :meth:`keep`)."""
         digests = {"input": event_digest}
         if payload_digest:
             digests["output"] = payload_digest
+        if reply_digest:
+            digests["reply"] = reply_digest
         detail: dict[str, str | int | bool] = {"downstream": downstream, "attempts": attempts}
         if error_code:
             detail["error_code"] = error_code
@@ -213,3 +228,5 @@ class AuditTrail:
     def close(self) -> None:
         self.log.close()
         self._durable.close()
+        if self.payloads is not None:
+            self.payloads.close()

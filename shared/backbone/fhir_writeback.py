@@ -151,8 +151,10 @@ class FhirDownstream:
             entries = _plain(to_entries(event).value)
         except FhirOutError as exc:
             raise WriteBackUnmappable(self.name, f"event cannot be mapped to FHIR ({exc.code})") from None
-        # What is sent, for the audit record (the digest only): the mapped entries before resolution.
-        payload_sha256 = hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
+        # What is sent, for the audit (digest in the record, body in the payload store): the mapped entries
+        # before resolution.
+        payload = json.dumps(entries, sort_keys=True).encode()
+        payload_sha256 = hashlib.sha256(payload).hexdigest()
         resolved: dict[str, str] = {}
         found = 0
         posts = [e for e in entries if e["request"]["method"] == "POST"]
@@ -238,9 +240,11 @@ class FhirDownstream:
         created = updated = 0
         locations: list[str] = []
         survivor_id = survivor[1].id if survivor is not None and survivor[1] is not None else None
+        reply: bytes | None = None  # the transaction-response Bundle, for the audit payload store
         if writes:
             bundle = {"resourceType": "Bundle", "type": "transaction", "entry": writes}
             response = self._call(lambda: self.repository.transaction(bundle))
+            reply = json.dumps(response, sort_keys=True).encode()
             for write, item in zip(writes, response.get("entry", []), strict=False):
                 answer = item.get("response", {})
                 if str(answer.get("status", "")).startswith("201"):
@@ -280,6 +284,8 @@ class FhirDownstream:
             summary=summary,
             details=details,
             payload_sha256=payload_sha256,
+            payload=payload,
+            reply=reply,
         )
 
     # -- merges ----------------------------------------------------------------------------------------

@@ -292,6 +292,8 @@ class Hl7MllpDownstream:
             summary=f"{summary.code} for control ID {summary.control_id}",
             details={"control_id": summary.control_id},
             payload_sha256=hashlib.sha256(payload).hexdigest(),
+            payload=payload,
+            reply=ack,
         )
 
     def close(self) -> None:

@@ -45,6 +45,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 
+from shared.audit.payloads import OUTBOUND, REPLY
 from shared.audit.trail import AuditTrail
 from shared.backbone import contracts
 from shared.backbone.breaker import BreakerState, CircuitBreaker, Permit, Transition
@@ -85,6 +86,10 @@ _log = logging.getLogger("tie.backbone.writeback")
 Scalar = str | int | float | bool | None
 
 
+def _sha256(data: bytes | None) -> str | None:
+    return hashlib.sha256(data).hexdigest() if data is not None else None
+
+
 @dataclass(frozen=True, slots=True)
 class DownstreamResponse:
     """What the downstream answered (identifiers and codes only: journaled and stored)."""
@@ -96,11 +101,20 @@ class DownstreamResponse:
     details: Mapping[str, Scalar] = field(default_factory=dict)
     #: SHA-256 of the payload sent (for the audit record; no content).
     payload_sha256: str | None = None
+    #: SHA-256 of the downstream's answer (ACK message, response Bundle), when it hands it over.
+    reply_sha256: str | None = None
+    #: The bodies themselves, for the audit payload store only (never journaled or stored with the result).
+    payload: bytes | None = field(default=None, compare=False, repr=False)
+    reply: bytes | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         out = {"status": self.status, "summary": self.summary, "details": dict(self.details)}
-        if self.payload_sha256:
-            out["payload_sha256"] = self.payload_sha256
+        payload_sha256 = self.payload_sha256 or _sha256(self.payload)
+        if payload_sha256:
+            out["payload_sha256"] = payload_sha256
+        reply_sha256 = self.reply_sha256 or _sha256(self.reply)
+        if reply_sha256:
+            out["reply_sha256"] = reply_sha256
         return out
 
     @classmethod
@@ -112,6 +126,7 @@ class DownstreamResponse:
             summary=str(data.get("summary", "")),
             details=dict(data.get("details") or {}),
             payload_sha256=str(data["payload_sha256"]) if data.get("payload_sha256") else None,
+            reply_sha256=str(data["reply_sha256"]) if data.get("reply_sha256") else None,
         )
 
 
@@ -404,10 +419,18 @@ class WriteBackSubscriber:
             patient=str(envelope.get("tiepatientkey") or "") or None,
             event_digest=digest,
             payload_digest=str(payload) if payload else None,
+            reply_digest=response.reply_sha256 if response is not None else None,
             status=response.status if response is not None else str((exc and _response_code(exc)) or ""),
             attempts=attempts,
             error_code=str(code) if code is not None else None,
         )
+
+    def _keep_bodies(self, response: DownstreamResponse) -> None:
+        """The payload sent and the reply into the audit payload store, as soon as the downstream answered
+        (the record naming their digests follows; the result stored for redeliveries holds digests only)."""
+        if self.audit is not None:
+            self.audit.keep(OUTBOUND, response.payload)
+            self.audit.keep(REPLY, response.reply)
 
     def _decide_and_apply(
         self, event: ClinicalEvent, delivery: Delivery, digest: str
@@ -417,6 +440,7 @@ class WriteBackSubscriber:
         corr = delivery.correlation
         if self.ledger is None:  # unprotected (benchmarks)
             unprotected = self.downstream.apply(event)
+            self._keep_bodies(unprotected)
             return unprotected.to_json(), unprotected
         verdict = self.ledger.judge(event, digest, corr)
         if verdict.decision == "conflict":
@@ -424,6 +448,7 @@ class WriteBackSubscriber:
         if verdict.decision != "apply":
             return _verdict_result(verdict), None
         response = self.downstream.apply(event)
+        self._keep_bodies(response)
         self.ledger.applied(event, digest, corr)
         return {**response.to_json(), "ledger": "apply", "reason": verdict.reason}, response
 

@@ -242,6 +242,15 @@ class Settings(BaseSettings):
         16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024, validation_alias="TIE_EXPORT_MAX_FILE_BYTES"
     )
 
+    # Audit (docs/audit.md).
+    #: Days each class of audited body is kept in the payload store (``0`` or left out: not kept); the
+    #: audit records themselves keep their digests for as long as the audit is retained.
+    audit_payload_retention_days: str = Field(
+        "received=90,canonical=90,outbound=90,reply=90",
+        max_length=200,
+        validation_alias="TIE_AUDIT_PAYLOAD_RETENTION_DAYS",
+    )
+
     @field_validator(
         "service_bus_namespace",
         "table_service_uri",
@@ -285,6 +294,17 @@ class Settings(BaseSettings):
         text = value.get_secret_value() if value is not None else ""
         if value is not None and len(text) < 32 and not text.startswith("@Microsoft.KeyVault("):
             raise ValueError("TIE_EXPORT_PSEUDONYM_KEY must be at least 32 characters")
+        return value
+
+    @field_validator("audit_payload_retention_days")
+    @classmethod
+    def _audit_payload_retention_parse(cls, value: str) -> str:
+        from shared.audit.payloads import InvalidRetention, Retention
+
+        try:
+            Retention.parse(value)
+        except InvalidRetention as exc:
+            raise ValueError(f"TIE_AUDIT_PAYLOAD_RETENTION_DAYS: {exc}") from None
         return value
 
     @field_validator("export_clients")

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from shared.audit.chain import verify_chain
+from shared.audit.payloads import CANONICAL, OUTBOUND, RECEIVED, REPLY, LocalPayloadStore, Retention
 from shared.audit.sqlite_log import SqliteAuditLog
 from shared.audit.trail import AuditTrail
 from shared.backbone.fhir_writeback import FhirDownstream
@@ -73,6 +74,8 @@ class Rig:
     bb: Backbone
     log: SqliteAuditLog
     sent: list[bytes]
+    acks: list[bytes]
+    payloads: LocalPayloadStore
 
     def send(self, raw: bytes, corr: str) -> None:
         assert self.edge.handle(raw, source="mllp", correlation_id=corr).code == "AA"
@@ -115,15 +118,20 @@ def rig(tmp_path: Path, script: s.ReceiverScript | None = None) -> Iterator[Rig]
     )
     with s.embedded(tmp_path, lock_seconds=5.0, max_delivery=2) as env, s.FakeHl7Receiver(script) as receiver:
         log = SqliteAuditLog(tmp_path / "audit.sqlite3", key=KEY)
-        trail = AuditTrail(log)
+        payloads = LocalPayloadStore(
+            tmp_path / "payloads", Retention.parse("received=1,canonical=1,outbound=1,reply=1")
+        )
+        trail = AuditTrail(log, payloads=payloads)
         hl7 = Hl7MllpDownstream(MllpSender("127.0.0.1", receiver.port, connect_timeout=0.5), ack_timeout=2)
         sent: list[bytes] = []
+        acks: list[bytes] = []
         assert hl7.sender is not None
         real_send = hl7.sender.send
 
         def send(payload: bytes, *, timeout: float) -> bytes:
             sent.append(payload)
-            return real_send(payload, timeout=timeout)
+            acks.append(real_send(payload, timeout=timeout))
+            return acks[-1]
 
         hl7.sender.send = send  # type: ignore[method-assign]
         bb = build_backbone(
@@ -138,7 +146,7 @@ def rig(tmp_path: Path, script: s.ReceiverScript | None = None) -> Iterator[Rig]
         bus = Capturing(env.bus)
         context = ingest.ProcessorContext(bus=bus, journal=Journal(env.records), audit=trail)  # type: ignore[arg-type]
         try:
-            yield Rig(env, Hl7Ingest(env.bus, env.records), context, bus, bb, log, sent)
+            yield Rig(env, Hl7Ingest(env.bus, env.records), context, bus, bb, log, sent, acks, payloads)
         finally:
             hl7.close()
             bb.close()
@@ -162,13 +170,17 @@ def _expected(r: Rig, raw: bytes, corr: str, hl7_status: str, fhir_status: str) 
     assert patient and patient.startswith("patient-")
     event_digest = content_digest(json.loads(clinical.body)["data"])
     (payload,) = r.sent
+    (ack,) = r.acks
     r.sent.clear()
+    r.acks.clear()
     system = {"category": "transform", "correlation_id": corr, "patients": [patient]}
 
     def writeback(
-        sub: str, downstream: str, status: str, output: str | None, error: str | None
+        sub: str, downstream: str, status: str, output: str | None, error: str | None, reply: str | None
     ) -> dict[str, Any]:
         digests = {"input": event_digest, **({"output": output} if output else {})}
+        if reply:
+            digests["reply"] = reply
         detail: dict[str, Any] = {"attempts": 1, "downstream": downstream}
         if error:
             detail["error_code"] = error
@@ -188,6 +200,22 @@ def _expected(r: Rig, raw: bytes, corr: str, hl7_status: str, fhir_status: str) 
     fhir = [r for r in r.records(corr) if r.get("source") == SUB_WRITEBACK_FHIR]
     fhir_output = fhir[0]["digests"].get("output", "") if fhir else ""
     assert len(fhir_output) == 64 and fhir_output not in (event_digest, sha(payload))
+    fhir_reply = fhir[0]["digests"].get("reply", "") if fhir else ""
+    # The four-part answer: each digest names its body in the payload store.
+    assert r.payloads.get(RECEIVED, sha(raw)) == raw
+    assert r.payloads.get(CANONICAL, sha(clinical.body)) == clinical.body
+    fhir_sent = json.loads(r.payloads.get(OUTBOUND, fhir_output) or b"null")
+    assert [e["request"]["method"] for e in fhir_sent] and "Patient" in {
+        e["resource"]["resourceType"] for e in fhir_sent
+    }
+    if hl7_status == "AA":
+        assert r.payloads.get(OUTBOUND, sha(payload)) == payload
+        assert r.payloads.get(REPLY, sha(ack)) == ack
+    else:  # refused: what was sent and the refusal are not kept (no response reached the subscriber)
+        assert r.payloads.get(OUTBOUND, sha(payload)) is None
+    fhir_answer = json.loads(r.payloads.get(REPLY, fhir_reply) or b"null")
+    assert fhir_answer["type"] == "transaction-response"
+    assert fhir_answer["entry"][0]["response"]["status"].startswith(fhir_status)
     hl7_error = None if hl7_status == "AA" else "downstream-rejected"
     return [
         {
@@ -205,8 +233,15 @@ def _expected(r: Rig, raw: bytes, corr: str, hl7_status: str, fhir_status: str) 
             "digests": {"input": sha(raw), "output": sha(clinical.body)},
             "detail": {"channel": "hl7v2"},
         },
-        writeback(SUB_WRITEBACK_FHIR, "fhir", fhir_status, fhir_output, None),
-        writeback(SUB_WRITEBACK_HL7V2, "hl7v2", hl7_status, None if hl7_error else sha(payload), hl7_error),
+        writeback(SUB_WRITEBACK_FHIR, "fhir", fhir_status, fhir_output, None, fhir_reply),
+        writeback(
+            SUB_WRITEBACK_HL7V2,
+            "hl7v2",
+            hl7_status,
+            None if hl7_error else sha(payload),
+            hl7_error,
+            None if hl7_error else sha(ack),
+        ),
     ]
 
 
