@@ -31,6 +31,9 @@ STORES = ("bus.sqlite3", "records.sqlite3", "blobs.sqlite3", "fhir.sqlite3")
 #: The audit log and its checkpoint key (docs/audit.md): expected, and held to the side files' rule -
 #: no identifier in them.
 AUDIT = ("audit.sqlite3", "audit.key")
+#: The audit payload store (docs/audit.md): the bodies behind the audit digests - patient data by design,
+#: held to the stores' rule (0600 files in 0700 directories).
+PAYLOADS = "payloads"
 
 
 def _hl7(control_id: str) -> bytes:
@@ -139,7 +142,7 @@ def test_identifiers_never_reach_logs_or_side_files_and_files_are_private(tmp_pa
             assert mode == 0o700, f"{path.relative_to(local)} is {oct(mode)}"
             continue
         assert mode == 0o600, f"{path.relative_to(local)} is {oct(mode)}"
-        if not path.name.startswith(STORES):
+        if not path.name.startswith(STORES) and path.relative_to(local).parts[0] != PAYLOADS:
             _assert_clean(path.read_bytes().decode("latin-1"), str(path.relative_to(local)))
             if not path.name.startswith(AUDIT):
                 side_files.append(path)
@@ -147,6 +150,8 @@ def test_identifiers_never_reach_logs_or_side_files_and_files_are_private(tmp_pa
     stores = {p.name for p in local.rglob("*.sqlite3")}
     assert {"bus.sqlite3", "records.sqlite3", "fhir.sqlite3", "audit.sqlite3"} <= stores, stores
     assert side_files == [], f"unexpected files beside the stores: {side_files}"
+    received = [p.read_bytes() for p in (local / PAYLOADS / "received").iterdir()]
+    assert any(b"PRIV0001" in body for body in received), "the received message is kept for the audit"
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
