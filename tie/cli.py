@@ -413,6 +413,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace, loaded: Sequence[str]) -> int:
     from shared.bootstrap import bootstrap
+    from shared.errors import TieError
     from shared.wiring import get_container
     from tie.localhost.discovery import load_app
     from tie.localhost.host import HostConfig, LocalHost
@@ -434,6 +435,10 @@ async def _run(args: argparse.Namespace, loaded: Sequence[str]) -> int:
         container.close()
         port = container.settings.mllp_port if args.mllp_port is None else args.mllp_port
         return _cannot_listen("MLLP", args.host, port, exc, "MLLP_PORT", "--mllp-port")
+    except TieError as exc:  # TIE_MLLP_TLS: the listener certificate is missing, expired or unreadable
+        container.close()
+        print(f"tie run: MLLP listener TLS not usable ({exc.code}): {exc}", file=sys.stderr, flush=True)
+        return 1
     try:
         await host.start()
     except OSError as exc:
@@ -495,13 +500,20 @@ async def _start_extras(args: argparse.Namespace, container: Any) -> _Extras:
     if args.no_mllp:
         await start_mesh_sandbox(container, extras)
         return extras
-    from shared.pipeline.mllp_listener import start_mllp_listener
+    from shared.pipeline.mllp_listener import start_mllp_listener, tls_label
 
+    settings = container.settings
     server = await start_mllp_listener(
-        container.bus, container.records, container.settings, host=args.host, port=args.mllp_port
+        container.bus,
+        container.records,
+        settings,
+        host=args.host,
+        port=args.mllp_port,
+        credentials=container.credentials if settings.mllp_tls != "off" else None,
     )
     extras.stoppers.append(server.stop)
-    extras.lines.append(f"MLLP listener: {args.host}:{server.port} (HL7 v2 over MLLP, persist-before-ACK)")
+    mode = tls_label(settings)
+    extras.lines.append(f"MLLP listener: {args.host}:{server.port} (HL7 v2, {mode}, persist-before-ACK)")
     await start_mesh_sandbox(container, extras)
     return extras
 

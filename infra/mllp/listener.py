@@ -19,7 +19,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from shared.bootstrap import bootstrap  # noqa: E402
-from shared.pipeline.mllp_listener import start_mllp_listener  # noqa: E402
+from shared.errors import TieError  # noqa: E402
+from shared.pipeline.mllp_listener import start_mllp_listener, tls_label  # noqa: E402
 from shared.wiring import get_container  # noqa: E402
 
 
@@ -32,7 +33,10 @@ async def serve() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        server = await start_mllp_listener(container.bus, container.records, settings)
+        credentials = container.credentials if settings.mllp_tls != "off" else None
+        server = await start_mllp_listener(
+            container.bus, container.records, settings, credentials=credentials
+        )
     except OSError as exc:
         print(
             f"mllp listener: cannot listen on {settings.mllp_host}:{settings.mllp_port}: {exc.strerror}",
@@ -40,7 +44,11 @@ async def serve() -> int:
         )
         container.close()
         return 1
-    tls = "TLS" if settings.mllp_tls_cert_file else "plain TCP"
+    except TieError as exc:  # TIE_MLLP_TLS: the certificate is missing, expired or unreadable
+        print(f"mllp listener: TLS not usable ({exc.code}): {exc}", file=sys.stderr)
+        container.close()
+        return 1
+    tls = tls_label(settings)
     print(
         f"MLLP listener: {settings.mllp_host}:{server.port} ({tls}, {settings.bus_backend.value} bus)",
         flush=True,

@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     writeback_hl7_receiving_facility: str = Field(
         "", max_length=180, validation_alias="TIE_WRITEBACK_HL7_RECEIVING_FACILITY"
     )
+    #: A downstream registry name (``hl7-writeback``): the HL7 v2 write-back takes its endpoint (unless
+    #: TIE_WRITEBACK_MLLP_HOST is set) and, when the entry names a credential or trust CA, TLS with the
+    #: client certificate from the registry (each send audited). Empty: TIE_WRITEBACK_MLLP_* alone.
+    writeback_hl7_downstream: str | None = Field(None, validation_alias="TIE_WRITEBACK_HL7_DOWNSTREAM")
     #: The HL7 v2 downstream's outbound profile (JSON: version, MSH-3/4/17/18, trigger events, ACK mode;
     #: shared/backbone/hl7_profile.py). Empty: v2.5.1, UTF-8, events collapsed to A08/A31.
     writeback_hl7_profile_file: str | None = Field(None, validation_alias="TIE_WRITEBACK_HL7_PROFILE_FILE")
@@ -223,6 +227,10 @@ class Settings(BaseSettings):
     mllp_tls_cert_file: str | None = Field(None, validation_alias="TIE_MLLP_TLS_CERT_FILE")
     mllp_tls_key_file: str | None = Field(None, validation_alias="TIE_MLLP_TLS_KEY_FILE")
     mllp_tls_client_ca_file: str | None = Field(None, validation_alias="TIE_MLLP_TLS_CLIENT_CA_FILE")
+    #: MLLP listener TLS from the downstream registry's ``mllp-listener`` entry (docs/credentials.md):
+    #: ``off`` (default: plain TCP, or the PEM files above), ``tls`` (server certificate), ``mutual``
+    #: (server certificate + client certificates issued by the entry's trust CA). Rotates without restart.
+    mllp_tls: Literal["off", "tls", "mutual"] = Field("off", validation_alias="TIE_MLLP_TLS")
     #: The Trust's identifier systems per assigning authority (JSON, docs/identifier-systems.md); empty:
     #: the packaged file, which configures none (every local authority keeps urn:tie:authority:<ns>).
     identifier_systems_file: Path | None = Field(None, validation_alias="TIE_IDENTIFIER_SYSTEMS_FILE")
@@ -270,6 +278,7 @@ class Settings(BaseSettings):
         "local_code_systems_file",
         "writeback_fhir_url",
         "writeback_fhir_downstream",
+        "writeback_hl7_downstream",
         "writeback_mllp_host",
         "apim_shared_secret",
         "export_pseudonym_key",
@@ -366,6 +375,11 @@ class Settings(BaseSettings):
             raise ValueError("TIE_FHIR_BACKEND=azure needs TieFhir__serviceUrl")
         if self.credentials_backend is Backend.AZURE and not self.key_vault_uri:
             raise ValueError("TIE_CREDENTIALS_BACKEND=azure needs TIE_KEY_VAULT_URI")
+        if self.mllp_tls != "off" and (self.mllp_tls_cert_file or self.mllp_tls_client_ca_file):
+            raise ValueError(
+                "TIE_MLLP_TLS takes the listener certificate from the downstream registry; "
+                "leave TIE_MLLP_TLS_CERT_FILE / TIE_MLLP_TLS_CLIENT_CA_FILE empty"
+            )
         for name, url in (
             ("TieFhir__serviceUrl", self.fhir_service_url),
             ("TIE_FHIR_BASE_URL", self.fhir_base_url),

@@ -61,6 +61,7 @@ class _TlsSource:
         downstream: Downstream,
         *,
         server: bool,
+        client_auth: bool | None = None,
     ) -> None:
         self._broker = broker
         self.downstream = downstream
@@ -70,6 +71,10 @@ class _TlsSource:
         self._trust_name = _name(downstream.trust, env, "certificate")
         if server and self._identity_name is None:
             raise CredentialNotFound(downstream.name, where=f"registry (no server certificate for {env})")
+        if server and client_auth is False:
+            self._trust_name = None  # server authentication only: no client certificate asked for
+        if server and client_auth and self._trust_name is None:
+            raise CredentialNotFound(downstream.name, where=f"registry (no client CA for {env})")
         self._built: _Built | None = None
         self._lock = threading.Lock()
 
@@ -151,6 +156,11 @@ class ClientTls(_TlsSource):
 class ServerTls(_TlsSource):
     """TLS for a listener; :meth:`context` picks up a rotated certificate for new connections."""
 
+    @property
+    def mutual(self) -> bool:
+        """Whether clients must present a certificate issued by the registry's trust CA."""
+        return self._trust_name is not None
+
 
 def _name(ref: CredentialRef | None, environment: str, kind: str) -> str | None:
     if ref is None or ref.kind != kind:
@@ -186,8 +196,11 @@ class CredentialBroker:
     def client_tls(self, downstream: str) -> ClientTls:
         return ClientTls(self, self.registry.get(downstream), server=False)
 
-    def server_tls(self, downstream: str = "mllp-listener") -> ServerTls:
-        return ServerTls(self, self.registry.get(downstream), server=True)
+    def server_tls(self, downstream: str = "mllp-listener", *, client_auth: bool | None = None) -> ServerTls:
+        """Server TLS of a listener entry. ``client_auth``: ``None`` = as the registry says (a trust CA
+        means mutual TLS), ``True`` = mutual TLS (the entry must name a trust CA, else
+        :class:`CredentialNotFound`), ``False`` = server authentication only."""
+        return ServerTls(self, self.registry.get(downstream), server=True, client_auth=client_auth)
 
     def token_source(
         self, downstream: str, *, transport: TokenTransport | None = None

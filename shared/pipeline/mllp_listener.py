@@ -11,6 +11,10 @@ Admission (docs/hardening.md, section A): ``TIE_MLLP_MAX_CONNECTIONS`` in all, o
 mutual TLS ``TIE_MLLP_TRUSTED_CLIENT_CNS``), ``TIE_MLLP_MAX_CONNECTIONS_PER_SOURCE`` per other peer
 address, and deadlines for the first frame and between frames. :meth:`MllpServer.stop` drains for
 ``TIE_MLLP_DRAIN_SECONDS`` and then shuts the worker pool down without waiting for stuck work.
+
+TLS: ``TIE_MLLP_TLS=tls|mutual`` takes the server certificate (and for ``mutual`` the client CA) from the
+downstream registry entry ``mllp-listener`` through the credential broker; each new connection gets the
+current certificate version (docs/credentials.md).
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ import ipaddress
 import logging
 import ssl
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from shared.config.settings import Settings
+from shared.errors import ConfigurationError, TieError
 from shared.hl7v2 import Hl7ParseError
 from shared.hl7v2.ack import build_ack_for_unparseable
 from shared.messaging.ports import MessageBus
@@ -30,6 +36,9 @@ from shared.mllp.workers import WorkerPool
 from shared.observability.correlation import correlation_scope, new_correlation_id
 from shared.pipeline.hl7v2 import Hl7Ingest, oversize_ack
 from shared.storage.ports import RecordStore
+
+if TYPE_CHECKING:
+    from shared.credentials.broker import CredentialBroker
 
 _log = logging.getLogger("tie.mllp")
 
@@ -53,8 +62,67 @@ def build_nak(reason: NakReason, partial: bytes | None) -> bytes:
     return build_ack_for_unparseable(partial or b"", error, control_id=correlation_id)
 
 
+#: The registry entry holding the listener's server certificate and client CA (``TIE_MLLP_TLS``).
+LISTENER_ENTRY = "mllp-listener"
+
+
+class ServerTlsSource(Protocol):
+    """The current server context (:class:`shared.credentials.broker.ServerTls`): rebuilt when the store
+    holds a new certificate version; raises a credential error when the certificate cannot be used."""
+
+    def context(self) -> ssl.SSLContext: ...
+
+
+def rotating_context(source: ServerTlsSource) -> ssl.SSLContext:
+    """A server context that hands every new connection the source's *current* context (rotation without a
+    restart; open connections keep their session). It is swapped in from the handshake's server-name
+    callback, which OpenSSL calls for every ClientHello (with or without SNI). A certificate that can no
+    longer be used (expired, store unreadable with nothing cached) refuses the handshake; the log line
+    names the credential and its error code only."""
+    base = source.context()
+
+    def pick(
+        connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
+    ) -> int | None:
+        del server_name
+        try:
+            current = source.context()
+        except TieError as exc:
+            _log.warning("mllp tls refused: no usable server certificate", extra={"error_code": exc.code})
+            return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
+        if current is not base:
+            connection.context = current
+        return None
+
+    base.sni_callback = pick
+    return base
+
+
+def server_tls(settings: Settings, credentials: CredentialBroker | None) -> ssl.SSLContext | None:
+    """The listener's TLS: ``TIE_MLLP_TLS=tls|mutual`` from the registry entry ``mllp-listener`` (``mutual``
+    needs its trust CA: clients must present a certificate it issued); ``off``: the legacy PEM files of
+    :func:`tls_context`, or plain TCP."""
+    if settings.mllp_tls == "off":
+        return tls_context(settings)
+    if credentials is None:
+        raise ConfigurationError(f"TIE_MLLP_TLS={settings.mllp_tls} needs the credential registry")
+    source = credentials.server_tls(LISTENER_ENTRY, client_auth=settings.mllp_tls == "mutual")
+    return rotating_context(source)
+
+
+def tls_label(settings: Settings) -> str:
+    """How the listener talks, for start-up banners (no credential names)."""
+    if settings.mllp_tls == "mutual":
+        return "mutual TLS"
+    if settings.mllp_tls == "tls":
+        return "TLS"
+    if settings.mllp_tls_cert_file:
+        return "mutual TLS (files)" if settings.mllp_tls_client_ca_file else "TLS (files)"
+    return "plain TCP"
+
+
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
-    """Server TLS from PEM files in settings (Key Vault-sourced certificates arrive as files/secrets)."""
+    """Server TLS from PEM files in settings (legacy; ``TIE_MLLP_TLS`` takes it from the registry)."""
     if not settings.mllp_tls_cert_file:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -100,7 +168,11 @@ def build_mllp_server(
     *,
     host: str | None = None,
     port: int | None = None,
+    credentials: CredentialBroker | None = None,
 ) -> MllpServer:
+    """The listener over the ingest core; ``credentials``: the broker ``TIE_MLLP_TLS`` takes the server
+    certificate from (a credential error raises here, before anything listens)."""
+    context = server_tls(settings, credentials)
     ingest = Hl7Ingest(bus, records)
     pool = WorkerPool(settings.mllp_workers)
 
@@ -117,7 +189,7 @@ def build_mllp_server(
             handler,
             host=host or settings.mllp_host,
             port=settings.mllp_port if port is None else port,
-            ssl=tls_context(settings),
+            ssl=context,
             max_message_bytes=settings.mllp_max_message_bytes,
             idle_timeout=settings.mllp_idle_timeout_seconds,
             first_frame_timeout=settings.mllp_first_frame_timeout_seconds,
@@ -142,7 +214,8 @@ async def start_mllp_listener(
     *,
     host: str | None = None,
     port: int | None = None,
+    credentials: CredentialBroker | None = None,
 ) -> MllpServer:
-    server = build_mllp_server(bus, records, settings, host=host, port=port)
+    server = build_mllp_server(bus, records, settings, host=host, port=port, credentials=credentials)
     await server.start()
     return server
