@@ -71,8 +71,10 @@ class DownstreamUnavailable(DownstreamError, TransientError):
 
     code = "downstream-unavailable"
 
-    def __init__(self, downstream: str, text: str, *, response: str | None = None) -> None:
-        self._init(downstream, response, text)
+    def __init__(
+        self, downstream: str, text: str, *, response: str | None = None, detail: str | None = None
+    ) -> None:
+        self._init(downstream, response, text, detail)
 
 
 class DownstreamRetry(DownstreamError, TransientError):

@@ -21,6 +21,8 @@ The receiver's answer decides (:func:`shared.mllp.client.read_msa`):
 ``AR`` / ``CR``                     dead-letter (:class:`~shared.backbone.errors.DownstreamRejected`)
 no ACK within ``ack_timeout``       retry, counts for the circuit breaker (unavailable)
 connection refused / reset          retry, counts for the circuit breaker (unavailable)
+TLS refused (either certificate)    retry, counts for the circuit breaker (unavailable), ``detail``
+                                    ``tls <OpenSSL reason>``: a link fault, not the message's
 garbled reply, ACK for another ID   retry (the message may or may not have been processed)
 ==================================  ===========================================================
 
@@ -52,10 +54,17 @@ from shared.backbone.errors import (
 from shared.backbone.hl7_profile import OutboundProfile, to_ascii
 from shared.backbone.writeback import DownstreamResponse
 from shared.canonical.model import ClinicalEvent, EventKind
+from shared.credentials.ports import TlsSource
 from shared.hl7v2 import Message
 from shared.mapping.hl7v2_out import Hl7OutError, to_adt, to_adt_a40, to_oru_r01
 from shared.mllp.client import AckError, AckOutcome, MllpClient, read_msa
-from shared.mllp.errors import MllpAckTimeout, MllpConnectionError, MllpError, MllpProtocolError
+from shared.mllp.errors import (
+    MllpAckTimeout,
+    MllpConnectionError,
+    MllpError,
+    MllpProtocolError,
+    MllpTlsError,
+)
 
 T = TypeVar("T")
 
@@ -80,6 +89,8 @@ class MllpSender:
 
     One connection, driven by a private event loop in a daemon thread; concurrent :meth:`send` calls are
     serialised by the client (strict request/response on one connection keeps the receiver's order).
+    ``tls``: a registry TLS source (client certificate + server CA, rotation, per-send audit;
+    docs/credentials.md) instead of a fixed ``ssl`` context.
     """
 
     def __init__(
@@ -90,6 +101,7 @@ class MllpSender:
         connect_timeout: float = 10.0,
         ssl: SSLContext | None = None,
         server_hostname: str | None = None,
+        tls: TlsSource | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -98,7 +110,7 @@ class MllpSender:
         self._thread = threading.Thread(target=self._loop.run_forever, name="tie-mllp-sender", daemon=True)
         self._thread.start()
         self._client = MllpClient(
-            host, port, ssl=ssl, server_hostname=server_hostname, connect_timeout=connect_timeout
+            host, port, ssl=ssl, server_hostname=server_hostname, connect_timeout=connect_timeout, tls=tls
         )
         self._closed = False
 
@@ -260,6 +272,10 @@ class Hl7MllpDownstream:
             ack = self.sender.send(payload, timeout=self.ack_timeout)
         except MllpAckTimeout:
             raise DownstreamUnavailable(self.name, "no ACK within the timeout") from None
+        except MllpTlsError as exc:  # a certificate refused on either side: docs/credentials.md
+            raise DownstreamUnavailable(
+                self.name, f"TLS refused ({exc.code})", detail=f"tls {exc.reason}"
+            ) from None
         except MllpConnectionError as exc:
             raise DownstreamUnavailable(self.name, f"connection failed ({exc.code})") from None
         except MllpProtocolError as exc:

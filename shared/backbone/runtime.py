@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from shared.audit.trail import AuditTrail
 from shared.backbone.breaker import BreakerConfig, CircuitBreaker, Permit
@@ -50,6 +51,9 @@ from shared.messaging.topology import (
 from shared.observability.metrics import Metrics
 from shared.outbox import Outbox, OutboxRelay, RelayReport
 from shared.storage.ports import RecordStore
+
+if TYPE_CHECKING:
+    from shared.credentials.broker import CredentialBroker
 
 _log = logging.getLogger("tie.backbone")
 
@@ -269,21 +273,63 @@ def default_downstreams(
     *,
     fhir_is_platform_store: bool = True,
     mllp_connect_timeout: float | None = None,
+    credentials: CredentialBroker | None = None,
 ) -> dict[str, Downstream]:
-    """The production downstreams: FHIR (``fhir``) and HL7 v2 over MLLP (sender only when configured)."""
-    sender = None
-    if settings.writeback_mllp_host:
-        sender = MllpSender(
-            settings.writeback_mllp_host,
-            settings.writeback_mllp_port,
-            connect_timeout=mllp_connect_timeout or min(5.0, settings.writeback_timeout_seconds),
-        )
+    """The production downstreams: FHIR (``fhir``) and HL7 v2 over MLLP (sender only when configured;
+    ``credentials``: the registry ``TIE_WRITEBACK_HL7_DOWNSTREAM`` names an entry of)."""
+    sender = hl7_sender(
+        settings,
+        credentials,
+        connect_timeout=mllp_connect_timeout or min(5.0, settings.writeback_timeout_seconds),
+    )
     return {
         SUB_WRITEBACK_FHIR: FhirDownstream(fhir, origin_store=fhir_is_platform_store),
         SUB_WRITEBACK_HL7V2: Hl7MllpDownstream(
             sender, ack_timeout=settings.writeback_timeout_seconds, profile=hl7_profile(settings)
         ),
     }
+
+
+def hl7_sender(
+    settings: Settings, credentials: CredentialBroker | None, *, connect_timeout: float
+) -> MllpSender | None:
+    """The HL7 v2 write-back's MLLP sender, ``None`` when no address is configured.
+
+    ``TIE_WRITEBACK_HL7_DOWNSTREAM`` names a registry entry (transport ``mllp``): its endpoint for this
+    environment (``TIE_WRITEBACK_MLLP_HOST`` / ``_PORT`` override it) and, when it names a credential or a
+    trust CA or its endpoint is ``mllps://``, TLS from the registry - client certificate, server CA,
+    rotation, each send audited (docs/credentials.md). Without it: ``TIE_WRITEBACK_MLLP_*``, plain TCP."""
+    name = settings.writeback_hl7_downstream
+    if name is None:
+        if not settings.writeback_mllp_host:
+            return None
+        return MllpSender(
+            settings.writeback_mllp_host, settings.writeback_mllp_port, connect_timeout=connect_timeout
+        )
+    if credentials is None:
+        raise ConfigurationError("TIE_WRITEBACK_HL7_DOWNSTREAM needs the downstream registry")
+    entry = credentials.registry.get(name)
+    if entry.transport != "mllp":
+        raise ConfigurationError(f"downstream {name} is not an MLLP downstream ({entry.transport})")
+    endpoint = credentials.endpoint(name)
+    scheme, host, port = _mllp_endpoint(endpoint) if endpoint else ("", None, None)
+    if settings.writeback_mllp_host:
+        host, port = settings.writeback_mllp_host, settings.writeback_mllp_port
+    if host is None or port is None:
+        raise ConfigurationError(f"downstream {name} has no endpoint for {credentials.environment}")
+    wants_tls = entry.credential is not None or entry.trust is not None
+    if scheme == "mllp" and wants_tls:
+        raise ConfigurationError(f"downstream {name} names a certificate but its endpoint is mllp://")
+    tls = credentials.client_tls(name) if wants_tls or scheme == "mllps" else None
+    return MllpSender(host, port, connect_timeout=connect_timeout, tls=tls)
+
+
+def _mllp_endpoint(url: str) -> tuple[str, str, int]:
+    """``mllp[s]://host:port`` -> (scheme, host, port) (the registry has checked the scheme)."""
+    parts = urlsplit(url)
+    if not parts.hostname or parts.port is None:
+        raise ConfigurationError("an MLLP endpoint needs a host and a port (mllps://host:port)")
+    return parts.scheme, parts.hostname, parts.port
 
 
 def hl7_profile(settings: Settings) -> OutboundProfile:
@@ -325,7 +371,12 @@ def get_backbone() -> Backbone:
         settings = container.settings
         remote = build_writeback_fhir(settings)
         fhir = record_sent(container, remote if remote is not None else container.fhir)
-        downstreams = default_downstreams(settings, fhir, fhir_is_platform_store=remote is None)
+        downstreams = default_downstreams(
+            settings,
+            fhir,
+            fhir_is_platform_store=remote is None,
+            credentials=container.credentials if settings.writeback_hl7_downstream else None,
+        )
         downstreams = sample_lineage(container, downstreams)  # reconciliation names source fields
         downstreams = build_national_downstreams(container, downstreams)  # MESH out, PDS trace first
         backbone = build_backbone(

@@ -24,11 +24,11 @@ import contextlib
 import enum
 import re
 from dataclasses import dataclass
-from ssl import SSLContext
+from ssl import SSLContext, SSLError
 from typing import Final
 
 from shared.credentials.ports import TlsSource
-from shared.mllp.errors import MllpAckTimeout, MllpConnectionError, MllpProtocolError
+from shared.mllp.errors import MllpAckTimeout, MllpConnectionError, MllpProtocolError, MllpTlsError
 from shared.mllp.framing import DEFAULT_MAX_MESSAGE_BYTES, Frame, FrameDecoder, Garbage, frame
 
 _READ_CHUNK: Final = 65_536
@@ -87,6 +87,10 @@ class MllpClient:
                 )
         except TimeoutError as exc:
             raise MllpConnectionError(f"connect to port {self._port} timed out") from exc
+        except SSLError as exc:
+            reason = _tls_reason(exc)
+            text = f"TLS handshake with port {self._port} failed: {reason}"
+            raise MllpTlsError(text, reason=reason) from exc
         except OSError as exc:
             raise MllpConnectionError(f"connect to port {self._port} failed: {type(exc).__name__}") from exc
         self._reader, self._writer = reader, writer
@@ -114,6 +118,9 @@ class MllpClient:
                 return reply
             except TimeoutError as exc:
                 raise MllpAckTimeout(f"no reply within {timeout:g}s") from exc
+            except SSLError as exc:  # TLS 1.3: a refused client certificate arrives as an alert here
+                reason = _tls_reason(exc)
+                raise MllpTlsError(f"TLS session ended by the peer: {reason}", reason=reason) from exc
             except OSError as exc:
                 raise MllpConnectionError(f"connection failed: {type(exc).__name__}") from exc
             finally:
@@ -156,6 +163,14 @@ class MllpClient:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+def _tls_reason(exc: SSLError) -> str:
+    """OpenSSL's short reason code (no certificate content), else the exception type."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str) and reason.replace("_", "").isalnum():
+        return reason
+    return type(exc).__name__
 
 
 def send_message(

@@ -29,6 +29,19 @@ class MllpConnectionError(MllpError, TransientError):
     code = "mllp-connection"
 
 
+class MllpTlsError(MllpConnectionError):
+    """The TLS handshake failed or the peer ended the session with a TLS alert: the peer's certificate is
+    not trusted (wrong CA, wrong name) or the peer refused ours. ``reason`` is OpenSSL's short reason
+    (``CERTIFICATE_VERIFY_FAILED``, ``TLSV13_ALERT_CERTIFICATE_REQUIRED``...), never certificate content.
+    Transient like every connection failure: the message never reached the peer's application."""
+
+    code = "mllp-tls"
+
+    def __init__(self, text: str, *, reason: str) -> None:
+        super().__init__(text)
+        self.reason = reason
+
+
 class MllpAckTimeout(MllpError, TransientError):
     """No complete reply frame arrived within the caller's timeout. The connection is dropped."""
 
