@@ -208,6 +208,10 @@ class ContactPoint(_Model):
     system: Literal["phone", "fax", "email", "pager", "url", "sms", "other"]
     value: str = Field(min_length=1)
     use: Literal["home", "work", "temp", "old", "mobile"] | None = None
+    #: The HL7 v2 equipment type (table 0202, XTN.3) and use (table 0201, XTN.2) codes the source sent,
+    #: kept so an HL7 v2 write-back says what the source said (``system``/``use`` are their FHIR reading).
+    equipment_type: str | None = None
+    use_code: str | None = None
 
 
 class HumanName(_Model):

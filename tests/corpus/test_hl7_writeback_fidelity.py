@@ -108,15 +108,12 @@ RESULTS_NOT_SENT = ["ORU-R01-01.hl7#0 OBX(5)"]
 @pytest.mark.corpus
 def test_identity_fields_arrive_as_sent() -> None:
     downstream = Hl7MllpDownstream(None)
-    checked = 0
+    checked = checked_other = 0
     missing: list[str] = []
     for name, original, event in corpus_events():
         if event.orders or event.kind.value not in {"admission", "result", "discharge", "transfer"}:
             continue
         refused = REFUSED.get(name.rsplit("/", 1)[-1])
-        if any(c.system == "other" for c in event.patient.telecom):
-            # a modem / TDD number has no single v2-0202 equipment type: refused, never guessed
-            refused = "patient.telecom[3].system"
         if refused is not None:
             with pytest.raises(WriteBackUnmappable, match=re.escape(f" at {refused})")):
                 written_message(event, downstream)
@@ -124,6 +121,12 @@ def test_identity_fields_arrive_as_sent() -> None:
         written = written_message(event, downstream)
         for path in ("PID-5.1", "PID-5.2", "PID-8", "PID-3.1"):
             assert written.get(path) == original.get(path), (name, path)
+        for k, contact in enumerate(event.patient.telecom):
+            if contact.system == "other":  # a modem / TDD number: the XTN.3 the sender sent, as sent
+                pid = written.segments_named("PID")[0]
+                sent = f"{pid.raw_field(13)}~{pid.raw_field(14)}".split("~")
+                assert f"{contact.value}^^{contact.equipment_type}" in sent, (name, k)
+                checked_other += 1
         sent = {(x.get(3), x.get(5)) for x in written.segments_named("OBX")}
         for k, obx in enumerate(original.segments_named("OBX")):
             if event.kind.value != "result" or obx.get(2) not in ("NM", "ST"):
@@ -131,5 +134,5 @@ def test_identity_fields_arrive_as_sent() -> None:
             if (obx.get(3), obx.get(5)) not in sent:
                 missing.append(f"{name.rsplit('/', 1)[-1]} OBX({k + 1})")
         checked += 1
-    assert checked >= 10
+    assert checked >= 10 and checked_other >= 7
     assert missing == RESULTS_NOT_SENT

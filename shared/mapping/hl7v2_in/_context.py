@@ -713,10 +713,16 @@ class Ctx:
                 self.add(src, f"{tgt}.use", f"telecom: no XTN.2, the field's own use ({use})")
         if self.lin:
             self.add(f"{src}.{value_comp}", f"{tgt}.value", "xtn-value")
+            if equipment is not None:
+                self.add(f"{src}.3", f"{tgt}.equipment_type", "xtn-equipment-type as sent")
+            if use_code is not None:
+                self.add(f"{src}.2", f"{tgt}.use_code", "xtn-use-code as sent")
         contact = new_contact_point(
             system=system,  # ContactPoint literals: checked when rules compile
             value=value,
             use=use,
+            equipment_type=equipment,  # as sent (XTN.3 / XTN.2), for an HL7 v2 write-back
+            use_code=use_code,
         )
         if memo:
             remember(self.rules.memo, key, contact)

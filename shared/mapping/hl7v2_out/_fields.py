@@ -228,6 +228,38 @@ def xtn(c: ContactPoint, o: Out, src: str, dst: str) -> list[Component]:
     """XTN: number (XTN.1; an email address goes in XTN.4) ^ use (XTN.2, v2-0201 backwards; no use: NET for
     an email, BPN for a pager, else empty) ^ equipment type (XTN.3, v2-0202 backwards: required - a system
     with no single v2 code, e.g. ``other`` or ``url``, raises UnmappableCode)."""
+    if _sent_equipment(c):
+        # the source's own XTN.3 / XTN.2, still true of system and use: what the source said, as it said it
+        assert c.equipment_type is not None
+        o.add(
+            f"{src}.equipment_type",
+            f"{dst}.3",
+            "equipment type as sent",
+            table="v2-0202-to-contact-point-system",
+        )
+        use_code = c.use_code if _sent_use(c) else None
+        if use_code is not None:
+            o.add(f"{src}.use_code", f"{dst}.2", "use as sent", table="v2-0201-to-contact-point-use")
+        elif (
+            c.use_code is None
+            and c.use is not None
+            and c.use
+            in (
+                RULES.telecom_use_by_equipment.get(c.equipment_type.upper()),
+                RULES.telecom_fields.get(dst.split("[", 1)[0]),
+            )
+        ):
+            # the source left XTN.2 empty and its use came from the equipment type or the field: so again
+            o.add(f"{src}.use", f"{dst}.2", "no XTN.2 as sent: the equipment type or the field says the use")
+        elif c.use is not None:
+            use_code = optional_code(
+                c.use, o, f"{src}.use", f"{dst}.2", term.CONTACT_POINT_USE, "v2-0201-to-contact-point-use"
+            )
+        if c.system == RULES.telecom_address_system:
+            o.add(f"{src}.value", f"{dst}.4", "xtn-communication-address (email)")
+            return [None, use_code, c.equipment_type, c.value]
+        o.add(f"{src}.value", f"{dst}.1", "xtn-telephone-number")
+        return [c.value, use_code, c.equipment_type]
     equipment, why = reverse_code(c.system, term.CONTACT_POINT_SYSTEM, "v2-0202-to-contact-point-system")
     if equipment is None:
         raise UnmappableCode(f"{src}.system", "v2-0202-to-contact-point-system", why)
@@ -255,6 +287,36 @@ def xtn(c: ContactPoint, o: Out, src: str, dst: str) -> list[Component]:
         return [None, use, equipment, c.value]
     o.add(f"{src}.value", f"{dst}.1", "xtn-telephone-number")
     return [c.value, use, equipment]
+
+
+def _forward(code: str, system: str, concept_map_id: str) -> str | None:
+    """The single FHIR code ``code`` of HL7 table ``system`` maps to through ``concept_map_id``, else None."""
+    codes = {
+        m.concept.code for m in translate(code, system, concept_map_id=concept_map_id).usable if m.concept
+    }
+    return codes.pop() if len(codes) == 1 else None
+
+
+def _sent_equipment(c: ContactPoint) -> bool:
+    """Whether the XTN.3 the source sent still reads as ``c.system`` (a contact changed since is not)."""
+    if c.equipment_type is None:
+        return False
+    system = _forward(
+        c.equipment_type, term.V2_0202_TELECOM_EQUIPMENT_TYPE, "v2-0202-to-contact-point-system"
+    )
+    return system == c.system
+
+
+def _sent_use(c: ContactPoint) -> bool:
+    """Whether the XTN.2 the source sent still reads as ``c.use``: the use it maps to, the use the equipment
+    type fixes (rules: telecom.use_by_equipment_type: PRN^CP is a mobile), or no use for a code with none
+    (NET, BPN, EMR...)."""
+    if c.use_code is None:
+        return False
+    fixed = RULES.telecom_use_by_equipment.get((c.equipment_type or "").upper())
+    if fixed is not None:
+        return c.use == fixed
+    return _forward(c.use_code, term.V2_0201_TELECOM_USE, "v2-0201-to-contact-point-use") == c.use
 
 
 def xcn(pr: Practitioner, o: Out, src: str, dst: str) -> list[Component]:
@@ -328,7 +390,8 @@ def pl(loc: Location, o: Out, src: str, dst: str) -> list[Component]:
 # ------------------------------------------------------------------------------------------------ codes
 def system_name(uri: str | None) -> str | None:
     """Code system URI -> CWE.3 name, the inverse of the reader: the rules' names (LN, SCT ...), v2
-    tables as ``HL7nnnn``, ``urn:tie:codesystem:<name>`` -> name, any other URI as it is."""
+    tables and a sender's local codes of a table as ``HL7nnnn``, ``urn:tie:codesystem:<name>`` -> name, any
+    other URI as it is."""
     if uri is None:
         return None
     known = _SYSTEM_NAMES.get(uri)
@@ -336,8 +399,11 @@ def system_name(uri: str | None) -> str | None:
         return known
     if uri.startswith(V2_TABLE_BASE):
         return "HL7" + uri[len(V2_TABLE_BASE) :]
-    if local_systems.table_of(uri) is not None:
-        return uri  # a sender's local code system: the URI itself, which hl7v2_in reads back as it is
+    table = local_systems.table_of(uri)
+    if table is not None:
+        # a sender's local code in a user-defined table: the table's id (HL7 0396 ``HL7nnnn``), never the URI
+        # (CE.3 is an ID of 20 characters at most); a reader scopes a code outside the table to its sender
+        return "HL7" + table
     prefix = RULES.local_coding_system_prefix
     if uri.startswith(prefix):
         return unquote(uri[len(prefix) :])

@@ -19,7 +19,7 @@ from shared.hl7v2 import ComponentValue, FieldValue, Raw, Repeated
 from shared.mapping.hl7v2_in.rules import RULES
 from shared.mapping.hl7v2_out import _fields as f
 from shared.mapping.hl7v2_out.errors import Hl7OutError, UnmappableCode
-from shared.terminology import load_concept_map, local_systems, systems, v2tables
+from shared.terminology import load_concept_map, local_systems, systems, translate, v2tables
 
 #: HL7 v2 table 0004 code for "Not applicable": the patient class of an ADT message about a patient
 #: with no encounter (a demographics update).
@@ -162,6 +162,7 @@ def pid(event: ClinicalEvent, o: f.Out) -> list[FieldValue]:
         "patient.marital_status",
         "PID-16",
         "hl7uk-0002-to-person-marital-status-england",
+        "v3-marital-status-to-hl7uk-0002",
     )
     ethnicity = _uk_cwe(
         p.ethnicity,
@@ -198,33 +199,53 @@ def pid(event: ClinicalEvent, o: f.Out) -> list[FieldValue]:
     return f.field_list(fields)
 
 
+def _back_code(code: str, system: str, concept_map_id: str) -> tuple[str | None, str]:
+    """(v2 code, why) through a map that goes to the v2 table (read forwards); None unless exactly one."""
+    codes = sorted(
+        {m.concept.code for m in translate(code, system, concept_map_id=concept_map_id).usable if m.concept}
+    )
+    if len(codes) == 1:
+        return codes[0], f"{concept_map_id}: {code} -> {codes[0]}"
+    return (
+        None,
+        "no mapping back to the HL7 v2 table" if not codes else "more than one HL7 v2 code maps to it",
+    )
+
+
 def _uk_cwe(
-    value: Coded | None, o: f.Out, src: str, dst: str, concept_map_id: str
+    value: Coded | None, o: f.Out, src: str, dst: str, concept_map_id: str, back_map_id: str | None = None
 ) -> list[f.Component] | None:
     """CWE for a field NHS Trusts fill with an NHS Data Dictionary code (PID-16, PID-22): the code as the
-    sender sent it - a coding in the map's source (v2 table) system as it is, else a coding in one of the
-    map's target systems read backwards - with the concept's text and no coding-system name, which
-    hl7v2_in reads as the same value again; anything else as :func:`f.cwe`."""
+    sender sent it - a coding in the map's source (v2 table) system as it is, else a coding in the source
+    system of ``back_map_id`` (a map to the v2 table) through it, else a coding in one of the map's target
+    systems read backwards - with the concept's text and no coding-system name, which hl7v2_in reads as the
+    same value again; anything else as :func:`f.cwe`."""
     if value is None:
         return None
     if isinstance(value, Concept):
         cmap = load_concept_map(concept_map_id)
+        back = load_concept_map(back_map_id) if back_map_id is not None else None
         targets = {g.target for g in cmap.groups}
         table = v2tables.table_of(cmap.source_system)
         for k, c in enumerate(value.codings):
             if table is not None and c.system is not None and local_systems.table_of(c.system) == table:
-                # the sender's own code: as sent, with its local system (hl7v2_in reads the URI as it is
-                # and maps the code as the table code it was sent as)
+                # the sender's own code: as sent, CWE.3 the table's id (f.system_name), which hl7v2_in
+                # scopes to the message's sender and maps as the table code it was sent as
                 o.add(f"{src}.codings[{k}]", f"{dst}.1", "sender's local code, as sent", table=concept_map_id)
                 if value.text is not None:
                     o.add(f"{src}.text", f"{dst}.2", "cwe-text")
-                return [c.code, value.text, c.system]
+                return [c.code, value.text, f.system_name(c.system)]
         chosen: tuple[int, str, str] | None = None
         for k, c in enumerate(value.codings):
             if c.system == cmap.source_system:
                 chosen = (k, c.code, "code as sent (the map's source table)")
                 break
-            if chosen is None and c.system in targets and c.system is not None:
+            if chosen is None and back is not None and c.system == back.source_system:
+                code, why = _back_code(c.code, c.system, back.id)
+                if code is None:
+                    raise UnmappableCode(src, back.id, why)
+                chosen = (k, code, why)
+            elif chosen is None and c.system in targets and c.system is not None:
                 code, why = f.reverse_code(c.code, c.system, concept_map_id)
                 if code is None:
                     raise UnmappableCode(src, concept_map_id, why)

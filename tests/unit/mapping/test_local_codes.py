@@ -157,8 +157,8 @@ def test_hl7_write_back_sends_the_original_codes_and_reads_back_the_same() -> No
     pid, pv1 = segments["PID"], segments["PV1"]
     assert [pv1[10], pv1[14], pv1[36]] == ["110", "Usual", "Dead"]  # IS fields: the code as sent
     assert pid[16].split("^")[0] == "Married" and pid[22].split("^")[0] == "Z2"
-    # CWE: the local system named in CWE.3, so a reader keeps it whatever the write-back's MSH-4 says
-    assert pid[22].split("^")[2] == "urn:tie:codesystem:RRV:0189"
+    # CWE.3: the table's id (HL7 0396 HL7nnnn, an ID of at most 20 characters), not the local URI
+    assert pid[22].split("^")[2] == "HL70189"
     again = map_bytes(text.encode()).value
     assert (again.patient.ethnicity, again.patient.marital_status) == (
         ev.patient.ethnicity,
@@ -172,7 +172,11 @@ def test_hl7_write_back_sends_the_original_codes_and_reads_back_the_same() -> No
     other = map_bytes(to_adt_a08(ev, **{**HEADER, "sending_facility": "RX1"}).encode()).value
     assert other.encounter is not None
     assert _codings(other.encounter.service_type) == [("urn:tie:codesystem:RX1:0069", "110", None)]
-    assert other.patient.ethnicity == ev.patient.ethnicity  # CWE: the system travels in CWE.3
+    # CWE too: the code travels, a reader scopes it to the message's sender
+    assert _codings(other.patient.ethnicity) == [
+        ("urn:tie:codesystem:RX1:0189" if c[0] == "urn:tie:codesystem:RRV:0189" else c[0], c[1], c[2])
+        for c in _codings(ev.patient.ethnicity)
+    ]
 
 
 def test_a_mapped_code_outside_the_table_keeps_its_target_on_the_round_trip() -> None:
@@ -180,8 +184,11 @@ def test_a_mapped_code_outside_the_table_keeps_its_target_on_the_round_trip() ->
     expected = [("urn:tie:codesystem:RRV:0002", "9", None), (systems.V3_NULL_FLAVOR, "UNK", None)]
     assert _codings(ev.patient.marital_status) == expected
     assert local_systems.unmapped_counts() == {}  # mapped: not an unmapped code
-    again = map_bytes(to_adt_a08(ev, **{**HEADER, "sending_facility": "RX9"}).encode()).value
+    again = map_bytes(to_adt_a08(ev, **{**HEADER, "sending_facility": "RRV"}).encode()).value
     assert _codings(again.patient.marital_status) == expected
+    # written by another facility, the same code and target, scoped to that sender (CWE.3 is HL70002)
+    other = map_bytes(to_adt_a08(ev, **{**HEADER, "sending_facility": "RX9"}).encode()).value
+    assert _codings(other.patient.marital_status) == [("urn:tie:codesystem:RX9:0002", "9", None), expected[1]]
 
 
 def test_event_identity_does_not_depend_on_the_local_codes() -> None:

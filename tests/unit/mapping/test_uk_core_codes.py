@@ -110,7 +110,8 @@ def test_fhir_in_reads_back_what_fhir_out_writes(pid: dict[int, str], pv1: dict[
 )
 def test_hl7_write_back_sends_the_original_codes(pid: dict[int, str], pv1: dict[int, str]) -> None:
     ev = _event(pid, pv1)
-    text = to_adt_a08(ev, **HEADER).to_er7()
+    # on behalf of the sender: a local code's CWE.3 is its table's id, scoped by the reader to MSH-4
+    text = to_adt_a08(ev, **{**HEADER, "sending_facility": "RRV"}).to_er7()
     segments = {s.split("|")[0]: s.split("|") for s in text.split("\r") if s}
     assert segments["PID"][16].split("^")[0] == pid[16]
     assert segments["PID"][22].split("^")[0] == pid[22].split("^")[0]

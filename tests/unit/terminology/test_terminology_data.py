@@ -55,6 +55,7 @@ REQUIRED_MAPS = {
     "v2-0202-to-contact-point-system",
     "v2-0027-to-request-priority",
     "hl7uk-0445-to-nhs-number-verification-status",
+    "v3-marital-status-to-hl7uk-0002",
 }
 REQUIRED_VALUE_SETS = {
     "administrative-gender",

@@ -257,11 +257,15 @@ def test_telecom_home_and_business() -> None:
         }
     )
     assert patient.telecom == (
-        ContactPoint(system="phone", value="020 7946 0000", use="home"),
-        ContactPoint(system="phone", value="07700900123", use="mobile"),  # CP: a mobile, whatever XTN.2
-        ContactPoint(system="email", value="a.patient@example.org"),  # NET: no FHIR use
+        ContactPoint(system="phone", value="020 7946 0000", use="home", equipment_type="PH", use_code="PRN"),
+        # CP: a mobile, whatever XTN.2 (the codes as sent are kept for an HL7 v2 write-back)
+        ContactPoint(system="phone", value="07700900123", use="mobile", equipment_type="CP", use_code="ORN"),
+        # NET: no FHIR use
+        ContactPoint(
+            system="email", value="a.patient@example.org", equipment_type="Internet", use_code="NET"
+        ),
         ContactPoint(system="phone", value="01130000000", use="home"),  # bare number in PID-13: home phone
-        ContactPoint(system="phone", value="01134960999", use="work"),
+        ContactPoint(system="phone", value="01134960999", use="work", equipment_type="PH", use_code="WPN"),
         ContactPoint(system="phone", value="44 113 4960000 ext. 22", use="work"),  # XTN.5-8
     )
 

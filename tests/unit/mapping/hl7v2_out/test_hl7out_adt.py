@@ -281,6 +281,84 @@ def test_contact_point_system_with_no_single_v2_code_is_refused() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("contact", "xtn"),
+    [
+        # what the source sent, as it sent it (XTN.3 / XTN.2), when it still reads as system / use
+        (
+            ContactPoint(
+                system="other", value="0113 496 0000", use="home", equipment_type="TDD", use_code="PRN"
+            ),
+            "0113 496 0000^PRN^TDD",
+        ),
+        (ContactPoint(system="other", value="0113 496 0001", equipment_type="MD"), "0113 496 0001^^MD"),
+        (
+            ContactPoint(system="email", value="a@b.org", equipment_type="X.400", use_code="NET"),
+            "^NET^X.400^a@b.org",
+        ),
+        # PRN^CP is a mobile (the equipment type fixes the use): written back as sent, not PRS^CP
+        (
+            ContactPoint(
+                system="phone", value="07700 900123", use="mobile", equipment_type="CP", use_code="PRN"
+            ),
+            "07700 900123^PRN^CP",
+        ),
+        # the use changed since (FHIR work): the sent XTN.2 no longer says it -> v2-0201 backwards
+        (
+            ContactPoint(
+                system="phone", value="0113 496 0002", use="work", equipment_type="PH", use_code="PRN"
+            ),
+            "0113 496 0002^WPN^PH",
+        ),
+        # the system changed since: the sent XTN.3 no longer says it -> v2-0202 backwards
+        (
+            ContactPoint(
+                system="fax", value="0113 496 0003", use="home", equipment_type="PH", use_code="PRN"
+            ),
+            "0113 496 0003^PRN^FX",
+        ),
+    ],
+)
+def test_contact_point_keeps_the_equipment_type_and_use_the_source_sent(
+    contact: ContactPoint, xtn: str
+) -> None:
+    msg = a08(event(patient=patient(telecom=(contact,))))
+    pid = segment_text(msg, "PID").split("|")
+    assert "|".join(pid[13:15]) in (xtn + "|", "|" + xtn)
+
+
+def test_other_equipment_type_changed_since_is_refused_not_written() -> None:
+    # an 'other' whose sent code reads as something else: no code is invented
+    p = patient(telecom=(ContactPoint(system="other", value="0113 496 0000", equipment_type="PH"),))
+    with pytest.raises(UnmappableCode):
+        to_adt_a08(event(patient=p), **HEADER)
+
+
+@pytest.mark.parametrize(
+    ("code", "pid16"),
+    [("M", "M"), ("D", "D"), ("W", "W"), ("S", "S"), ("L", "P")],
+)
+def test_v3_marital_status_goes_back_to_pid_16_through_its_map(code: str, pid16: str) -> None:
+    status = Concept(codings=(Coding(system=systems.V3_MARITAL_STATUS, code=code),))
+    msg = to_adt_a31(
+        event(EventKind.PATIENT_UPDATED, encounter=None, patient=patient(marital_status=status)), **HEADER
+    )
+    assert parse_message(msg.encode()).get("PID-16") == pid16
+
+
+@pytest.mark.parametrize("code", ["T", "A", "U", "C"])
+def test_v3_marital_status_without_an_nhs_pid_16_code_is_refused(code: str) -> None:
+    # HL7 0002 P / N mean domestic partner / annulled, but PID-16 is read with the NHS meaning: no guess
+    status = Concept(codings=(Coding(system=systems.V3_MARITAL_STATUS, code=code),))
+    ev = event(EventKind.PATIENT_UPDATED, encounter=None, patient=patient(marital_status=status))
+    with pytest.raises(UnmappableCode) as err:
+        to_adt_a31(ev, **HEADER)
+    assert (err.value.field, err.value.concept_map_id) == (
+        "patient.marital_status",
+        "v3-marital-status-to-hl7uk-0002",
+    )
+
+
 def test_alternate_visit_identifier_goes_in_pv1_50() -> None:
     enc = encounter()
     extra = Identifier(system="urn:tie:authority:OTHERPAS", value="ALT9", type="AN")
