@@ -86,10 +86,12 @@ param containerRegistryServer string = ''
 param mllpPort int = 2575
 @description('HSCN address ranges of the Trust systems that send HL7 v2 over MLLP (NSG and ingress allow-list).')
 param mllpSourcePrefixes array = []
-@description('Key Vault certificate (PEM content type) with the listener\'s TLS server certificate.')
-param mllpTlsCertificateName string = 'tie-mllp-tls'
-@description('Key Vault secret with the PEM bundle of sender client CAs (mutual TLS); empty: server TLS only.')
-param mllpClientCaCertificateName string = ''
+@allowed([
+  'tls'
+  'mutual'
+])
+@description('TIE_MLLP_TLS of the listener: the server certificate (and for mutual, the client CA senders must chain to) come from the credential registry entry mllp-listener, read from Key Vault (docs/credentials.md).')
+param mllpTlsMode string = 'mutual'
 @minValue(1)
 param mllpMinReplicas int = environmentName == 'prod' ? 2 : 1
 @minValue(1)
@@ -315,6 +317,8 @@ module keyVault 'modules/keyvault.bicep' = {
     gatewaySecretName: gatewaySecretName
     writeGatewaySecret: bootstrap || rotateGatewaySecret
     gatewaySecretValue: replace(gatewaySecretSeed, '-', '')
+    // Secrets User also serves the MLLP listener container, which runs as the app identity (mllp module,
+    // identityId) and reads its TLS certificate's backing secret through the credential registry.
     roleAssignments: [
       {
         principalId: appIdentity.outputs.principalId
@@ -445,6 +449,7 @@ var deploymentValues = {
   fhirServiceUrl: fhirServiceUrl
   // Public FHIR base behind the gateway (Location headers, Bundle links); override for a custom domain.
   fhirPublicBaseUrl: 'https://${names.apim}.azure-api.net/tie/fhir'
+  mllpTlsMode: mllpTlsMode
 }
 
 module functionApp 'modules/functionapp.bicep' = {
@@ -533,8 +538,6 @@ module mllp 'modules/mllp.bicep' = if (!empty(mllpImage)) {
     concurrentConnections: mllpConcurrentConnections
     zoneRedundant: environmentName == 'prod'
     keyVaultUri: keyVault.outputs.uri
-    tlsCertificateName: mllpTlsCertificateName
-    clientCaCertificateName: mllpClientCaCertificateName
     allowedSourcePrefixes: mllpSourcePrefixes
     settingsSpec: appSettingsSpec.mllpListener
     deploymentValues: deploymentValues

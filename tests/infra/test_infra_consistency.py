@@ -264,14 +264,17 @@ def test_setting_sources_resolve_in_main() -> None:
         for k, v in b.properties(m.get("params")).items()
         if k in ("appInsightsSecretName", "gatewaySecretName")
     }
-    for setting in _json("app-settings.json")["settings"]:
+    spec = _json("app-settings.json")
+    # The Function App's settings and the MLLP listener container's (mllp.bicep renders the same sources).
+    rendered = spec["settings"] + spec["mllpListener"]
+    for setting in rendered:
         kind, value = setting["from"], setting["value"]
         assert kind in {"literal", "deployment", "keyVaultSecret"}, setting
         if kind == "deployment":
             assert value in deployment_values, setting["name"]
         if kind == "keyVaultSecret":
             assert value in secrets_created, f"{setting['name']}: no Key Vault secret {value!r} is created"
-    assert deployment_values <= {s["value"] for s in _json("app-settings.json")["settings"]}, "unused values"
+    assert deployment_values <= {s["value"] for s in rendered}, "unused values"
 
 
 def test_the_one_list_is_rendered_into_the_function_app() -> None:

@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 from shared.config.settings import Settings
+from shared.credentials.registry import load_registry
 from shared.mllp.client import read_msa, send_message
+from shared.pipeline.mllp_listener import LISTENER_ENTRY
 from tests.infra import bicep_ast as b
 
 DOCKERFILE = b.ROOT / "Dockerfile"
@@ -162,32 +164,25 @@ def test_listener_scales_on_connections_and_never_to_zero() -> None:
     assert b.text(MAIN.params()["mllpMinReplicas"].default) == "environmentName == 'prod' ? 2 : 1"
 
 
-def test_listener_uses_the_app_identity_and_key_vault_tls() -> None:
-    app = _one("Microsoft.App/containerApps")
-    assert b.literal(app.get("identity.type")) == "UserAssigned"
-    (call,) = [m for m in MAIN.modules() if m.symbol == "mllp"]
-    assert b.text(call.get("params.identityId")) == "appIdentity.outputs.id"
-    secrets = b.text(MLLP.variables()["tlsSecrets"])
-    assert (
-        "keyVaultUrl: '${keyVaultUri}secrets/${tlsCertificateName}'" in secrets
-        and "identity: identityId" in secrets
-    )
-    env = b.text(app.get("properties.template.containers"))
-    assert "'TIE_MLLP_TLS_CERT_FILE'" in env and "'TIE_MLLP_TLS_KEY_FILE'" in env
-    assert "storageType: 'Secret'" in b.text(app.get("properties.template.volumes"))
-    # The settings rendered into the container make a valid Azure configuration for the listener.
-    spec = json.loads((b.BICEP_DIR / "config" / "app-settings.json").read_text())
-    samples = {
-        "environmentName": "prod",
-        "appIdentityClientId": "00000000-0000-0000-0000-000000000001",
-        "serviceBusFqdn": "sb-tie-prod-uks-12345.servicebus.windows.net",
-        "dataTableServiceUri": "https://sttieprodd12345.table.core.windows.net/",
-        "dataBlobServiceUri": "https://sttieprodd12345.blob.core.windows.net/",
-        "appInsightsAuthenticationString": "ClientId=x;Authorization=AAD",
-    }
+SPEC = json.loads((b.BICEP_DIR / "config" / "app-settings.json").read_text())
+ROLES = json.loads((b.BICEP_DIR / "config" / "roles.json").read_text())
+SAMPLES = {
+    "environmentName": "prod",
+    "appIdentityClientId": "00000000-0000-0000-0000-000000000001",
+    "serviceBusFqdn": "sb-tie-prod-uks-12345.servicebus.windows.net",
+    "dataTableServiceUri": "https://sttieprodd12345.table.core.windows.net/",
+    "dataBlobServiceUri": "https://sttieprodd12345.blob.core.windows.net/",
+    "keyVaultUri": "https://kv-tie-prod-12345.vault.azure.net/",
+    "appInsightsAuthenticationString": "ClientId=x;Authorization=AAD",
+}
+
+
+def _container_settings(tls_mode: str, environment: str) -> Settings:
+    """The container's environment as mllp.bicep renders it from "mllpListener", with plausible values."""
     deployment_values = set(b.properties(MAIN.variables()["deploymentValues"]))
-    values = {"TIE_MLLP_TLS_CERT_FILE": "/mnt/tls/server.pem", "TIE_MLLP_TLS_KEY_FILE": "/mnt/tls/server.pem"}
-    for setting in spec["mllpListener"]:
+    samples = {**SAMPLES, "environmentName": environment, "mllpTlsMode": tls_mode}
+    values: dict[str, str] = {}
+    for setting in SPEC["mllpListener"]:
         if setting["from"] == "deployment":
             assert setting["value"] in deployment_values, setting
             values[setting["name"]] = samples[setting["value"]]
@@ -195,6 +190,74 @@ def test_listener_uses_the_app_identity_and_key_vault_tls() -> None:
             values[setting["name"]] = setting["value"]
         else:
             values[setting["name"]] = "InstrumentationKey=00000000-0000-0000-0000-000000000000"
-    settings = Settings.model_validate(values)
-    assert settings.bus_backend == "azure" and settings.storage_backend == "azure"
-    assert settings.mllp_host == "0.0.0.0"  # inside the container, behind the ingress
+    return Settings.model_validate(values)
+
+
+def test_listener_runs_as_the_app_identity() -> None:
+    app = _one("Microsoft.App/containerApps")
+    assert b.literal(app.get("identity.type")) == "UserAssigned"
+    assert "".join(b.text(app.get("identity.userAssignedIdentities")).split()) == "{'${identityId}':{}}"
+    (call,) = [m for m in MAIN.modules() if m.symbol == "mllp"]
+    assert b.text(call.get("params.identityId")) == "appIdentity.outputs.id"
+
+
+def test_listener_settings_take_tls_from_the_credential_registry_in_key_vault() -> None:
+    names = {s["name"]: s for s in SPEC["mllpListener"]}
+    assert names["TIE_MLLP_TLS"] == {"name": "TIE_MLLP_TLS", "from": "deployment", "value": "mllpTlsMode"}
+    assert names["TIE_CREDENTIALS_BACKEND"]["value"] == "azure"
+    assert names["TIE_KEY_VAULT_URI"]["value"] == "keyVaultUri"
+    assert b.text(b.properties(MAIN.variables()["deploymentValues"])["mllpTlsMode"]) == "mllpTlsMode"
+    modes = MAIN.params()["mllpTlsMode"].allowed()
+    assert modes == ["tls", "mutual"], "plain TCP ('off') is never deployed"
+    assert b.literal(MAIN.params()["mllpTlsMode"].default) == "mutual"
+    registry = load_registry(None)  # TIE_DOWNSTREAMS_FILE empty: the packaged registry
+    entry = registry.get(LISTENER_ENTRY)
+    for environment in ("dev", "test", "prod"):
+        for mode in modes:
+            settings = _container_settings(mode, environment)
+            assert settings.mllp_tls == mode
+            assert settings.credentials_backend.value == "azure"
+            assert settings.key_vault_uri == SAMPLES["keyVaultUri"]
+            assert settings.managed_identity_client_id == SAMPLES["appIdentityClientId"]
+            assert settings.downstreams_file is None
+            assert settings.mllp_host == "0.0.0.0"  # inside the container, behind the ingress
+            assert not (settings.mllp_tls_cert_file or settings.mllp_tls_key_file)
+            assert not settings.mllp_tls_client_ca_file
+        # Deployed, the listener finds a server certificate and (mutual, the default) a client CA here.
+        assert entry.credential is not None and entry.credential.name_for(environment), environment
+        assert entry.trust is not None and entry.trust.name_for(environment), environment
+
+
+def test_listener_mounts_no_certificate_files() -> None:
+    app = _one("Microsoft.App/containerApps")
+    containers = b.text(app.get("properties.template.containers"))
+    assert "TIE_MLLP_TLS_" not in containers, "certificate file settings: TLS comes from the registry"
+    (container,) = app.get("properties.template.containers").named_children  # type: ignore[union-attr]
+    mounts = b.properties(container)["volumeMounts"].named_children
+    assert [b.literal(b.get(m, "mountPath")) for m in mounts] == ["/tmp"]
+    volumes = app.get("properties.template.volumes").named_children  # type: ignore[union-attr]
+    assert [b.literal(b.get(v, "storageType")) for v in volumes] == ["EmptyDir"]
+    # Container Apps secrets are the keyVaultSecret settings only (Application Insights), no certificate.
+    assert b.text(app.get("properties.configuration.secrets")) == "settingSecrets"
+    assert {s["value"] for s in SPEC["mllpListener"] if s["from"] == "keyVaultSecret"} == {
+        "appinsights-connection-string"
+    }
+    assert not {"tlsCertificateName", "clientCaCertificateName"} & set(MLLP.params())
+    assert not {"mllpTlsCertificateName", "mllpClientCaCertificateName"} & set(MAIN.params())
+
+
+def test_listener_identity_has_key_vault_secrets_user_on_the_vault() -> None:
+    (call,) = [m for m in MAIN.modules() if m.symbol == "mllp"]
+    identity = b.text(call.get("params.identityId")).removesuffix(".outputs.id")
+    (vault_call,) = [m for m in MAIN.modules() if m.symbol == "keyVault"]
+    grants = [
+        (b.text(b.get(entry, "principalId")), b.text(b.get(entry, "roleDefinitionId")))
+        for entry in vault_call.get("params.roleAssignments").named_children  # type: ignore[union-attr]
+    ]
+    assert (f"{identity}.outputs.principalId", "roles.keyVaultSecretsUser") in grants
+    assert ROLES["keyVaultSecretsUser"] == "4633458b-17de-408a-b874-0445c86b69e6"  # Key Vault Secrets User
+    # Scoped to the vault, as a data-plane role, for that principal.
+    (grant,) = b.load(b.MODULES / "keyvault.bicep").resources("Microsoft.Authorization/roleAssignments")
+    assert b.text(grant.get("scope")) == "vault"
+    assert b.text(grant.get("properties.principalId")) == "assignment.principalId"
+    assert "assignment.roleDefinitionId" in b.text(grant.get("properties.roleDefinitionId"))

@@ -1,9 +1,11 @@
 // The MLLP listener (HL7 v2 over TCP from Trust systems) on Azure Container Apps: an internal environment in
 // the platform VNet (no public IP), TCP ingress on the MLLP port limited to the senders' address ranges,
 // scale on concurrent connections (never below minReplicas: senders hold long-lived connections), the app
-// identity for Service Bus and Storage (the same data roles as the Function App), and the TLS server
-// certificate (and optional client CA bundle) mounted from Key Vault as files. Settings come from
-// config/app-settings.json "mllpListener". Image: the repository's Dockerfile. Network path: infra/README.md.
+// identity for Service Bus and Storage (the same data roles as the Function App). TLS comes from the credential
+// registry (entry mllp-listener: server certificate and, for mutual TLS, the client CA), read from Key Vault
+// in memory by the app identity (Key Vault Secrets User, main.bicep) - no certificate files are mounted, and a
+// renewed certificate is used without a restart. Settings come from config/app-settings.json "mllpListener"
+// (TIE_MLLP_TLS: main.bicep mllpTlsMode). Image: the repository's Dockerfile. Network path: infra/README.md.
 param environmentName string
 param appName string
 param location string
@@ -31,10 +33,6 @@ param maxReplicas int
 param concurrentConnections int
 param zoneRedundant bool
 param keyVaultUri string
-@description('Key Vault certificate (content type application/x-pem-file) with the listener\'s TLS server certificate and key.')
-param tlsCertificateName string
-@description('Key Vault secret with a PEM bundle of client CAs (mutual TLS for senders); empty: server TLS only.')
-param clientCaCertificateName string
 @description('Sender address ranges admitted by the ingress (HSCN ranges of the Trust systems).')
 param allowedSourcePrefixes array
 @description('"mllpListener" of config/app-settings.json: [{ name, from, value }].')
@@ -42,7 +40,6 @@ param settingsSpec array
 @description('Values for settings with from = "deployment", by key.')
 param deploymentValues object
 
-var tlsDirectory = '/mnt/tls'
 var keyVaultSettings = filter(settingsSpec, s => s.from == 'keyVaultSecret')
 var environmentVariables = [for setting in settingsSpec: setting.from == 'keyVaultSecret' ? {
   name: setting.name
@@ -51,35 +48,11 @@ var environmentVariables = [for setting in settingsSpec: setting.from == 'keyVau
   name: setting.name
   value: setting.from == 'literal' ? setting.value : deploymentValues[setting.value]
 }]
-var tlsSecrets = concat([
-  {
-    name: 'mllp-tls'
-    keyVaultUrl: '${keyVaultUri}secrets/${tlsCertificateName}'
-    identity: identityId
-  }
-], empty(clientCaCertificateName) ? [] : [
-  {
-    name: 'mllp-client-ca'
-    keyVaultUrl: '${keyVaultUri}secrets/${clientCaCertificateName}'
-    identity: identityId
-  }
-])
 var settingSecrets = map(keyVaultSettings, s => {
   name: s.value
   keyVaultUrl: '${keyVaultUri}secrets/${s.value}'
   identity: identityId
 })
-var tlsFiles = concat([
-  {
-    secretRef: 'mllp-tls'
-    path: 'server.pem'
-  }
-], empty(clientCaCertificateName) ? [] : [
-  {
-    secretRef: 'mllp-client-ca'
-    path: 'client-ca.pem'
-  }
-])
 
 resource managedEnvironment 'Microsoft.App/managedEnvironments@2024-03-01' = {
   name: environmentName
@@ -156,7 +129,7 @@ resource listener 'Microsoft.App/containerApps@2024-03-01' = {
           identity: identityId
         }
       ]
-      secrets: concat(tlsSecrets, settingSecrets)
+      secrets: settingSecrets
     }
     template: {
       containers: [
@@ -172,24 +145,8 @@ resource listener 'Microsoft.App/containerApps@2024-03-01' = {
               name: 'TIE_MLLP_PORT'
               value: string(port)
             }
-            {
-              name: 'TIE_MLLP_TLS_CERT_FILE'
-              value: '${tlsDirectory}/server.pem'
-            }
-            {
-              name: 'TIE_MLLP_TLS_KEY_FILE'
-              value: '${tlsDirectory}/server.pem'
-            }
-            {
-              name: 'TIE_MLLP_TLS_CLIENT_CA_FILE'
-              value: empty(clientCaCertificateName) ? '' : '${tlsDirectory}/client-ca.pem'
-            }
           ])
           volumeMounts: [
-            {
-              volumeName: 'tls'
-              mountPath: tlsDirectory
-            }
             {
               volumeName: 'tmp'
               mountPath: '/tmp'
@@ -228,11 +185,6 @@ resource listener 'Microsoft.App/containerApps@2024-03-01' = {
         ]
       }
       volumes: [
-        {
-          name: 'tls'
-          storageType: 'Secret'
-          secrets: tlsFiles
-        }
         {
           name: 'tmp'
           storageType: 'EmptyDir'
