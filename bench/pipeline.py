@@ -16,14 +16,24 @@ writeback.completed event; ``without`` = ``bench/pipeline_app.py`` with ``BENCH_
 * where the time goes: per-stage medians from the journal (edge, ingest queue + processor,
   clinical-events queue + write-back).
 
-Then ``with / without`` ratios (the idempotency overhead), and - unless ``--no-profile`` - a single-thread,
-in-process cost breakdown of one message through each component (microseconds of CPU), with the
-idempotency guard's share, and the top functions by own time under cProfile.
+Then ``with / without`` ratios (the idempotency overhead), and:
+
+* ``--offered-rate R``: one more production run offering messages at R/s (open loop, latency counted from
+  when each message was due): e2e p50/p99 at a fixed load;
+* ``--profile``: one more production run of the full host instrumented by ``bench/pipeline_app.py``
+  (``BENCH_PROFILE_OUT``): per-stage calls, wall and CPU time per message as a call tree (trigger functions,
+  edge parse/validate/map/persist/ACK, bus publish/receive/complete, journal, record store, idempotency
+  guard + outbox, FHIR write-back and store), the whole process's CPU per message, and SQLite statements,
+  BEGINs, COMMITs and ROLLBACKs per message per database file and per top-level stage;
+* unless ``--no-profile``: a single-thread, in-process cost breakdown of one message through each component
+  (microseconds of CPU), with the idempotency guard's share, and the top functions by own time (cProfile);
+* ``--json PATH``: the figures as JSON (read by ``bench/goals.py``).
 
     .venv/bin/python bench/pipeline.py [--messages 1000] [--clients 8] [--rounds 1] [--no-profile]
+        [--profile] [--offered-rate 200] [--json .local/bench/pipeline.json]
 
-Not a test: it asserts nothing. Targets (issue 6): idempotency overhead < 15 %; >= 1,000 messages/s end to
-end on two cores.
+Not a test: it asserts nothing. Targets (issue 18): >= 1,000 messages/s end to end on two cores, e2e p50
+< 250 ms at 200 msgs/s offered, idempotency overhead < 10 %.
 """
 
 from __future__ import annotations
@@ -32,10 +42,12 @@ import argparse
 import cProfile
 import http.client
 import io
+import json
 import os
 import pstats
 import queue
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -45,7 +57,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +113,9 @@ def percentile(values: list[float], q: float) -> float:
 # -- one end-to-end run ---------------------------------------------------------------------------------
 
 
-def start_host(local: Path, idempotency: bool) -> tuple[subprocess.Popen[bytes], int]:
+def start_host(
+    local: Path, idempotency: bool, profile_out: Path | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TIE_", "TieStorage__"))}
     env.update(
@@ -112,6 +126,8 @@ def start_host(local: Path, idempotency: bool) -> tuple[subprocess.Popen[bytes],
             "BENCH_IDEMPOTENCY": "1" if idempotency else "0",
         }
     )
+    if profile_out is not None:
+        env["BENCH_PROFILE_OUT"] = str(profile_out)
     args = [sys.executable, "-m", "tie.cli", "run", "--app", "bench/pipeline_app.py", "--port", str(port)]
     args += ["--settings", "none.json", "--no-mllp"]
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -129,12 +145,17 @@ def start_host(local: Path, idempotency: bool) -> tuple[subprocess.Popen[bytes],
 
 
 def send_all(
-    port: int, messages: list[tuple[str, bytes]], clients: int
+    port: int, messages: list[tuple[str, bytes]], clients: int, rate: float = 0.0
 ) -> tuple[dict[str, float], list[float]]:
-    """POST every message (keep-alive, ``clients`` threads): send wall-clock times and ACK latencies."""
-    work: queue.Queue[tuple[str, bytes]] = queue.Queue()
-    for item in messages:
-        work.put(item)
+    """POST every message (keep-alive, ``clients`` threads): send wall-clock times and ACK latencies.
+
+    ``rate`` > 0 offers the messages at that rate (message i is due at start + i / rate) instead of as fast
+    as the clients go; a message's send time is then when it was due, so a host that falls behind is
+    charged for the wait (no coordinated omission)."""
+    work: queue.Queue[tuple[int, str, bytes]] = queue.Queue()
+    for i, (corr, body) in enumerate(messages):
+        work.put((i, corr, body))
+    start_wall, start = time.time(), time.perf_counter()
     sent: dict[str, float] = {}
     acks: list[float] = []
     lock = threading.Lock()
@@ -144,11 +165,17 @@ def send_all(
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         while True:
             try:
-                corr, body = work.get_nowait()
+                index, corr, body = work.get_nowait()
             except queue.Empty:
                 conn.close()
                 return
             started, wall = time.perf_counter(), time.time()
+            if rate > 0:
+                due = index / rate
+                wait = start + due - started
+                if wait > 0:
+                    time.sleep(wait)  # pacing the offered load (a load generator, not a test)
+                started, wall = start + due, start_wall + due
             conn.request("POST", "/api/hl7v2", body, {"Content-Type": CONTENT_TYPE, "X-Correlation-ID": corr})
             response = conn.getresponse()
             response.read()
@@ -201,11 +228,22 @@ def journal_times(local: Path) -> dict[str, dict[str, float]]:
         records.close()
 
 
-def run_once(messages: int, clients: int, idempotency: bool, patients: int, tag: str) -> dict[str, float]:
+def run_once(
+    messages: int,
+    clients: int,
+    idempotency: bool,
+    patients: int,
+    tag: str,
+    rate: float = 0.0,
+    profile: dict[str, Any] | None = None,
+) -> dict[str, float]:
+    """One host, 50 warm-up messages, then ``messages`` measured. ``profile`` (a dict) asks for the
+    instrumented host (``bench/pipeline_app.py``): its per-stage window is stored there."""
     workdir = Path(tempfile.mkdtemp(prefix="tie-bench-pipeline-"))
     local = workdir / "local"
+    profile_out = workdir / "profile.json" if profile is not None else None
     try:
-        proc, port = start_host(local, idempotency)
+        proc, port = start_host(local, idempotency, profile_out)
         try:
             nhs = nhs_numbers(patients)
             warm = [
@@ -218,8 +256,10 @@ def run_once(messages: int, clients: int, idempotency: bool, patients: int, tag:
                 (f"m-{tag}-{i}", adt_a01(f"M{i:06d}", nhs[i % patients], f"MV{tag}{i:06d}"))
                 for i in range(messages)
             ]
+            if profile_out is not None:
+                proc.send_signal(signal.SIGUSR1)  # the measured window starts here
             t0 = time.time()
-            sent, acks = send_all(port, batch, clients)
+            sent, acks = send_all(port, batch, clients, rate)
             wait_written_back(local, len(warm) + messages)
             time.sleep(0.5)  # the last journal writes
         finally:
@@ -228,6 +268,9 @@ def run_once(messages: int, clients: int, idempotency: bool, patients: int, tag:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if profile is not None and profile_out is not None and profile_out.is_file():
+            profile.update(json.loads(profile_out.read_text()))
+            profile["messages"] = messages
         stages = journal_times(local)
         e2e: list[float] = []
         edge: list[float] = []
@@ -398,14 +441,100 @@ def component_costs(n: int) -> None:
     print("\n".join(profile_text.splitlines()[:40]))
 
 
+def _tree(stages: dict[str, dict[str, float]]) -> list[tuple[int, str, dict[str, float]]]:
+    """Stages in call-tree order (callers before callees), siblings by CPU time, heaviest first."""
+    children: dict[str, list[str]] = defaultdict(list)
+    for key, row in stages.items():
+        if row["calls"] > 0:
+            parent = key.rsplit(" > ", 1)[0] if " > " in key else ""
+            children[parent].append(key)
+    out: list[tuple[int, str, dict[str, float]]] = []
+
+    def walk(parent: str, depth: int) -> None:
+        for key in sorted(children.get(parent, []), key=lambda k: -stages[k]["cpu_s"]):
+            out.append((depth, key.rsplit(" > ", 1)[-1], stages[key]))
+            walk(key, depth + 1)
+
+    walk("", 0)
+    return out
+
+
+def print_profile(profile: dict[str, Any]) -> None:
+    """The instrumented host's window: per-stage calls, wall and CPU per message; SQLite per message."""
+    n = max(1, int(profile["messages"]))
+    window = profile.get("window_s") or float("nan")
+    print(
+        f"\nWhere the time goes: the full `tie run` host (production mode, instrumented), {n} messages, "
+        f"{window:.1f} s window. Wall time of concurrent threads adds up past the window; CPU is per thread."
+    )
+    print(
+        f"{'stage (callees indented under their caller)':<62}"
+        f"{'calls/msg':>10}{'wall ms/msg':>13}{'CPU ms/msg':>12}"
+    )
+    top_cpu = 0.0
+    for depth, name, row in _tree(profile["stages"]):
+        label = ("  " * depth + name)[:61]
+        print(
+            f"{label:<62}{row['calls'] / n:>10.2f}"
+            f"{row['wall_s'] * 1000 / n:>13.2f}{row['cpu_s'] * 1000 / n:>12.2f}"
+        )
+        top_cpu += row["cpu_s"] if depth == 0 else 0.0
+    print(f"{'all top-level stages: CPU ms per message':<62}{'':>10}{'':>13}{top_cpu * 1000 / n:>12.2f}")
+    if "process_cpu_s" in profile:
+        whole = profile["process_cpu_s"] * 1000 / n
+        print(
+            f"{'whole host process (also HTTP server, timers, relays, idle polls)':<62}{'':>23}{whole:>12.2f}"
+            f"  => {1000 / whole:.0f} msgs/s per busy core"
+        )
+    sql = profile["sqlite"]
+    by_db: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    by_stage: dict[str, int] = defaultdict(int)
+    for row in sql:
+        acc = by_db[row["database"]]
+        acc[0] += row["statements"]
+        acc[1] += row["begins"]
+        acc[2] += row["commits"]
+        acc[3] += row["rollbacks"]
+        by_stage[row["stage"]] += row["commits"]
+    print(
+        "\nSQLite per message (trace callback on every connection of the host; idle polling included: "
+        "an empty receive is a transaction too)"
+    )
+    print(f"{'database':<30}{'statements':>12}{'BEGINs':>10}{'COMMITs':>10}{'ROLLBACKs':>11}")
+    totals = [sum(v[i] for v in by_db.values()) for i in range(4)]
+    for db, counts in [*sorted(by_db.items()), ("total", totals)]:
+        print(
+            f"{db:<30}" + "".join(f"{c / n:>{w}.1f}" for c, w in zip(counts, (12, 10, 10, 11), strict=True))
+        )
+    print(
+        "COMMITs per message by top-level stage: "
+        + ", ".join(
+            f"{stage} {c / n:.1f}" for stage, c in sorted(by_stage.items(), key=lambda kv: -kv[1]) if c
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--patients", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=1, help="alternating without/with rounds")
-    parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--no-profile", action="store_true", help="skip the in-process component costs")
     parser.add_argument("--profile-messages", type=int, default=300)
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also one instrumented run of the full host: per-stage breakdown and SQLite commits per message",
+    )
+    parser.add_argument(
+        "--offered-rate",
+        type=float,
+        default=0.0,
+        help="also one run offering messages at this rate (msgs/s; e2e latency at a fixed load)",
+    )
+    parser.add_argument("--offered-messages", type=int, default=1000)
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
     args = parser.parse_args()
 
     print(
@@ -424,15 +553,41 @@ def main() -> None:
     for tag in ("without", "with"):
         med[tag] = {c: statistics.median(run[c] for run in runs[tag]) for c in cols}
         print(f"{tag:<10}" + "".join(f"{med[tag][c]:>11.1f}" for c in cols))
+    overhead = 100 * (med["without"]["rate"] / med["with"]["rate"] - 1)
     print(
         f"idempotency: throughput with/without = {med['with']['rate'] / med['without']['rate']:.2f} "
-        f"(overhead {100 * (med['without']['rate'] / med['with']['rate'] - 1):.1f} %), "
+        f"(overhead {overhead:.1f} %), "
         f"e2e p50 ratio {med['with']['e2e_p50'] / med['without']['e2e_p50']:.2f}, "
         f"write-back stage ratio {med['with']['writeback_ms'] / med['without']['writeback_ms']:.2f}"
     )
     print(f"target >= 1,000 msgs/s end to end: {'met' if med['with']['rate'] >= 1000 else 'NOT met'}")
+    out: dict[str, Any] = {"bench": "pipeline", "messages": args.messages, "clients": args.clients}
+    out |= {"cpus": os.cpu_count(), "modes": med, "idempotency_overhead_pct": overhead}
+    if args.offered_rate > 0:
+        paced = run_once(
+            args.offered_messages, max(args.clients, 32), True, args.patients, "paced", args.offered_rate
+        )
+        print(
+            f"offered {args.offered_rate:g} msgs/s ({args.offered_messages} messages, production mode): "
+            f"e2e p50 {paced['e2e_p50']:.0f} ms, p99 {paced['e2e_p99']:.0f} ms; "
+            f"ACK p99 {paced['ack_p99']:.0f} ms; "
+            f"completed at {paced['rate']:.0f} msgs/s"
+        )
+        out["offered"] = {"rate": args.offered_rate, **paced}
+    if args.profile:
+        profile: dict[str, Any] = {}
+        run_once(args.messages, args.clients, True, args.patients, "prof", profile=profile)
+        if profile:
+            print_profile(profile)
+            out["profile"] = profile
+        else:
+            print("\n(profile: the instrumented host wrote no figures)")
     if not args.no_profile:
         component_costs(args.profile_messages)
+    if args.json:
+        out["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
