@@ -28,6 +28,7 @@ so time spent descheduled on a shared machine is not counted - best and median o
   (``Bundle.model_validate(d).model_dump_json()``), measured in the same run; ``ratio`` = ours / it
 
     .venv/bin/python bench/convert.py [--seconds 1] [--rounds 5] [--only adt|oru] [--distinct 20000]
+        [--json .local/bench/convert.json]
 
 Not a test: it asserts nothing (the outputs are checked in tests/unit/mapping).
 """
@@ -36,10 +37,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -193,9 +196,17 @@ def main() -> None:
         default=20_000,
         help="distinct messages per type, cycled (1 = the same message again and again)",
     )
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
     args = parser.parse_args()
 
     from fhir.resources.R4B.bundle import Bundle
+
+    report: dict[str, Any] = {
+        "bench": "convert",
+        "distinct": args.distinct,
+        "rounds": args.rounds,
+        "types": {},
+    }
 
     print(f"{'row':18s} {'best/s':>10s} {'median/s':>10s} {'us (best)':>10s} {'ratio':>8s}")
     for kind in ("adt", "oru"):
@@ -228,6 +239,14 @@ def main() -> None:
             best, median = max(values), statistics.median(values)
             ratio = f"x{best / reference:7.1f}" if label in ("ours", "fhir.resources") else ""
             print(f"{label:18s} {best:10,.0f} {median:10,.0f} {1e6 / best:10.1f} {ratio:>8s}")
+        report["types"][mtype] = {
+            label.strip(): {"best": max(values), "median": statistics.median(values)}
+            for label, values in results.items()
+        }
+    if args.json:
+        report["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ req/s; read-by-id >= 50% of the trivial endpoint's throughput). Both processes s
 so absolute numbers are a floor; the ratios are the result.
 
     .venv/bin/python bench/fhir_api.py [--seconds 3] [--connections 16] [--rate 200] [--patients 2000]
+        [--json .local/bench/fhir_api.json]
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -296,6 +298,16 @@ async def run(args: argparse.Namespace, base: str) -> None:
         f"({'met' if read_ratio >= 0.5 else 'NOT met'}); p99 < 20 ms at {args.rate:g} req/s -> "
         f"{paced.percentile(99):.2f} ms ({'met' if paced.percentile(99) < 20 else 'NOT met'})"
     )
+    if args.json:
+        rows = {r.name: {"rate": r.rate, "vs_trivial": r.rate / yardstick} for r in results}
+        for r in (*results, paced):
+            rows.setdefault(r.name, {"rate": r.rate})
+            rows[r.name] |= {"p50_ms": r.percentile(50), "p99_ms": r.percentile(99), "errors": r.errors}
+        out = {"bench": "fhir_api", "connections": args.connections, "seconds": args.seconds}
+        out |= {"cpus": os.cpu_count(), "workloads": rows, "paced_rate": args.rate}
+        out["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
 
 
 def serve(port: int, workers: int) -> None:
@@ -327,6 +339,7 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=4, help="interleaved slices per workload")
     parser.add_argument("--host-workers", type=int, default=16, help="HTTP worker threads of the host")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -3,7 +3,7 @@
 Compares shared.hl7v2 with hl7apy, python-hl7 and a plain ``str.split`` floor (no validation, no escape
 handling: the lower bound for any pure-Python ER7 parser). Prints msg/s and the ratio to ours.
 
-    .venv/bin/python bench/hl7_parse.py [--seconds 2] [--only ours,split]
+    .venv/bin/python bench/hl7_parse.py [--seconds 2] [--only ours,split] [--json .local/bench/hl7_parse.json]
 
 The message is synthetic (fabricated test patient, NHS test-range number).
 """
@@ -11,10 +11,12 @@ The message is synthetic (fabricated test patient, NHS test-range number).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -119,6 +121,7 @@ def main() -> None:
     parser.add_argument(
         "--only", default="", help="comma-separated subset: ours,parse,hl7apy,python-hl7,split"
     )
+    parser.add_argument("--json", type=Path, help="also write the figures (msg/s per parser) as JSON")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
 
@@ -159,6 +162,11 @@ def main() -> None:
         ratio = f"{rate / base:9.2f}x" if base else "         -"
         speedup = f"{base / rate:14.1f}x" if base else "             -"
         print(f"{name:26s} {rate:12,.0f} {ratio} {speedup}")
+    if args.json:
+        out = {"bench": "hl7_parse", "seconds": args.seconds, "rates": results}
+        out["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
