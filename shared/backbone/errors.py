@@ -12,9 +12,9 @@ read timeout, HTTP 5xx / 429     (Unavail.)  then abandoned (redelivered) - or p
                                              circuit opens
 HL7 ``AE`` / ``CE``, HTTP 409 /  transient   retried in-call, then abandoned: the downstream        no
 412 (a concurrent writer)        (Retry)     answered, it is up
-HL7 ``AR`` / ``CR``, HTTP 4xx    permanent   stored as the key's final outcome (idempotency),       no
-(invalid resource, multiple      (Rejected)  re-raised on every redelivery without calling the
-matches), unmappable event                   downstream again -> dead-letter; a replay re-runs it
+HL7 ``AR`` / ``CR``, HTTP 4xx    permanent   stored as the key's final outcome (idempotency) and    no
+(invalid resource, multiple      (Rejected)  dead-lettered at once with its code (settlement.py);
+matches), unmappable event                   a redelivery is answered from the store; a replay re-runs
 payload conflict (same key,      permanent   dead-letter + ``writeback.conflict`` platform event    no
 different clinical assertion)
 ===============================  ==========  =====================================================  =======

@@ -303,8 +303,9 @@ def test_d_poison_messages_dead_letter_and_a_replay_after_the_fix_applies_once(
         assert {m.message_id for m in dead} == {
             clinical.to_message(e).message_id for e in events if e.key.value in poisoned
         }
-        assert {m.delivery_count for m in dead} == {5} and {m.dead_letter_reason for m in dead} == {
-            "MaxDeliveryCountExceeded"
+        # dead-lettered at the first delivery with their reason, not after the max delivery count (5)
+        assert {m.delivery_count for m in dead} == {1} and {m.dead_letter_reason for m in dead} == {
+            "downstream-rejected"
         }
         assert stats.statuses["error:downstream-rejected"] == len(poisoned)  # the downstream saw each once
         assert sum(receiver.received[cid] for cid, key in control_ids.items() if key in poisoned) == len(

@@ -124,6 +124,15 @@ def test_poison_message_dead_letters_after_max_delivery_count_and_replays(
     assert again[0].message_id == "m-poison"
 
 
+def test_permanent_failure_dead_letters_at_the_first_delivery_with_its_reason(host: LocalHost) -> None:
+    _publish(host, b"unmappable", "m-unmappable")
+    dead = wait_for(lambda: host.bus.peek(TOPIC_INGEST, SUB_INGEST_PROCESSOR, dead_letter=True))
+    assert [
+        (m.message_id, m.dead_letter_reason, m.dead_letter_description, m.delivery_count) for m in dead
+    ] == [("m-unmappable", "writeback-unmappable", "charset ASCII at PID-5", 1)]
+    assert (host.stats.dead_lettered, host.stats.abandoned) == (1, 0)
+
+
 def test_replayed_message_is_processed_once_after_a_fix(host: LocalHost, sample: Any) -> None:
     _publish(host, b"poison-then-fixed", "m-fix")
     wait_for(lambda: host.bus.peek(TOPIC_INGEST, SUB_INGEST_PROCESSOR, dead_letter=True))

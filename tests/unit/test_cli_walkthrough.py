@@ -52,7 +52,8 @@ def test_send_list_show_replay_a_poison_event(tmp_path: Path) -> None:
         assert tie(local, *SEND).stdout == "published\n"
         bus = SqliteBus(local / "bus.sqlite3")
         try:
-            # Every write-back subscriber fails it (its contract is broken) until max delivery count.
+            # Every write-back subscriber fails it (its contract is broken): dead-lettered at the first
+            # delivery with that reason (a permanent failure), not after the max delivery count.
             wait_for(lambda: _dead(bus, SUB_WRITEBACK_FHIR) and _dead(bus, SUB_WRITEBACK_HL7V2), timeout=90)
 
             listed = json.loads(tie(local, "dlq", "list").stdout)
@@ -61,10 +62,10 @@ def test_send_list_show_replay_a_poison_event(tmp_path: Path) -> None:
                 (TOPIC_CLINICAL, SUB_WRITEBACK_HL7V2),
             ]
             for row in listed:
-                assert row["reason"] == "MaxDeliveryCountExceeded"
+                assert row["reason"] == "contract-violation"
                 assert (row["correlationId"], row["deliveryCount"], row["replayCount"]) == (
                     CORRELATION,
-                    10,
+                    1,
                     0,
                 )
                 assert "body" not in row
@@ -73,13 +74,13 @@ def test_send_list_show_replay_a_poison_event(tmp_path: Path) -> None:
             shown = json.loads(
                 tie(local, "dlq", "show", TOPIC_CLINICAL, SUB_WRITEBACK_FHIR, str(fhir["sequence"])).stdout
             )
-            assert shown["reason"] == "MaxDeliveryCountExceeded" and "body" not in shown
+            assert shown["reason"] == "contract-violation" and "body" not in shown
             failures = [
                 j
                 for j in shown["journal"]
                 if j["stage"] == "failed" and j.get("subscriber") == SUB_WRITEBACK_FHIR
             ]
-            assert len(failures) == 10
+            assert len(failures) == 1
             assert {j.get("error_code") for j in failures} == {"contract-violation"}
 
             assert tie(local, "dlq", "replay", TOPIC_CLINICAL, SUB_WRITEBACK_FHIR).stdout == "replayed 1\n"
@@ -94,7 +95,7 @@ def test_send_list_show_replay_a_poison_event(tmp_path: Path) -> None:
 
             [redead] = wait_for(again, timeout=90)
             assert redead.correlation_id == CORRELATION
-            assert redead.dead_letter_reason == "MaxDeliveryCountExceeded"
+            assert redead.dead_letter_reason == "contract-violation"
             assert [
                 m.application_properties.get("tie_replay_count") for m in _dead(bus, SUB_WRITEBACK_HL7V2)
             ] == [None]  # the other subscription's dead letter is untouched
@@ -105,8 +106,8 @@ def test_send_list_show_replay_a_poison_event(tmp_path: Path) -> None:
         fhir_stages = [s["stage"] for s in trace["stages"] if s.get("subscriber") == SUB_WRITEBACK_FHIR]
         replayed_at = [s["stage"] for s in trace["stages"]].index("replayed")
         after = [s for s in trace["stages"][replayed_at:] if s.get("subscriber") == SUB_WRITEBACK_FHIR]
-        assert fhir_stages.count("failed") == 20  # 10 before the replay, 10 after
-        assert [s["stage"] for s in after].count("failed") == 10
+        assert fhir_stages.count("failed") == 2  # 1 before the replay, 1 after (dead-lettered at once)
+        assert [s["stage"] for s in after].count("failed") == 1
         text = tie(local, "trace", CORRELATION).stdout
         assert "replayed" in text and "failed" in text
 

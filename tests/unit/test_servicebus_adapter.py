@@ -64,6 +64,8 @@ from shared.adapters.azure.servicebus import (
     UnsupportedMessageBody,
     replay_aware_filter,
 )
+from shared.backbone.errors import DownstreamUnavailable, WriteBackUnmappable
+from shared.backbone.settlement import ABANDONED, DEAD_LETTERED, settle_failure
 from shared.errors import is_transient
 from shared.messaging.errors import (
     BusUnavailable,
@@ -641,6 +643,29 @@ def test_dead_letter_passes_reason_and_description(bus: ServiceBusMessageBus, cl
     [message] = bus.receive(TOPIC, SUB_A)
     bus.dead_letter(message, reason="ValidationFailed", description="MSH-9 not a supported trigger")
     assert receiver.dead_lettered == [(4, "ValidationFailed", "MSH-9 not a supported trigger")]
+
+
+def test_a_permanent_write_back_failure_is_dead_lettered_at_the_first_delivery(
+    bus: ServiceBusMessageBus, client: FakeClient
+) -> None:
+    """The host's settlement (shared.backbone.settlement) through the SDK: dead_letter_message with the
+    error code as reason and the failing field as description, at delivery 1 - never abandon_message."""
+    receiver = client.receiver(SUB_A)
+    receiver.add(Entry(9, body=[SECRET.encode()]))
+    [message] = bus.receive(TOPIC, SUB_A)
+    exc = WriteBackUnmappable("hl7v2", "cannot be written", detail="charset ASCII at PID-5")
+    assert settle_failure(bus, message, exc) == DEAD_LETTERED
+    assert receiver.dead_lettered == [(9, "writeback-unmappable", "charset ASCII at PID-5")]
+    assert [e[0] for e in client.events if e[0].endswith("_message")] == ["dead_letter_message"]
+    assert SECRET not in repr(receiver.dead_lettered)
+
+
+def test_a_transient_write_back_failure_is_abandoned(bus: ServiceBusMessageBus, client: FakeClient) -> None:
+    receiver = client.receiver(SUB_A)
+    entry = receiver.add(Entry(10))
+    [message] = bus.receive(TOPIC, SUB_A)
+    assert settle_failure(bus, message, DownstreamUnavailable("hl7v2", "refused")) == ABANDONED
+    assert receiver.dead_lettered == [] and entry.delivery_count == 1  # back on the subscription
 
 
 @pytest.mark.parametrize(

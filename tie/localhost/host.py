@@ -41,6 +41,7 @@ from aiohttp.web_protocol import RequestHandler
 from azure.functions.servicebus import ServiceBusMessage
 from azure.functions.timer import TimerRequest
 
+from shared.backbone.settlement import ABANDONED, DEAD_LETTERED, settle_failure
 from shared.errors import TieError
 from shared.messaging.errors import MessageLockLost
 from shared.messaging.ports import NEXT_AVAILABLE_SESSION, MessageBus, ReceivedMessage
@@ -186,6 +187,7 @@ class _PrivateServer(web.Server):
 class _Stats:
     completed: int = 0
     abandoned: int = 0
+    dead_lettered: int = 0
     lock_lost: int = 0
     timer_runs: int = 0
     http_requests: int = 0
@@ -406,14 +408,22 @@ class LocalHost:
             arg: Any = converted if spec.many else converted[0]
             self._run_with_lock_renewal(spec, arg, batch)
         except Exception as exc:  # noqa: BLE001 - trigger boundary: every failure is mapped, none escapes
+            outcome = ABANDONED
             for m in batch:
                 try:
-                    self.bus.abandon(m)
+                    if len(batch) == 1:  # a permanent failure: straight to dead-letter, with its reason
+                        outcome = settle_failure(self.bus, m, exc)
+                    else:
+                        self.bus.abandon(m)
                 except MessageLockLost:
                     self.stats.lock_lost += 1
-            self.stats.abandoned += len(batch)
+            if outcome == DEAD_LETTERED:
+                self.stats.dead_lettered += 1
+            else:
+                self.stats.abandoned += len(batch)
             _log.warning(
-                "function failed; message abandoned",
+                "function failed; message %s",
+                outcome,
                 extra={
                     "function": spec.name,
                     "message_id": batch[0].message_id,

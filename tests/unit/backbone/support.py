@@ -16,6 +16,7 @@ from typing import Any
 
 from shared.backbone.delivery import Delivery
 from shared.backbone.runtime import Backbone, WriteBackOptions, build_backbone
+from shared.backbone.settlement import DEAD_LETTERED, settle_failure
 from shared.backbone.writeback import Downstream
 from shared.canonical.model import ClinicalEvent
 from shared.errors import TieError
@@ -182,6 +183,7 @@ class PumpStats:
     delivered: int = 0
     completed: int = 0
     abandoned: int = 0
+    dead_lettered: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
 
 
@@ -198,7 +200,8 @@ def pump(
     sessions: bool = True,
 ) -> PumpStats:
     """Deliver until the subscription stays empty for ``idle_rounds`` receives: complete on return,
-    abandon on exception. ``settle(message, ok)`` may override the settlement ("complete"/"abandon")."""
+    dead-letter a permanent failure, abandon any other exception (as the host). ``settle(message, ok)`` may
+    override the settlement ("complete"/"abandon")."""
     stats = stats or PumpStats()
     idle = 0
     deadline = time.monotonic() + max_seconds
@@ -213,17 +216,24 @@ def pump(
         message = batch[0]
         stats.delivered += 1
         ok = True
+        failure: TieError | None = None
         try:
             result = handle(Delivery.from_received(message))
             stats.statuses[getattr(result, "status", "ok")] += 1
         except TieError as exc:  # the pump settles like the host does; anything else is a bug: it fails
-            ok = False
+            ok, failure = False, exc
             stats.statuses[f"error:{getattr(exc, 'code', type(exc).__name__)}"] += 1
-        action = settle(message, ok) if settle else ("complete" if ok else "abandon")
+        action = settle(message, ok) if settle else ("complete" if ok else "failed")
         try:
             if action == "complete":
                 bus.complete(message)
                 stats.completed += 1
+            elif action == "failed" and failure is not None:
+                # as the host: a permanent failure goes straight to dead-letter, anything else is abandoned
+                if settle_failure(bus, message, failure) == DEAD_LETTERED:
+                    stats.dead_lettered += 1
+                else:
+                    stats.abandoned += 1
             else:
                 bus.abandon(message)
                 stats.abandoned += 1

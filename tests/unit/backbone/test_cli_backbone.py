@@ -41,8 +41,8 @@ def test_dlq_commands_trace_and_inflight(container: Any, capsys: pytest.CaptureF
 
     assert cli.main(["dlq", "list"]) == 0
     [row] = out(capsys)
-    assert row["subscription"] == SUB_WRITEBACK_FHIR and row["reason"] == "MaxDeliveryCountExceeded"
-    assert row["deliveryCount"] == 10 and row["correlationId"] == "cli-1"
+    assert row["subscription"] == SUB_WRITEBACK_FHIR and row["reason"] == "downstream-rejected"
+    assert row["deliveryCount"] == 1 and row["correlationId"] == "cli-1"  # dead-lettered at the first
     assert row["lastErrorCode"] == "downstream-rejected" and "body" not in row
     assert cli.main(["dlq", "list", "platform-events"]) == 0 and out(capsys) == []
 

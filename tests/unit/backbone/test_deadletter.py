@@ -41,7 +41,12 @@ def test_monitor_records_once_journals_announces_and_keeps_the_message(env: s.En
     fake = s.FakeDownstream(script=lambda _k, _n: DownstreamRejected("fake", "AR", response="AR"))
     key = poison(env, fake, "P1", "c-p1")
     [dead] = env.bus.peek(TOPIC_CLINICAL, SUB_WRITEBACK_FHIR, dead_letter=True)
-    assert dead.dead_letter_reason == "MaxDeliveryCountExceeded" and dead.delivery_count == 3
+    # a permanent failure is dead-lettered at its first delivery, with its reason (not after 3 deliveries)
+    assert (dead.dead_letter_reason, dead.dead_letter_description) == (
+        "downstream-rejected",
+        "downstream-rejected",
+    )
+    assert dead.delivery_count == 1
     bb = s.backbone(env, {SUB_WRITEBACK_FHIR: fake})
     report = bb.scan_dead_letters()
     assert (report.recorded, report.seen) == (1, 1)
@@ -51,13 +56,13 @@ def test_monitor_records_once_journals_announces_and_keeps_the_message(env: s.En
         m.sequence_number for m in env.bus.peek(TOPIC_CLINICAL, SUB_WRITEBACK_FHIR, dead_letter=True)
     ] == [dead.sequence_number]
     [row] = env.records.query(TABLE_DEADLETTERS)
-    assert row.value["reason"] == "MaxDeliveryCountExceeded" and row.value["deliveryCount"] == 3
+    assert row.value["reason"] == "downstream-rejected" and row.value["deliveryCount"] == 1
     assert row.value["correlationId"] == "c-p1" and row.value["eventKey"] == key
     assert row.value["last_error_code"] == "downstream-rejected"
     assert "body" not in row.value
     [notice] = [json.loads(m.body) for m in env.bus.peek(TOPIC_PLATFORM, SUB_PLATFORM_AUDIT)]
     assert notice["type"] == "uk.nhs.tie.platform.deadletter.recorded"
-    assert notice["data"]["severity"] == "error" and notice["data"]["delivery_count"] == 3
+    assert notice["data"]["severity"] == "error" and notice["data"]["delivery_count"] == 1
     assert notice["tiecorrelationid"] == "c-p1"
     journal = Journal(env.records)
     [entry] = [x for x in journal.trace("c-p1") if x.stage == "dead-lettered"]

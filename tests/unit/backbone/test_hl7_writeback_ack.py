@@ -22,7 +22,7 @@ from shared.backbone.hl7_profile import OutboundProfile
 from shared.backbone.hl7_writeback import Hl7MllpDownstream, MllpSender
 from shared.canonical.model import ClinicalEvent
 from shared.hl7v2 import parse_message
-from shared.journal import DUPLICATE, FAILED, RETRIED, WRITTEN_BACK, Journal
+from shared.journal import DEAD_LETTERED, DUPLICATE, FAILED, RETRIED, WRITTEN_BACK, Journal
 from shared.mapping.fhir_in import event_from_fhir
 from shared.messaging.topology import SUB_WRITEBACK_HL7V2
 from shared.mllp.client import AckError, read_msa
@@ -236,8 +236,10 @@ def test_a_permanent_ae_dead_letters_at_the_first_attempt_with_its_reason_journa
         s.publish(env.bus, s.event("K2", nhs=NHS[2], visit="VK2", correlation_id="c-k2"))
         stats = s.pump(env.bus, SUB_WRITEBACK_HL7V2, bb.subscriber(SUB_WRITEBACK_HL7V2).handle)
         ds.close()
-    assert len(rx.payloads) == 1  # not retried within the delivery; redeliveries answer from the store
-    assert stats.statuses == {"error:downstream-rejected": 1, "error:idempotency-stored-failure": 2}
+    assert len(rx.payloads) == 1  # not retried within the delivery
+    # dead-lettered at the first delivery with its reason - not abandoned until the max delivery count
+    assert stats.statuses == {"error:downstream-rejected": 1}
+    assert (stats.dead_lettered, stats.abandoned) == (1, 0)
     failed = [a for stage, a in _stages(env, "c-k2") if stage == FAILED]
     first = failed[0]
     assert (first["error_code"], first["response"], first["detail"]) == (
@@ -253,6 +255,15 @@ def test_a_permanent_ae_dead_letters_at_the_first_attempt_with_its_reason_journa
         "downstream-rejected",
         "ERR 103 at PID-8 (E)",
     )
+    assert (row.value["reason"], row.value["description"], row.value["deliveryCount"]) == (
+        "downstream-rejected",
+        "ERR 103 at PID-8 (E)",
+        1,
+    )
+    dead = [e.attributes for e in Journal(env.records).trace("c-k2") if e.stage == DEAD_LETTERED]
+    assert [(a["subscription"], a["reason"], a["delivery_count"]) for a in dead] == [
+        (SUB_WRITEBACK_HL7V2, "downstream-rejected", 1)
+    ]
 
 
 def test_an_unmappable_event_is_dead_lettered_naming_the_field(env: s.Env) -> None:
@@ -268,12 +279,17 @@ def test_an_unmappable_event_is_dead_lettered_naming_the_field(env: s.Env) -> No
         stats = s.pump(env.bus, SUB_WRITEBACK_HL7V2, bb.subscriber(SUB_WRITEBACK_HL7V2).handle)
         ds.close()
     assert rx.payloads == []  # nothing reached the receiver
-    assert stats.statuses == {"error:writeback-unmappable": 1, "error:idempotency-stored-failure": 2}
+    assert stats.statuses == {"error:writeback-unmappable": 1}  # dead-lettered at the first delivery
     assert bb.scan_dead_letters().recorded == 1
     [row] = env.records.query(TABLE_DEADLETTERS)
     assert (row.value["last_error_code"], row.value["last_error_detail"]) == (
         "writeback-unmappable",
         "charset ASCII at PID-5",
+    )
+    assert (row.value["reason"], row.value["description"], row.value["deliveryCount"]) == (
+        "writeback-unmappable",
+        "charset ASCII at PID-5",
+        1,
     )
     assert "STRA" not in json.dumps(row.value)
 
