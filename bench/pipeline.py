@@ -472,13 +472,19 @@ def print_profile(profile: dict[str, Any]) -> None:
         f"{'calls/msg':>10}{'wall ms/msg':>13}{'CPU ms/msg':>12}"
     )
     top_cpu = 0.0
+    hidden = 0
     for depth, name, row in _tree(profile["stages"]):
+        top_cpu += row["cpu_s"] if depth == 0 else 0.0
+        if row["cpu_s"] * 1000 / n < 0.005 and row["calls"] / n < 0.5:
+            hidden += 1  # timers firing a few times in the window
+            continue
         label = ("  " * depth + name)[:61]
         print(
             f"{label:<62}{row['calls'] / n:>10.2f}"
             f"{row['wall_s'] * 1000 / n:>13.2f}{row['cpu_s'] * 1000 / n:>12.2f}"
         )
-        top_cpu += row["cpu_s"] if depth == 0 else 0.0
+    if hidden:
+        print(f"({hidden} stages under 0.005 CPU ms per message left out: timer functions and the like)")
     print(f"{'all top-level stages: CPU ms per message':<62}{'':>10}{'':>13}{top_cpu * 1000 / n:>12.2f}")
     if "process_cpu_s" in profile:
         whole = profile["process_cpu_s"] * 1000 / n
@@ -509,7 +515,9 @@ def print_profile(profile: dict[str, Any]) -> None:
     print(
         "COMMITs per message by top-level stage: "
         + ", ".join(
-            f"{stage} {c / n:.1f}" for stage, c in sorted(by_stage.items(), key=lambda kv: -kv[1]) if c
+            f"{stage} {c / n:.1f}"
+            for stage, c in sorted(by_stage.items(), key=lambda kv: -kv[1])
+            if c / n >= 0.05
         )
     )
 
