@@ -33,7 +33,6 @@ route (under ``/api``)                       method  interaction
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -41,28 +40,15 @@ import azure.functions as func
 
 from functions._http import endpoint
 from shared.fhir.json import dumps
-from shared.fhirapi import FhirApi, FhirRequest, FhirResponse, Headers, api_for
+from shared.fhirapi import FhirApi, FhirRequest, FhirResponse, Headers
 from shared.fhirapi.http import gateway_outcome
 from shared.fhirapi.service import error_response
 from shared.observability.correlation import HEADER
-from shared.wiring import Container, get_container
+from shared.wiring import get_container
 
 _log = logging.getLogger("tie.http")
 
-_lock = threading.Lock()
-_cached: tuple[Container, FhirApi] | None = None
-
 Interaction = Callable[[FhirApi, FhirRequest, dict[str, str]], FhirResponse]
-
-
-def get_api() -> FhirApi:
-    """The API over the process-wide container (rebuilt when the container is replaced)."""
-    global _cached
-    container = get_container()
-    with _lock:
-        if _cached is None or _cached[0] is not container:
-            _cached = (container, api_for(container))
-        return _cached[1]
 
 
 def to_request(req: func.HttpRequest, correlation_id: str) -> FhirRequest:
@@ -94,7 +80,9 @@ def fhir_endpoint(interaction: Interaction, name: str) -> Callable[[func.HttpReq
     (:func:`functions._http.endpoint` with FHIR responses and OperationOutcome errors)."""
     return endpoint(
         name,
-        lambda req, cid: to_http(interaction(get_api(), to_request(req, cid), dict(req.route_params)), cid),
+        lambda req, cid: to_http(
+            interaction(get_container().fhir_api, to_request(req, cid), dict(req.route_params)), cid
+        ),
         refuse=lambda verdict, cid: to_http(gateway_outcome(verdict.status, verdict.message), cid),
         fail=_failure,
     )
@@ -217,7 +205,6 @@ __all__ = [
     "FAMILIES",
     "blueprints",
     "fhir_endpoint",
-    "get_api",
     "register_api",
     "register_resources",
     "register_system",

@@ -12,7 +12,7 @@ import logging
 
 import azure.functions as func
 
-from shared.backbone.runtime import get_backbone
+from shared.wiring import get_container
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 _log = logging.getLogger("tie.deadletter")
@@ -21,7 +21,7 @@ _log = logging.getLogger("tie.deadletter")
 @bp.function_name("deadletter_monitor")
 @bp.timer_trigger(schedule="*/30 * * * * *", arg_name="timer", use_monitor=False)
 def deadletter_monitor(timer: func.TimerRequest) -> None:
-    report = get_backbone().scan_dead_letters()
+    report = get_container().backbone.scan_dead_letters()
     if report.recorded or report.backlogged or report.failed:
         _log.warning(
             "dead letters",

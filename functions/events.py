@@ -20,7 +20,6 @@ import logging
 import azure.functions as func
 
 from shared.backbone.delivery import Delivery
-from shared.backbone.runtime import get_backbone
 from shared.messaging.topology import (
     SERVICE_BUS_CONNECTION,
     SUB_WRITEBACK_FHIR,
@@ -28,6 +27,7 @@ from shared.messaging.topology import (
     TOPIC_CLINICAL,
 )
 from shared.observability.correlation import correlation_scope
+from shared.wiring import get_container
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 _log = logging.getLogger("tie.events")
@@ -52,7 +52,7 @@ def delivery_from(msg: func.ServiceBusMessage, topic: str, subscription: str) ->
 def _write_back(msg: func.ServiceBusMessage, subscription: str) -> None:
     delivery = delivery_from(msg, TOPIC_CLINICAL, subscription)
     with correlation_scope(delivery.correlation):
-        result = get_backbone().subscriber(subscription).handle(delivery)
+        result = get_container().backbone.subscriber(subscription).handle(delivery)
         _log.info(
             "write-back",
             extra={
@@ -92,7 +92,7 @@ def writeback_hl7v2(msg: func.ServiceBusMessage) -> None:
 @bp.function_name("writeback_release")
 @bp.timer_trigger(schedule="*/10 * * * * *", arg_name="timer", use_monitor=False)
 def writeback_release(timer: func.TimerRequest) -> None:
-    released = get_backbone().release_parked()
+    released = get_container().backbone.release_parked()
     if released:
         _log.info("parked work released", extra={"count": sum(released.values())})
 
@@ -102,12 +102,11 @@ def writeback_release(timer: func.TimerRequest) -> None:
 def outbox_relay(timer: func.TimerRequest) -> None:
     from shared.fhirapi import event_relay_for  # imported here: most trigger processes never need it
     from shared.outbox import RelayReport
-    from shared.wiring import get_container
 
     # Clinical events the embedded FHIR store committed with a write but did not get to publish.
     fhir_events = event_relay_for(get_container())
     report = fhir_events.run_until_idle(max_seconds=5.0) if fhir_events is not None else RelayReport()
-    report += get_backbone().relay_outbox(max_seconds=10.0)
+    report += get_container().backbone.relay_outbox(max_seconds=10.0)
     if report.published or report.parked or report.failed:
         _log.info(
             "outbox relayed",
@@ -118,7 +117,7 @@ def outbox_relay(timer: func.TimerRequest) -> None:
 @bp.function_name("stuck_monitor")
 @bp.timer_trigger(schedule="0 * * * * *", arg_name="timer", use_monitor=False)
 def stuck_monitor(timer: func.TimerRequest) -> None:
-    report = get_backbone().scan_stuck()
+    report = get_container().backbone.scan_stuck()
     if report.stuck or report.resolved:
         _log.info(
             "in flight past the deadline",

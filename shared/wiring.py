@@ -32,8 +32,11 @@ if TYPE_CHECKING:  # imported where used: most processes never open a TLS connec
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from shared.backbone.runtime import Backbone
     from shared.backbone.writeback import Downstream
+    from shared.fhirapi import FhirApi
     from shared.mesh.ports import MeshMailbox
+    from shared.messaging.topology import TopicSpec
     from shared.pds.ports import PdsClient, TokenSource
     from shared.pds.trace import IdentityResolver
     from shared.reconcile.replay import Replayer as ReconcileReplayer
@@ -42,6 +45,9 @@ if TYPE_CHECKING:
 
 @dataclass
 class Container:
+    """Every object the process builds, each built once per container on first use; a new container (tests,
+    the local host: :func:`set_container`) means fresh objects. See docs/adr/0010-one-composition-root.md."""
+
     settings: Settings
     bus: MessageBus
     records: RecordStore
@@ -52,9 +58,13 @@ class Container:
     #: The audit log when supplied up front; otherwise :attr:`audit` builds it on first use.
     audit_log: AuditLog | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
-    _fhir_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    #: Reentrant: building one object may use another (the backbone takes the audit trail).
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     _audit: AuditTrail | None = field(default=None, repr=False, compare=False)
     _credentials: CredentialBroker | None = field(default=None, repr=False, compare=False)
+    _topology: tuple[TopicSpec, ...] | None = field(default=None, repr=False, compare=False)
+    _backbone: Backbone | None = field(default=None, repr=False, compare=False)
+    _fhir_api: FhirApi | None = field(default=None, repr=False, compare=False)
 
     @property
     def fhir(self) -> FhirRepository:
@@ -62,7 +72,7 @@ class Container:
         repo = self.fhir_repository
         if repo is not None:
             return repo
-        with self._fhir_lock:
+        with self._lock:
             if self.fhir_repository is None:
                 self.fhir_repository = build_fhir(self.settings)
             return self.fhir_repository
@@ -70,7 +80,7 @@ class Container:
     @property
     def audit(self) -> AuditTrail:
         """The audit trail over :func:`build_audit_log` (on first use)."""
-        with self._fhir_lock:
+        with self._lock:
             if self._audit is None:
                 if self.audit_log is None:
                     self.audit_log = build_audit_log(self.settings)
@@ -86,16 +96,50 @@ class Container:
     @property
     def credentials(self) -> CredentialBroker:
         """Registry + credential provider + per-call audit (:func:`build_credentials`, on first use)."""
-        trail = self.audit
-        with self._fhir_lock:
+        with self._lock:
             if self._credentials is None:
-                self._credentials = build_credentials(self.settings, audit=trail)
+                self._credentials = build_credentials(self.settings, audit=self.audit)
             return self._credentials
 
+    @property
+    def topology(self) -> tuple[TopicSpec, ...]:
+        """The topology the bus delivers with (``MessageBus.topic_specs``): lock durations size leases."""
+        with self._lock:
+            if self._topology is None:
+                self._topology = self.bus.topic_specs()
+            return self._topology
+
+    @property
+    def backbone(self) -> Backbone:
+        """Write-back subscribers, relays and monitors (:func:`build_process_backbone`)."""
+        with self._lock:
+            if self._backbone is None:
+                self._backbone = build_process_backbone(self)
+            return self._backbone
+
+    @property
+    def fhir_api(self) -> FhirApi:
+        """The FHIR HTTP API over :attr:`fhir`, the bus and the records (:func:`build_fhir_api`)."""
+        with self._lock:
+            if self._fhir_api is None:
+                self._fhir_api = build_fhir_api(self)
+            return self._fhir_api
+
+    def use_backbone(self, backbone: Backbone) -> None:
+        """Install a backbone built another way (the benchmark's one without idempotency); the container
+        closes it. Refused once :attr:`backbone` has been built."""
+        with self._lock:
+            if self._backbone is not None:
+                raise ConfigurationError("this container has built its backbone already")
+            self._backbone = backbone
+
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._backbone is not None:
+            self._backbone.close()  # its downstreams; the bus and stores are closed below
         if self._credentials is not None:
             self._credentials.close()
         for closable in (self.bus, self.records, self.blobs):
@@ -281,7 +325,7 @@ def build_reconciler(container: Container) -> Reconciler:
     from shared.reconcile.service import ReconcileOptions, Reconciler, destinations_for
 
     settings = container.settings
-    remote = build_writeback_fhir(settings)
+    remote = build_writeback_fhir(settings, container)
     return Reconciler(
         container.records,
         container.bus,
@@ -303,12 +347,12 @@ def build_reconcile_replayer(container: Container) -> ReconcileReplayer:
     from shared.reconcile.replay import Replayer
     from shared.reconcile.service import destinations_for
 
-    remote = build_writeback_fhir(container.settings)
+    remote = build_writeback_fhir(container.settings, container)
     destination = remote if remote is not None else container.fhir
     return Replayer(container.records, container.bus, destinations=destinations_for(destination))
 
 
-def build_writeback_fhir(settings: Settings) -> FhirRepository | None:
+def build_writeback_fhir(settings: Settings, container: Container | None = None) -> FhirRepository | None:
     """The FHIR server write-back targets when ``TIE_WRITEBACK_FHIR_URL`` or
     ``TIE_WRITEBACK_FHIR_DOWNSTREAM`` names one (a REST client with no retries of its own: the write-back
     subscriber retries, backs off and trips its circuit breaker); ``None``: write back to the platform's
@@ -321,7 +365,7 @@ def build_writeback_fhir(settings: Settings) -> FhirRepository | None:
 
     name = settings.writeback_fhir_downstream
     if name:
-        broker = get_container().credentials
+        broker = (container or get_container()).credentials
         url = settings.writeback_fhir_url or broker.endpoint(name)
         if not url:
             raise ConfigurationError(f"downstream {name!r} has no endpoint for {settings.environment}")
@@ -445,6 +489,57 @@ def build_mesh_mailbox(settings: Settings, mailbox: str) -> MeshMailbox:
     if settings.mesh_backend == "mesh" and not settings.mesh_url:
         raise ConfigurationError("TIE_MESH_BACKEND=mesh needs TIE_MESH_URL")
     return MeshClientMailbox(url, mailbox, SettingsCredentials(settings))
+
+
+def build_process_backbone(container: Container) -> Backbone:
+    """The backbone over a container: the default downstreams (the FHIR one recording what it sends, with
+    lineage sampled), MESH out and the PDS gates, the bus's topology, the settings' options."""
+    from datetime import timedelta
+
+    from shared.backbone.runtime import WriteBackOptions, build_backbone, default_downstreams
+    from shared.messaging.topology import SUB_WRITEBACK_HL7V2
+
+    settings = container.settings
+    remote = build_writeback_fhir(settings, container)
+    fhir = record_sent(container, remote if remote is not None else container.fhir)
+    downstreams = default_downstreams(
+        settings,
+        fhir,
+        fhir_is_platform_store=remote is None,
+        credentials=container.credentials if settings.writeback_hl7_downstream else None,
+    )
+    downstreams = sample_lineage(container, downstreams)  # reconciliation names source fields
+    downstreams = build_national_downstreams(container, downstreams)  # MESH out, PDS trace first
+    backbone = build_backbone(
+        bus=container.bus,
+        records=container.records,
+        downstreams=downstreams,
+        options=WriteBackOptions.from_settings(settings),
+        topology=container.topology,
+        stuck_after=timedelta(seconds=settings.stuck_after_seconds),
+        audit=container.audit,
+    )
+    backbone._closables.append(downstreams[SUB_WRITEBACK_HL7V2].close)
+    if remote is not None:
+        backbone._closables.append(remote.close)
+    return backbone
+
+
+def build_fhir_api(container: Container) -> FhirApi:
+    """The FHIR API over a container's FHIR repository, bus and record store, configured from its settings."""
+    from shared.audit.fhir_access import FhirAccessAuditor
+    from shared.fhirapi import FhirApi, FhirApiConfig
+
+    settings = container.settings
+    config = FhirApiConfig(
+        max_body_bytes=settings.http_max_body_bytes,
+        base_url=settings.fhir_base_url,
+        require_gateway_header=settings.require_apim_header,
+        gateway_header=settings.apim_header_name,
+        max_bundle_entries=settings.fhir_max_bundle_entries,
+    )
+    audit = FhirAccessAuditor(container.audit, gateway_verified=settings.require_apim_header)
+    return FhirApi(container.fhir, container.bus, container.records, config=config, audit=audit)
 
 
 def build_container(settings: Settings) -> Container:

@@ -1,9 +1,10 @@
-"""Builds the backbone's moving parts from the container and settings, once per process.
+"""Builds the backbone's moving parts from the container and settings.
 
-:func:`get_backbone` is what the trigger adapters (``functions/events.py``, ``functions/deadletter.py``)
-and the ``tie`` CLI call. Each write-back subscription gets its downstream, an idempotency guard in its
-own namespace (``writeback-<downstream>``: the HL7 v2 and FHIR paths of one event share it) with the
-transactional outbox, a circuit breaker and a parking lot.
+``shared.wiring.Container.backbone`` builds it once per container; the trigger adapters
+(``functions/events.py``, ``functions/deadletter.py``) use that. Each write-back
+subscription gets its downstream, an idempotency guard in its own namespace (``writeback-<downstream>``:
+the HL7 v2 and FHIR paths of one event share it) with the transactional outbox, a circuit breaker and a
+parking lot.
 
 Timing budget: one delivery may call the downstream ``max_attempts`` times with backoff in between; that
 must finish inside the idempotency lease (75 % of the subscription's lock), else a redelivery could take
@@ -15,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +35,7 @@ from shared.backbone.retry import Backoff, RetryPolicy
 from shared.backbone.stuck import DEFAULT_STUCK_AFTER, StuckMonitor, StuckReport
 from shared.backbone.writeback import Downstream, WriteBackSubscriber
 from shared.config.settings import Settings
-from shared.errors import ConfigurationError, TieError
+from shared.errors import ConfigurationError
 from shared.fhirstore.ports import FhirRepository
 from shared.idempotency import IdempotencyConfig, IdempotencyGuard, RecordStorePersistence
 from shared.journal import RELEASED, Journal
@@ -341,101 +341,3 @@ def hl7_profile(settings: Settings) -> OutboundProfile:
         receiving_application=profile.receiving_application or settings.writeback_hl7_receiving_application,
         receiving_facility=profile.receiving_facility or settings.writeback_hl7_receiving_facility,
     )
-
-
-# -- the process-wide backbone ------------------------------------------------------------------------
-
-_lock = threading.Lock()
-_backbone: Backbone | None = None
-_owner: object | None = None
-
-
-def get_backbone() -> Backbone:
-    """The process-wide backbone over :func:`shared.wiring.get_container` (rebuilt if the container is
-    replaced, e.g. by a test app)."""
-    global _backbone, _owner
-    from shared.wiring import (
-        build_national_downstreams,
-        build_writeback_fhir,
-        get_container,
-        record_sent,
-        sample_lineage,
-    )
-
-    container = get_container()
-    with _lock:
-        if _backbone is not None and _owner is container:
-            return _backbone
-        if _backbone is not None:
-            _backbone.close()
-        settings = container.settings
-        remote = build_writeback_fhir(settings)
-        fhir = record_sent(container, remote if remote is not None else container.fhir)
-        downstreams = default_downstreams(
-            settings,
-            fhir,
-            fhir_is_platform_store=remote is None,
-            credentials=container.credentials if settings.writeback_hl7_downstream else None,
-        )
-        downstreams = sample_lineage(container, downstreams)  # reconciliation names source fields
-        downstreams = build_national_downstreams(container, downstreams)  # MESH out, PDS trace first
-        backbone = build_backbone(
-            bus=container.bus,
-            records=container.records,
-            downstreams=downstreams,
-            options=WriteBackOptions.from_settings(settings),
-            topology=_topology_of(container.bus),
-            stuck_after=timedelta(seconds=settings.stuck_after_seconds),
-            audit=container.audit,
-        )
-        backbone._closables.append(downstreams[SUB_WRITEBACK_HL7V2].close)
-        if remote is not None:
-            backbone._closables.append(remote.close)
-        _backbone, _owner = backbone, container
-        return backbone
-
-
-def set_backbone(backbone: Backbone | None, owner: object | None = None) -> Backbone | None:
-    """Install (or clear) the process-wide backbone; ``owner`` = the container it belongs to."""
-    global _backbone, _owner
-    with _lock:
-        previous, _backbone, _owner = _backbone, backbone, owner
-        return previous
-
-
-def _topology_of(bus: MessageBus) -> tuple[TopicSpec, ...]:
-    """The topology the embedded bus was opened with (a test app may use short locks), else the declared
-    one (asking Service Bus would need management rights). Lock durations size the idempotency leases."""
-    from shared.messaging.sqlite_bus import SqliteBus
-
-    if not isinstance(bus, SqliteBus):
-        return TOPOLOGY
-    try:
-        infos = bus.topology()
-    except TieError:
-        return TOPOLOGY
-    declared = {t.name: t for t in TOPOLOGY}
-    topics: list[TopicSpec] = []
-    for info in infos:
-        base = declared.get(info.name)
-        subs = []
-        for s in info.subscriptions:
-            spec = next((x for x in base.subscriptions if x.name == s.name), None) if base else None
-            if spec is None:
-                continue
-            subs.append(
-                type(spec)(
-                    s.name,
-                    filter=spec.filter,
-                    max_delivery_count=s.max_delivery_count,
-                    lock_duration=s.lock_duration,
-                    requires_session=s.requires_session,
-                    default_ttl=spec.default_ttl,
-                    dead_letter_on_expiry=spec.dead_letter_on_expiry,
-                )
-            )
-        if base is not None:
-            topics.append(
-                TopicSpec(info.name, tuple(subs), base.duplicate_detection_window, base.max_message_bytes)
-            )
-    return tuple(topics) or TOPOLOGY

@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from shared.audit.fhir_access import FhirAccessAuditor
 from shared.config.settings import Backend
 from shared.fhirapi.http import FhirRequest, FhirResponse, Headers
 from shared.fhirapi.service import FhirApi, FhirApiConfig
@@ -27,23 +26,8 @@ __all__ = [
     "FhirRequest",
     "FhirResponse",
     "Headers",
-    "api_for",
     "event_relay_for",
 ]
-
-
-def api_for(container: Container) -> FhirApi:
-    """The API over a container's FHIR repository, bus and record store, configured from its settings."""
-    settings = container.settings
-    config = FhirApiConfig(
-        max_body_bytes=settings.http_max_body_bytes,
-        base_url=settings.fhir_base_url,
-        require_gateway_header=settings.require_apim_header,
-        gateway_header=settings.apim_header_name,
-        max_bundle_entries=settings.fhir_max_bundle_entries,
-    )
-    audit = FhirAccessAuditor(container.audit, gateway_verified=settings.require_apim_header)
-    return FhirApi(container.fhir, container.bus, container.records, config=config, audit=audit)
 
 
 def event_relay_for(

@@ -22,7 +22,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from shared.messaging.topology import TopicSpec
 
 #: Application property values allowed on a message (what Service Bus accepts and filters on).
 PropertyValue = str | int | float | bool
@@ -169,6 +172,11 @@ class MessageBus(Protocol):
 
     def topology(self) -> list[TopicInfo]:
         """Topics, their subscriptions and message counts."""
+        ...
+
+    def topic_specs(self) -> tuple[TopicSpec, ...]:
+        """The topology deliveries follow here, as specs: lock durations size the idempotency leases and
+        delivery counts the retry budget (no management rights needed, no message counts)."""
         ...
 
     def close(self) -> None: ...

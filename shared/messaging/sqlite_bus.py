@@ -8,6 +8,7 @@ decision: ``docs/adr/0008-embedded-bus-stands-in-for-service-bus.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -809,6 +810,30 @@ class SqliteBus:
             )
             for name, entry in self._topics.items()
         ]
+
+    def topic_specs(self) -> tuple[TopicSpec, ...]:
+        """The declared topology with this instance's lock durations, delivery counts and sessions (a test
+        app may open the bus with short locks); topics and subscriptions the declaration lacks are left
+        out, and with none left, the declared topology."""
+        declared = {t.name: t for t in TOPOLOGY}
+        topics: list[TopicSpec] = []
+        for name, entry in self._topics.items():
+            base = declared.get(name)
+            if base is None:
+                continue
+            wanted = {s.name: s for s in base.subscriptions}
+            subs = tuple(
+                dataclasses.replace(
+                    wanted[sub.spec.name],
+                    max_delivery_count=sub.spec.max_delivery_count,
+                    lock_duration=sub.spec.lock_duration,
+                    requires_session=sub.spec.requires_session,
+                )
+                for sub in entry.subscriptions.values()
+                if sub.spec.name in wanted
+            )
+            topics.append(TopicSpec(name, subs, base.duplicate_detection_window, base.max_message_bytes))
+        return tuple(topics) or TOPOLOGY
 
     # Internals -------------------------------------------------------------------------------------------
 

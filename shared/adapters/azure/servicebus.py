@@ -77,6 +77,7 @@ from shared.messaging.ports import (
     TopicInfo,
     replay_count,
 )
+from shared.messaging.topology import TOPOLOGY, TopicSpec
 
 __all__ = [
     "REPLAY_COUNT_PROPERTY",
@@ -933,6 +934,10 @@ class ServiceBusMessageBus:
                 )
             )
         return topics
+
+    def topic_specs(self) -> tuple[TopicSpec, ...]:
+        """The declared topology: reading the namespace's own would need management rights."""
+        return TOPOLOGY
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 

@@ -259,14 +259,13 @@ def test_the_backbone_scans_with_its_deadline_and_clock(rig: Rig) -> None:
 
 
 def test_the_process_backbone_reads_the_deadline_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.backbone.runtime import get_backbone
     from shared.config.settings import get_settings, reset_settings
-    from shared.wiring import build_container, set_container
+    from shared.wiring import build_container, get_container, set_container
 
     monkeypatch.setenv("TIE_STUCK_AFTER_SECONDS", "120")
     reset_settings()
     set_container(build_container(get_settings()))  # closed by the autouse settings fixture
-    assert get_backbone().stuck.stuck_after == timedelta(seconds=120)
+    assert get_container().backbone.stuck.stuck_after == timedelta(seconds=120)
 
 
 def test_the_stuck_monitor_timer_runs_every_minute_and_announces(container: Any) -> None:

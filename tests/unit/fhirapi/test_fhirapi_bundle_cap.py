@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from shared.config.settings import get_settings, reset_settings
-from shared.fhirapi import FhirApi, api_for
+from shared.fhirapi import FhirApi
 from shared.fhirapi.service import DEFAULT_MAX_BUNDLE_ENTRIES
 from shared.wiring import build_container
 from tests.unit.fhirapi.fhirapi_helpers import Stores, make_api, outcome, patient, request, stores
@@ -92,7 +92,7 @@ def test_cap_comes_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     reset_settings()
     container = build_container(get_settings())
     try:
-        assert api_for(container).config.max_bundle_entries == 7
+        assert container.fhir_api.config.max_bundle_entries == 7
     finally:
         container.close()
     monkeypatch.delenv("TIE_FHIR_MAX_BUNDLE_ENTRIES")

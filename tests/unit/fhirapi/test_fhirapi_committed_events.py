@@ -15,7 +15,7 @@ import pytest
 
 from shared.config.settings import get_settings, reset_settings
 from shared.events import clinical
-from shared.fhirapi import FhirApi, api_for, event_relay_for
+from shared.fhirapi import FhirApi, event_relay_for
 from shared.fhirapi.clinical_events import ClinicalEvents
 from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from shared.journal import Journal
@@ -60,7 +60,7 @@ def world(container: Container, fault: Fault) -> Container:
 
 @pytest.fixture
 def api(world: Container) -> FhirApi:
-    return api_for(world)
+    return world.fhir_api
 
 
 def _repo(world: Container) -> SqliteFhirRepository:

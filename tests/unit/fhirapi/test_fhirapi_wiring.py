@@ -7,7 +7,6 @@ import pytest
 
 from shared.config.settings import get_settings, reset_settings
 from shared.errors import ConfigurationError
-from shared.fhirapi import api_for
 from shared.wiring import build_container, get_container, set_container
 
 
@@ -47,7 +46,7 @@ def test_api_is_configured_from_settings(monkeypatch: pytest.MonkeyPatch) -> Non
     reset_settings()
     container = build_container(get_settings())
     try:
-        config = api_for(container).config
+        config = container.fhir_api.config
         assert config.base_url == "https://gw.example/tie/fhir" and config.require_gateway_header
         assert config.gateway_header == "X-Gw" and config.max_body_bytes == 4096
     finally:
@@ -55,14 +54,13 @@ def test_api_is_configured_from_settings(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_functions_use_the_current_container() -> None:
-    from functions._fhir import get_api
-
-    first = get_api()
-    assert get_api() is first
+    first = get_container().fhir_api
+    assert get_container().fhir_api is first
     replacement = build_container(get_settings())
     previous = set_container(replacement)
     try:
-        assert get_api() is not first and get_api().repository is replacement.fhir
+        current = get_container().fhir_api
+        assert current is not first and current.repository is replacement.fhir
     finally:
         set_container(previous)
         replacement.close()
