@@ -277,8 +277,11 @@ def start_server(name: str) -> External:
         )
         return External(name, _port_line(proc, name), proc)
     if name == "medplum":
+        node = shutil.which("node")
+        if node is None:
+            raise Unavailable("node not found on PATH")
         where = _medplum_installed()
-        proc = subprocess.Popen(["node", "server.mjs"], cwd=where, **pipes)
+        proc = subprocess.Popen([node, "server.mjs"], cwd=where, **pipes)
         return External(name, _port_line(proc, name), proc)
     if name != "tie-run":
         raise ValueError(name)
