@@ -401,6 +401,8 @@ class Encounter(_Model):
     referring: tuple[Practitioner, ...] = ()
     admitting: tuple[Practitioner, ...] = ()
     service_type: Coded | None = None
+    #: HL7 v2 PV1-18 patient type (user table 0018: a Trust's own codes); no FHIR R4 Encounter element.
+    patient_type: Coded | None = None
     priority: Coded | None = None
     #: NHS admission method (HL7 v2 PV1-4 as NHS Trusts fill it; UK Core Extension-UKCore-AdmissionMethod).
     admission_method: Coded | None = None
@@ -453,6 +455,9 @@ class Observation(_Model):
     notes: tuple[str, ...] = ()
     #: Position of the result in its report (OBX-1 / order of Observation references).
     sequence: int | None = None
+    #: HL7 v2 OBX-4 observation sub-id: groups the results of one test (an organism and its
+    #: susceptibilities, the parts of a multi-part result); no FHIR element (carried by hasMember).
+    sub_id: str | None = None
 
     @model_validator(mode="after")
     def _value_or_reason(self) -> Observation:
@@ -505,6 +510,8 @@ class ResultReport(_Model):
     notes: tuple[str, ...] = ()
     #: Specimens the results were obtained from (HL7 SPM / OBR-15; FHIR DiagnosticReport.specimen).
     specimens: tuple[Specimen, ...] = ()
+    #: Who ordered the tests reported (HL7 OBR-16 / ORC-12; FHIR ServiceRequest.requester of basedOn).
+    ordering_providers: tuple[Practitioner, ...] = ()
 
 
 class ServiceRequest(_Model):
@@ -672,6 +679,8 @@ class Provenance(_Model):
     message_type: str | None = None
     received_at: ClinicalDateTime | None = None
     correlation_id: str | None = None
+    #: Who entered the event at the source (HL7 v2 EVN-5 operator; FHIR Provenance.agent).
+    operators: tuple[Practitioner, ...] = ()
 
 
 class ClinicalEvent(_Model):

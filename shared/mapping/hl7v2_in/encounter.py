@@ -154,6 +154,7 @@ def _map_encounter(ctx: Ctx, rule: MessageRule, pv1: Segment, *, required: bool)
         "referring": ctx.xcns(pv1, 8, "PV1-8", "encounter.referring"),
         "admitting": ctx.xcns(pv1, 17, "PV1-17", "encounter.admitting"),
         "service_type": _simple(ctx, "encounter.service_type", pv1, 10),
+        "patient_type": _simple(ctx, "encounter.patient_type", pv1, 18),
         "priority": None if admission_method is not None else _simple(ctx, "encounter.priority", pv1, 4),
         "admission_method": admission_method,
         "admit_source": _simple(ctx, "encounter.admit_source", pv1, 14),

@@ -206,6 +206,7 @@ def _map(
     key, cancels = _key(ctx, rule, patient, encounter, occurred_at, recorded_at, merged, reports, orders)
 
     message_id = msg.get("MSH-10")
+    operators = ctx.xcns(msg.segment("EVN"), 5, "EVN-5", "provenance.operators")
     if lin:
         ctx.add(None, "provenance.source_format", "constant hl7v2")
         if message_id is not None:
@@ -227,6 +228,7 @@ def _map(
             message_type=rule.message_type,
             received_at=received_at,
             correlation_id=correlation_id,
+            operators=operators,
         ),
         patient=patient,
         encounter=encounter,

@@ -220,6 +220,7 @@ def _report(ctx: Ctx, group: Group, tgt: str) -> ResultReport:
             ctx.add(f"{src}-22", f"{tgt}.issued", "obr-results-reported / status change")
     category = ctx.coded(r.rule("report.category"), obr, 24, f"{src}-24", f"{tgt}.category", simple=True)
     performer = _interpreters(ctx, obr, f"{src}-32", f"{tgt}.performer")
+    ordering = ctx.xcns(obr, 16, f"{src}-16", f"{tgt}.ordering_providers")
     shared = _ReportContext(
         category=_observation_category(ctx, obr),
         category_src=f"{src}-24",
@@ -245,6 +246,7 @@ def _report(ctx: Ctx, group: Group, tgt: str) -> ResultReport:
         results=results,
         notes=notes_of(ctx, group.notes, f"{tgt}.notes"),
         specimens=specimens,
+        ordering_providers=tuple(ordering),
     )
 
 
@@ -305,6 +307,9 @@ def _observation(
         sequence = int(set_id)
         if ctx.lin:
             ctx.add(f"{src}-1", f"{tgt}.sequence", "obx-set-id")
+    sub_id = val(obx, 4)
+    if sub_id is not None and ctx.lin:
+        ctx.add(f"{src}-4", f"{tgt}.sub_id", "obx-observation-sub-id")
     return _new_observation(  # never a data-absent reason here: Observation's own rule holds
         status=status,  # a Literal: checked against the map's targets when rules compile
         category=shared.category,
@@ -317,6 +322,7 @@ def _observation(
         performer=tuple(performer),
         notes=notes_of(ctx, notes, f"{tgt}.notes"),
         sequence=sequence,
+        sub_id=sub_id,
     )
 
 

@@ -89,7 +89,15 @@ def evn(event: ClinicalEvent, o: f.Out, trigger: str, when: ClinicalDateTime) ->
         o.add("occurred_at", "EVN-6", "event occurred")
     elif event.occurred_at is not None:
         o.add("occurred_at", "EVN-2", "event occurred = recorded: EVN-6 left empty (read back from EVN-2)")
-    return f.field_list(["EVN", trigger, f.ts(recorded), None, None, None, f.ts(occurred)])
+    operators = event.provenance.operators
+    evn5 = (
+        Repeated(
+            [f.xcn(p, o, f"provenance.operators[{k}]", f"EVN-5[{k + 1}]") for k, p in enumerate(operators)]
+        )
+        if operators
+        else None
+    )
+    return f.field_list(["EVN", trigger, f.ts(recorded), None, None, evn5, f.ts(occurred)])
 
 
 def _indicator_code(location: str, value: object) -> str | None:
@@ -376,6 +384,7 @@ def pv1(event: ClinicalEvent, o: f.Out) -> list[FieldValue]:
                 [f.xcn(pr, o, f"encounter.{attr}[{i}]", f"PV1-{n}[{i + 1}]") for i, pr in enumerate(people)]
             )
     fields[10] = _coded_table(enc.service_type, o, "encounter.service_type", "PV1-10", "0069")
+    fields[18] = _coded_table(enc.patient_type, o, "encounter.patient_type", "PV1-18", "0018")
     fields[14] = _coded_table(
         enc.admit_source,
         o,

@@ -394,6 +394,13 @@ def _order_group(report: ResultReport, n: int, o: f.Out, counts: dict[str, int])
     obr[22] = f.ts(report.issued)
     obr[24] = category
     obr[25] = status
+    if report.ordering_providers:
+        obr[16] = Repeated(
+            [
+                f.xcn(p, o, f"{src}.ordering_providers[{k}]", f"{obr_at}-16[{k + 1}]")
+                for k, p in enumerate(report.ordering_providers)
+            ]
+        )
     if report.effective is not None:
         o.add(f"{src}.effective", f"{obr_at}-7", "observation date/time")
     if report.issued is not None:
@@ -623,6 +630,9 @@ def _obx(
     fields[1] = str(obs.sequence if obs.sequence is not None else m + 1)
     fields[2] = vtype
     fields[3] = code
+    fields[4] = obs.sub_id
+    if obs.sub_id is not None:
+        o.add(f"{src}.sub_id", f"{dst}-4", "observation sub-id")
     fields[5] = value
     fields[6] = units
     fields[7] = ranges[0] if ranges else None

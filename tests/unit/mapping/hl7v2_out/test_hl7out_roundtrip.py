@@ -202,3 +202,41 @@ def test_oru_round_trip_keeps_codes_values_units_ranges_statuses() -> None:
         assert (b.effective, b.notes, b.sequence) == (a.effective, a.notes, a.sequence)
     assert r2 == r1
     assert again.patient == first.patient
+
+
+def _with_field(text: str, segment: str, n: int, value: str) -> str:
+    """``text`` with field ``n`` of its first ``segment`` set to ``value``."""
+    line = next(x for x in text.split("\r") if x.startswith(segment + "|"))
+    fields = line.split("|")
+    fields += [""] * (n + 1 - len(fields))
+    fields[n] = value
+    return text.replace(line, "|".join(fields), 1)
+
+
+def test_fields_the_model_now_carries_go_out_and_read_back() -> None:
+    """OBX-4 sub-id, OBR-16 ordering provider, PV1-18 patient type and EVN-5 operator: kept both ways."""
+    adt = _with_field(_with_field(A01, "EVN", 5, "OP1^Clerk^Anne^^^^^^RX1"), "PV1", 18, "NHS")
+    first = _in(adt)
+    assert first.encounter is not None and first.encounter.patient_type is not None
+    assert [p.identifiers[0].value for p in first.provenance.operators] == ["OP1"]
+    text = to_adt_a08(first, **{**HEADER, "sending_facility": "RX1"}).to_er7()
+    segments = {x.split("|")[0]: x.split("|") for x in text.split("\r") if x}
+    assert segments["EVN"][5].split("^")[:3] == ["OP1", "Clerk", "Anne"]
+    assert segments["PV1"][18] == "NHS"
+    again = _in(text.encode())
+    assert again.encounter is not None
+    assert again.encounter.patient_type == first.encounter.patient_type
+    assert again.provenance.operators == first.provenance.operators
+
+    oru = _with_field(ORU, "OBR", 16, "C1234567^Who^Alan^^^Dr^^^GMC")
+    oru = _with_field(oru, "OBX", 4, "1a")
+    (report,) = _in(oru).reports
+    assert [p.identifiers[0].value for p in report.ordering_providers] == ["C1234567"]
+    assert [o.sub_id for o in report.results][:2] == ["1a", None]
+    text = to_oru_r01(_in(oru), **HEADER).to_er7()
+    segments = {x.split("|")[0]: x.split("|") for x in reversed(text.split("\r")) if x}  # the first of each
+    assert segments["OBR"][16].split("^")[:3] == ["C1234567", "Who", "Alan"]
+    assert segments["OBX"][4] == "1a"
+    (again_report,) = _in(text.encode()).reports
+    assert again_report.ordering_providers == report.ordering_providers
+    assert [o.sub_id for o in again_report.results] == [o.sub_id for o in report.results]
