@@ -56,7 +56,7 @@ def test_http_to_bus_to_trigger_round_trip_and_dead_letter_replay(tmp_path: Path
             stages = [s["stage"] for s in trace.json()["stages"]] if trace.status == 200 else []
             return stages if "consumed" in stages else None
 
-        assert wait_for(consumed, timeout=30) == ["received", "published", "consumed"]
+        assert wait_for(consumed, timeout=120) == ["received", "published", "consumed"]
 
         # Bad input at the edge
         assert http("POST", f"{base}/messages?channel=nope", body=b"x").status == 400
@@ -118,7 +118,7 @@ def test_killing_the_host_mid_delivery_loses_no_message(tmp_path: Path) -> None:
         bus = SqliteBus(local / "bus.sqlite3", _sample_topology())
         bus.publish(TOPIC_INGEST, [OutboundMessage(body=b"slow message", message_id="slow-1")])
         records = SqliteRecordStore(local / "records.sqlite3")
-        wait_for(lambda: records.get("started", "test", "slow-1"), timeout=30)
+        wait_for(lambda: records.get("started", "test", "slow-1"), timeout=120)
         os.kill(proc.pid, signal.SIGKILL)  # no graceful shutdown, no settlement
         proc.wait(10)
     assert records.get("consumed", "test", "slow-1") is None
@@ -126,7 +126,7 @@ def test_killing_the_host_mid_delivery_loses_no_message(tmp_path: Path) -> None:
 
     env["TIE_SAMPLE_SLOW_SECONDS"] = "0"
     with host_process(local, app=app, env=env):
-        done = wait_for(lambda: records.get("consumed", "test", "slow-1"), timeout=30)
+        done = wait_for(lambda: records.get("consumed", "test", "slow-1"), timeout=120)
     assert done.value["effects"] == 1
     assert done.value["delivery"] == 2  # redelivered after the lock expired
     assert bus.peek(TOPIC_INGEST, SUB_INGEST_PROCESSOR) == []
@@ -155,7 +155,7 @@ def test_adt_over_http_and_mllp_through_tie_run(tmp_path: Path) -> None:
             {"Content-Type": "x-application/hl7-v2+er7", "X-Correlation-ID": "adt-http"},
         )
         assert res.status == 200 and res.headers["X-HL7-Ack-Code"] == "AA"
-        ack = send_message("127.0.0.1", mllp_port, adt_a01("E2E-MLLP"), timeout=15)
+        ack = send_message("127.0.0.1", mllp_port, adt_a01("E2E-MLLP"), timeout=60)
         assert read_msa(ack).code == "AA" and read_msa(ack).control_id == "E2E-MLLP"
         # The README's sample file (LF line endings) through `tie mllp send`.
         sent = tie(
@@ -171,7 +171,7 @@ def test_adt_over_http_and_mllp_through_tie_run(tmp_path: Path) -> None:
             done = any(s["stage"] == "consumed" for s in stages) and len(finished) == 2
             return stages if done else None
 
-        stages = wait_for(processed, timeout=30)
+        stages = wait_for(processed, timeout=120)
         # The ingest journey, then each write-back subscriber's (interleaved in time).
         ingest = [s for s in stages if "subscriber" not in s]
         expected = ["received", "published", "acknowledged", "mapped", "consumed"]

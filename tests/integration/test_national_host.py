@@ -118,7 +118,7 @@ def test_tie_run_starts_and_stops_mesh_sandbox(tmp_path: Path) -> None:
                 "X26ABC1", adt("SBX1", "SMITH^JANE", "20101022", "F"), workflow_id="TIE_HL7V2"
             )
             assert wait_for(lambda: stages(base, message_id).get("mesh-acknowledged:"), timeout=90)
-            assert wait_for(lambda: sender.track(message_id) == "acknowledged", timeout=30)
+            assert wait_for(lambda: sender.track(message_id) == "acknowledged", timeout=120)
         finally:
             sender.close()
     with socket.socket() as probe:  # stopped with the host
