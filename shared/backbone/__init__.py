@@ -1,8 +1,8 @@
 """The event backbone: topic contracts, write-back subscribers, circuit breaking and parking, dead letters.
 
-Modules (import them directly; this package imports nothing, so :mod:`shared.events.clinical` can use
-the contracts without a cycle):
+Modules (import them directly; this package imports nothing):
 
+* :mod:`~shared.backbone.clinical` - the clinical-event envelope on ``clinical-events`` (build and read).
 * :mod:`~shared.backbone.contracts` - versioned CloudEvents envelope, JSON Schemas (``schemas/``),
   validation on publish and consume, operational / platform event builders.
 * :mod:`~shared.backbone.errors` - the transient-vs-permanent taxonomy of write-back failures.

@@ -47,7 +47,7 @@ from pydantic import ValidationError
 
 from shared.audit.payloads import OUTBOUND, REPLY
 from shared.audit.trail import AuditTrail
-from shared.backbone import contracts
+from shared.backbone import clinical, contracts
 from shared.backbone.breaker import BreakerState, CircuitBreaker, Permit, Transition
 from shared.backbone.delivery import Delivery
 from shared.backbone.errors import ContractViolation, DownstreamError, EventConflict, counts_against_breaker
@@ -57,7 +57,6 @@ from shared.backbone.retry import RetryPolicy
 from shared.canonical.identity import content_digest, patient_session_id
 from shared.canonical.model import ClinicalEvent, Coded, Concept
 from shared.errors import PermanentError, TieError, TransientError
-from shared.events import clinical
 from shared.idempotency import (
     IdempotencyGuard,
     IdempotencyPayloadConflict,

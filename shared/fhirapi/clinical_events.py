@@ -48,10 +48,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from shared.backbone import clinical
 from shared.backbone.errors import ContractViolation
 from shared.canonical.model import ClinicalDateTime, ClinicalEvent, Patient
 from shared.errors import TieError, TransientError
-from shared.events import clinical
 from shared.fhirapi.errors import Unprocessable
 from shared.fhirstore.bundle import iter_references
 from shared.fhirstore.errors import FhirStoreError, InvalidResource

@@ -15,10 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from shared.backbone import contracts
+from shared.backbone import clinical, contracts
 from shared.canonical.model import ClinicalEvent, NhsNumber
 from shared.errors import PermanentError, TieError
-from shared.events import clinical
 from shared.messaging.ports import REPLAY_SUBSCRIPTION_PROPERTY, MessageBus, OutboundMessage
 from shared.messaging.topology import TOPIC_CLINICAL, TOPIC_PLATFORM
 from shared.pds.model import TraceOutcome

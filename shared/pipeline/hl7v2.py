@@ -40,9 +40,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+from shared.backbone import clinical
 from shared.config.settings import get_settings
 from shared.errors import TransientError
-from shared.events import clinical
 from shared.hl7v2 import Hl7ParseError, Message, limits, parse_message
 from shared.hl7v2.ack import AckCode, build_ack, build_ack_for_unparseable, choose_ack_codes
 from shared.hl7v2.validation import LIMIT_CHECK, Issue, ValidationResult, validate

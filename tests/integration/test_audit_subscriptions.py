@@ -16,8 +16,7 @@ import azure.functions as func
 
 from functions import audit_consumer
 from shared.audit.bus_events import audit_bus_event
-from shared.backbone import contracts
-from shared.events import clinical
+from shared.backbone import clinical, contracts
 from shared.hl7v2 import parse_message
 from shared.mapping.hl7v2_in import map_message
 from shared.messaging.ports import OutboundMessage
@@ -168,7 +167,7 @@ def test_each_published_event_is_recorded_once_and_nothing_dead_letters(
         )
 
     with running_host(host):
-        wait_for(drained, timeout=30)
+        wait_for(drained, timeout=120)
 
     got = _records(container)
     assert got[0] == _expected(*events[0])  # appended before the host ran

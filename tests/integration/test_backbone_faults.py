@@ -27,12 +27,11 @@ from typing import Any
 
 import pytest
 
-from shared.backbone import deadletter
+from shared.backbone import clinical, deadletter
 from shared.backbone.fhir_writeback import FhirDownstream
 from shared.backbone.hl7_writeback import Hl7MllpDownstream, MllpSender
 from shared.backbone.runtime import Backbone, WriteBackOptions
 from shared.canonical.model import ClinicalEvent
-from shared.events import clinical
 from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from shared.journal import Journal
 from shared.mapping.fhir_in import event_from_fhir, patient_from_fhir

@@ -178,7 +178,7 @@ def rig(tmp_path: Path, sabotage: str | None, monkeypatch: pytest.MonkeyPatch) -
     if sabotage == "no-idempotency":
         options = WriteBackOptions(operational_events=False, idempotency=False, **quick)  # type: ignore[arg-type]
     elif sabotage == "no-digest":
-        for module in ("shared.backbone.writeback", "shared.events.clinical"):
+        for module in ("shared.backbone.writeback", "shared.backbone.clinical"):
             monkeypatch.setattr(f"{module}.content_digest", lambda _data: "0" * 64)
     elif sabotage == "no-claims":
         monkeypatch.setattr(identity, "natural_claim", lambda _event: None)

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
+from shared.backbone import clinical
 from shared.canonical.model import ClinicalEvent
-from shared.events import clinical
 from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from shared.journal import WRITTEN_BACK, Journal
 from shared.mapping.fhir_in import event_from_fhir

@@ -196,7 +196,7 @@ def test_bus_outage_answers_ar_and_the_retry_succeeds(service: Hl7Ingest, contai
 
 
 def test_bus_processor_maps_and_publishes_the_clinical_event(container: Any) -> None:
-    from shared.events.clinical import from_message, to_message
+    from shared.backbone.clinical import from_message, to_message
     from shared.journal import Journal
     from shared.messaging.topology import SUB_CLINICAL_AUDIT, TOPIC_CLINICAL
     from shared.pipeline.ingest import ProcessorContext

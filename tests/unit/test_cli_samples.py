@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from shared.backbone import clinical
 from shared.backbone.errors import ContractViolation
-from shared.events import clinical
 from shared.hl7v2 import parse_message
 from shared.identifiers.nhs_number import is_valid_nhs_number
 from shared.pipeline.hl7v2 import Hl7Ingest

@@ -12,8 +12,7 @@ from typing import Any
 from shared.audit.bus_events import audit_bus_event
 from shared.audit.sqlite_log import SqliteAuditLog
 from shared.audit.trail import AuditTrail
-from shared.backbone import contracts
-from shared.events import clinical
+from shared.backbone import clinical, contracts
 from shared.hl7v2 import parse_message
 from shared.mapping.hl7v2_in import map_message
 from shared.messaging.topology import (
@@ -163,7 +162,7 @@ def test_the_triggers_drain_the_three_audit_subscriptions_into_the_chain() -> No
         return found if len(found) == 3 else None
 
     with running_host(host):
-        got = wait_for(recorded, timeout=30)
+        got = wait_for(recorded, timeout=120)
     assert sorted(got) == [
         (SUB_CLINICAL_AUDIT, "c-1"),
         (SUB_OPERATIONAL_AUDIT, "o-1"),

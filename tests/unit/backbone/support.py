@@ -14,13 +14,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from shared.backbone import clinical
 from shared.backbone.delivery import Delivery
 from shared.backbone.runtime import Backbone, WriteBackOptions, build_backbone
 from shared.backbone.settlement import DEAD_LETTERED, settle_failure
 from shared.backbone.writeback import Downstream
 from shared.canonical.model import ClinicalEvent
 from shared.errors import TieError
-from shared.events import clinical
 from shared.fhirstore.ports import FhirRepository
 from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from shared.hl7v2 import parse_message

@@ -9,11 +9,10 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from shared.backbone import contracts
+from shared.backbone import clinical, contracts
 from shared.backbone._fastschema import UnsupportedSchema, compile_schema, json_equal
 from shared.backbone.errors import ContractViolation
 from shared.canonical import identity
-from shared.events import clinical
 from shared.messaging.topology import TOPIC_CLINICAL, TOPIC_INGEST, TOPIC_OPERATIONAL, TOPIC_PLATFORM
 from tests.unit.backbone.support import event, nhs_numbers
 

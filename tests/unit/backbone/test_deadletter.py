@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.backbone import deadletter
+from shared.backbone import clinical, deadletter
 from shared.backbone.delivery import PARKED_ROW_PROPERTY, Delivery
 from shared.backbone.errors import DownstreamRejected
-from shared.events import clinical
 from shared.journal import Journal
 from shared.messaging.ports import NEXT_AVAILABLE_SESSION, REPLAY_COUNT_PROPERTY
 from shared.messaging.topology import SUB_PLATFORM_AUDIT, SUB_WRITEBACK_FHIR, TOPIC_CLINICAL, TOPIC_PLATFORM

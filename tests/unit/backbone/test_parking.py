@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from shared.backbone import clinical
 from shared.backbone.delivery import PARKED_ROW_PROPERTY, Delivery
 from shared.backbone.parking import PARKED, RELEASED, ParkingLot, session_prefix
-from shared.events import clinical
 from shared.messaging.errors import BusUnavailable
 from shared.messaging.ports import NEXT_AVAILABLE_SESSION, REPLAY_COUNT_PROPERTY, REPLAY_SUBSCRIPTION_PROPERTY
 from shared.messaging.topology import (

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from shared.backbone import contracts
+from shared.backbone import clinical, contracts
 from shared.backbone.breaker import BreakerState
 from shared.backbone.delivery import PARKED_ROW_PROPERTY, Delivery
 from shared.backbone.errors import (
@@ -25,7 +25,6 @@ from shared.backbone.runtime import WriteBackOptions
 from shared.backbone.writeback import clinical_assertion
 from shared.canonical import identity
 from shared.canonical.model import EncounterStatus
-from shared.events import clinical
 from shared.idempotency import IdempotencyPayloadConflict, IdempotencyStoredFailure
 from shared.messaging.ports import REPLAY_COUNT_PROPERTY
 from shared.messaging.topology import (

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from shared.backbone import clinical
 from shared.config.settings import get_settings, reset_settings
-from shared.events import clinical
 from shared.fhirapi import FhirApi, event_relay_for
 from shared.fhirapi.clinical_events import ClinicalEvents
 from shared.fhirstore.sqlite_store import SqliteFhirRepository

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from shared.events import clinical
+from shared.backbone import clinical
 from shared.fhirapi import FhirApi
 from shared.fhirapi.clinical_events import OUTBOX_OWNER_PARTITION
 from shared.fhirapi.minimise import CLIENT_HEADER, StaticElementsPolicy

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from shared.backbone import clinical
 from shared.backbone.writeback import DownstreamResponse
 from shared.canonical.model import ClinicalEvent, Sensitivity
-from shared.events import clinical
 from shared.hl7v2.parser import parse_message
 from shared.journal import Journal
 from shared.mapping.hl7v2_in import map_message

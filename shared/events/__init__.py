@@ -1,1 +1,0 @@
-"""Event contracts on the bus: envelopes for clinical (and later operational/platform) events."""
