@@ -10,7 +10,7 @@ by a default: it raises, becomes an explicit data-absent reason, or is kept as t
   with FHIR ``$translate`` semantics (``result``, ``message``, ``matches``)
 * :mod:`~shared.terminology.valuesets` - ``load_value_set(id)``, ``lookup(value_set_id, system, code)``
 * :mod:`~shared.terminology.policy` - ``map_code(map_id, code, policy=Unmapped.X, field=...)`` and
-  ``map_field(field, code)`` -> ``MappedCode | KeptSource | DataAbsent``
+  ``map_field(field, code)`` -> ``MappedCode | KeptSource | MappedAbsent``
 * :mod:`~shared.terminology.v2tables` - the codes of the HL7 v2 tables (``is_table_code("0069", "MED")``):
   a code is labelled ``v2-NNNN`` only when it is one
 * :mod:`~shared.terminology.local_systems` - senders' own codes: the sending facility's local code system
@@ -42,10 +42,10 @@ from shared.terminology.errors import (
     UnmappedCode,
 )
 from shared.terminology.policy import (
-    DataAbsent,
     FieldPolicy,
     KeptSource,
     MapOutcome,
+    MappedAbsent,
     MappedCode,
     Unmapped,
     field_policies,
@@ -60,12 +60,12 @@ __all__ = [
     "AmbiguousMapping",
     "Coding",
     "ConceptMap",
-    "DataAbsent",
     "Equivalence",
     "FieldPolicy",
     "InvalidTerminologyData",
     "KeptSource",
     "MapOutcome",
+    "MappedAbsent",
     "MappedCode",
     "Match",
     "TerminologyError",

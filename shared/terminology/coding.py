@@ -1,23 +1,17 @@
-"""Value types shared by the terminology modules: :class:`Coding` and :class:`Equivalence`.
+"""Value types of the terminology modules: :class:`Coding` (the canonical model's) and :class:`Equivalence`.
 
-They are deliberately independent of the canonical model (``shared.canonical``) so that terminology data
-can be loaded, validated and tested on its own; mappers convert a :class:`Coding` with one constructor call.
+``Coding`` is :class:`shared.canonical.model.Coding`, so a mapped code goes into the canonical model as it
+is; ``shared.canonical.model`` imports nothing from ``shared`` (only pydantic), so terminology data still
+loads and tests on its own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 
+from shared.canonical.model import Coding
 
-@dataclass(frozen=True, slots=True)
-class Coding:
-    """A code in a code system (FHIR ``Coding``): ``system`` is a URI, ``code`` is case-sensitive."""
-
-    system: str
-    code: str
-    display: str | None = None
-    version: str | None = None
+__all__ = ["Coding", "Equivalence"]
 
 
 class Equivalence(StrEnum):

@@ -182,13 +182,17 @@ def _translate_in(
         considered += 1
         if reverse:
             for source_element, target in group.reverse_index.get(code, ()):
-                source = Coding(group.source, source_element.code, source_element.display)
+                source = Coding(system=group.source, code=source_element.code, display=source_element.display)
                 matches.append(cmap._match(target.equivalence.reversed(), source, target))
             continue
         element = group.elements.get(code)
         if element is not None:
             for target in element.targets:
-                concept = None if target.code is None else Coding(group.target, target.code, target.display)
+                concept = (
+                    None
+                    if target.code is None
+                    else Coding(system=group.target, code=target.code, display=target.display)
+                )
                 matches.append(cmap._match(target.equivalence, concept, target))
         elif group.unmapped is not None:
             matches.extend(_apply_unmapped(cmap, group, code, depth))
@@ -202,7 +206,7 @@ def _apply_unmapped(cmap: ConceptMap, group: Group, code: str, depth: int) -> li
     assert rule is not None
     if rule.mode == "provided":
         note = Target(code, None, Equivalence.EQUAL, "unmapped mode 'provided': code passed through")
-        return [cmap._match(Equivalence.EQUAL, Coding(group.target, code), note)]
+        return [cmap._match(Equivalence.EQUAL, Coding(system=group.target, code=code), note)]
     # other-map
     if depth >= _MAX_OTHER_MAP_DEPTH:
         raise InvalidTerminologyData(f"conceptmaps/{cmap.id}: 'other-map' chain deeper than {depth}")

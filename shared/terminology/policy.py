@@ -6,7 +6,7 @@ listed as ``unmatched``/``disjoint``) the field's :class:`Unmapped` policy decid
 * ``RAISE`` - :class:`UnmappedCode` (a :class:`~shared.errors.PermanentError`: the message goes to the
   dead-letter/ACK path). For modifier elements such as ``Observation.status``, where any guess changes the
   clinical meaning.
-* ``DATA_ABSENT`` - a :class:`DataAbsent` with a FHIR data-absent-reason code and the source coding. The
+* ``DATA_ABSENT`` - a :class:`MappedAbsent` with a FHIR data-absent-reason code and the source coding. The
   reason is the one the map suggests for an explicitly unmatched code (e.g. v2-0001 ``N`` ->
   ``not-applicable``), else the caller's ``absent_reason``.
 * ``KEEP_SOURCE`` - a :class:`KeptSource`: the original code in its source system and NO target code
@@ -38,10 +38,10 @@ from shared.terminology.systems import DATA_ABSENT_REASON
 from shared.terminology.valuesets import DATA_ABSENT_REASON_VS, load_value_set, lookup_code
 
 __all__ = [
-    "DataAbsent",
     "FieldPolicy",
     "KeptSource",
     "MapOutcome",
+    "MappedAbsent",
     "MappedCode",
     "Unmapped",
     "field_policies",
@@ -95,8 +95,9 @@ class KeptSource:
 
 
 @dataclass(frozen=True)
-class DataAbsent:
-    """No value, with a FHIR data-absent-reason ``reason`` and the source coding that could not be mapped."""
+class MappedAbsent:
+    """No value, with a FHIR data-absent-reason ``reason`` and the source coding that could not be mapped
+    (the mappers turn it into a canonical :class:`~shared.canonical.model.DataAbsent`)."""
 
     field: str
     reason: str
@@ -109,14 +110,14 @@ class DataAbsent:
     @property
     def reason_coding(self) -> Coding:
         display = load_value_set(DATA_ABSENT_REASON_VS).display(DATA_ABSENT_REASON, self.reason)
-        return Coding(DATA_ABSENT_REASON, self.reason, display)
+        return Coding(system=DATA_ABSENT_REASON, code=self.reason, display=display)
 
     @property
     def lineage(self) -> str:
         return f"{self.concept_map_id}|{self.concept_map_version}"
 
 
-MapOutcome = MappedCode | KeptSource | DataAbsent
+MapOutcome = MappedCode | KeptSource | MappedAbsent
 
 
 def _check_reason(reason: str) -> None:
@@ -127,8 +128,8 @@ def _check_reason(reason: str) -> None:
 def _source_coding(cmap: ConceptMap, code: str, system: str | None) -> Coding:
     for group in cmap.groups:
         if system in (None, group.source) and (element := group.elements.get(code)) is not None:
-            return Coding(group.source, code, element.display)
-    return Coding(system or cmap.source_system, code)
+            return Coding(system=group.source, code=code, display=element.display)
+    return Coding(system=system or cmap.source_system, code=code)
 
 
 def _choose(cmap: ConceptMap, field: str, code: str, usable: tuple[Match, ...]) -> Match:
@@ -200,7 +201,7 @@ def map_code(
         )
     if policy is Unmapped.DATA_ABSENT:
         reason = (explicit.data_absent_reason if explicit else None) or absent_reason
-        return DataAbsent(field, reason, source, cmap.id, cmap.version, explicit is not None, comment)
+        return MappedAbsent(field, reason, source, cmap.id, cmap.version, explicit is not None, comment)
     return KeptSource(field, source, cmap.id, cmap.version, explicit is not None, comment)
 
 

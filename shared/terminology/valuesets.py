@@ -71,7 +71,11 @@ class ValueSet:
         return self.concepts.get(system, {}).get(code)
 
     def codings(self) -> tuple[Coding, ...]:
-        return tuple(Coding(s, c, d) for s, codes in self.concepts.items() for c, d in codes.items())
+        return tuple(
+            Coding(system=s, code=c, display=d)
+            for s, codes in self.concepts.items()
+            for c, d in codes.items()
+        )
 
 
 def _parse(resource_id: str, doc: object) -> ValueSet:

@@ -8,9 +8,9 @@ from shared.errors import PermanentError
 from shared.terminology import (
     AmbiguousMapping,
     Coding,
-    DataAbsent,
     Equivalence,
     KeptSource,
+    MappedAbsent,
     MappedCode,
     UnknownConceptMap,
     UnknownFieldPolicy,
@@ -33,8 +33,8 @@ LAB = "example-trust-local-lab-to-loinc-snomed"
 def test_a_mapped_code_is_mapped_whatever_the_policy(policy: Unmapped) -> None:
     out = map_code(GENDER, "M", policy=policy, field="Patient.gender")
     assert isinstance(out, MappedCode)
-    assert out.target == Coding(s.ADMINISTRATIVE_GENDER, "male", "Male")
-    assert out.source == Coding(v2_table_system("0001"), "M", "Male")
+    assert out.target == Coding(system=s.ADMINISTRATIVE_GENDER, code="male", display="Male")
+    assert out.source == Coding(system=v2_table_system("0001"), code="M", display="Male")
     assert out.equivalence is Equivalence.EQUIVALENT
     cmap = load_concept_map(GENDER)
     assert (out.concept_map_id, out.concept_map_version) == (GENDER, cmap.version)
@@ -65,18 +65,20 @@ def test_raise_message_does_not_carry_long_values() -> None:
 
 def test_data_absent_uses_the_reason_the_map_suggests() -> None:
     out = map_code(GENDER, "N", policy=Unmapped.DATA_ABSENT, field="Patient.gender", absent_reason="unknown")
-    assert isinstance(out, DataAbsent)
+    assert isinstance(out, MappedAbsent)
     assert out.reason == "not-applicable" and out.explicitly_unmatched
-    assert out.source == Coding(v2_table_system("0001"), "N", "Not applicable")
-    assert out.reason_coding == Coding(s.DATA_ABSENT_REASON, "not-applicable", "Not Applicable")
+    assert out.source == Coding(system=v2_table_system("0001"), code="N", display="Not applicable")
+    assert out.reason_coding == Coding(
+        system=s.DATA_ABSENT_REASON, code="not-applicable", display="Not Applicable"
+    )
     assert out.comment
 
 
 def test_data_absent_falls_back_to_the_callers_reason() -> None:
     out = map_code(GENDER, "Z", policy=Unmapped.DATA_ABSENT, field="Patient.gender", absent_reason="error")
-    assert isinstance(out, DataAbsent)
+    assert isinstance(out, MappedAbsent)
     assert (out.reason, out.explicitly_unmatched) == ("error", False)
-    assert out.source == Coding(v2_table_system("0001"), "Z")
+    assert out.source == Coding(system=v2_table_system("0001"), code="Z")
     assert out.concept_map_id == GENDER
 
 
@@ -88,12 +90,12 @@ def test_data_absent_reason_must_be_a_real_code() -> None:
 def test_keep_source_carries_the_original_code_and_no_target() -> None:
     out = map_code(CLASS, "R", policy=Unmapped.KEEP_SOURCE, field="Encounter.class")
     assert isinstance(out, KeptSource)
-    assert out.source == Coding(v2_table_system("0004"), "R", "Recurring patient")
+    assert out.source == Coding(system=v2_table_system("0004"), code="R", display="Recurring patient")
     assert out.explicitly_unmatched and out.comment
     assert not hasattr(out, "target")
     local = map_code(CLASS, "NH", policy=Unmapped.KEEP_SOURCE, field="Encounter.class")
     assert isinstance(local, KeptSource) and not local.explicitly_unmatched
-    assert local.source == Coding(v2_table_system("0004"), "NH")
+    assert local.source == Coding(system=v2_table_system("0004"), code="NH")
 
 
 def test_source_system_can_be_given() -> None:
@@ -101,7 +103,7 @@ def test_source_system_can_be_given() -> None:
     assert isinstance(out, KeptSource) and out.source.system == v2_table_system("0001")
     # A system the map does not translate from is not silently accepted as a match.
     other = map_code(GENDER, "M", policy=Unmapped.KEEP_SOURCE, field="f", system=s.SNOMED_CT)
-    assert isinstance(other, KeptSource) and other.source == Coding(s.SNOMED_CT, "M")
+    assert isinstance(other, KeptSource) and other.source == Coding(system=s.SNOMED_CT, code="M")
 
 
 def test_two_target_systems_need_a_choice() -> None:
@@ -125,13 +127,15 @@ def test_unknown_map_is_not_an_unmapped_code() -> None:
 def test_map_field_uses_the_declared_policy() -> None:
     assert field_policy("Patient.gender").unmapped is Unmapped.DATA_ABSENT
     gender = map_field("Patient.gender", "X")
-    assert isinstance(gender, DataAbsent) and gender.reason == field_policy("Patient.gender").absent_reason
+    assert isinstance(gender, MappedAbsent) and gender.reason == field_policy("Patient.gender").absent_reason
     encounter = map_field("Encounter.class", "B")
     assert isinstance(encounter, KeptSource)
     with pytest.raises(UnmappedCode):
         map_field("Observation.status", "NOT_EXPECTED")
     status = map_field("Observation.status", "F")
-    assert isinstance(status, MappedCode) and status.target == Coding(s.OBSERVATION_STATUS, "final", "Final")
+    assert isinstance(status, MappedCode) and status.target == Coding(
+        system=s.OBSERVATION_STATUS, code="final", display="Final"
+    )
     lab = map_field("Observation.code", "ALB")  # the declared target system resolves the two-system map
     assert isinstance(lab, MappedCode) and lab.target.system == s.LOINC
 
@@ -144,6 +148,8 @@ def test_unknown_field_policy() -> None:
 def test_pds_verification_status_converts_to_the_uk_core_system() -> None:
     out = map_field("Patient.identifier.nhsNumberVerificationStatus", "01")
     assert isinstance(out, MappedCode)
-    assert out.target == Coding(s.NHS_NUMBER_VERIFICATION_STATUS_ENGLAND, "01", "Number present and verified")
+    assert out.target == Coding(
+        system=s.NHS_NUMBER_VERIFICATION_STATUS_ENGLAND, code="01", display="Number present and verified"
+    )
     assert out.source.system == s.NHS_NUMBER_VERIFICATION_STATUS_PDS
     assert out.equivalence is Equivalence.EQUAL

@@ -23,7 +23,7 @@ def test_exact_match() -> None:
     assert result.result is True and result.message is None
     (match,) = result.matches
     assert match.equivalence is Equivalence.EQUIVALENT
-    assert match.concept == Coding(s.ADMINISTRATIVE_GENDER, "female", "Female")
+    assert match.concept == Coding(system=s.ADMINISTRATIVE_GENDER, code="female", display="Female")
     cmap = load_concept_map(GENDER_MAP)
     assert match.source == f"{cmap.url}|{cmap.version}"
     assert (match.concept_map_id, match.concept_map_version) == (GENDER_MAP, cmap.version)
@@ -65,11 +65,11 @@ def test_reverse_translation_inverts_equivalence() -> None:
     # SNOMED Asthma -> ICD-10 J45.9 is 'narrower'; seen from ICD-10 the SNOMED concept is 'wider'.
     forward = translate("195967001", s.SNOMED_CT, target_system=s.ICD10)
     (fwd,) = forward.matches
-    assert fwd.concept == Coding(s.ICD10, "J45.9", "Asthma, unspecified")
+    assert fwd.concept == Coding(system=s.ICD10, code="J45.9", display="Asthma, unspecified")
     assert fwd.equivalence is Equivalence.NARROWER
     back = translate("J45.9", s.ICD10, reverse=True)
     (rev,) = back.matches
-    assert rev.concept == Coding(s.SNOMED_CT, "195967001", "Asthma")
+    assert rev.concept == Coding(system=s.SNOMED_CT, code="195967001", display="Asthma")
     assert rev.equivalence is Equivalence.WIDER
 
 
@@ -113,9 +113,9 @@ def test_target_system_selects_the_group() -> None:
 def test_multi_group_map_reaches_both_target_systems() -> None:
     v2_0063 = v2_table_system("0063")
     (mother,) = translate("MTH", v2_0063).matches
-    assert mother.concept == Coding(s.V3_ROLE_CODE, "MTH", "mother")
+    assert mother.concept == Coding(system=s.V3_ROLE_CODE, code="MTH", display="mother")
     (emergency,) = translate("EMC", v2_0063).matches
-    assert emergency.concept == Coding(s.V2_0131_CONTACT_ROLE, "C", "Emergency Contact")
+    assert emergency.concept == Coding(system=s.V2_0131_CONTACT_ROLE, code="C", display="Emergency Contact")
 
 
 def test_system_mismatch_with_an_explicit_map() -> None:
