@@ -15,18 +15,16 @@ configured authority to its URI (a FHIR client still sending ``urn:tie:authority
 
 from __future__ import annotations
 
-import functools
-import json
 import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, unquote
 
+from shared.config.json_file import SettingsFile
 from shared.errors import ConfigurationError
 
 __all__ = [
@@ -140,46 +138,34 @@ def parse(doc: Any, where: str) -> IdentifierSystems:
     return IdentifierSystems(version, where, MappingProxyType(by_authority), MappingProxyType(reverse))
 
 
+_FILE: SettingsFile[IdentifierSystems] = SettingsFile(
+    label="identifier-systems",
+    package="shared.identifiers.data",
+    resource="identifier_systems.json",
+    setting=lambda settings: settings.identifier_systems_file,
+    parse=parse,
+    error=InvalidIdentifierSystems,
+)
+
+
 def load_file(path: Path) -> IdentifierSystems:
-    try:
-        text = path.read_text("utf-8")
-    except OSError:
-        raise InvalidIdentifierSystems(f"identifier-systems file {path.name} cannot be read") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidIdentifierSystems(f"{path.name}: not valid JSON (line {exc.lineno})") from None
-    return parse(doc, path.name)
+    return _FILE.load_file(path)
 
 
 def packaged() -> IdentifierSystems:
-    text = resources.files("shared.identifiers.data").joinpath("identifier_systems.json").read_text("utf-8")
-    return parse(json.loads(text), "identifier_systems.json")
-
-
-@functools.cache
-def _from_settings() -> IdentifierSystems:
-    from shared.config.settings import get_settings
-
-    path = get_settings().identifier_systems_file
-    return packaged() if path is None else load_file(path)
-
-
-_OVERRIDE: list[IdentifierSystems] = []
+    return _FILE.packaged()
 
 
 def configured() -> IdentifierSystems:
     """The deployment's file (setting ``TIE_IDENTIFIER_SYSTEMS_FILE``, read once), else the packaged one;
     :func:`override` (tests, the local host) replaces it."""
-    return _OVERRIDE[-1] if _OVERRIDE else _from_settings()
+    return _FILE.configured()
 
 
 def override(config: IdentifierSystems | None) -> None:
     """Use ``config`` instead of the configured file (``None``: back to the file). Mappers cache what they
     derived from it: callers clear those caches (tests use a fixture that does)."""
-    _OVERRIDE.clear()
-    if config is not None:
-        _OVERRIDE.append(config)
+    _FILE.override(config)
 
 
 # ------------------------------------------------------------------------------ unregistered authorities

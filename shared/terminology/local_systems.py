@@ -17,18 +17,16 @@ The facility is MSH-4.1, else MSH-3.1 (as for identifiers: docs/identifier-syste
 
 from __future__ import annotations
 
-import functools
-import json
 import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, unquote
 
+from shared.config.json_file import SettingsFile
 from shared.errors import ConfigurationError
 
 __all__ = [
@@ -142,46 +140,34 @@ def parse(doc: Any, where: str) -> LocalCodeSystems:
     return LocalCodeSystems(version, where, MappingProxyType(by_facility), MappingProxyType(reverse))
 
 
+_FILE: SettingsFile[LocalCodeSystems] = SettingsFile(
+    label="local-code-systems",
+    package="shared.terminology.data",
+    resource="local_code_systems.json",
+    setting=lambda settings: settings.local_code_systems_file,
+    parse=parse,
+    error=InvalidLocalCodeSystems,
+)
+
+
 def load_file(path: Path) -> LocalCodeSystems:
-    try:
-        text = path.read_text("utf-8")
-    except OSError:
-        raise InvalidLocalCodeSystems(f"local-code-systems file {path.name} cannot be read") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidLocalCodeSystems(f"{path.name}: not valid JSON (line {exc.lineno})") from None
-    return parse(doc, path.name)
+    return _FILE.load_file(path)
 
 
 def packaged() -> LocalCodeSystems:
-    text = resources.files("shared.terminology.data").joinpath("local_code_systems.json").read_text("utf-8")
-    return parse(json.loads(text), "local_code_systems.json")
-
-
-@functools.cache
-def _from_settings() -> LocalCodeSystems:
-    from shared.config.settings import get_settings
-
-    path = get_settings().local_code_systems_file
-    return packaged() if path is None else load_file(path)
-
-
-_OVERRIDE: list[LocalCodeSystems] = []
+    return _FILE.packaged()
 
 
 def configured() -> LocalCodeSystems:
     """The deployment's file (setting ``TIE_LOCAL_CODE_SYSTEMS_FILE``, read once), else the packaged one;
     :func:`override` (tests, the local host) replaces it."""
-    return _OVERRIDE[-1] if _OVERRIDE else _from_settings()
+    return _FILE.configured()
 
 
 def override(config: LocalCodeSystems | None) -> None:
     """Use ``config`` instead of the configured file (``None``: back to the file). Mappers cache coded
     values per sender: callers clear those caches (``shared.mapping.hl7v2_in`` memoises nothing local)."""
-    _OVERRIDE.clear()
-    if config is not None:
-        _OVERRIDE.append(config)
+    _FILE.override(config)
 
 
 def table_of(uri: str | None) -> str | None:
