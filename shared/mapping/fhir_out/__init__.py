@@ -2,8 +2,8 @@
 
 Output is FHIR JSON dicts (decimals as :class:`~decimal.Decimal`; write with :func:`serialize`) whose
 entries are conditional or deterministic-id requests, so replaying a message never creates a second
-resource. Entries, references, ids, event semantics, lineage and the read-only shared parts (treat a
-bundle as read-only): ``docs/mapping-fhir-out.md``.
+resource. Entries, references, ids, event semantics and lineage: ``docs/mapping-fhir-out.md``. Every
+bundle is the caller's own (nothing in it is shared with another bundle).
 """
 
 from __future__ import annotations

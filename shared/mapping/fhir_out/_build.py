@@ -27,7 +27,6 @@ from shared.canonical.model import (
     Range,
 )
 from shared.fhir import profiles
-from shared.mapping.fhir_out._frozen import freeze
 from shared.mapping.lineage import LineageEntry
 from shared.mapping.timeutil import to_fhir, to_fhir_instant
 from shared.terminology.v2tables import is_table_code
@@ -212,32 +211,9 @@ def coding(c: Coding, lin: Lin | None, src: str, dst: str) -> JSON:
     return out
 
 
-#: CodeableConcepts by the canonical value they were built from (lineage off), shared read-only between
-#: resources and bundles (``_frozen``): the HL7 mapper hands back the same immutable Concept for the same
-#: code text (a ward's class, a test code, a flag), so it is built once. Keyed by ``id`` and checked by
-#: identity (the entry holds the object); a value is only frozen and kept the second time it is seen.
-_CODEABLE: dict[int, tuple[object, JSON | None]] = {}
-_CODEABLE_MAX = 512
-
-
 def codeable(c: Coded, lin: Lin | None, src: str, dst: str) -> JSON:
     """Concept -> CodeableConcept (codings + text); DataAbsent -> a CodeableConcept carrying the
     data-absent-reason extension and, when the source code could not be mapped, that source coding."""
-    if lin is None:
-        seen = _CODEABLE.get(id(c))
-        if seen is not None and seen[0] is c:
-            if seen[1] is not None:
-                return seen[1]
-            built: JSON = freeze(_codeable(c, None, src, dst))
-            _CODEABLE[id(c)] = (c, built)
-            return built
-        if len(_CODEABLE) >= _CODEABLE_MAX:
-            _CODEABLE.clear()
-        _CODEABLE[id(c)] = (c, None)
-    return _codeable(c, lin, src, dst)
-
-
-def _codeable(c: Coded, lin: Lin | None, src: str, dst: str) -> JSON:
     if isinstance(c, DataAbsent):
         out: JSON = {"extension": absent_extension(c.reason.value)}
         if lin is not None:

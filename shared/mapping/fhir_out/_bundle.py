@@ -1,5 +1,4 @@
-"""The transaction Bundle under construction: entries, references, ``meta``, and the caches of
-reference-data and repeated Patient / Encounter resources (lineage off).
+"""The transaction Bundle under construction: entries, references and ``meta``.
 
 See :mod:`shared.mapping.fhir_out` for the entry/reference scheme. One :class:`Builder` maps one event;
 the resource modules (``patient``, ``encounter``, ``results``, ``orders``, ``records``) add its entries.
@@ -9,7 +8,6 @@ from __future__ import annotations
 
 import functools
 from datetime import UTC
-from typing import Any
 
 from shared.canonical.identity import IdentityError, encounter_identifier
 from shared.canonical.model import (
@@ -25,7 +23,6 @@ from shared.canonical.model import (
 from shared.fhir import profiles
 from shared.fhir.ids import resource_id, urn
 from shared.mapping.fhir_out._build import (
-    _CODEABLE,
     JSON,
     RULE_COPY,
     RULE_ID,
@@ -34,7 +31,6 @@ from shared.mapping.fhir_out._build import (
     Lin,
     identifier_query,
 )
-from shared.mapping.fhir_out._frozen import freeze
 from shared.mapping.fhir_out.errors import FhirOutError
 from shared.mapping.lineage import LineageEntry
 from shared.terminology.valuesets import load_value_set
@@ -100,73 +96,8 @@ def ref_query(system: str, value: str) -> str:
     return identifier_query(system, value)
 
 
-#: Reference-data resources (Practitioner / Organization / Location) built for a canonical value, lineage
-#: off: (read-only resource, ifNoneExist query). They never carry patient data or meta.security, so the
-#: same value always gives the same resource, shared read-only between bundles (see ``_frozen``).
-_REFERENCE: dict[object, tuple[JSON, str]] = {}
-_REFERENCE_MAX = 1024
-
-
-_REFERENCE_BY_ID: dict[int, tuple[object, tuple[JSON, str]]] = {}
-
-
-def _remember_by_id(value: object, hit: tuple[JSON, str]) -> None:
-    if len(_REFERENCE_BY_ID) >= _REFERENCE_MAX:
-        _REFERENCE_BY_ID.clear()
-    _REFERENCE_BY_ID[id(value)] = (value, hit)
-
-
-def remember_reference(key: tuple[str, object], resource: JSON, query: str) -> JSON:
-    """Freeze ``resource``, keep it for the next bundle naming the same value, and return it."""
-    if len(_REFERENCE) >= _REFERENCE_MAX:
-        _REFERENCE.clear()
-    frozen: JSON = freeze(resource)
-    _REFERENCE[key] = (frozen, query)
-    _remember_by_id(key[1], (frozen, query))
-    return frozen
-
-
-#: Patient / Encounter resources by the canonical object they were built from (lineage off): the HL7
-#: mapper hands the same immutable object back for a repeated PID / PV1, so the resource is built once and
-#: shared read-only (``_frozen``). Keyed by ``id`` and checked by identity (the entry holds the object, so
-#: its id cannot be reused while cached); the key also holds what else the resource depends on. An object
-#: is only cached when it is seen a second time: one-off patients never pay for freezing.
-_BY_OBJECT: dict[int, tuple[object, object, Any]] = {}
-_SEEN_ONCE = object()
-
-
-#: Small on purpose: every cached object stays alive, and Python's garbage collector walks them all.
-_BY_OBJECT_MAX = 256
-
-
-def worth_caching(obj: object, kind: object) -> bool:
-    """True when ``obj`` (with the same dependencies) was built before; remembers this sighting."""
-    seen = _BY_OBJECT.get(id(obj))
-    if seen is not None and seen[0] is obj and seen[1] == kind:
-        return True
-    if len(_BY_OBJECT) >= _BY_OBJECT_MAX:
-        _BY_OBJECT.clear()
-    _BY_OBJECT[id(obj)] = (obj, kind, _SEEN_ONCE)
-    return False
-
-
-def cached_object(obj: object, kind: object) -> Any:
-    hit = _BY_OBJECT.get(id(obj))
-    if hit is not None and hit[0] is obj and hit[1] == kind and hit[2] is not _SEEN_ONCE:
-        return hit[2]
-    return None
-
-
-def remember_object(obj: object, kind: object, value: Any) -> None:
-    _BY_OBJECT[id(obj)] = (obj, kind, value)
-
-
 def clear_caches() -> None:
-    """Forget every cached resource and id (tests: a fresh build must equal a cached one)."""
-    _REFERENCE.clear()
-    _REFERENCE_BY_ID.clear()
-    _BY_OBJECT.clear()
-    _CODEABLE.clear()
+    """Forget the memoised ids (tests: a fresh process must give the same bundle)."""
     reference_url.cache_clear()
     ref_query.cache_clear()
 
@@ -272,24 +203,6 @@ class Builder:
         full_url = reference_url(resource_type, system, value)
         self._seen[(resource_type, system, value)] = full_url
         return full_url, False
-
-    def cached_reference(self, resource_type: str, value: object, full_url: str, key_src: str) -> bool:
-        """Add the entry for reference-data ``value`` from the cache (lineage off); False on a miss."""
-        if self.sink is not None:
-            return False
-        # the same object (the HL7 mapper's memo hands it back) is found by identity, without hashing or
-        # comparing the model tree; an equal but distinct object by value
-        same = _REFERENCE_BY_ID.get(id(value))
-        if same is not None and same[0] is value:
-            hit: tuple[JSON, str] | None = same[1]
-        else:
-            hit = _REFERENCE.get((resource_type, value))
-            if hit is None:
-                return False
-            _remember_by_id(value, hit)
-        assert hit is not None
-        self.create(resource_type, full_url, hit[0], hit[1], key_src)
-        return True
 
     def visit(self, enc: Encounter) -> tuple[Identifier, int]:
         try:

@@ -34,13 +34,8 @@ from shared.mapping.fhir_out._build import (
 )
 from shared.mapping.fhir_out._bundle import (
     Builder,
-    cached_object,
     ref_query,
-    remember_object,
-    remember_reference,
-    worth_caching,
 )
-from shared.mapping.fhir_out._frozen import freeze
 from shared.mapping.fhir_out.errors import FhirOutError
 from shared.mapping.fhir_out.patient import party_ref
 from shared.terminology import systems
@@ -64,9 +59,6 @@ def encounter(b: Builder) -> None:
     enc = ev.encounter
     if enc is None:
         raise FhirOutError("encounter event without an encounter", field="encounter")
-    depends = (ev.kind, b.patient_ref.get("reference"), ev.patient.sensitivity)
-    if b.sink is None and _from_cache(b, enc, depends):
-        return
     visit, vn = b.visit(enc)
     rid = resource_id("Encounter", visit.system, visit.value)
     lin = b.lin("Encounter", urn(rid))
@@ -91,22 +83,7 @@ def encounter(b: Builder) -> None:
         set_built(res, "serviceProvider", provider)
     _spell(res, enc.spell_identifier, visit, lin)
     key_src = f"encounter.identifiers[{vn}]"
-    if lin is None and worth_caching(enc, depends):
-        res = freeze(res)
-        remember_object(enc, depends, (rid, res, key_src))
     b.put("Encounter", rid, res, lin, key_src)
-
-
-def _from_cache(b: Builder, enc: Encounter, depends: object) -> bool:
-    """Add the Encounter built before for the same canonical object and dependencies (lineage off), after
-    the entries it refers to; False on a miss."""
-    hit = cached_object(enc, depends)
-    if hit is None:
-        return False
-    cached_rid, cached, cached_src = hit
-    _encounter_parties(b, enc)  # their entries, as a first build adds them
-    b.put("Encounter", cached_rid, cached, None, cached_src)
-    return True
 
 
 def _status(res: JSON, kind: EventKind, status: EncounterStatus, lin: Lin | None) -> EncounterStatus:
@@ -256,7 +233,7 @@ def location_ref(b: Builder, loc: Location, src: str, lin: Lin | None, dst: str)
     system, value = key
     full_url, seen = b.ref_url("Location", system, value)
     trace(lin, src, f"{dst}.reference", RULE_REF)
-    if not (seen or b.cached_reference("Location", loc, full_url, src)):
+    if not seen:
         _location(b, loc, src, key, full_url)
     return {"reference": full_url}
 
@@ -273,7 +250,7 @@ def _location_key(loc: Location) -> tuple[str, str] | None:
 
 
 def _location(b: Builder, loc: Location, src: str, key: tuple[str, str], full_url: str) -> None:
-    """The Location entry (reference data: conditional create, shared read-only once built)."""
+    """The Location entry (reference data: conditional create)."""
     system, value = key
     within = any((loc.point_of_care, loc.room, loc.bed))  # a place within a site, not the site
     llin = b.lin("Location", full_url)
@@ -296,8 +273,6 @@ def _location(b: Builder, loc: Location, src: str, key: tuple[str, str], full_ur
         trace(llin, None, "partOf.identifier.system", _ODS_SITE_SYSTEM)
         trace(llin, f"{src}.facility", "partOf.identifier.value")
     query = ref_query(system, value)
-    if llin is None:
-        res = remember_reference(("Location", loc), res, query)
     b.create("Location", full_url, res, query, src)
 
 

@@ -40,13 +40,8 @@ from shared.mapping.fhir_out._build import (
 from shared.mapping.fhir_out._bundle import (
     PATIENT_UPSERT_KINDS,
     Builder,
-    cached_object,
     ref_query,
-    remember_object,
-    remember_reference,
-    worth_caching,
 )
-from shared.mapping.fhir_out._frozen import freeze
 
 _BIRTH_DATE_RULE = "PartialDate -> FHIR date at its precision"
 _LINKED_PATIENT = "constant: linked record is a Patient"
@@ -55,9 +50,6 @@ _LINKED_PATIENT = "constant: linked record is a Patient"
 def patient(b: Builder) -> None:
     ev = b.event
     p = ev.patient
-    cacheable = b.sink is None and not ev.merged_identifiers
-    if cacheable and _from_cache(b, p):
-        return
     key_system, key_value, key_src = _patient_key(p)
     full_url = urn(resource_id("Patient", key_system, key_value))
     b.patient_ref = {"reference": full_url}
@@ -78,26 +70,7 @@ def patient(b: Builder) -> None:
     set_built(res, "generalPractitioner", _general_practitioners(b, p, lin))
     set_built(res, "link", _links(b, lin))
     query = identifier_query(key_system, key_value)
-    if cacheable and worth_caching(p, "Patient"):
-        res = freeze(res)
-        remember_object(p, "Patient", (full_url, res, query, key_src))
     b.entry(full_url, res, _patient_request(b, query), key_src)
-
-
-def _from_cache(b: Builder, p: Patient) -> bool:
-    """Add the Patient entry built before for the same canonical object (lineage off); False on a miss."""
-    hit = cached_object(p, "Patient")
-    if hit is None:
-        return False
-    cached_url, cached, cached_query, cached_src = hit
-    b.patient_ref = {"reference": cached_url}
-    b.reserve(cached_url)
-    if p.general_practitioner is not None:  # its Organization entry, after the Patient
-        party_ref(b, p.general_practitioner, "patient.general_practitioner", None, "")
-    if p.registered_gp is not None:  # and the GP's Practitioner entry
-        party_ref(b, p.registered_gp, "patient.registered_gp", None, "")
-    b.entry(cached_url, cached, _patient_request(b, cached_query), cached_src)
-    return True
 
 
 def _patient_key(p: Patient) -> tuple[str, str, str]:
@@ -268,7 +241,7 @@ def party_refs(
 def practitioner(b: Builder, pr: Practitioner, src: str) -> str:
     key = pr.identifiers[0]
     full_url, seen = b.ref_url("Practitioner", key.system, key.value)
-    if seen or b.cached_reference("Practitioner", pr, full_url, f"{src}.identifiers[0]"):
+    if seen:
         return full_url
     lin = b.lin("Practitioner", full_url)
     res: JSON = {
@@ -280,8 +253,6 @@ def practitioner(b: Builder, pr: Practitioner, src: str) -> str:
     if name:
         res["name"] = [name]
     query = ref_query(key.system, key.value)
-    if lin is None:
-        res = remember_reference(("Practitioner", pr), res, query)
     b.create("Practitioner", full_url, res, query, f"{src}.identifiers[0]")
     return full_url
 
@@ -294,7 +265,7 @@ def organization(b: Builder, org: Organization, src: str) -> str:
         key_system, key_value = org.identifiers[0].system, org.identifiers[0].value
         key_src = f"{src}.identifiers[0]"
     full_url, seen = b.ref_url("Organization", key_system, key_value)
-    if seen or b.cached_reference("Organization", org, full_url, key_src):
+    if seen:
         return full_url
     lin = b.lin("Organization", full_url)
     res: JSON = {
@@ -313,7 +284,5 @@ def organization(b: Builder, org: Organization, src: str) -> str:
     res["identifier"] = idents
     set_opt(res, "name", org.name, lin, f"{src}.name")
     query = ref_query(key_system, key_value)
-    if lin is None:
-        res = remember_reference(("Organization", org), res, query)
     b.create("Organization", full_url, res, query, key_src)
     return full_url

@@ -1,19 +1,13 @@
-"""fhir_out's caches (reference-data resources, Patient/Encounter resources of a repeated canonical object,
-ids) never change what a bundle says: a bundle built from the caches equals a fresh build, the shared
-parts are read-only, and every bundle can still be copied and changed freely."""
+"""fhir_out's memoised ids never change what a bundle says: a bundle built after others equals a fresh
+build, and bundles share no container (see also tests/unit/mapping/test_conversion_order.py)."""
 
 from __future__ import annotations
-
-import copy
-import json
-from collections.abc import Callable
 
 import pytest
 
 from shared.hl7v2 import parse_message
 from shared.mapping.fhir_out import FhirOutError, serialize, to_bundle
 from shared.mapping.fhir_out._bundle import clear_caches
-from shared.mapping.fhir_out._frozen import FrozenDict, FrozenList, freeze, thaw
 from shared.mapping.hl7v2_in import map_message
 from tests.hl7_corpus import FHIR_OUT_REFUSED, corpus_events
 from tests.unit.mapping.fhir_out import fhirout_events
@@ -52,46 +46,23 @@ def test_the_same_hl7_message_twice_gives_the_same_bundle_bytes() -> None:
     assert first == again == _fresh(map_message(parse_message(raw)).value)
 
 
-def test_shared_parts_are_read_only_and_bundles_copy_freely() -> None:
+def test_bundles_share_nothing() -> None:
+    """No container of one bundle is a container of another (each bundle is the caller's own)."""
     from bench.convert import messages
 
-    event = map_message(parse_message(messages("adt", 1)[0])).value
-    to_bundle(event)
-    bundle = to_bundle(event).value  # Patient, Encounter, Practitioner, Location... from the caches
-    shared = [e["resource"] for e in bundle["entry"]]
-    assert any(isinstance(r, FrozenDict) for r in shared)
-    practitioner = next(r for r in shared if r["resourceType"] == "Practitioner")
-    with pytest.raises(TypeError):
-        practitioner["name"] = []
-    with pytest.raises(TypeError):
-        practitioner["identifier"].append({})
-    mine = copy.deepcopy(bundle)
-    mine["entry"][0]["resource"]["gender"] = "other"  # a copy is plain and mutable
-    assert type(mine["entry"][0]["resource"]) is dict
-    assert to_bundle(event).value["entry"][0]["resource"].get("gender") != "other"
-    plain = json.loads(serialize(bundle))
-    assert plain == thaw(bundle)
-    # the bundle itself (entries, requests) is the caller's: only shared resources are frozen
-    bundle["entry"].append({"fullUrl": "urn:uuid:x"})
-
-
-def test_freeze_and_thaw() -> None:
-    tree = {"a": [1, {"b": "c"}], "d": None}
-    frozen = freeze(tree)
-    assert isinstance(frozen, FrozenDict) and isinstance(frozen["a"], FrozenList)
-    assert frozen == tree and thaw(frozen) == tree and type(thaw(frozen)["a"]) is list
-    changes: list[Callable[[], object]] = [
-        lambda: frozen.update(x=1),
-        lambda: frozen.pop("a"),
-        lambda: frozen.setdefault("x", 1),
-        lambda: frozen["a"].extend([2]),
-        lambda: frozen["a"].sort(),
-        lambda: frozen["a"].__setitem__(0, 2),
-    ]
-    for change in changes:
-        with pytest.raises(TypeError):
-            change()
-    assert copy.copy(frozen) == tree and type(copy.copy(frozen)) is dict
+    events = [map_message(parse_message(raw)).value for raw in messages("adt", 2) * 2]
+    seen: dict[int, int] = {}
+    keep = []  # every bundle stays alive, so ids are not reused
+    for n, event in enumerate(events):
+        bundle = to_bundle(event).value
+        keep.append(bundle)
+        stack: list[object] = [bundle]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict | list):
+                assert seen.setdefault(id(node), n) == n, "a container shared between two bundles"
+                stack += node.values() if isinstance(node, dict) else node
+    assert len(keep) == 4
 
 
 @pytest.mark.corpus
