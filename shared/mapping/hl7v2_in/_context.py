@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 from shared.canonical.model import (
@@ -31,7 +32,7 @@ from shared.mapping.errors import InvalidValue, MissingRequiredField, UnmappedSo
 from shared.mapping.hl7v2_in.rules import CodedRule, Compiled, Path, concept_from, outcome_kind, to_absent
 from shared.mapping.lineage import LineageRecorder
 from shared.mapping.timeutil import TimeFormatError, birth_date_from_hl7, from_hl7
-from shared.terminology import MappedAbsent as TermDataAbsent
+from shared.terminology import DataAbsent as TermDataAbsent
 from shared.terminology import MappedCode, local_systems, v2_table_system, v2tables
 
 __all__ = ["Ctx", "val"]
@@ -183,12 +184,65 @@ def rep_text(seg: Segment, n: int, rep: int = 1) -> str:
 #: They live on the compiled rules (``Compiled.memo``): the same text under other rules may map otherwise.
 _MEMO_MAX = 2048
 _MISS = object()
+_F = TypeVar("_F", bound=Callable[..., Any])
+#: Where a reader's result is kept and under which key; ``None``: not kept (see :func:`memoised`).
+MemoKey = tuple[dict[Any, Any], object] | None
 
 
-def remember(memo: dict[object, object], key: object, value: object) -> None:
+def remember(memo: dict[Any, Any], key: object, value: object) -> None:
     if len(memo) >= _MEMO_MAX:
         memo.clear()
     memo[key] = value
+
+
+def memoised(key: Callable[..., MemoKey]) -> Callable[[_F], _F]:
+    """A reader whose result depends only on ``key(ctx, *args)`` (a value: the field's encoded text and
+    what else the reader reads), kept in a bounded dict: the one memo of the HL7 readers
+    (``docs/speed-code.md``). A reader that reads more than its key (the sender's namespace as a
+    fallback system, a counted unmapped local code) calls :meth:`Ctx.not_memoisable`, and that result -
+    and any reader's that used it - is not kept."""
+
+    def wrap(reader: _F) -> _F:
+        @functools.wraps(reader)
+        def memo_reader(ctx: Ctx, *args: Any, **kwargs: Any) -> Any:
+            where = key(ctx, *args, **kwargs) if ctx.memo else None
+            if where is None:
+                return reader(ctx, *args, **kwargs)
+            store, k = where
+            hit = store.get(k, _MISS)
+            if hit is not _MISS:
+                return hit
+            outer, ctx.volatile = ctx.volatile, False
+            try:
+                value = reader(ctx, *args, **kwargs)
+                if not ctx.volatile:
+                    remember(store, k, value)
+            finally:
+                ctx.volatile = outer or ctx.volatile
+            return value
+
+        return cast("_F", memo_reader)
+
+    return wrap
+
+
+def _text_key(ctx: Ctx, text: str, kind: str, extra: object) -> MemoKey:
+    """``(kind, text, extra)`` in the rules' memo, for text without escape sequences."""
+    if not text or ctx.esc in text:
+        return None
+    return ctx.rules.memo, (kind, text, extra)
+
+
+def _coded_key(ctx: Ctx, rule: CodedRule, seg: Segment, n: int, rep: int, simple: bool) -> MemoKey:
+    """``(text, simple)`` in the coded rule's own memo (another field's rule may map the text otherwise)."""
+    raw = ctx.rep_text(seg, n, rep)
+    if not raw or ctx.esc in raw:
+        return None
+    return rule.memo, (raw, simple)
+
+
+def _strict(ctx: Ctx) -> str | None:
+    return "strict" if ctx.rules.strict else None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -246,6 +300,7 @@ class Ctx:
         "rsep",
         "rules",
         "seps",
+        "volatile",
     )
 
     def __init__(self, msg: Message, rules: Compiled, rec: LineageRecorder) -> None:
@@ -260,6 +315,8 @@ class Ctx:
         self.seps = (seps.component, seps.subcomponent, seps.escape)
         #: Readers may reuse earlier results for the same encoded text (see ``_MEMO``).
         self.memo = not self.lin and seps.component == "^" and seps.subcomponent == "&"
+        #: Set by a reader whose result depends on more than its memo key (see :func:`memoised`).
+        self.volatile = False
         self._facility: dict[str | None, tuple[str, str]] = {}
         self._application: dict[str | None, tuple[str, str]] = {}
         self._segments: dict[str, Segment | None] = {}
@@ -300,6 +357,10 @@ class Ctx:
         if found is _MISS:
             found = self._segments[name] = self.msg.segment(name)
         return found  # type: ignore[return-value]
+
+    def not_memoisable(self) -> None:
+        """The result being read depends on more than the field's text (see :func:`memoised`)."""
+        self.volatile = True
 
     # ----------------------------------------------------------------------------------------- lineage
     def add(self, source: str | None, target: str, rule: str) -> None:
@@ -427,6 +488,11 @@ class Ctx:
         except TimeFormatError:
             raise InvalidValue(src, "not a valid HL7 date") from None
 
+    @memoised(
+        lambda ctx, seg, n, rep, src, tgt, *, id_type=None, f=None: _text_key(
+            ctx, ctx.rep_text(seg, n, rep) if f is None else f.text, "cx", id_type
+        )
+    )
     def cx(
         self,
         seg: Segment,
@@ -441,14 +507,8 @@ class Ctx:
         """CX -> Identifier: value CX.1, system from CX.4 (else the sending facility), type CX.5 (or
         ``id_type`` when the field fixes it, e.g. VN for PV1-19), assigner CX.4.1. ``f``: the repetition
         already split by the caller."""
-        text = self.rep_text(seg, n, rep) if f is None else f.text
-        memo = self.memo and bool(text) and self.esc not in text
-        if memo:
-            hit = self.rules.memo.get(("cx", text, id_type), _MISS)
-            if hit is not _MISS:
-                return hit  # type: ignore[return-value]
         if f is None:
-            f = self.rep(seg, n, rep, text)
+            f = self.rep(seg, n, rep, self.rep_text(seg, n, rep))
         value = f(1)
         if value is None:
             return None
@@ -458,6 +518,7 @@ class Ctx:
         fallback = system is None
         if fallback:
             system, system_src = self.facility(src, kind)
+            self.not_memoisable()  # the sender's namespace
         ident = new_identifier(system=system, value=value, type=kind, assigner=ns)
         if self.lin:
             if not fallback:
@@ -470,8 +531,6 @@ class Ctx:
                 self.add(f"{src}.5", f"{tgt}.type", "cx-type (v2-0203 code as sent)")
             if ns is not None:
                 self.add(f"{src}.4.1", f"{tgt}.assigner", "cx-assigning-authority")
-        if memo and not fallback:
-            remember(self.rules.memo, ("cx", text, id_type), ident)
         return ident
 
     def ei(self, seg: Segment, n: int, src: str, tgt: str, id_type: str) -> Identifier | None:
@@ -514,18 +573,14 @@ class Ctx:
             return None
         return _time(raw, src)
 
+    @memoised(
+        lambda ctx, seg, n, rep, src, tgt: _text_key(ctx, ctx.rep_text(seg, n, rep), "xpn", _strict(ctx))
+    )
     def xpn(self, seg: Segment, n: int, rep: int, src: str, tgt: str) -> HumanName | None:
         """XPN -> HumanName: family XPN.1.1; given XPN.2 then XPN.3 split on spaces (middle names);
         prefix XPN.5; suffix XPN.4, XPN.6 (degree), XPN.14; period XPN.12/13; use XPN.7 through the
         ``patient.names.use`` rule (v2-0200; a type with no FHIR name-use leaves ``use`` empty)."""
-        text = self.rep_text(seg, n, rep)
-        memo = self.memo and bool(text) and self.esc not in text
-        key = ("xpn", text, "strict" if self.rules.strict else None)
-        if memo:
-            hit = self.rules.memo.get(key, _MISS)
-            if hit is not _MISS:
-                return hit  # type: ignore[return-value]
-        f = self.rep(seg, n, rep, text)
+        f = self.rep(seg, n, rep, self.rep_text(seg, n, rep))
         family = f(1, 1)
         first = f(2)
         middle = f(3)
@@ -568,23 +623,17 @@ class Ctx:
                 if f(comp) is not None:
                     self.add(f"{src}.{comp}", f"{tgt}.suffix[{i}]", "xpn-suffix / degree")
                     i += 1
-        if memo:
-            remember(self.rules.memo, key, name)
         return name
 
+    @memoised(
+        lambda ctx, seg, n, rep, src, tgt: _text_key(ctx, ctx.rep_text(seg, n, rep), "xad", _strict(ctx))
+    )
     def xad(self, seg: Segment, n: int, rep: int, src: str, tgt: str) -> Address | None:
         """XAD -> Address: first line from XAD.1 (SAD, see :func:`street_line`), second line XAD.2 (other
         designation), city .3, district .4 (county), postcode .5, country .6, period .13/.14; XAD.7 through
         ``patient.addresses.use`` / ``patient.addresses.type`` (v2-0190: home/business... are uses,
         mailing a type; the other stays empty). XAD.8 (other geographic designation) is not a line."""
-        text = self.rep_text(seg, n, rep)
-        memo = self.memo and bool(text) and self.esc not in text
-        key = ("xad", text, "strict" if self.rules.strict else None)
-        if memo:
-            hit = self.rules.memo.get(key, _MISS)
-            if hit is not _MISS:
-                return hit  # type: ignore[return-value]
-        f = self.rep(seg, n, rep, text)
+        f = self.rep(seg, n, rep, self.rep_text(seg, n, rep))
         sad = (f(1, 1), f(1, 2), f(1, 3))
         street = street_line(*sad)
         other = f(2)
@@ -627,8 +676,6 @@ class Ctx:
             ):
                 if value is not None:
                     self.add(f"{src}.{comp}", f"{tgt}.{attr}", f"xad-{attr}")
-        if memo:
-            remember(self.rules.memo, key, address)
         return address
 
     def _address_use_and_type(self, code: str, src: str, tgt: str) -> tuple[object, object]:
@@ -647,6 +694,11 @@ class Ctx:
             raise failure
         return found[0], found[1]
 
+    @memoised(
+        lambda ctx, seg, n, rep, src, tgt, field_use: _text_key(
+            ctx, ctx.rep_text(seg, n, rep), "xtn", f"{field_use}|{'strict' if ctx.rules.strict else ''}"
+        )
+    )
     def xtn(
         self, seg: Segment, n: int, rep: int, src: str, tgt: str, field_use: str | None
     ) -> ContactPoint | None:
@@ -656,14 +708,7 @@ class Ctx:
         an email's XTN.4 else XTN.1; otherwise XTN.1, else XTN.12 (unformatted), else XTN.5-8 joined.
         Use: XTN.2 through v2-0201 (no FHIR use: empty); an empty XTN.2 takes ``field_use`` (PID-13 home,
         PID-14 work). ``None`` when there is no value."""
-        text = self.rep_text(seg, n, rep)
-        memo = self.memo and bool(text) and self.esc not in text
-        key = ("xtn", text, f"{field_use}|{'strict' if self.rules.strict else ''}")
-        if memo:
-            hit = self.rules.memo.get(key, _MISS)
-            if hit is not _MISS:
-                return hit  # type: ignore[return-value]
-        f = self.rep(seg, n, rep, text)
+        f = self.rep(seg, n, rep, self.rep_text(seg, n, rep))
         r = self.rules
         number, number_comp = f(1), 1
         if number is None:
@@ -724,24 +769,16 @@ class Ctx:
             equipment_type=equipment,  # as sent (XTN.3 / XTN.2), for an HL7 v2 write-back
             use_code=use_code,
         )
-        if memo:
-            remember(self.rules.memo, key, contact)
         return contact
 
+    @memoised(lambda ctx, seg, n, rep, src, tgt: _text_key(ctx, ctx.rep_text(seg, n, rep), "xcn", None))
     def xcn(self, seg: Segment, n: int, rep: int, src: str, tgt: str) -> Practitioner | None:
         """XCN -> Practitioner: id XCN.1 in the system of XCN.9 (GMC/GMP... URIs for known authorities,
         else ``urn:tie:authority:``), else of XCN.13 when it names a known authority (GMP, GMC), else the
         sending facility; type XCN.13; name XCN.2-7."""
-        text = self.rep_text(seg, n, rep)
-        memo = self.memo and bool(text) and self.esc not in text
-        if memo:
-            hit = self.rules.memo.get(("xcn", text, None), _MISS)
-            if hit is not _MISS:
-                return hit  # type: ignore[return-value]
-        f = self.rep(seg, n, rep, text)
+        f = self.rep(seg, n, rep, self.rep_text(seg, n, rep))
         ident_value = f(1)
         identifiers: tuple[Identifier, ...] = ()
-        fallback = False
         if ident_value is not None:
             ns = f(9, 1)
             system = self.authority_system(ns, f(9, 2), f(9, 3), id_type=id_systems.PRACTITIONER)
@@ -753,7 +790,7 @@ class Ctx:
                 system_src = f"{src}.13"
             if system is None:
                 system, system_src = self.facility(src, id_systems.PRACTITIONER)
-                fallback = True
+                self.not_memoisable()  # the sender's namespace
             identifiers = (new_identifier(system=system, value=ident_value, type=f(13), assigner=ns),)
             if self.lin:
                 self.add(f"{src}.1", f"{tgt}.identifiers[0].value", "xcn-id")
@@ -784,8 +821,6 @@ class Ctx:
         if not identifiers and name is None:
             return None
         practitioner = new_practitioner(identifiers=identifiers, name=name)
-        if memo and not fallback:
-            remember(self.rules.memo, ("xcn", text, None), practitioner)
         return practitioner
 
     def xcns(self, seg: Segment | None, n: int, src: str, tgt: str) -> tuple[Practitioner, ...]:
@@ -798,15 +833,10 @@ class Ctx:
                 out.append(p)
         return tuple(out)
 
+    @memoised(lambda ctx, seg, n, src, tgt: _text_key(ctx, ctx.rep_text(seg, n), "pl", None))
     def pl(self, seg: Segment, n: int, src: str, tgt: str) -> Location | None:
         """PL -> Location: point of care .1, room .2, bed .3, facility .4.1, description .9."""
-        text = self.rep_text(seg, n)
-        memo = self.memo and bool(text) and self.esc not in text
-        if memo:
-            hit = self.rules.memo.get(("pl", text, None), _MISS)
-            if hit is not _MISS:
-                return hit  # type: ignore[return-value]
-        f = self.rep(seg, n, 1, text)
+        f = self.rep(seg, n, 1, self.rep_text(seg, n))
         poc, room, bed = f(1), f(2), f(3)
         facility, desc = f(4, 1), f(9)
         if poc is None and room is None and bed is None and facility is None and desc is None:
@@ -822,8 +852,6 @@ class Ctx:
                 if value is not None:
                     self.add(f"{src}.{comp}", f"{tgt}.{attr}", f"pl-{attr}")
         location = new_location(point_of_care=poc, room=room, bed=bed, facility=facility, description=desc)
-        if memo:
-            remember(self.rules.memo, ("pl", text, None), location)
         return location
 
     def xon(self, seg: Segment, n: int, src: str, tgt: str) -> Organization | None:
@@ -859,6 +887,9 @@ class Ctx:
             return name
         return r.local_coding_system_prefix + _quoted(name)
 
+    @memoised(
+        lambda ctx, rule, seg, n, src, tgt, *, rep=1, simple=False: _coded_key(ctx, rule, seg, n, rep, simple)
+    )
     def coded(
         self, rule: CodedRule, seg: Segment, n: int, src: str, tgt: str, *, rep: int = 1, simple: bool = False
     ) -> Coded | None:
@@ -870,11 +901,6 @@ class Ctx:
         says the field is drawn from one, else none (and then nothing is translated).
         """
         raw = self.rep_text(seg, n, rep)
-        memo = self.memo and bool(raw) and self.esc not in raw
-        if memo:
-            hit = rule.memo.get((raw, simple), _MISS)
-            if hit is not _MISS:
-                return hit  # type: ignore[return-value]
         if not raw:
             return None
         f = self.rep(seg, n, rep, raw)
@@ -908,14 +934,11 @@ class Ctx:
             if rule.omit and rule.target == "concept" and not isinstance(out, MappedCode):
                 # "unmapped": "omit" on a concept field: a code the map cannot map is not this field's
                 # value at all (PV1-4 letters are priorities, not admission methods). Nothing is kept.
-                if memo:
-                    rule.remember((raw, simple), None)
                 return None
             table = v2tables.table_of(system)
             if table is not None and not v2tables.is_table_code(table, code):
                 # Not a code of the HL7 table: the sender's own code, under its local code system.
                 system = self.local_code_system(table, rule, src, tgt, mapped=isinstance(out, MappedCode))
-                memo = False  # the system depends on the sender, not only on the field's text
             display = text
             if display is None and isinstance(out, MappedCode):
                 display = out.source.display
@@ -942,14 +965,13 @@ class Ctx:
                 self.add_coded(f"{src}.2", f"{tgt}.text", rule, "original text")
             if alt_code is not None:
                 self.add_coded(f"{src}.4", tgt, rule, "alternate coding kept as sent")
-        if memo:
-            rule.remember((raw, simple), value)
         return value
 
     def local_code_system(self, table: str, rule: CodedRule, src: str, tgt: str, *, mapped: bool) -> str:
         """The sending facility's (MSH-4.1, else MSH-3.1) local code system for HL7 table ``table``
         (``shared.terminology.local_systems``). A code no map translated is counted per field (no code,
         no patient data) and flagged in lineage."""
+        self.not_memoisable()  # the system depends on the sender, and an unmapped code is counted
         msh = self.segment("MSH")
         facility = None if msh is None else (val(msh, 4, 1, 1) or val(msh, 3, 1, 1))
         uri, configured = local_systems.local_system(facility, table)

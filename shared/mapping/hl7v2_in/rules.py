@@ -43,7 +43,7 @@ from shared.terminology import (
     Coding as TermCoding,
 )
 from shared.terminology import (
-    MappedAbsent as TermDataAbsent,
+    DataAbsent as TermDataAbsent,
 )
 from shared.terminology import (
     Equivalence,
@@ -181,11 +181,6 @@ class CodedRule:
     memo: dict[tuple[str, bool], object] = field(default_factory=dict, repr=False)
     #: Canonical values of bare codes (``Ctx.code_value``; a code that raises is never stored).
     values: dict[str, object] = field(default_factory=dict, repr=False)
-
-    def remember(self, key: tuple[str, bool], value: object) -> None:
-        if len(self.memo) >= 4096:
-            self.memo.clear()
-        self.memo[key] = value
 
     def outcome(self, code: str, system: str | None, where: str) -> MapOutcome | None:
         """Map ``code`` (from ``system``; ``None`` = the sender named none). ``None`` when this rule has
