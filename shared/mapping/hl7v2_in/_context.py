@@ -32,7 +32,7 @@ from shared.mapping.errors import InvalidValue, MissingRequiredField, UnmappedSo
 from shared.mapping.hl7v2_in.rules import CodedRule, Compiled, Path, concept_from, outcome_kind, to_absent
 from shared.mapping.lineage import LineageRecorder
 from shared.mapping.timeutil import TimeFormatError, birth_date_from_hl7, from_hl7
-from shared.terminology import DataAbsent as TermDataAbsent
+from shared.terminology import MappedAbsent as TermDataAbsent
 from shared.terminology import MappedCode, local_systems, v2_table_system, v2tables
 
 __all__ = ["Ctx", "val"]

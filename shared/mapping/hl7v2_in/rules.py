@@ -43,7 +43,7 @@ from shared.terminology import (
     Coding as TermCoding,
 )
 from shared.terminology import (
-    DataAbsent as TermDataAbsent,
+    MappedAbsent as TermDataAbsent,
 )
 from shared.terminology import (
     Equivalence,
