@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 
 from shared.audit.model import AuditRecord
-from shared.audit.ports import AuditLog, ChainedEntry, Checkpoint
+from shared.audit.ports import AuditLog, ChainedEntry
+from shared.audit.wrapper import ReadThroughLog
 from shared.errors import TransientError
 from shared.storage.errors import StorageUnavailable
 
@@ -28,7 +28,7 @@ MAX_BATCH = 1000
 MAX_BACKLOG = 100_000
 
 
-class BackgroundAuditLog:
+class BackgroundAuditLog(ReadThroughLog):
     """Wraps an :class:`AuditLog`; ``append`` queues, a daemon thread writes (see the module docs)."""
 
     def __init__(self, log: AuditLog, *, max_delay: float = 0.02, retry_delay: float = 1.0) -> None:
@@ -97,37 +97,8 @@ class BackgroundAuditLog:
             if self._written < target:
                 raise StorageUnavailable("the audit log cannot be written at the moment")
 
-    def entries(self, *, after: int = 0) -> Iterator[ChainedEntry]:
+    def _settle(self) -> None:
         self.flush()
-        return self.log.entries(after=after)
-
-    def search(
-        self,
-        *,
-        patient: str | None = None,
-        agent: str | None = None,
-        entity: str | None = None,
-        correlation_id: str | None = None,
-        record_id: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 100,
-    ) -> list[ChainedEntry]:
-        self.flush()
-        return self.log.search(
-            patient=patient,
-            agent=agent,
-            entity=entity,
-            correlation_id=correlation_id,
-            record_id=record_id,
-            since=since,
-            until=until,
-            limit=limit,
-        )
-
-    def checkpoints(self) -> list[Checkpoint]:
-        self.flush()
-        return self.log.checkpoints()
 
     def close(self) -> None:
         """Write what is queued, stop the writer, close the log."""

@@ -10,12 +10,12 @@ once (no hand-off to another thread, no added latency). Record order in the chai
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from shared.audit.model import AuditRecord
-from shared.audit.ports import AuditLog, ChainedEntry, Checkpoint
+from shared.audit.ports import AuditLog, ChainedEntry
+from shared.audit.wrapper import ReadThroughLog
 
 #: Most records written in one transaction.
 MAX_BATCH = 500
@@ -29,7 +29,7 @@ class _Pending:
     error: BaseException | None = None
 
 
-class GroupCommitLog:
+class GroupCommitLog(ReadThroughLog):
     """Wraps an :class:`AuditLog`; appends from concurrent threads are batched (see the module docs)."""
 
     def __init__(self, log: AuditLog, *, max_batch: int = MAX_BATCH) -> None:
@@ -84,35 +84,6 @@ class GroupCommitLog:
         if item.error is not None:
             raise item.error
         return item.entries
-
-    def entries(self, *, after: int = 0) -> Iterator[ChainedEntry]:
-        return self.log.entries(after=after)
-
-    def search(
-        self,
-        *,
-        patient: str | None = None,
-        agent: str | None = None,
-        entity: str | None = None,
-        correlation_id: str | None = None,
-        record_id: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 100,
-    ) -> list[ChainedEntry]:
-        return self.log.search(
-            patient=patient,
-            agent=agent,
-            entity=entity,
-            correlation_id=correlation_id,
-            record_id=record_id,
-            since=since,
-            until=until,
-            limit=limit,
-        )
-
-    def checkpoints(self) -> list[Checkpoint]:
-        return self.log.checkpoints()
 
     def close(self) -> None:
         self.log.close()
