@@ -56,7 +56,7 @@ from shared.backbone.writeback import DownstreamResponse
 from shared.canonical.model import ClinicalEvent, EventKind
 from shared.credentials.ports import TlsSource
 from shared.hl7v2 import Message
-from shared.mapping.hl7v2_out import Hl7OutError, to_adt, to_adt_a40, to_oru_r01
+from shared.mapping.hl7v2_out import Header, Hl7OutError, to_adt, to_adt_a40, to_oru_r01
 from shared.mllp.client import AckError, AckOutcome, MllpClient, read_msa
 from shared.mllp.errors import (
     MllpAckTimeout,
@@ -184,41 +184,22 @@ class Hl7MllpDownstream:
         """The HL7 v2 message for ``event`` (raises :class:`WriteBackUnmappable` naming the error code and
         the canonical field that could not be written); ``now``: the message time (MSH-7)."""
         p = self.profile
-        when = now or message_time(event)
+        header = Header(
+            sending_application=p.sending_application,
+            sending_facility=p.sending_facility,
+            receiving_application=p.receiving_application,
+            receiving_facility=p.receiving_facility,
+            version=p.version,
+            now=now or message_time(event),
+        )
         try:
             if event.kind in _ENCOUNTER_KINDS or event.kind in _PATIENT_KINDS:
                 trigger, structure = p.trigger(event.kind, event.kind in _PATIENT_KINDS)
-                message = to_adt(
-                    event,
-                    trigger=trigger,
-                    structure=structure,
-                    sending_application=p.sending_application,
-                    sending_facility=p.sending_facility,
-                    receiving_application=p.receiving_application,
-                    receiving_facility=p.receiving_facility,
-                    version=p.version,
-                    now=when,
-                )
+                message = to_adt(event, header, trigger=trigger, structure=structure)
             elif event.kind is EventKind.PATIENT_MERGE:
-                message = to_adt_a40(
-                    event,
-                    sending_application=p.sending_application,
-                    sending_facility=p.sending_facility,
-                    receiving_application=p.receiving_application,
-                    receiving_facility=p.receiving_facility,
-                    version=p.version,
-                    now=when,
-                )
+                message = to_adt_a40(event, header)
             elif event.kind is EventKind.RESULT:
-                message = to_oru_r01(
-                    event,
-                    sending_application=p.sending_application,
-                    sending_facility=p.sending_facility,
-                    receiving_application=p.receiving_application,
-                    receiving_facility=p.receiving_facility,
-                    version=p.version,
-                    now=when,
-                )
+                message = to_oru_r01(event, header)
             else:
                 raise WriteBackUnmappable(self.name, f"kind {event.kind.value} is not written as HL7 v2")
         except Hl7OutError as exc:

@@ -8,6 +8,7 @@ backwards), so what a downstream receives reads back as what was sent; a code wi
 from __future__ import annotations
 
 from shared.mapping.hl7v2_out.errors import Hl7OutError, UnmappableCode
+from shared.mapping.hl7v2_out.header import Header
 from shared.mapping.hl7v2_out.messages import (
     adt_a08,
     adt_a31,
@@ -20,6 +21,7 @@ from shared.mapping.hl7v2_out.messages import (
 )
 
 __all__ = [
+    "Header",
     "Hl7OutError",
     "UnmappableCode",
     "adt_a08",

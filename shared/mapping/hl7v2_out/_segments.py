@@ -19,6 +19,7 @@ from shared.hl7v2 import ComponentValue, FieldValue, Raw, Repeated
 from shared.mapping.hl7v2_in.rules import RULES
 from shared.mapping.hl7v2_out import _fields as f
 from shared.mapping.hl7v2_out.errors import Hl7OutError, UnmappableCode
+from shared.mapping.hl7v2_out.header import Header
 from shared.terminology import load_concept_map, local_systems, systems, translate, v2tables
 
 #: HL7 v2 table 0004 code for "Not applicable": the patient class of an ADT message about a patient
@@ -43,16 +44,7 @@ def now_ts(now: datetime | None) -> ClinicalDateTime:
 
 
 def msh(
-    o: f.Out,
-    *,
-    message_type: tuple[str, str, str],
-    sending_application: str,
-    sending_facility: str,
-    receiving_application: str,
-    receiving_facility: str,
-    control: str,
-    when: ClinicalDateTime,
-    processing_id: str,
+    o: f.Out, header: Header, *, message_type: tuple[str, str, str], control: str, when: ClinicalDateTime
 ) -> list[FieldValue]:
     if len(control) > 20:
         raise Hl7OutError("control_id", "MSH-10 is at most 20 characters")
@@ -65,15 +57,15 @@ def msh(
         "MSH",
         None,
         None,
-        [sending_application],
-        [sending_facility],
-        [receiving_application],
-        [receiving_facility],
+        [header.sending_application],
+        [header.sending_facility],
+        [header.receiving_application],
+        [header.receiving_facility],
         f.ts(when),
         None,
         mtype,
         control,
-        processing_id,
+        header.processing_id,
         o.version,
     ]
 

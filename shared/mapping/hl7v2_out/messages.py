@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 
 from shared.canonical.model import (
@@ -24,6 +23,7 @@ from shared.mapping.hl7v2_in.rules import RULES
 from shared.mapping.hl7v2_out import _fields as f
 from shared.mapping.hl7v2_out import _segments as s
 from shared.mapping.hl7v2_out.errors import Hl7OutError, UnmappableCode
+from shared.mapping.hl7v2_out.header import Header
 from shared.mapping.lineage import LineageRecorder, Mapped
 from shared.terminology import systems
 
@@ -34,169 +34,40 @@ ORDER_CONTROL_RESULTS = "RE"
 _TEXT_MAX = 199
 
 
-def to_adt_a08(
-    event: ClinicalEvent,
-    *,
-    sending_application: str,
-    sending_facility: str,
-    receiving_application: str,
-    receiving_facility: str,
-    control_id: str | None = None,
-    version: str = "2.5.1",
-    now: datetime | None = None,
-    processing_id: str = "P",
-) -> Message:
+def to_adt_a08(event: ClinicalEvent, header: Header) -> Message:
     """ADT^A08 (update patient information): MSH, EVN, PID, PD1 (GP / protection), PV1."""
-    return adt_a08(
-        event,
-        sending_application=sending_application,
-        sending_facility=sending_facility,
-        receiving_application=receiving_application,
-        receiving_facility=receiving_facility,
-        control_id=control_id,
-        version=version,
-        now=now,
-        processing_id=processing_id,
-        lineage=False,
-    ).value
+    return adt_a08(event, header, lineage=False).value
 
 
-def adt_a08(
-    event: ClinicalEvent,
-    *,
-    sending_application: str,
-    sending_facility: str,
-    receiving_application: str,
-    receiving_facility: str,
-    control_id: str | None = None,
-    version: str = "2.5.1",
-    now: datetime | None = None,
-    processing_id: str = "P",
-    lineage: bool = True,
-) -> Mapped[Message]:
+def adt_a08(event: ClinicalEvent, header: Header, *, lineage: bool = True) -> Mapped[Message]:
     """:func:`to_adt_a08` with lineage (canonical path -> HL7 path)."""
-    return _adt(
-        event,
-        ("ADT", "A08", "ADT_A01"),
-        sending_application=sending_application,
-        sending_facility=sending_facility,
-        receiving_application=receiving_application,
-        receiving_facility=receiving_facility,
-        control_id=control_id,
-        version=version,
-        now=now,
-        processing_id=processing_id,
-        lineage=lineage,
-    )
+    return _adt(event, header, ("ADT", "A08", "ADT_A01"), lineage)
 
 
-def _adt(
-    event: ClinicalEvent,
-    message_type: tuple[str, str, str],
-    *,
-    sending_application: str,
-    sending_facility: str,
-    receiving_application: str,
-    receiving_facility: str,
-    control_id: str | None,
-    version: str,
-    now: datetime | None,
-    processing_id: str,
-    lineage: bool,
-) -> Mapped[Message]:
-    o = f.Out(LineageRecorder(enabled=lineage), version)
-    when = s.now_ts(now)
-    trigger = message_type[1]
-    segments: list[list[FieldValue]] = [
-        s.msh(
-            o,
-            message_type=message_type,
-            sending_application=sending_application,
-            sending_facility=sending_facility,
-            receiving_application=receiving_application,
-            receiving_facility=receiving_facility,
-            control=control_id or s.control_id(event, f"ADT^{trigger}"),
-            when=when,
-            processing_id=processing_id,
-        ),
-        s.evn(event, o, trigger, when),
-        s.pid(event, o),
-    ]
-    pd1 = s.pd1(event, o)
-    if pd1 is not None:
-        segments.append(pd1)
-    segments.append(s.pv1(event, o))
-    return Mapped(build_message(segments), o.rec.freeze())
-
-
-def to_adt(
-    event: ClinicalEvent,
-    *,
-    trigger: str,
-    structure: str,
-    sending_application: str,
-    sending_facility: str,
-    receiving_application: str,
-    receiving_facility: str,
-    control_id: str | None = None,
-    version: str = "2.5.1",
-    now: datetime | None = None,
-    processing_id: str = "P",
-) -> Message:
+def to_adt(event: ClinicalEvent, header: Header, *, trigger: str, structure: str) -> Message:
     """An ADT message with the A08 segments under another trigger event and structure (``A01``/``ADT_A01``,
     ``A03``/``ADT_A03``, ``A31``/``ADT_A05``...): for receivers that want each event as itself."""
-    return _adt(
-        event,
-        ("ADT", trigger, structure),
-        sending_application=sending_application,
-        sending_facility=sending_facility,
-        receiving_application=receiving_application,
-        receiving_facility=receiving_facility,
-        control_id=control_id,
-        version=version,
-        now=now,
-        processing_id=processing_id,
-        lineage=False,
-    ).value
+    return _adt(event, header, ("ADT", trigger, structure), False).value
 
 
-def to_adt_a40(
-    event: ClinicalEvent,
-    *,
-    sending_application: str,
-    sending_facility: str,
-    receiving_application: str,
-    receiving_facility: str,
-    control_id: str | None = None,
-    version: str = "2.5.1",
-    now: datetime | None = None,
-    processing_id: str = "P",
-) -> Message:
+def to_adt_a31(event: ClinicalEvent, header: Header) -> Message:
+    """ADT^A31 (update person information): the A08 segments for a patient-level change with no visit
+    (receivers - and :mod:`shared.mapping.hl7v2_in` - expect an A08 to name the visit in PV1-19)."""
+    return adt_a31(event, header, lineage=False).value
+
+
+def adt_a31(event: ClinicalEvent, header: Header, *, lineage: bool = True) -> Mapped[Message]:
+    """:func:`to_adt_a31` with lineage (canonical path -> HL7 path)."""
+    return _adt(event, header, ("ADT", "A31", "ADT_A05"), lineage)
+
+
+def to_adt_a40(event: ClinicalEvent, header: Header) -> Message:
     """ADT^A40 (merge patient - patient identifier list, structure ADT_A39): MSH, EVN, PID (the surviving
     record), [PD1], MRG (MRG-1: the identifiers of the record merged away). One PID/MRG pair, as
     :mod:`shared.mapping.hl7v2_in` reads it."""
     if not event.merged_identifiers:
         raise Hl7OutError("merged_identifiers", "an ADT^A40 needs the identifiers of the record merged away")
-    o = f.Out(LineageRecorder(enabled=False), version)
-    when = s.now_ts(now)
-    segments: list[list[FieldValue]] = [
-        s.msh(
-            o,
-            message_type=("ADT", "A40", "ADT_A39"),
-            sending_application=sending_application,
-            sending_facility=sending_facility,
-            receiving_application=receiving_application,
-            receiving_facility=receiving_facility,
-            control=control_id or s.control_id(event, "ADT^A40"),
-            when=when,
-            processing_id=processing_id,
-        ),
-        s.evn(event, o, "A40", when),
-        s.pid(event, o),
-    ]
-    pd1 = s.pd1(event, o)
-    if pd1 is not None:
-        segments.append(pd1)
+    o, segments = _head(event, header, ("ADT", "A40", "ADT_A39"), lineage=False, evn=True)
     merged = [
         f.cx(ident, o, f"merged_identifiers[{k}]", f"MRG-1[{k + 1}]")
         for k, ident in enumerate(event.merged_identifiers)
@@ -205,132 +76,51 @@ def to_adt_a40(
     return build_message(segments)
 
 
-def to_adt_a31(
-    event: ClinicalEvent,
-    *,
-    sending_application: str,
-    sending_facility: str,
-    receiving_application: str,
-    receiving_facility: str,
-    control_id: str | None = None,
-    version: str = "2.5.1",
-    now: datetime | None = None,
-    processing_id: str = "P",
-) -> Message:
-    """ADT^A31 (update person information): the A08 segments for a patient-level change with no visit
-    (receivers - and :mod:`shared.mapping.hl7v2_in` - expect an A08 to name the visit in PV1-19)."""
-    return adt_a31(
-        event,
-        sending_application=sending_application,
-        sending_facility=sending_facility,
-        receiving_application=receiving_application,
-        receiving_facility=receiving_facility,
-        control_id=control_id,
-        version=version,
-        now=now,
-        processing_id=processing_id,
-        lineage=False,
-    ).value
-
-
-def adt_a31(
-    event: ClinicalEvent,
-    *,
-    sending_application: str,
-    sending_facility: str,
-    receiving_application: str,
-    receiving_facility: str,
-    control_id: str | None = None,
-    version: str = "2.5.1",
-    now: datetime | None = None,
-    processing_id: str = "P",
-    lineage: bool = True,
-) -> Mapped[Message]:
-    """:func:`to_adt_a31` with lineage (canonical path -> HL7 path)."""
-    return _adt(
-        event,
-        ("ADT", "A31", "ADT_A05"),
-        sending_application=sending_application,
-        sending_facility=sending_facility,
-        receiving_application=receiving_application,
-        receiving_facility=receiving_facility,
-        control_id=control_id,
-        version=version,
-        now=now,
-        processing_id=processing_id,
-        lineage=lineage,
-    )
-
-
-def to_oru_r01(
-    event: ClinicalEvent,
-    *,
-    sending_application: str,
-    sending_facility: str,
-    receiving_application: str,
-    receiving_facility: str,
-    control_id: str | None = None,
-    version: str = "2.5.1",
-    now: datetime | None = None,
-    processing_id: str = "P",
-) -> Message:
+def to_oru_r01(event: ClinicalEvent, header: Header) -> Message:
     """ORU^R01 (unsolicited results): MSH, PID, [PD1], [PV1], then per report [ORC] OBR {NTE} and per
     result OBX {NTE}."""
-    return oru_r01(
-        event,
-        sending_application=sending_application,
-        sending_facility=sending_facility,
-        receiving_application=receiving_application,
-        receiving_facility=receiving_facility,
-        control_id=control_id,
-        version=version,
-        now=now,
-        processing_id=processing_id,
-        lineage=False,
-    ).value
+    return oru_r01(event, header, lineage=False).value
 
 
-def oru_r01(
-    event: ClinicalEvent,
-    *,
-    sending_application: str,
-    sending_facility: str,
-    receiving_application: str,
-    receiving_facility: str,
-    control_id: str | None = None,
-    version: str = "2.5.1",
-    now: datetime | None = None,
-    processing_id: str = "P",
-    lineage: bool = True,
-) -> Mapped[Message]:
+def oru_r01(event: ClinicalEvent, header: Header, *, lineage: bool = True) -> Mapped[Message]:
     """:func:`to_oru_r01` with lineage (canonical path -> HL7 path)."""
     if not event.reports:
         raise Hl7OutError("reports", "an ORU^R01 needs at least one result report")
-    o = f.Out(LineageRecorder(enabled=lineage), version)
-    when = s.now_ts(now)
-    segments: list[list[FieldValue]] = [
-        s.msh(
-            o,
-            message_type=("ORU", "R01", "ORU_R01"),
-            sending_application=sending_application,
-            sending_facility=sending_facility,
-            receiving_application=receiving_application,
-            receiving_facility=receiving_facility,
-            control=control_id or s.control_id(event, "ORU^R01"),
-            when=when,
-            processing_id=processing_id,
-        ),
-        s.pid(event, o),
-    ]
-    pd1 = s.pd1(event, o)
-    if pd1 is not None:
-        segments.append(pd1)
+    o, segments = _head(event, header, ("ORU", "R01", "ORU_R01"), lineage=lineage, evn=False)
     if event.encounter is not None:
         segments.append(s.pv1(event, o))
     counts = {"NTE": 0, "OBX": 0, "OBR": 0}
     for n, report in enumerate(event.reports):
         segments.extend(_order_group(report, n, o, counts))
     return Mapped(build_message(segments), o.rec.freeze())
+
+
+def _adt(
+    event: ClinicalEvent, header: Header, message_type: tuple[str, str, str], lineage: bool
+) -> Mapped[Message]:
+    o, segments = _head(event, header, message_type, lineage=lineage, evn=True)
+    segments.append(s.pv1(event, o))
+    return Mapped(build_message(segments), o.rec.freeze())
+
+
+def _head(
+    event: ClinicalEvent, header: Header, message_type: tuple[str, str, str], *, lineage: bool, evn: bool
+) -> tuple[f.Out, list[list[FieldValue]]]:
+    """The writer state and the segments every message starts with: MSH, [EVN], PID, [PD1]."""
+    o = f.Out(LineageRecorder(enabled=lineage), header.version)
+    when = s.now_ts(header.now)
+    kind, trigger, _structure = message_type
+    control = header.control_id or s.control_id(event, f"{kind}^{trigger}")
+    segments: list[list[FieldValue]] = [
+        s.msh(o, header, message_type=message_type, control=control, when=when)
+    ]
+    if evn:
+        segments.append(s.evn(event, o, trigger, when))
+    segments.append(s.pid(event, o))
+    pd1 = s.pd1(event, o)
+    if pd1 is not None:
+        segments.append(pd1)
+    return o, segments
 
 
 # -------------------------------------------------------------------------------------------- results

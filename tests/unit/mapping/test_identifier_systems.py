@@ -117,7 +117,7 @@ def test_one_identity_over_hl7_and_fhir(trust: id_systems.IdentifierSystems) -> 
 
 def test_hl7_write_back_names_the_configured_authority(trust: id_systems.IdentifierSystems) -> None:
     ev = _hl7(A01).value
-    text = to_adt_a08(ev, **HEADER).to_er7()
+    text = to_adt_a08(ev, HEADER).to_er7()
     pid = next(s for s in text.split("\r") if s.startswith("PID")).split("|")
     pv1 = next(s for s in text.split("\r") if s.startswith("PV1")).split("|")
     assert "MRN123^^^RX1^MR" in pid[3].split("~")

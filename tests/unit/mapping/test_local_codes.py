@@ -10,6 +10,7 @@ event identity does not change.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -152,7 +153,7 @@ def test_fhir_in_reads_local_codes_back_and_maps_the_default_urn_of_a_configured
 
 def test_hl7_write_back_sends_the_original_codes_and_reads_back_the_same() -> None:
     ev = _event(LOCAL_PID, LOCAL_PV1)
-    text = to_adt_a08(ev, **{**HEADER, "sending_facility": "RRV"}).to_er7()  # on behalf of the sender
+    text = to_adt_a08(ev, replace(HEADER, sending_facility="RRV")).to_er7()  # on behalf of the sender
     segments = {s.split("|")[0]: s.split("|") for s in text.split("\r") if s}
     pid, pv1 = segments["PID"], segments["PV1"]
     assert [pv1[10], pv1[14], pv1[36]] == ["110", "Usual", "Dead"]  # IS fields: the code as sent
@@ -169,7 +170,7 @@ def test_hl7_write_back_sends_the_original_codes_and_reads_back_the_same() -> No
         assert getattr(again.encounter, attr) == getattr(ev.encounter, attr), attr
     # PV1-10/14/36 are IS fields, with no coding-system slot: written under another facility, the code is
     # the same but a reader scopes it to that facility (docs/conformance.md)
-    other = map_bytes(to_adt_a08(ev, **{**HEADER, "sending_facility": "RX1"}).encode()).value
+    other = map_bytes(to_adt_a08(ev, replace(HEADER, sending_facility="RX1")).encode()).value
     assert other.encounter is not None
     assert _codings(other.encounter.service_type) == [("urn:tie:codesystem:RX1:0069", "110", None)]
     # CWE too: the code travels, a reader scopes it to the message's sender
@@ -184,10 +185,10 @@ def test_a_mapped_code_outside_the_table_keeps_its_target_on_the_round_trip() ->
     expected = [("urn:tie:codesystem:RRV:0002", "9", None), (systems.V3_NULL_FLAVOR, "UNK", None)]
     assert _codings(ev.patient.marital_status) == expected
     assert local_systems.unmapped_counts() == {}  # mapped: not an unmapped code
-    again = map_bytes(to_adt_a08(ev, **{**HEADER, "sending_facility": "RRV"}).encode()).value
+    again = map_bytes(to_adt_a08(ev, replace(HEADER, sending_facility="RRV")).encode()).value
     assert _codings(again.patient.marital_status) == expected
     # written by another facility, the same code and target, scoped to that sender (CWE.3 is HL70002)
-    other = map_bytes(to_adt_a08(ev, **{**HEADER, "sending_facility": "RX9"}).encode()).value
+    other = map_bytes(to_adt_a08(ev, replace(HEADER, sending_facility="RX9")).encode()).value
     assert _codings(other.patient.marital_status) == [("urn:tie:codesystem:RX9:0002", "9", None), expected[1]]
 
 

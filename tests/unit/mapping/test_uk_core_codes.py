@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -111,7 +112,7 @@ def test_fhir_in_reads_back_what_fhir_out_writes(pid: dict[int, str], pv1: dict[
 def test_hl7_write_back_sends_the_original_codes(pid: dict[int, str], pv1: dict[int, str]) -> None:
     ev = _event(pid, pv1)
     # on behalf of the sender: a local code's CWE.3 is its table's id, scoped by the reader to MSH-4
-    text = to_adt_a08(ev, **{**HEADER, "sending_facility": "RRV"}).to_er7()
+    text = to_adt_a08(ev, replace(HEADER, sending_facility="RRV")).to_er7()
     segments = {s.split("|")[0]: s.split("|") for s in text.split("\r") if s}
     assert segments["PID"][16].split("^")[0] == pid[16]
     assert segments["PID"][22].split("^")[0] == pid[22].split("^")[0]
@@ -169,7 +170,7 @@ def test_registered_gp_is_a_practitioner_beside_the_practice(pd1_4: str, system:
     ]
     back = patient_from_fhir(patient, context=by_url, lineage=False).value
     assert (back.general_practitioner, back.registered_gp) == (ev.patient.general_practitioner, gp)
-    again = map_bytes(to_adt_a31(ev, **HEADER).encode()).value
+    again = map_bytes(to_adt_a31(ev, HEADER).encode()).value
     back_gp = again.patient.registered_gp
     assert back_gp is not None and back_gp.name == gp.name
     assert [(i.system, i.value) for i in back_gp.identifiers] == [(i.system, i.value) for i in gp.identifiers]

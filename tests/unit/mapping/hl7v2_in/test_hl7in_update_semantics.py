@@ -146,7 +146,7 @@ def test_rules_that_clear_what_the_model_cannot_are_rejected(field: str, target:
 
 def test_hl7v2_out_writes_deletions_as_null_and_leaves_unstated_fields_empty() -> None:
     first = event(adt("A08", pid={11: NULL, 22: NULL}, pv1={36: NULL}, before_pv1=(seg("PD1", {3: NULL}),)))
-    again = event(to_adt_a08(first, **HEADER).encode())
+    again = event(to_adt_a08(first, HEADER).encode())
     assert (
         again.patient.cleared == first.patient.cleared == ("addresses", "ethnicity", "general_practitioner")
     )

@@ -33,17 +33,18 @@ from shared.canonical.model import (
     SourceSystem,
 )
 from shared.hl7v2 import Message
+from shared.mapping.hl7v2_out import Header
 from shared.terminology import systems
 
 UK = ZoneInfo("Europe/London")
 NOW = datetime(2026, 7, 1, 11, 0, tzinfo=UTC)
-HEADER: dict[str, Any] = {
-    "sending_application": "TIE",
-    "sending_facility": "RX1",
-    "receiving_application": "PAS",
-    "receiving_facility": "RX1",
-    "now": NOW,
-}
+HEADER = Header(
+    sending_application="TIE",
+    sending_facility="RX1",
+    receiving_application="PAS",
+    receiving_facility="RX1",
+    now=NOW,
+)
 
 
 def t(*parts: int, precision: str = "second") -> ClinicalDateTime:

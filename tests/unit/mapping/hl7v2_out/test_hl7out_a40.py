@@ -26,7 +26,7 @@ A40 = (
 def test_a_merge_is_written_as_a40_and_reads_back_as_the_same_merge() -> None:
     merge = map_bytes(A40).value
     assert merge.kind is EventKind.PATIENT_MERGE
-    message = to_adt_a40(merge, **HEADER)
+    message = to_adt_a40(merge, HEADER)
     assert message.raw("MSH-9") == "ADT^A40^ADT_A39" and message.get("EVN-1") == "A40"
     assert message.repetitions("MRG-1.1") == ["H200", "H300"]
     assert [i for i in validate(message).issues if i.severity == "E"] == []
@@ -50,5 +50,5 @@ def test_a_merge_is_written_as_a40_and_reads_back_as_the_same_merge() -> None:
 def test_a_merge_needs_the_merged_identifiers() -> None:
     merge = map_bytes(A40).value.model_copy(update={"merged_identifiers": ()})
     with pytest.raises(Hl7OutError) as err:
-        to_adt_a40(merge, **HEADER)
+        to_adt_a40(merge, HEADER)
     assert err.value.field == "merged_identifiers"

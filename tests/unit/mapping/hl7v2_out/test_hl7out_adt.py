@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -29,7 +30,7 @@ from tests.unit.mapping.hl7v2_out.hl7out_helpers import HEADER, encounter, event
 
 
 def a08(ev: object, **kw: object) -> Message:
-    msg = to_adt_a08(ev, **{**HEADER, **kw})  # type: ignore[arg-type]
+    msg = to_adt_a08(ev, replace(HEADER, **kw))
     result = validate(msg)
     assert [i for i in result.issues if i.severity == "E"] == [], result.issues
     return parse_message(msg.encode())  # what the receiver reads
@@ -105,7 +106,7 @@ def test_address_lines_beyond_two_are_kept_as_text_in_the_second() -> None:
 
 def test_delimiters_in_values_are_escaped() -> None:
     p = patient(names=(HumanName(family="O'Neil|Smith^Jr~X\\Y&Z", given=("Ann",)),))
-    msg = to_adt_a08(event(patient=p), **HEADER)
+    msg = to_adt_a08(event(patient=p), HEADER)
     er7 = msg.to_er7()
     assert "O'Neil\\F\\Smith\\S\\Jr\\R\\X\\E\\Y\\T\\Z" in er7
     assert parse_message(msg.encode()).get("PID-5.1") == "O'Neil|Smith^Jr~X\\Y&Z"
@@ -133,7 +134,7 @@ def test_data_absent_gender_writes_its_table_code_or_nothing() -> None:
 def test_unmappable_class_is_a_typed_error_not_a_default() -> None:
     enc = encounter(encounter_class=Concept(codings=(Coding(system=systems.V3_ACT_CODE, code="HH"),)))
     with pytest.raises(UnmappableCode) as err:
-        to_adt_a08(event(encounter=enc), **HEADER)
+        to_adt_a08(event(encounter=enc), HEADER)
     assert err.value.field == "encounter.encounter_class"
     assert err.value.error_code == "103"
     assert isinstance(err.value, MappingError)
@@ -151,7 +152,7 @@ def test_code_with_several_v2_candidates_is_refused() -> None:
     # a SNOMED priority has no v2-0007 code at all
     enc = encounter(priority=Concept(codings=(Coding(system=systems.SNOMED_CT, code="394848005"),)))
     with pytest.raises(UnmappableCode) as err:
-        to_adt_a08(event(encounter=enc), **HEADER)
+        to_adt_a08(event(encounter=enc), HEADER)
     assert err.value.field == "encounter.priority"
 
 
@@ -162,7 +163,7 @@ def test_table_fields_without_a_map_need_a_code_in_their_table() -> None:
     assert a08(event(encounter=ok)).get("PV1-10") == "MED"
     bad = encounter(service_type=Concept(text="General medicine"))
     with pytest.raises(UnmappableCode) as err:
-        to_adt_a08(event(encounter=bad), **HEADER)
+        to_adt_a08(event(encounter=bad), HEADER)
     assert err.value.field == "encounter.service_type"
 
 
@@ -179,7 +180,7 @@ def test_restriction_goes_in_pd1_12_and_very_restricted_is_refused() -> None:
     msg = a08(event(patient=patient(sensitivity=Sensitivity.RESTRICTED, general_practitioner=None)))
     assert msg.get("PD1-12") == "Y"
     with pytest.raises(UnmappableCode) as err:
-        to_adt_a08(event(patient=patient(sensitivity=Sensitivity.VERY_RESTRICTED)), **HEADER)
+        to_adt_a08(event(patient=patient(sensitivity=Sensitivity.VERY_RESTRICTED)), HEADER)
     assert err.value.field == "patient.sensitivity"
 
 
@@ -201,19 +202,19 @@ def test_patient_only_event_has_pv1_class_not_applicable() -> None:
 
 
 def test_control_id_is_deterministic_and_bounded() -> None:
-    first = to_adt_a08(event(), **HEADER).control_id
-    assert first == to_adt_a08(event(), **HEADER).control_id
+    first = to_adt_a08(event(), HEADER).control_id
+    assert first == to_adt_a08(event(), HEADER).control_id
     assert first is not None and len(first) <= 20
-    assert to_adt_a08(event(), control_id="ABC", **HEADER).control_id == "ABC"
+    assert to_adt_a08(event(), replace(HEADER, control_id="ABC")).control_id == "ABC"
     with pytest.raises(Hl7OutError):
-        to_adt_a08(event(), control_id="X" * 21, **HEADER)
+        to_adt_a08(event(), replace(HEADER, control_id="X" * 21))
 
 
 def test_naive_now_and_bad_version_are_refused() -> None:
     with pytest.raises(Hl7OutError):
-        to_adt_a08(event(), **{**HEADER, "now": datetime(2026, 1, 1)})
+        to_adt_a08(event(), replace(HEADER, now=datetime(2026, 1, 1)))
     with pytest.raises(Hl7OutError):
-        to_adt_a08(event(), **{**HEADER, "version": "3.0"})
+        to_adt_a08(event(), replace(HEADER, version="3.0"))
 
 
 def test_times_in_winter_carry_gmt_offset() -> None:
@@ -222,25 +223,23 @@ def test_times_in_winter_carry_gmt_offset() -> None:
 
 
 def test_lineage_from_canonical_paths_to_hl7_fields() -> None:
-    mapped = adt_a08(event(), **HEADER)
+    mapped = adt_a08(event(), HEADER)
     pairs = {(e.source, e.target) for e in mapped.lineage}
     assert ("patient.nhs_number.value", "PID-3[1].1") in pairs
     assert ("patient.names[0].family", "PID-5[1].1") in pairs
     assert ("encounter.period.start", "PV1-44") in pairs
     gender = next(e for e in mapped.lineage if e.target == "PID-8")
     assert gender.table == "v2-0001-to-administrative-gender" and gender.table_version
-    assert to_adt_a08(event(), **HEADER).to_er7() == mapped.value.to_er7()
+    assert to_adt_a08(event(), HEADER).to_er7() == mapped.value.to_er7()
 
 
 def test_a31_for_a_patient_level_update() -> None:
-    msg = to_adt_a31(event(EventKind.PATIENT_UPDATED, encounter=None), **HEADER)
+    msg = to_adt_a31(event(EventKind.PATIENT_UPDATED, encounter=None), HEADER)
     assert not [i for i in validate(msg).issues if i.severity == "E"]
     read = parse_message(msg.encode())
     assert read.get("MSH-9.2") == "A31" and read.get("MSH-9.3") == "ADT_A05" and read.get("EVN-1") == "A31"
     assert [s.name for s in read.segments] == ["MSH", "EVN", "PID", "PD1", "PV1"]
-    assert (
-        read.control_id != to_adt_a08(event(EventKind.PATIENT_UPDATED, encounter=None), **HEADER).control_id
-    )
+    assert read.control_id != to_adt_a08(event(EventKind.PATIENT_UPDATED, encounter=None), HEADER).control_id
 
 
 def test_name_address_and_telecom_types_are_reverse_translated() -> None:
@@ -274,7 +273,7 @@ def test_name_address_and_telecom_types_are_reverse_translated() -> None:
 def test_contact_point_system_with_no_single_v2_code_is_refused() -> None:
     p = patient(telecom=(ContactPoint(system="other", value="0113 496 0000"),))
     with pytest.raises(UnmappableCode) as err:
-        to_adt_a08(event(patient=p), **HEADER)
+        to_adt_a08(event(patient=p), HEADER)
     assert (err.value.field, err.value.concept_map_id) == (
         "patient.telecom[0].system",
         "v2-0202-to-contact-point-system",
@@ -331,7 +330,7 @@ def test_other_equipment_type_changed_since_is_refused_not_written() -> None:
     # an 'other' whose sent code reads as something else: no code is invented
     p = patient(telecom=(ContactPoint(system="other", value="0113 496 0000", equipment_type="PH"),))
     with pytest.raises(UnmappableCode):
-        to_adt_a08(event(patient=p), **HEADER)
+        to_adt_a08(event(patient=p), HEADER)
 
 
 @pytest.mark.parametrize(
@@ -341,7 +340,7 @@ def test_other_equipment_type_changed_since_is_refused_not_written() -> None:
 def test_v3_marital_status_goes_back_to_pid_16_through_its_map(code: str, pid16: str) -> None:
     status = Concept(codings=(Coding(system=systems.V3_MARITAL_STATUS, code=code),))
     msg = to_adt_a31(
-        event(EventKind.PATIENT_UPDATED, encounter=None, patient=patient(marital_status=status)), **HEADER
+        event(EventKind.PATIENT_UPDATED, encounter=None, patient=patient(marital_status=status)), HEADER
     )
     assert parse_message(msg.encode()).get("PID-16") == pid16
 
@@ -352,7 +351,7 @@ def test_v3_marital_status_without_an_nhs_pid_16_code_is_refused(code: str) -> N
     status = Concept(codings=(Coding(system=systems.V3_MARITAL_STATUS, code=code),))
     ev = event(EventKind.PATIENT_UPDATED, encounter=None, patient=patient(marital_status=status))
     with pytest.raises(UnmappableCode) as err:
-        to_adt_a31(ev, **HEADER)
+        to_adt_a31(ev, HEADER)
     assert (err.value.field, err.value.concept_map_id) == (
         "patient.marital_status",
         "v3-marital-status-to-hl7uk-0002",

@@ -42,10 +42,10 @@ REFUSED = {
 
 def _write(event: ClinicalEvent) -> Message:
     if event.reports:
-        return to_oru_r01(event, **HEADER)
+        return to_oru_r01(event, HEADER)
     if event.encounter is not None:
-        return to_adt_a08(event, **HEADER)
-    return to_adt_a31(event, **HEADER)
+        return to_adt_a08(event, HEADER)
+    return to_adt_a31(event, HEADER)
 
 
 def _ids(idents: tuple[Identifier, ...]) -> list[tuple[str, str, str | None]]:

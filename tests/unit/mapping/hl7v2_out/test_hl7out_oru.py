@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -24,7 +25,7 @@ from tests.unit.mapping.hl7v2_out.hl7out_helpers import HEADER, event, potassium
 
 
 def oru(ev: object, **kw: object) -> Message:
-    msg = to_oru_r01(ev, **{**HEADER, **kw})  # type: ignore[arg-type]
+    msg = to_oru_r01(ev, replace(HEADER, **kw))
     errors = [i for i in validate(msg).issues if i.severity == "E"]
     assert errors == [], errors
     return parse_message(msg.encode())
@@ -95,7 +96,7 @@ def test_version_2_4_uses_ce_and_ts() -> None:
 def test_attachment_without_url_cannot_be_written() -> None:
     obs = potassium(value=Attachment(content_type="application/pdf", size=10, sha256="0" * 64))
     with pytest.raises(Hl7OutError) as err:
-        to_oru_r01(result_event(report(results=(obs,))), **HEADER)
+        to_oru_r01(result_event(report(results=(obs,))), HEADER)
     assert err.value.field == "reports[0].results[0].value.url"
 
 
@@ -108,10 +109,10 @@ def test_observation_status_reverse(status: str, code: str) -> None:
 def test_ambiguous_reverse_status_is_refused() -> None:
     # observation 'amended' <- v2-0085 A and B (both narrower): no single code, so no message
     with pytest.raises(UnmappableCode) as err:
-        to_oru_r01(result_event(report(results=(potassium(status="amended"),))), **HEADER)
+        to_oru_r01(result_event(report(results=(potassium(status="amended"),))), HEADER)
     assert err.value.field == "reports[0].results[0].status"
     with pytest.raises(UnmappableCode) as err:
-        to_oru_r01(result_event(report(status="registered")), **HEADER)
+        to_oru_r01(result_event(report(status="registered")), HEADER)
     assert err.value.field == "reports[0].status"
 
 
@@ -126,7 +127,7 @@ def test_interpretation_from_v3_only_and_unmappable_one() -> None:
     assert msg.get("OBX-8") == "LL"
     bad = Concept(codings=(Coding(system=systems.SNOMED_CT, code="281302008"),))
     with pytest.raises(UnmappableCode) as err:
-        to_oru_r01(result_event(report(results=(potassium(interpretation=(bad,)),))), **HEADER)
+        to_oru_r01(result_event(report(results=(potassium(interpretation=(bad,)),))), HEADER)
     assert err.value.field == "reports[0].results[0].interpretation[0]"
 
 
@@ -162,7 +163,7 @@ def test_category_needs_a_v2_0074_code() -> None:
     assert oru(result_event(report(category=lab))).get("OBR-24") == "CH"
     # FHIR "laboratory" is broader than any one section: OBR-24 left empty, the report still written
     other = Concept(codings=(Coding(system=systems.OBSERVATION_CATEGORY, code="laboratory"),))
-    mapped = oru_r01(result_event(report(category=other)), **HEADER)
+    mapped = oru_r01(result_event(report(category=other)), HEADER)
     assert mapped.value.get("OBR-24") is None and mapped.value.get("OBR-4") == "UE"
     [why] = [e.rule for e in mapped.lineage if e.target == "OBR(1)-24"]
     assert why == "no v2-0074 section for the category: OBR-24 left empty"
@@ -170,12 +171,12 @@ def test_category_needs_a_v2_0074_code() -> None:
 
 def test_an_oru_needs_a_report() -> None:
     with pytest.raises(Hl7OutError) as err:
-        to_oru_r01(event(EventKind.RESULT), **HEADER)
+        to_oru_r01(event(EventKind.RESULT), HEADER)
     assert err.value.field == "reports"
 
 
 def test_lineage() -> None:
-    mapped = oru_r01(result_event(), **HEADER)
+    mapped = oru_r01(result_event(), HEADER)
     pairs = {(e.source, e.target) for e in mapped.lineage}
     assert ("reports[0].results[0].value.value", "OBX(1)-5") in pairs
     assert ("reports[0].filler_order_number.value", "OBR(1)-3.1") in pairs

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from shared.canonical.model import ClinicalEvent, EventKind
@@ -67,7 +69,7 @@ def _in(text: str | bytes) -> ClinicalEvent:
 
 def test_adt_round_trip_keeps_patient_and_encounter() -> None:
     first = _in(A01)
-    msg = to_adt_a08(first, **HEADER)
+    msg = to_adt_a08(first, HEADER)
     assert not [i for i in validate(msg).issues if i.severity == "E"]
     again = _in(msg.encode())
     assert again.kind is EventKind.ENCOUNTER_UPDATE
@@ -180,7 +182,7 @@ ORU = "\r".join(
 
 def test_oru_round_trip_keeps_codes_values_units_ranges_statuses() -> None:
     first = _in(ORU)
-    msg = to_oru_r01(first, **HEADER)
+    msg = to_oru_r01(first, HEADER)
     assert not [i for i in validate(msg).issues if i.severity == "E"]
     again = _in(msg.encode())
     assert again.kind is EventKind.RESULT
@@ -219,7 +221,7 @@ def test_fields_the_model_now_carries_go_out_and_read_back() -> None:
     first = _in(adt)
     assert first.encounter is not None and first.encounter.patient_type is not None
     assert [p.identifiers[0].value for p in first.provenance.operators] == ["OP1"]
-    text = to_adt_a08(first, **{**HEADER, "sending_facility": "RX1"}).to_er7()
+    text = to_adt_a08(first, replace(HEADER, sending_facility="RX1")).to_er7()
     segments = {x.split("|")[0]: x.split("|") for x in text.split("\r") if x}
     assert segments["EVN"][5].split("^")[:3] == ["OP1", "Clerk", "Anne"]
     assert segments["PV1"][18] == "NHS"
@@ -233,7 +235,7 @@ def test_fields_the_model_now_carries_go_out_and_read_back() -> None:
     (report,) = _in(oru).reports
     assert [p.identifiers[0].value for p in report.ordering_providers] == ["C1234567"]
     assert [o.sub_id for o in report.results][:2] == ["1a", None]
-    text = to_oru_r01(_in(oru), **HEADER).to_er7()
+    text = to_oru_r01(_in(oru), HEADER).to_er7()
     segments = {x.split("|")[0]: x.split("|") for x in reversed(text.split("\r")) if x}  # the first of each
     assert segments["OBR"][16].split("^")[:3] == ["C1234567", "Who", "Alan"]
     assert segments["OBX"][4] == "1a"
