@@ -26,16 +26,14 @@ from shared.canonical.identity import content_digest
 from shared.journal import Journal
 from shared.messaging.ports import MessageBus, OutboundMessage
 from shared.messaging.topology import (
-    SUB_INGEST_PROCESSOR,
     SUB_WRITEBACK_FHIR,
     SUB_WRITEBACK_HL7V2,
     TOPIC_CLINICAL,
     TOPIC_INGEST,
 )
 from shared.pipeline import ingest
-from shared.pipeline.channels import PROCESSORS
 from shared.pipeline.hl7v2 import Hl7Ingest
-from tests.integration.test_backbone_faults import drain
+from tests.integration.test_backbone_faults import drain, pump_ingest
 from tests.integration.test_clinical_safety import a01, oru
 from tests.unit.backbone import support as s
 
@@ -79,24 +77,7 @@ class Rig:
 
     def send(self, raw: bytes, corr: str) -> None:
         assert self.edge.handle(raw, source="mllp", correlation_id=corr).code == "AA"
-        s.pump(
-            self.env.bus,
-            SUB_INGEST_PROCESSOR,
-            lambda d: ingest.process(
-                ingest.inbound_from_properties(
-                    body=d.body,
-                    message_id=d.message_id,
-                    correlation_id=d.correlation_id,
-                    content_type=d.content_type,
-                    delivery_count=d.delivery_count,
-                    properties=d.properties,
-                ),
-                self.context,
-                PROCESSORS,
-            ),
-            topic=TOPIC_INGEST,
-            sessions=False,
-        )
+        pump_ingest(self.env, self.context)
         drain(self.env, self.bb, workers=1)
 
     def records(self, corr: str) -> list[dict[str, Any]]:

@@ -73,6 +73,29 @@ def hl7_downstream(port: int, timeout: float = 5.0) -> Hl7MllpDownstream:
     return Hl7MllpDownstream(MllpSender("127.0.0.1", port, connect_timeout=5.0), ack_timeout=timeout)
 
 
+def pump_ingest(env: s.Env, context: ingest.ProcessorContext) -> None:
+    """Run the ingest subscription (the ingest function: received message -> its channel's processor) until
+    it is empty."""
+    s.pump(
+        env.bus,
+        SUB_INGEST_PROCESSOR,
+        lambda d: ingest.process(
+            ingest.inbound_from_properties(
+                body=d.body,
+                message_id=d.message_id,
+                correlation_id=d.correlation_id,
+                content_type=d.content_type,
+                delivery_count=d.delivery_count,
+                properties=d.properties,
+            ),
+            context,
+            PROCESSORS,
+        ),
+        topic=TOPIC_INGEST,
+        sessions=False,
+    )
+
+
 def drain(
     env: s.Env,
     bb: Backbone,
@@ -421,24 +444,7 @@ def test_e_hl7_and_fhir_versions_of_one_admission_are_one_event_in_clinical_orde
             raw = (A01.format(control=control, visit=visit) + "\r").encode()
             result = edge.handle(raw, source="http", correlation_id=f"e-hl7-{visit}")
             assert result.code == "AA"
-            s.pump(
-                env.bus,
-                SUB_INGEST_PROCESSOR,
-                lambda d: ingest.process(
-                    ingest.inbound_from_properties(
-                        body=d.body,
-                        message_id=d.message_id,
-                        correlation_id=d.correlation_id,
-                        content_type=d.content_type,
-                        delivery_count=d.delivery_count,
-                        properties=d.properties,
-                    ),
-                    context,
-                    PROCESSORS,
-                ),
-                topic=TOPIC_INGEST,
-                sessions=False,
-            )
+            pump_ingest(env, context)
 
         def via_fhir(visit: str) -> ClinicalEvent:
             e = event_from_fhir(

@@ -25,15 +25,12 @@ from shared.canonical import identity
 from shared.fhirstore.ports import FhirRepository
 from shared.journal import Journal
 from shared.messaging.topology import (
-    SUB_INGEST_PROCESSOR,
     SUB_WRITEBACK_FHIR,
     SUB_WRITEBACK_HL7V2,
-    TOPIC_INGEST,
 )
 from shared.pipeline import ingest
-from shared.pipeline.channels import PROCESSORS
 from shared.pipeline.hl7v2 import Hl7Ingest
-from tests.integration.test_backbone_faults import drain
+from tests.integration.test_backbone_faults import drain, pump_ingest
 from tests.unit.backbone import support as s
 
 pytestmark = pytest.mark.timeout(120)
@@ -98,24 +95,7 @@ class Rig:
     def send(self, raw: bytes, corr: str) -> str | None:
         """Send one message and let it run its whole course; the ACK code."""
         result = self.edge.handle(raw, source="mllp", correlation_id=corr)
-        s.pump(
-            self.env.bus,
-            SUB_INGEST_PROCESSOR,
-            lambda d: ingest.process(
-                ingest.inbound_from_properties(
-                    body=d.body,
-                    message_id=d.message_id,
-                    correlation_id=d.correlation_id,
-                    content_type=d.content_type,
-                    delivery_count=d.delivery_count,
-                    properties=d.properties,
-                ),
-                self.context,
-                PROCESSORS,
-            ),
-            topic=TOPIC_INGEST,
-            sessions=False,
-        )
+        pump_ingest(self.env, self.context)
         drain(self.env, self.bb, workers=1)
         return result.code
 
