@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from shared.storage.ports import RecordStore
+from shared.storage.sqlite_records import SqliteRecordStore
 from tests.azurite import AzuriteEndpoints, AzuriteUnavailable, azurite_process, unavailable
+from tests.contract.backends import BACKENDS
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +37,17 @@ def azurite_endpoints() -> Iterator[AzuriteEndpoints]:
 def azurite(azurite_endpoints: AzuriteEndpoints) -> str:
     """Connection string for Azurite's development account (blob, queue and table endpoints)."""
     return azurite_endpoints.connection_string
+
+
+@pytest.fixture(params=BACKENDS)
+def records(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RecordStore]:
+    """A :class:`RecordStore` on each backend (closed after the test)."""
+    store: RecordStore
+    if request.param == "sqlite":
+        store = SqliteRecordStore(tmp_path / "records.sqlite3")
+    else:
+        from shared.adapters.azure.tables import AzureTableRecordStore
+
+        store = AzureTableRecordStore.from_connection_string(request.getfixturevalue("azurite"))
+    yield store
+    store.close()

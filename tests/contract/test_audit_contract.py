@@ -18,14 +18,10 @@ from shared.audit.chain import verify_chain
 from shared.audit.model import ACCESS, SUCCESS, Agent, AuditRecord, Entity
 from shared.audit.ports import AuditLog
 from shared.audit.sqlite_log import SqliteAuditLog
+from tests.contract.backends import BACKENDS
 
 KEY = b"c" * 32
 T0 = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
-
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("azure", id="azure", marks=pytest.mark.azurite),
-]
 
 
 def _record(i: int, agent: str = "app") -> AuditRecord:

@@ -19,12 +19,9 @@ from shared.storage.names import CONTAINER_BULK_EXPORT
 from shared.storage.ports import BlobStore, RecordStore
 from shared.storage.sqlite_blobs import SqliteBlobStore
 from shared.storage.sqlite_records import SqliteRecordStore
+from tests.contract.backends import BACKENDS
 from tests.unit.bulkexport.support import KEY, Clock
 
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("azure", id="azure", marks=pytest.mark.azurite),
-]
 BASE = "https://tie.example/api/fhir"
 HEADERS = {"Prefer": "respond-async", "X-TIE-Client-Id": "lake"}
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,28 +32,10 @@ from shared.messaging.topology import SubscriptionSpec, TopicSpec
 from shared.outbox import OUTBOX_FIELD, Outbox, OutboxMessage, OutboxRelay, OwnerRef
 from shared.storage.errors import ConcurrencyConflict
 from shared.storage.ports import RecordStore
-from shared.storage.sqlite_records import SqliteRecordStore
 from tests.unit.idempotency.support import Counter, FakeClock, Losers, SimulatedCrash, race
 
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("azure", id="azure", marks=pytest.mark.azurite),
-]
 LEASE = timedelta(seconds=30)
 TOPIC, SUB = "clinical-events", "audit"
-
-
-@pytest.fixture(params=BACKENDS)
-def records(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RecordStore]:
-    store: RecordStore
-    if request.param == "sqlite":
-        store = SqliteRecordStore(tmp_path / "records.sqlite3")
-    else:
-        from shared.adapters.azure.tables import AzureTableRecordStore
-
-        store = AzureTableRecordStore.from_connection_string(request.getfixturevalue("azurite"))
-    yield store
-    store.close()
 
 
 @pytest.fixture

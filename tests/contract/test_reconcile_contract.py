@@ -5,12 +5,9 @@ and a whole run over a journal - the same answers on both."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from shared.journal import Journal
@@ -20,31 +17,13 @@ from shared.reconcile.fhir import SentRecorder, sent_records
 from shared.reconcile.model import Category
 from shared.reconcile.service import ReconcileOptions, Reconciler
 from shared.storage.ports import RecordStore
-from shared.storage.sqlite_records import SqliteRecordStore
 
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("azure", id="azure", marks=pytest.mark.azurite),
-]
 T0 = datetime(2026, 3, 15, 10, 0, tzinfo=UTC)
 
 
 class NoMetrics:
     def gauge(self, name: str, value: float, *, unit: str = "", attributes: Any = None) -> None:
         return None
-
-
-@pytest.fixture(params=BACKENDS)
-def records(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RecordStore]:
-    store: RecordStore
-    if request.param == "sqlite":
-        store = SqliteRecordStore(tmp_path / "records.sqlite3")
-    else:
-        from shared.adapters.azure.tables import AzureTableRecordStore
-
-        store = AzureTableRecordStore.from_connection_string(request.getfixturevalue("azurite"))
-    yield store
-    store.close()
 
 
 def test_a_run_over_the_journal_and_the_destination_is_stored_and_read_back(

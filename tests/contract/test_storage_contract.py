@@ -44,13 +44,10 @@ from shared.storage.keys import (
 from shared.storage.ports import BlobStore, Record, RecordStore
 from shared.storage.sqlite_blobs import SqliteBlobStore
 from shared.storage.sqlite_records import SqliteRecordStore
+from tests.contract.backends import BACKENDS
 
 T = TypeVar("T")
 
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("azure", id="azure", marks=pytest.mark.azurite),
-]
 
 #: Identifiers that break naive keys: forbidden characters, the escape characters themselves, controls,
 #: quotes (OData), percent (URL decoding), a lone surrogate, astral characters, whitespace, dots.
@@ -81,19 +78,6 @@ NASTY_IDENTIFIERS = [
 
 
 # -- fixtures -----------------------------------------------------------------------------------------
-
-
-@pytest.fixture(params=BACKENDS)
-def records(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RecordStore]:
-    store: RecordStore
-    if request.param == "sqlite":
-        store = SqliteRecordStore(tmp_path / "records.sqlite3")
-    else:
-        from shared.adapters.azure.tables import AzureTableRecordStore
-
-        store = AzureTableRecordStore.from_connection_string(request.getfixturevalue("azurite"))
-    yield store
-    store.close()
 
 
 @pytest.fixture(params=BACKENDS)
