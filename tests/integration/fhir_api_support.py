@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import azure.functions as func
 
 from functions._fhir import blueprints
 from shared.wiring import get_container
-from tests.helpers import running_host
+from tests.helpers import HttpResult, http, running_host
 from tie.localhost.host import HostConfig, LocalHost
+
+#: The headers of a FHIR JSON request.
+FHIR = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 
 
 def fhir_app() -> func.FunctionApp:
@@ -34,3 +39,9 @@ def fhir_host(app: func.FunctionApp | None = None) -> Iterator[str]:
     )
     with running_host(host):
         yield f"{host.base_url}/fhir"
+
+
+def send(method: str, url: str, body: Any = None, **headers: str) -> HttpResult:
+    """One FHIR JSON request: ``body`` as JSON (bytes as they are), ``headers`` over :data:`FHIR`."""
+    raw = json.dumps(body).encode() if body is not None and not isinstance(body, bytes) else body
+    return http(method, url, raw, {**FHIR, **headers})

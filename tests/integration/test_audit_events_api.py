@@ -13,13 +13,11 @@ import pytest
 from functions import fhir_audit
 from shared.config.settings import reset_settings
 from shared.wiring import get_container
-from tests.helpers import HttpResult, http
-from tests.integration.fhir_api_support import fhir_app, fhir_host
+from tests.integration.fhir_api_support import fhir_app, fhir_host, send
 from tests.unit.fhirapi.fhirapi_helpers import patient
 
 pytestmark = pytest.mark.timeout(90)
 
-FHIR = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 SECRET = "gateway-secret-for-tests-0123456789"
 
 
@@ -35,11 +33,6 @@ def app() -> func.FunctionApp:
 def base() -> Iterator[str]:
     with fhir_host(app()) as url:
         yield url
-
-
-def send(method: str, url: str, body: Any = None, **headers: str) -> HttpResult:
-    raw = json.dumps(body).encode() if body is not None else None
-    return http(method, url, raw, {**FHIR, **headers})
 
 
 def _last_record() -> dict[str, Any]:

@@ -12,13 +12,11 @@ import pytest
 
 from shared.audit.chain import verify_chain
 from shared.wiring import get_container
-from tests.helpers import HttpResult, http
-from tests.integration.fhir_api_support import fhir_host
+from tests.integration.fhir_api_support import fhir_host, send
 from tests.unit.fhirapi.fhirapi_helpers import NHS, NHS_SYSTEM, encounter, observation, patient
 
 pytestmark = pytest.mark.timeout(90)
 
-FHIR = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 WARD = {"X-TIE-Client-Id": "ward-app", "X-TIE-Purpose-Of-Use": "TREAT"}
 
 
@@ -26,11 +24,6 @@ WARD = {"X-TIE-Client-Id": "ward-app", "X-TIE-Purpose-Of-Use": "TREAT"}
 def base() -> Iterator[str]:
     with fhir_host() as url:
         yield url
-
-
-def send(method: str, url: str, body: Any = None, **headers: str) -> HttpResult:
-    raw = json.dumps(body).encode() if body is not None and not isinstance(body, bytes) else body
-    return http(method, url, raw, {**FHIR, **headers})
 
 
 class AuditReader:

@@ -3,32 +3,23 @@ concurrent conditional creates, headers and errors as a client sees them."""
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from shared.wiring import get_container
 from tests.helpers import HttpResult, http
-from tests.integration.fhir_api_support import fhir_host
+from tests.integration.fhir_api_support import fhir_host, send
 from tests.unit.fhirapi.fhirapi_helpers import NHS, NHS_SYSTEM, clinical_messages, patient
 
 pytestmark = pytest.mark.timeout(90)
-
-FHIR = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 
 
 @pytest.fixture
 def base() -> Iterator[str]:
     with fhir_host() as url:
         yield url
-
-
-def send(method: str, url: str, body: Any = None, **headers: str) -> HttpResult:
-    raw = json.dumps(body).encode() if body is not None and not isinstance(body, bytes) else body
-    return http(method, url, raw, {**FHIR, **headers})
 
 
 def test_standard_fhir_client_flow(base: str) -> None:
