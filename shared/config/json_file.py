@@ -44,6 +44,7 @@ class SettingsFile(Generic[T]):
         self._override: list[T] = []
 
     def load_file(self, path: Path) -> T:
+        """The file at ``path``, parsed (an unreadable or non-JSON file raises ``error``)."""
         try:
             text = path.read_text("utf-8")
         except OSError:
@@ -55,6 +56,7 @@ class SettingsFile(Generic[T]):
         return self._parse(doc, path.name)
 
     def packaged(self) -> T:
+        """The packaged default."""
         text = resources.files(self._package).joinpath(self._resource).read_text("utf-8")
         return self._parse(json.loads(text), self._resource)
 
@@ -67,9 +69,11 @@ class SettingsFile(Generic[T]):
         return self._loaded[0]
 
     def configured(self) -> T:
+        """The override, else the file named by the setting (read once), else the packaged one."""
         return self._override[-1] if self._override else self._from_settings()
 
     def override(self, config: T | None) -> None:
+        """Use ``config`` instead of the configured file (``None``: back to the file)."""
         self._override.clear()
         if config is not None:
             self._override.append(config)

@@ -19,7 +19,6 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, unquote
@@ -147,25 +146,14 @@ _FILE: SettingsFile[IdentifierSystems] = SettingsFile(
     error=InvalidIdentifierSystems,
 )
 
-
-def load_file(path: Path) -> IdentifierSystems:
-    return _FILE.load_file(path)
-
-
-def packaged() -> IdentifierSystems:
-    return _FILE.packaged()
-
-
-def configured() -> IdentifierSystems:
-    """The deployment's file (setting ``TIE_IDENTIFIER_SYSTEMS_FILE``, read once), else the packaged one;
-    :func:`override` (tests, the local host) replaces it."""
-    return _FILE.configured()
-
-
-def override(config: IdentifierSystems | None) -> None:
-    """Use ``config`` instead of the configured file (``None``: back to the file). Mappers cache what they
-    derived from it: callers clear those caches (tests use a fixture that does)."""
-    _FILE.override(config)
+#: ``configured()``: the deployment's file (setting ``TIE_IDENTIFIER_SYSTEMS_FILE``, read once), else the
+#: packaged one; ``override(config)`` (tests, the local host) replaces it (``None``: back to the file).
+#: Mappers cache what they derived from it: callers of ``override`` clear those caches (tests use a fixture
+#: that does).
+load_file = _FILE.load_file
+packaged = _FILE.packaged
+configured = _FILE.configured
+override = _FILE.override
 
 
 # ------------------------------------------------------------------------------ unregistered authorities

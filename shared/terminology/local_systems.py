@@ -21,7 +21,6 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, unquote
@@ -149,25 +148,14 @@ _FILE: SettingsFile[LocalCodeSystems] = SettingsFile(
     error=InvalidLocalCodeSystems,
 )
 
-
-def load_file(path: Path) -> LocalCodeSystems:
-    return _FILE.load_file(path)
-
-
-def packaged() -> LocalCodeSystems:
-    return _FILE.packaged()
-
-
-def configured() -> LocalCodeSystems:
-    """The deployment's file (setting ``TIE_LOCAL_CODE_SYSTEMS_FILE``, read once), else the packaged one;
-    :func:`override` (tests, the local host) replaces it."""
-    return _FILE.configured()
-
-
-def override(config: LocalCodeSystems | None) -> None:
-    """Use ``config`` instead of the configured file (``None``: back to the file). Mappers cache coded
-    values per sender: callers clear those caches (``shared.mapping.hl7v2_in`` memoises nothing local)."""
-    _FILE.override(config)
+#: ``configured()``: the deployment's file (setting ``TIE_LOCAL_CODE_SYSTEMS_FILE``, read once), else the
+#: packaged one; ``override(config)`` (tests, the local host) replaces it (``None``: back to the file).
+#: Mappers cache coded values per sender: callers of ``override`` clear those caches
+#: (``shared.mapping.hl7v2_in`` memoises nothing local).
+load_file = _FILE.load_file
+packaged = _FILE.packaged
+configured = _FILE.configured
+override = _FILE.override
 
 
 def table_of(uri: str | None) -> str | None:
