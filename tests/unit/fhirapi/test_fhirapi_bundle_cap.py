@@ -8,8 +8,6 @@ The CapabilityStatement states the cap.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,16 +16,9 @@ from shared.config.settings import get_settings, reset_settings
 from shared.fhirapi import FhirApi
 from shared.fhirapi.service import DEFAULT_MAX_BUNDLE_ENTRIES
 from shared.wiring import build_container
-from tests.unit.fhirapi.fhirapi_helpers import Stores, make_api, outcome, patient, request, stores
+from tests.unit.fhirapi.fhirapi_helpers import Stores, make_api, outcome, patient, request
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def s(tmp_path: Path) -> Iterator[Stores]:
-    built = stores(tmp_path)
-    yield built
-    built.close()
 
 
 def creates(n: int) -> list[dict[str, Any]]:

@@ -7,8 +7,6 @@ re-read and retry a request that can never succeed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,27 +15,12 @@ from shared.fhirapi import FhirApi
 from tests.unit.fhirapi.fhirapi_helpers import (
     NHS,
     NHS_SYSTEM,
-    Stores,
-    make_api,
     outcome,
     patient,
     request,
-    stores,
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def s(tmp_path: Path) -> Iterator[Stores]:
-    built = stores(tmp_path)
-    yield built
-    built.close()
-
-
-@pytest.fixture
-def api(s: Stores) -> FhirApi:
-    return make_api(s)
 
 
 @pytest.fixture

@@ -7,15 +7,13 @@ search applied. ``Prefer: handling=strict`` turns the same request into 400. Sam
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
 from shared.fhirapi import FhirApi, FhirResponse
-from tests.unit.fhirapi.fhirapi_helpers import NHS, Stores, make_api, outcome, patient, request, stores
+from tests.unit.fhirapi.fhirapi_helpers import NHS, Stores, make_api, outcome, patient, request
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,13 +26,6 @@ CASES = [
     (f"_has:Observation:subject:code={SECRET}&gender=female", ["_has:Observation:subject:code"]),
     (f"_text={SECRET}&gender=female&_content={SECRET}", ["_content", "_text"]),
 ]
-
-
-@pytest.fixture
-def s(tmp_path: Path) -> Iterator[Stores]:
-    built = stores(tmp_path)
-    yield built
-    built.close()
 
 
 @pytest.fixture

@@ -4,10 +4,9 @@ input, validation, and the write path to clinical events."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -37,24 +36,11 @@ from tests.unit.fhirapi.fhirapi_helpers import (
     outcome,
     patient,
     request,
-    stores,
 )
 
 pytestmark = pytest.mark.timeout(60)
 
 CRITERIA = f"identifier={NHS_SYSTEM}|{NHS[0]}"
-
-
-@pytest.fixture
-def s(tmp_path: Path) -> Iterator[Stores]:
-    built = stores(tmp_path)
-    yield built
-    built.close()
-
-
-@pytest.fixture
-def api(s: Stores) -> FhirApi:
-    return make_api(s)
 
 
 def create(api: FhirApi, resource: dict[str, Any], **headers: str) -> dict[str, Any]:
