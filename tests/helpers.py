@@ -97,6 +97,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def local_env(local_dir: Path) -> dict[str, str]:
+    """The environment of a ``tie`` subprocess over ``local_dir``: this one's, without its TIE settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIE_", "TieStorage__"))}
+    env.update({"TIE_LOCAL_DIR": str(local_dir), "PYTHONPATH": str(REPO_ROOT)})
+    return env
+
+
+def tie_cli(local_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m tie.cli *args`` over ``local_dir`` (text output captured; a 60 s limit)."""
+    return subprocess.run(
+        [sys.executable, "-m", "tie.cli", *args],
+        cwd=REPO_ROOT,
+        env=local_env(local_dir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 @contextmanager
 def host_process(
     local_dir: Path,
@@ -114,9 +133,7 @@ def host_process(
     """
     port = port or free_port()
     tail: deque[str] = output if output is not None else deque(maxlen=200)
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TIE_", "TieStorage__"))}
-    full_env.update({"TIE_LOCAL_DIR": str(local_dir), "PYTHONPATH": str(REPO_ROOT)})
-    full_env.update(env or {})
+    full_env = {**local_env(local_dir), **(env or {})}
     # The console script, as `make run` starts it (its sys.path lacks the working directory).
     script = Path(sys.executable).parent / "tie"
     launcher = [str(script)] if script.exists() else [sys.executable, "-m", "tie.cli"]

@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -29,7 +28,7 @@ import pytest
 from shared.messaging.ports import OutboundMessage
 from shared.messaging.sqlite_bus import SqliteBus
 from shared.messaging.topology import SUB_WRITEBACK_FHIR, TOPIC_CLINICAL
-from tests.helpers import REPO_ROOT, free_port, host_process, http, wait_for
+from tests.helpers import REPO_ROOT, free_port, host_process, http, tie_cli, wait_for
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -246,19 +245,6 @@ def nhs_number_of(sample: bytes) -> str:
     return match.group(1).decode()
 
 
-def tie(local: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIE_", "TieStorage__"))}
-    env.update({"TIE_LOCAL_DIR": str(local), "PYTHONPATH": str(REPO_ROOT)})
-    return subprocess.run(
-        [sys.executable, "-m", "tie.cli", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_console_in_a_real_browser(tmp_path: Path) -> None:
     binary = chromium()
     axe = axe_source()
@@ -310,7 +296,7 @@ def test_console_in_a_real_browser(tmp_path: Path) -> None:
 
         assert "replayed" in stages(POISON_ID)
         user = f"local:{getpass.getuser()}"
-        found = tie(local, "audit", "search", "--agent", user, "-n", "1000")
+        found = tie_cli(local, "audit", "search", "--agent", user, "-n", "1000")
         assert found.returncode == 0, found.stderr
         interactions = [json.loads(line)["interaction"] for line in found.stdout.splitlines()]
         assert interactions.count("console-search") == 1

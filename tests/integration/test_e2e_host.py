@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,21 +13,9 @@ from shared.messaging.ports import OutboundMessage
 from shared.messaging.sqlite_bus import SqliteBus
 from shared.messaging.topology import SUB_INGEST_PROCESSOR, TOPIC_INGEST
 from shared.storage.sqlite_records import SqliteRecordStore
-from tests.helpers import REPO_ROOT, host_process, http, wait_for
+from tests.helpers import REPO_ROOT, host_process, http, tie_cli, wait_for
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
-
-
-def tie(local_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TIE_LOCAL_DIR": str(local_dir), "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "tie.cli", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_http_to_bus_to_trigger_round_trip_and_dead_letter_replay(tmp_path: Path) -> None:
@@ -90,21 +76,21 @@ def test_http_to_bus_to_trigger_round_trip_and_dead_letter_replay(tmp_path: Path
         trace = http("GET", f"{base}/messages/e2e-poison").json()
         assert [s["stage"] for s in trace["stages"]].count("failed") == dead[0].delivery_count
 
-        listed = tie(local, "dlq", "list", TOPIC_INGEST, SUB_INGEST_PROCESSOR)
+        listed = tie_cli(local, "dlq", "list", TOPIC_INGEST, SUB_INGEST_PROCESSOR)
         assert listed.returncode == 0, listed.stderr
         rows = json.loads(listed.stdout)
         assert rows[0]["messageId"] == "poison-1" and rows[0]["reason"] == "MaxDeliveryCountExceeded"
 
-        replay = tie(local, "dlq", "replay", TOPIC_INGEST, SUB_INGEST_PROCESSOR)
+        replay = tie_cli(local, "dlq", "replay", TOPIC_INGEST, SUB_INGEST_PROCESSOR)
         assert replay.returncode == 0 and "replayed 1" in replay.stdout
 
         def replayed_and_dead_again() -> bool:
-            rows = json.loads(tie(local, "dlq", "list", TOPIC_INGEST, SUB_INGEST_PROCESSOR).stdout)
+            rows = json.loads(tie_cli(local, "dlq", "list", TOPIC_INGEST, SUB_INGEST_PROCESSOR).stdout)
             return bool(rows) and rows[0]["replayCount"] == 1
 
         wait_for(replayed_and_dead_again, timeout=60, interval=0.5)
 
-        topics = json.loads(tie(local, "bus", "topics", "--json").stdout)
+        topics = json.loads(tie_cli(local, "bus", "topics", "--json").stdout)
         ingest = next(t for t in topics if t["topic"] == TOPIC_INGEST)
         assert ingest["subscriptions"][0]["deadLetter"] == 1
 
@@ -158,7 +144,7 @@ def test_adt_over_http_and_mllp_through_tie_run(tmp_path: Path) -> None:
         ack = send_message("127.0.0.1", mllp_port, adt_a01("E2E-MLLP"), timeout=60)
         assert read_msa(ack).code == "AA" and read_msa(ack).control_id == "E2E-MLLP"
         # The README's sample file (LF line endings) through `tie mllp send`.
-        sent = tie(
+        sent = tie_cli(
             local, "mllp", "send", str(REPO_ROOT / "samples" / "adt-a01.hl7"), "--port", str(mllp_port)
         )
         assert sent.returncode == 0, sent.stdout + sent.stderr

@@ -6,9 +6,7 @@ commands as written there: send the sample poison event -> ``tie dlq list`` -> `
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ import pytest
 
 from shared.messaging.sqlite_bus import SqliteBus
 from shared.messaging.topology import SUB_WRITEBACK_FHIR, SUB_WRITEBACK_HL7V2, TOPIC_CLINICAL
-from tests.helpers import REPO_ROOT, host_process, wait_for
+from tests.helpers import host_process, tie_cli, wait_for
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
@@ -28,16 +26,7 @@ SEND = [
 
 
 def tie(local: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIE_", "TieStorage__"))}
-    env.update({"TIE_LOCAL_DIR": str(local), "PYTHONPATH": str(REPO_ROOT)})
-    done = subprocess.run(
-        [sys.executable, "-m", "tie.cli", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = tie_cli(local, *args)
     assert done.returncode == 0, f"tie {' '.join(args)}: {done.returncode}\n{done.stderr}"
     return done
 
