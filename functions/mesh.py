@@ -11,8 +11,7 @@ import logging
 
 import azure.functions as func
 
-from shared.mesh.service import poll_mailboxes
-from shared.wiring import build_mesh_mailbox, get_container
+from shared.wiring import get_container, poll_mesh
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 _log = logging.getLogger("tie.mesh")
@@ -22,16 +21,9 @@ _log = logging.getLogger("tie.mesh")
 @bp.timer_trigger(schedule="0 * * * * *", arg_name="timer", use_monitor=False)
 def mesh_poll(timer: func.TimerRequest) -> None:
     container = get_container()
-    settings = container.settings
-    if not settings.mesh_mailbox_list:
+    if not container.settings.mesh_mailbox_list:
         return
-    reports = poll_mailboxes(
-        settings.mesh_mailbox_list,
-        lambda name: build_mesh_mailbox(settings, name),
-        bus=container.bus,
-        records=container.records,
-        blobs=container.blobs,
-    )
+    reports = poll_mesh(container)
     for report in reports:
         if report.listed or report.failed:
             _log.info(

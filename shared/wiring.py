@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from shared.backbone.runtime import Backbone
     from shared.backbone.writeback import Downstream
     from shared.fhirapi import FhirApi
+    from shared.mesh.inbound import PollReport
     from shared.mesh.ports import MeshMailbox
     from shared.messaging.topology import TopicSpec
     from shared.pds.ports import PdsClient, TokenSource
@@ -489,6 +490,20 @@ def build_mesh_mailbox(settings: Settings, mailbox: str) -> MeshMailbox:
     if settings.mesh_backend == "mesh" and not settings.mesh_url:
         raise ConfigurationError("TIE_MESH_BACKEND=mesh needs TIE_MESH_URL")
     return MeshClientMailbox(url, mailbox, SettingsCredentials(settings))
+
+
+def poll_mesh(container: Container) -> list[PollReport]:
+    """Poll every configured MESH mailbox (``TIE_MESH_MAILBOXES``) into the container's bus and stores."""
+    from shared.mesh.service import poll_mailboxes
+
+    settings = container.settings
+    return poll_mailboxes(
+        settings.mesh_mailbox_list,
+        lambda name: build_mesh_mailbox(settings, name),
+        bus=container.bus,
+        records=container.records,
+        blobs=container.blobs,
+    )
 
 
 def build_process_backbone(container: Container) -> Backbone:

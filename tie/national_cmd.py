@@ -84,19 +84,12 @@ def cmd_mesh(args: argparse.Namespace) -> int:
     from shared.mesh.inbound import ACKNOWLEDGED, MeshInbound
     from shared.mesh.outbound import MeshOutbound
     from shared.mesh.pipeline import PipelineIngestor
-    from shared.mesh.service import poll_mailboxes
-    from shared.wiring import build_mesh_mailbox, get_container
+    from shared.wiring import build_mesh_mailbox, get_container, poll_mesh
 
     container = get_container()
     settings = container.settings
     if args.mesh_cmd == "poll":
-        reports = poll_mailboxes(
-            settings.mesh_mailbox_list,
-            lambda name: build_mesh_mailbox(settings, name),
-            bus=container.bus,
-            records=container.records,
-            blobs=container.blobs,
-        )
+        reports = poll_mesh(container)
         for r in reports:
             print(
                 f"{r.mailbox}: listed={r.listed} ingested={r.ingested} quarantined={r.quarantined} "
