@@ -20,28 +20,10 @@ from shared.storage.ports import BlobStore, RecordStore
 from shared.storage.sqlite_blobs import SqliteBlobStore
 from shared.storage.sqlite_records import SqliteRecordStore
 from tests.contract.backends import BACKENDS
-from tests.unit.bulkexport.support import KEY, Clock
+from tests.unit.bulkexport.support import KEY, Clock, DiesAfter, Killed
 
 BASE = "https://tie.example/api/fhir"
 HEADERS = {"Prefer": "respond-async", "X-TIE-Client-Id": "lake"}
-
-
-class Killed(BaseException):
-    pass
-
-
-class DiesAfter:
-    def __init__(self, inner: SqliteFhirRepository, searches: int) -> None:
-        self._inner, self._left = inner, searches
-
-    def search(self, *args: Any, **kwargs: Any) -> Any:
-        self._left -= 1
-        if self._left < 0:
-            raise Killed
-        return self._inner.search(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 @pytest.fixture(params=BACKENDS)

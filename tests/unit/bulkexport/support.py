@@ -108,3 +108,24 @@ def lines(api: BulkExportApi, files: Sequence[dict[str, Any]], client: str | Non
 
 def resources(api: BulkExportApi, m: dict[str, Any], client: str | None = None) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines(api, m["output"], client)]
+
+
+class Killed(BaseException):
+    """The host dies (not an Exception: nothing in the worker may catch it)."""
+
+
+class DiesAfter:
+    """The FHIR repository of a host that is killed at its ``searches``-th search."""
+
+    def __init__(self, inner: Any, searches: int) -> None:
+        self._inner = inner
+        self._left = searches
+
+    def search(self, *args: Any, **kwargs: Any) -> Any:
+        self._left -= 1
+        if self._left < 0:
+            raise Killed
+        return self._inner.search(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)

@@ -12,7 +12,19 @@ import pytest
 
 from shared.bulkexport import Level
 from shared.storage.names import CONTAINER_BULK_EXPORT
-from tests.unit.bulkexport.support import ASYNC, Env, env, get, job_id, kickoff, lines, manifest, resources
+from tests.unit.bulkexport.support import (
+    ASYNC,
+    DiesAfter,
+    Env,
+    Killed,
+    env,
+    get,
+    job_id,
+    kickoff,
+    lines,
+    manifest,
+    resources,
+)
 
 NHS_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 
@@ -235,27 +247,6 @@ def test_changes_after_the_transaction_time_wait_for_the_next_export(e: Env) -> 
     e.fhir.create(patient("9000000999"))
     e.runner().run_pending()
     assert {r["id"] for r in resources(api, manifest(api, job))} == ids["Patient"]
-
-
-class Killed(BaseException):
-    """The host dies (not an Exception: nothing in the worker may catch it)."""
-
-
-class DiesAfter:
-    """The FHIR repository of a host that is killed at its ``searches``-th search."""
-
-    def __init__(self, inner: Any, searches: int) -> None:
-        self._inner = inner
-        self._left = searches
-
-    def search(self, *args: Any, **kwargs: Any) -> Any:
-        self._left -= 1
-        if self._left < 0:
-            raise Killed
-        return self._inner.search(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 @pytest.mark.parametrize("kill_at", [1, 2, 3, 5])
