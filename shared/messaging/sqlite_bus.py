@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -151,6 +152,23 @@ ORDER BY h.head
 LIMIT 1
 """
 
+# Any active message not locked by a live lock: something to claim or to sweep (non-session receive).
+_CLAIMABLE_SQL: Final = f"""
+SELECT 1 FROM messages
+WHERE topic = :topic AND subscription = :sub AND state = {_ACTIVE}
+  AND (lock_token IS NULL OR locked_until <= :now)
+LIMIT 1
+"""
+
+# An unlocked active message that the sweep would dead-letter or drop (max deliveries reached, expired).
+_SWEEPABLE_SQL: Final = f"""
+SELECT 1 FROM messages
+WHERE topic = :topic AND subscription = :sub AND state = {_ACTIVE}
+  AND (delivery_count >= :max OR expires_at <= :now)
+  AND (lock_token IS NULL OR locked_until <= :now)
+LIMIT 1
+"""
+
 
 def _us(delta: timedelta) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
@@ -224,6 +242,9 @@ class SqliteBus:
         self._poll_interval = poll_interval
         self._owner = uuid.uuid4().hex
         self._lock = threading.RLock()
+        # Per subscription: a condition receivers wait on between polls, and a count of wake-ups.
+        self._wake: dict[tuple[str, str], threading.Condition] = {}
+        self._generation: dict[tuple[str, str], int] = {}
         self._topics: dict[str, _Topic] = {}
         for spec in topology:
             if spec.name in self._topics:
@@ -236,6 +257,9 @@ class SqliteBus:
                     raise ValueError(f"subscription {spec.name}/{sub.name}: max_delivery_count must be >= 1")
                 subs[sub.name] = _Sub(spec.name, sub, compile_filter(sub.filter))
             self._topics[spec.name] = _Topic(spec, subs)
+            for sub_name in subs:
+                self._wake[(spec.name, sub_name)] = threading.Condition(threading.Lock())
+                self._generation[(spec.name, sub_name)] = 0
 
         private_file(self._path)  # 0600 in a 0700 directory: messages hold patient data
         try:
@@ -381,6 +405,7 @@ class SqliteBus:
                 rows,
             )
             tx.execute("UPDATE topics SET next_sequence = ? WHERE name = ?", (sequence, topic))
+        self._notify_published(topic, rows)
         if dropped:
             _log.debug("dropped %d duplicate message(s) on topic %s", dropped, topic)
 
@@ -417,19 +442,57 @@ class SqliteBus:
 
         deadline = time.monotonic() + max_wait
         while True:
-            with self._transaction() as tx:
-                now = self._now_us()
-                self._sweep(tx, sub, now)
-                if session_id is None:
-                    received = self._claim(tx, sub, now, max_messages)
-                else:
-                    received = self._claim_session(tx, sub, now, max_messages, session_id)
-            if received:
-                return received
+            key = (topic, sub.spec.name)
+            generation = self._generation[key]
+            # An idle poll is a read: the write transaction (sweep + claim) runs only when the read sees
+            # something it could change. A request for a named session always writes (it renews the lock).
+            if session_id not in (None, NEXT_AVAILABLE_SESSION) or self._has_work(sub, session_id):
+                with self._transaction() as tx:
+                    now = self._now_us()
+                    self._sweep(tx, sub, now)
+                    if session_id is None:
+                        received = self._claim(tx, sub, now, max_messages)
+                    else:
+                        received = self._claim_session(tx, sub, now, max_messages, session_id)
+                if received:
+                    return received
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            time.sleep(min(self._poll_interval, remaining))
+            wake = self._wake[key]
+            with wake:  # woken early by a publish or unlock on this subscription through this instance
+                if self._generation[key] == generation:
+                    wake.wait(min(self._poll_interval, remaining))
+
+    def _has_work(self, sub: _Sub, session_id: str | None) -> bool:
+        """Read only: is there a message to sweep (max deliveries, expired) or to claim?"""
+        with self._read() as conn:
+            now = self._now_us()
+            params = {
+                "topic": sub.topic,
+                "sub": sub.spec.name,
+                "now": now,
+                "me": self._owner,
+                "max": sub.spec.max_delivery_count,
+            }
+            if session_id is None:
+                return conn.execute(_CLAIMABLE_SQL, params).fetchone() is not None
+            if conn.execute(_SWEEPABLE_SQL, params).fetchone() is not None:
+                return True
+            return conn.execute(_NEXT_SESSION_SQL, params).fetchone() is not None
+
+    def _notify_published(self, topic: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Wake receivers for the active rows just inserted (subscription, state: columns 1 and 3)."""
+        for subscription, ready in Counter(row[1] for row in rows if row[3] == _ACTIVE).items():
+            self._notify(topic, subscription, ready)
+
+    def _notify(self, topic: str, subscription: str, ready: int = 1) -> None:
+        """Wake up to ``ready`` receivers waiting on the subscription (one per message made claimable)."""
+        key = (topic, subscription)
+        wake = self._wake[key]
+        with wake:
+            self._generation[key] += 1
+            wake.notify(ready)
 
     def _claim(self, tx: sqlite3.Connection, sub: _Sub, now: int, limit: int) -> list[ReceivedMessage]:
         rows = tx.execute(
@@ -551,6 +614,8 @@ class SqliteBus:
             row = self._locked_row(tx, message, now)
             tx.execute("DELETE FROM messages WHERE id = ?", (row["id"],))
             self._renew_session(tx, sub, row["session_id"], now)
+        if row["session_id"] is not None:
+            self._notify(message.topic, message.subscription)  # the session's next message is its head
 
     def abandon(self, message: ReceivedMessage) -> None:
         """Unlock now; dead-letter instead when the delivery count has reached the maximum."""
@@ -579,6 +644,7 @@ class SqliteBus:
                     "UPDATE messages SET lock_token = NULL, locked_until = NULL WHERE id = ?", (row["id"],)
                 )
             self._renew_session(tx, sub, row["session_id"], now)
+        self._notify(message.topic, message.subscription)
 
     def dead_letter(self, message: ReceivedMessage, *, reason: str, description: str = "") -> None:
         """Move to the dead-letter sub-queue with ``reason`` / ``description`` (no patient data)."""
@@ -633,6 +699,7 @@ class SqliteBus:
                 "DELETE FROM session_locks WHERE topic = ? AND subscription = ? AND session_id = ?",
                 (topic, sub.spec.name, session_id),
             )
+        self._notify(topic, sub.spec.name)
 
     def _locked_row(self, tx: sqlite3.Connection, message: ReceivedMessage, now: int) -> sqlite3.Row:
         if message.lock_token is None:
@@ -761,6 +828,7 @@ class SqliteBus:
             )
             tx.execute("UPDATE topics SET next_sequence = ? WHERE name = ?", (sequence, topic))
         if updates:
+            self._notify(topic, subscription, len(updates))
             _log.info("replayed %d dead letter(s) on %s/%s", len(updates), topic, subscription)
         return len(updates)
 
