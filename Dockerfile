@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # The MLLP listener container (HL7 v2 over TCP from Trust systems), hosted on Azure Container Apps with TCP
 # ingress in an internal VNet environment (infra/bicep/modules/mllp.bicep, infra/README.md). It runs the
-# listener `tie run` starts locally (shared.pipeline.mllp_listener) through infra/mllp/listener.py, against
+# listener `tie run` starts locally (shared.ingest.mllp_listener) through infra/mllp/listener.py, against
 # Service Bus and Storage with the managed identity. No secrets in the image: the TLS server certificate is
 # mounted from Key Vault at run time.
 #

@@ -107,11 +107,11 @@ def fsync_handler(directory: Path) -> Handler:
 
 
 def ingest_handler(directory: Path) -> Handler:
-    """The real persist-before-ACK path: :class:`~shared.pipeline.hl7v2.Hl7Ingest` on the embedded
+    """The real persist-before-ACK path: :class:`~shared.ingest.hl7v2.Hl7Ingest` on the embedded
     defaults (SQLite bus + record store in ``directory``): parse, validate, duplicate check, publish to the
     ingest topic, remember the outcome, build the ACK. This is what ``make run``'s listener does."""
+    from shared.ingest.hl7v2 import Hl7Ingest
     from shared.messaging.sqlite_bus import SqliteBus
-    from shared.pipeline.hl7v2 import Hl7Ingest
     from shared.storage.sqlite_records import SqliteRecordStore
 
     ingest = Hl7Ingest(SqliteBus(directory / "bus.sqlite3"), SqliteRecordStore(directory / "records.sqlite3"))

@@ -339,6 +339,9 @@ def _components(n: int, idempotency: bool, nhs: list[str]) -> tuple[dict[str, fl
     from shared.backbone.delivery import Delivery
     from shared.backbone.runtime import WriteBackOptions, build_backbone, default_downstreams
     from shared.config.settings import Settings
+    from shared.ingest import ingest
+    from shared.ingest.channels import PROCESSORS
+    from shared.ingest.hl7v2 import Hl7Ingest
     from shared.journal import Journal
     from shared.messaging.sqlite_bus import SqliteBus
     from shared.messaging.topology import (
@@ -348,9 +351,6 @@ def _components(n: int, idempotency: bool, nhs: list[str]) -> tuple[dict[str, fl
         TOPIC_CLINICAL,
         TOPIC_INGEST,
     )
-    from shared.pipeline import ingest
-    from shared.pipeline.channels import PROCESSORS
-    from shared.pipeline.hl7v2 import Hl7Ingest
 
     root = Path(tempfile.mkdtemp(prefix="tie-bench-components-"))
     bus = SqliteBus(root / "bus.sqlite3")

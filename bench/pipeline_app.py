@@ -135,8 +135,8 @@ def _instrument(stats: _Stats, out: Path) -> None:
 
     sqlite3.connect = connect  # type: ignore[assignment]  # the bench app's own process only
 
-    import shared.pipeline.hl7v2 as hl7v2
-    import shared.pipeline.ingest as ingest
+    import shared.ingest.hl7v2 as hl7v2
+    import shared.ingest.ingest as ingest
     import tie.localhost.host as host
     from shared.backbone.fhir_writeback import FhirDownstream
     from shared.backbone.hl7_writeback import Hl7MllpDownstream

@@ -15,14 +15,14 @@ from typing import Final
 import azure.functions as func
 
 from functions._http import error_response, http_endpoint, read_body
+from shared.ingest.hl7v2 import CONTENT_TYPE, Hl7Ingest, Hl7IngestResult
 from shared.observability.correlation import HEADER
-from shared.pipeline.hl7v2 import CONTENT_TYPE, Hl7Ingest, Hl7IngestResult
 from shared.wiring import get_container
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 ACCEPTED_CONTENT_TYPES = frozenset({CONTENT_TYPE, "application/hl7-v2+er7", "application/hl7-v2"})
-#: The HTTP status of each answer: the ingest outcomes (:data:`shared.pipeline.hl7v2.Outcome`: AA / CA;
+#: The HTTP status of each answer: the ingest outcomes (:data:`shared.ingest.hl7v2.Outcome`: AA / CA;
 #: AE; AR / CR; AR / CE with ERR 207 and ``Retry-After``), no ACK asked for (MSH-15), a body over
 #: ``TIE_HTTP_MAX_BODY_BYTES`` (AR / CR with ERR 102) and a wrong Content-Type (JSON error).
 HTTP_STATUS: Final[Mapping[str, int]] = {

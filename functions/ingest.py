@@ -3,7 +3,7 @@
 ``POST /api/messages?channel=raw`` accepts a body, publishes it to ``tie-ingest`` and answers 202 only
 after the bus has it. ``GET /api/messages/{correlationId}`` answers "what happened to this message?" from
 the journal. The ``ingest_processor`` trigger consumes the topic. Later channels (HL7 v2, FHIR) register
-processors in :mod:`shared.pipeline.ingest`; their edges reuse :func:`shared.pipeline.ingest.accept`.
+processors in :mod:`shared.ingest.ingest`; their edges reuse :func:`shared.ingest.ingest.accept`.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import logging
 import azure.functions as func
 
 from functions._http import error_response, http_endpoint, json_response, read_body
+from shared.ingest import ingest
+from shared.ingest.channels import GENERIC_HTTP_CHANNELS, PROCESSORS
 from shared.journal import Journal
 from shared.messaging.topology import SERVICE_BUS_CONNECTION, SUB_INGEST_PROCESSOR, TOPIC_INGEST
 from shared.observability.correlation import correlation_scope, is_valid_correlation_id
-from shared.pipeline import ingest
-from shared.pipeline.channels import GENERIC_HTTP_CHANNELS, PROCESSORS
 from shared.wiring import get_container
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]

@@ -206,7 +206,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         return 2
     if args.control_id is None:
         return _trace(Journal(records), args.correlation_id, as_json=args.json)
-    from shared.pipeline.control_ids import find_by_control_id
+    from shared.ingest.control_ids import find_by_control_id
 
     application, facility, control_id = args.control_id
     matches = find_by_control_id(records, application, control_id, facility=facility)
@@ -500,7 +500,7 @@ async def _start_extras(args: argparse.Namespace, container: Any) -> _Extras:
     if args.no_mllp:
         await start_mesh_sandbox(container, extras)
         return extras
-    from shared.pipeline.mllp_listener import start_mllp_listener, tls_label
+    from shared.ingest.mllp_listener import start_mllp_listener, tls_label
 
     settings = container.settings
     server = await start_mllp_listener(

@@ -1,5 +1,5 @@
 """Entry point of the MLLP listener container (Dockerfile): the listener ``tie run`` starts beside the local
-functions host (``shared.pipeline.mllp_listener.start_mllp_listener``), on its own, against the adapters the
+functions host (``shared.ingest.mllp_listener.start_mllp_listener``), on its own, against the adapters the
 settings select - Service Bus and Storage with the managed identity in Azure (TIE_BUS_BACKEND /
 TIE_STORAGE_BACKEND=azure). No HTTP host, no triggers: Service Bus consumers stay in the Function App.
 
@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:
 
 from shared.bootstrap import bootstrap  # noqa: E402
 from shared.errors import TieError  # noqa: E402
-from shared.pipeline.mllp_listener import start_mllp_listener, tls_label  # noqa: E402
+from shared.ingest.mllp_listener import start_mllp_listener, tls_label  # noqa: E402
 from shared.wiring import get_container  # noqa: E402
 
 

@@ -2,7 +2,7 @@
 
 Hook points (all optional: ``audit=None`` audits nothing, for benchmarks' "without" run and unit tests of
 other modules): the FHIR API (:mod:`shared.fhirapi.service`, one record per interaction), the HL7 v2 edge
-and the ingest processor (:mod:`shared.pipeline`), the write-back subscribers
+and the ingest processor (:mod:`shared.ingest`), the write-back subscribers
 (:mod:`shared.backbone.writeback`) and the operator commands of ``tie``. Appending fails closed: an
 audit log that cannot be written raises a transient error and the audited action fails with it.
 """

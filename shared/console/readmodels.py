@@ -17,6 +17,7 @@ from shared.backbone.breaker import PARTITION as BREAKER_PARTITION
 from shared.backbone.breaker import BreakerSnapshot
 from shared.backbone.stuck import stuck_messages
 from shared.errors import TieError
+from shared.ingest.control_ids import ControlIdMatch, find_by_control_id
 from shared.journal import (
     ACKNOWLEDGED,
     CONFLICT,
@@ -31,7 +32,6 @@ from shared.journal import (
     Journal,
 )
 from shared.messaging.ports import MessageBus
-from shared.pipeline.control_ids import ControlIdMatch, find_by_control_id
 from shared.storage.keys import restore_key
 from shared.storage.names import TABLE_CIRCUITS, TABLE_PARKED
 from shared.storage.ports import Record, RecordStore

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+from shared.ingest.channels import PROCESSORS
+from shared.ingest.hl7v2 import CHANNEL as HL7V2_CHANNEL
+from shared.ingest.hl7v2 import Hl7Ingest
+from shared.ingest.ingest import accept
 from shared.journal import Journal
 from shared.mesh.inbound import SOURCE, IngestOutcome
 from shared.mesh.ports import MeshMessage
 from shared.messaging.ports import MessageBus
-from shared.pipeline.channels import PROCESSORS
-from shared.pipeline.hl7v2 import CHANNEL as HL7V2_CHANNEL
-from shared.pipeline.hl7v2 import Hl7Ingest
-from shared.pipeline.ingest import accept
 from shared.storage.ports import RecordStore
 
 
 class PipelineIngestor:
-    """HL7 v2 through :class:`~shared.pipeline.hl7v2.Hl7Ingest` (AA/CA = accepted, AE/AR/CR = refused,
+    """HL7 v2 through :class:`~shared.ingest.hl7v2.Hl7Ingest` (AA/CA = accepted, AE/AR/CR = refused,
     could-not-store = unavailable); other registered channels straight to the ingest topic."""
 
     def __init__(self, bus: MessageBus, records: RecordStore) -> None:

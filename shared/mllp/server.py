@@ -167,7 +167,7 @@ class MllpServer:
     ``ssl`` enables TLS; configure the context with ``verify_mode = CERT_REQUIRED`` and a CA to demand
     client certificates (mutual TLS). Admission caps and timeouts are described in the module docs; the
     constructor's defaults are permissive (no per-source caps, one timeout) for tests and benchmarks, and
-    :func:`shared.pipeline.mllp_listener.build_mllp_server` wires the hardened values from settings.
+    :func:`shared.ingest.mllp_listener.build_mllp_server` wires the hardened values from settings.
     ``stop_grace`` is what :meth:`stop` allows in-flight handlers when called without a grace;
     ``on_stopped`` runs once :meth:`stop` has closed everything (e.g. to shut a worker pool down).
     """

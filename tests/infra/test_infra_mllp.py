@@ -19,8 +19,8 @@ import pytest
 
 from shared.config.settings import Settings
 from shared.credentials.registry import load_registry
+from shared.ingest.mllp_listener import LISTENER_ENTRY
 from shared.mllp.client import read_msa, send_message
-from shared.pipeline.mllp_listener import LISTENER_ENTRY
 from tests.infra import bicep_ast as b
 
 DOCKERFILE = b.ROOT / "Dockerfile"

@@ -23,6 +23,8 @@ from shared.backbone.fhir_writeback import FhirDownstream
 from shared.backbone.hl7_writeback import Hl7MllpDownstream, MllpSender
 from shared.backbone.runtime import Backbone, WriteBackOptions, build_backbone
 from shared.canonical.identity import content_digest
+from shared.ingest import ingest
+from shared.ingest.hl7v2 import Hl7Ingest
 from shared.journal import Journal
 from shared.messaging.ports import MessageBus, OutboundMessage
 from shared.messaging.topology import (
@@ -31,8 +33,6 @@ from shared.messaging.topology import (
     TOPIC_CLINICAL,
     TOPIC_INGEST,
 )
-from shared.pipeline import ingest
-from shared.pipeline.hl7v2 import Hl7Ingest
 from tests.integration.test_backbone_faults import drain, pump_ingest
 from tests.integration.test_clinical_safety import a01, oru
 from tests.unit.backbone import support as s

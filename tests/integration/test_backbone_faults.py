@@ -33,6 +33,9 @@ from shared.backbone.hl7_writeback import Hl7MllpDownstream, MllpSender
 from shared.backbone.runtime import Backbone, WriteBackOptions
 from shared.canonical.model import ClinicalEvent
 from shared.fhirstore.sqlite_store import SqliteFhirRepository
+from shared.ingest import ingest
+from shared.ingest.channels import PROCESSORS
+from shared.ingest.hl7v2 import Hl7Ingest
 from shared.journal import Journal
 from shared.mapping.fhir_in import event_from_fhir, patient_from_fhir
 from shared.messaging.ports import ReceivedMessage
@@ -45,9 +48,6 @@ from shared.messaging.topology import (
     TOPIC_INGEST,
     TopicSpec,
 )
-from shared.pipeline import ingest
-from shared.pipeline.channels import PROCESSORS
-from shared.pipeline.hl7v2 import Hl7Ingest
 from shared.terminology import systems
 from tests.fhir_test_server import Fault, FhirTestServer
 from tests.unit.backbone import support as s

@@ -23,13 +23,13 @@ from shared.backbone.hl7_writeback import Hl7MllpDownstream, MllpSender
 from shared.backbone.runtime import Backbone, WriteBackOptions
 from shared.canonical import identity
 from shared.fhirstore.ports import FhirRepository
+from shared.ingest import ingest
+from shared.ingest.hl7v2 import Hl7Ingest
 from shared.journal import Journal
 from shared.messaging.topology import (
     SUB_WRITEBACK_FHIR,
     SUB_WRITEBACK_HL7V2,
 )
-from shared.pipeline import ingest
-from shared.pipeline.hl7v2 import Hl7Ingest
 from tests.integration.test_backbone_faults import drain, pump_ingest
 from tests.unit.backbone import support as s
 

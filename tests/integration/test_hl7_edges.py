@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from shared.hl7v2 import parse_message
+from shared.ingest.mllp_listener import build_mllp_server
 from shared.messaging.topology import SUB_INGEST_PROCESSOR, TOPIC_INGEST
 from shared.mllp.client import MllpClient, classify_ack, read_msa
 from shared.mllp.framing import frame
-from shared.pipeline.mllp_listener import build_mllp_server
 from tests.fixtures.hl7_messages import adt_a01
 from tests.helpers import http, running_host
 from tie.localhost.discovery import load_app

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 
 from shared.hl7v2 import parse_message
+from shared.ingest.hl7v2 import OUTCOME_TABLE, Hl7Ingest, process_hl7v2
+from shared.ingest.ingest import inbound_from_properties
 from shared.messaging.errors import BusUnavailable
 from shared.messaging.topology import SUB_INGEST_PROCESSOR, TOPIC_INGEST
-from shared.pipeline.hl7v2 import OUTCOME_TABLE, Hl7Ingest, process_hl7v2
-from shared.pipeline.ingest import inbound_from_properties
 from tests.fixtures.hl7_messages import adt_a01
 
 
@@ -197,9 +197,9 @@ def test_bus_outage_answers_ar_and_the_retry_succeeds(service: Hl7Ingest, contai
 
 def test_bus_processor_maps_and_publishes_the_clinical_event(container: Any) -> None:
     from shared.backbone.clinical import from_message, to_message
+    from shared.ingest.ingest import ProcessorContext
     from shared.journal import Journal
     from shared.messaging.topology import SUB_CLINICAL_AUDIT, TOPIC_CLINICAL
-    from shared.pipeline.ingest import ProcessorContext
 
     inbound = inbound_from_properties(
         body=adt_a01("P1"),

@@ -12,7 +12,7 @@ from shared.backbone import clinical
 from shared.backbone.errors import ContractViolation
 from shared.hl7v2 import parse_message
 from shared.identifiers.nhs_number import is_valid_nhs_number
-from shared.pipeline.hl7v2 import Hl7Ingest
+from shared.ingest.hl7v2 import Hl7Ingest
 from tests.helpers import REPO_ROOT
 
 SAMPLES = REPO_ROOT / "samples"

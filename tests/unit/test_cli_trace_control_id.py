@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from shared.pipeline.control_ids import find_by_control_id
-from shared.pipeline.hl7v2 import Hl7Ingest
+from shared.ingest.control_ids import find_by_control_id
+from shared.ingest.hl7v2 import Hl7Ingest
 from tests.helpers import REPO_ROOT
 from tie import cli
 

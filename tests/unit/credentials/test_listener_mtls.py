@@ -22,9 +22,9 @@ from shared.credentials.errors import CredentialExpired, CredentialNotFound
 from shared.credentials.registry import parse_registry
 from shared.errors import ConfigurationError
 from shared.hl7v2 import parse_message
+from shared.ingest.mllp_listener import build_mllp_server
 from shared.mllp.client import MllpClient
 from shared.mllp.errors import MllpConnectionError
-from shared.pipeline.mllp_listener import build_mllp_server
 from shared.wiring import build_container, set_container
 from tests.unit.credentials.conftest import Clock, Store
 from tests.unit.pipeline.hl7_ingest_support import oru

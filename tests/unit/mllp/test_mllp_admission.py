@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 
 from shared.config.settings import Settings
+from shared.ingest.mllp_listener import build_mllp_server, trust_rule
 from shared.mllp.framing import SB, Frame, FrameDecoder, frame
 from shared.mllp.server import ConnectionInfo, MllpServer, Refusal, generic_nak
 from shared.mllp.workers import WorkerPool
-from shared.pipeline.mllp_listener import build_mllp_server, trust_rule
 from tests.helpers import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(90)
@@ -350,7 +350,7 @@ _STUCK_LISTENER = textwrap.dedent(
     """
     import asyncio, signal, sys, threading
     from shared.config.settings import Settings
-    from shared.pipeline import mllp_listener
+    from shared.ingest import mllp_listener
 
     class StuckIngest:  # storage that never answers
         def __init__(self, bus, records): pass

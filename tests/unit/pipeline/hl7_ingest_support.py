@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.hl7v2 import parse_message
-from shared.pipeline.hl7v2 import OUTCOME_TABLE
+from shared.ingest.hl7v2 import OUTCOME_TABLE
 from shared.storage.ports import JsonDict, Record, RecordStore
 
 GOOD_NHS = "9434765919"

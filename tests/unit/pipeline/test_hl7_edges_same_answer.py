@@ -18,8 +18,8 @@ import pytest
 from functions.hl7v2 import hl7v2_ingest
 from shared.config.settings import get_settings, reset_settings
 from shared.hl7v2 import limits, parse_message
+from shared.ingest.mllp_listener import build_mllp_server
 from shared.mllp.framing import frame
-from shared.pipeline.mllp_listener import build_mllp_server
 from shared.wiring import build_container, set_container
 from tests.unit.pipeline.hl7_ingest_support import BAD_NHS, GOOD_NHS, oru
 

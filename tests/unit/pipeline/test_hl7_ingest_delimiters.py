@@ -9,9 +9,9 @@ import pytest
 
 from shared.config.settings import Settings, get_settings, parse_sender_list, reset_settings
 from shared.errors import ConfigurationError
+from shared.ingest.hl7v2 import SUSPECT_DELIMITERS_STAGE, Hl7Ingest
 from shared.journal import Journal
 from shared.messaging.topology import SUB_INGEST_PROCESSOR, TOPIC_INGEST
-from shared.pipeline.hl7v2 import SUSPECT_DELIMITERS_STAGE, Hl7Ingest
 from tests.unit.pipeline.hl7_ingest_support import ack_errs, oru
 
 SUSPECT = {"obr4": "U&E^Urea and electrolytes^L", "units": "x10^9/L"}

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from shared.backbone import contracts
+from shared.ingest.hl7v2 import Hl7Ingest
 from shared.journal import Journal
 from shared.messaging.topology import SUB_PLATFORM_AUDIT, TOPIC_PLATFORM
-from shared.pipeline.hl7v2 import Hl7Ingest
 from shared.reconcile.checks import VolumeRule
 from shared.reconcile.model import Category
 from shared.reconcile.service import ReconcileOptions, Reconciler, due

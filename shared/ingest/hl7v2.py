@@ -46,11 +46,11 @@ from shared.errors import TransientError
 from shared.hl7v2 import Hl7ParseError, Message, limits, parse_message
 from shared.hl7v2.ack import AckCode, build_ack, build_ack_for_unparseable, choose_ack_codes
 from shared.hl7v2.validation import LIMIT_CHECK, Issue, ValidationResult, validate
+from shared.ingest.ingest import InboundMessage, ProcessorContext, accept
 from shared.journal import Journal
 from shared.mapping.errors import MappingError
 from shared.mapping.hl7v2_in import map_message
 from shared.messaging.ports import MessageBus
-from shared.pipeline.ingest import InboundMessage, ProcessorContext, accept
 from shared.storage.errors import ConcurrencyConflict, InvalidKey, RecordExists, RecordNotFound
 from shared.storage.keys import safe_key
 from shared.storage.names import TABLE_HL7_OUTCOMES

@@ -30,11 +30,11 @@ from shared.config.settings import Settings
 from shared.errors import ConfigurationError, TieError
 from shared.hl7v2 import Hl7ParseError
 from shared.hl7v2.ack import build_ack_for_unparseable
+from shared.ingest.hl7v2 import Hl7Ingest, oversize_ack
 from shared.messaging.ports import MessageBus
 from shared.mllp.server import ConnectionInfo, MllpServer, NakReason, TrustRule
 from shared.mllp.workers import WorkerPool
 from shared.observability.correlation import correlation_scope, new_correlation_id
-from shared.pipeline.hl7v2 import Hl7Ingest, oversize_ack
 from shared.storage.ports import RecordStore
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ _NAK_TEXT = {
 
 def build_nak(reason: NakReason, partial: bytes | None) -> bytes:
     """The NAK for a frame the ingest core never saw. An oversize frame gets the answer ``POST
-    /api/hl7v2`` gives an oversize body (:func:`~shared.pipeline.hl7v2.oversize_ack`: ERR ``102``). The
+    /api/hl7v2`` gives an oversize body (:func:`~shared.ingest.hl7v2.oversize_ack`: ERR ``102``). The
     NAK's MSH-10 is a new correlation ID, logged with the reason so the sender can quote it."""
     correlation_id = new_correlation_id()
     _log.warning("mllp nak", extra={"correlation_id": correlation_id, "reason": reason.value})

@@ -1,6 +1,6 @@
 """Read-only lookup: which message did a sender's HL7 v2 control ID (MSH-10) become?
 
-The HL7 v2 ingest (:mod:`shared.pipeline.hl7v2`) remembers the outcome of every parseable message with a
+The HL7 v2 ingest (:mod:`shared.ingest.hl7v2`) remembers the outcome of every parseable message with a
 control ID in table ``hl7outcomes``: partition = ``safe_key("MSH-3|MSH-4")``, row = ``safe_key(MSH-10)``,
 value with the correlation ID, ACK code and outcome. This module only reads that table (``tie trace
 --control-id``); it never writes it. Identifiers only: no message content is stored there.

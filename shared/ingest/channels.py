@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from shared.pipeline.hl7v2 import CHANNEL as HL7V2_CHANNEL
-from shared.pipeline.hl7v2 import process_hl7v2
-from shared.pipeline.ingest import Processor, raw_processor
+from shared.ingest.hl7v2 import CHANNEL as HL7V2_CHANNEL
+from shared.ingest.hl7v2 import process_hl7v2
+from shared.ingest.ingest import Processor, raw_processor
 
 PROCESSORS: Mapping[str, Processor] = {
     "raw": raw_processor,

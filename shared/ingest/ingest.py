@@ -4,7 +4,7 @@ Edge (HTTP function, MLLP listener): :func:`accept` publishes the message to ``t
 it; only after ``publish`` returns (the bus has it durably) does the caller acknowledge the sender.
 
 Bus side (Service Bus trigger): :func:`process` dispatches on the ``tie_channel`` application property to
-the channel's processor (registry: :data:`shared.pipeline.channels.PROCESSORS`). An unknown channel or a
+the channel's processor (registry: :data:`shared.ingest.channels.PROCESSORS`). An unknown channel or a
 processor failure raises, so the trigger abandons the message; after the subscription's max delivery
 count the bus dead-letters it (nothing is dropped).
 """
@@ -16,11 +16,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from shared.audit.trail import AuditTrail
+from shared.ingest.errors import MissingProperty, UnsupportedChannel
 from shared.journal import Journal
 from shared.messaging.ports import REPLAY_COUNT_PROPERTY, MessageBus, OutboundMessage, PropertyValue
 from shared.messaging.topology import TOPIC_INGEST
 from shared.observability.correlation import MESSAGE_PROPERTY as CORRELATION_PROPERTY
-from shared.pipeline.errors import MissingProperty, UnsupportedChannel
 
 CHANNEL_PROPERTY = "tie_channel"
 SOURCE_PROPERTY = "tie_source"
