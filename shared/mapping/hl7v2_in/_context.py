@@ -185,8 +185,9 @@ def rep_text(seg: Segment, n: int, rep: int = 1) -> str:
 _MEMO_MAX = 2048
 _MISS = object()
 _F = TypeVar("_F", bound=Callable[..., Any])
-#: Where a reader's result is kept and under which key; ``None``: not kept (see :func:`memoised`).
-MemoKey = tuple[dict[Any, Any], object] | None
+#: Where a reader's result is kept, under which key, and the field text read (handed to the reader so
+#: it is not read twice); ``None``: not kept (see :func:`memoised`).
+MemoKey = tuple[dict[Any, Any], object, str] | None
 
 
 def remember(memo: dict[Any, Any], key: object, value: object) -> None:
@@ -200,26 +201,32 @@ def memoised(key: Callable[..., MemoKey]) -> Callable[[_F], _F]:
     what else the reader reads), kept in a bounded dict: the one memo of the HL7 readers
     (``docs/speed-code.md``). A reader that reads more than its key (the sender's namespace as a
     fallback system, a counted unmapped local code) calls :meth:`Ctx.not_memoisable`, and that result -
-    and any reader's that used it - is not kept."""
+    and any reader's that used it - is not kept. On a miss the reader gets the field text the key read
+    as ``text=`` (read once)."""
 
     def wrap(reader: _F) -> _F:
         @functools.wraps(reader)
         def memo_reader(ctx: Ctx, *args: Any, **kwargs: Any) -> Any:
-            where = key(ctx, *args, **kwargs) if ctx.memo else None
-            if where is None:
-                return reader(ctx, *args, **kwargs)
-            store, k = where
-            hit = store.get(k, _MISS)
-            if hit is not _MISS:
-                return hit
-            outer, ctx.volatile = ctx.volatile, False
-            try:
-                value = reader(ctx, *args, **kwargs)
-                if not ctx.volatile:
-                    remember(store, k, value)
-            finally:
-                ctx.volatile = outer or ctx.volatile
-            return value
+            if ctx.memo:
+                where = key(ctx, *args, **kwargs)
+                if where is not None:
+                    store, k, text = where
+                    hit = store.get(k, _MISS)
+                    if hit is not _MISS:
+                        return hit
+                    outer = ctx.volatile
+                    ctx.volatile = False
+                    try:
+                        value = reader(ctx, *args, text=text, **kwargs)
+                    finally:
+                        volatile = ctx.volatile
+                        ctx.volatile = outer or volatile
+                    if not volatile:
+                        if len(store) >= _MEMO_MAX:
+                            store.clear()
+                        store[k] = value
+                    return value
+            return reader(ctx, *args, **kwargs)
 
         return cast("_F", memo_reader)
 
@@ -230,7 +237,7 @@ def _text_key(ctx: Ctx, text: str, kind: str, extra: object) -> MemoKey:
     """``(kind, text, extra)`` in the rules' memo, for text without escape sequences."""
     if not text or ctx.esc in text:
         return None
-    return ctx.rules.memo, (kind, text, extra)
+    return ctx.rules.memo, (kind, text, extra), text
 
 
 def _coded_key(ctx: Ctx, rule: CodedRule, seg: Segment, n: int, rep: int, simple: bool) -> MemoKey:
@@ -238,7 +245,7 @@ def _coded_key(ctx: Ctx, rule: CodedRule, seg: Segment, n: int, rep: int, simple
     raw = ctx.rep_text(seg, n, rep)
     if not raw or ctx.esc in raw:
         return None
-    return rule.memo, (raw, simple)
+    return rule.memo, (raw, simple), raw
 
 
 def _strict(ctx: Ctx) -> str | None:
@@ -503,12 +510,13 @@ class Ctx:
         *,
         id_type: str | None = None,
         f: Rep | None = None,
+        text: str | None = None,
     ) -> Identifier | None:
         """CX -> Identifier: value CX.1, system from CX.4 (else the sending facility), type CX.5 (or
         ``id_type`` when the field fixes it, e.g. VN for PV1-19), assigner CX.4.1. ``f``: the repetition
         already split by the caller."""
         if f is None:
-            f = self.rep(seg, n, rep, self.rep_text(seg, n, rep))
+            f = self.rep(seg, n, rep, self.rep_text(seg, n, rep) if text is None else text)
         value = f(1)
         if value is None:
             return None
@@ -576,11 +584,13 @@ class Ctx:
     @memoised(
         lambda ctx, seg, n, rep, src, tgt: _text_key(ctx, ctx.rep_text(seg, n, rep), "xpn", _strict(ctx))
     )
-    def xpn(self, seg: Segment, n: int, rep: int, src: str, tgt: str) -> HumanName | None:
+    def xpn(
+        self, seg: Segment, n: int, rep: int, src: str, tgt: str, *, text: str | None = None
+    ) -> HumanName | None:
         """XPN -> HumanName: family XPN.1.1; given XPN.2 then XPN.3 split on spaces (middle names);
         prefix XPN.5; suffix XPN.4, XPN.6 (degree), XPN.14; period XPN.12/13; use XPN.7 through the
         ``patient.names.use`` rule (v2-0200; a type with no FHIR name-use leaves ``use`` empty)."""
-        f = self.rep(seg, n, rep, self.rep_text(seg, n, rep))
+        f = self.rep(seg, n, rep, self.rep_text(seg, n, rep) if text is None else text)
         family = f(1, 1)
         first = f(2)
         middle = f(3)
@@ -628,12 +638,14 @@ class Ctx:
     @memoised(
         lambda ctx, seg, n, rep, src, tgt: _text_key(ctx, ctx.rep_text(seg, n, rep), "xad", _strict(ctx))
     )
-    def xad(self, seg: Segment, n: int, rep: int, src: str, tgt: str) -> Address | None:
+    def xad(
+        self, seg: Segment, n: int, rep: int, src: str, tgt: str, *, text: str | None = None
+    ) -> Address | None:
         """XAD -> Address: first line from XAD.1 (SAD, see :func:`street_line`), second line XAD.2 (other
         designation), city .3, district .4 (county), postcode .5, country .6, period .13/.14; XAD.7 through
         ``patient.addresses.use`` / ``patient.addresses.type`` (v2-0190: home/business... are uses,
         mailing a type; the other stays empty). XAD.8 (other geographic designation) is not a line."""
-        f = self.rep(seg, n, rep, self.rep_text(seg, n, rep))
+        f = self.rep(seg, n, rep, self.rep_text(seg, n, rep) if text is None else text)
         sad = (f(1, 1), f(1, 2), f(1, 3))
         street = street_line(*sad)
         other = f(2)
@@ -700,7 +712,15 @@ class Ctx:
         )
     )
     def xtn(
-        self, seg: Segment, n: int, rep: int, src: str, tgt: str, field_use: str | None
+        self,
+        seg: Segment,
+        n: int,
+        rep: int,
+        src: str,
+        tgt: str,
+        field_use: str | None,
+        *,
+        text: str | None = None,
     ) -> ContactPoint | None:
         """XTN -> ContactPoint (rules ``telecom`` and ``patient.telecom.*``): system from XTN.3 through
         v2-0202 (a local equipment type raises); without XTN.3 an email address (XTN.4, or an ``@`` in
@@ -708,7 +728,7 @@ class Ctx:
         an email's XTN.4 else XTN.1; otherwise XTN.1, else XTN.12 (unformatted), else XTN.5-8 joined.
         Use: XTN.2 through v2-0201 (no FHIR use: empty); an empty XTN.2 takes ``field_use`` (PID-13 home,
         PID-14 work). ``None`` when there is no value."""
-        f = self.rep(seg, n, rep, self.rep_text(seg, n, rep))
+        f = self.rep(seg, n, rep, self.rep_text(seg, n, rep) if text is None else text)
         r = self.rules
         number, number_comp = f(1), 1
         if number is None:
@@ -772,11 +792,13 @@ class Ctx:
         return contact
 
     @memoised(lambda ctx, seg, n, rep, src, tgt: _text_key(ctx, ctx.rep_text(seg, n, rep), "xcn", None))
-    def xcn(self, seg: Segment, n: int, rep: int, src: str, tgt: str) -> Practitioner | None:
+    def xcn(
+        self, seg: Segment, n: int, rep: int, src: str, tgt: str, *, text: str | None = None
+    ) -> Practitioner | None:
         """XCN -> Practitioner: id XCN.1 in the system of XCN.9 (GMC/GMP... URIs for known authorities,
         else ``urn:tie:authority:``), else of XCN.13 when it names a known authority (GMP, GMC), else the
         sending facility; type XCN.13; name XCN.2-7."""
-        f = self.rep(seg, n, rep, self.rep_text(seg, n, rep))
+        f = self.rep(seg, n, rep, self.rep_text(seg, n, rep) if text is None else text)
         ident_value = f(1)
         identifiers: tuple[Identifier, ...] = ()
         if ident_value is not None:
@@ -834,9 +856,9 @@ class Ctx:
         return tuple(out)
 
     @memoised(lambda ctx, seg, n, src, tgt: _text_key(ctx, ctx.rep_text(seg, n), "pl", None))
-    def pl(self, seg: Segment, n: int, src: str, tgt: str) -> Location | None:
+    def pl(self, seg: Segment, n: int, src: str, tgt: str, *, text: str | None = None) -> Location | None:
         """PL -> Location: point of care .1, room .2, bed .3, facility .4.1, description .9."""
-        f = self.rep(seg, n, 1, self.rep_text(seg, n))
+        f = self.rep(seg, n, 1, self.rep_text(seg, n) if text is None else text)
         poc, room, bed = f(1), f(2), f(3)
         facility, desc = f(4, 1), f(9)
         if poc is None and room is None and bed is None and facility is None and desc is None:
@@ -891,7 +913,16 @@ class Ctx:
         lambda ctx, rule, seg, n, src, tgt, *, rep=1, simple=False: _coded_key(ctx, rule, seg, n, rep, simple)
     )
     def coded(
-        self, rule: CodedRule, seg: Segment, n: int, src: str, tgt: str, *, rep: int = 1, simple: bool = False
+        self,
+        rule: CodedRule,
+        seg: Segment,
+        n: int,
+        src: str,
+        tgt: str,
+        *,
+        rep: int = 1,
+        simple: bool = False,
+        text: str | None = None,
     ) -> Coded | None:
         """A CE/CWE (or, with ``simple``, an IS/ID code) -> Concept / DataAbsent through ``rule``.
 
@@ -900,7 +931,7 @@ class Ctx:
         with text. The sender's system: CWE.3 resolved to a URI, else the rule's v2 table when the rule
         says the field is drawn from one, else none (and then nothing is translated).
         """
-        raw = self.rep_text(seg, n, rep)
+        raw = self.rep_text(seg, n, rep) if text is None else text
         if not raw:
             return None
         f = self.rep(seg, n, rep, raw)
