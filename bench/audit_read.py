@@ -18,14 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from shared.adapters.embedded.sqlite_audit import SqliteAuditLog
+from shared.adapters.embedded.sqlite_bus import SqliteBus
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
+from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.audit.background import BackgroundAuditLog
 from shared.audit.fhir_access import FhirAccessAuditor
-from shared.audit.sqlite_log import SqliteAuditLog
 from shared.audit.trail import AuditTrail
 from shared.fhirapi import FhirApi, FhirRequest, Headers
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
-from shared.messaging.sqlite_bus import SqliteBus
-from shared.storage.sqlite_records import SqliteRecordStore
 
 PATIENT = {
     "resourceType": "Patient",

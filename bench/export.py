@@ -22,12 +22,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from shared.adapters.embedded.sqlite_blobs import SqliteBlobStore
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
+from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.bulkexport import BulkExportApi, ExportAccess, ExportConfig, ExportRunner, JobStore, Level
 from shared.fhirapi.http import FhirRequest, Headers
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from shared.storage.names import CONTAINER_BULK_EXPORT
-from shared.storage.sqlite_blobs import SqliteBlobStore
-from shared.storage.sqlite_records import SqliteRecordStore
 
 KEY = uuid.uuid4().hex.encode() * 2  # a throwaway key for this run only
 

@@ -26,12 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from shared.adapters.embedded.sqlite_bus import SqliteBus
+from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.idempotency import IdempotencyConfig, IdempotencyGuard, RecordStorePersistence, WithMessages
 from shared.messaging.ports import OutboundMessage
-from shared.messaging.sqlite_bus import SqliteBus
 from shared.messaging.topology import SubscriptionSpec, TopicSpec
 from shared.outbox import Outbox, OutboxMessage
-from shared.storage.sqlite_records import SqliteRecordStore
 
 RESOURCE = {"resourceType": "Encounter", "status": "in-progress", "text": "x" * 2000}
 TOPIC = "clinical-events"

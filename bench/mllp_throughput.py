@@ -110,9 +110,9 @@ def ingest_handler(directory: Path) -> Handler:
     """The real persist-before-ACK path: :class:`~shared.ingest.hl7v2.Hl7Ingest` on the embedded
     defaults (SQLite bus + record store in ``directory``): parse, validate, duplicate check, publish to the
     ingest topic, remember the outcome, build the ACK. This is what ``make run``'s listener does."""
+    from shared.adapters.embedded.sqlite_bus import SqliteBus
+    from shared.adapters.embedded.sqlite_records import SqliteRecordStore
     from shared.ingest.hl7v2 import Hl7Ingest
-    from shared.messaging.sqlite_bus import SqliteBus
-    from shared.storage.sqlite_records import SqliteRecordStore
 
     ingest = Hl7Ingest(SqliteBus(directory / "bus.sqlite3"), SqliteRecordStore(directory / "records.sqlite3"))
     counter = iter(range(1 << 62))

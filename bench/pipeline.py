@@ -64,9 +64,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shared.fhirstore.sqlite_store import SqliteFhirRepository  # noqa: E402
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository  # noqa: E402
+from shared.adapters.embedded.sqlite_records import SqliteRecordStore  # noqa: E402
 from shared.identifiers.nhs_number import is_valid_nhs_number  # noqa: E402
-from shared.storage.sqlite_records import SqliteRecordStore  # noqa: E402
 
 CONTENT_TYPE = "x-application/hl7-v2+er7"
 
@@ -336,6 +336,7 @@ def _cpu(fn: Callable[[], None], n: int) -> float:
 
 def _components(n: int, idempotency: bool, nhs: list[str]) -> tuple[dict[str, float], str]:
     """CPU microseconds per message of each component for one mode, and (with idempotency) a profile."""
+    from shared.adapters.embedded.sqlite_bus import SqliteBus
     from shared.backbone.delivery import Delivery
     from shared.backbone.runtime import WriteBackOptions, build_backbone, default_downstreams
     from shared.config.settings import Settings
@@ -343,7 +344,6 @@ def _components(n: int, idempotency: bool, nhs: list[str]) -> tuple[dict[str, fl
     from shared.ingest.channels import PROCESSORS
     from shared.ingest.hl7v2 import Hl7Ingest
     from shared.journal import Journal
-    from shared.messaging.sqlite_bus import SqliteBus
     from shared.messaging.topology import (
         SUB_INGEST_PROCESSOR,
         SUB_WRITEBACK_FHIR,

@@ -138,14 +138,14 @@ def _instrument(stats: _Stats, out: Path) -> None:
     import shared.ingest.hl7v2 as hl7v2
     import shared.ingest.ingest as ingest
     import tie.localhost.host as host
+    from shared.adapters.embedded.sqlite_bus import SqliteBus
+    from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
+    from shared.adapters.embedded.sqlite_records import SqliteRecordStore
     from shared.backbone.fhir_writeback import FhirDownstream
     from shared.backbone.hl7_writeback import Hl7MllpDownstream
     from shared.backbone.writeback import WriteBackSubscriber
-    from shared.fhirstore.sqlite_store import SqliteFhirRepository
     from shared.idempotency.base import IdempotencyGuard
     from shared.journal import Journal
-    from shared.messaging.sqlite_bus import SqliteBus
-    from shared.storage.sqlite_records import SqliteRecordStore
 
     host._call = stats.timed(lambda spec, _arg: f"fn {spec.name}", host._call)
     for name, label in (

@@ -26,14 +26,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
-from shared.messaging.sqlite_bus import SqliteBus
+from shared.adapters.embedded.sqlite_bus import SqliteBus
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
+from shared.adapters.embedded.sqlite_records import SqliteRecordStore, encode_value
 from shared.messaging.topology import SUB_INGEST_PROCESSOR, SUB_WRITEBACK_FHIR, SUB_WRITEBACK_HL7V2, TOPOLOGY
 from shared.reconcile.fhir import element_digests, sent_partition
 from shared.reconcile.service import ReconcileOptions, Reconciler
 from shared.storage.keys import safe_key
 from shared.storage.names import TABLE_INFLIGHT, TABLE_JOURNAL, TABLE_RECONCILE
-from shared.storage.sqlite_records import SqliteRecordStore, encode_value
 
 START = datetime(2026, 3, 15, 0, 0, tzinfo=UTC)
 

@@ -170,7 +170,7 @@ def build_bus(settings: Settings) -> MessageBus:
 
         assert settings.service_bus_namespace is not None  # checked by Settings
         return ServiceBusMessageBus.from_namespace(settings.service_bus_namespace, _credential(settings))
-    from shared.messaging.sqlite_bus import SqliteBus
+    from shared.adapters.embedded.sqlite_bus import SqliteBus
 
     return SqliteBus(settings.bus_path)
 
@@ -183,7 +183,7 @@ def build_records(settings: Settings) -> RecordStore:
             return AzureTableRecordStore.from_connection_string(settings.storage_emulator_connection)
         assert settings.table_service_uri is not None
         return AzureTableRecordStore.from_endpoint(settings.table_service_uri, _credential(settings))
-    from shared.storage.sqlite_records import SqliteRecordStore
+    from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 
     return SqliteRecordStore(settings.records_path)
 
@@ -196,7 +196,7 @@ def build_blobs(settings: Settings) -> BlobStore:
             return AzureBlobStore.from_connection_string(settings.storage_emulator_connection)
         assert settings.blob_service_uri is not None
         return AzureBlobStore.from_endpoint(settings.blob_service_uri, _credential(settings))
-    from shared.storage.sqlite_blobs import SqliteBlobStore
+    from shared.adapters.embedded.sqlite_blobs import SqliteBlobStore
 
     return SqliteBlobStore(settings.blobs_root)
 
@@ -207,7 +207,7 @@ def build_fhir(settings: Settings) -> FhirRepository:
 
         assert settings.fhir_service_url is not None  # checked by Settings
         return AhdsFhirRepository(settings.fhir_service_url, credential=_credential(settings))
-    from shared.fhirstore.sqlite_store import SqliteFhirRepository
+    from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
 
     return SqliteFhirRepository(settings.fhir_path)
 
@@ -222,8 +222,8 @@ def build_audit_log(settings: Settings) -> AuditLog:
             return AppendBlobAuditLog.from_connection_string(settings.storage_emulator_connection)
         assert settings.blob_service_uri is not None
         return AppendBlobAuditLog.from_endpoint(settings.blob_service_uri, _credential(settings))
+    from shared.adapters.embedded.sqlite_audit import SqliteAuditLog
     from shared.audit.keyfile import local_key
-    from shared.audit.sqlite_log import SqliteAuditLog
 
     return SqliteAuditLog(
         settings.local_dir / "audit.sqlite3", key=local_key(settings.local_dir / "audit.key")
@@ -261,7 +261,7 @@ def build_credential_provider(settings: Settings) -> CredentialProvider:
 
         assert settings.key_vault_uri is not None  # checked by Settings
         return KeyVaultCredentialProvider.from_vault(settings.key_vault_uri, _credential(settings))
-    from shared.credentials.local import LocalCredentialProvider
+    from shared.adapters.embedded.local_credentials import LocalCredentialProvider
 
     return LocalCredentialProvider(settings.credentials_path)
 
@@ -405,7 +405,7 @@ def build_pds_client(settings: Settings, token_source: Callable[[], TokenSource]
             raise ConfigurationError("TIE_PDS_BACKEND=http needs TIE_PDS_BASE_URL")
         transport = Urllib3Transport(settings.pds_base_url, timeout=settings.pds_timeout_seconds)
     else:
-        from shared.pds.stub import PdsStub, StubTransport
+        from shared.adapters.embedded.pds_stub import PdsStub, StubTransport
 
         transport = StubTransport(PdsStub(settings.pds_corpus_dir))
     if settings.pds_access_token is not None and settings.pds_access_token.get_secret_value():
@@ -481,7 +481,7 @@ def build_mesh_mailbox(settings: Settings, mailbox: str) -> MeshMailbox:
     """MESH: a folder mailbox under ``TIE_LOCAL_DIR/mesh`` (embedded default), NHS mesh-sandbox on
     loopback (``sandbox``), or the MESH API (``mesh``), the last two through NHS England's mesh-client."""
     if settings.mesh_backend == "local":
-        from shared.mesh.local_files import LocalFilesMailbox
+        from shared.adapters.embedded.local_mesh import LocalFilesMailbox
 
         return LocalFilesMailbox(settings.mesh_root, mailbox)
     from shared.mesh.client_adapter import MeshClientMailbox, SettingsCredentials

@@ -1,6 +1,6 @@
 """The audit log port: an append-only, hash-chained sequence of audit records.
 
-Adapters: :class:`shared.audit.sqlite_log.SqliteAuditLog` (embedded default) and
+Adapters: :class:`shared.adapters.embedded.sqlite_audit.SqliteAuditLog` (embedded default) and
 :class:`shared.adapters.azure.audit_blobs.AppendBlobAuditLog` (append blobs in a WORM container). Neither
 offers an update or a delete: records are only appended, each carrying the previous record's hash
 (:mod:`shared.audit.chain`), and :func:`shared.audit.chain.verify_chain` re-computes the chain.

@@ -8,11 +8,16 @@ audited (name, version, SHA-256 thumbprint, subject common name, validity). Secr
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Final, Literal
 
 CredentialKind = Literal["certificate", "secret", "key"]
+
+#: A credential name: Key Vault's rule (letters, digits, hyphens; up to 127), so no local name can leave
+#: its folder.
+NAME_RE: Final = re.compile(r"^[A-Za-z0-9-]{1,127}$")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,8 @@
 """The credential provider port (no ``azure.*`` here).
 
-Adapters: :class:`shared.credentials.local.LocalCredentialProvider` (embedded default: PEM and secret
-files in a folder) and :class:`shared.adapters.azure.keyvault.KeyVaultCredentialProvider` (Key Vault
-certificates through their backing secrets, managed identity). Both raise only the errors of
+Adapters: :class:`shared.adapters.embedded.local_credentials.LocalCredentialProvider` (embedded default:
+PEM and secret files in a folder) and :class:`shared.adapters.azure.keyvault.KeyVaultCredentialProvider`
+(Key Vault certificates through their backing secrets, managed identity). Both raise only the errors of
 :mod:`shared.credentials.errors`.
 """
 

@@ -20,7 +20,7 @@ from typing import Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.credentials.errors import CredentialNotFound, RegistryInvalid
-from shared.credentials.local import NAME_RE
+from shared.credentials.model import NAME_RE
 
 Environment = Literal["local", "dev", "test", "prod"]
 ENVIRONMENTS: Final[tuple[Environment, ...]] = ("local", "dev", "test", "prod")

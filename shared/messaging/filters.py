@@ -1,8 +1,8 @@
 """Evaluator for the subset of the Azure Service Bus SQL filter language the platform uses.
 
 Subscriptions in :mod:`shared.messaging.topology` carry a filter expression that production hands to
-Service Bus as a ``SqlRuleFilter``; the embedded bus (:mod:`shared.messaging.sqlite_bus`) evaluates the
-same text with this module, so the two must agree on every expression the topology uses.
+Service Bus as a ``SqlRuleFilter``; the embedded bus (:mod:`shared.adapters.embedded.sqlite_bus`)
+evaluates the same text with this module, so the two must agree on every expression the topology uses.
 
 Supported (keywords are case-insensitive)::
 

@@ -13,7 +13,7 @@ Semantics follow Azure Service Bus topics/subscriptions, because that is what pr
 * Sessions: on a subscription that requires sessions, a receiver locks one session and gets that
   session's messages in FIFO order; no other receiver sees that session until the lock is released.
 
-Adapters: :mod:`shared.messaging.sqlite_bus` (embedded default, development stand-in) and
+Adapters: :mod:`shared.adapters.embedded.sqlite_bus` (embedded default, development stand-in) and
 :mod:`shared.adapters.azure.servicebus` (Azure Service Bus).
 """
 

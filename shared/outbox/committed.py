@@ -1,11 +1,11 @@
 """Batches committed by a store in the same database transaction as its own writes, and their relay.
 
-The record-store outbox (:class:`~shared.outbox.outbox.Outbox`) commits messages with *one record*. A
-store with real transactions does better: it inserts the messages as rows of its own outbox table in the
-transaction that writes the state they announce (the embedded FHIR store:
-:meth:`~shared.fhirstore.sqlite_store.SqliteFhirRepository.create` and friends with ``events=``). Either
-both are durable or neither is. The writer publishes right after the commit and settles the batch (deletes
-its rows); :class:`CommittedBatchRelay` publishes whatever a crash or a bus outage left behind.
+The record-store outbox (:class:`~shared.outbox.outbox.Outbox`) commits messages with *one record*. A store
+with real transactions does better: it inserts the messages as rows of its own outbox table in the transaction
+that writes the state they announce (the embedded FHIR store:
+:meth:`~shared.adapters.embedded.sqlite_fhir.SqliteFhirRepository.create` and friends with ``events=``).
+Either both are durable or neither is. The writer publishes right after the commit and settles the batch
+(deletes its rows); :class:`CommittedBatchRelay` publishes whatever a crash or a bus outage left behind.
 
 A batch published twice (writer and relay racing, or a crash after publishing but before settling) keeps
 its ``message_id`` values, so the bus's duplicate detection drops the copy; beyond the detection window

@@ -2,9 +2,10 @@
 
 :class:`PdsFhirClient` speaks the PDS FHIR API over a :class:`Transport`: :class:`Urllib3Transport` for the
 real service (and the local stand-in over loopback), or the stand-in called in process
-(:class:`shared.pds.stub.StubTransport`, the embedded default). Every call carries a fresh ``X-Request-ID``
-and the caller's ``X-Correlation-ID``; 429/503 (and connection failures) are retried with backoff that
-honours ``Retry-After``, then raise :class:`PdsUnavailable`. Nothing here logs a query string or a body.
+(:class:`shared.adapters.embedded.pds_stub.StubTransport`, the embedded default). Every call carries a fresh
+``X-Request-ID`` and the caller's ``X-Correlation-ID``; 429/503 (and connection failures) are retried with
+backoff that honours ``Retry-After``, then raise :class:`PdsUnavailable`. Nothing here logs a query string or
+a body.
 """
 
 from __future__ import annotations

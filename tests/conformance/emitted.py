@@ -121,12 +121,12 @@ def _scenarios() -> list[Emitted]:
 
 
 def _readback() -> tuple[list[Emitted], list[tuple[str, str]]]:
+    from shared.adapters.embedded.sqlite_bus import SqliteBus
+    from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
+    from shared.adapters.embedded.sqlite_records import SqliteRecordStore
     from shared.backbone.errors import DownstreamRejected, WriteBackUnmappable
     from shared.backbone.fhir_writeback import FhirDownstream
     from shared.fhirapi import FhirApi, FhirRequest, Headers
-    from shared.fhirstore.sqlite_store import SqliteFhirRepository
-    from shared.messaging.sqlite_bus import SqliteBus
-    from shared.storage.sqlite_records import SqliteRecordStore
 
     messages = scenario_messages()
     if CORPORA.is_dir():

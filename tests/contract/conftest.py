@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.storage.ports import RecordStore
-from shared.storage.sqlite_records import SqliteRecordStore
 from tests.azurite import AzuriteEndpoints, AzuriteUnavailable, azurite_process, unavailable
 from tests.contract.backends import BACKENDS
 

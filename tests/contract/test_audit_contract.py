@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from shared.adapters.embedded.sqlite_audit import SqliteAuditLog
 from shared.audit.chain import verify_chain
 from shared.audit.model import ACCESS, SUCCESS, Agent, AuditRecord, Entity
 from shared.audit.ports import AuditLog
-from shared.audit.sqlite_log import SqliteAuditLog
 from tests.contract.backends import BACKENDS
 
 KEY = b"c" * 32

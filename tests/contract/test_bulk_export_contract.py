@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.embedded.sqlite_blobs import SqliteBlobStore
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
+from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.bulkexport import BulkExportApi, ExportAccess, ExportConfig, ExportRunner, JobStore, Level
 from shared.fhirapi.http import FhirRequest, Headers
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from shared.storage.names import CONTAINER_BULK_EXPORT
 from shared.storage.ports import BlobStore, RecordStore
-from shared.storage.sqlite_blobs import SqliteBlobStore
-from shared.storage.sqlite_records import SqliteRecordStore
 from tests.contract.backends import BACKENDS
 from tests.unit.bulkexport.support import KEY, Clock, DiesAfter, Killed
 

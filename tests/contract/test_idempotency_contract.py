@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.embedded.sqlite_bus import SqliteBus
 from shared.errors import PermanentError
 from shared.idempotency import (
     IdempotencyAlreadyInProgress,
@@ -27,7 +28,6 @@ from shared.idempotency import (
     WithMessages,
 )
 from shared.messaging.ports import OutboundMessage
-from shared.messaging.sqlite_bus import SqliteBus
 from shared.messaging.topology import SubscriptionSpec, TopicSpec
 from shared.outbox import OUTBOX_FIELD, Outbox, OutboxMessage, OutboxRelay, OwnerRef
 from shared.storage.errors import ConcurrencyConflict

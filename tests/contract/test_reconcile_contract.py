@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
+from shared.adapters.embedded.sqlite_bus import SqliteBus
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
 from shared.journal import Journal
-from shared.messaging.sqlite_bus import SqliteBus
 from shared.messaging.topology import SUB_WRITEBACK_FHIR, TOPOLOGY
 from shared.reconcile.fhir import SentRecorder, sent_records
 from shared.reconcile.model import Category

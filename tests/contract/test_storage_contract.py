@@ -21,6 +21,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared.adapters.embedded.sqlite_blobs import SqliteBlobStore
+from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.errors import PermanentError, TransientError
 from shared.storage.errors import (
     BlobExists,
@@ -42,8 +44,6 @@ from shared.storage.keys import (
     validate_key,
 )
 from shared.storage.ports import BlobStore, Record, RecordStore
-from shared.storage.sqlite_blobs import SqliteBlobStore
-from shared.storage.sqlite_records import SqliteRecordStore
 from tests.contract.backends import BACKENDS
 
 T = TypeVar("T")

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from shared.adapters.azure.ahds_fhir import AhdsFhirRepository
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
 from shared.canonical.model import ClinicalDateTime, Patient, Sensitivity
 from shared.errors import TransientError
 from shared.fhirstore.errors import (
@@ -34,7 +35,6 @@ from shared.fhirstore.errors import (
     UpstreamError,
     VersionConflict,
 )
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from shared.identifiers.nhs_number import is_valid_nhs_number
 from shared.mapping.errors import InvalidValue
 from shared.mapping.fhir_in import UnsupportedInteraction, event_from_fhir, patient_from_fhir

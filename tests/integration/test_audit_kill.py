@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from shared.adapters.embedded.sqlite_audit import SqliteAuditLog
 from shared.audit.chain import verify_chain
-from shared.audit.sqlite_log import SqliteAuditLog
 from tests.helpers import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(120)
@@ -23,7 +23,7 @@ WRITER = f"""
 import sys
 from datetime import UTC, datetime
 from shared.audit.model import ACCESS, SUCCESS, Agent, AuditRecord, Entity
-from shared.audit.sqlite_log import SqliteAuditLog
+from shared.adapters.embedded.sqlite_audit import SqliteAuditLog
 
 log = SqliteAuditLog(sys.argv[1], key=bytes.fromhex("{KEY_HEX}"), checkpoint_every=7)
 n = 0

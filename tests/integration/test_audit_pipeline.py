@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.embedded.sqlite_audit import SqliteAuditLog
 from shared.audit.chain import verify_chain
 from shared.audit.payloads import CANONICAL, OUTBOUND, RECEIVED, REPLY, LocalPayloadStore, Retention
-from shared.audit.sqlite_log import SqliteAuditLog
 from shared.audit.trail import AuditTrail
 from shared.backbone.fhir_writeback import FhirDownstream
 from shared.backbone.hl7_writeback import Hl7MllpDownstream, MllpSender

@@ -15,12 +15,12 @@ from typing import Any
 import azure.functions as func
 
 from functions import audit_consumer
+from shared.adapters.embedded.sqlite_bus import SqliteBus
 from shared.audit.bus_events import audit_bus_event
 from shared.backbone import clinical, contracts
 from shared.hl7v2 import parse_message
 from shared.mapping.hl7v2_in import map_message
 from shared.messaging.ports import OutboundMessage
-from shared.messaging.sqlite_bus import SqliteBus
 from shared.messaging.topology import (
     SUB_CLINICAL_AUDIT,
     SUB_OPERATIONAL_AUDIT,

@@ -27,19 +27,19 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.embedded.sqlite_bus import SqliteBus
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
 from shared.backbone import clinical, deadletter
 from shared.backbone.fhir_writeback import FhirDownstream
 from shared.backbone.hl7_writeback import Hl7MllpDownstream, MllpSender
 from shared.backbone.runtime import Backbone, WriteBackOptions
 from shared.canonical.model import ClinicalEvent
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from shared.ingest import ingest
 from shared.ingest.channels import PROCESSORS
 from shared.ingest.hl7v2 import Hl7Ingest
 from shared.journal import Journal
 from shared.mapping.fhir_in import event_from_fhir, patient_from_fhir
 from shared.messaging.ports import ReceivedMessage
-from shared.messaging.sqlite_bus import SqliteBus
 from shared.messaging.topology import (
     SUB_INGEST_PROCESSOR,
     SUB_WRITEBACK_FHIR,

@@ -39,10 +39,11 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.embedded.sqlite_bus import SqliteBus
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
+from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.fhirstore.ports import FhirRepository
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from shared.journal import Journal
-from shared.messaging.sqlite_bus import SqliteBus
 from shared.messaging.topology import (
     SUB_INGEST_PROCESSOR,
     SUB_WRITEBACK_FHIR,
@@ -51,7 +52,6 @@ from shared.messaging.topology import (
     TOPIC_INGEST,
 )
 from shared.storage.names import TABLE_PARKED
-from shared.storage.sqlite_records import SqliteRecordStore
 from tests.fixtures.backbone_app import SHORT_LOCKS
 from tests.helpers import free_port, host_process, http
 from tests.unit.backbone import support as s

@@ -25,8 +25,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from shared.adapters.embedded.sqlite_bus import SqliteBus
 from shared.messaging.ports import OutboundMessage
-from shared.messaging.sqlite_bus import SqliteBus
 from shared.messaging.topology import SUB_WRITEBACK_FHIR, TOPIC_CLINICAL
 from tests.helpers import REPO_ROOT, free_port, host_process, http, tie_cli, wait_for
 

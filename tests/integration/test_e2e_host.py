@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from shared.adapters.embedded.sqlite_bus import SqliteBus
+from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.messaging.ports import OutboundMessage
-from shared.messaging.sqlite_bus import SqliteBus
 from shared.messaging.topology import SUB_INGEST_PROCESSOR, TOPIC_INGEST
-from shared.storage.sqlite_records import SqliteRecordStore
 from tests.helpers import REPO_ROOT, host_process, http, tie_cli, wait_for
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]

@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.embedded.sqlite_bus import SqliteBus
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
+from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.backbone import clinical
 from shared.canonical.model import ClinicalEvent
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from shared.journal import WRITTEN_BACK, Journal
 from shared.mapping.fhir_in import event_from_fhir
-from shared.messaging.sqlite_bus import SqliteBus
 from shared.messaging.topology import SUB_CLINICAL_AUDIT, SUB_WRITEBACK_FHIR, TOPIC_CLINICAL
-from shared.storage.sqlite_records import SqliteRecordStore
 from tests.fixtures.fhir_crash_app import CRASH_SETTING
 from tests.helpers import free_port, host_process, http
 from tests.unit.fhirapi.fhirapi_helpers import NHS, patient

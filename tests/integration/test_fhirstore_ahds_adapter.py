@@ -19,6 +19,7 @@ import pytest
 from azure.core.credentials import AccessToken
 
 from shared.adapters.azure.ahds_fhir import AhdsFhirRepository
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
 from shared.errors import TransientError
 from shared.fhirstore.errors import (
     BundleTooLarge,
@@ -35,7 +36,6 @@ from shared.fhirstore.errors import (
     VersionConflict,
 )
 from shared.fhirstore.ports import FhirRepository, WriteResult
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from tests.fhir_test_server import Fault, FhirTestServer
 from tests.unit.fhirstore.fhirstore_fixtures import NHS, StepClock, observation, patient
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
 from shared.fhirstore.errors import VersionConflict
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from tests.unit.fhirstore.fhirstore_fixtures import NHS, patient
 
 pytestmark = pytest.mark.timeout(120)

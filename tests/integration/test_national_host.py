@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shared.mesh.local_files import LocalFilesMailbox
+from shared.adapters.embedded.local_mesh import LocalFilesMailbox
 from tests.helpers import host_process, http, wait_for
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shared.messaging.sqlite_bus import SqliteBus
+from shared.adapters.embedded.sqlite_bus import SqliteBus
 from shared.messaging.topology import SUB_WRITEBACK_FHIR, SUB_WRITEBACK_HL7V2, TOPIC_CLINICAL
 from tests.helpers import host_process, tie_cli, wait_for
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from shared.adapters.embedded.sqlite_bus import SqliteBus
 from shared.backbone.runtime import build_backbone
 from shared.config.settings import get_settings, reset_settings
 from shared.errors import ConfigurationError
-from shared.messaging.sqlite_bus import SqliteBus
 from shared.messaging.topology import SUB_WRITEBACK_FHIR, TOPIC_CLINICAL, TOPOLOGY, TopicSpec
 from shared.wiring import Container, build_blobs, build_container, build_records, get_container, set_container
 

@@ -1,4 +1,4 @@
-"""Embedded SQLite message bus (shared/messaging/sqlite_bus.py): Service Bus semantics that matter."""
+"""Embedded SQLite message bus (shared/adapters/embedded/sqlite_bus.py): Service Bus semantics that matter."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.adapters.embedded.sqlite_bus import SqliteBus
 from shared.errors import PermanentError, TransientError
 from shared.messaging.errors import (
     BusUnavailable,
@@ -27,7 +28,6 @@ from shared.messaging.errors import (
     TopicNotFound,
 )
 from shared.messaging.ports import NEXT_AVAILABLE_SESSION, MessageBus, OutboundMessage, PropertyValue
-from shared.messaging.sqlite_bus import SqliteBus
 from shared.messaging.topology import TOPOLOGY, SubscriptionSpec, TopicSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -758,7 +758,7 @@ _CONSUMER = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
 from datetime import timedelta
-from shared.messaging.sqlite_bus import SqliteBus
+from shared.adapters.embedded.sqlite_bus import SqliteBus
 from shared.messaging.topology import SubscriptionSpec, TopicSpec
 topo = (TopicSpec("work", (SubscriptionSpec("w", lock_duration=timedelta(seconds=30)),),
                   duplicate_detection_window=None),)

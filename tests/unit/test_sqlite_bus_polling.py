@@ -7,8 +7,8 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from shared.adapters.embedded.sqlite_bus import SqliteBus
 from shared.messaging.ports import NEXT_AVAILABLE_SESSION, OutboundMessage, ReceivedMessage
-from shared.messaging.sqlite_bus import SqliteBus
 from shared.messaging.topology import SubscriptionSpec, TopicSpec
 
 LOCK = timedelta(seconds=30)

@@ -4,7 +4,7 @@
   container gone). Reads from a missing container behave like reads of a missing blob.
 * ``overwrite=False`` is the service's conditional create (``If-None-Match: *``): 409 -> :class:`BlobExists`.
 * A blob uploaded without a content type reports ``application/octet-stream`` (the service default, and
-  what :mod:`shared.storage.sqlite_blobs` reports too).
+  what :mod:`shared.adapters.embedded.sqlite_blobs` reports too).
 * Errors are mapped as in :mod:`shared.adapters.azure.tables`: 404 -> :class:`BlobNotFound` (``get``) or a
   ``None``/``False``/empty answer; timeouts, connection failures, 408/429/5xx -> :class:`StorageUnavailable`.
 """

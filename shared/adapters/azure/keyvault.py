@@ -34,9 +34,9 @@ from azure.core.exceptions import (
 )
 from azure.keyvault.secrets import KeyVaultSecret, SecretClient
 
+from shared.adapters.embedded.local_credentials import check_name
 from shared.credentials import pem
 from shared.credentials.errors import CredentialInvalid, CredentialNotFound, CredentialUnavailable
-from shared.credentials.local import check_name
 from shared.credentials.model import CertificateInfo, CertificateMaterial, SecretValue
 
 PKCS12 = "application/x-pkcs12"

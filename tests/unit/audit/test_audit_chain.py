@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from shared.adapters.embedded.sqlite_audit import SqliteAuditLog
 from shared.audit.chain import GENESIS, entry_hash, verify_chain
 from shared.audit.model import ACCESS, SUCCESS, Agent, AuditRecord, Entity
-from shared.audit.sqlite_log import SqliteAuditLog
 
 KEY = b"k" * 32
 T0 = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from shared.adapters.embedded.sqlite_audit import SqliteAuditLog
 from shared.audit.background import BackgroundAuditLog
 from shared.audit.chain import verify_chain
 from shared.audit.model import ACCESS, SUCCESS, Agent, AuditRecord
 from shared.audit.ports import ChainedEntry
-from shared.audit.sqlite_log import SqliteAuditLog
 from shared.storage.errors import StorageUnavailable
 
 KEY = b"q" * 32

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.adapters.embedded.sqlite_audit import SqliteAuditLog
 from shared.audit.bus_events import audit_bus_event
-from shared.audit.sqlite_log import SqliteAuditLog
 from shared.audit.trail import AuditTrail
 from shared.backbone import clinical, contracts
 from shared.hl7v2 import parse_message

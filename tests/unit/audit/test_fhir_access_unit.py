@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from shared.adapters.embedded.sqlite_audit import SqliteAuditLog
 from shared.audit.fhir_access import FhirAccessAuditor
 from shared.audit.model import AuditRecord
 from shared.audit.ports import ChainedEntry
-from shared.audit.sqlite_log import SqliteAuditLog
 from shared.audit.trail import AuditTrail
 from shared.fhirapi import FhirApi, FhirApiConfig
 from shared.storage.errors import StorageUnavailable

@@ -14,6 +14,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from shared.adapters.embedded.sqlite_bus import SqliteBus
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
+from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.backbone import clinical
 from shared.backbone.delivery import Delivery
 from shared.backbone.runtime import Backbone, WriteBackOptions, build_backbone
@@ -22,16 +25,13 @@ from shared.backbone.writeback import Downstream
 from shared.canonical.model import ClinicalEvent
 from shared.errors import TieError
 from shared.fhirstore.ports import FhirRepository
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from shared.hl7v2 import parse_message
 from shared.identifiers.nhs_number import is_valid_nhs_number
 from shared.mapping.hl7v2_in import map_message
 from shared.messaging.errors import MessageLockLost
 from shared.messaging.ports import NEXT_AVAILABLE_SESSION, MessageBus, ReceivedMessage
-from shared.messaging.sqlite_bus import SqliteBus
 from shared.messaging.topology import TOPIC_CLINICAL, TOPOLOGY, SubscriptionSpec, TopicSpec
 from shared.mllp.server import ConnectionInfo, MllpServer, generic_nak
-from shared.storage.sqlite_records import SqliteRecordStore
 
 
 def nhs_numbers(count: int, start: int = 943_476_000) -> list[str]:

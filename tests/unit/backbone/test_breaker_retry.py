@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.backbone.breaker import BreakerConfig, BreakerState, CircuitBreaker, Permit
 from shared.backbone.retry import Backoff, RetryPolicy
-from shared.storage.sqlite_records import SqliteRecordStore
 
 
 class Clock:

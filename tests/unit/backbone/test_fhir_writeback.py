@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
 from shared.backbone.errors import DownstreamRejected, DownstreamRetry, DownstreamUnavailable
 from shared.backbone.fhir_writeback import FhirDownstream
 from shared.canonical.model import ClinicalEvent
 from shared.fhirstore import errors as fe
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from shared.hl7v2 import parse_message
 from shared.mapping.hl7v2_in import map_message
 from tests.unit.backbone.support import adt, nhs_numbers

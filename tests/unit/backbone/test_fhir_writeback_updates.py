@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
 from shared.backbone.fhir_writeback import FhirDownstream
 from shared.canonical.model import ClinicalEvent
 from shared.fhir import profiles
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from shared.mapping.hl7v2_in import map_bytes
 from tests.unit.mapping.hl7v2_in.hl7in_samples import NHS, adt, seg
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.journal import Journal
 from shared.storage.names import TABLE_INFLIGHT
-from shared.storage.sqlite_records import SqliteRecordStore
 
 
 class Clock:

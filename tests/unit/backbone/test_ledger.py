@@ -9,6 +9,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.backbone.fhir_writeback import FhirDownstream
 from shared.backbone.ledger import EventLedger
 from shared.backbone.runtime import WriteBackOptions
@@ -17,7 +18,6 @@ from shared.canonical.model import ClinicalEvent, Identifier
 from shared.hl7v2 import parse_message
 from shared.mapping.hl7v2_in import map_message
 from shared.messaging.topology import SUB_WRITEBACK_FHIR
-from shared.storage.sqlite_records import SqliteRecordStore
 from tests.integration.test_clinical_safety import NHS_A, observations, oru
 from tests.unit.backbone import support as s
 from tests.unit.backbone.test_writeback import delivery

@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from shared.adapters.embedded.sqlite_blobs import SqliteBlobStore
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
+from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.bulkexport import BulkExportApi, ExportAccess, ExportConfig, ExportRunner, JobStore, Level
 from shared.bulkexport.api import ExportResponse
 from shared.fhirapi.http import FhirRequest, Headers
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
-from shared.storage.sqlite_blobs import SqliteBlobStore
-from shared.storage.sqlite_records import SqliteRecordStore
 
 BASE = "https://tie.example/api/fhir"
 KEY = b"k" * 16 + b"bulk-export-test-key-not-real"

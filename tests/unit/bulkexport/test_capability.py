@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
 from shared.fhirapi.capability import capability_statement
 from shared.fhirapi.clinical_events import DELETABLE_TYPES
 from shared.fhirstore.search import SUPPORTED_TYPES
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
 
 
 def test_export_operations_are_advertised(tmp_path: Path) -> None:

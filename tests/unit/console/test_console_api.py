@@ -411,7 +411,7 @@ def test_dashboard_shows_certificate_days_left_or_why_it_cannot(container: Any) 
 
 
 def test_purge_needs_operate_a_whole_day_and_confirmation(container: Any, tmp_path: Any) -> None:
-    from shared.messaging.sqlite_bus import SqliteBus
+    from shared.adapters.embedded.sqlite_bus import SqliteBus
 
     clock = s.ManualClock(datetime.now(UTC))
     bus = SqliteBus(tmp_path / "aged-bus.sqlite3", clock=clock)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from shared.adapters.embedded.local_credentials import LocalCredentialProvider
 from shared.credentials import selfsigned
-from shared.credentials.local import LocalCredentialProvider
 
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
 

@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.embedded.sqlite_bus import SqliteBus
+from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.backbone import contracts
 from shared.credentials import expiry
 from shared.credentials.expiry import DAYS_REMAINING_METRIC, CertificateExpiryMonitor
 from shared.messaging.errors import BusUnavailable
 from shared.messaging.ports import OutboundMessage
-from shared.messaging.sqlite_bus import SqliteBus
 from shared.messaging.topology import SUB_PLATFORM_AUDIT, TOPIC_PLATFORM
 from shared.storage.names import TABLE_CERT_ALERTS, TABLES
-from shared.storage.sqlite_records import SqliteRecordStore
 from tests.unit.credentials.conftest import Clock, Store
 
 REPO = Path(__file__).resolve().parents[3]

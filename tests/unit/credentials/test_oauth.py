@@ -19,10 +19,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from shared.adapters.embedded.local_credentials import LocalCredentialProvider
 from shared.credentials.audit import RecordingCredentialAudit
 from shared.credentials.broker import CredentialBroker
 from shared.credentials.errors import CredentialInvalid, CredentialNotFound
-from shared.credentials.local import LocalCredentialProvider
 from shared.credentials.model import SecretValue
 from shared.credentials.oauth import (
     ASSERTION_TYPE,

@@ -141,8 +141,8 @@ def test_tie_certs_init_local_then_list_then_check(
 
 
 def test_the_container_wires_the_local_provider_and_audit_trail(container: Any) -> None:
+    from shared.adapters.embedded.local_credentials import LocalCredentialProvider
     from shared.credentials.audit import TrailCredentialAudit
-    from shared.credentials.local import LocalCredentialProvider
 
     broker = container.credentials
     assert isinstance(broker.provider, LocalCredentialProvider)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shared.audit.sqlite_log import SqliteAuditLog
+from shared.adapters.embedded.sqlite_audit import SqliteAuditLog
 from shared.audit.trail import AuditTrail
 from shared.credentials import pem
 from shared.credentials.audit import RecordingCredentialAudit, TrailCredentialAudit

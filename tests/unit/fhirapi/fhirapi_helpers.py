@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.adapters.embedded.sqlite_bus import SqliteBus
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
+from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.fhirapi import FhirApi, FhirApiConfig, FhirRequest, FhirResponse, Headers
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from shared.messaging.ports import MessageBus, ReceivedMessage
-from shared.messaging.sqlite_bus import SqliteBus
 from shared.messaging.topology import TOPIC_CLINICAL
-from shared.storage.sqlite_records import SqliteRecordStore
 from shared.terminology import systems
 
 BASE = "http://tie.test/api/fhir"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
 from shared.fhirapi.capability import capability_statement
 from shared.fhirapi.clinical_events import DELETABLE_TYPES
 from shared.fhirstore.search import SEARCH_PARAMETERS, SUPPORTED_TYPES, capabilities
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
 
 
 def _statement(caps: dict[str, Any], types: tuple[str, ...] = SUPPORTED_TYPES) -> dict[str, Any]:

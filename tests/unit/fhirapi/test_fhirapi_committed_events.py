@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
 from shared.backbone import clinical
 from shared.config.settings import get_settings, reset_settings
 from shared.fhirapi import FhirApi, event_relay_for
 from shared.fhirapi.clinical_events import ClinicalEvents
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from shared.journal import Journal
 from shared.mapping.fhir_in import event_from_fhir
 from shared.wiring import Container, build_container

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
 from shared.fhirstore.errors import (
     BundleTooLarge,
     InvalidBundle,
@@ -20,7 +21,6 @@ from shared.fhirstore.errors import (
     UnsupportedInteraction,
     VersionConflict,
 )
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from tests.unit.fhirstore.fhirstore_fixtures import NHS, StepClock, observation, patient
 
 PAT_URN = "urn:uuid:6b4e0a4e-1d2b-4c44-9a55-0c1b2f6c0001"

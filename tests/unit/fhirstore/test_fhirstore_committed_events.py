@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
 from shared.fhirstore.errors import InvalidResource, ResourceNotFound, TransactionFailed
 from shared.fhirstore.ports import (
     BatchEntryOutcome,
@@ -24,7 +25,6 @@ from shared.fhirstore.ports import (
     StoredResource,
     WriteResult,
 )
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from shared.messaging.ports import OutboundMessage
 from shared.outbox import CommittedOutbox, OutboxMessage
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
 from shared.errors import PermanentError, TransientError
 from shared.fhirstore.errors import (
     FhirStoreError,
@@ -24,7 +25,6 @@ from shared.fhirstore.errors import (
     VersionConflict,
 )
 from shared.fhirstore.ports import FhirRepository, parse_etag
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from tests.unit.fhirstore.fhirstore_fixtures import NHS, StepClock, observation, patient
 
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")

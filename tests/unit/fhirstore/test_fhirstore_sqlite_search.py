@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
 from shared.fhirstore.errors import InvalidSearch
 from shared.fhirstore.search import DEFAULT_COUNT, matches, parse_search
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from tests.unit.fhirstore.fhirstore_fixtures import LOINC, NHS, SNOMED, StepClock, observation, patient
 from tests.unit.fhirstore.test_fhirstore_search_engine import AP_NOW, DATE_CASES, PREFIXES
 

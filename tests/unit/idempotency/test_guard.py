@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.canonical.identity import make_key
 from shared.canonical.model import EventKind
 from shared.errors import PermanentError, TransientError
@@ -34,7 +35,6 @@ from shared.idempotency import (
 )
 from shared.idempotency.persistence import StoredRecord
 from shared.storage.names import TABLE_IDEMPOTENCY
-from shared.storage.sqlite_records import SqliteRecordStore
 from tests.unit.idempotency.support import Counter, FakeClock, Losers, race
 
 LEASE = timedelta(seconds=30)

@@ -39,7 +39,7 @@ def sandbox_url() -> Iterator[str]:
 def mailboxes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MailboxFactory]:
     opened: list[MeshMailbox] = []
     if request.param == "local":
-        from shared.mesh.local_files import LocalFilesMailbox
+        from shared.adapters.embedded.local_mesh import LocalFilesMailbox
 
         def factory(name: str) -> MeshMailbox:
             box = LocalFilesMailbox(tmp_path / "mesh", name)

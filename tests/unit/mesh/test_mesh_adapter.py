@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.embedded.local_mesh import LocalFilesMailbox
 from shared.config.settings import get_settings, reset_settings
 from shared.errors import ConfigurationError
 from shared.mesh.client_adapter import MeshClientMailbox, SettingsCredentials
 from shared.mesh.errors import MeshMessageGone, MeshRejected, MeshUnavailable
 from shared.mesh.inbound import MeshInbound
-from shared.mesh.local_files import LocalFilesMailbox
 from shared.mesh.pipeline import PipelineIngestor
 from shared.messaging.topology import SUB_INGEST_PROCESSOR, TOPIC_INGEST
 from tests.unit.mesh.conftest import SandboxCredentials

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.embedded.local_mesh import LocalFilesMailbox
 from shared.canonical.model import ClinicalEvent
 from shared.config.settings import get_settings, reset_settings
 from shared.hl7v2.parser import parse_message
 from shared.mapping.hl7v2_in import map_message
-from shared.mesh.local_files import LocalFilesMailbox
 from shared.mesh.outbound import MeshOutbound
 from shared.mesh.writeback import MeshHl7Downstream
 from tests.helpers import REPO_ROOT

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.embedded.sqlite_bus import SqliteBus
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
 from shared.errors import TransientError
 from shared.fhirstore.ports import CommitEvents, WriteResult
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from shared.messaging.errors import BusUnavailable, MessageTooLarge
 from shared.messaging.ports import MessageBus, OutboundMessage
-from shared.messaging.sqlite_bus import SqliteBus
 from shared.messaging.topology import SubscriptionSpec, TopicSpec
 from shared.outbox import CommittedBatch, CommittedBatchRelay, OutboxMessage
 from shared.outbox.committed import chunks, send_batch

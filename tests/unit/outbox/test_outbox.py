@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.embedded.sqlite_bus import SqliteBus
+from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.errors import PermanentError
 from shared.idempotency import (
     IdempotencyConfig,
@@ -28,7 +30,6 @@ from shared.idempotency import (
 )
 from shared.messaging.errors import BusUnavailable
 from shared.messaging.ports import OutboundMessage
-from shared.messaging.sqlite_bus import SqliteBus
 from shared.messaging.topology import SubscriptionSpec, TopicSpec
 from shared.outbox import (
     OUTBOX_FIELD,
@@ -42,7 +43,6 @@ from shared.outbox import (
 )
 from shared.storage.errors import ConcurrencyConflict
 from shared.storage.names import TABLE_IDEMPOTENCY, TABLE_OUTBOX
-from shared.storage.sqlite_records import SqliteRecordStore
 from tests.unit.idempotency.support import Counter, FakeClock, SimulatedCrash
 
 CLINICAL = "clinical-events"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.pds.stub import PdsStub
+from shared.adapters.embedded.pds_stub import PdsStub
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from shared.adapters.embedded.pds_stub import PdsStub, StubTransport, serve
 from shared.pds.auth import NoToken, StaticTokenSource
 from shared.pds.client import PdsFhirClient, Reply, Urllib3Transport
 from shared.pds.errors import PatientNotFound, PdsRejected, PdsUnavailable, PdsVersionConflict
 from shared.pds.model import RESTRICTED_FIELDS, parse_patient, redact
-from shared.pds.stub import PdsStub, StubTransport, serve
 
 
 class Recording:

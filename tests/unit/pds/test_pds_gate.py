@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.embedded.pds_stub import PdsStub, StubTransport
+from shared.adapters.embedded.sqlite_blobs import SqliteBlobStore
+from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.backbone import clinical
 from shared.backbone.writeback import DownstreamResponse
 from shared.canonical.model import ClinicalEvent, Sensitivity
@@ -23,10 +26,7 @@ from shared.pds.errors import PdsRejected, PdsUnavailable
 from shared.pds.gate import IdentityGate
 from shared.pds.model import PdsPatient, SearchResult
 from shared.pds.review import ReviewQueue
-from shared.pds.stub import PdsStub, StubTransport
 from shared.pds.trace import IdentityResolver
-from shared.storage.sqlite_blobs import SqliteBlobStore
-from shared.storage.sqlite_records import SqliteRecordStore
 
 SECRET_LINE = "7 CONFIDENTIAL CLOSE"
 SECRET_POSTCODE = "LS2 9ZZ"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from shared.adapters.embedded.pds_stub import PdsStub, StubTransport
 from shared.pds.auth import NoToken
 from shared.pds.cache import PdsCache
 from shared.pds.client import PdsFhirClient
 from shared.pds.model import PdsPatient, TraceQuery
-from shared.pds.stub import PdsStub, StubTransport
 from shared.pds.trace import IdentityResolver
 
 Q = TraceQuery

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
 from shared.backbone import contracts
 from shared.backbone.fhir_writeback import FhirDownstream
 from shared.backbone.hl7_writeback import Hl7MllpDownstream, MllpSender
 from shared.canonical.model import ClinicalEvent
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from shared.journal import Journal
 from shared.messaging.topology import (
     SUB_PLATFORM_AUDIT,

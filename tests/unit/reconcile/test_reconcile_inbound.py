@@ -261,7 +261,7 @@ def test_a_new_interface_without_last_weeks_traffic_is_not_a_volume_anomaly(rig:
 def test_mesh_sends_not_acknowledged_by_the_recipient_a_day_later_are_unacknowledged(
     rig: Rig, tmp_path: Path
 ) -> None:
-    from shared.mesh.local_files import LocalFilesMailbox
+    from shared.adapters.embedded.local_mesh import LocalFilesMailbox
     from shared.mesh.outbound import MeshOutbound
 
     root = tmp_path / "mesh"

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
+from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.fhirstore.ports import JsonDict
-from shared.fhirstore.sqlite_store import SqliteFhirRepository
 from shared.reconcile.fhir import SentRecorder, element_digests, sent_records
 from shared.storage.errors import StorageUnavailable
 from shared.storage.names import TABLE_RECONCILE
-from shared.storage.sqlite_records import SqliteRecordStore
 
 T0 = datetime(2026, 3, 15, 10, 0, tzinfo=UTC)
 PATIENT = {

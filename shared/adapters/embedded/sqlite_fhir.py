@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shared.adapters.embedded._sqlite import SqliteDatabase
 from shared.fhirstore import bundle as bundle_ops
 from shared.fhirstore.errors import (
     InvalidResource,
@@ -77,7 +78,6 @@ from shared.fhirstore.search import (
 )
 from shared.outbox.committed import CommittedBatch
 from shared.outbox.model import OutboxMessage
-from shared.storage._sqlite import SqliteDatabase
 from shared.storage.errors import StorageUnavailable
 
 T = TypeVar("T")

@@ -13,15 +13,13 @@ first 32 hex digits of its SHA-256 thumbprint: replacing the file is a rotation.
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
 from typing import Final
 
 from shared.credentials import pem
 from shared.credentials.errors import CredentialInvalid, CredentialNotFound, CredentialUnavailable
-from shared.credentials.model import CertificateInfo, CertificateMaterial, SecretValue
+from shared.credentials.model import NAME_RE, CertificateInfo, CertificateMaterial, SecretValue
 
-NAME_RE: Final = re.compile(r"^[A-Za-z0-9-]{1,127}$")
 _CERT_SUFFIXES: Final = (".pem", ".pfx")
 
 

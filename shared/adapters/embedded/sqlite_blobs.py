@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from os import PathLike
 from pathlib import Path
 
-from shared.storage._sqlite import SqliteDatabase
+from shared.adapters.embedded._sqlite import SqliteDatabase
 from shared.storage.errors import BlobExists, BlobNotFound
 from shared.storage.keys import (
     prefix_upper_bound,

@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from os import PathLike
 from pathlib import Path
 
+from shared.adapters.embedded._sqlite import SqliteDatabase
 from shared.audit.chain import GENESIS, checkpoint, entry_hash
 from shared.audit.model import AuditRecord, canonical_json
 from shared.audit.ports import ChainedEntry, Checkpoint
-from shared.storage._sqlite import SqliteDatabase
 
 _APPEND_ONLY = ("audit_log", "audit_terms", "audit_checkpoints")
 _SCHEMA = """

@@ -42,7 +42,7 @@ def scenarios() -> dict[str, Any]:
 
 def default_corpus() -> Path:
     """``../shared/corpora/nhs-pds-fhir-api`` beside the repository."""
-    return Path(__file__).resolve().parents[3] / "shared" / "corpora" / "nhs-pds-fhir-api"
+    return Path(__file__).resolve().parents[4] / "shared" / "corpora" / "nhs-pds-fhir-api"
 
 
 @dataclass(frozen=True, slots=True)

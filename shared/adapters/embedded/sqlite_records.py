@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from os import PathLike
 from pathlib import Path
 
-from shared.storage._sqlite import SqliteDatabase
+from shared.adapters.embedded._sqlite import SqliteDatabase
 from shared.storage.errors import ConcurrencyConflict, RecordExists, RecordNotFound
 from shared.storage.keys import (
     decode_value,
