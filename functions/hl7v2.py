@@ -2,7 +2,7 @@
 
 HTTP status tells the transport outcome, the ACK tells the HL7 outcome: one status per answer in
 :data:`HTTP_STATUS` (the situations behind each, with their ACKs, are the README's HL7 v2 edge table,
-checked against it by ``tests/unit/pipeline/test_hl7_http_status.py``). A duplicate control ID with the
+checked against it by ``tests/unit/ingest/test_hl7_http_status.py``). A duplicate control ID with the
 same content gets the first answer again (not re-processed). Every ACK's MSH-10 is the request's
 correlation ID (also in ``X-Correlation-ID``), as over MLLP.
 """

@@ -2,7 +2,7 @@
 
 Azure Functions exposes app settings as environment variables; locally the host loads
 ``local.settings.json`` (``Values``) into the environment first. Every setting name read here appears in
-``local.settings.sample.json`` with a safe placeholder (enforced by ``tests/unit/test_settings.py``).
+``local.settings.sample.json`` with a safe placeholder (enforced by ``tests/unit/config/test_settings.py``).
 
 Azure services use identity-based connections (``<Name>__fullyQualifiedNamespace`` /
 ``<Name>__serviceUri``): no connection strings with keys in code or samples. The only connection string

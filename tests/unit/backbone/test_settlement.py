@@ -1,6 +1,7 @@
 """Settlement of a failed delivery: a permanent failure is dead-lettered at once with its reason, anything
-else abandoned (redelivered). The embedded bus here; Service Bus in tests/unit/test_servicebus_adapter.py;
-the local host end to end in tests/integration/test_local_host.py."""
+else abandoned (redelivered). The embedded bus here; Service Bus in
+tests/unit/adapters/azure/test_servicebus_adapter.py; the local host end to end in
+tests/integration/test_local_host.py."""
 
 from __future__ import annotations
 

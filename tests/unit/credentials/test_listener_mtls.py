@@ -27,7 +27,7 @@ from shared.mllp.client import MllpClient
 from shared.mllp.errors import MllpConnectionError
 from shared.wiring import build_container, set_container
 from tests.unit.credentials.conftest import Clock, Store
-from tests.unit.pipeline.hl7_ingest_support import oru
+from tests.unit.ingest.hl7_ingest_support import oru
 
 SECRET_MARKERS = ("PRIVATE KEY", "BEGIN CERTIFICATE", "MII")
 MUTUAL = Settings(TIE_MLLP_TLS="mutual")

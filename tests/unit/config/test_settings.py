@@ -9,7 +9,7 @@ import pytest
 from shared.config.settings import Backend, Settings, get_settings, reset_settings, setting_names
 from shared.errors import ConfigurationError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SAMPLE = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
 
 

@@ -21,7 +21,7 @@ from shared.hl7v2 import limits, parse_message
 from shared.ingest.mllp_listener import build_mllp_server
 from shared.mllp.framing import frame
 from shared.wiring import build_container, set_container
-from tests.unit.pipeline.hl7_ingest_support import BAD_NHS, GOOD_NHS, oru
+from tests.unit.ingest.hl7_ingest_support import BAD_NHS, GOOD_NHS, oru
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -30,7 +30,7 @@ from shared.messaging.errors import (
 from shared.messaging.ports import NEXT_AVAILABLE_SESSION, MessageBus, OutboundMessage, PropertyValue
 from shared.messaging.topology import TOPOLOGY, SubscriptionSpec, TopicSpec
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[4]
 
 LOCK = timedelta(seconds=30)
 TOPO: tuple[TopicSpec, ...] = (

@@ -12,7 +12,7 @@ from shared.errors import ConfigurationError
 from shared.ingest.hl7v2 import SUSPECT_DELIMITERS_STAGE, Hl7Ingest
 from shared.journal import Journal
 from shared.messaging.topology import SUB_INGEST_PROCESSOR, TOPIC_INGEST
-from tests.unit.pipeline.hl7_ingest_support import ack_errs, oru
+from tests.unit.ingest.hl7_ingest_support import ack_errs, oru
 
 SUSPECT = {"obr4": "U&E^Urea and electrolytes^L", "units": "x10^9/L"}
 

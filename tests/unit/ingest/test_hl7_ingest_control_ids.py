@@ -16,7 +16,7 @@ from shared.hl7v2 import parse_message
 from shared.ingest.hl7v2 import OUTCOME_TABLE, Hl7Ingest, bus_message_id
 from shared.messaging.topology import SUB_INGEST_PROCESSOR, TOPIC_INGEST
 from shared.storage.keys import safe_key
-from tests.unit.pipeline.hl7_ingest_support import BAD_NHS, RacingStore, ack_errs, oru
+from tests.unit.ingest.hl7_ingest_support import BAD_NHS, RacingStore, ack_errs, oru
 
 SENDER_KEY = safe_key("LIMS|LAB")
 

@@ -16,8 +16,8 @@ import pytest
 from shared.hl7v2 import parse_message
 from shared.journal import Journal
 from shared.observability.correlation import HEADER, is_valid_correlation_id
-from tests.unit.pipeline.hl7_ingest_support import BAD_NHS, oru
-from tests.unit.pipeline.test_hl7_edges_same_answer import SIZE_LIMIT, container, over_mllp, post
+from tests.unit.ingest.hl7_ingest_support import BAD_NHS, oru
+from tests.unit.ingest.test_hl7_edges_same_answer import SIZE_LIMIT, container, over_mllp, post
 
 __all__ = ["container"]  # the size-limited container fixture
 
