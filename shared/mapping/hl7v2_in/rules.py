@@ -43,9 +43,6 @@ from shared.terminology import (
     Coding as TermCoding,
 )
 from shared.terminology import (
-    MappedAbsent as TermDataAbsent,
-)
-from shared.terminology import (
     Equivalence,
     KeptSource,
     MapOutcome,
@@ -56,6 +53,9 @@ from shared.terminology import (
     load_concept_map,
     map_code,
     v2_table_system,
+)
+from shared.terminology import (
+    MappedAbsent as TermDataAbsent,
 )
 
 __all__ = ["RULES", "CodedRule", "Compiled", "MessageRule", "Path", "RulesError", "StatusRule", "load_rules"]
