@@ -1,9 +1,10 @@
 """Event backbone triggers: write-back, parked-work release, outbox relay, stuck-message monitor.
 
 Thin adapters: build a :class:`~shared.backbone.delivery.Delivery` from the trigger's message and hand it
-to the write-back core (:mod:`shared.backbone.writeback`). Returning completes the message; raising
-abandons it (the host redelivers, and dead-letters at the subscription's max delivery count). A parked
-delivery returns normally: it is stored and will be re-published by ``writeback_release``.
+to the write-back core (:mod:`shared.backbone.writeback`). The write-back triggers settle their own
+message (:mod:`functions._servicebus`): returning completes it, a permanent failure dead-letters it at the
+first delivery with its error code as reason, a transient one abandons it (redelivered). A parked delivery
+returns normally: it is stored and will be re-published by ``writeback_release``.
 
 * ``writeback_fhir`` / ``writeback_hl7v2`` - one per downstream, sessions on (per-patient order).
 * ``writeback_release`` - every 10 s: re-publishes parked work of downstreams whose circuit is closed
@@ -18,7 +19,9 @@ from __future__ import annotations
 import logging
 
 import azure.functions as func
+import azurefunctions.extensions.bindings.servicebus as servicebus
 
+from functions._servicebus import body_of, properties_of, settle
 from shared.backbone.delivery import Delivery
 from shared.messaging.topology import (
     SERVICE_BUS_CONNECTION,
@@ -33,23 +36,23 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 _log = logging.getLogger("tie.events")
 
 
-def delivery_from(msg: func.ServiceBusMessage, topic: str, subscription: str) -> Delivery:
+def delivery_from(msg: servicebus.ServiceBusReceivedMessage, topic: str, subscription: str) -> Delivery:
     """The trigger's message as the core sees it."""
     return Delivery(
         topic=topic,
         subscription=subscription,
-        body=msg.get_body(),
+        body=body_of(msg),
         message_id=msg.message_id or "",
         delivery_count=msg.delivery_count or 1,
         correlation_id=msg.correlation_id,
         session_id=msg.session_id,
         content_type=msg.content_type,
         subject=msg.subject,
-        properties=dict(msg.application_properties or {}),
+        properties=properties_of(msg),
     )
 
 
-def _write_back(msg: func.ServiceBusMessage, subscription: str) -> None:
+def _write_back(msg: servicebus.ServiceBusReceivedMessage, subscription: str) -> None:
     delivery = delivery_from(msg, TOPIC_CLINICAL, subscription)
     with correlation_scope(delivery.correlation):
         result = get_container().backbone.subscriber(subscription).handle(delivery)
@@ -72,9 +75,12 @@ def _write_back(msg: func.ServiceBusMessage, subscription: str) -> None:
     subscription_name=SUB_WRITEBACK_FHIR,
     connection=SERVICE_BUS_CONNECTION,
     is_sessions_enabled=True,
+    auto_complete_messages=False,
 )
-def writeback_fhir(msg: func.ServiceBusMessage) -> None:
-    _write_back(msg, SUB_WRITEBACK_FHIR)
+def writeback_fhir(
+    msg: servicebus.ServiceBusReceivedMessage, message_actions: servicebus.ServiceBusMessageActions
+) -> None:
+    settle(msg, message_actions, lambda: _write_back(msg, SUB_WRITEBACK_FHIR), function="writeback_fhir")
 
 
 @bp.function_name("writeback_hl7v2")
@@ -84,9 +90,12 @@ def writeback_fhir(msg: func.ServiceBusMessage) -> None:
     subscription_name=SUB_WRITEBACK_HL7V2,
     connection=SERVICE_BUS_CONNECTION,
     is_sessions_enabled=True,
+    auto_complete_messages=False,
 )
-def writeback_hl7v2(msg: func.ServiceBusMessage) -> None:
-    _write_back(msg, SUB_WRITEBACK_HL7V2)
+def writeback_hl7v2(
+    msg: servicebus.ServiceBusReceivedMessage, message_actions: servicebus.ServiceBusMessageActions
+) -> None:
+    settle(msg, message_actions, lambda: _write_back(msg, SUB_WRITEBACK_HL7V2), function="writeback_hl7v2")
 
 
 @bp.function_name("writeback_release")

@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 
 import azure.functions as func
+import azurefunctions.extensions.bindings.servicebus as servicebus
 
 from functions._http import error_response, http_endpoint, json_response, read_body
+from functions._servicebus import body_of, properties_of, settle
 from shared.ingest import ingest
 from shared.ingest.channels import GENERIC_HTTP_CHANNELS, PROCESSORS
 from shared.journal import Journal
@@ -96,16 +98,23 @@ def message_trace(req: func.HttpRequest, correlation_id: str) -> func.HttpRespon
     topic_name=TOPIC_INGEST,
     subscription_name=SUB_INGEST_PROCESSOR,
     connection=SERVICE_BUS_CONNECTION,
+    auto_complete_messages=False,
 )
-def ingest_processor(msg: func.ServiceBusMessage) -> None:
+def ingest_processor(
+    msg: servicebus.ServiceBusReceivedMessage, message_actions: servicebus.ServiceBusMessageActions
+) -> None:
+    settle(msg, message_actions, lambda: _process(msg), function="ingest_processor")
+
+
+def _process(msg: servicebus.ServiceBusReceivedMessage) -> None:
     container = get_container()
     inbound = ingest.inbound_from_properties(
-        body=msg.get_body(),
+        body=body_of(msg),
         message_id=msg.message_id or "",
         correlation_id=msg.correlation_id,
         content_type=msg.content_type,
         delivery_count=msg.delivery_count or 1,
-        properties=dict(msg.application_properties or {}),
+        properties=properties_of(msg),
     )
     with correlation_scope(inbound.correlation_id):
         context = ingest.ProcessorContext(

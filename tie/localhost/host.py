@@ -113,13 +113,55 @@ class _Context:
         self.thread_local_storage = threading.local()
 
 
-def _call(spec: FunctionSpec, trigger_value: Any) -> Any:
+#: The parameter a Service Bus trigger takes its ``ServiceBusMessageActions`` under (functions/_servicebus).
+ACTIONS_ARG = "message_actions"
+
+
+class _MessageActions:
+    """``ServiceBusMessageActions`` over the container's bus, for triggers that settle their own message:
+    each call settles the :class:`ReceivedMessage` behind the trigger's message and records the outcome."""
+
+    def __init__(self, bus: MessageBus, batch: list[ReceivedMessage], converted: list[Any]) -> None:
+        self._bus = bus
+        self._batch = batch  # renewed in place by the lock renewal loop
+        self._index = {id(c): i for i, c in enumerate(converted)}
+        self.outcomes: dict[int, str] = {}
+
+    def _settle(self, message: Any, outcome: str, settle: Callable[[ReceivedMessage], None]) -> None:
+        i = self._index[id(message)]
+        settle(self._batch[i])  # lock loss propagates (recorded as unsettled)
+        self.outcomes[i] = outcome
+
+    def complete(self, message: Any) -> None:
+        self._settle(message, "completed", self._bus.complete)
+
+    def abandon(self, message: Any) -> None:
+        self._settle(message, ABANDONED, self._bus.abandon)
+
+    def deadletter(
+        self,
+        message: Any,
+        deadletter_reason: str | None = None,
+        deadletter_error_description: str | None = None,
+    ) -> None:
+        self._settle(
+            message,
+            DEAD_LETTERED,
+            lambda m: self._bus.dead_letter(
+                m, reason=deadletter_reason or "", description=deadletter_error_description or ""
+            ),
+        )
+
+
+def _call(spec: FunctionSpec, trigger_value: Any, actions: _MessageActions | None = None) -> Any:
     kwargs: dict[str, Any] = {spec.arg_name: trigger_value}
     import inspect
 
     params = inspect.signature(spec.user_function).parameters
     if "context" in params and spec.arg_name != "context":
         kwargs["context"] = _Context(spec.name)
+    if ACTIONS_ARG in params and actions is not None:
+        kwargs[ACTIONS_ARG] = actions
     result = spec.user_function(**kwargs)
     if asyncio.iscoroutine(result):
         return asyncio.run(result)
@@ -352,13 +394,19 @@ class LocalHost:
             user_properties=props,
         )
 
-    def _run_with_lock_renewal(self, spec: FunctionSpec, arg: Any, messages: list[ReceivedMessage]) -> None:
+    def _run_with_lock_renewal(
+        self,
+        spec: FunctionSpec,
+        arg: Any,
+        messages: list[ReceivedMessage],
+        actions: _MessageActions | None = None,
+    ) -> None:
         """Run the function in a worker thread, renewing the messages' locks until it returns."""
         result: Future[Any] = Future()
 
         def target() -> None:
             try:
-                result.set_result(_call(spec, arg))
+                result.set_result(_call(spec, arg, actions))
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
                 result.set_exception(exc)
 
@@ -402,12 +450,25 @@ class LocalHost:
                 with contextlib.suppress(TieError):
                     self.bus.release_session(spec.topic, spec.subscription, batch[0].session_id)
 
+    def _count_own_settlements(self, actions: _MessageActions) -> None:
+        for outcome in actions.outcomes.values():
+            if outcome == DEAD_LETTERED:
+                self.stats.dead_lettered += 1
+            elif outcome == ABANDONED:
+                self.stats.abandoned += 1
+            else:
+                self.stats.completed += 1
+
     def _deliver(self, spec: FunctionSpec, batch: list[ReceivedMessage]) -> None:
+        converted = [self._to_sb_message(m) for m in batch]
+        actions = _MessageActions(self.bus, batch, converted)
         try:
-            converted = [self._to_sb_message(m) for m in batch]
             arg: Any = converted if spec.many else converted[0]
-            self._run_with_lock_renewal(spec, arg, batch)
+            self._run_with_lock_renewal(spec, arg, batch, actions)
         except Exception as exc:  # noqa: BLE001 - trigger boundary: every failure is mapped, none escapes
+            if len(actions.outcomes) == len(batch):  # the function settled its messages itself
+                self._count_own_settlements(actions)
+                return
             outcome = ABANDONED
             for m in batch:
                 try:
@@ -432,7 +493,10 @@ class LocalHost:
                 },
             )
             return
-        for m in batch:
+        self._count_own_settlements(actions)  # what the function settled itself
+        for i, m in enumerate(batch):
+            if i in actions.outcomes:
+                continue
             try:
                 self.bus.complete(m)
                 self.stats.completed += 1
