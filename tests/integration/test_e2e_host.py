@@ -141,8 +141,12 @@ def test_adt_over_http_and_mllp_through_tie_run(tmp_path: Path) -> None:
             {"Content-Type": "x-application/hl7-v2+er7", "X-Correlation-ID": "adt-http"},
         )
         assert res.status == 200 and res.headers["X-HL7-Ack-Code"] == "AA"
+        # The same admission again over MLLP under a new control id: one clinical event, so exactly one of
+        # the two is written back and the other is a proven duplicate (which one depends on which ingest
+        # finishes first: the ingest processor is not ordered across messages).
         ack = send_message("127.0.0.1", mllp_port, adt_a01("E2E-MLLP"), timeout=60)
         assert read_msa(ack).code == "AA" and read_msa(ack).control_id == "E2E-MLLP"
+        mllp_corr = ack.decode().split("\r")[0].split("|")[9]  # the ACK's MSH-10 is the correlation id
         # The README's sample file (LF line endings) through `tie mllp send`.
         sent = tie_cli(
             local, "mllp", "send", str(REPO_ROOT / "samples" / "adt-a01.hl7"), "--port", str(mllp_port)
@@ -150,23 +154,32 @@ def test_adt_over_http_and_mllp_through_tie_run(tmp_path: Path) -> None:
         assert sent.returncode == 0, sent.stdout + sent.stderr
         assert "MSA|AA|SAMPLE0001" in sent.stdout
 
-        def processed() -> list[dict[str, object]] | None:
-            trace = http("GET", f"{base}/messages/adt-http")
+        def processed(corr: str) -> list[dict[str, object]] | None:
+            trace = http("GET", f"{base}/messages/{corr}")
             stages = trace.json()["stages"] if trace.status == 200 else []
-            finished = {s.get("subscriber") for s in stages if s["stage"] in ("written-back", "skipped")}
+            terminal = ("written-back", "duplicate", "skipped")
+            finished = {s.get("subscriber") for s in stages if s["stage"] in terminal}
             done = any(s["stage"] == "consumed" for s in stages) and len(finished) == 2
             return stages if done else None
 
-        stages = wait_for(processed, timeout=120)
+        stages = wait_for(lambda: processed("adt-http"), timeout=120)
+        mllp_stages = wait_for(lambda: processed(mllp_corr), timeout=120)
         # The ingest journey, then each write-back subscriber's (interleaved in time).
         ingest = [s for s in stages if "subscriber" not in s]
         expected = ["received", "published", "acknowledged", "mapped", "consumed"]
         assert [s["stage"] for s in ingest] == expected
         assert ingest[-2]["event_kind"] == "admission"
         assert ingest[-1]["outcome"] == "published admission"
-        fhir = [s for s in stages if s.get("subscriber") == "writeback-fhir"]
-        assert [s["stage"] for s in fhir] == ["delivered", "written-back"]
-        assert fhir[-1]["status"] == "201"
+        outcomes = {}
+        for corr, journey in (("adt-http", stages), (mllp_corr, mllp_stages)):
+            fhir = [s for s in journey if s.get("subscriber") == "writeback-fhir"]
+            assert [s["stage"] for s in fhir][:1] == ["delivered"] and len(fhir) == 2
+            outcomes[corr] = fhir[-1]
+        by_stage = {o["stage"]: (corr, o) for corr, o in outcomes.items()}
+        assert set(by_stage) == {"written-back", "duplicate"}
+        written_corr, written = by_stage["written-back"]
+        assert written["status"] == "201"
+        assert by_stage["duplicate"][1]["original_correlation_id"] == written_corr
         hl7 = [s["stage"] for s in stages if s.get("subscriber") == "writeback-hl7v2"]
         assert hl7 == ["delivered", "skipped"]  # no MLLP downstream configured
         records = SqliteRecordStore(local / "records.sqlite3")
