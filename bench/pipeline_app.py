@@ -147,7 +147,7 @@ def _instrument(stats: _Stats, out: Path) -> None:
     from shared.idempotency.base import IdempotencyGuard
     from shared.journal import Journal
 
-    host._call = stats.timed(lambda spec, _arg: f"fn {spec.name}", host._call)
+    host._call = stats.timed(lambda spec, *_args: f"fn {spec.name}", host._call)
     for name, label in (
         ("parse_message", "parse"),
         ("validate", "validate"),
