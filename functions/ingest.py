@@ -75,10 +75,9 @@ def message_trace(req: func.HttpRequest, correlation_id: str) -> func.HttpRespon
     if not is_valid_correlation_id(wanted):
         return error_response(400, "invalid_correlation_id", "Invalid correlation ID.", correlation_id)
     journal = Journal(get_container().records)
-    entries = journal.trace(wanted)
+    entries, waiting = journal.journey(wanted)
     if not entries:
         return error_response(404, "not_found", "No message with that correlation ID.", correlation_id)
-    waiting = journal.waiting(wanted)
     return json_response(
         {
             "correlationId": wanted,

@@ -204,6 +204,14 @@ class Journal:
             else:
                 self._records.upsert(INFLIGHT_TABLE, partition, row, value)
 
+    def journey(self, correlation_id: str) -> tuple[list[JournalEntry], dict[str, datetime]]:
+        """``(trace, waiting)`` read consistently: who is still waiting is read *before* the stages. A stage
+        is journaled before the index closes its row, so a subscriber that is no longer waiting has its
+        final stage in the trace (read the other way round, a stage recorded between the reads could be
+        missing from both)."""
+        waiting = self.waiting(correlation_id)
+        return self.trace(correlation_id), waiting
+
     def waiting(self, correlation_id: str) -> dict[str, datetime]:
         """Subscribers still expected to act on ``correlation_id`` (empty: finished or unknown)."""
         return {

@@ -47,10 +47,9 @@ STUCK_SHOWN: Final = 20
 
 def journey_json(journal: Journal, correlation_id: str) -> dict[str, Any] | None:
     """``tie trace --json``: every journal stage and who is still to act (``None``: unknown id)."""
-    entries = journal.trace(correlation_id)
+    entries, waiting = journal.journey(correlation_id)
     if not entries:
         return None
-    waiting = journal.waiting(correlation_id)
     return {
         "correlationId": correlation_id,
         "stages": [{"stage": e.stage, "at": e.at.isoformat(), **dict(e.attributes)} for e in entries],
@@ -111,7 +110,7 @@ _FINAL: Final = frozenset(
 
 
 def journey(journal: Journal, correlation_id: str) -> Journey | None:
-    entries = journal.trace(correlation_id)
+    entries, waiting = journal.journey(correlation_id)
     if not entries:
         return None
     start = entries[0].at
@@ -134,7 +133,7 @@ def journey(journal: Journal, correlation_id: str) -> Journey | None:
     return Journey(
         correlation_id=correlation_id,
         stages=stages,
-        waiting=journal.waiting(correlation_id),
+        waiting=waiting,
         ack=ack,
         outcomes=outcomes,
         ledger=[s for s in stages if s.stage in LEDGER_STAGES],
