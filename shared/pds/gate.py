@@ -17,6 +17,7 @@ import threading
 from collections import OrderedDict
 
 from shared.backbone.writeback import Downstream, DownstreamResponse
+from shared.canonical.identity import event_digest
 from shared.canonical.model import ClinicalEvent, EventKind, NhsNumber, Patient, Sensitivity
 from shared.journal import Journal
 from shared.pds.errors import PdsRejected, PdsResponseInvalid, PdsUnavailable
@@ -103,7 +104,7 @@ class IdentityGate:
         self._subscription = subscription
         self._lock = threading.Lock()
         #: Events resolved in skip_reason, for apply (the subscriber calls both with the same object).
-        self._resolved: OrderedDict[int, tuple[ClinicalEvent, ClinicalEvent]] = OrderedDict()
+        self._resolved: OrderedDict[tuple[str, str], ClinicalEvent] = OrderedDict()
 
     def skip_reason(self, event: ClinicalEvent) -> str | None:
         reason = self.inner.skip_reason(event)
@@ -149,16 +150,18 @@ class IdentityGate:
         )
         enriched = event.model_copy(update={"patient": enrich(event.patient, pds)})
         with self._lock:
-            self._resolved[id(event)] = (event, enriched)
+            # Keyed on the event's identity and clinical content (value, not object identity): the same
+            # version of an event gets the same verified patient.
+            self._resolved[(str(event.key), event_digest(event))] = enriched
             while len(self._resolved) > 256:
                 self._resolved.popitem(last=False)
         return None
 
     def apply(self, event: ClinicalEvent) -> DownstreamResponse:
         with self._lock:
-            held = self._resolved.get(id(event))
-        if held is not None and held[0] is event:
-            return self.inner.apply(held[1])
+            held = self._resolved.get((str(event.key), event_digest(event)))
+        if held is not None:
+            return self.inner.apply(held)
         if event.kind in GATED_KINDS and needs_trace(event.patient):
             # Never write an unverified identity: a call without skip_reason first is a wiring error.
             raise PdsRejected(0, "IDENTITY_NOT_VERIFIED")
