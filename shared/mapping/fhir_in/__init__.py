@@ -28,19 +28,18 @@ OperationOutcome whose ``expression`` is ``field``.
 
 from __future__ import annotations
 
-from shared.mapping.fhir_in.clinical import (
+from shared.mapping.fhir_in.encounter import encounter_from_fhir
+from shared.mapping.fhir_in.events import INPATIENT_CLASSES, UnsupportedInteraction, event_from_fhir
+from shared.mapping.fhir_in.orders import service_request_from_fhir
+from shared.mapping.fhir_in.patient import patient_from_fhir
+from shared.mapping.fhir_in.records import (
     allergy_from_fhir,
     condition_from_fhir,
     document_reference_from_fhir,
     medication_request_from_fhir,
     medication_statement_from_fhir,
-    observation_from_fhir,
-    report_from_fhir,
-    service_request_from_fhir,
 )
-from shared.mapping.fhir_in.encounter import encounter_from_fhir
-from shared.mapping.fhir_in.events import INPATIENT_CLASSES, UnsupportedInteraction, event_from_fhir
-from shared.mapping.fhir_in.patient import patient_from_fhir
+from shared.mapping.fhir_in.results import observation_from_fhir, report_from_fhir
 
 __all__ = [
     "INPATIENT_CLASSES",

@@ -26,7 +26,7 @@ from shared.canonical.model import (
 )
 from shared.mapping.errors import InvalidValue, MappingError, MissingRequiredField
 from shared.mapping.fhir_in import _read as r
-from shared.mapping.fhir_in import clinical
+from shared.mapping.fhir_in import orders, records, results
 from shared.mapping.fhir_in.encounter import encounter_locations, map_encounter
 from shared.mapping.fhir_in.patient import map_patient
 from shared.mapping.lineage import LineageRecorder, Mapped
@@ -436,7 +436,7 @@ _RULES: dict[str, _Rule] = {
     "Observation": _Rule(
         EventKind.RESULT,
         "reports",
-        clinical.report_for_observation,
+        results.report_for_observation,
         key=lambda patient, report: identity.result_key(patient, report.filler_order_number, report.code),
         key_field="code.coding",
         time=("effective", "effective[x]"),
@@ -445,7 +445,7 @@ _RULES: dict[str, _Rule] = {
     "DiagnosticReport": _Rule(
         EventKind.RESULT,
         "reports",
-        clinical.map_report,
+        results.map_report,
         key=lambda patient, report: identity.result_key(patient, report.filler_order_number, report.code),
         key_field="code.coding",
         time=("effective", "effective[x]"),
@@ -454,7 +454,7 @@ _RULES: dict[str, _Rule] = {
     "ServiceRequest": _Rule(
         EventKind.ORDER,
         "orders",
-        clinical.map_service_request,
+        orders.map_service_request,
         key=lambda patient, order: identity.order_key(
             patient, order.placer_order_number, order.filler_order_number
         ),
@@ -463,7 +463,7 @@ _RULES: dict[str, _Rule] = {
     "AllergyIntolerance": _Rule(
         EventKind.ALLERGY,
         "allergies",
-        clinical.map_allergy,
+        records.map_allergy,
         key=lambda patient, allergy: identity.allergy_key(patient, allergy.code),
         key_field="code.coding",
         time=("recorded", "recordedDate"),
@@ -471,19 +471,19 @@ _RULES: dict[str, _Rule] = {
     "Condition": _Rule(
         EventKind.CONDITION,
         "conditions",
-        clinical.map_condition,
+        records.map_condition,
         key=lambda patient, condition: identity.condition_key(patient, condition.code, condition.onset),
         key_field="code.coding",
         time=("onset", "onset[x]"),
         requires=("onset", "onset[x]", "event identity needs the onset"),
     ),
     "MedicationRequest": _identified(
-        EventKind.MEDICATION_REQUEST, "medication_requests", clinical.map_medication_request
+        EventKind.MEDICATION_REQUEST, "medication_requests", records.map_medication_request
     ),
     "MedicationStatement": _identified(
-        EventKind.MEDICATION_STATEMENT, "medication_statements", clinical.map_medication_statement
+        EventKind.MEDICATION_STATEMENT, "medication_statements", records.map_medication_statement
     ),
-    "DocumentReference": _identified(EventKind.DOCUMENT, "documents", clinical.map_document),
+    "DocumentReference": _identified(EventKind.DOCUMENT, "documents", records.map_document),
 }
 
 
