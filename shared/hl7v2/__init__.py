@@ -12,19 +12,12 @@ from shared.hl7v2.batch import Batch, BatchGroup, iter_messages, parse_batch
 from shared.hl7v2.errors import Hl7EncodingError, Hl7Error, Hl7ParseError, Hl7PathError
 from shared.hl7v2.escape import decode as decode_escapes
 from shared.hl7v2.escape import encode as encode_escapes
-from shared.hl7v2.parser import (
-    ComponentValue,
-    FieldValue,
-    LeafValue,
-    Message,
-    Raw,
-    Repeated,
-    Segment,
-    Separators,
-    build_message,
-    parse_message,
-    parse_path,
-)
+from shared.hl7v2.message import Message, build_message
+from shared.hl7v2.parser import parse_message
+from shared.hl7v2.paths import parse_path
+from shared.hl7v2.segment import Segment
+from shared.hl7v2.separators import Separators
+from shared.hl7v2.values import ComponentValue, FieldValue, LeafValue, Raw, Repeated
 
 __all__ = [
     "Batch",

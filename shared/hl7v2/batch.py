@@ -20,16 +20,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from shared.hl7v2.errors import Hl7EncodingError, Hl7ParseError
-from shared.hl7v2.parser import (
-    ENVELOPE_SEGMENTS,
-    Message,
-    Segment,
-    Separators,
-    _check_field_separator,
-    _header_separators,
-    decode_input,
-    split_segments,
-)
+from shared.hl7v2.message import Message
+from shared.hl7v2.parser import _check_field_separator, _header_separators, decode_input, split_segments
+from shared.hl7v2.segment import Segment
+from shared.hl7v2.separators import ENVELOPE_SEGMENTS, Separators
 
 __all__ = ["Batch", "BatchGroup", "iter_messages", "parse_batch"]
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from shared.hl7v2.parser import Separators
+    from shared.hl7v2.separators import Separators
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 
