@@ -30,7 +30,7 @@ from shared.messaging.topology import (
     TOPIC_CLINICAL,
 )
 from shared.observability.correlation import correlation_scope
-from shared.wiring import get_container
+from shared.wiring import build_fhir_event_relay, get_container
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 _log = logging.getLogger("tie.events")
@@ -109,11 +109,10 @@ def writeback_release(timer: func.TimerRequest) -> None:
 @bp.function_name("outbox_relay")
 @bp.timer_trigger(schedule="*/15 * * * * *", arg_name="timer", use_monitor=False)
 def outbox_relay(timer: func.TimerRequest) -> None:
-    from shared.fhirapi import event_relay_for  # imported here: most trigger processes never need it
     from shared.outbox import RelayReport
 
     # Clinical events the embedded FHIR store committed with a write but did not get to publish.
-    fhir_events = event_relay_for(get_container())
+    fhir_events = build_fhir_event_relay(get_container())
     report = fhir_events.run_until_idle(max_seconds=5.0) if fhir_events is not None else RelayReport()
     report += get_container().backbone.relay_outbox(max_seconds=10.0)
     if report.published or report.parked or report.failed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.audit.background import BackgroundAuditLog
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from shared.mesh.inbound import PollReport
     from shared.mesh.ports import MeshMailbox
     from shared.messaging.topology import TopicSpec
+    from shared.observability.telemetry import TelemetryExporter
+    from shared.outbox import CommittedBatchRelay
     from shared.pds.ports import PdsClient, TokenSource
     from shared.pds.trace import IdentityResolver
     from shared.reconcile.replay import Replayer as ReconcileReplayer
@@ -164,6 +167,21 @@ def _credential(settings: Settings) -> Any:
     return build_credential(settings.managed_identity_client_id)
 
 
+def telemetry_exporter(settings: Settings) -> TelemetryExporter | None:
+    """Azure Monitor when ``APPLICATIONINSIGHTS_CONNECTION_STRING`` is set, else none (OpenTelemetry's
+    no-op); :func:`shared.observability.telemetry.configure_telemetry` installs it."""
+    connection_string = settings.applicationinsights_connection_string
+    if not connection_string:
+        return None
+    from shared.adapters.azure.monitor import configure_azure_monitor_exporter
+    from shared.observability.telemetry import TelemetryExporter
+
+    def install(service_name: str) -> None:
+        configure_azure_monitor_exporter(connection_string, service_name=service_name)
+
+    return TelemetryExporter("azure-monitor", install)
+
+
 def build_bus(settings: Settings) -> MessageBus:
     if settings.bus_backend is Backend.AZURE:
         from shared.adapters.azure.servicebus import ServiceBusMessageBus
@@ -281,14 +299,15 @@ def build_credentials(settings: Settings, *, audit: AuditTrail | None = None) ->
 
 
 def build_certificate_monitor(container: Container) -> CertificateExpiryMonitor:
-    """The certificate expiry monitor over the container's credentials, records and bus."""
+    """The certificate expiry monitor over the container's credentials and records, announcing on its bus."""
+    from shared.backbone.platform import BusPlatformEvents
     from shared.credentials.expiry import CertificateExpiryMonitor
 
     broker = container.credentials
     return CertificateExpiryMonitor(
         broker.provider,
         container.records,
-        container.bus,
+        BusPlatformEvents(container.bus),
         referenced=broker.registry.certificate_names(container.settings.environment),
     )
 
@@ -555,6 +574,24 @@ def build_fhir_api(container: Container) -> FhirApi:
     )
     audit = FhirAccessAuditor(container.audit, gateway_verified=settings.require_apim_header)
     return FhirApi(container.fhir, container.bus, container.records, config=config, audit=audit)
+
+
+def build_fhir_event_relay(
+    container: Container, *, grace: timedelta = timedelta(seconds=2)
+) -> CommittedBatchRelay | None:
+    """The relay for clinical events the container's FHIR store committed but did not publish
+    (:func:`shared.fhirapi.event_relay`). None when the store commits no events (AHDS: see the ADR in
+    ``docs/adr``)."""
+    from shared.fhirapi import event_relay
+    from shared.journal import Journal
+    from shared.outbox import CommittedOutbox
+
+    if container.fhir_repository is None and container.settings.fhir_backend is Backend.AZURE:
+        return None  # do not open a remote client just to find it has no outbox
+    repository = container.fhir
+    if not isinstance(repository, CommittedOutbox):
+        return None
+    return event_relay(repository, container.bus, Journal(container.records), grace=grace)
 
 
 def build_container(settings: Settings) -> Container:

@@ -5,6 +5,7 @@ Modules (import them directly; this package imports nothing):
 * :mod:`~shared.backbone.clinical` - the clinical-event envelope on ``clinical-events`` (build and read).
 * :mod:`~shared.backbone.contracts` - versioned CloudEvents envelope, JSON Schemas (``schemas/``),
   validation on publish and consume, operational / platform event builders.
+* :mod:`~shared.backbone.platform` - platform events published on the bus (the certificate alerts port).
 * :mod:`~shared.backbone.errors` - the transient-vs-permanent taxonomy of write-back failures.
 * :mod:`~shared.backbone.retry` - exponential backoff with full jitter, the in-delivery retry policy.
 * :mod:`~shared.backbone.breaker` - a per-downstream circuit breaker shared through the record store.

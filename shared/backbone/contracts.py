@@ -73,6 +73,20 @@ SEVERITY_PROPERTY: Final = "tie_severity"
 
 Severity = Literal["info", "warning", "error", "critical"]
 Scalar = str | int | float | bool | None
+PlatformEventType = Literal[
+    "deadletter.recorded",
+    "deadletter.backlog",
+    "circuit.opened",
+    "circuit.closed",
+    "writeback.conflict",
+    "message.stuck",
+    "certificate.expiring",
+    "certificate.expired",
+    "identity.review-required",
+    "mesh.quarantined",
+    "reconcile.variance",
+    "reconcile.completed",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,20 +282,7 @@ def operational_event(
 
 
 def platform_event(
-    event_type: Literal[
-        "deadletter.recorded",
-        "deadletter.backlog",
-        "circuit.opened",
-        "circuit.closed",
-        "writeback.conflict",
-        "message.stuck",
-        "certificate.expiring",
-        "certificate.expired",
-        "identity.review-required",
-        "mesh.quarantined",
-        "reconcile.variance",
-        "reconcile.completed",
-    ],
+    event_type: PlatformEventType,
     *,
     event_id: str,
     subject: str,

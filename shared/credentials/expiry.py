@@ -27,13 +27,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Literal
 
-from shared.backbone import contracts
 from shared.credentials.errors import CredentialInvalid, CredentialNotFound, CredentialUnavailable
 from shared.credentials.model import CertificateInfo
-from shared.credentials.ports import CredentialProvider
+from shared.credentials.ports import CredentialProvider, PlatformAlerts
 from shared.errors import TieError
-from shared.messaging.ports import MessageBus
-from shared.messaging.topology import TOPIC_PLATFORM
 from shared.observability.metrics import Metrics, OpenTelemetryMetrics
 from shared.storage.errors import ConcurrencyConflict, RecordExists, RecordNotFound
 from shared.storage.keys import safe_key
@@ -140,7 +137,7 @@ class CertificateExpiryMonitor:
         self,
         provider: CredentialProvider,
         records: RecordStore,
-        bus: MessageBus,
+        alerts: PlatformAlerts,
         *,
         referenced: Iterable[str] = (),
         metrics: Metrics | None = None,
@@ -149,7 +146,7 @@ class CertificateExpiryMonitor:
     ) -> None:
         self._provider = provider
         self._records = records
-        self._bus = bus
+        self._alerts = alerts
         self._referenced = frozenset(referenced)
         self._metrics: Metrics = metrics if metrics is not None else OpenTelemetryMetrics()
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -196,24 +193,23 @@ class CertificateExpiryMonitor:
             )
         except (RecordExists, ConcurrencyConflict):
             return None
-        notice = contracts.platform_event(
-            "certificate.expired" if band_name == "expired" else "certificate.expiring",
-            event_id=event_id(info.name, info.version, band_name),
-            subject=f"certificates/{info.name}",
-            severity=SEVERITY[band_name],
-            details={
-                "certificate": info.name,
-                "version": info.version,
-                "thumbprint": info.thumbprint,
-                "band": band_name,
-                "days_remaining": days,
-                "not_after": info.not_after.isoformat(),
-                "source": info.source,
-            },
-            time=now,
-        )
         try:
-            self._bus.publish(TOPIC_PLATFORM, [contracts.to_outbound(TOPIC_PLATFORM, notice)])
+            self._alerts.publish(
+                "certificate.expired" if band_name == "expired" else "certificate.expiring",
+                event_id=event_id(info.name, info.version, band_name),
+                subject=f"certificates/{info.name}",
+                severity=SEVERITY[band_name],
+                details={
+                    "certificate": info.name,
+                    "version": info.version,
+                    "thumbprint": info.thumbprint,
+                    "band": band_name,
+                    "days_remaining": days,
+                    "not_after": info.not_after.isoformat(),
+                    "source": info.source,
+                },
+                time=now,
+            )
         except TieError as exc:
             with contextlib.suppress(ConcurrencyConflict, RecordNotFound):
                 self._records.delete(TABLE_CERT_ALERTS, partition, row, etag=claimed.etag)

@@ -9,7 +9,9 @@ PEM and secret files in a folder) and :class:`shared.adapters.azure.keyvault.Key
 from __future__ import annotations
 
 import ssl
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Literal, Protocol, runtime_checkable
 
 from shared.credentials.model import CertificateInfo, CertificateMaterial, SecretValue
 
@@ -43,3 +45,20 @@ class TlsSource(Protocol):
     def context(self) -> ssl.SSLContext: ...
 
     def record_use(self, operation: str) -> object: ...
+
+
+class PlatformAlerts(Protocol):
+    """Where the certificate expiry monitor announces a band crossed: one ``platform-events`` notification.
+    Raises a :class:`shared.errors.TieError` when it was not published (the monitor retries next run).
+    The composition root hands in :class:`shared.backbone.platform.BusPlatformEvents`."""
+
+    def publish(
+        self,
+        event_type: Literal["certificate.expiring", "certificate.expired"],
+        *,
+        event_id: str,
+        subject: str,
+        severity: Literal["info", "warning", "error", "critical"],
+        details: Mapping[str, str | int],
+        time: datetime,
+    ) -> None: ...

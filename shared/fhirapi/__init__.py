@@ -9,16 +9,12 @@ data-minimisation policy point), :mod:`.errors`. The Azure Functions adapters ar
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
-from shared.config.settings import Backend
 from shared.fhirapi.http import FhirRequest, FhirResponse, Headers
 from shared.fhirapi.service import FhirApi, FhirApiConfig
 from shared.journal import PUBLISHED, Journal
+from shared.messaging.ports import MessageBus
 from shared.outbox import CommittedBatch, CommittedBatchRelay, CommittedOutbox
-
-if TYPE_CHECKING:
-    from shared.wiring import Container
 
 __all__ = [
     "FhirApi",
@@ -26,22 +22,16 @@ __all__ = [
     "FhirRequest",
     "FhirResponse",
     "Headers",
-    "event_relay_for",
+    "event_relay",
 ]
 
 
-def event_relay_for(
-    container: Container, *, grace: timedelta = timedelta(seconds=2)
-) -> CommittedBatchRelay | None:
-    """The relay for clinical events the embedded FHIR store committed with a write whose publish did not
-    happen (process crash, bus outage); it journals ``published`` under each event's correlation ID.
-    None when the FHIR store is remote (AHDS commits no events: see the ADR in ``docs/adr``)."""
-    if container.fhir_repository is None and container.settings.fhir_backend is Backend.AZURE:
-        return None  # do not open a remote client just to find it has no outbox
-    repository = container.fhir
-    if not isinstance(repository, CommittedOutbox):
-        return None
-    journal = Journal(container.records)
+def event_relay(
+    repository: CommittedOutbox, bus: MessageBus, journal: Journal, *, grace: timedelta = timedelta(seconds=2)
+) -> CommittedBatchRelay:
+    """The relay for clinical events the FHIR store committed with a write whose publish did not happen
+    (process crash, bus outage); it journals ``published`` under each event's correlation ID. Whether the
+    store has such events is the composition root's call (:func:`shared.wiring.build_fhir_event_relay`)."""
 
     def journaled(batch: CommittedBatch) -> None:
         for item in batch.messages:
@@ -56,4 +46,4 @@ def event_relay_for(
                     relayed=True,
                 )
 
-    return CommittedBatchRelay(repository, container.bus, grace=grace, on_published=journaled)
+    return CommittedBatchRelay(repository, bus, grace=grace, on_published=journaled)

@@ -21,7 +21,7 @@ Policy (why it is this way):
   inserted into the store's outbox table in that transaction - the write and its events commit together
   or not at all. After the commit they are published and the batch settled
   (:meth:`ClinicalEvents.publish_committed`); a crash or bus outage in between leaves the batch for the
-  relay (:func:`shared.fhirapi.event_relay_for`, run by the ``outbox_relay`` timer). A write whose
+  relay (:func:`shared.wiring.build_fhir_event_relay`, run by the ``outbox_relay`` timer). A write whose
   committed version cannot be mapped (a race with the dry run, or a defect) is rolled back: 422.
 * **A publish that fails does not fail the write** (it is committed and visible; answering 5xx would make
   a client retry a create and duplicate it). With the embedded store the events are already committed in

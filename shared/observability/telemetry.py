@@ -1,12 +1,14 @@
-"""OpenTelemetry: Azure Monitor when ``APPLICATIONINSIGHTS_CONNECTION_STRING`` is set, else a no-op.
+"""OpenTelemetry: the exporter the composition root chose (``shared.wiring.telemetry_exporter``) or none.
 
-The exporter lives in :mod:`shared.adapters.azure.monitor` (the only place that imports ``azure.*``); the
-core only uses the vendor-neutral OpenTelemetry API, whose default tracer is a no-op.
+The core only uses the vendor-neutral OpenTelemetry API, whose default tracer is a no-op; the Azure Monitor
+exporter lives in :mod:`shared.adapters.azure.monitor` (the only place that imports ``azure.*``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from shared.config.settings import Settings
 
@@ -14,19 +16,24 @@ _log = logging.getLogger(__name__)
 _configured = False
 
 
-def configure_telemetry(settings: Settings) -> bool:
+@dataclass(frozen=True, slots=True)
+class TelemetryExporter:
+    """An exporter chosen by the composition root: its name (start-up log) and how to install it."""
+
+    backend: str
+    #: Installs the exporter for a service name (``OTEL_SERVICE_NAME``).
+    install: Callable[[str], None]
+
+
+def configure_telemetry(settings: Settings, exporter: TelemetryExporter | None) -> bool:
     """Wire OpenTelemetry once; returns True when an exporter was configured."""
     global _configured
     if _configured:
         return True
-    if not settings.applicationinsights_connection_string:
-        _log.debug("telemetry disabled: no APPLICATIONINSIGHTS_CONNECTION_STRING")
+    if exporter is None:
+        _log.debug("telemetry disabled: no exporter (APPLICATIONINSIGHTS_CONNECTION_STRING unset)")
         return False
-    from shared.adapters.azure.monitor import configure_azure_monitor_exporter
-
-    configure_azure_monitor_exporter(
-        settings.applicationinsights_connection_string, service_name=settings.service_name
-    )
+    exporter.install(settings.service_name)
     _configured = True
-    _log.info("telemetry configured", extra={"backend": "azure-monitor"})
+    _log.info("telemetry configured", extra={"backend": exporter.backend})
     return True

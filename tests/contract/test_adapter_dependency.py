@@ -3,8 +3,8 @@
 Static scan of every import (module level and inside functions) and every ``isinstance`` /
 ``issubclass`` check. Adapter modules are ``shared/adapters/**`` (``azure/`` and ``embedded/``, so each
 port lines up with its two implementations) and the few listed below; the composition root
-(``shared/wiring.py``) is the one module that chooses adapters. Today's other exceptions are listed with
-their reason, so the list can only shrink.
+(``shared/wiring.py``) is the one module that chooses adapters. Any other exception would be listed with
+its reason, so the list can only shrink.
 """
 
 from __future__ import annotations
@@ -23,15 +23,9 @@ OTHER_ADAPTERS = frozenset(
     }
 )
 COMPOSITION_ROOT = "shared.wiring"
-#: (importing module, adapter module, names) allowed today, with the reason.
-ALLOWED_IMPORTS = {
-    # telemetry turns the Azure Monitor exporter on when a connection string is set (a function)
-    (
-        "shared.observability.telemetry",
-        "shared.adapters.azure.monitor",
-        ("configure_azure_monitor_exporter",),
-    ),
-}
+#: (importing module, adapter module, names) allowed, each with its reason (none today; the telemetry exporter
+#: is chosen by the composition root).
+ALLOWED_IMPORTS: frozenset[tuple[str, str, tuple[str, ...]]] = frozenset()
 
 
 def _module(path: Path) -> str:

@@ -2,37 +2,20 @@
 
 Every import statement counts (module level, inside functions, under ``TYPE_CHECKING``; relative imports
 resolved). A module ``shared.a.b.c`` belongs to package ``shared.a``; a top-level module such as
-``shared.wiring`` is its own node. ``KNOWN_CYCLE_EDGES`` names the few edges that still close a cycle, each
-with its reason and the work that removes it; the list can only shrink (an entry that no longer closes a
-cycle fails the test, so it must be deleted).
+``shared.wiring`` is its own node. There are no exceptions: where a package needs something from a package
+that depends on it, the composition root (``shared.wiring``) hands it in through a port (ADR 0010).
 """
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
 Edge = tuple[str, str]
 Graph = dict[str, dict[str, list[str]]]
-
-#: Edges allowed to close a cycle today. Delete an entry when its cycle goes; never add one without review.
-KNOWN_CYCLE_EDGES: Mapping[Edge, str] = {
-    ("shared.observability", "shared.adapters"): (
-        "telemetry.configure_telemetry picks the Azure Monitor exporter itself (a function-level import); "
-        "goes when the composition root chooses the exporter (issue 19 item 1)"
-    ),
-    ("shared.credentials", "shared.backbone"): (
-        "credentials.expiry builds its platform event with backbone.contracts while the HL7 write-back "
-        "needs credentials.ports.TlsSource; goes when the event contracts leave backbone"
-    ),
-    ("shared.fhirapi", "shared.wiring"): (
-        "fhirapi.event_relay_for takes the Container (TYPE_CHECKING import); goes when the Container owns "
-        "the FHIR API and its relay (issue 19 item 1)"
-    ),
-}
 
 
 def _module_name(path: Path, root: Path) -> tuple[str, bool]:
@@ -126,36 +109,21 @@ def cycles(graph: Graph, ignore: frozenset[Edge] = frozenset()) -> list[list[str
     return found
 
 
-def _describe(graph: Graph, components: list[list[str]], ignore: frozenset[Edge]) -> str:
+def _describe(graph: Graph, components: list[list[str]]) -> str:
     lines = []
     for component in components:
         lines.append("cycle among " + ", ".join(component) + ":")
         for a in component:
             for b in component:
-                if b in graph.get(a, {}) and (a, b) not in ignore:
+                if b in graph.get(a, {}):
                     lines.append(f"  {a} -> {b}  ({', '.join(graph[a][b][:3])})")
     return "\n".join(lines)
 
 
 def test_shared_has_no_package_import_cycle() -> None:
     graph = package_graph(ROOT)
-    ignore = frozenset(KNOWN_CYCLE_EDGES)
-    found = cycles(graph, ignore)
-    assert found == [], "package import cycle inside shared/:\n" + _describe(graph, found, ignore)
-
-
-def test_known_cycle_edges_still_close_a_cycle() -> None:
-    """Each listed exception must still exist and still be needed; otherwise delete it (list only shrinks)."""
-    graph = package_graph(ROOT)
-    stale = []
-    for edge in KNOWN_CYCLE_EDGES:
-        others = frozenset(KNOWN_CYCLE_EDGES) - {edge}
-        still_needed = edge[1] in graph.get(edge[0], {}) and any(
-            edge[0] in c and edge[1] in c for c in cycles(graph, others)
-        )
-        if not still_needed:
-            stale.append(edge)
-    assert stale == []
+    found = cycles(graph)
+    assert found == [], "package import cycle inside shared/:\n" + _describe(graph, found)
 
 
 def _write(root: Path, relative: str, text: str) -> None:

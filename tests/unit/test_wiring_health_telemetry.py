@@ -8,7 +8,7 @@ import pytest
 from shared.config.settings import Settings, get_settings, reset_settings
 from shared.health import check_all
 from shared.messaging.errors import BusUnavailable
-from shared.wiring import build_container, get_container
+from shared.wiring import build_container, get_container, telemetry_exporter
 
 
 def test_default_container_is_embedded_and_files_appear_on_demand(tmp_path: Any) -> None:
@@ -74,7 +74,8 @@ def test_health_endpoint_answers_503_when_unhealthy(container: Any) -> None:
 def test_telemetry_is_a_noop_without_connection_string() -> None:
     from shared.observability import telemetry
 
-    assert telemetry.configure_telemetry(Settings()) is False
+    assert telemetry_exporter(Settings()) is None
+    assert telemetry.configure_telemetry(Settings(), telemetry_exporter(Settings())) is False
 
 
 def test_telemetry_configures_azure_monitor_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,5 +91,6 @@ def test_telemetry_configures_azure_monitor_when_set(monkeypatch: pytest.MonkeyP
         "APPLICATIONINSIGHTS_CONNECTION_STRING", "InstrumentationKey=00000000-0000-0000-0000-000000000000"
     )
     reset_settings()
-    assert telemetry.configure_telemetry(get_settings()) is True
+    settings = get_settings()
+    assert telemetry.configure_telemetry(settings, telemetry_exporter(settings)) is True
     assert calls == [("InstrumentationKey=00000000-0000-0000-0000-000000000000", "serverless-tie")]

@@ -14,6 +14,7 @@ import pytest
 from shared.adapters.embedded.sqlite_bus import SqliteBus
 from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.backbone import contracts
+from shared.backbone.platform import BusPlatformEvents
 from shared.credentials import expiry
 from shared.credentials.expiry import DAYS_REMAINING_METRIC, CertificateExpiryMonitor
 from shared.messaging.errors import BusUnavailable
@@ -50,7 +51,7 @@ class Rig:
         return CertificateExpiryMonitor(
             self.store.provider,
             self.records,
-            bus or self.bus,
+            BusPlatformEvents(bus or self.bus),
             referenced=referenced,
             metrics=self.gauges,
             clock=self.clock,

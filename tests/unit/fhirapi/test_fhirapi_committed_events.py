@@ -16,11 +16,11 @@ import pytest
 from shared.adapters.embedded.sqlite_fhir import SqliteFhirRepository
 from shared.backbone import clinical
 from shared.config.settings import get_settings, reset_settings
-from shared.fhirapi import FhirApi, event_relay_for
+from shared.fhirapi import FhirApi
 from shared.fhirapi.clinical_events import ClinicalEvents
 from shared.journal import Journal
 from shared.mapping.fhir_in import event_from_fhir
-from shared.wiring import Container, build_container
+from shared.wiring import Container, build_container, build_fhir_event_relay
 from tests.unit.fhirapi.fhirapi_helpers import (
     NHS,
     clinical_messages,
@@ -70,7 +70,7 @@ def _repo(world: Container) -> SqliteFhirRepository:
 
 
 def _relay(world: Container) -> Any:
-    relay = event_relay_for(world, grace=timedelta(0))
+    relay = build_fhir_event_relay(world, grace=timedelta(0))
     assert relay is not None
     return relay
 
@@ -155,7 +155,7 @@ def test_no_event_relay_for_a_remote_fhir_store(monkeypatch: pytest.MonkeyPatch)
     reset_settings()
     remote = build_container(get_settings())
     try:
-        assert event_relay_for(remote) is None
+        assert build_fhir_event_relay(remote) is None
         assert remote.fhir_repository is None, "no remote client was built to find out"
     finally:
         remote.close()
