@@ -1,5 +1,5 @@
 """SqliteFhirRepository search: every parameter type through SQL, AND/OR, sort, paging, includes, and a
-differential property test (SQL results == the in-memory reference semantics of search.py)."""
+differential property test (SQL results == the in-memory reference semantics of shared.fhirstore.search)."""
 
 from __future__ import annotations
 
