@@ -48,10 +48,20 @@ def _segments(*lines: str) -> bytes:
     return ("\r".join(lines) + "\r").encode("ascii")
 
 
-def oru(control: str, *, value: str, flag: str, status: str, reported: str, nhs: str = NHS_A) -> bytes:
-    """A troponin result for one filler order (OBR-3 LAB1 of WINPATH), OBR-25 / OBX-11 ``status``."""
+def oru(
+    control: str,
+    *,
+    value: str,
+    flag: str,
+    status: str,
+    reported: str,
+    nhs: str = NHS_A,
+    sent: str | None = None,
+) -> bytes:
+    """A troponin result for one filler order (OBR-3 LAB1 of WINPATH), OBR-25 / OBX-11 ``status``, OBR-22
+    ``reported``; MSH-7 ``sent`` (default: ``reported``)."""
     return _segments(
-        f"MSH|^~\\&|WINPATH|RX1|TIE|RX1|{reported}||ORU^R01^ORU_R01|{control}|P|2.5.1",
+        f"MSH|^~\\&|WINPATH|RX1|TIE|RX1|{sent or reported}||ORU^R01^ORU_R01|{control}|P|2.5.1",
         f"PID|1||{nhs}^^^NHS^NH~M{nhs[-4:]}^^^RX1^MR||TESTPATIENT^ALEX||19800101|F",
         "ORC|RE|ORD1^EPR|LAB1^WINPATH",
         "OBR|1|ORD1^EPR|LAB1^WINPATH|TROP^Troponin T^L|||20260701100000"
@@ -262,5 +272,31 @@ def test_an_admission_resent_under_a_new_control_id_is_recorded_as_a_duplicate(
             dup = [x for x in r.journal.trace("d-again") if x.stage == "duplicate"]
             assert {x.attributes["original_correlation_id"] for x in dup} == {"d-first"}
             assert r.journal.waiting("d-again") == {}
+
+        expect(sabotage, check)
+
+
+@pytest.mark.parametrize("sabotage", DUPLICATE_GUARDS)
+def test_a_result_resent_with_a_new_send_time_and_control_id_is_a_duplicate(
+    tmp_path: Path, sabotage: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lab resends a result as it resends anything: new MSH-10, MSH-7 = the time of the resend (an ORU
+    has no EVN segment, so MSH-7 is also its event time). Transport noise: the resend is a duplicate, and
+    the HL7 v2 downstream is not sent the result a second time."""
+    with rig(tmp_path, sabotage, monkeypatch) as r:
+        final = {"value": "52", "flag": "H", "status": "F", "reported": "20260701113000"}
+        codes = [
+            r.send(oru("R1", **final), "rs-first"),
+            r.send(oru("R2", **final, sent="20260702090000"), "rs-again"),
+        ]
+
+        def check() -> None:
+            assert codes == ["AA", "AA"]
+            assert observations(r.env.fhir) == {(NHS_A, "TROP", "52", "H", "final")}
+            assert r.terminal("rs-first") == dict.fromkeys(WRITEBACKS, "written-back")
+            assert r.terminal("rs-again") == dict.fromkeys(WRITEBACKS, "duplicate")
+            dup = [x for x in r.journal.trace("rs-again") if x.stage == "duplicate"]
+            assert {x.attributes["original_correlation_id"] for x in dup} == {"rs-first"}
+            assert r.journal.waiting("rs-again") == {}
 
         expect(sabotage, check)

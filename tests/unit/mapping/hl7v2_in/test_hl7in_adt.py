@@ -202,10 +202,12 @@ def test_envelope_source_provenance_and_times() -> None:
     assert ev.sensitivity is Sensitivity.NORMAL
 
 
-def test_event_time_falls_back_to_msh_7() -> None:
+def test_record_time_falls_back_to_msh_7_the_event_time_does_not() -> None:
     ev = event(adt("A01", evn={1: "A01", 2: ""}, when="20260115120000"))
     assert ev.recorded_at is not None and ev.recorded_at.value == datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
-    assert ev.occurred_at == ev.recorded_at
+    # MSH-7 is when the message was sent: transport, not clinical content (it would change the digest of
+    # every resend); the record time is not content, the event time is.
+    assert ev.occurred_at is None
 
 
 def test_visit_number_system_from_sending_facility_when_no_authority() -> None:
