@@ -67,7 +67,7 @@ def clear_memos() -> None:
     """Empty every memo the conversion path keeps (what a fresh process starts with)."""
     from shared import terminology
     from shared.hl7v2 import parser
-    from shared.mapping.hl7v2_in import _context, mapper, rules
+    from shared.mapping.hl7v2_in import _memo, mapper, rules
 
     for compiled in (rules.RULES, rules.STRICT_RULES):
         compiled.memo.clear()
@@ -75,8 +75,8 @@ def clear_memos() -> None:
             rule.memo.clear()
             rule.values.clear()
             rule._cache.clear()
-    _context._TIMES.clear()
-    _context._quoted.cache_clear()
+    _memo._TIMES.clear()
+    _memo._quoted.cache_clear()
     mapper._SOURCES.clear()
     parser._header_cache.clear()
     parser._charset_cache.clear()
