@@ -57,16 +57,17 @@ def oru(
     reported: str,
     nhs: str = NHS_A,
     sent: str | None = None,
+    report_status: str | None = None,
 ) -> bytes:
-    """A troponin result for one filler order (OBR-3 LAB1 of WINPATH), OBR-25 / OBX-11 ``status``, OBR-22
-    ``reported``; MSH-7 ``sent`` (default: ``reported``)."""
+    """A troponin result for one filler order (OBR-3 LAB1 of WINPATH), OBX-11 ``status``, OBR-25
+    ``report_status`` (default: ``status``), OBR-22 ``reported``; MSH-7 ``sent`` (default: ``reported``)."""
     return _segments(
         f"MSH|^~\\&|WINPATH|RX1|TIE|RX1|{sent or reported}||ORU^R01^ORU_R01|{control}|P|2.5.1",
         f"PID|1||{nhs}^^^NHS^NH~M{nhs[-4:]}^^^RX1^MR||TESTPATIENT^ALEX||19800101|F",
         "ORC|RE|ORD1^EPR|LAB1^WINPATH",
         "OBR|1|ORD1^EPR|LAB1^WINPATH|TROP^Troponin T^L|||20260701100000"
         + "|" * 15
-        + f"{reported}|||{status}",
+        + f"{reported}|||{report_status or status}",
         f"OBX|1|NM|TROP^Troponin T^L||{value}|ng/L|0-14|{flag}|||{status}",
     )
 
@@ -138,7 +139,7 @@ def observations(repo: FhirRepository) -> set[tuple[str, str, str, str, str]]:
             (
                 _nhs_of(repo, resource["subject"]["reference"]),
                 resource["code"]["coding"][0]["code"],
-                str(resource["valueQuantity"]["value"]),
+                str(resource["valueQuantity"]["value"]) if "valueQuantity" in resource else "-",
                 interp,
                 resource["status"],
             )
@@ -222,6 +223,59 @@ def test_a_final_result_replaces_the_preliminary_and_a_late_preliminary_never_wi
             assert r.terminal("r-corrected") == dict.fromkeys(both, "written-back")
             assert r.terminal("r-final-again") == dict.fromkeys(both, "superseded")
             assert r.journal.waiting("r-late") == {}
+
+        expect(sabotage, check)
+
+
+@pytest.mark.parametrize("sabotage", RESULTS_GUARDS)
+def test_a_result_entered_in_error_is_the_last_word(
+    tmp_path: Path, sabotage: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OBX-11 W (wrong patient: entered-in-error; the report itself corrected, OBR-25 C): no final resent
+    late, nor a correction, brings the withdrawn value back."""
+    with rig(tmp_path, sabotage, monkeypatch) as r:
+        final = {"value": "52", "flag": "H", "status": "F", "reported": "20260701113000"}
+        codes = [
+            r.send(oru("W1", **final), "w-final"),
+            r.send(
+                oru("W2", **{**final, "status": "W", "reported": "20260701123000"}, report_status="C"),
+                "w-wrong",
+            ),
+            r.send(oru("W3", **final, sent="20260701130000"), "w-final-late"),
+            r.send(oru("W4", value="48", flag="H", status="C", reported="20260701133000"), "w-corrected"),
+        ]
+
+        def check() -> None:
+            assert codes == ["AA"] * 4
+            assert observations(r.env.fhir) == {(NHS_A, "TROP", "52", "H", "entered-in-error")}
+            assert r.terminal("w-final") == dict.fromkeys(WRITEBACKS, "written-back")
+            assert r.terminal("w-wrong") == dict.fromkeys(WRITEBACKS, "written-back")
+            assert r.terminal("w-final-late") == dict.fromkeys(WRITEBACKS, "superseded")
+            assert r.terminal("w-corrected") == dict.fromkeys(WRITEBACKS, "superseded")
+
+        expect(sabotage, check)
+
+
+@pytest.mark.parametrize("sabotage", RESULTS_GUARDS)
+def test_a_cancelled_result_stays_cancelled(
+    tmp_path: Path, sabotage: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OBX-11 / OBR-25 X (no result: the test was cancelled) after a preliminary; the preliminary resent
+    later is superseded."""
+    with rig(tmp_path, sabotage, monkeypatch) as r:
+        prelim = {"value": "9", "flag": "N", "status": "P", "reported": "20260701103000"}
+        codes = [
+            r.send(oru("X1", **prelim), "x-prelim"),
+            r.send(oru("X2", value="", flag="", status="X", reported="20260701113000"), "x-cancel"),
+            r.send(oru("X3", **prelim, sent="20260701120000"), "x-prelim-late"),
+        ]
+
+        def check() -> None:
+            assert codes == ["AA"] * 3
+            assert observations(r.env.fhir) == {(NHS_A, "TROP", "-", "", "cancelled")}
+            assert r.terminal("x-prelim") == dict.fromkeys(WRITEBACKS, "written-back")
+            assert r.terminal("x-cancel") == dict.fromkeys(WRITEBACKS, "written-back")
+            assert r.terminal("x-prelim-late") == dict.fromkeys(WRITEBACKS, "superseded")
 
         expect(sabotage, check)
 
