@@ -119,6 +119,13 @@ class Rig:
                 last[str(sub)] = entry.stage
         return last
 
+    def reason(self, corr: str, stage: str, sub: str = SUB_WRITEBACK_FHIR) -> dict[str, Any]:
+        """The attributes of ``sub``'s ``stage`` entry for ``corr`` (the reason a terminal stage gives)."""
+        [entry] = [
+            x for x in self.journal.trace(corr) if x.stage == stage and x.attributes.get("subscriber") == sub
+        ]
+        return dict(entry.attributes)
+
     def close(self) -> None:
         self.hl7.close()
 
@@ -223,6 +230,11 @@ def test_a_final_result_replaces_the_preliminary_and_a_late_preliminary_never_wi
             assert r.terminal("r-corrected") == dict.fromkeys(both, "written-back")
             assert r.terminal("r-final-again") == dict.fromkeys(both, "superseded")
             assert r.journal.waiting("r-late") == {}
+            # each terminal stage says why: the versions written, the version that stands
+            assert "Observation/" in r.reason("r-final", "written-back")["response"]
+            assert "/_history/2" in r.reason("r-final", "written-back")["response"]
+            late = r.reason("r-late", "superseded")
+            assert late["original_correlation_id"] == "r-final" and late["reason"]
 
         expect(sabotage, check)
 
@@ -303,6 +315,7 @@ def test_patients_sharing_a_visit_number_never_collapse(
             }
             assert r.terminal("p-a") == dict.fromkeys(WRITEBACKS, "written-back")
             assert r.terminal("p-b") == dict.fromkeys(WRITEBACKS, "conflict")
+            assert r.reason("p-b", "conflict")["reason"]
             assert r.terminal("p-c") == dict.fromkeys(WRITEBACKS, "written-back")
 
         expect(sabotage, check)
