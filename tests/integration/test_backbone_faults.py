@@ -1,6 +1,11 @@
 """Fault scenarios of the event backbone (issue 6), in process, loopback only. Each prints its counts.
 
-(a) every message delivered 2-3 times            -> each downstream effect exactly once
+(a) every message delivered 2-3 times            -> each downstream effect exactly once; and, with colliding
+                                                    visit numbers across patients and issuers, versions,
+                                                    late resends and conflicts: the FHIR store's contents,
+                                                    each message's journal verdict, one HL7 send per version
+                                                    - also run with the idempotency guard off and with a
+                                                    constant digest, which must fail (MUST_FAIL)
 (c) downstream 503 / timing out for a while      -> retries (and parking), then success, no duplicates
 (d) poison messages                              -> dead-lettered after max delivery count; replay after
                                                     the fix -> applied once; replaying again changes nothing
@@ -22,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +40,13 @@ from shared.backbone.fhir_writeback import FhirDownstream
 from shared.backbone.hl7_writeback import Hl7MllpDownstream, MllpSender
 from shared.backbone.runtime import Backbone, WriteBackOptions
 from shared.canonical.model import ClinicalEvent
+from shared.hl7v2 import parse_message
 from shared.ingest import ingest
 from shared.ingest.channels import PROCESSORS
 from shared.ingest.hl7v2 import Hl7Ingest
 from shared.journal import Journal
 from shared.mapping.fhir_in import event_from_fhir, patient_from_fhir
+from shared.mapping.hl7v2_in import map_message
 from shared.messaging.ports import ReceivedMessage
 from shared.messaging.topology import (
     SUB_INGEST_PROCESSOR,
@@ -218,6 +226,185 @@ def test_a_every_message_delivered_two_or_three_times_gives_exactly_one_effect(
     s.counts_line("a/hl7v2", **hl7, dead_lettered=dead)
     assert fhir == hl7 == {"sent": sent, "effects": sent, "duplicates": 0, "lost": 0} and dead == 0
     assert sum(receiver.received.values()) == sent  # a duplicate never even reached the downstream
+
+
+#: (sending application, facility) of the two issuers that reuse each other's visit numbers.
+_ISSUERS = (("PAS", "RGT01"), ("EPR2", "RX2"))
+#: As built; then with a guard broken on purpose (each must make the checks named in MUST_FAIL fail).
+_SABOTAGE = (None, "no-idempotency", "no-digest")
+MUST_FAIL: dict[str | None, set[str]] = {
+    None: set(),
+    # every redelivery and the late version re-applied, the conflict applied, nothing dead-lettered
+    "no-idempotency": {"encounters", "journal", "hl7-once", "dead-letters"},
+    # every later version of an identity taken for a duplicate of the first (the corrected time never lands)
+    "no-digest": {"encounters", "journal"},
+}
+
+
+def _admission(
+    control: str, *, nhs: str, visit: str, issuer: int, minute: int, recorded: str
+) -> ClinicalEvent:
+    """An A01 from issuer 0 (PAS/RGT01) or 1 (EPR2/RX2); PV1-19 names no authority, so the sending facility
+    scopes the visit number and the two issuers' V1 are two visits."""
+    app, facility = _ISSUERS[issuer]
+    raw = (
+        s.adt(control, nhs=nhs, visit=visit, minute=minute, recorded=recorded)
+        .replace(b"|PAS|RGT01|TIE|", f"|{app}|{facility}|TIE|".encode())
+        .replace(b"^^^RGT01^MR", f"^^^{facility}^MR".encode())
+    )
+    return map_message(parse_message(raw), correlation_id=f"a2-{control}").value
+
+
+def _stored_encounters(repo: SqliteFhirRepository) -> set[tuple[str, str, str, str]]:
+    """(NHS number, visit system|value, admitted at (UTC), status) of every stored Encounter."""
+    nhs = {
+        p["id"]: next(i["value"] for i in p["identifier"] if i["system"] == systems.NHS_NUMBER)
+        for p in repo.search("Patient", [], count=500).resources
+    }
+    found = set()
+    for r in repo.search("Encounter", [], count=500).resources:
+        visit = r["identifier"][0]
+        start = datetime.fromisoformat(r["period"]["start"]).astimezone(UTC).isoformat()
+        patient = nhs.get(r["subject"]["reference"].partition("/")[2], "?")
+        found.add((patient, f"{visit['system']}|{visit['value']}", start, r["status"]))
+    return found
+
+
+@pytest.mark.parametrize("sabotage", _SABOTAGE)
+def test_a_redelivered_versions_of_colliding_admissions_keep_identities_and_contents(
+    env: s.Env, receiver: s.FakeHl7Receiver, sabotage: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every message delivered 2-3 times, the traffic colliding on purpose: patients 2k and 2k+1 share
+    visit number V<k> from two issuers; each admission is sent, corrected (a later admit time, recorded
+    later), the first version resent late under a new control id, the correction resent; then a third
+    patient claims V<k> of the first issuer. The FHIR store must hold exactly the corrected admission of
+    each patient, the journal must give each message the rules' verdict, the HL7 receiver must have been
+    sent each applied version once, and only the conflicts are dead-lettered."""
+    options = WriteBackOptions(timeout_seconds=0.5, max_attempts=3, backoff_base_seconds=0.01)
+    if sabotage == "no-idempotency":
+        options = replace(options, idempotency=False)
+    elif sabotage == "no-digest":
+        for module in ("shared.backbone.writeback", "shared.backbone.clinical"):
+            monkeypatch.setattr(f"{module}.content_digest", lambda _data: "0" * 64)
+    pairs, conflicts = 8, 3
+    nhs = s.nhs_numbers(2 * pairs + conflicts)
+    verdicts: dict[str, str] = {}  # correlation id -> the rules' verdict (both write-backs)
+    phase1: list[ClinicalEvent] = []
+    wanted: set[tuple[str, str, str, str]] = set()
+    for i in range(2 * pairs):
+        issuer, visit = i % 2, f"V{i // 2}"
+
+        def version(
+            step: str,
+            minute: int,
+            recorded: str,
+            verdict: str,
+            i: int = i,
+            issuer: int = issuer,
+            visit: str = visit,
+        ) -> ClinicalEvent:
+            e = _admission(
+                f"{i}{step}", nhs=nhs[i], visit=visit, issuer=issuer, minute=minute, recorded=recorded
+            )
+            verdicts[e.provenance.correlation_id or ""] = verdict
+            return e
+
+        first = version("a", 0, "20260315102900", "written-back")
+        corrected = version("b", 30, "20260315110000", "written-back")
+        phase1 += [
+            first,
+            corrected,
+            version("c", 0, "20260315102900", "superseded"),  # the first version, resent late
+            version("d", 30, "20260315110000", "duplicate"),  # the correction, resent
+        ]
+        assert corrected.encounter is not None and corrected.encounter.period is not None
+        assert corrected.encounter.period.start is not None
+        admitted = corrected.encounter.period.start.value.astimezone(UTC).isoformat()
+        wanted.add((nhs[i], f"urn:tie:authority:{_ISSUERS[issuer][1]}|{visit}", admitted, "in-progress"))
+    phase2 = []
+    for j in range(conflicts):
+        e = _admission(
+            f"x{j}", nhs=nhs[2 * pairs + j], visit=f"V{j}", issuer=0, minute=0, recorded="20260315120000"
+        )
+        verdicts[e.provenance.correlation_id or ""] = "conflict"
+        phase2.append(e)
+    rng = random.Random(10)
+    target = {clinical.to_message(e).message_id: rng.choice((2, 3)) for e in phase1 + phase2}
+
+    def settle(message: ReceivedMessage, ok: bool) -> str:
+        return "abandon" if not ok or message.delivery_count < target[message.message_id] else "complete"
+
+    ds = hl7_downstream(receiver.port)
+    bb = s.backbone(
+        env, {SUB_WRITEBACK_FHIR: FhirDownstream(env.fhir), SUB_WRITEBACK_HL7V2: ds}, options=options
+    )
+    try:
+        s.publish(env.bus, *phase1)  # each patient's versions in order on its session
+        drain(env, bb, settle=settle)
+        s.publish(env.bus, *phase2)  # the conflicting claims, once the first claims are written back
+        drain(env, bb, settle=settle)
+    finally:
+        ds.close()
+    stored = _stored_encounters(env.fhir)
+    journal = Journal(env.records)
+
+    def first_verdict(corr: str, sub: str) -> str | None:
+        """The subscriber's first terminal stage for ``corr`` (later ones answer its redeliveries)."""
+        return next(
+            (
+                x.stage
+                for x in journal.trace(corr)
+                if x.attributes.get("subscriber") == sub and x.stage not in ("delivered", "retried", "failed")
+            ),
+            None,
+        )
+
+    found = {corr: {sub: first_verdict(corr, sub) for sub in WRITEBACKS} for corr in verdicts}
+    hl7_written = sum(1 for corr in verdicts if found[corr][SUB_WRITEBACK_HL7V2] == "written-back")
+    dead = {
+        m.correlation_id for sub in WRITEBACKS for m in env.bus.peek(TOPIC_CLINICAL, sub, dead_letter=True)
+    }
+    conflicted = {corr for corr, verdict in verdicts.items() if verdict == "conflict"}
+    s.counts_line(
+        f"a2/fhir/{sabotage or 'as-built'}",
+        sent=len(verdicts),
+        effects=len(stored & wanted),
+        duplicates=len(stored - wanted),
+        lost=len(wanted - stored),
+        dead_lettered=len(dead),
+    )
+
+    def check_encounters() -> None:
+        assert stored == wanted, f"missing {sorted(wanted - stored)}, unexpected {sorted(stored - wanted)}"
+
+    def check_journal() -> None:
+        wrong = {
+            corr: found[corr]
+            for corr, verdict in verdicts.items()
+            if found[corr] != dict.fromkeys(WRITEBACKS, verdict)
+        }
+        assert not wrong, sorted(wrong.items())
+
+    def check_hl7_once() -> None:
+        # each version applied was sent to the receiver once: a redelivery or a duplicate never reached it
+        assert set(receiver.received.values()) == {1} and len(receiver.received) == hl7_written
+
+    def check_dead_letters() -> None:
+        assert dead == conflicted
+
+    checks = {
+        "encounters": check_encounters,
+        "journal": check_journal,
+        "hl7-once": check_hl7_once,
+        "dead-letters": check_dead_letters,
+    }
+    for name, check in checks.items():
+        if name not in MUST_FAIL[sabotage]:
+            check()
+            continue
+        with pytest.raises(AssertionError):
+            check()
+        print(f"[fault a2] {sabotage}: {name} fails, as it must")
 
 
 # -- (c) ---------------------------------------------------------------------------------------------------
