@@ -49,6 +49,8 @@ _VALID_ASCII_KEY = re.compile(r"[^/\\#?\x00-\x1f\x7f]{1,512}")
 _ESCAPE: Final = "!"
 _KEY_FORBIDDEN: Final = frozenset("/\\#?")
 _ESCAPED_PRINTABLE: Final = frozenset("/\\#?%'!")
+#: Any character :func:`safe_key` escapes (most keys have none and are returned as they are).
+_NEEDS_ESCAPE = re.compile("[/\\\\#?%'!\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class ValueTooLarge(StorageError, PermanentError):
@@ -85,6 +87,14 @@ def safe_key(value: str) -> str:
     """
     if not isinstance(value, str):
         raise InvalidKey(f"key must be a string, not {type(value).__name__}")
+    encoded = value if _NEEDS_ESCAPE.search(value) is None else _escaped(value)
+    length = len(encoded) if encoded.isascii() else utf16_length(encoded)
+    if length > MAX_KEY_LENGTH:
+        raise InvalidKey(f"encoded key is {length} UTF-16 code units long; the limit is {MAX_KEY_LENGTH}")
+    return encoded
+
+
+def _escaped(value: str) -> str:
     parts: list[str] = []
     for ch in value:
         cp = ord(ch)
@@ -94,11 +104,7 @@ def safe_key(value: str) -> str:
             parts.append(f"{_ESCAPE}u{cp:04X}")
         else:
             parts.append(ch)
-    encoded = "".join(parts)
-    length = utf16_length(encoded)
-    if length > MAX_KEY_LENGTH:
-        raise InvalidKey(f"encoded key is {length} UTF-16 code units long; the limit is {MAX_KEY_LENGTH}")
-    return encoded
+    return "".join(parts)
 
 
 _HEX = frozenset("0123456789ABCDEF")
