@@ -119,6 +119,16 @@ class SqliteFhirRepository:
         except StorageUnavailable as exc:
             raise self._unavailable(exc) from exc
 
+    @contextmanager
+    def _statement(self) -> Iterator[_Work]:
+        """For a read of one statement (read, vread): autocommit, which gives that statement one snapshot
+        without the BEGIN and ROLLBACK round trips of :meth:`_reading`."""
+        try:
+            with self._db.read() as conn:
+                yield _Work(self, conn)
+        except StorageUnavailable as exc:
+            raise self._unavailable(exc) from exc
+
     def _unavailable(self, exc: StorageUnavailable) -> Exception:
         """SQLite "busy/locked/IO/full" errors are transient; a generic SQL error (``SQLITE_ERROR``:
         bad SQL, missing table) is a defect and must not masquerade as a retryable outage."""
@@ -166,11 +176,11 @@ class SqliteFhirRepository:
     # -- port -------------------------------------------------------------------------------------
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource:
-        with self._reading() as work:
+        with self._statement() as work:
             return work.read(resource_type, resource_id)
 
     def vread(self, resource_type: str, resource_id: str, version_id: str) -> StoredResource:
-        with self._reading() as work:
+        with self._statement() as work:
             return work.vread(resource_type, resource_id, version_id)
 
     def create(
