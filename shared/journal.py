@@ -40,7 +40,7 @@ from shared.messaging.topology import SUB_INGEST_PROCESSOR, TOPIC_CLINICAL, WRIT
 from shared.storage.errors import ConcurrencyConflict, RecordExists, RecordNotFound
 from shared.storage.keys import restore_key, safe_key
 from shared.storage.names import TABLE_INFLIGHT, TABLE_JOURNAL
-from shared.storage.ports import RecordStore
+from shared.storage.ports import AtomicRecordWrites, RecordStore, RecordWrite
 
 JOURNAL_TABLE = TABLE_JOURNAL
 INFLIGHT_TABLE = TABLE_INFLIGHT
@@ -152,6 +152,9 @@ class Journal:
         self._lock = threading.Lock()
         self._track_inflight = track_inflight
         self._tombstone_ttl = tombstone_ttl
+        #: A store that writes several records in one transaction gets each stage and its in-flight index
+        #: changes as one write (one commit; never the stage without the index change).
+        self._atomic = records if isinstance(records, AtomicRecordWrites) else None
 
     def record(self, correlation_id: str, stage: str, **attributes: str | int | float | bool | None) -> None:
         for key, value in attributes.items():
@@ -163,14 +166,26 @@ class Journal:
         # Row key sorts by time; the counter keeps entries from one process in order within a microsecond.
         row_key = f"{at.strftime('%Y%m%dT%H%M%S%f')}-{seq:08d}-{safe_key(stage)}"
         partition = safe_key(correlation_id)
-        self._records.upsert(
-            JOURNAL_TABLE,
-            partition,
-            row_key,
-            {"stage": stage, "at": at.isoformat(), "attributes": dict(attributes)},
-        )
+        writes = [
+            RecordWrite(
+                "upsert",
+                JOURNAL_TABLE,
+                partition,
+                row_key,
+                {"stage": stage, "at": at.isoformat(), "attributes": dict(attributes)},
+            )
+        ]
         if self._track_inflight:
-            self._index(partition, correlation_id, stage, attributes, at)
+            writes += self._index(partition, correlation_id, stage, attributes, at)
+        if self._atomic is not None:
+            self._atomic.write_all(writes)  # the stage and its index changes: one transaction
+            return
+        for write in writes:  # the stage first, then the index (see journey())
+            if write.kind == "insert_if_absent":
+                with contextlib.suppress(RecordExists):
+                    self._records.insert(write.table, write.partition_key, write.row_key, write.value)
+            else:
+                self._records.upsert(write.table, write.partition_key, write.row_key, write.value)
 
     def trace(self, correlation_id: str) -> list[JournalEntry]:
         entries = []
@@ -190,19 +205,21 @@ class Journal:
 
     def _index(
         self, partition: str, correlation_id: str, stage: str, attributes: Mapping[str, Any], at: datetime
-    ) -> None:
+    ) -> list[RecordWrite]:
+        """The in-flight index writes for ``stage``."""
         effect = _effect(stage, attributes)
         if effect is None:
-            return
+            return []
+        writes = []
         for action, subscriber in effect if isinstance(effect, list) else [effect]:
             value = {"correlation_id": correlation_id, "open": action != "close", "at": at.isoformat()}
+            # Opening a row already open, or already finished (a tombstone), leaves it as it is.
             row = safe_key(subscriber)
             if action == "open":
-                # Already open, or already finished (a tombstone): leave it as it is.
-                with contextlib.suppress(RecordExists):
-                    self._records.insert(INFLIGHT_TABLE, partition, row, value)
+                writes.append(RecordWrite("insert_if_absent", INFLIGHT_TABLE, partition, row, value))
             else:
-                self._records.upsert(INFLIGHT_TABLE, partition, row, value)
+                writes.append(RecordWrite("upsert", INFLIGHT_TABLE, partition, row, value))
+        return writes
 
     def journey(self, correlation_id: str) -> tuple[list[JournalEntry], dict[str, datetime]]:
         """``(trace, waiting)`` read consistently: who is still waiting is read *before* the stages. A stage

@@ -11,10 +11,10 @@ characters containing none of ``/ \\ # ?`` or control characters (encode identif
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 JsonDict = dict[str, Any]
 
@@ -64,6 +64,29 @@ class RecordStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RecordWrite:
+    """One write of :meth:`AtomicRecordWrites.write_all`: ``upsert`` (create or replace) or
+    ``insert_if_absent`` (create; an existing record is left as it is)."""
+
+    kind: Literal["upsert", "insert_if_absent"]
+    table: str
+    partition_key: str
+    row_key: str
+    value: JsonDict
+
+
+@runtime_checkable
+class AtomicRecordWrites(Protocol):
+    """Optional capability of a :class:`RecordStore` that can apply writes to several tables and partitions
+    in one transaction (the embedded SQLite store). Callers fall back to one write at a time without it
+    (Azure Table Storage transactions cover one partition of one table only)."""
+
+    def write_all(self, writes: Sequence[RecordWrite]) -> None:
+        """Apply ``writes`` in order, all or none."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

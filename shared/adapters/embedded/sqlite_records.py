@@ -15,6 +15,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from os import PathLike
 from pathlib import Path
@@ -28,9 +29,14 @@ from shared.storage.keys import (
     validate_key,
     validate_table_name,
 )
-from shared.storage.ports import JsonDict, Record
+from shared.storage.ports import JsonDict, Record, RecordWrite
 
 _COLUMNS = "pk, rk, value, etag, updated_at"
+#: ``ON CONFLICT (pk, rk)`` action per :class:`~shared.storage.ports.RecordWrite` kind.
+_ON_CONFLICT = {
+    "upsert": "DO UPDATE SET value = excluded.value, etag = excluded.etag, updated_at = excluded.updated_at",
+    "insert_if_absent": "DO NOTHING",
+}
 
 
 def _new_etag() -> str:
@@ -146,6 +152,30 @@ class SqliteRecordStore:
                 (partition_key, row_key, text, etag, now.isoformat()),
             )
         return Record(table, partition_key, row_key, decode_value(text), etag, now)
+
+    def write_all(self, writes: Sequence[RecordWrite]) -> None:
+        """:class:`~shared.storage.ports.AtomicRecordWrites`: every write in one ``BEGIN IMMEDIATE``
+        transaction (one commit instead of one per write)."""
+        if not writes:
+            return
+        now = _now().isoformat()
+        statements = []
+        for write in writes:
+            conflict = _ON_CONFLICT.get(write.kind)
+            if conflict is None:
+                raise ValueError(f"unknown record write kind {write.kind!r}")
+            sql_table = self._table(write.table)
+            self._keys(write.partition_key, write.row_key)
+            statements.append(
+                (
+                    f"INSERT INTO {sql_table} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
+                    f"ON CONFLICT (pk, rk) {conflict}",
+                    (write.partition_key, write.row_key, encode_value(write.value), _new_etag(), now),
+                )
+            )
+        with self._db.write() as conn:
+            for sql, params in statements:
+                conn.execute(sql, params)
 
     def delete(self, table: str, partition_key: str, row_key: str, *, etag: str | None = None) -> bool:
         sql_table = self._table(table)
