@@ -72,11 +72,20 @@ def oru(
     )
 
 
-def a01(control: str, *, nhs: str, visit: str = "V100", app: str = "PAS", facility: str = "RX1") -> bytes:
-    """An admission; PV1-19 names no assigning authority, so the sending facility scopes the visit."""
+def a01(
+    control: str,
+    *,
+    nhs: str,
+    visit: str = "V100",
+    app: str = "PAS",
+    facility: str = "RX1",
+    recorded: str = "20260701101600",
+) -> bytes:
+    """An admission; PV1-19 names no assigning authority, so the sending facility scopes the visit. MSH-7
+    and EVN-2 (no EVN-6) are ``recorded``."""
     return _segments(
-        f"MSH|^~\\&|{app}|{facility}|TIE|RX1|20260701101600||ADT^A01^ADT_A01|{control}|P|2.5.1",
-        "EVN|A01|20260701101600",
+        f"MSH|^~\\&|{app}|{facility}|TIE|RX1|{recorded}||ADT^A01^ADT_A01|{control}|P|2.5.1",
+        f"EVN|A01|{recorded}",
         f"PID|1||{nhs}^^^NHS^NH||TESTPATIENT^ALEX||19800101|F",
         "PV1|1|I|WARD7^R2^B4^RX1||||C1234567^Who^Alan^^^Dr^^^GMC"
         + "|" * 12
@@ -339,6 +348,31 @@ def test_an_admission_resent_under_a_new_control_id_is_recorded_as_a_duplicate(
             dup = [x for x in r.journal.trace("d-again") if x.stage == "duplicate"]
             assert {x.attributes["original_correlation_id"] for x in dup} == {"d-first"}
             assert r.journal.waiting("d-again") == {}
+
+        expect(sabotage, check)
+
+
+@pytest.mark.parametrize("sabotage", DUPLICATE_GUARDS)
+def test_an_admission_resent_with_a_new_record_time_is_a_duplicate(
+    tmp_path: Path, sabotage: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PAS resend regenerates MSH-7, MSH-10 and often EVN-2; with no EVN-6 the event time is only that
+    record time, so it is not clinical content: the resend is a duplicate and the HL7 v2 downstream is not
+    sent the admission again."""
+    with rig(tmp_path, sabotage, monkeypatch) as r:
+        codes = [
+            r.send(a01("E1", nhs=NHS_A), "e-first"),
+            r.send(a01("E2", nhs=NHS_A, recorded="20260702090000"), "e-again"),
+        ]
+
+        def check() -> None:
+            assert codes == ["AA", "AA"]
+            assert encounters(r.env.fhir) == {(NHS_A, "urn:tie:authority:RX1|V100", "in-progress")}
+            assert r.terminal("e-first") == dict.fromkeys(WRITEBACKS, "written-back")
+            assert r.terminal("e-again") == dict.fromkeys(WRITEBACKS, "duplicate")
+            dup = [x for x in r.journal.trace("e-again") if x.stage == "duplicate"]
+            assert {x.attributes["original_correlation_id"] for x in dup} == {"e-first"}
+            assert r.journal.waiting("e-again") == {}
 
         expect(sabotage, check)
 

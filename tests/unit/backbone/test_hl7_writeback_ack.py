@@ -351,7 +351,8 @@ def _fhir_patient_update(saved: str, family: str, corr: str) -> ClinicalEvent:
 
 
 def test_a_no_op_fhir_put_sends_nothing(env: s.Env) -> None:
-    """Issue 22 item 4: a PUT that changes nothing but its save time is 'unchanged': no second A31."""
+    """Issue 22 item 4: a PUT that changes nothing but its save time is a duplicate: no second A31 (the
+    save time is the record time, not content: the digests are equal)."""
     with DupCheckingReceiver(lambda _cid, _n: "AA") as rx:
         ds = _downstream(rx.port)
         bb = s.backbone(env, {SUB_WRITEBACK_HL7V2: ds})
@@ -373,4 +374,4 @@ def test_a_no_op_fhir_put_sends_nothing(env: s.Env) -> None:
     ]
     [(_, attrs)] = [x for x in _stages(env, "c-put2") if x[0] == DUPLICATE]
     assert attrs["original_correlation_id"] == "c-put1"
-    assert str(attrs["reason"]).startswith("unchanged:")
+    assert attrs["reason"] == "same identity and clinical content as the version applied"

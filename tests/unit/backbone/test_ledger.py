@@ -41,7 +41,8 @@ def test_cancelled_then_readmitted_with_the_same_content_is_applied_again(tmp_pa
     assert cancel.cancels == admit.key
     ledger.applied(cancel, identity.event_digest(cancel), "c2")
     later = s.event("C3", nhs=NHS[0], visit="V1", recorded="20260315120000").recorded_at
-    again = admit.model_copy(update={"recorded_at": later})  # the same content, recorded after the A11
+    # the same content, re-sent after the A11 (no EVN-6: EVN-2 is both its record and its event time)
+    again = admit.model_copy(update={"recorded_at": later, "occurred_at": later})
     assert identity.event_digest(again) == digest
     assert ledger.judge(again, digest, "c3").decision == "apply"  # re-admitted: not a duplicate
     late = s.event("C4", nhs=NHS[0], visit="V1", bed="BED7", recorded="20260315100000")
