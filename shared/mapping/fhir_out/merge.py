@@ -121,6 +121,8 @@ def merge_update(event: ClinicalEvent, stored: JSON, new: JSON) -> JSON:
     for name in sorted(defaulted):
         for path in table.get(name, ()):
             _restore(result, stored, path)
+    if rtype == "Encounter" and "encounter.status" in defaulted and result.get("status") in _CLOSED:
+        _keep_closed_locations(result, stored)
     pruned: JSON = _pruned(result)
     return pruned
 
@@ -255,6 +257,20 @@ def _participants(stored: list[Any], new: list[Any]) -> list[Any]:
 def _location_key(entry: Any) -> object:
     loc = entry.get("location") or {}
     return loc.get("reference") or repr(sorted((k, repr(v)) for k, v in loc.items()))
+
+
+#: Encounter statuses in which no location is current.
+_CLOSED: Final = frozenset({"finished", "cancelled", "entered-in-error"})
+
+
+def _keep_closed_locations(result: JSON, stored: JSON) -> None:
+    """A message that does not state the encounter's status (an A08 without PV1-45 after the A03) leaves a
+    closed stay closed: a location it names as current keeps the status stored for that place (else
+    ``completed``), so no ward of a finished stay is made active again."""
+    before = {_location_key(e): e.get("status") for e in stored.get("location") or []}
+    for entry in result.get("location") or []:
+        if entry.get("status") == "active":
+            entry["status"] = before.get(_location_key(entry)) or "completed"
 
 
 def _locations(stored: list[Any], new: list[Any]) -> list[Any]:

@@ -121,6 +121,19 @@ def test_a03_keeps_the_prior_ward_of_the_a02(repo: SqliteFhirRepository) -> None
     ]
 
 
+def test_an_a08_after_the_a03_does_not_make_the_ward_current_again(repo: SqliteFhirRepository) -> None:
+    ward = {3: "WARD2^B^1^RRV"}
+    send(
+        repo,
+        adt("A01", pv1=ward, control_id="M1"),
+        adt("A03", pv1={**ward, 45: DISCHARGED}, control_id="M2", when="20260705100100"),
+        adt("A08", pv1={**ward, 4: "U"}, control_id="M3", when="20260706090000"),  # no PV1-45: no status
+    )
+    encounter = only(repo, "Encounter")
+    assert encounter["status"] == "finished"
+    assert wards(repo, encounter) == [("WARD2/B/1", "completed")]
+
+
 def test_a02_without_prior_location_completes_the_stored_current_ward(repo: SqliteFhirRepository) -> None:
     send(
         repo,
