@@ -76,25 +76,26 @@ class SqliteAuditLog:
         if not records:
             return []
         out: list[ChainedEntry] = []
+        documents = [(record.to_json(), record.terms()) for record in records]  # outside the write lock
+        bodies = [canonical_json(document) for document, _ in documents]
         with self._db.write() as conn:
             row = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev = (int(row[0]), str(row[1])) if row else (0, GENESIS)
             crossed = False
-            for record in records:
+            rows: list[tuple[int, str, str, str, str]] = []
+            terms: list[tuple[str, int]] = []
+            for (document, record_terms), body in zip(documents, bodies, strict=True):
                 seq += 1
-                document = record.to_json()
-                body = canonical_json(document)
                 digest = entry_hash(seq, prev, body)
-                conn.execute(
-                    "INSERT INTO audit_log (seq, recorded, prev, hash, body) VALUES (?, ?, ?, ?, ?)",
-                    (seq, document["recorded"], prev, digest, body),
-                )
-                conn.executemany(
-                    "INSERT INTO audit_terms (term, seq) VALUES (?, ?)", [(t, seq) for t in record.terms()]
-                )
+                rows.append((seq, document["recorded"], prev, digest, body))
+                terms += [(t, seq) for t in record_terms]
                 out.append(ChainedEntry(seq, prev, digest, body))
                 crossed = crossed or seq % self._every == 0
                 prev = digest
+            conn.executemany(
+                "INSERT INTO audit_log (seq, recorded, prev, hash, body) VALUES (?, ?, ?, ?, ?)", rows
+            )
+            conn.executemany("INSERT INTO audit_terms (term, seq) VALUES (?, ?)", terms)
             head = checkpoint(self._key, seq, prev, _instant(self._clock()))
             if crossed:
                 conn.execute(
