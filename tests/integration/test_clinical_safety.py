@@ -32,6 +32,7 @@ from shared.messaging.topology import (
 )
 from tests.integration.test_backbone_faults import drain, pump_ingest
 from tests.unit.backbone import support as s
+from tests.unit.mapping.hl7v2_in import hl7in_samples as v2
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -399,5 +400,133 @@ def test_a_result_resent_with_a_new_send_time_and_control_id_is_a_duplicate(
             dup = [x for x in r.journal.trace("rs-again") if x.stage == "duplicate"]
             assert {x.attributes["original_correlation_id"] for x in dup} == {"rs-first"}
             assert r.journal.waiting("rs-again") == {}
+
+        expect(sabotage, check)
+
+
+# -- cases 4 and 5: updates change only what they carry; merges are complete ---------------------------------
+
+GP = v2.seg("PD1", {3: "THE SURGERY^^Y01234"})
+RETIRED_MRN = "RRV7654321"
+UPDATE_GUARDS = (None, "whole-record-put")
+MERGE_GUARDS = (None, "no-retire")
+
+
+def _guard(sabotage: str | None, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """The FHIR write-back's own guards, broken here (the rig breaks the backbone's)."""
+    if sabotage == "whole-record-put":  # the message's resource replaces the stored one
+        monkeypatch.setattr("shared.backbone.fhir_writeback.merge_update", lambda _event, _stored, new: new)
+    elif sabotage == "no-retire":  # the merged-away Patient is left as it was
+        monkeypatch.setattr("shared.backbone.fhir_writeback.retire", lambda stored, _other: dict(stored))
+    return None
+
+
+def _wards(repo: FhirRepository, encounter: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for entry in encounter["location"]:
+        rtype, _, rid = entry["location"]["reference"].partition("/")
+        out.append((repo.read(rtype, rid).resource["name"], entry["status"]))
+    return out
+
+
+@pytest.mark.parametrize("sabotage", UPDATE_GUARDS)
+def test_updates_change_only_what_they_carry(
+    tmp_path: Path, sabotage: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A01 with the GP practice (PD1), A02 to another ward, A08 without PD1, A03 with the discharge
+    disposition, A08 without PV1-36: the practice, the disposition and the prior ward all survive."""
+    with rig(tmp_path, _guard(sabotage, monkeypatch), monkeypatch) as r:
+        sent = {
+            "u-a01": v2.adt("A01", before_pv1=(GP,), control_id="U1"),
+            "u-a02": v2.adt(
+                "A02",
+                pv1={3: "WARD2^B^1^RRV", 6: "WARD1^BAY2^BED3^RRV"},
+                control_id="U2",
+                when="20260702120000",
+            ),
+            "u-a08": v2.adt("A08", pv1={3: "WARD2^B^1^RRV"}, control_id="U3", when="20260703120000"),
+            "u-a03": v2.adt(
+                "A03",
+                pv1={3: "WARD2^B^1^RRV", 36: "01", 45: "20260705100000"},
+                control_id="U4",
+                when="20260705100100",
+            ),
+            "u-a08-after": v2.adt(
+                "A08", pv1={3: "WARD2^B^1^RRV", 4: "U"}, control_id="U5", when="20260706090000"
+            ),
+        }
+        codes = [r.send(raw, corr) for corr, raw in sent.items()]
+        repo = r.env.fhir
+
+        def check() -> None:
+            assert codes == ["AA"] * len(sent)
+            assert {corr: r.terminal(corr)[SUB_WRITEBACK_FHIR] for corr in sent} == dict.fromkeys(
+                sent, "written-back"
+            )
+            [patient] = repo.search("Patient", [], count=10).resources
+            [gp] = patient.get("generalPractitioner", [{"reference": "-/-"}])
+            rtype, _, rid = gp["reference"].partition("/")
+            assert (
+                rtype == "Organization"
+                and repo.read(rtype, rid).resource["identifier"][0]["value"] == "Y01234"
+            )
+            [encounter] = repo.search("Encounter", [], count=10).resources
+            assert encounter["status"] == "finished"
+            disposition = encounter.get("hospitalization", {}).get("dischargeDisposition", {})
+            assert [c["code"] for c in disposition.get("coding", [])] == ["01"]
+            assert _wards(repo, encounter) == [("WARD2/B/1", "completed"), ("WARD1/BAY2/BED3", "completed")]
+
+        expect(sabotage, check)
+
+
+@pytest.mark.parametrize("sabotage", MERGE_GUARDS)
+def test_a_merge_retires_the_old_record_and_its_results_follow_the_survivor(
+    tmp_path: Path, sabotage: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record known only by its local number is admitted and gets a result; A40 merges it into the
+    patient with the NHS number: the old Patient is inactive and replaced-by the survivor, the survivor
+    replaces it, and the NHS number's Patient reaches the old record's encounter and result."""
+    with rig(tmp_path, _guard(sabotage, monkeypatch), monkeypatch) as r:
+        old = {3: f"{RETIRED_MRN}^^^RRV^MR"}
+        sent = {
+            "m-survivor": v2.adt("A01", control_id="G1"),
+            "m-old-a01": v2.adt("A01", pid=old, pv1={19: "V0000999^^^RRV^VN"}, control_id="G2"),
+            "m-old-oru": v2.oru(pid=old, control_id="G3"),
+            "m-a40": v2.message(
+                v2.msh("ADT^A40^ADT_A39", control_id="G4", when="20260702120000"),
+                v2.seg("EVN", {1: "A40", 2: "20260702120000"}),
+                v2.seg("PID", {**v2.PID}),
+                v2.seg("MRG", {1: f"{RETIRED_MRN}^^^RRV^MR"}),
+            ),
+        }
+        codes = [r.send(raw, corr) for corr, raw in sent.items()]
+        repo = r.env.fhir
+
+        def check() -> None:
+            assert codes == ["AA"] * len(sent)
+            assert {corr: r.terminal(corr)[SUB_WRITEBACK_FHIR] for corr in sent} == dict.fromkeys(
+                sent, "written-back"
+            )
+            nhs = f"https://fhir.nhs.uk/Id/nhs-number|{v2.NHS}"
+            [survivor] = repo.search("Patient", [("identifier", nhs)]).resources
+            [retired] = repo.search(
+                "Patient", [("identifier", f"urn:tie:authority:RRV|{RETIRED_MRN}")]
+            ).resources
+            assert retired["id"] != survivor["id"]
+            assert retired.get("active") is False
+            assert [(x["type"], x["other"]["reference"]) for x in retired.get("link", [])] == [
+                ("replaced-by", f"Patient/{survivor['id']}")
+            ]
+            assert [(x["type"], x["other"]["reference"]) for x in survivor.get("link", [])] == [
+                ("replaces", f"Patient/{retired['id']}")
+            ]
+            mine = [("patient", survivor["id"])]
+            visits = {e["identifier"][0]["value"] for e in repo.search("Encounter", mine).resources}
+            assert visits == {"V0000123", "V0000999"}
+            results = {
+                (o["code"]["coding"][0]["code"], str(o["valueQuantity"]["value"]))
+                for o in repo.search("Observation", mine).resources
+            }
+            assert results == {("NA", "140")}
 
         expect(sabotage, check)
