@@ -181,6 +181,7 @@ class Journal:
             self._atomic.write_all(writes)  # the stage and its index changes: one transaction
             return
         for write in writes:  # the stage first, then the index (see journey())
+            assert write.value is not None  # upserts and inserts only
             if write.kind == "insert_if_absent":
                 with contextlib.suppress(RecordExists):
                     self._records.insert(write.table, write.partition_key, write.row_key, write.value)

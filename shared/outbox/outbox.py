@@ -18,7 +18,7 @@ from shared.messaging.ports import MessageBus, OutboundMessage
 from shared.outbox.model import OUTBOX_FIELD, OutboxMessage, OwnerRef
 from shared.storage.errors import ConcurrencyConflict, RecordExists, RecordNotFound
 from shared.storage.names import TABLE_OUTBOX
-from shared.storage.ports import JsonDict, Record, RecordStore
+from shared.storage.ports import AtomicRecordWrites, JsonDict, Record, RecordStore, RecordWrite
 
 _log = logging.getLogger("tie.outbox")
 
@@ -137,6 +137,7 @@ class Outbox:
         self._records = records
         self._table = table
         self._clock = clock or _utc_now
+        self._atomic = records if isinstance(records, AtomicRecordWrites) else None
 
     @property
     def records(self) -> RecordStore:
@@ -225,6 +226,21 @@ class Outbox:
                 del pending[batch_id]
                 value[OUTBOX_FIELD] = pending
                 try:
+                    if self._atomic is not None:  # the owner's update and the entry's delete: one commit
+                        self._atomic.write_all(
+                            [
+                                RecordWrite(
+                                    "update",
+                                    owner.table,
+                                    owner.partition_key,
+                                    owner.row_key,
+                                    value,
+                                    record.etag,
+                                ),
+                                RecordWrite("delete", self._table, entry_partition, entry_row),
+                            ]
+                        )
+                        return
                     self._records.update(
                         owner.table, owner.partition_key, owner.row_key, value, etag=record.etag
                     )

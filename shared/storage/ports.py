@@ -68,14 +68,17 @@ class RecordStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class RecordWrite:
-    """One write of :meth:`AtomicRecordWrites.write_all`: ``upsert`` (create or replace) or
-    ``insert_if_absent`` (create; an existing record is left as it is)."""
+    """One write of :meth:`AtomicRecordWrites.write_all`, with the semantics of the :class:`RecordStore`
+    method of the same name: ``upsert``; ``insert_if_absent`` (create; an existing record is left as it
+    is); ``update`` (replace if the stored ETag is ``etag``); ``delete`` (conditional when ``etag`` is
+    given; nothing to delete is not an error)."""
 
-    kind: Literal["upsert", "insert_if_absent"]
+    kind: Literal["upsert", "insert_if_absent", "update", "delete"]
     table: str
     partition_key: str
     row_key: str
-    value: JsonDict
+    value: JsonDict | None = None
+    etag: str | None = None
 
 
 @runtime_checkable
@@ -85,7 +88,9 @@ class AtomicRecordWrites(Protocol):
     (Azure Table Storage transactions cover one partition of one table only)."""
 
     def write_all(self, writes: Sequence[RecordWrite]) -> None:
-        """Apply ``writes`` in order, all or none."""
+        """Apply ``writes`` in order, all or none: a failed condition raises what the single write raises
+        (:class:`~shared.storage.errors.ConcurrencyConflict`, :class:`RecordNotFound`) and nothing is
+        written."""
         ...
 
 

@@ -37,6 +37,7 @@ _ON_CONFLICT = {
     "upsert": "DO UPDATE SET value = excluded.value, etag = excluded.etag, updated_at = excluded.updated_at",
     "insert_if_absent": "DO NOTHING",
 }
+_WRITE_KINDS = frozenset({*_ON_CONFLICT, "update", "delete"})
 
 
 def _new_etag() -> str:
@@ -155,27 +156,54 @@ class SqliteRecordStore:
 
     def write_all(self, writes: Sequence[RecordWrite]) -> None:
         """:class:`~shared.storage.ports.AtomicRecordWrites`: every write in one ``BEGIN IMMEDIATE``
-        transaction (one commit instead of one per write)."""
+        transaction (one commit instead of one per write); a failed condition rolls all of them back."""
         if not writes:
             return
         now = _now().isoformat()
-        statements = []
+        prepared = []
         for write in writes:
-            conflict = _ON_CONFLICT.get(write.kind)
-            if conflict is None:
+            if write.kind not in _WRITE_KINDS:
                 raise ValueError(f"unknown record write kind {write.kind!r}")
+            if write.kind == "update" and write.etag is None:
+                raise ValueError("a conditional update needs an etag")
+            if write.kind != "delete" and write.value is None:
+                raise ValueError(f"a record {write.kind} needs a value")
             sql_table = self._table(write.table)
             self._keys(write.partition_key, write.row_key)
-            statements.append(
-                (
-                    f"INSERT INTO {sql_table} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
-                    f"ON CONFLICT (pk, rk) {conflict}",
-                    (write.partition_key, write.row_key, encode_value(write.value), _new_etag(), now),
-                )
-            )
+            text = encode_value(write.value) if write.value is not None else ""
+            prepared.append((write, sql_table, text))
         with self._db.write() as conn:
-            for sql, params in statements:
-                conn.execute(sql, params)
+            for write, sql_table, text in prepared:
+                pk, rk = write.partition_key, write.row_key
+                if write.kind in _ON_CONFLICT:
+                    conn.execute(
+                        f"INSERT INTO {sql_table} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
+                        f"ON CONFLICT (pk, rk) {_ON_CONFLICT[write.kind]}",
+                        (pk, rk, text, _new_etag(), now),
+                    )
+                    continue
+                if write.kind == "update":
+                    changed = conn.execute(
+                        f"UPDATE {sql_table} SET value = ?, etag = ?, updated_at = ? "
+                        "WHERE pk = ? AND rk = ? AND etag = ?",
+                        (text, _new_etag(), now, pk, rk, write.etag),
+                    ).rowcount
+                elif write.etag is None:
+                    conn.execute(f"DELETE FROM {sql_table} WHERE pk = ? AND rk = ?", (pk, rk))
+                    continue
+                else:
+                    changed = conn.execute(
+                        f"DELETE FROM {sql_table} WHERE pk = ? AND rk = ? AND etag = ?", (pk, rk, write.etag)
+                    ).rowcount
+                if changed:
+                    continue
+                exists = conn.execute(
+                    f"SELECT 1 FROM {sql_table} WHERE pk = ? AND rk = ?", (pk, rk)
+                ).fetchone()
+                if exists:
+                    raise ConcurrencyConflict(f"record in table {write.table} was changed since it was read")
+                if write.kind == "update":
+                    raise RecordNotFound(f"record not found in table {write.table}")
 
     def delete(self, table: str, partition_key: str, row_key: str, *, etag: str | None = None) -> bool:
         sql_table = self._table(table)

@@ -12,9 +12,8 @@ import pytest
 
 from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.journal import Journal
-from shared.storage.keys import InvalidValue
 from shared.storage.names import TABLE_INFLIGHT, TABLE_JOURNAL
-from shared.storage.ports import AtomicRecordWrites, JsonDict, Record, RecordStore, RecordWrite
+from shared.storage.ports import AtomicRecordWrites, JsonDict, Record, RecordStore
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -108,29 +107,4 @@ def test_a_stage_with_index_changes_is_one_commit(tmp_path: Path, commits: list[
     journal.record("m1", "consumed")  # stage + closes ingest-processor
     assert len(commits) == 3
     assert set(journal.waiting("m1")) == {"writeback-fhir", "writeback-hl7v2"}
-    store.close()
-
-
-def test_write_all_is_all_or_none(tmp_path: Path) -> None:
-    store = SqliteRecordStore(tmp_path / "r.sqlite3")
-    store.insert("things", "p", "kept", {"v": 1})
-    good = RecordWrite("upsert", "things", "p", "a", {"v": 2})
-    cases: list[tuple[RecordWrite, type[Exception]]] = [
-        (RecordWrite("upsert", "things", "p", "b", {"v": float("nan")}), InvalidValue),
-        (RecordWrite("replace", "things", "p", "b", {"v": 3}), ValueError),  # type: ignore[arg-type]
-    ]
-    for bad, error in cases:
-        with pytest.raises(error):
-            store.write_all([good, bad])
-        assert _rows(store, "things") == [("p", "kept", {"v": 1})]
-    store.write_all(
-        [
-            good,
-            RecordWrite("insert_if_absent", "things", "p", "kept", {"v": 9}),  # left as it is
-            RecordWrite("insert_if_absent", "other", "q", "new", {"v": 4}),
-            RecordWrite("upsert", "things", "p", "a", {"v": 5}),  # later writes see earlier ones
-        ]
-    )
-    assert _rows(store, "things") == [("p", "a", {"v": 5}), ("p", "kept", {"v": 1})]
-    assert _rows(store, "other") == [("q", "new", {"v": 4})]
     store.close()
