@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.embedded.sqlite_records import SqliteRecordStore
+from shared.ingest.control_ids import find_by_control_id
 from shared.mllp.client import send_message
 from tests.helpers import free_port, host_process, http, wait_for
 from tests.integration.test_clinical_safety import NHS_A, NHS_B, a01, oru
@@ -49,6 +51,27 @@ def test_results_over_mllp_and_admissions_over_http_by_identity_and_content(tmp_
         ]
         for _corr, raw in results:
             assert _ack_code(send_message("127.0.0.1", mllp_port, raw, timeout=30)) == "AA"
+        # The MLLP listener names each message's correlation id; the lab's control id finds it.
+        records = SqliteRecordStore(tmp_path / "local" / "records.sqlite3")
+        try:
+            by_control = {
+                control: find_by_control_id(records, "WINPATH", control, facility="RX1")
+                for control in ("H1", "H2", "H3")
+            }
+        finally:
+            records.close()
+        assert all(len(found) == 1 for found in by_control.values()), by_control
+        fhir_stage = {}
+        for control, found in by_control.items():
+            stages = wait_for(lambda c=found[0].correlation_id: _terminal(base, c), timeout=90)
+            assert stages["writeback-hl7v2"] == "skipped"
+            fhir_stage[control] = stages["writeback-fhir"]
+        # The ingest processor runs messages in parallel, so the write-back may see them in any order: the
+        # final is always applied; the preliminary (sent twice) at most once, else it is a duplicate of
+        # itself or superseded by the final - never left in flight, never applied over the final.
+        assert fhir_stage["H2"] == "written-back", fhir_stage
+        assert {fhir_stage["H1"], fhir_stage["H3"]} <= {"written-back", "duplicate", "superseded"}, fhir_stage
+        assert [fhir_stage["H1"], fhir_stage["H3"]].count("written-back") <= 1, fhir_stage
         admissions = [
             ("h-adm-a", a01("HA1", nhs=NHS_A)),
             ("h-adm-b", a01("HA2", nhs=NHS_B)),  # the same issuer's visit number for another patient
