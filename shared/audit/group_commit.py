@@ -4,7 +4,8 @@ Every caller still returns only once its records are stored (so a failure still 
 but callers that arrive while another is writing are not written one transaction each: the first caller
 becomes the leader and writes everything queued so far in one ``append``; the callers that queued meanwhile
 wait, and the first of them whose records are still pending leads the next batch. A lone caller leads at
-once (no hand-off to another thread, no added latency). Record order in the chain is arrival order.
+once (no hand-off to another thread, no added latency). Record order in the chain is arrival order. Each
+waiter is woken once - when its batch is stored, or when it is handed the lead - not at every batch.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class _Pending:
     done: bool = False
     entries: list[ChainedEntry] = field(default_factory=list)
     error: BaseException | None = None
+    #: Set when the batch holding these records is stored (``done``) or when this caller is to lead.
+    wake: threading.Event = field(default_factory=threading.Event)
 
 
 class GroupCommitLog(ReadThroughLog):
@@ -45,24 +48,27 @@ class GroupCommitLog(ReadThroughLog):
         mine = _Pending(records)
         with self._cond:
             self._queue.append(mine)
-            self._cond.notify_all()
-        while True:
-            with self._cond:
-                while not mine.done and self._writing:
-                    self._cond.wait()
-                if mine.done:
-                    return self._result(mine)
-                self._writing = True
-                batch: list[_Pending] = []
-                size = 0
-                while self._queue and (not batch or size + len(self._queue[0].records) <= self._max):
-                    item = self._queue.pop(0)
-                    batch.append(item)
-                    size += len(item.records)
-            self._write(batch)
+            lead = not self._writing
+            self._writing = True
+            self._cond.notify_all()  # only observers of the queue wait on the condition
+        if not lead:
+            mine.wake.wait()
+            if mine.done:
+                return self._result(mine)
+        # Leading: this caller's records are first in the queue (a leader hands over to the first one).
+        with self._cond:
+            batch: list[_Pending] = []
+            size = 0
+            while self._queue and (not batch or size + len(self._queue[0].records) <= self._max):
+                item = self._queue.pop(0)
+                batch.append(item)
+                size += len(item.records)
+        self._write(batch)
+        return self._result(mine)
 
     def _write(self, batch: list[_Pending]) -> None:
-        """Append one batch; its outcome (entries or the error) goes to each of its callers."""
+        """Append one batch; its outcome (entries or the error) goes to each of its callers, and the lead
+        to the first caller still queued."""
         try:
             entries = self.log.append([r for item in batch for r in item.records])
         except BaseException as exc:  # noqa: BLE001 - handed to every caller of the batch, re-raised there
@@ -76,7 +82,11 @@ class GroupCommitLog(ReadThroughLog):
         with self._cond:
             for item in batch:
                 item.done = True
-            self._writing = False
+                item.wake.set()
+            if self._queue:
+                self._queue[0].wake.set()  # the next leader (its records are not done)
+            else:
+                self._writing = False
             self._cond.notify_all()
 
     @staticmethod

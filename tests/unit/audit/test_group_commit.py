@@ -4,6 +4,7 @@ when its own records are stored, and a failed batch fails every caller in it."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -90,4 +91,32 @@ def test_a_failed_batch_fails_every_caller_in_it(tmp_path: Path) -> None:
     assert [e.seq for e in group.entries()] == [1]
     with pytest.raises(StorageUnavailable):
         group.append([_record(99)])  # the log still fails: so does the next caller
+    group.close()
+
+
+def test_many_concurrent_callers_each_get_their_own_entries_in_one_chain(tmp_path: Path) -> None:
+    group = GroupCommitLog(SqliteAuditLog(tmp_path / "audit.sqlite3", key=KEY), max_batch=5)
+    start = threading.Barrier(8)
+    results: dict[int, list[tuple[str, str]]] = {}
+
+    def caller(worker: int) -> None:
+        start.wait()
+        mine = []
+        for n in range(40):
+            record = _record(worker * 1000 + n)
+            (entry,) = group.append([record])
+            mine.append((record.id, entry.body))
+        results[worker] = mine
+
+    threads = [threading.Thread(target=caller, args=(worker,), daemon=True) for worker in range(8)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30  # a hang guard only: the callers finish in well under a second
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    assert sorted(results) == list(range(8))  # a lost hand-over leaves callers waiting: fails, not hangs
+    for mine in results.values():
+        assert all(f'"id":"{record_id}"' in body for record_id, body in mine)
+    result = verify_chain(group.entries(), group.checkpoints(), key=KEY)
+    assert (result.ok, result.checked) == (True, 320)
     group.close()
