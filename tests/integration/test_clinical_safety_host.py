@@ -13,7 +13,8 @@ from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.ingest.control_ids import find_by_control_id
 from shared.mllp.client import send_message
 from tests.helpers import free_port, host_process, http, wait_for
-from tests.integration.test_clinical_safety import NHS_A, NHS_B, a01, oru
+from tests.integration.test_clinical_safety import GP, NHS_A, NHS_B, RETIRED_MRN, a01, oru
+from tests.unit.mapping.hl7v2_in import hl7in_samples as v2
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -106,3 +107,66 @@ def test_results_over_mllp_and_admissions_over_http_by_identity_and_content(tmp_
         [encounter] = [e["resource"] for e in encounters["entry"]]
         patient = http("GET", f"{base}/fhir/{encounter['subject']['reference']}").json()
         assert {i["value"] for i in patient["identifier"]} >= {NHS_A}
+
+
+def test_updates_and_a_merge_through_tie_run(tmp_path: Path) -> None:
+    """Cases 4 and 5 through ``tie run``: an A08 without PD1 over HTTP keeps the practice the A01 set over
+    MLLP; an A40 over MLLP retires a record known only by its local number, and the NHS number's Patient
+    reaches that record's encounter and result through the FHIR API."""
+    mllp_port = free_port()
+    old = {3: f"{RETIRED_MRN}^^^RRV^MR"}
+    over_http = {
+        "hu-a08": v2.adt("A08", pv1={3: "WARD2^B^1^RRV"}, control_id="HU2", when="20260702120000"),
+        "hu-old-a01": v2.adt("A01", pid=old, pv1={19: "V0000999^^^RRV^VN"}, control_id="HU3"),
+        "hu-old-oru": v2.oru(pid=old, control_id="HU4"),
+    }
+    merge = v2.message(
+        v2.msh("ADT^A40^ADT_A39", control_id="HU5", when="20260703120000"),
+        v2.seg("EVN", {1: "A40", 2: "20260703120000"}),
+        v2.seg("PID", {**v2.PID}),
+        v2.seg("MRG", {1: f"{RETIRED_MRN}^^^RRV^MR"}),
+    )
+    with host_process(tmp_path / "local", extra_args=["--mllp-port", str(mllp_port)]) as (_proc, base):
+
+        def written_back(corr: str) -> None:
+            assert wait_for(lambda: _terminal(base, corr), timeout=90)["writeback-fhir"] == "written-back"
+
+        def over_mllp(raw: bytes, control: str) -> None:
+            assert _ack_code(send_message("127.0.0.1", mllp_port, raw, timeout=30)) == "AA"
+            records = SqliteRecordStore(tmp_path / "local" / "records.sqlite3")
+            try:
+                [found] = find_by_control_id(records, "PAS", control, facility="RRV")
+            finally:
+                records.close()
+            written_back(found.correlation_id)
+
+        over_mllp(v2.adt("A01", before_pv1=(GP,), control_id="HU1"), "HU1")
+        for corr, raw in over_http.items():  # one at a time: each after the previous is written back
+            res = http("POST", f"{base}/hl7v2", raw, {**HL7, "X-Correlation-ID": corr})
+            assert res.status == 200 and res.headers.get("X-HL7-Ack-Code") == "AA", res.body
+            written_back(corr)
+        over_mllp(merge, "HU5")
+
+        def one(query: str) -> dict[str, Any]:
+            [entry] = http("GET", f"{base}/fhir/{query}").json()["entry"]
+            return dict(entry["resource"])
+
+        survivor = one(f"Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{v2.NHS}")
+        retired = one(f"Patient?identifier=urn:tie:authority:RRV|{RETIRED_MRN}")
+        [gp] = survivor["generalPractitioner"]  # the A08 without PD1 did not remove it
+        assert http("GET", f"{base}/fhir/{gp['reference']}").json()["identifier"][0]["value"] == "Y01234"
+        assert retired["active"] is False
+        assert [(x["type"], x["other"]["reference"]) for x in retired["link"]] == [
+            ("replaced-by", f"Patient/{survivor['id']}")
+        ]
+        assert [(x["type"], x["other"]["reference"]) for x in survivor["link"]] == [
+            ("replaces", f"Patient/{retired['id']}")
+        ]
+        mine = f"patient={survivor['id']}"
+        encounters = http("GET", f"{base}/fhir/Encounter?{mine}").json().get("entry", [])
+        assert {e["resource"]["identifier"][0]["value"] for e in encounters} == {"V0000123", "V0000999"}
+        results = http("GET", f"{base}/fhir/Observation?{mine}").json().get("entry", [])
+        assert {
+            (r["resource"]["code"]["coding"][0]["code"], str(r["resource"]["valueQuantity"]["value"]))
+            for r in results
+        } == {("NA", "140")}
