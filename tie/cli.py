@@ -638,7 +638,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tie.localsettings import load_local_settings
 
         load_local_settings()
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:
+        # The reader went away (`tie inflight | head`): stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -1,0 +1,42 @@
+"""`tie … | head`: a reader that goes away ends the command quietly with the SIGPIPE status."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_output_to_a_closed_pipe_ends_quietly() -> None:
+    # Enough lines that the pipe buffer fills after the reader has gone.
+    script = (
+        "import sys, tie.cli as c\n"
+        "def spam(args):\n"
+        "    for i in range(200_000):\n"
+        "        print('row', i)\n"
+        "    return 0\n"
+        "p = c.build_parser()\n"
+        "a = p.parse_args(['bus', 'topics'])\n"
+        "a.func = spam\n"
+        "c.build_parser = lambda: type('P', (), {'parse_args': lambda self, argv: a})()\n"
+        "raise SystemExit(c.main([]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith(b"row 0")
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGPIPE
+    assert b"Traceback" not in err
+    assert b"BrokenPipeError" not in err
