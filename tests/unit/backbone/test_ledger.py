@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -86,15 +87,37 @@ VERSIONS = {
 def test_any_interleaving_and_redelivery_of_p_f_c_ends_in_the_corrected_result(
     sequence: list[str], redeliver: list[bool]
 ) -> None:
+    assert_ends_corrected(sequence, redeliver)
+
+
+def assert_ends_corrected(sequence: list[str], redeliver: list[bool], *, idempotency: bool = True) -> None:
     with tempfile.TemporaryDirectory() as tmp, s.embedded(Path(tmp)) as env:
-        sub = s.backbone(
-            env,
-            {SUB_WRITEBACK_FHIR: FhirDownstream(env.fhir)},
-            options=WriteBackOptions(operational_events=False, timeout_seconds=0.3, max_attempts=2),
-        ).subscriber(SUB_WRITEBACK_FHIR)
+        options = WriteBackOptions(
+            operational_events=False, timeout_seconds=0.3, max_attempts=2, idempotency=idempotency
+        )
+        sub = s.backbone(env, {SUB_WRITEBACK_FHIR: FhirDownstream(env.fhir)}, options=options).subscriber(
+            SUB_WRITEBACK_FHIR
+        )
         for n, name in enumerate(sequence):
             event = mapped(VERSIONS[name], f"corr-{n}-{name}")
             sub.handle(delivery(event))
             if redeliver[n]:
                 sub.handle(delivery(event, count=2))
         assert observations(env.fhir) == {(NHS_A, "TROP", "48", "H", "corrected")}
+
+
+@pytest.mark.parametrize("sabotage", [None, "no-idempotency", "no-digest"])
+def test_one_interleaving_as_built_and_with_a_guard_broken(
+    sabotage: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The property can fail: the preliminary, the correction, then the final and the preliminary late,
+    each redelivered, ends corrected as built and not with a guard broken."""
+    if sabotage == "no-digest":
+        for module in ("shared.backbone.writeback", "shared.backbone.clinical"):
+            monkeypatch.setattr(f"{module}.content_digest", lambda _data: "0" * 64)
+    run = ["P", "C", "F", "P"], [False, True, True, True]
+    if sabotage is None:
+        assert_ends_corrected(*run)
+        return
+    with pytest.raises(AssertionError):
+        assert_ends_corrected(*run, idempotency=sabotage != "no-idempotency")
