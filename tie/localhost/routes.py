@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from typing import Generic, TypeVar
 from urllib.parse import unquote
+
+T = TypeVar("T")
 
 
 class RouteTemplateError(ValueError):
@@ -105,6 +108,8 @@ class _Segment:
     default: str | None = None
     catch_all: bool = False
     constraints: tuple[Callable[[str], bool], ...] = field(default=())
+    #: The segment as written in the template: equal texts check a value alike.
+    text: str = ""
 
 
 _PARAM = re.compile(r"^\{(\*{1,2})?([A-Za-z_][\w]*)((?::[^=?}]+(?:\([^)]*\))?)*)(\?)?(?:=([^}]*))?\}$")
@@ -143,6 +148,7 @@ class RouteTemplate:
                     default=default,
                     catch_all=catch_all,
                     constraints=tuple(constraints),
+                    text=part,
                 )
             )
         return cls(template, tuple(segments))
@@ -162,14 +168,37 @@ class RouteTemplate:
                 key.append(2)
         return (*key, 9)
 
+    @property
+    def first_literal(self) -> str | None:
+        """The first segment when it is a literal (lower case), else None."""
+        first = self.segments[0].literal if self.segments else None
+        return first.lower() if first is not None else None
+
+    @property
+    def lengths(self) -> tuple[int, float]:
+        """Fewest and most path segments this template can match."""
+        required = [
+            i
+            for i, s in enumerate(self.segments)
+            if s.literal is not None or not (s.optional or s.default is not None)
+        ]
+        most = float("inf") if any(s.catch_all for s in self.segments) else len(self.segments)
+        return (required[-1] + 1 if required else 0), most
+
     def match(self, path: str) -> dict[str, str] | None:
         """Match a path below the route prefix (no leading slash needed); returns route params."""
-        raw_parts = list(path.strip("/").split("/")) if path.strip("/") else []
+        return self.match_segments(split_path(path))
+
+    def match_segments(
+        self, raw_parts: Sequence[str], checked: dict[tuple[int, str], bool] | None = None
+    ) -> dict[str, str] | None:
+        """:meth:`match` on a path already split by :func:`split_path`; ``checked`` remembers, for this one
+        path, which constrained segments (by position and template text) its values passed."""
         params: dict[str, str] = {}
         i = 0
         for seg in self.segments:
             if seg.catch_all:
-                rest = "/".join(unquote(p) for p in raw_parts[i:])
+                rest = "/".join(raw_parts[i:])
                 if rest:
                     params[seg.param or ""] = rest
                 elif seg.default is not None:
@@ -182,15 +211,54 @@ class RouteTemplate:
                         params[seg.param or ""] = seg.default
                     continue
                 return None
-            value = unquote(raw_parts[i])
+            value = raw_parts[i]
             if seg.literal is not None:
                 if value.lower() != seg.literal.lower():
                     return None
             else:
-                if not all(check(value) for check in seg.constraints):
-                    return None
+                if seg.constraints:
+                    known = checked.get((i, seg.text)) if checked is not None else None
+                    if known is None:
+                        known = all(check(value) for check in seg.constraints)
+                        if checked is not None:
+                            checked[(i, seg.text)] = known
+                    if not known:
+                        return None
                 params[seg.param or ""] = value
             i += 1
         if i != len(raw_parts):
             return None
         return params
+
+
+def split_path(path: str) -> list[str]:
+    """A path's segments, percent-decoded."""
+    stripped = path.strip("/")
+    return [unquote(part) for part in stripped.split("/")] if stripped else []
+
+
+class RouteTable(Generic[T]):
+    """Routes kept in the given (precedence) order, indexed by their first literal segment: a path is tried
+    only against the routes that can match its first segment and its number of segments, in the same
+    order as a scan of them all, each constrained segment checked once per path."""
+
+    def __init__(self, routes: Iterable[tuple[RouteTemplate, T]]) -> None:
+        entries = [(route, target, route.lengths) for route, target in routes]
+        self._any_first = [e for e in entries if e[0].first_literal is None]
+        self._by_first = {
+            literal: [e for e in entries if e[0].first_literal in (literal, None)]
+            for literal in {e[0].first_literal for e in entries} - {None}
+            if literal is not None
+        }
+
+    def matches(self, path: str) -> Iterator[tuple[T, dict[str, str]]]:
+        """``(target, route params)`` of every route matching ``path``, in order."""
+        parts = split_path(path)
+        candidates = self._by_first.get(parts[0].lower(), self._any_first) if parts else self._any_first
+        count = len(parts)
+        checked: dict[tuple[int, str], bool] = {}
+        for route, target, (fewest, most) in candidates:
+            if fewest <= count <= most:
+                params = route.match_segments(parts, checked)
+                if params is not None:
+                    yield target, params
