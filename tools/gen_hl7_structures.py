@@ -59,6 +59,7 @@ _EVENTS_V24: dict[str, str] = {
     "ADT^A05": "ADT_A05",
     "ADT^A08": "ADT_A01",
     "ADT^A11": "ADT_A09",
+    "ADT^A12": "ADT_A12",
     "ADT^A13": "ADT_A01",
     "ADT^A28": "ADT_A05",
     "ADT^A31": "ADT_A05",
@@ -76,7 +77,14 @@ _EVENTS_V23: dict[str, str] = {
 }
 
 
+#: hl7apy's v2.4 lacks ADT_A12 (the standard defines it): A12 is checked against ADT_A09 there, the same
+#: segments (MSH EVN PID [PD1] PV1 [PV2] {DB1} {OBX}) with DG1 repeating instead of at most once.
+_EVENTS_V24_ONLY: dict[str, str] = {**_EVENTS_V24, "ADT^A12": "ADT_A09"}
+
+
 def events_for(version: str) -> dict[str, str]:
+    if version == "2.4":
+        return dict(_EVENTS_V24_ONLY)
     return dict(_EVENTS_V23 if version in ("2.3", "2.3.1") else _EVENTS_V24)
 
 

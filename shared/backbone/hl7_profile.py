@@ -14,7 +14,7 @@ once the HL7 downstream is read from there)::
   ``ASCII`` (MSH-18 empty, the HL7 default). For ASCII, letters with diacritics are written without them
   (SEÁN -> SEAN, lineage says so); a character with no ASCII form refuses the message (never a ``?``).
 * ``events`` - ``native``: each event as its own trigger (A01 admit, A02 transfer, A03 discharge, A04
-  register, A05 pre-admit, A08 update, A11/A13 cancels, A28/A31 person); ``collapsed``: every encounter
+  register, A05 pre-admit, A08 update, A11/A12/A13 cancels, A28/A31 person); ``collapsed``: every encounter
   event as A08 and every person event as A31 (for receivers that only take updates).
 * ``accept_ack`` / ``application_ack`` - MSH-15/16 (HL7 table 0155: AL, NE, ER, SU), empty: not sent
   (original acknowledgment mode).
@@ -47,6 +47,7 @@ NATIVE_EVENTS: Final[dict[EventKind, tuple[str, str]]] = {
     EventKind.PRE_ADMISSION: ("A05", "ADT_A05"),
     EventKind.ENCOUNTER_UPDATE: ("A08", "ADT_A01"),
     EventKind.CANCEL_ADMISSION: ("A11", "ADT_A09"),
+    EventKind.CANCEL_TRANSFER: ("A12", "ADT_A12"),
     EventKind.CANCEL_DISCHARGE: ("A13", "ADT_A01"),
     EventKind.PATIENT_CREATED: ("A28", "ADT_A05"),
     EventKind.PATIENT_UPDATED: ("A31", "ADT_A05"),

@@ -77,6 +77,7 @@ _ENCOUNTER_KINDS = frozenset(
         EventKind.PRE_ADMISSION,
         EventKind.ENCOUNTER_UPDATE,
         EventKind.CANCEL_ADMISSION,
+        EventKind.CANCEL_TRANSFER,
         EventKind.CANCEL_DISCHARGE,
     }
 )

@@ -53,6 +53,7 @@ _ENCOUNTER_KINDS = {
     EventKind.TRANSFER,
     EventKind.ENCOUNTER_UPDATE,
     EventKind.CANCEL_ADMISSION,
+    EventKind.CANCEL_TRANSFER,
     EventKind.CANCEL_DISCHARGE,
 }
 
@@ -128,12 +129,25 @@ def encounter_event_key(
     return make_key(kind, who, visit.system, visit.value, when)
 
 
-def cancelled_event_key(kind: EventKind, encounter: Encounter | None, *, patient: Patient) -> EventKey:
-    """The key of the event a cancellation undoes (A11 -> the admission, A13 -> the discharge)."""
+def cancelled_event_key(
+    kind: EventKind,
+    encounter: Encounter | None,
+    *,
+    patient: Patient,
+    occurred_at: ClinicalDateTime | None = None,
+    recorded_at: ClinicalDateTime | None = None,
+) -> EventKey:
+    """The key of the event a cancellation undoes (A11 -> the admission, A13 -> the discharge, A12 -> the
+    transfer that occurred at the cancellation's own event time: HL7 v2 EVN-6 of a cancellation is the
+    time the cancelled event occurred, else EVN-2, as for the transfer's key)."""
     if kind is EventKind.CANCEL_ADMISSION:
         target = EventKind.ADMISSION
     elif kind is EventKind.CANCEL_DISCHARGE:
         target = EventKind.DISCHARGE
+    elif kind is EventKind.CANCEL_TRANSFER:
+        return encounter_event_key(
+            EventKind.TRANSFER, encounter, patient=patient, occurred_at=occurred_at, recorded_at=recorded_at
+        )
     else:
         raise ValueError(f"{kind} is not a cancellation")
     return encounter_event_key(target, encounter, patient=patient, occurred_at=None, recorded_at=None)

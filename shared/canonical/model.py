@@ -645,6 +645,7 @@ class EventKind(StrEnum):
     PRE_ADMISSION = "pre-admission"  # A05
     ENCOUNTER_UPDATE = "encounter-update"  # A08
     CANCEL_ADMISSION = "cancel-admission"  # A11
+    CANCEL_TRANSFER = "cancel-transfer"  # A12
     CANCEL_DISCHARGE = "cancel-discharge"  # A13
     PATIENT_CREATED = "patient-created"  # A28
     PATIENT_UPDATED = "patient-updated"  # A31
@@ -694,7 +695,7 @@ class ClinicalEvent(_Model):
     provenance: Provenance
     patient: Patient
     encounter: Encounter | None = None
-    #: For cancellations (A11/A13): the key of the event being cancelled.
+    #: For cancellations (A11/A12/A13): the key of the event being cancelled.
     cancels: EventKey | None = None
     #: For merges (A40): the identifiers of the record that was merged away (MRG-1).
     merged_identifiers: tuple[Identifier, ...] = ()

@@ -215,6 +215,8 @@ def test_refusals_name_the_field(received: dict[str, Any]) -> None:
     expected = {
         "oru_r01_unrecognised_data_type.txt#0": "hl7v2-out-unmappable-code at reports[0].status",
         "Sensitivity.txt#0": "hl7v2-out-unmappable-code at encounter.encounter_class",
+        # UCLH's A12 (local patient class "DAY CASE", data-absent): refused, never a guessed PV1-2
+        "A12.txt#0": "hl7v2-out-unmappable-code at encounter.encounter_class",
     }
     if received["profile"].version == "2.4":
         expected |= V24_REFUSED

@@ -79,7 +79,6 @@ EXPECTED_FAILURES: dict[str, tuple[type[MappingError], str, str]] = {
     _FC + "ORM-O01-06.hl7": (UnsupportedEvent, "MSH-9", "pharmacy order (RXO), not a service order (OBR)"),
     _FC + "SIU_12.hl7": (UnsupportedEvent, "MSH-9", "ADT^A60 (allergy update) is not a supported trigger"),
     _UCLH + "Adt/generic/A06.txt": (UnsupportedEvent, "MSH-9", "A06 (change outpatient to inpatient)"),
-    _UCLH + "Adt/generic/A12.txt": (UnsupportedEvent, "MSH-9", "A12 (cancel transfer)"),
     _UCLH + "Adt/generic/A17.txt": (UnsupportedEvent, "MSH-9", "A17 (swap patients)"),
     _UCLH + "Adt/generic/A29.txt": (UnsupportedEvent, "MSH-9", "A29 (delete person information)"),
     _UCLH + "Adt/generic/A45.txt": (UnsupportedEvent, "MSH-9", "A45 (move visit information)"),

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from shared.backbone.fhir_writeback import FhirDownstream
+from shared.backbone.hl7_profile import OutboundProfile
 from shared.backbone.hl7_writeback import Hl7MllpDownstream, MllpSender
 from shared.backbone.runtime import Backbone, WriteBackOptions
 from shared.canonical import identity
@@ -99,10 +100,17 @@ def a01(
 class Rig:
     """The HL7 edge, the ingest processor and both write-backs over embedded ports."""
 
-    def __init__(self, env: s.Env, receiver: s.FakeHl7Receiver, options: WriteBackOptions) -> None:
+    def __init__(
+        self,
+        env: s.Env,
+        receiver: s.FakeHl7Receiver,
+        options: WriteBackOptions,
+        profile: OutboundProfile | None = None,
+    ) -> None:
         self.env = env
+        self.receiver = receiver
         self.hl7 = Hl7MllpDownstream(
-            MllpSender("127.0.0.1", receiver.port, connect_timeout=0.5), ack_timeout=2
+            MllpSender("127.0.0.1", receiver.port, connect_timeout=0.5), ack_timeout=2, profile=profile
         )
         self.bb: Backbone = s.backbone(
             env,
@@ -180,7 +188,12 @@ def encounters(repo: FhirRepository) -> set[tuple[str, str, str]]:
 
 
 @contextmanager
-def rig(tmp_path: Path, sabotage: str | None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
+def rig(
+    tmp_path: Path,
+    sabotage: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+    profile: OutboundProfile | None = None,
+) -> Iterator[Rig]:
     quick = {"timeout_seconds": 0.5, "max_attempts": 2, "backoff_base_seconds": 0.01}
     options = WriteBackOptions(operational_events=False, **quick)  # type: ignore[arg-type]
     if sabotage == "no-idempotency":
@@ -195,7 +208,7 @@ def rig(tmp_path: Path, sabotage: str | None, monkeypatch: pytest.MonkeyPatch) -
             "shared.backbone.writeback.content_digest", lambda _data: next(_COUNTER).to_bytes(32).hex()
         )
     with s.embedded(tmp_path, lock_seconds=5.0, max_delivery=3) as env, s.FakeHl7Receiver() as receiver:
-        r = Rig(env, receiver, options)
+        r = Rig(env, receiver, options, profile)
         try:
             yield r
         finally:
@@ -418,6 +431,10 @@ def _guard(sabotage: str | None, monkeypatch: pytest.MonkeyPatch) -> str | None:
         monkeypatch.setattr("shared.backbone.fhir_writeback.merge_update", lambda _event, _stored, new: new)
     elif sabotage == "no-retire":  # the merged-away Patient is left as it was
         monkeypatch.setattr("shared.backbone.fhir_writeback.retire", lambda stored, _other: dict(stored))
+    elif sabotage == "no-undo-move":  # an A12 merged like an A02: the cancelled ward kept as history
+        monkeypatch.setattr("shared.mapping.fhir_out.merge.KIND_UNDOES_MOVE", frozenset())
+    elif sabotage == "no-cancel-mark":  # the A12 does not name the transfer it cancels
+        monkeypatch.setattr(identity, "cancelled_event_key", lambda *_a, **_k: None)
     return None
 
 
@@ -528,5 +545,68 @@ def test_a_merge_retires_the_old_record_and_its_results_follow_the_survivor(
                 for o in repo.search("Observation", mine).resources
             }
             assert results == {("NA", "140")}
+
+        expect(sabotage, check)
+
+
+# -- A12: a cancelled transfer undoes the move, and the transfer may happen again ----------------------------
+
+CANCEL_TRANSFER_RUNS = (
+    ("native", None),
+    ("collapsed", None),
+    ("native", "whole-record-put"),
+    ("native", "no-undo-move"),
+    ("native", "no-cancel-mark"),
+)
+AE, WARD1, WARD2 = "AE^CUB1^^RRV", "WARD1^BAY2^BED3^RRV", "WARD2^B^1^RRV"
+
+
+@pytest.mark.parametrize(("events", "sabotage"), CANCEL_TRANSFER_RUNS)
+def test_a_cancelled_transfer_makes_the_prior_ward_current_and_the_transfer_can_happen_again(
+    tmp_path: Path, events: str, sabotage: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A01 in ED, A02 to ward 1, A02 to ward 2 (EVN-6 11:55), A12 of that transfer back to ward 1: ward 1
+    is current again, ward 2 is gone from the history (the patient never went), ED stays. The same
+    transfer sent again later (same content, new control id and record time) is applied, not taken for a
+    duplicate: the A12 marked it cancelled. Both write-backs write every message; native mode sends A12."""
+    profile = OutboundProfile(events=events)  # type: ignore[arg-type]
+    with rig(tmp_path, _guard(sabotage, monkeypatch), monkeypatch, profile) as r:
+        to_ward2, at = {3: WARD2, 6: WARD1}, {6: "20260702115500"}  # PV1, EVN (the move's time)
+        sent = {
+            "t-a01": v2.adt("A01", pv1={3: AE}, control_id="T1"),
+            "t-a02-ward1": v2.adt("A02", pv1={3: WARD1, 6: AE}, control_id="T2", when="20260702090000"),
+            "t-a02-ward2": v2.adt("A02", pv1=to_ward2, evn=at, control_id="T3", when="20260702120000"),
+            "t-a12": v2.adt(
+                "A12",
+                pv1={3: WARD1, 6: WARD2},
+                evn={6: "20260702115500"},
+                control_id="T4",
+                when="20260702130000",
+            ),
+        }
+        codes = [r.send(raw, corr) for corr, raw in sent.items()]
+        repo = r.env.fhir
+        [after_cancel] = repo.search("Encounter", [], count=10).resources
+        wards_after_cancel = _wards(repo, after_cancel)
+        types_before_resend = list(r.receiver.message_types)
+        again = v2.adt("A02", pv1=to_ward2, evn=at, control_id="T5", when="20260702140000")
+        codes.append(r.send(again, "t-a02-again"))
+
+        def check() -> None:
+            assert codes == ["AA"] * 5
+            for sub in WRITEBACKS:
+                assert {c: r.terminal(c).get(sub) for c in [*sent, "t-a02-again"]} == dict.fromkeys(
+                    [*sent, "t-a02-again"], "written-back"
+                ), sub
+            assert wards_after_cancel == [("WARD1/BAY2/BED3", "active"), ("AE/CUB1", "completed")]
+            [encounter] = repo.search("Encounter", [], count=10).resources
+            assert encounter["status"] == "in-progress"
+            assert _wards(repo, encounter) == [
+                ("WARD2/B/1", "active"),
+                ("WARD1/BAY2/BED3", "completed"),
+                ("AE/CUB1", "completed"),
+            ]
+            cancel = "ADT^A12^ADT_A12" if events == "native" else "ADT^A08^ADT_A01"
+            assert types_before_resend[-1] == cancel
 
         expect(sabotage, check)

@@ -57,6 +57,7 @@ SUPPORTED_EVENTS: Final = frozenset(
         "ADT^A05",
         "ADT^A08",
         "ADT^A11",
+        "ADT^A12",
         "ADT^A13",
         "ADT^A28",
         "ADT^A31",

@@ -292,6 +292,15 @@ def _patient_event(
 
 
 # ------------------------------------------------------------------------------------------ Encounter
+def _moved_back(encounter: Encounter, previous: Encounter | None) -> bool:
+    """A cancelled transfer (A12's FHIR form): the previous current location is gone from the current and
+    prior ones, and the previous prior location is current again (a move back lists where it left)."""
+    if previous is None or previous.location is None or previous.prior_location is None:
+        return False
+    back = encounter.location == previous.prior_location
+    return back and previous.location not in (encounter.location, encounter.prior_location)
+
+
 def _encounter_kind(
     encounter: Encounter, interaction: Interaction, previous: Encounter | None, moved: bool
 ) -> tuple[EventKind, str]:
@@ -326,6 +335,8 @@ def _encounter_kind(
         return EventKind.CANCEL_DISCHARGE, "Encounter status finished -> active"
     if status in _CANCELLED and before not in _CANCELLED:
         return EventKind.CANCEL_ADMISSION, f"Encounter status became {status.value}"
+    if moved and _moved_back(encounter, previous):
+        return EventKind.CANCEL_TRANSFER, "Encounter current location removed, the prior one current again"
     if moved:
         return EventKind.TRANSFER, "Encounter current location changed"
     return EventKind.ENCOUNTER_UPDATE, "Encounter update"
@@ -368,6 +379,14 @@ def _encounter_event(
         occurred_src = (
             f"Encounter.location[{locs.current}].period.start" if locs.current_start else base.recorded_src
         )
+    elif kind is EventKind.CANCEL_TRANSFER and previous_resource is not None:
+        # The time of the transfer it cancels, as that transfer's key took it: the cancelled location's
+        # period.start, else the previous version's record time.
+        was = encounter_locations(previous_resource)
+        meta = r.opt_obj(previous_resource, "meta", "Encounter")
+        then = r.opt_date_time(meta, "lastUpdated", "Encounter.meta") if meta is not None else None
+        occurred = was.current_start or then or _need_recorded(base, "Encounter")
+        occurred_src = None
     else:
         occurred = _need_recorded(base, "Encounter")
         occurred_src = base.recorded_src
@@ -377,6 +396,10 @@ def _encounter_event(
     cancels = None
     if kind in (EventKind.CANCEL_ADMISSION, EventKind.CANCEL_DISCHARGE):
         cancels = _cancelled_key(kind, encounter, patient)
+    elif kind is EventKind.CANCEL_TRANSFER:
+        cancels = identity.cancelled_event_key(
+            kind, encounter, patient=patient, occurred_at=occurred, recorded_at=base.recorded_at
+        )
     return _event(
         kind,
         key,

@@ -58,6 +58,7 @@ ENCOUNTER_KINDS = frozenset(
         EventKind.PRE_ADMISSION,
         EventKind.ENCOUNTER_UPDATE,
         EventKind.CANCEL_ADMISSION,
+        EventKind.CANCEL_TRANSFER,
         EventKind.CANCEL_DISCHARGE,
     }
 )

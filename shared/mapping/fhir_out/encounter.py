@@ -77,7 +77,8 @@ def encounter(b: Builder) -> None:
     if enc.period is not None:
         set_built(res, "period", period(enc.period, lin, "encounter.period", "period", keep_end=keep_end))
     set_built(res, "hospitalization", _hospitalization(enc, lin, keep_end=keep_end))
-    set_built(res, "location", _locations(b, enc, lin, closed=status in _CLOSED))
+    keep_prior = ev.kind is not EventKind.CANCEL_TRANSFER
+    set_built(res, "location", _locations(b, enc, lin, closed=status in _CLOSED, keep_prior=keep_prior))
     if enc.service_provider is not None:
         provider = party_ref(b, enc.service_provider, "encounter.service_provider", lin, "serviceProvider")
         set_built(res, "serviceProvider", provider)
@@ -144,13 +145,15 @@ def _hospitalization(enc: Encounter, lin: Lin | None, *, keep_end: bool) -> JSON
     return hosp
 
 
-def _locations(b: Builder, enc: Encounter, lin: Lin | None, *, closed: bool) -> list[JSON]:
-    """The current location (active, or completed once the encounter is closed) and the prior one."""
+def _locations(b: Builder, enc: Encounter, lin: Lin | None, *, closed: bool, keep_prior: bool) -> list[JSON]:
+    """The current location (active, or completed once the encounter is closed) and the prior one - not
+    for A12 (``keep_prior`` false), whose PV1-6 is the location of the cancelled transfer: the patient
+    never moved there, so it is not history (merge.py drops it from the stored Encounter)."""
     out: list[JSON] = []
-    for attr, loc_status in (
-        ("location", "completed" if closed else "active"),
-        ("prior_location", "completed"),
-    ):
+    slots = [("location", "completed" if closed else "active")]
+    if keep_prior:
+        slots.append(("prior_location", "completed"))
+    for attr, loc_status in slots:
         loc = getattr(enc, attr)
         if loc is None:
             continue

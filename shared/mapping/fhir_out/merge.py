@@ -21,7 +21,7 @@ from shared.canonical.model import ClinicalEvent, EventKind
 from shared.fhir import profiles
 from shared.terminology import systems
 
-__all__ = ["CLEARED_ELEMENTS", "KIND_CLEARS", "MERGED_TYPES", "merge_update", "retire"]
+__all__ = ["CLEARED_ELEMENTS", "KIND_CLEARS", "KIND_UNDOES_MOVE", "MERGED_TYPES", "merge_update", "retire"]
 
 JSON = dict[str, Any]
 #: A step of an element path: an element name, or ``(list element, item path, value)`` = the items of
@@ -84,6 +84,12 @@ KIND_CLEARS: Final[Mapping[EventKind, tuple[str, ...]]] = {
     EventKind.CANCEL_DISCHARGE: ("encounter.period.end", "encounter.discharge_disposition"),
 }
 
+#: Triggers that undo a move (A12 cancels the transfer): the location the cancelled transfer made current
+#: (stored ``active``, not the place the message names as current) is removed, not ``completed`` - the
+#: patient never moved there, and R4's Encounter.location.status (planned | active | reserved |
+#: completed, a required binding) has no entered-in-error. The message's current place is active again.
+KIND_UNDOES_MOVE: Final = frozenset({EventKind.CANCEL_TRANSFER})
+
 #: Elements whose members are merged one level down (the message may carry some of them).
 _NESTED: Final[Mapping[str, frozenset[str]]] = {
     "Patient": frozenset(),
@@ -102,7 +108,8 @@ def merge_update(event: ClinicalEvent, stored: JSON, new: JSON) -> JSON:
        :data:`KIND_CLEARS`, and the confidentiality label when the sensitivity was stated);
     2. overlaid by what ``new`` carries, element by element: identifiers by system (the same identifier
        merged, so its verification status survives a message that does not repeat it), extensions by
-       url, links by the record they name, participants by role, locations by place (history kept),
+       url, links by the record they name, participants by role, locations by place (history kept; an
+       A12 first removes the location of the transfer it cancels, :data:`KIND_UNDOES_MOVE`),
        ``period`` / ``hospitalization`` member by member, ``meta`` profiles, tags and labels merged;
        anything else replaced;
     3. the elements of ``defaulted`` fields as stored (an ADT without PD1 does not lift a restriction;
@@ -117,6 +124,8 @@ def merge_update(event: ClinicalEvent, stored: JSON, new: JSON) -> JSON:
     for name in sorted(cleared):
         for path in table.get(name, ()):
             _remove(result, path)
+    if rtype == "Encounter" and event.kind in KIND_UNDOES_MOVE:
+        _drop_cancelled_location(result, new)
     _overlay(rtype, result, new)
     for name in sorted(defaulted):
         for path in table.get(name, ()):
@@ -271,6 +280,14 @@ def _keep_closed_locations(result: JSON, stored: JSON) -> None:
     for entry in result.get("location") or []:
         if entry.get("status") == "active":
             entry["status"] = before.get(_location_key(entry)) or "completed"
+
+
+def _drop_cancelled_location(result: JSON, new: JSON) -> None:
+    """:data:`KIND_UNDOES_MOVE`: the stored current (``active``) locations other than the places ``new``
+    names go; the rest of the history stays."""
+    restored = {_location_key(e) for e in new.get("location") or []}
+    stored = result.get("location") or []
+    result["location"] = [e for e in stored if e.get("status") != "active" or _location_key(e) in restored]
 
 
 def _locations(stored: list[Any], new: list[Any]) -> list[Any]:

@@ -42,6 +42,7 @@ _NEEDS_START = frozenset(
     {EventKind.ADMISSION, EventKind.REGISTRATION, EventKind.PRE_ADMISSION, EventKind.CANCEL_ADMISSION}
 )
 _NEEDS_END = frozenset({EventKind.DISCHARGE, EventKind.CANCEL_DISCHARGE})
+_CANCELS = frozenset({EventKind.CANCEL_ADMISSION, EventKind.CANCEL_TRANSFER, EventKind.CANCEL_DISCHARGE})
 _KEY_RULE = "identity: shared.canonical.identity rule for the event kind (see its table)"
 
 
@@ -143,13 +144,17 @@ def _key(
             raise MissingRequiredField("PV1-44", f"the {kind.value} event needs the admit date/time")
         if kind in _NEEDS_END and end is None:
             raise MissingRequiredField("PV1-45", f"the {kind.value} event needs the discharge date/time")
+        if kind is EventKind.CANCEL_TRANSFER and (encounter is None or encounter.location is None):
+            raise MissingRequiredField("PV1-3", "a cancel transfer names the location the patient stays in")
         if occurred_at is None and recorded_at is None:
             raise MissingRequiredField("MSH-7", "no event time (EVN-6, EVN-2, MSH-7)")
         key = identity.encounter_event_key(
             kind, encounter, patient=patient, occurred_at=occurred_at, recorded_at=recorded_at
         )
-        if kind in (EventKind.CANCEL_ADMISSION, EventKind.CANCEL_DISCHARGE):
-            cancels = identity.cancelled_event_key(kind, encounter, patient=patient)
+        if kind in _CANCELS:
+            cancels = identity.cancelled_event_key(
+                kind, encounter, patient=patient, occurred_at=occurred_at, recorded_at=recorded_at
+            )
     elif rule.assembly == "patient":
         if recorded_at is None:
             raise MissingRequiredField("MSH-7", "no record time (EVN-2, MSH-7)")

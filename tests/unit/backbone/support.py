@@ -269,6 +269,8 @@ class FakeHl7Receiver:
         self.script = script or ReceiverScript()
         self.received: Counter[str] = Counter()
         self.applied: Counter[str] = Counter()
+        #: MSH-9 (type^trigger^structure) of every message received, in order.
+        self.message_types: list[str] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -280,6 +282,7 @@ class FakeHl7Receiver:
         control_id = first[9] if len(first) > 9 else ""
         with self._lock:
             self.received[control_id] += 1
+            self.message_types.append(first[8] if len(first) > 8 else "")
             nth = self.received[control_id]
         code = self.script.decide(control_id, nth)
         if code == "timeout":

@@ -14,8 +14,10 @@ from shared.backbone.hl7_writeback import Hl7MllpDownstream
 from shared.canonical.model import ClinicalEvent, EventKind, HumanName
 from shared.errors import ConfigurationError
 from shared.hl7v2 import parse_message
+from shared.hl7v2.validation import validate
 from shared.mapping.hl7v2_in import map_bytes
 from tests.unit.backbone.support import event, nhs_numbers
+from tests.unit.mapping.hl7v2_in import hl7in_samples as v2
 
 NHS = nhs_numbers(1)[0]
 
@@ -45,6 +47,7 @@ def _msh(payload: bytes, codec: str = "utf-8") -> list[str]:
         (EventKind.PRE_ADMISSION, "ADT^A05^ADT_A05", "ADT^A08^ADT_A01"),
         (EventKind.ENCOUNTER_UPDATE, "ADT^A08^ADT_A01", "ADT^A08^ADT_A01"),
         (EventKind.CANCEL_ADMISSION, "ADT^A11^ADT_A09", "ADT^A08^ADT_A01"),
+        (EventKind.CANCEL_TRANSFER, "ADT^A12^ADT_A12", "ADT^A08^ADT_A01"),
         (EventKind.CANCEL_DISCHARGE, "ADT^A13^ADT_A01", "ADT^A08^ADT_A01"),
         (EventKind.PATIENT_CREATED, "ADT^A28^ADT_A05", "ADT^A31^ADT_A05"),
         (EventKind.PATIENT_UPDATED, "ADT^A31^ADT_A05", "ADT^A31^ADT_A05"),
@@ -63,6 +66,26 @@ def test_trigger_events_native_or_collapsed(kind: EventKind, native: str, collap
         for ev in ("native", "collapsed")
     }
     assert len(ids) == (1 if native == collapsed else 2)
+
+
+def test_a_cancel_transfer_written_natively_reads_back_as_the_same_cancellation() -> None:
+    """A12 out (native): validates as ADT_A12 and reads back with the same key, the same cancelled
+    transfer (EVN-6 kept) and the same locations - PV1-3 where the patient stays, PV1-6 the cancelled one."""
+    raw = v2.adt(
+        "A12",
+        pv1={3: "WARD1^BAY2^BED3^RRV", 6: "WARD2^B^1^RRV"},
+        evn={2: "20260702130000", 6: "20260702120000"},
+    )
+    original = map_bytes(raw).value
+    payload = Hl7MllpDownstream(None, profile=OutboundProfile(events="native")).message_for(original)  # type: ignore[arg-type]
+    message = parse_message(payload)
+    checked = validate(message)
+    assert (checked.ack_code, checked.structure_id) == ("AA", "ADT_A12")
+    back = map_bytes(payload).value
+    assert (back.kind, back.key, back.cancels) == (original.kind, original.key, original.cancels)
+    assert back.encounter is not None and original.encounter is not None
+    assert back.encounter.location == original.encounter.location
+    assert back.encounter.prior_location == original.encounter.prior_location
 
 
 def test_msh_fields_come_from_the_profile() -> None:

@@ -33,6 +33,7 @@ def _problems(event: str, segments: str, version: str = "2.5.1") -> list[tuple[s
         ("ADT^A02", "MSH EVN PID PV1 PV2"),
         ("ADT^A03", "MSH EVN PID PV1 DG1 PR1 OBX"),
         ("ADT^A11", "MSH EVN PID PV1"),
+        ("ADT^A12", "MSH EVN PID PD1 PV1 PV2 DB1 OBX OBX DG1"),
         ("ADT^A40", "MSH EVN PID MRG PID PD1 MRG PV1"),
         ("ORU^R01", "MSH PID PV1 ORC OBR NTE OBX NTE OBX SPM OBX OBR OBX"),
         ("ORU^R01", "MSH OBR OBX"),  # patient group optional

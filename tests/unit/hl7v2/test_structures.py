@@ -84,6 +84,9 @@ def test_every_supported_trigger_resolves(version: str) -> None:
         ("ADT^A31", "2.4", "ADT_A05"),
         ("ADT^A31", "2.3", "ADT_A01"),  # ADT_A05 appeared in v2.4
         ("ADT^A11", "2.5.1", "ADT_A09"),
+        ("ADT^A12", "2.5.1", "ADT_A12"),
+        ("ADT^A12", "2.3", "ADT_A12"),
+        ("ADT^A12", "2.4", "ADT_A09"),  # hl7apy's v2.4 has no ADT_A12: the same segments as ADT_A09
         ("ADT^A40", "2.5.1", "ADT_A39"),
         ("ADT^A02", "2.5.1", "ADT_A02"),
         ("ADT^A03", "2.5.1", "ADT_A03"),

@@ -60,6 +60,7 @@ MINIMAL_BODIES = {
     "ADT^A05": [EVN, _pid(), PV1],
     "ADT^A08": [EVN, _pid(), PV1],
     "ADT^A11": [EVN, _pid(), PV1],
+    "ADT^A12": [EVN, _pid(), PV1],
     "ADT^A13": [EVN, _pid(), PV1],
     "ADT^A28": [EVN, _pid(), PV1],
     "ADT^A31": [EVN, _pid(), PV1],

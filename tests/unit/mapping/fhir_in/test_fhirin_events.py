@@ -104,6 +104,43 @@ def test_location_change_is_a_transfer_timed_by_the_new_location() -> None:
     )
 
 
+def _wards(*entries: tuple[str, str], started: str | None = None) -> dict[str, Any]:
+    """An in-progress Encounter with these (ward, status) locations; ``started``: the first one's start."""
+    locations: list[dict[str, Any]] = [{"location": {"display": w}, "status": s} for w, s in entries]
+    if started is not None:
+        locations[0]["period"] = {"start": started}
+    return enc("in-progress", location=locations)
+
+
+def test_a_transfer_undone_is_a_cancel_transfer_naming_the_transfer() -> None:
+    """The FHIR form of A12 (what the write-back stores for it): the current ward is gone, the prior one
+    current again. Its time - and the transfer it cancels - is the removed ward's start."""
+    moved = "2026-07-02T09:00:00+01:00"
+    transfer = event_from_fhir(
+        _wards(("Ward 2", "active"), ("Ward 1", "completed"), started=moved),
+        interaction="update",
+        patient=patient(),
+        previous=_wards(("Ward 1", "active")),
+    ).value
+    assert transfer.kind is EventKind.TRANSFER
+    undo = event_from_fhir(
+        _wards(("Ward 1", "active")),
+        interaction="update",
+        patient=patient(),
+        previous=_wards(("Ward 2", "active"), ("Ward 1", "completed"), started=moved),
+    ).value
+    assert undo.kind is EventKind.CANCEL_TRANSFER
+    assert undo.cancels == transfer.key
+    # A move back that keeps the ward it left as history is a transfer, not a cancellation.
+    back = event_from_fhir(
+        _wards(("Ward 1", "active"), ("Ward 2", "completed")),
+        interaction="update",
+        patient=patient(),
+        previous=_wards(("Ward 2", "active"), ("Ward 1", "completed")),
+    ).value
+    assert back.kind is EventKind.TRANSFER
+
+
 def test_admission_key_is_the_identity_rule_patient_and_visit_number() -> None:
     event = event_from_fhir(enc("in-progress"), interaction="create", patient=patient()).value
     visit = event.encounter.identifiers[0]  # type: ignore[union-attr]

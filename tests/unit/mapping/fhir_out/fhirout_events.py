@@ -141,8 +141,10 @@ def _adt(
 ) -> ClinicalEvent:
     key = identity.encounter_event_key(kind, enc, patient=pat, occurred_at=occurred, recorded_at=occurred)
     cancels = None
-    if kind in (EventKind.CANCEL_ADMISSION, EventKind.CANCEL_DISCHARGE):
-        cancels = identity.cancelled_event_key(kind, enc, patient=pat)
+    if kind in (EventKind.CANCEL_ADMISSION, EventKind.CANCEL_TRANSFER, EventKind.CANCEL_DISCHARGE):
+        cancels = identity.cancelled_event_key(
+            kind, enc, patient=pat, occurred_at=occurred, recorded_at=occurred
+        )
     return ClinicalEvent(
         kind=kind,
         key=key,
@@ -176,6 +178,15 @@ def adt_a03() -> ClinicalEvent:
 
 def adt_a11() -> ClinicalEvent:
     return _adt(EventKind.CANCEL_ADMISSION, encounter(), patient(), occurred=uk(2026, 7, 1, 13, 0))
+
+
+def adt_a12() -> ClinicalEvent:
+    """A12 cancelling :func:`adt_a02`: back in the ward before it (PV1-3), PV1-6 the cancelled ward."""
+    moved = uk(2026, 7, 2, 8, 15)
+    cancelled_ward = encounter().location
+    assert cancelled_ward is not None
+    enc = encounter(prior=cancelled_ward).model_copy(update={"location": OLD_WARD})
+    return _adt(EventKind.CANCEL_TRANSFER, enc, patient(), occurred=moved)
 
 
 def adt_a13() -> ClinicalEvent:

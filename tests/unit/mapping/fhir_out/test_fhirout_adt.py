@@ -166,6 +166,19 @@ def test_a11_cancel_admission_updates_the_same_encounter() -> None:
     assert enc["location"][0]["status"] == "completed"
 
 
+def test_a12_cancel_transfer_writes_only_the_location_the_patient_stays_in() -> None:
+    """PV1-6 of an A12 is the cancelled transfer's ward: not written as history (the merge removes it)."""
+    b = to_bundle(ev.adt_a12()).value
+    assert_valid(b)
+    enc = one(b, "Encounter")
+    assert enc["request"]["url"] == f"Encounter/{ENCOUNTER_ID}"
+    assert enc["resource"]["status"] == "in-progress"
+    (current,) = enc["resource"]["location"]
+    assert current["status"] == "active"
+    urls = {e["fullUrl"]: e["resource"] for e in by_type(b, "Location")}
+    assert urls[current["location"]["reference"]]["identifier"][0]["value"] == "AMU//B7"
+
+
 def test_a13_cancel_discharge_reopens_the_encounter() -> None:
     b = to_bundle(ev.adt_a13()).value
     assert_valid(b)

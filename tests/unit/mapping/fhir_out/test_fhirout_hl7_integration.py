@@ -144,6 +144,16 @@ def test_oru_values_and_notes() -> None:
     assert b'"value":132.0' in serialize(bundle)
 
 
+#: Corpus messages whose bundle validates with warnings only, and those warnings (severity, code, path).
+#: UCLH's A12 sends the local patient class "DAY CASE": no v2-0004 code, so Encounter.class is data-absent
+#: (with the source code), which the validator reports - never a guessed class.
+FHIR_OUT_WARNINGS = {
+    "uclh-emap/hl7-reader/src/test/resources/Adt/generic/A12.txt#0": [
+        ("warning", "code-invalid", "Bundle.entry[6].resource.class")
+    ],
+}
+
+
 @pytest.mark.corpus
 def test_corpus_messages_the_hl7_mapper_accepts_give_valid_bundles() -> None:
     mapped = 0
@@ -155,7 +165,8 @@ def test_corpus_messages_the_hl7_mapper_accepts_give_valid_bundles() -> None:
             assert info.value.field == FHIR_OUT_REFUSED[name]
             continue
         fhir = to_bundle(event, lineage=True)
-        assert validate_bundle(fhir.value) == [], name
+        issues = [(i.severity, i.code, i.path) for i in validate_bundle(fhir.value)]
+        assert issues == FHIR_OUT_WARNINGS.get(name, []), name
         for entry in fhir.value["entry"]:
             res = entry["resource"]
             paths = leaf_paths(res, res["resourceType"])

@@ -90,3 +90,34 @@ def test_retire_marks_the_record_inactive_and_links_the_survivor_once() -> None:
         link=[{"other": survivor, "type": "replaced-by"}],
     )
     assert retire(retired, survivor) == retired
+
+
+A02 = map_bytes(adt("A02", pv1={3: "WARD2^B^1^RRV", 6: "WARD1^BAY2^BED3^RRV"})).value
+A12 = map_bytes(adt("A12", pv1={3: "WARD1^BAY2^BED3^RRV", 6: "WARD2^B^1^RRV"})).value
+
+
+def encounter(*locations: tuple[str, str], **members: Any) -> dict[str, Any]:
+    entries = [{"location": {"reference": f"Location/{ref}"}, "status": status} for ref, status in locations]
+    return {"resourceType": "Encounter", "id": "e1", "status": "in-progress", "location": entries, **members}
+
+
+def test_a_cancelled_transfer_removes_its_ward_and_makes_the_prior_one_current_again() -> None:
+    """After A01 (w0), A01's move to w1 and A02 to w2: A12 names w1 as current again. w2 - the ward of the
+    cancelled transfer - is removed (R4 Encounter.location.status has no entered-in-error, and
+    ``completed`` would say the patient was there); w1 is active; the older history and the rest stay."""
+    period = {"start": "2026-07-01T11:55:00+01:00"}
+    stored = encounter(("w2", "active"), ("w1", "completed"), ("w0", "completed"), period=period)
+    new = encounter(("w1", "active"))
+    merged = merge_update(A12, stored, new)
+    assert merged == encounter(("w1", "active"), ("w0", "completed"), period=period)
+    # The same message read as a transfer keeps w2 as history: the trigger is what removes it.
+    assert (
+        merge_update(A02, stored, new)["location"]
+        == encounter(("w1", "active"), ("w2", "completed"), ("w0", "completed"))["location"]
+    )
+
+
+def test_a_cancelled_transfer_with_no_current_ward_stored_removes_nothing() -> None:
+    stored = encounter(("w1", "completed"), ("w0", "completed"))
+    merged = merge_update(A12, stored, encounter(("w1", "active")))
+    assert merged["location"] == encounter(("w1", "active"), ("w0", "completed"))["location"]

@@ -137,6 +137,23 @@ def test_a11_is_a_cancellation_of_the_admission_not_a_new_encounter() -> None:
     assert cancel.key != admission.key
 
 
+def test_a12_cancels_the_transfer_and_names_where_the_patient_stays() -> None:
+    moved = {3: "WARD2^B^1^RRV", 6: "WARD1^BAY2^BED3^RRV"}
+    transfer = event(adt("A02", pv1=moved, evn={2: "20260702120000"}))
+    back = {3: "WARD1^BAY2^BED3^RRV", 6: "WARD2^B^1^RRV"}
+    undo = event(adt("A12", pv1=back, evn={2: "20260702130000", 6: "20260702120000"}, control_id="MSG0002"))
+    assert undo.kind is EventKind.CANCEL_TRANSFER
+    assert undo.encounter is not None and undo.encounter.status is EncounterStatus.IN_PROGRESS
+    assert undo.encounter.location is not None and undo.encounter.location.point_of_care == "WARD1"
+    assert (
+        undo.encounter.prior_location is not None and undo.encounter.prior_location.point_of_care == "WARD2"
+    )
+    assert undo.cancels == transfer.key
+    with pytest.raises(MissingRequiredField) as err:
+        map_bytes(adt("A12", pv1={3: ""}))
+    assert err.value.field == "PV1-3"
+
+
 def test_a13_cancels_the_discharge() -> None:
     discharge = event(adt("A03", pv1={45: "20260705100000"}))
     undo = event(adt("A13", pv1={45: "20260705100000"}, evn={2: "20260705120000"}))

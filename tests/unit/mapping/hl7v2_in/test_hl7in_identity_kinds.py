@@ -81,6 +81,7 @@ KINDS = {
     "admission": Kind(EventKind.ADMISSION, _adt("A01")),
     "transfer": Kind(EventKind.TRANSFER, _adt("A02", f6="WARD9^BAY1^BED1^RRV")),
     "discharge": Kind(EventKind.DISCHARGE, _adt("A03", f45="20260702100000")),
+    "cancel transfer": Kind(EventKind.CANCEL_TRANSFER, _adt("A12", f6="WARD9^BAY1^BED1^RRV")),
     "demographics": Kind(EventKind.PATIENT_UPDATED, _demographics, scoped=False),
     "result": Kind(EventKind.RESULT, _result),
     "order": Kind(EventKind.ORDER, _order),
@@ -129,3 +130,23 @@ def test_send_time_and_control_id_change_neither_key_nor_digest(name: str) -> No
     assert resent.provenance.message_id != first.provenance.message_id
     assert resent.key == first.key
     assert identity.event_digest(resent) == identity.event_digest(first)
+
+
+def test_a_cancel_transfer_is_keyed_like_the_transfer_it_cancels() -> None:
+    """A12: patient, visit (scoped by its issuer) and the time of the transfer it cancels - EVN-6, else
+    EVN-2, as the transfer's own key took it; ``cancels`` is that transfer's key."""
+    k = KINDS["cancel transfer"]
+    transfer = _event(KINDS["transfer"])
+    cancel = _event(k)
+    assert cancel.key.components[2:] == transfer.key.components[2:]
+    assert cancel.key.components[-1] == "2026-07-01T10:58:00Z"  # EVN-6 (BST), to the second, UTC
+    assert cancel.cancels == transfer.key
+    assert cancel.key != transfer.key
+    # Without EVN-6 both take EVN-2: the A12 still names the A02.
+    visit = {19: "V0000123^^^RRV^VN", 6: "WARD9^BAY1^BED1^RRV"}
+    a02 = event(adt("A02", evn={2: "20260701115900"}, pv1=visit))
+    a12 = event(adt("A12", evn={2: "20260701115900"}, pv1=visit, control_id="C9"))
+    assert a12.cancels == a02.key and a02.key.components[-1] == "2026-07-01T10:59:00Z"
+    # A transfer at another time is another transfer.
+    other = event(adt("A12", evn={2: "20260701115900", 6: "20260701090000"}, pv1={19: "V0000123^^^RRV^VN"}))
+    assert other.cancels != transfer.key

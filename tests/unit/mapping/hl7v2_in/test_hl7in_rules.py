@@ -37,6 +37,7 @@ def test_version() -> None:
         ("ADT^A05", EventKind.PRE_ADMISSION, EncounterStatus.PLANNED),
         ("ADT^A08", EventKind.ENCOUNTER_UPDATE, None),
         ("ADT^A11", EventKind.CANCEL_ADMISSION, EncounterStatus.CANCELLED),
+        ("ADT^A12", EventKind.CANCEL_TRANSFER, EncounterStatus.IN_PROGRESS),
         ("ADT^A13", EventKind.CANCEL_DISCHARGE, EncounterStatus.IN_PROGRESS),
         ("ADT^A28", EventKind.PATIENT_CREATED, None),
         ("ADT^A31", EventKind.PATIENT_UPDATED, None),
