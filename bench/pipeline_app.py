@@ -162,6 +162,7 @@ def _instrument(stats: _Stats, out: Path) -> None:
         (SqliteBus, "publish", "bus publish"),
         (SqliteBus, "receive", "bus receive (includes idle wait)"),
         (SqliteBus, "complete", "bus complete"),
+        (SqliteBus, "complete_and_release", "bus complete + release session"),
         (SqliteBus, "abandon", "bus abandon"),
         (SqliteBus, "release_session", "bus release session"),
         (Journal, "record", "journal"),

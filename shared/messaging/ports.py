@@ -111,6 +111,17 @@ class TopicInfo:
 
 
 @runtime_checkable
+class CompleteAndRelease(Protocol):
+    """Optional capability of a :class:`MessageBus` (the embedded bus): settle the last message taken from
+    a session and give up the session in one step - one transaction instead of two."""
+
+    def complete_and_release(self, message: ReceivedMessage) -> None:
+        """:meth:`MessageBus.complete` then, when ``message`` came from a session this receiver holds,
+        :meth:`MessageBus.release_session` (a session held by another receiver is left alone)."""
+        ...
+
+
+@runtime_checkable
 class MessageBus(Protocol):
     """Publish/consume with peek-lock semantics. Implementations are thread-safe."""
 

@@ -44,7 +44,7 @@ from azure.functions.timer import TimerRequest
 from shared.backbone.settlement import ABANDONED, DEAD_LETTERED, settle_failure
 from shared.errors import TieError
 from shared.messaging.errors import MessageLockLost
-from shared.messaging.ports import NEXT_AVAILABLE_SESSION, MessageBus, ReceivedMessage
+from shared.messaging.ports import NEXT_AVAILABLE_SESSION, CompleteAndRelease, MessageBus, ReceivedMessage
 from shared.observability.correlation import HEADER, from_headers, new_correlation_id
 from shared.storage.ports import RecordStore
 from tie.localhost.discovery import FunctionSpec, describe
@@ -121,11 +121,22 @@ class _MessageActions:
     """``ServiceBusMessageActions`` over the container's bus, for triggers that settle their own message:
     each call settles the :class:`ReceivedMessage` behind the trigger's message and records the outcome."""
 
-    def __init__(self, bus: MessageBus, batch: list[ReceivedMessage], converted: list[Any]) -> None:
+    def __init__(
+        self,
+        bus: MessageBus,
+        batch: list[ReceivedMessage],
+        converted: list[Any],
+        *,
+        release_with: CompleteAndRelease | None = None,
+    ) -> None:
         self._bus = bus
         self._batch = batch  # renewed in place by the lock renewal loop
         self._index = {id(c): i for i, c in enumerate(converted)}
         self.outcomes: dict[int, str] = {}
+        #: Set for a batch from one session: completing its last unsettled message also releases the
+        #: session (one bus transaction); :attr:`released` says whether that happened.
+        self._release_with = release_with
+        self.released = False
 
     def _settle(self, message: Any, outcome: str, settle: Callable[[ReceivedMessage], None]) -> None:
         i = self._index[id(message)]
@@ -133,6 +144,11 @@ class _MessageActions:
         self.outcomes[i] = outcome
 
     def complete(self, message: Any) -> None:
+        last = len(self.outcomes) == len(self._batch) - 1 and self._index[id(message)] not in self.outcomes
+        if self._release_with is not None and last:
+            self._settle(message, "completed", self._release_with.complete_and_release)
+            self.released = True
+            return
         self._settle(message, "completed", self._bus.complete)
 
     def abandon(self, message: Any) -> None:
@@ -253,6 +269,7 @@ class LocalHost:
         self.timer_functions = [f for f in self.functions if f.kind == "timer"]
         self.unsupported = [f for f in self.functions if f.kind not in {"http", "serviceBus", "timer"}]
         self.stats = _Stats()
+        self._complete_and_release = self.bus if isinstance(self.bus, CompleteAndRelease) else None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._executor = ThreadPoolExecutor(self.config.http_workers, thread_name_prefix="tie-http")
@@ -445,10 +462,18 @@ class LocalHost:
                 continue
             if not batch:
                 continue
-            self._deliver(spec, batch)
-            if spec.sessions and batch[0].session_id:
-                with contextlib.suppress(TieError):
-                    self.bus.release_session(spec.topic, spec.subscription, batch[0].session_id)
+            self._deliver_and_release(spec, batch)
+
+    def _deliver_and_release(self, spec: FunctionSpec, batch: list[ReceivedMessage]) -> None:
+        """Deliver ``batch``; on a session subscription then give the session up (with the last completion
+        when the bus can do both in one step)."""
+        assert spec.topic
+        assert spec.subscription
+        session = batch[0].session_id if spec.sessions else None
+        released = self._deliver(spec, batch, release_session=session is not None)
+        if session and not released:
+            with contextlib.suppress(TieError):
+                self.bus.release_session(spec.topic, spec.subscription, session)
 
     def _count_own_settlements(self, actions: _MessageActions) -> None:
         for outcome in actions.outcomes.values():
@@ -459,16 +484,22 @@ class LocalHost:
             else:
                 self.stats.completed += 1
 
-    def _deliver(self, spec: FunctionSpec, batch: list[ReceivedMessage]) -> None:
+    def _deliver(
+        self, spec: FunctionSpec, batch: list[ReceivedMessage], *, release_session: bool = False
+    ) -> bool:
+        """Run ``spec`` on ``batch`` and settle it. With ``release_session`` (all from one session), the
+        last completion also releases the session when the bus can do both at once; returns whether it
+        did (else the caller releases it)."""
         converted = [self._to_sb_message(m) for m in batch]
-        actions = _MessageActions(self.bus, batch, converted)
+        release_with = self._complete_and_release if release_session else None
+        actions = _MessageActions(self.bus, batch, converted, release_with=release_with)
         try:
             arg: Any = converted if spec.many else converted[0]
             self._run_with_lock_renewal(spec, arg, batch, actions)
         except Exception as exc:  # noqa: BLE001 - trigger boundary: every failure is mapped, none escapes
             if len(actions.outcomes) == len(batch):  # the function settled its messages itself
                 self._count_own_settlements(actions)
-                return
+                return actions.released
             outcome = ABANDONED
             for m in batch:
                 try:
@@ -492,13 +523,19 @@ class LocalHost:
                     "error_code": getattr(exc, "code", type(exc).__name__),
                 },
             )
-            return
+            return False
         self._count_own_settlements(actions)  # what the function settled itself
+        released = actions.released
+        last = len(batch) - 1
         for i, m in enumerate(batch):
             if i in actions.outcomes:
                 continue
             try:
-                self.bus.complete(m)
+                if i == last and release_with is not None:
+                    release_with.complete_and_release(m)  # one bus transaction
+                    released = True
+                else:
+                    self.bus.complete(m)
                 self.stats.completed += 1
             except MessageLockLost:
                 self.stats.lock_lost += 1
@@ -506,6 +543,7 @@ class LocalHost:
                     "lock lost before completion; message will be redelivered",
                     extra={"function": spec.name, "message_id": m.message_id},
                 )
+        return released
 
     # ----------------------------------------------------------------------------------------- Timers
     def _timer_status(self, name: str) -> dict[str, Any] | None:

@@ -228,6 +228,24 @@ class _SqliteBusReceiving(_SqliteBusCore):
         if row["session_id"] is not None:
             self._notify(message.topic, message.subscription)  # the session's next message is its head
 
+    def complete_and_release(self, message: ReceivedMessage) -> None:
+        """:meth:`complete` and :meth:`release_session` of the message's session in one transaction
+        (:class:`~shared.messaging.ports.CompleteAndRelease`); a session lock of another receiver is left
+        alone, as :meth:`release_session` would leave it (after raising)."""
+        self._subscription(message.topic, message.subscription)
+        with self._transaction() as tx:
+            now = self._now_us()
+            row = self._locked_row(tx, message, now)
+            tx.execute("DELETE FROM messages WHERE id = ?", (row["id"],))
+            if row["session_id"] is not None:
+                tx.execute(
+                    "DELETE FROM session_locks WHERE topic = ? AND subscription = ? AND session_id = ? "
+                    "AND owner = ?",
+                    (message.topic, message.subscription, row["session_id"], self._owner),
+                )
+        if row["session_id"] is not None:
+            self._notify(message.topic, message.subscription)
+
     def abandon(self, message: ReceivedMessage) -> None:
         """Unlock now; dead-letter instead when the delivery count has reached the maximum."""
         sub = self._subscription(message.topic, message.subscription)
