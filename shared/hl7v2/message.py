@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 
 from shared.hl7v2.charset import codec_for_charset, resolve_override
 from shared.hl7v2.errors import Hl7EncodingError, Hl7ParseError, Hl7PathError
-from shared.hl7v2.paths import parse_path
+from shared.hl7v2.paths import _READ_KEYS, parse_path, read_key
 from shared.hl7v2.segment import Segment
 from shared.hl7v2.separators import ENVELOPE_SEGMENTS, Separators
 from shared.hl7v2.values import FieldValue, _segment_text
@@ -45,8 +45,9 @@ class Message:
     ) -> None:
         """Low-level constructor: use :func:`parse_message` / :func:`build_message` instead.
 
-        ``prefixes`` (optional) are the first 4 characters of every segment, all ``ID + field separator``;
-        they let :meth:`segment` find the first occurrence with ``list.index`` instead of building an index.
+        ``prefixes`` (optional) are the first 4 characters of every segment, all ``ID|`` (taken only when the
+        field separator is ``|``); they let :meth:`segment` find the first occurrence with ``list.index``
+        instead of building an index.
         """
         self._raws = raws
         self._terms = terms
@@ -57,7 +58,7 @@ class Message:
         self._declared = declared_charset
         self._objs: list[Segment | None] = [None] * len(raws)
         self._index: dict[str, list[int]] | None = None
-        self._prefixes = prefixes
+        self._prefixes = prefixes if separators.field == "|" else None
 
     @classmethod
     def from_segments(
@@ -125,7 +126,7 @@ class Message:
         prefixes = self._prefixes
         if prefixes is not None and occurrence == 1:
             try:
-                i = prefixes.index(name + self._seps.field)
+                i = prefixes.index(name + "|")
             except ValueError:
                 return None
             return self._objs[i] or self._seg(i)
@@ -141,16 +142,21 @@ class Message:
 
     def get(self, path: str, default: str | None = None) -> str | None:
         """Decoded leaf value at ``path`` (e.g. ``"PID-3[2].1"``), or ``default`` when absent or empty."""
-        name, occ, n, rep, comp, sub = parse_path(path)
+        try:
+            key, occ, n, rep, comp, sub = _READ_KEYS[path]
+        except KeyError:
+            key, occ, n, rep, comp, sub = read_key(path)
         prefixes = self._prefixes
         if prefixes is not None and occ == 1:  # inlined fast path of segment()
             try:
-                i = prefixes.index(name + self._seps.field)
+                i = prefixes.index(key)
             except ValueError:
                 return default
-            seg = self._objs[i] or self._seg(i)
+            seg = self._objs[i]
+            if seg is None:
+                seg = self._objs[i] = Segment(self._raws[i], self._seps, self._codec)
         else:
-            found = self.segment(name, occ)
+            found = self.segment(key[:3], occ)
             if found is None:
                 return default
             seg = found
@@ -159,8 +165,26 @@ class Message:
 
     def __getitem__(self, path: str) -> str:
         """Decoded leaf value at ``path``; ``""`` when absent or empty."""
-        value = self.get(path)
-        return "" if value is None else value
+        # Same as get(path) or "" (one call less on the read path).
+        try:
+            key, occ, n, rep, comp, sub = _READ_KEYS[path]
+        except KeyError:
+            key, occ, n, rep, comp, sub = read_key(path)
+        prefixes = self._prefixes
+        if prefixes is not None and occ == 1:
+            try:
+                i = prefixes.index(key)
+            except ValueError:
+                return ""
+            seg = self._objs[i]
+            if seg is None:
+                seg = self._objs[i] = Segment(self._raws[i], self._seps, self._codec)
+        else:
+            found = self.segment(key[:3], occ)
+            if found is None:
+                return ""
+            seg = found
+        return seg.get(n, rep or 1, comp, sub) or ""
 
     def repetitions(self, path: str) -> list[str]:
         """Decoded leaf of each repetition of the field in ``path`` (a ``[n]`` in the path is ignored)."""

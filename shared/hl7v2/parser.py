@@ -41,16 +41,17 @@ _MIXED_TERMINATORS = re.compile(r"(\r\n|\r|\n)")
 
 # ------------------------------------------------------------------------------------------- parsing
 
-_name_ok: set[str] = set()  # cache of valid non-envelope segment IDs seen so far
-
-
 _first4 = itemgetter(slice(0, 4))
-_ok_prefixes: set[str] = set()  # "PID|"-style prefixes (ID + field separator) known valid, no envelopes
+#: ``ID|`` prefixes known to start a valid non-envelope segment when the field separator is ``|``: a
+#: bounded memo of that pure check (filled by the slow path), so the fast path below only ever takes
+#: ``|`` messages and what it accepts never depends on the messages parsed before.
+_ok_prefixes: set[str] = set()
 
 
-def _fast_check(parts: list[str], uniform: str, fs: str) -> tuple[list[str], list[str], list[str]] | None:
-    """Common case: every segment (after the first) starts with a known-valid ``ID + fs`` prefix and there
-    are no blank lines except one final terminator. Returns ``(segments, terminators, prefixes)``."""
+def _fast_check(parts: list[str], uniform: str) -> tuple[list[str], list[str], list[str]] | None:
+    """Common case, field separator ``|``: every segment (after the first) starts with a known-valid
+    ``ID|`` prefix and there are no blank lines except one final terminator. Returns ``(segments,
+    terminators, prefixes)``."""
     if parts[-1] == "":
         body = parts[:-1]
         if not body:
@@ -91,8 +92,8 @@ def split_segments(text: str, fs: str | None, *, message: bool = False) -> tuple
         parts = pieces[0::2]
         seps_list = pieces[1::2]
         uniform = None
-    if uniform is not None and fs is not None:
-        fast = _fast_check(parts, uniform, fs)
+    if uniform is not None and fs == "|":
+        fast = _fast_check(parts, uniform)
         if fast is not None:
             return fast[0], fast[1], ""
     return _split_slow(parts, seps_list, uniform, fs, message)
@@ -132,10 +133,8 @@ def _split_slow(
                     segment=name,
                     segment_index=len(raws) + 1,
                 )
-        else:
-            _name_ok.add(name)
-            if fs is not None and len(p) > 3 and len(_ok_prefixes) < 100_000:
-                _ok_prefixes.add(p[:4])
+        elif fs == "|" and len(p) > 3 and len(_ok_prefixes) < 100_000:
+            _ok_prefixes.add(p[:4])
         if raws:
             terms[-1] += pending
         pending = ""
@@ -215,10 +214,13 @@ def parse_message(data: bytes | bytearray | memoryview | str, *, encoding: str |
     codec: str | None
     declared: str | None = None
     bom = b""
-    if type(data) is bytes and encoding is None and data.isascii():
-        # Fast path: ASCII bytes decode identically in every supported charset; MSH-18 is checked below.
-        text = data.decode("ascii")
-        codec = None
+    if type(data) is bytes and encoding is None:
+        try:
+            # Fast path: ASCII bytes decode identically in every supported charset; MSH-18 is checked below.
+            text = data.decode("ascii")
+            codec = None
+        except UnicodeDecodeError:
+            text, codec, bom, declared = decode_input(data, None)
     elif isinstance(data, str) and encoding is None:
         text = data
         codec = None
@@ -227,38 +229,31 @@ def parse_message(data: bytes | bytearray | memoryview | str, *, encoding: str |
             bom = UTF8_BOM
     else:
         text, codec, bom, declared = decode_input(data, encoding)
-    fs = "|" if text.startswith("MSH|^~\\&|") else _check_message_start(text)
+    standard = text.startswith("MSH|^~\\&|")
+    fs = "|" if standard else _check_message_start(text)
     # Split into segments (inlined fast path of split_segments).
     prefixes: list[str] | None = None
-    if "\n" not in text:
-        fast = _fast_check(text.split("\r"), "\r", fs)
-    elif "\r" not in text:
-        fast = _fast_check(text.split("\n"), "\n", fs)
-    else:
-        fast = None
+    fast = None
+    if fs == "|" and "\n" not in text:
+        term = "\r"
+        fast = _fast_check(text.split("\r"), term)
+    elif fs == "|" and "\r" not in text:
+        term = "\n"
+        fast = _fast_check(text.split("\n"), term)
     if fast is not None:
         raws, terms, prefixes = fast
         tail = ""
     else:
-        raws, terms, tail = split_segments(text, fs, message=True)
-    first = terms[0]
-    term = "\r\n" if first.startswith("\r\n") else (first[:1] or "\r")
+        raws, terms, tail, term = _split_message(text, fs)
     msh = raws[0]
-    seps = _header_cache.get(term + msh[3:10])
-    if seps is None:
-        seps = _header_separators(msh, term)
-        if len(_header_cache) < 1024:
-            _header_cache[term + msh[3:10]] = seps
+    seps = _STANDARD[term] if standard else (_header_cache.get(term + msh[3:10]) or _new_header(msh, term))
     if codec is None:
         codec = "utf-8"
-        if msh.count(fs) >= 17:
-            msh18 = msh.split(fs, 18)[17]
-            cached = _charset_cache.get(msh18)
-            if cached is None:
-                cached = _charset_of(msh18, seps)
-                if len(_charset_cache) < 256:
-                    _charset_cache[msh18] = cached
-            declared, resolved = cached
+        count = msh.count(fs)
+        if count >= 17:
+            # MSH-18 is often the last field: no need to split the header then.
+            msh18 = msh[msh.rfind(fs) + 1 :] if count == 17 else msh.split(fs, 18)[17]
+            declared, resolved = _charset_cache.get(msh18) or _charset_of(msh18, seps)
             if resolved is not None:
                 codec = resolved
             elif declared is not None and not isinstance(data, str):
@@ -283,14 +278,35 @@ def parse_message(data: bytes | bytearray | memoryview | str, *, encoding: str |
 _new_message = object.__new__
 
 
+def _split_message(text: str, fs: str) -> tuple[list[str], list[str], str, str]:
+    """:func:`split_segments` of a message, plus its first segment terminator (``"\\r"`` when none)."""
+    raws, terms, tail = split_segments(text, fs, message=True)
+    first = terms[0]
+    return raws, terms, tail, "\r\n" if first.startswith("\r\n") else (first[:1] or "\r")
+
+
 _header_cache: dict[str, Separators] = {}
+#: The separators of an MSH starting ``MSH|^~\&|``, by segment terminator.
+_STANDARD = {term: Separators(segment_terminator=term) for term in ("\r", "\n", "\r\n")}
 _charset_cache: dict[str, tuple[str | None, str | None]] = {}
 
 
+def _new_header(msh: str, term: str) -> Separators:
+    """:func:`_header_separators` of a message's MSH, kept in ``_header_cache``."""
+    seps = _header_separators(msh, term)
+    if len(_header_cache) < 1024:
+        _header_cache[term + msh[3:10]] = seps
+    return seps
+
+
 def _charset_of(msh18: str, seps: Separators) -> tuple[str | None, str | None]:
-    """``(declared name, python codec or None if unsupported)`` for a raw MSH-18 field."""
+    """``(declared name, python codec or None if unsupported)`` for a raw MSH-18 field, kept in
+    ``_charset_cache``."""
     declared = msh18.split(seps.repetition)[0].split(seps.component)[0].strip() or None
-    return declared, (codec_for_charset(declared) if declared else None)
+    found = declared, (codec_for_charset(declared) if declared else None)
+    if len(_charset_cache) < 256:
+        _charset_cache[msh18] = found
+    return found
 
 
 def _check_message_start(text: str) -> str:

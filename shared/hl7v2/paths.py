@@ -35,3 +35,22 @@ def parse_path(path: str) -> tuple[str, int, int, int | None, int | None, int | 
 
 
 _PATH = re.compile(r"([A-Z][A-Z0-9]{2})(?:\((\d+)\))?-(\d+)(?:\[(\d+)\])?(?:\.(\d+)(?:\.(\d+))?)?")
+
+
+#: A read path with ``|`` after its segment ID: ``("PID|", occurrence, field, repetition, component,
+#: sub-component)``; ``"PID|"`` is the prefix :class:`~shared.hl7v2.message.Message` finds segments by.
+ReadKey = tuple[str, int, int, int | None, int | None, int | None]
+
+#: :func:`read_key` results by path text (a dict lookup costs less than the ``lru_cache`` wrapper on the
+#: read path); pure, bounded.
+_READ_KEYS: dict[str, ReadKey] = {}
+
+
+def read_key(path: str) -> ReadKey:
+    """:func:`parse_path` with ``|`` after the segment ID, kept in ``_READ_KEYS`` (the read path tries
+    ``_READ_KEYS.get`` first)."""
+    name, occ, n, rep, comp, sub = parse_path(path)
+    found = (name + "|", occ, n, rep, comp, sub)
+    if len(_READ_KEYS) < 2048:
+        _READ_KEYS[path] = found
+    return found

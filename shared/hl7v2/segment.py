@@ -107,24 +107,25 @@ class Segment:
         Returns ``None`` when the element is absent or empty. MSH-1/MSH-2 are returned verbatim.
         """
         fields = self._fields
-        if fields is None:
-            fields = self._split()
-        if n >= len(fields) or n < 1:
-            if n < 1:
-                raise Hl7PathError("field numbers are 1-based")
+        if fields is None:  # inlined _split() (the first read of a segment)
+            fs = self._seps.field
+            fields = self._fields = self._raw.split(fs)
+            if self.name in HEADER_SEGMENTS:
+                fields.insert(1, fs)
+        if n < 1:
+            raise Hl7PathError("field numbers are 1-based")
+        try:
+            value = fields[n]
+        except IndexError:
             return None
-        value = fields[n]
         if not value:
             return None
         if n <= 2 and self._header:
             return value if rep == 1 and (comp or 1) == 1 and (sub or 1) == 1 else None
         seps = self._seps
-        # Each level: index 1 via find/slice (no list), others via split.
-        sep = seps.repetition
+        # Each level: index 1 via partition (one C call, no list), others via split.
         if rep == 1:
-            i = value.find(sep)
-            if i >= 0:
-                value = value[:i]
+            value = value.partition(seps.repetition)[0]
         else:
             parts = self.raw_repetitions(n)
             if rep > len(parts):
@@ -132,9 +133,7 @@ class Segment:
             value = parts[rep - 1]
         sep = seps.component
         if comp is None or comp == 1:
-            i = value.find(sep)
-            if i >= 0:
-                value = value[:i]
+            value = value.partition(sep)[0]
         else:
             parts = value.split(sep)
             if comp > len(parts):
@@ -142,9 +141,7 @@ class Segment:
             value = parts[comp - 1]
         sep = seps.subcomponent
         if sub is None or sub == 1:
-            i = value.find(sep)
-            if i >= 0:
-                value = value[:i]
+            value = value.partition(sep)[0]
         else:
             parts = value.split(sep)
             if sub > len(parts):

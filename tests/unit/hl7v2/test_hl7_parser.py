@@ -233,6 +233,20 @@ def test_bad_segments_are_rejected_with_position(text: str, index: int) -> None:
     assert info.value.segment_index == index
 
 
+@pytest.mark.parametrize("term", ["\r", "\n", "\r\n"])
+def test_segment_start_is_checked_against_this_messages_field_separator(term: str) -> None:
+    # A segment whose ID is followed by another message's field separator: rejected, whatever was
+    # parsed before (the fast path once accepted it after a "|" message had shown the same prefix).
+    hash_msh = "MSH#^~\\&#SENDAPP#SENDFAC#RECVAPP#RECVFAC#20240102030405##ADT^A01#CTRL1#P#2.5"
+    odd = term.join([hash_msh, "PID|1||9434765919", ""])
+    assert parse_message(adt(term))["PID-1"] == "1"  # "PID|" seen first, in a "|" message
+    for _ in range(2):
+        with pytest.raises(Hl7ParseError) as info:
+            parse_message(odd)
+        assert (info.value.error_code, info.value.segment_index) == ("100", 2)
+    assert parse_message(odd.replace("|", "#"))["PID-3"] == "9434765919"
+
+
 def test_batch_header_is_pointed_to_parse_batch() -> None:
     with pytest.raises(Hl7ParseError, match="parse_batch"):
         parse_message("BHS|^~\\&\r" + adt())

@@ -3,8 +3,9 @@ rejected by explicit bounds (AR, ERR with the table 0357 code and the location).
 
 Timings live in bench/hl7_scaling.py. Here the work is measured as the number of characters of PID-3
 scanned by string operations: a counting ``str`` subclass stands in for the field's text, so every
-whole-field ``split``/``find``/``count``/``in`` is counted whichever module performs it. Re-splitting the
-whole field per repetition (the old behaviour) makes that count grow with the square of the repetitions.
+whole-field ``split``/``partition``/``find``/``count``/``in`` is counted whichever module performs it.
+Re-splitting the whole field per repetition (the old behaviour) makes that count grow with the square of
+the repetitions.
 All data is synthetic (NHS test-range number).
 """
 
@@ -48,6 +49,10 @@ class _CountingStr(str):
     def count(self, *args: object) -> int:  # type: ignore[override]
         self.scanned[0] += len(self)
         return super().count(*args)  # type: ignore[arg-type]
+
+    def partition(self, sep: str) -> tuple[str, str, str]:
+        self.scanned[0] += len(self)
+        return super().partition(sep)
 
     def __contains__(self, key: object) -> bool:
         self.scanned[0] += len(self)
@@ -107,7 +112,7 @@ def test_repetitions_read_one_by_one_split_the_field_once() -> None:
     elements = [pid.raw_element(3, rep, 4) for rep in range(1, 91)]
     assert values[0] == "9434765919" and values[-1] == "A0000089"
     assert elements[0] == "NHS" and elements[-1] == "RXX01"
-    # One count (repetition_count), one find (repetition 1) and one split, for all 90 repetitions read
+    # One count (repetition_count), one partition (repetition 1) and one split, for all 90 repetitions read
     # twice; re-splitting per repetition would scan the field ~180 times.
     assert counting.scanned[0] <= 3 * len(counting)
 

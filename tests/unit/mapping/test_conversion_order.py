@@ -66,7 +66,7 @@ def convert(raw: bytes) -> bytes:
 def clear_memos() -> None:
     """Empty every memo the conversion path keeps (what a fresh process starts with)."""
     from shared import terminology
-    from shared.hl7v2 import parser
+    from shared.hl7v2 import parser, paths
     from shared.mapping.hl7v2_in import _memo, mapper, rules
 
     for compiled in (rules.RULES, rules.STRICT_RULES):
@@ -80,6 +80,8 @@ def clear_memos() -> None:
     mapper._SOURCES.clear()
     parser._header_cache.clear()
     parser._charset_cache.clear()
+    parser._ok_prefixes.clear()
+    paths._READ_KEYS.clear()
     clear_fhir_out_ids()
     terminology.clear_caches()
 
