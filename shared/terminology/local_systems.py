@@ -151,7 +151,7 @@ _FILE: SettingsFile[LocalCodeSystems] = SettingsFile(
 #: ``configured()``: the deployment's file (setting ``TIE_LOCAL_CODE_SYSTEMS_FILE``, read once), else the
 #: packaged one; ``override(config)`` (tests, the local host) replaces it (``None``: back to the file).
 #: Mappers cache coded values per sender: callers of ``override`` clear those caches
-#: (``shared.mapping.hl7v2_in`` memoises nothing local).
+#: (``shared.mapping.hl7v2_in``: ``CodedRule.memo``, keyed on the field text and the sender).
 load_file = _FILE.load_file
 packaged = _FILE.packaged
 configured = _FILE.configured

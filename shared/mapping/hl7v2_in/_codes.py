@@ -8,7 +8,7 @@ from shared.hl7v2 import Segment
 from shared.mapping.errors import InvalidValue
 from shared.mapping.hl7v2_in._builders import new_coding, new_concept
 from shared.mapping.hl7v2_in._context_base import CtxBase
-from shared.mapping.hl7v2_in._fields import Rep, val
+from shared.mapping.hl7v2_in._fields import Rep
 from shared.mapping.hl7v2_in._memo import _MISS, MemoKey, _quoted, memoised
 from shared.mapping.hl7v2_in.rules import CodedRule, concept_from, outcome_kind, to_absent
 from shared.terminology import MappedAbsent as TermDataAbsent
@@ -18,11 +18,12 @@ __all__ = ["CodeReaders"]
 
 
 def _coded_key(ctx: CtxBase, rule: CodedRule, seg: Segment, n: int, rep: int, simple: bool) -> MemoKey:
-    """``(text, simple)`` in the coded rule's own memo (another field's rule may map the text otherwise)."""
+    """``(text, simple, sender)`` in the coded rule's own memo (another field's rule may map the text
+    otherwise; a code that is not the table's goes under the sender's local code system)."""
     raw = ctx.rep_text(seg, n, rep)
     if not raw or ctx.esc in raw:
         return None
-    return rule.memo, (raw, simple), raw
+    return rule.memo, (raw, simple, ctx.sender()), raw
 
 
 class CodeReaders(CtxBase):
@@ -137,13 +138,10 @@ class CodeReaders(CtxBase):
     def local_code_system(self, table: str, rule: CodedRule, src: str, tgt: str, *, mapped: bool) -> str:
         """The sending facility's (MSH-4.1, else MSH-3.1) local code system for HL7 table ``table``
         (``shared.terminology.local_systems``). A code no map translated is counted per field (no code,
-        no patient data) and flagged in lineage."""
-        self.not_memoisable()  # the system depends on the sender, and an unmapped code is counted
-        msh = self.segment("MSH")
-        facility = None if msh is None else (val(msh, 4, 1, 1) or val(msh, 3, 1, 1))
-        uri, configured = local_systems.local_system(facility, table)
+        no patient data) and flagged in lineage. The sender is in the memo key of :meth:`coded`."""
+        uri, configured = local_systems.local_system(self.sender(), table)
         if not mapped:
-            local_systems.record_unmapped(rule.name)
+            self.count_unmapped(rule.name)
         if self.lin:
             how = "configured" if configured else "default urn:tie:codesystem (not configured)"
             what = "mapped code" if mapped else "UNMAPPED local code"

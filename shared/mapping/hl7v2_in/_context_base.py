@@ -15,6 +15,7 @@ from shared.mapping.hl7v2_in._memo import _MISS, _quoted, _time
 from shared.mapping.hl7v2_in.rules import CodedRule, Compiled, Path
 from shared.mapping.lineage import LineageRecorder
 from shared.mapping.timeutil import TimeFormatError, birth_date_from_hl7
+from shared.terminology import local_systems
 
 __all__ = ["CtxBase"]
 
@@ -27,6 +28,8 @@ class CtxBase:
         "_application",
         "_facility",
         "_segments",
+        "_sender",
+        "counted",
         "esc",
         "lin",
         "memo",
@@ -52,6 +55,9 @@ class CtxBase:
         self.memo = not self.lin and seps.component == "^" and seps.subcomponent == "&"
         #: Set by a reader whose result depends on more than its memo key (see :func:`memoised`).
         self.volatile = False
+        #: Rules whose unmapped local code was counted while reading (see :func:`memoised`).
+        self.counted: tuple[str, ...] = ()
+        self._sender: object = _MISS
         self._facility: dict[str | None, tuple[str, str]] = {}
         self._application: dict[str | None, tuple[str, str]] = {}
         self._segments: dict[str, Segment | None] = {}
@@ -96,6 +102,20 @@ class CtxBase:
     def not_memoisable(self) -> None:
         """The result being read depends on more than the field's text (see :func:`memoised`)."""
         self.volatile = True
+
+    def sender(self) -> str | None:
+        """The sending facility's namespace (MSH-4.1), else the sending application's (MSH-3.1): the
+        scope of the sender's local codes (read once per message)."""
+        found = self._sender
+        if found is _MISS:
+            msh = self.segment("MSH")
+            found = self._sender = None if msh is None else (val(msh, 4, 1, 1) or val(msh, 3, 1, 1))
+        return found  # type: ignore[return-value]
+
+    def count_unmapped(self, rule_name: str) -> None:
+        """Count a code carried under a local code system because no map and no HL7 table knows it."""
+        local_systems.record_unmapped(rule_name)
+        self.counted += (rule_name,)
 
     # ----------------------------------------------------------------------------------------- lineage
     def add(self, source: str | None, target: str, rule: str) -> None:

@@ -35,13 +35,25 @@ def remember(memo: dict[Any, Any], key: object, value: object) -> None:
     memo[key] = value
 
 
+class _Counted:
+    """A memoised result whose reading counted unmapped local codes: a hit counts them again, so the
+    counters count messages, as without the memo."""
+
+    __slots__ = ("counted", "value")
+
+    def __init__(self, value: object, counted: tuple[str, ...]) -> None:
+        self.value = value
+        self.counted = counted
+
+
 def memoised(key: Callable[..., MemoKey]) -> Callable[[_F], _F]:
     """A reader whose result depends only on ``key(ctx, *args)`` (a value: the field's encoded text and
     what else the reader reads), kept in a bounded dict: the one memo of the HL7 readers
     (``docs/speed-code.md``). A reader that reads more than its key (the sender's namespace as a
-    fallback system, a counted unmapped local code) calls :meth:`Ctx.not_memoisable`, and that result -
-    and any reader's that used it - is not kept. On a miss the reader gets the field text the key read
-    as ``text=`` (read once)."""
+    fallback system) calls :meth:`Ctx.not_memoisable`, and that result - and any reader's that used it -
+    is not kept. Unmapped local codes counted while reading (:meth:`Ctx.count_unmapped`) are kept with
+    the result and counted again on each hit. On a miss the reader gets the field text the key read as
+    ``text=`` (read once)."""
 
     def wrap(reader: _F) -> _F:
         @functools.wraps(reader)
@@ -52,18 +64,23 @@ def memoised(key: Callable[..., MemoKey]) -> Callable[[_F], _F]:
                     store, k, text = where
                     hit = store.get(k, _MISS)
                     if hit is not _MISS:
+                        if hit.__class__ is _Counted:
+                            for name in hit.counted:
+                                ctx.count_unmapped(name)
+                            return hit.value
                         return hit
-                    outer = ctx.volatile
-                    ctx.volatile = False
+                    outer, outer_counted = ctx.volatile, ctx.counted
+                    ctx.volatile, ctx.counted = False, ()
                     try:
                         value = reader(ctx, *args, text=text, **kwargs)
                     finally:
-                        volatile = ctx.volatile
+                        volatile, counted = ctx.volatile, ctx.counted
                         ctx.volatile = outer or volatile
+                        ctx.counted = outer_counted + counted if counted else outer_counted
                     if not volatile:
                         if len(store) >= _MEMO_MAX:
                             store.clear()
-                        store[k] = value
+                        store[k] = _Counted(value, counted) if counted else value
                     return value
             return reader(ctx, *args, **kwargs)
 

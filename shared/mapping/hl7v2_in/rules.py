@@ -177,8 +177,8 @@ class CodedRule:
     #: ``userSelected=false`` (not chosen as the value of the bound value set).
     kept_user_selected: bool | None = None
     _cache: dict[tuple[str, str | None], MapOutcome] = field(default_factory=dict, repr=False)
-    #: Canonical values by (encoded field text, simple) - see ``Ctx.coded`` (lineage off only).
-    memo: dict[tuple[str, bool], object] = field(default_factory=dict, repr=False)
+    #: Canonical values by (encoded field text, simple, sender) - see ``Ctx.coded`` (lineage off only).
+    memo: dict[tuple[str, bool, str | None], object] = field(default_factory=dict, repr=False)
     #: Canonical values of bare codes (``Ctx.code_value``; a code that raises is never stored).
     values: dict[str, object] = field(default_factory=dict, repr=False)
 

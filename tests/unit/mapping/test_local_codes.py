@@ -208,3 +208,18 @@ def test_identifier_types_that_are_not_v2_0203_codes_are_text_not_codings() -> N
     assert [(i.value, i.type) for i in back.identifiers] == [
         (i.value, i.type) for i in ev.patient.identifiers
     ]
+
+
+def test_unmapped_local_codes_are_counted_per_message_when_the_reading_is_remembered() -> None:
+    # Three patients and stays (no patient or encounter memo applies) with the same local codes, lineage
+    # off: the code readers remember the first reading and count each later message again.
+    for n in range(3):
+        pid = {**LOCAL_PID, 3: f"RX{n}000001^^^RRV^MR"}
+        _event(pid, {**LOCAL_PV1, 19: f"VN{n}000001^^^RRV^VN"})
+    assert local_systems.unmapped_counts() == {
+        "encounter.service_type": 3,
+        "encounter.admit_source": 3,
+        "encounter.discharge_disposition": 3,
+        "patient.ethnicity": 3,
+        "patient.marital_status": 3,
+    }
