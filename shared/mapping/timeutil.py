@@ -169,6 +169,9 @@ def to_fhir(t: ClinicalDateTime) -> str:
 def to_fhir_instant(t: ClinicalDateTime) -> str:
     """FHIR instant (always to the second, with offset)."""
     v = t.value
+    off = v.utcoffset()
+    if off is not None and off.seconds % 60 == 0 and not off.microseconds:  # isoformat's +HH:MM form
+        return v.isoformat(timespec="seconds")
     return v.replace(microsecond=0).isoformat()[:19] + _offset(v)
 
 
