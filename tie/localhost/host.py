@@ -49,6 +49,7 @@ from shared.observability.correlation import HEADER, from_headers, new_correlati
 from shared.storage.ports import RecordStore
 from tie.localhost.discovery import FunctionSpec, describe
 from tie.localhost.ncrontab import Schedule
+from tie.localhost.routes import RouteTable
 
 _log = logging.getLogger("tie.host")
 
@@ -265,6 +266,7 @@ class LocalHost:
             (f for f in self.functions if f.kind == "http"),
             key=lambda f: f.route.precedence if f.route else (),
         )
+        self._routes = RouteTable((f.route, f) for f in self.http_functions if f.route is not None)
         self.bus_functions = [f for f in self.functions if f.kind == "serviceBus"]
         self.timer_functions = [f for f in self.functions if f.kind == "timer"]
         self.unsupported = [f for f in self.functions if f.kind not in {"http", "serviceBus", "timer"}]
@@ -289,11 +291,7 @@ class LocalHost:
 
     def _resolve(self, path: str, method: str) -> tuple[FunctionSpec | None, dict[str, str], set[str]]:
         allowed: set[str] = set()
-        for spec in self.http_functions:
-            assert spec.route is not None
-            params = spec.route.match(path)
-            if params is None:
-                continue
+        for spec, params in self._routes.matches(path):
             if spec.methods is None or method in spec.methods:
                 return spec, params, allowed
             allowed.update(spec.methods)
