@@ -150,6 +150,9 @@ class CircuitBreaker:
         self._rng = rng or random.Random()
         self._table = table
         self._lock = threading.Lock()
+        # Writers in this process take turns, so the compare-and-swap below only ever races other
+        # processes (a failure counted by a thread here is never lost to a sibling thread's write).
+        self._write_lock = threading.Lock()
         self._cached: BreakerSnapshot | None = None
         self._cached_etag: str | None = None
         self._cached_at = -1e18
@@ -263,6 +266,12 @@ class CircuitBreaker:
         )
 
     def _mutate(self, change: Callable[[BreakerSnapshot], BreakerSnapshot | None]) -> Transition | None:
+        with self._write_lock:
+            return self._mutate_locked(change)
+
+    def _mutate_locked(
+        self, change: Callable[[BreakerSnapshot], BreakerSnapshot | None]
+    ) -> Transition | None:
         for _ in range(_CAS_ROUNDS):
             current, etag = self._load()
             updated = change(current)
