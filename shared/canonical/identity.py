@@ -205,8 +205,9 @@ def condition_key(patient: Patient, code: Coded, onset: ClinicalDateTime | None)
 
 
 # ------------------------------------------------------------------------------ digest, order, claims
-#: Not clinical content: how and when the event travelled, and what it is (the key).
-_NOT_CONTENT = frozenset({"key", "provenance", "source", "recorded_at"})
+#: Not clinical content: how and when the event travelled, what it is (the key), and its event time - the
+#: clinically meaningful times are in the content or the key (``docs/event-identity.md``).
+_NOT_CONTENT = frozenset({"key", "provenance", "source", "recorded_at", "occurred_at"})
 
 
 def content_digest(data: Mapping[str, Any]) -> str:
@@ -214,10 +215,6 @@ def content_digest(data: Mapping[str, Any]) -> str:
     mode, as the clinical-event envelope carries it in ``data``): both ends of the bus compute it from the
     same JSON, and the HL7 v2 and FHIR versions of one statement give the same digest."""
     content = {k: v for k, v in data.items() if k not in _NOT_CONTENT}
-    if "occurred_at" in content and content["occurred_at"] == data.get("recorded_at"):
-        # No event time of its own (HL7 v2 without EVN-6: EVN-2; FHIR: meta.lastUpdated): a record time,
-        # which a resend regenerates, so not content.
-        del content["occurred_at"]
     text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

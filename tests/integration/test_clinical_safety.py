@@ -82,12 +82,13 @@ def a01(
     app: str = "PAS",
     facility: str = "RX1",
     recorded: str = "20260701101600",
+    occurred: str = "",
 ) -> bytes:
     """An admission; PV1-19 names no assigning authority, so the sending facility scopes the visit. MSH-7
-    and EVN-2 (no EVN-6) are ``recorded``."""
+    and EVN-2 are ``recorded``; EVN-6 is ``occurred`` (none by default)."""
     return _segments(
         f"MSH|^~\\&|{app}|{facility}|TIE|RX1|{recorded}||ADT^A01^ADT_A01|{control}|P|2.5.1",
-        f"EVN|A01|{recorded}",
+        f"EVN|A01|{recorded}||||{occurred}" if occurred else f"EVN|A01|{recorded}",
         f"PID|1||{nhs}^^^NHS^NH||TESTPATIENT^ALEX||19800101|F",
         "PV1|1|I|WARD7^R2^B4^RX1||||C1234567^Who^Alan^^^Dr^^^GMC"
         + "|" * 12
@@ -387,6 +388,34 @@ def test_an_admission_resent_with_a_new_record_time_is_a_duplicate(
             dup = [x for x in r.journal.trace("e-again") if x.stage == "duplicate"]
             assert {x.attributes["original_correlation_id"] for x in dup} == {"e-first"}
             assert r.journal.waiting("e-again") == {}
+
+        expect(sabotage, check)
+
+
+@pytest.mark.parametrize("sabotage", DUPLICATE_GUARDS)
+def test_an_admission_with_evn6_equal_to_evn2_resent_with_a_new_record_time_is_a_duplicate(
+    tmp_path: Path, sabotage: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PAS real-time event often states EVN-6 = EVN-2; its resend keeps EVN-6 and regenerates EVN-2,
+    MSH-7 and MSH-10. The event time is not content (only the record time differed in the first message,
+    not in the resend): the resend is a duplicate naming the original and the HL7 v2 downstream is sent
+    the admission once."""
+    with rig(tmp_path, sabotage, monkeypatch) as r:
+        first = "20260701101600"
+        codes = [
+            r.send(a01("F1", nhs=NHS_A, recorded=first, occurred=first), "f-first"),
+            r.send(a01("F2", nhs=NHS_A, recorded="20260702090000", occurred=first), "f-again"),
+        ]
+
+        def check() -> None:
+            assert codes == ["AA", "AA"]
+            assert encounters(r.env.fhir) == {(NHS_A, "urn:tie:authority:RX1|V100", "in-progress")}
+            assert r.terminal("f-first") == dict.fromkeys(WRITEBACKS, "written-back")
+            assert r.terminal("f-again") == dict.fromkeys(WRITEBACKS, "duplicate")
+            dup = [x for x in r.journal.trace("f-again") if x.stage == "duplicate"]
+            assert {x.attributes["original_correlation_id"] for x in dup} == {"f-first"}
+            assert r.journal.waiting("f-again") == {}
+            assert len(r.receiver.message_types) == 1 and sum(r.receiver.applied.values()) == 1
 
         expect(sabotage, check)
 

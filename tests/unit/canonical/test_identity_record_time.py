@@ -1,6 +1,6 @@
-"""A record time is not clinical content (``docs/event-identity.md``): an ADT message with no EVN-6 takes
-its event time from EVN-2, the time the PAS recorded it, which a resend regenerates; the content digest
-must not see it. A stated EVN-6 (when it happened) and PV1-44 (the admit time) are content."""
+"""The event time is not clinical content (``docs/event-identity.md``): neither EVN-2 (the record time,
+which a resend regenerates, and the event time when there is no EVN-6) nor a stated EVN-6 feeds the
+content digest. The clinically meaningful times do: PV1-44 / PV1-45 (admit / discharge) are content."""
 
 from __future__ import annotations
 
@@ -29,7 +29,21 @@ CASES = [
         {"evn6": "20260701115000", "evn2": RESENT},
         True,
     ),
-    ("EVN-6 stated, a different EVN-6", "A01", {"evn6": "20260701115000"}, {"evn6": "20260701114000"}, False),
+    ("EVN-6 = EVN-2, resent with a new EVN-2", "A01", {"evn6": FIRST}, {"evn6": FIRST, "evn2": RESENT}, True),
+    (
+        "EVN-6 stated, a different EVN-6 alone",
+        "A01",
+        {"evn6": "20260701115000"},
+        {"evn6": "20260701114000"},
+        True,
+    ),
+    (
+        "EVN-6 stated, a different admit time (PV1-44)",
+        "A01",
+        {"evn6": FIRST},
+        {"evn6": FIRST, "pv44": FIRST},
+        False,
+    ),
     ("EVN-2 only, a different admit time (PV1-44)", "A01", {}, {"pv44": "20260701114500"}, False),
 ]
 
