@@ -32,6 +32,7 @@ import errno
 import json
 import os
 import re
+import select
 import shlex
 import signal
 import sys
@@ -641,10 +642,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise  # another pipe or socket broke (e.g. an MLLP peer): a real error
         # The reader went away (`tie inflight | head`): stop quietly, as Unix tools do.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 128 + signal.SIGPIPE
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether standard output is a pipe whose reader has closed it (``poll`` reports an error on it)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLERR)
+        return bool(poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll() here, or stdout is not a real file
+        return False
 
 
 if __name__ == "__main__":

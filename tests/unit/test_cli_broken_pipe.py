@@ -40,3 +40,24 @@ def test_output_to_a_closed_pipe_ends_quietly() -> None:
     assert proc.returncode == 128 + signal.SIGPIPE
     assert b"Traceback" not in err
     assert b"BrokenPipeError" not in err
+
+
+def test_a_broken_pipe_elsewhere_is_an_error_not_a_quiet_exit() -> None:
+    # A BrokenPipeError from something other than stdout (an MLLP peer closing its socket) while stdout is
+    # still read must surface as the error it is, not as a quiet SIGPIPE exit.
+    script = (
+        "import tie.cli as c\n"
+        "def send(args):\n"
+        "    raise BrokenPipeError(32, 'peer closed')\n"
+        "p = c.build_parser()\n"
+        "a = p.parse_args(['bus', 'topics'])\n"
+        "a.func = send\n"
+        "c.build_parser = lambda: type('P', (), {'parse_args': lambda self, argv: a})()\n"
+        "raise SystemExit(c.main([]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, cwd=ROOT, env=env, timeout=120, check=False
+    )
+    assert proc.returncode == 1
+    assert b"BrokenPipeError" in proc.stderr and b"peer closed" in proc.stderr
