@@ -52,7 +52,11 @@ class GroupCommitLog(ReadThroughLog):
             self._writing = True
             self._cond.notify_all()  # only observers of the queue wait on the condition
         if not lead:
-            mine.wake.wait()
+            try:
+                mine.wake.wait()
+            except BaseException:
+                self._abandon(mine)  # interrupted while queued: never leave a lead nobody takes
+                raise
             if mine.done:
                 return self._result(mine)
         # Leading: this caller's records are first in the queue (a leader hands over to the first one).
@@ -87,6 +91,23 @@ class GroupCommitLog(ReadThroughLog):
                 self._queue[0].wake.set()  # the next leader (its records are not done)
             else:
                 self._writing = False
+            self._cond.notify_all()
+
+    def _abandon(self, mine: _Pending) -> None:
+        """A queued caller gives up (an exception while it waited): its records leave the queue unwritten,
+        and if it had been handed the lead, the lead goes to the next caller (or nobody is writing)."""
+        with self._cond:
+            if mine.done:
+                return
+            at = next((i for i, item in enumerate(self._queue) if item is mine), None)
+            if at is None:
+                return
+            del self._queue[at]
+            if at == 0 and mine.wake.is_set():  # it was to lead the next batch
+                if self._queue:
+                    self._queue[0].wake.set()
+                else:
+                    self._writing = False
             self._cond.notify_all()
 
     @staticmethod

@@ -3,6 +3,7 @@ when its own records are stored, and a failed batch fails every caller in it."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Sequence
@@ -119,4 +120,73 @@ def test_many_concurrent_callers_each_get_their_own_entries_in_one_chain(tmp_pat
         assert all(f'"id":"{record_id}"' in body for record_id, body in mine)
     result = verify_chain(group.entries(), group.checkpoints(), key=KEY)
     assert (result.ok, result.checked) == (True, 320)
+    group.close()
+
+
+class Interrupted(BaseException):
+    """Stands in for an asynchronous exception reaching a waiting caller (KeyboardInterrupt and the like)."""
+
+
+class _InterruptedWait(threading.Event):
+    def __init__(self, after_wake: bool) -> None:
+        super().__init__()
+        self.after_wake = after_wake
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self.after_wake:
+            super().wait(timeout)  # woken (handed the lead), then interrupted before it leads
+        raise Interrupted
+
+
+@pytest.mark.parametrize("after_wake", [False, True], ids=["while-queued", "when-handed-the-lead"])
+def test_a_waiter_interrupted_never_leaves_the_lead_untaken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after_wake: bool
+) -> None:
+    from shared.audit import group_commit
+
+    real = group_commit._Pending
+    doomed = [_record(1)]
+
+    def pending(records: Sequence[AuditRecord]) -> group_commit._Pending:
+        item = real(records)
+        if records is doomed:
+            item.wake = _InterruptedWait(after_wake)
+        return item
+
+    monkeypatch.setattr(group_commit, "_Pending", pending)
+    log = GatedLog(tmp_path / "audit.sqlite3")
+    group = GroupCommitLog(log)
+    outcomes: dict[str, object] = {}
+
+    def call(name: str, records: Sequence[AuditRecord]) -> threading.Thread:
+        def run() -> None:
+            try:
+                outcomes[name] = [e.seq for e in group.append(records)]
+            except Interrupted as exc:
+                outcomes[name] = exc
+
+        # Daemon threads: a caller stuck for ever fails the test below instead of hanging the run.
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+    leader = call("leader", [_record(0)])
+    assert log.entered.wait(30)
+    waiter = call("waiter", doomed)
+    if after_wake:
+        with group._cond:  # queued behind the leader, to be handed the lead
+            assert group._cond.wait_for(lambda: len(group._queue) == 1, timeout=30)
+    else:
+        waiter.join(30)
+    log.gate.set()
+    leader.join(30)
+    waiter.join(30)
+    assert outcomes["leader"] == [1]
+    assert isinstance(outcomes["waiter"], Interrupted)
+    later = call("later", [_record(2)])
+    later.join(30)
+    assert not later.is_alive(), "the next caller is stuck behind the interrupted one"
+    assert outcomes["later"] == [2]
+    stored = [json.loads(e.body).get("id") for e in group.entries()]
+    assert stored == ["r0", "r2"]  # the interrupted caller's records: unwritten
     group.close()
