@@ -618,6 +618,7 @@ def test_a_cancelled_transfer_makes_the_prior_ward_current_and_the_transfer_can_
         [after_cancel] = repo.search("Encounter", [], count=10).resources
         wards_after_cancel = _wards(repo, after_cancel)
         types_before_resend = list(r.receiver.message_types)
+        ids_before_resend = set(r.receiver.received)
         again = v2.adt("A02", pv1=to_ward2, evn=at, control_id="T5", when="20260702140000")
         codes.append(r.send(again, "t-a02-again"))
 
@@ -637,5 +638,8 @@ def test_a_cancelled_transfer_makes_the_prior_ward_current_and_the_transfer_can_
             ]
             cancel = "ADT^A12^ADT_A12" if events == "native" else "ADT^A08^ADT_A01"
             assert types_before_resend[-1] == cancel
+            # The transfer applied again carries a control id of its own: a receiver that drops a repeated
+            # MSH-10 as a duplicate must not drop it (same key and content as the cancelled one).
+            assert len(set(r.receiver.received) - ids_before_resend) == 1
 
         expect(sabotage, check)

@@ -28,10 +28,13 @@ PATIENT_CLASS_NOT_APPLICABLE = "N"
 
 
 def control_id(event: ClinicalEvent, message_type: str) -> str:
-    """A deterministic MSH-10 (20 characters) from the event key and its content digest: a replayed
-    write-back carries the same control id, so the receiver's duplicate check works, while an update of the
-    same event (other content) gets its own and is not mistaken for a duplicate."""
-    version = f"{message_type}|{event.key.value}|{event_digest(event)}"
+    """A deterministic MSH-10 (20 characters) from the event key, its content digest and the inbound
+    message that carried it (correlation id, else its control id): a redelivered or replayed write-back
+    carries the same control id, so the receiver's duplicate check works, while an update (other content)
+    or the same content applied again by another message (an admission re-instated after its cancellation)
+    gets its own and is not mistaken for a duplicate."""
+    carrier = event.provenance.correlation_id or event.provenance.message_id or ""
+    version = f"{message_type}|{event.key.value}|{event_digest(event)}|{carrier}"
     digest = hashlib.sha256(version.encode()).hexdigest()[:17].upper()
     return f"TIE{digest}"
 

@@ -210,6 +210,17 @@ def test_control_id_is_deterministic_and_bounded() -> None:
         to_adt_a08(event(), replace(HEADER, control_id="X" * 21))
 
 
+def test_control_id_names_the_carrying_message_not_only_the_content() -> None:
+    """Same key and content carried by another inbound message (an event applied again after its
+    cancellation) gets another control id; the same message redelivered keeps its own."""
+    first = event()
+    other = first.model_copy(
+        update={"provenance": first.provenance.model_copy(update={"correlation_id": "another-message"})}
+    )
+    assert to_adt_a08(first, HEADER).control_id == to_adt_a08(first.model_copy(), HEADER).control_id
+    assert to_adt_a08(other, HEADER).control_id != to_adt_a08(first, HEADER).control_id
+
+
 def test_naive_now_and_bad_version_are_refused() -> None:
     with pytest.raises(Hl7OutError):
         to_adt_a08(event(), replace(HEADER, now=datetime(2026, 1, 1)))
