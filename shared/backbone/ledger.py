@@ -51,6 +51,16 @@ def unchanged_digest(event: ClinicalEvent) -> str:
     return identity.content_digest(data)
 
 
+def _latest_transfer(versions: dict[str, Any]) -> str | None:
+    """The key of the scope's most recent transfer not cancelled yet (by its time), if any."""
+    live = [
+        (str(v["transfer_at"]), k)
+        for k, v in versions.items()
+        if isinstance(v, dict) and v.get("transfer_at") and not v.get("cancelled")
+    ]
+    return max(live)[1] if live else None
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     decision: Decision
@@ -140,9 +150,18 @@ class EventLedger:
             "cancelled": False,
             "unchanged": unchanged_digest(event) if event.kind in _UPDATE_KINDS else None,
         }
+        if event.kind is EventKind.TRANSFER:
+            versions[event.key.value]["transfer_at"] = identity.utc_second(
+                event.occurred_at or event.recorded_at, what="the time of the transfer"
+            )
         if event.cancels is not None:
+            cancelled = event.cancels.value
+            if event.kind is EventKind.CANCEL_TRANSFER and cancelled not in versions:
+                # No transfer at the A12's EVN-6 (none stated, or the A02 was keyed on its EVN-2): an A12
+                # cancels the encounter's most recent transfer (HL7 v2), as the write-backs undo it.
+                cancelled = _latest_transfer(versions) or cancelled
             # The cancelled event may happen again (re-admitted after A11): its next version is applied.
-            versions[event.cancels.value] = {
+            versions[cancelled] = {
                 "digest": None,
                 "correlation_id": correlation_id,
                 "cancelled": True,

@@ -464,6 +464,8 @@ def _guard(sabotage: str | None, monkeypatch: pytest.MonkeyPatch) -> str | None:
         monkeypatch.setattr("shared.mapping.fhir_out.merge.KIND_UNDOES_MOVE", frozenset())
     elif sabotage == "no-cancel-mark":  # the A12 does not name the transfer it cancels
         monkeypatch.setattr(identity, "cancelled_event_key", lambda *_a, **_k: None)
+    elif sabotage == "no-latest-transfer":  # an A12 naming no applied transfer cancels none
+        monkeypatch.setattr("shared.backbone.ledger._latest_transfer", lambda _versions: None)
     return None
 
 
@@ -580,22 +582,25 @@ def test_a_merge_retires_the_old_record_and_its_results_follow_the_survivor(
 
 # -- A12: a cancelled transfer undoes the move, and the transfer may happen again ----------------------------
 
-CANCEL_TRANSFER_RUNS = (
-    ("native", None),
-    ("collapsed", None),
-    ("native", "whole-record-put"),
-    ("native", "no-undo-move"),
-    ("native", "no-cancel-mark"),
+CANCEL_TRANSFER_RUNS = (  # (outbound events, sabotage, the A12 states EVN-6)
+    ("native", None, True),
+    ("collapsed", None, True),
+    ("native", "whole-record-put", True),
+    ("native", "no-undo-move", True),
+    ("native", "no-cancel-mark", True),
+    ("native", None, False),
+    ("native", "no-latest-transfer", False),
 )
 AE, WARD1, WARD2 = "AE^CUB1^^RRV", "WARD1^BAY2^BED3^RRV", "WARD2^B^1^RRV"
 
 
-@pytest.mark.parametrize(("events", "sabotage"), CANCEL_TRANSFER_RUNS)
+@pytest.mark.parametrize(("events", "sabotage", "a12_evn6"), CANCEL_TRANSFER_RUNS)
 def test_a_cancelled_transfer_makes_the_prior_ward_current_and_the_transfer_can_happen_again(
-    tmp_path: Path, events: str, sabotage: str | None, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, events: str, sabotage: str | None, a12_evn6: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A01 in ED, A02 to ward 1, A02 to ward 2 (EVN-6 11:55), A12 of that transfer back to ward 1: ward 1
-    is current again, ward 2 is gone from the history (the patient never went), ED stays. The same
+    is current again, ward 2 is gone from the history (the patient never went), ED stays (an A12 without
+    EVN-6 cancels the most recent transfer: the same). The same
     transfer sent again later (same content, new control id and record time) is applied, not taken for a
     duplicate: the A12 marked it cancelled. Both write-backs write every message; native mode sends A12."""
     profile = OutboundProfile(events=events)  # type: ignore[arg-type]
@@ -608,7 +613,7 @@ def test_a_cancelled_transfer_makes_the_prior_ward_current_and_the_transfer_can_
             "t-a12": v2.adt(
                 "A12",
                 pv1={3: WARD1, 6: WARD2},
-                evn={6: "20260702115500"},
+                evn={6: "20260702115500"} if a12_evn6 else {},  # without: the most recent transfer
                 control_id="T4",
                 when="20260702130000",
             ),

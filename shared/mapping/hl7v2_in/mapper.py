@@ -146,10 +146,6 @@ def _key(
             raise MissingRequiredField("PV1-45", f"the {kind.value} event needs the discharge date/time")
         if kind is EventKind.CANCEL_TRANSFER and (encounter is None or encounter.location is None):
             raise MissingRequiredField("PV1-3", "a cancel transfer names the location the patient stays in")
-        if kind is EventKind.CANCEL_TRANSFER and ctx.time_at(("EVN", 6, None), "EVN-6") is None:
-            # Its key names the transfer it cancels by when that happened: EVN-2 (when the cancellation
-            # was recorded) would name no transfer, and the cancellation would change nothing, silently.
-            raise MissingRequiredField("EVN-6", "a cancel transfer needs the time of the transfer it cancels")
         if occurred_at is None and recorded_at is None:
             raise MissingRequiredField("MSH-7", "no event time (EVN-6, EVN-2, MSH-7)")
         key = identity.encounter_event_key(

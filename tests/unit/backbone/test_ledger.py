@@ -51,6 +51,38 @@ def test_cancelled_then_readmitted_with_the_same_content_is_applied_again(tmp_pa
     records.close()
 
 
+def _transfer(control_id: str, trigger: str, recorded: str, evn6: str = "") -> ClinicalEvent:
+    raw = s.adt(control_id, nhs=NHS[0], visit="V1", trigger=trigger, recorded=recorded)
+    if evn6:
+        raw = raw.replace(
+            f"EVN|{trigger}|{recorded}".encode(), f"EVN|{trigger}|{recorded}||||{evn6}".encode()
+        )
+    return mapped(raw, f"corr-{control_id}")
+
+
+def test_an_a12_naming_no_transfer_cancels_the_most_recent_one(tmp_path: Path) -> None:
+    """An A12 whose EVN-6 names no applied transfer (none stated: its EVN-2 is the cancellation's record
+    time) cancels the encounter's most recent transfer, as the write-backs undo it; so that transfer, sent
+    again with the same content and EVN-6, is applied again rather than taken for a duplicate. An earlier
+    transfer stays applied."""
+    records = SqliteRecordStore(tmp_path / "r.sqlite3")
+    ledger = EventLedger(records, "fhir")
+    first = _transfer("T1", "A02", "20260315110000", evn6="20260315105500")
+    second = _transfer("T2", "A02", "20260315120000", evn6="20260315115500")
+    for corr, transfer in (("t1", first), ("t2", second)):
+        ledger.applied(transfer, identity.event_digest(transfer), corr)
+    cancel = _transfer("T3", "A12", "20260315123000")  # no EVN-6
+    assert cancel.cancels not in (first.key, second.key)
+    ledger.applied(cancel, identity.event_digest(cancel), "t3")
+    again = _transfer("T4", "A02", "20260315130000", evn6="20260315115500")
+    assert again.key == second.key and identity.event_digest(again) == identity.event_digest(second)
+    verdict = ledger.judge(again, identity.event_digest(again), "t4")
+    assert (verdict.decision, verdict.reason) == ("apply", "re-applied after a cancellation")
+    earlier = _transfer("T5", "A02", "20260315131000", evn6="20260315105500")
+    assert ledger.judge(earlier, identity.event_digest(earlier), "t5").decision == "duplicate"
+    records.close()
+
+
 def test_a_visit_of_a_merged_away_patient_is_not_a_conflict_for_the_survivor(tmp_path: Path) -> None:
     records = SqliteRecordStore(tmp_path / "r.sqlite3")
     ledger = EventLedger(records, "fhir")

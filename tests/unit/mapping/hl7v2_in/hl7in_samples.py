@@ -94,8 +94,7 @@ def adt(
     """An ADT message; ``pid``/``pv1``/``evn`` replace the defaults field by field (``""`` empties one)."""
     pid_fields = {**PID, **(pid or {})}
     pv1_fields = {**PV1, **(pv1 or {})}
-    # A cancel transfer names the transfer it cancels by EVN-6 (required): the default is ``when``.
-    evn_fields = {1: trigger, 2: when, **({6: when} if trigger == "A12" else {}), **(evn or {})}
+    evn_fields = {1: trigger, 2: when, **(evn or {})}
     segments = [
         msh(f"ADT^{trigger}", control_id=control_id, when=when, **(msh_fields or {})),
         seg("EVN", evn_fields),

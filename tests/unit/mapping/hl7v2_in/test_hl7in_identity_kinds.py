@@ -13,7 +13,6 @@ import pytest
 
 from shared.canonical import identity
 from shared.canonical.model import ClinicalEvent, EventKind
-from shared.mapping.errors import MissingRequiredField
 from tests.unit.mapping.hl7v2_in.hl7in_samples import NHS, adt, event, message, msh, seg
 
 OTHER_NHS = "9434765870"
@@ -134,8 +133,8 @@ def test_send_time_and_control_id_change_neither_key_nor_digest(name: str) -> No
 
 
 def test_a_cancel_transfer_is_keyed_like_the_transfer_it_cancels() -> None:
-    """A12: patient, visit (scoped by its issuer) and the time of the transfer it cancels - EVN-6, as the
-    transfer's own key took it; ``cancels`` is that transfer's key."""
+    """A12: patient, visit (scoped by its issuer) and the time of the transfer it cancels - EVN-6, else
+    EVN-2, as the transfer's own key took it; ``cancels`` is that transfer's key."""
     k = KINDS["cancel transfer"]
     transfer = _event(KINDS["transfer"])
     cancel = _event(k)
@@ -143,12 +142,11 @@ def test_a_cancel_transfer_is_keyed_like_the_transfer_it_cancels() -> None:
     assert cancel.key.components[-1] == "2026-07-01T10:58:00Z"  # EVN-6 (BST), to the second, UTC
     assert cancel.cancels == transfer.key
     assert cancel.key != transfer.key
-    # Without EVN-6 the A12 could only take EVN-2, when the cancellation was recorded, which names no
-    # transfer: it would cancel nothing, silently. It is rejected, naming EVN-6.
+    # Without EVN-6 both take EVN-2: the A12 still names the A02.
     visit = {19: "V0000123^^^RRV^VN", 6: "WARD9^BAY1^BED1^RRV"}
-    with pytest.raises(MissingRequiredField) as missing:
-        event(adt("A12", evn={2: "20260701115900", 6: ""}, pv1=visit, control_id="C9"))
-    assert missing.value.field == "EVN-6"
+    a02 = event(adt("A02", evn={2: "20260701115900"}, pv1=visit))
+    a12 = event(adt("A12", evn={2: "20260701115900"}, pv1=visit, control_id="C9"))
+    assert a12.cancels == a02.key and a02.key.components[-1] == "2026-07-01T10:59:00Z"
     # A transfer at another time is another transfer.
     other = event(adt("A12", evn={2: "20260701115900", 6: "20260701090000"}, pv1={19: "V0000123^^^RRV^VN"}))
     assert other.cancels != transfer.key
