@@ -655,7 +655,7 @@ def _stdout_reader_gone() -> bool:
     try:
         poller = select.poll()
         poller.register(sys.stdout.fileno(), select.POLLERR)
-        return bool(poller.poll(0))
+        return any(events & select.POLLERR for _fd, events in poller.poll(0))
     except (AttributeError, OSError, ValueError):  # no poll() here, or stdout is not a real file
         return False
 
