@@ -24,7 +24,7 @@ import json
 from typing import Any
 
 from shared.backbone import contracts
-from shared.canonical.identity import content_digest, patient_session_id
+from shared.canonical.identity import carrier_of, content_digest, patient_session_id
 from shared.canonical.model import ClinicalEvent
 from shared.mapping.timeutil import to_fhir_instant
 from shared.messaging.ports import OutboundMessage
@@ -37,9 +37,10 @@ CONTENT_TYPE = contracts.CONTENT_TYPE
 TOPIC = TOPIC_CLINICAL
 
 
-def version_id(key: str, digest: str, correlation_id: str | None) -> str:
-    """Bus message id of one version of an event as carried by one message: ``<key>~<digest 16>~<16>``."""
-    carried = hashlib.sha256((correlation_id or "").encode("utf-8")).hexdigest()[:16]
+def version_id(key: str, digest: str, carrier: str) -> str:
+    """Bus message id of one version of an event as carried by one message: ``<key>~<digest 16>~<16>``
+    (``carrier``: :func:`shared.canonical.identity.carrier_of` the event's provenance)."""
+    carried = hashlib.sha256(carrier.encode("utf-8")).hexdigest()[:16]
     return f"{key}~{digest[:16]}~{carried}"
 
 
@@ -51,7 +52,7 @@ def envelope(event: ClinicalEvent) -> dict[str, Any]:
     digest = content_digest(data)
     attributes: dict[str, Any] = {
         "specversion": SPEC_VERSION,
-        "id": version_id(event.key.value, digest, event.provenance.correlation_id),
+        "id": version_id(event.key.value, digest, carrier_of(event.provenance)),
         "source": f"urn:tie:source:{system}",
         "type": f"uk.nhs.tie.clinical.{event.kind.value}",
         "datacontenttype": contracts.DATA_CONTENT_TYPE,

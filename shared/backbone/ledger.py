@@ -13,9 +13,9 @@ order applied. A delivered version is then (one record-store row per downstream 
 * ``superseded`` - older, in clinical order, than what was applied in its scope: recorded, never applied;
 * ``apply``      - anything else: a new event, or an update applied in clinical order.
 
-Only hashes are stored (keys, digests, hashed patient tokens): no identifiers, no values. Writes for one
-identity come from one Service Bus session (the patient's), so they never race; natural-id claims cross
-patients and are made with an atomic insert.
+Only hashes are stored (keys, digests, hashed patient tokens) and a transfer's time: no identifiers,
+no values. Writes for one identity come from one Service Bus session (the patient's), so they never race;
+natural-id claims cross patients and are made with an atomic insert.
 """
 
 from __future__ import annotations
@@ -51,14 +51,38 @@ def unchanged_digest(event: ClinicalEvent) -> str:
     return identity.content_digest(data)
 
 
-def _latest_transfer(versions: dict[str, Any]) -> str | None:
-    """The key of the scope's most recent transfer not cancelled yet (by its time), if any."""
-    live = [
-        (str(v["transfer_at"]), k)
-        for k, v in versions.items()
-        if isinstance(v, dict) and v.get("transfer_at") and not v.get("cancelled")
-    ]
-    return max(live)[1] if live else None
+def _latest_transfer(versions: dict[str, Any], before: str) -> str | None:
+    """The key of the scope's most recent transfer not cancelled yet, by its time (not after ``before``);
+    among transfers recorded before their time was kept, the last one applied."""
+    timed: list[tuple[str, str]] = []
+    untimed: list[str] = []
+    for key, v in versions.items():
+        if not isinstance(v, dict) or v.get("cancelled"):
+            continue
+        if v.get("transfer_at"):
+            if str(v["transfer_at"]) <= before:
+                timed.append((str(v["transfer_at"]), key))
+        elif key.startswith(f"{EventKind.TRANSFER.value}-"):
+            untimed.append(key)
+    if timed:
+        return max(timed)[1]
+    return untimed[-1] if untimed else None
+
+
+def _cancel_content(event: ClinicalEvent) -> str:
+    """A cancellation's content without what it cancels (which an A12 without EVN-6 takes from its own
+    EVN-2, so a resend would differ in it alone)."""
+    data = json.loads(event.model_dump_json(exclude_defaults=True))
+    data.pop("cancels", None)
+    return identity.content_digest(data)
+
+
+def _cancelled_by(versions: dict[str, Any], content: str) -> str | None:
+    """The transfer a cancellation with this content already cancelled (and that stays cancelled), if any."""
+    for key, v in versions.items():
+        if isinstance(v, dict) and v.get("cancelled") and v.get("cancelled_by") == content:
+            return key
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,13 +182,17 @@ class EventLedger:
             cancelled = event.cancels.value
             if event.kind is EventKind.CANCEL_TRANSFER and cancelled not in versions:
                 # No transfer at the A12's EVN-6 (none stated, or the A02 was keyed on its EVN-2): an A12
-                # cancels the encounter's most recent transfer (HL7 v2), as the write-backs undo it.
-                cancelled = _latest_transfer(versions) or cancelled
+                # cancels the encounter's most recent transfer (HL7 v2), as the write-backs undo it - once:
+                # the same A12 re-sent with a new EVN-2 names the transfer it cancelled before.
+                before = identity.utc_second(event.recorded_at or event.occurred_at, what="the A12's time")
+                by = _cancel_content(event)
+                cancelled = _cancelled_by(versions, by) or _latest_transfer(versions, before) or cancelled
             # The cancelled event may happen again (re-admitted after A11): its next version is applied.
             versions[cancelled] = {
                 "digest": None,
                 "correlation_id": correlation_id,
                 "cancelled": True,
+                "cancelled_by": _cancel_content(event),
             }
         value["versions"] = versions
         newest = _order(value.get("order"))

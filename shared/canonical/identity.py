@@ -33,6 +33,7 @@ from shared.canonical.model import (
     EventKind,
     Identifier,
     Patient,
+    Provenance,
 )
 from shared.errors import PermanentError
 
@@ -208,6 +209,13 @@ def condition_key(patient: Patient, code: Coded, onset: ClinicalDateTime | None)
 #: Not clinical content: how and when the event travelled, what it is (the key), and its event time - the
 #: clinically meaningful times are in the content or the key (``docs/event-identity.md``).
 _NOT_CONTENT = frozenset({"key", "provenance", "source", "recorded_at", "occurred_at"})
+
+
+def carrier_of(provenance: Provenance) -> str:
+    """The message that carried an event: its correlation id and its own id (inbound MSH-10, FHIR request
+    id). A redelivery or replay of that message has the same; another message - even one whose sender
+    reused a correlation id - has another."""
+    return f"{provenance.correlation_id or ''}|{provenance.message_id or ''}"
 
 
 def content_digest(data: Mapping[str, Any]) -> str:

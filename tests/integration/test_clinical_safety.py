@@ -465,7 +465,7 @@ def _guard(sabotage: str | None, monkeypatch: pytest.MonkeyPatch) -> str | None:
     elif sabotage == "no-cancel-mark":  # the A12 does not name the transfer it cancels
         monkeypatch.setattr(identity, "cancelled_event_key", lambda *_a, **_k: None)
     elif sabotage == "no-latest-transfer":  # an A12 naming no applied transfer cancels none
-        monkeypatch.setattr("shared.backbone.ledger._latest_transfer", lambda _versions: None)
+        monkeypatch.setattr("shared.backbone.ledger._latest_transfer", lambda *_args: None)
     return None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 
-from shared.canonical.identity import encounter_identifier, event_digest
+from shared.canonical.identity import carrier_of, encounter_identifier, event_digest
 from shared.canonical.model import (
     ClinicalDateTime,
     ClinicalEvent,
@@ -29,12 +29,11 @@ PATIENT_CLASS_NOT_APPLICABLE = "N"
 
 def control_id(event: ClinicalEvent, message_type: str) -> str:
     """A deterministic MSH-10 (20 characters) from the event key, its content digest and the inbound
-    message that carried it (correlation id, else its control id): a redelivered or replayed write-back
+    message that carried it (its correlation id and control id): a redelivered or replayed write-back
     carries the same control id, so the receiver's duplicate check works, while an update (other content)
     or the same content applied again by another message (an admission re-instated after its cancellation)
     gets its own and is not mistaken for a duplicate."""
-    carrier = event.provenance.correlation_id or event.provenance.message_id or ""
-    version = f"{message_type}|{event.key.value}|{event_digest(event)}|{carrier}"
+    version = f"{message_type}|{event.key.value}|{event_digest(event)}|{carrier_of(event.provenance)}"
     digest = hashlib.sha256(version.encode()).hexdigest()[:17].upper()
     return f"TIE{digest}"
 

@@ -19,6 +19,7 @@ from shared.canonical.model import ClinicalEvent, Identifier
 from shared.hl7v2 import parse_message
 from shared.mapping.hl7v2_in import map_message
 from shared.messaging.topology import SUB_WRITEBACK_FHIR
+from shared.storage.names import TABLE_EVENT_LEDGER
 from tests.integration.test_clinical_safety import NHS_A, observations, oru
 from tests.unit.backbone import support as s
 from tests.unit.backbone.test_writeback import delivery
@@ -80,6 +81,36 @@ def test_an_a12_naming_no_transfer_cancels_the_most_recent_one(tmp_path: Path) -
     assert (verdict.decision, verdict.reason) == ("apply", "re-applied after a cancellation")
     earlier = _transfer("T5", "A02", "20260315131000", evn6="20260315105500")
     assert ledger.judge(earlier, identity.event_digest(earlier), "t5").decision == "duplicate"
+    # The same A12 re-sent with a new EVN-2 (a new key, so applied) names the transfer it cancelled
+    # before: the earlier transfer is not cancelled as well.
+    resent = _transfer("T6", "A12", "20260315124500")
+    assert resent.key != cancel.key
+    assert ledger.judge(resent, identity.event_digest(resent), "t6").decision == "apply"
+    ledger.applied(resent, identity.event_digest(resent), "t6")
+    assert ledger.judge(earlier, identity.event_digest(earlier), "t5").decision == "duplicate"
+    records.close()
+
+
+def test_an_a12_naming_no_transfer_cancels_one_recorded_before_transfer_times_were_kept(
+    tmp_path: Path,
+) -> None:
+    """Ledger rows written before the transfer time was kept: the last transfer applied is cancelled."""
+    records = SqliteRecordStore(tmp_path / "r.sqlite3")
+    ledger = EventLedger(records, "fhir")
+    transfer = _transfer("U1", "A02", "20260315110000", evn6="20260315105500")
+    ledger.applied(transfer, identity.event_digest(transfer), "u1")
+    scope = identity.ordering_scope(transfer)
+    row = records.get(TABLE_EVENT_LEDGER, scope, ledger._namespace)
+    assert row is not None
+    value = dict(row.value)
+    value["versions"] = {
+        k: {f: x for f, x in v.items() if f != "transfer_at"} for k, v in value["versions"].items()
+    }
+    records.upsert(TABLE_EVENT_LEDGER, scope, ledger._namespace, value)
+    cancel = _transfer("U2", "A12", "20260315123000")
+    ledger.applied(cancel, identity.event_digest(cancel), "u2")
+    again = _transfer("U3", "A02", "20260315130000", evn6="20260315105500")
+    assert ledger.judge(again, identity.event_digest(again), "u3").decision == "apply"
     records.close()
 
 

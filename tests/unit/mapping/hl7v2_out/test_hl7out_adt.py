@@ -219,6 +219,13 @@ def test_control_id_names_the_carrying_message_not_only_the_content() -> None:
     )
     assert to_adt_a08(first, HEADER).control_id == to_adt_a08(first.model_copy(), HEADER).control_id
     assert to_adt_a08(other, HEADER).control_id != to_adt_a08(first, HEADER).control_id
+    # A sender that reuses a correlation id for another message (its own MSH-10 differs) is still told
+    # apart.
+    reused = first.model_copy(
+        update={"provenance": first.provenance.model_copy(update={"message_id": "ANOTHER-MSH10"})}
+    )
+    assert first.provenance.message_id != "ANOTHER-MSH10"
+    assert to_adt_a08(reused, HEADER).control_id != to_adt_a08(first, HEADER).control_id
 
 
 def test_naive_now_and_bad_version_are_refused() -> None:
