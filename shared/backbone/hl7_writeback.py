@@ -7,9 +7,9 @@ collapsed to A08 / A31), merges as ADT^A40, results as ORU^R01. Other kinds (ord
 configured.
 
 MSH-10 is derived from the clinical-event key, its content digest and the message that carried it (the
-mapper's default), and MSH-7 is
-the time TIE received the event (:func:`message_time`), so a message re-sent after a lost ACK or a crash is
-the same message byte for byte and a receiver's own duplicate check recognises it.
+mapper's default), and MSH-7 is the time TIE received the event (:func:`message_time`), so a message re-sent
+after a lost ACK or a crash is the same message byte for byte and a receiver's own duplicate check
+recognises it.
 
 The receiver's answer decides (:func:`shared.mllp.client.read_msa`):
 

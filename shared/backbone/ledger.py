@@ -44,11 +44,15 @@ _MAX_MERGE_HOPS = 8
 _UPDATE_KINDS = frozenset({EventKind.PATIENT_UPDATED, EventKind.ENCOUNTER_UPDATE})
 
 
+def _digest_without(event: ClinicalEvent, field: str) -> str:
+    data = json.loads(event.model_dump_json(exclude_defaults=True))
+    data.pop(field, None)
+    return identity.content_digest(data)
+
+
 def unchanged_digest(event: ClinicalEvent) -> str:
     """The content digest without the event time (``occurred_at``): equal for a no-op re-save."""
-    data = json.loads(event.model_dump_json(exclude_defaults=True))
-    data.pop("occurred_at", None)
-    return identity.content_digest(data)
+    return _digest_without(event, "occurred_at")
 
 
 def _latest_transfer(versions: dict[str, Any], before: str) -> str | None:
@@ -72,9 +76,7 @@ def _latest_transfer(versions: dict[str, Any], before: str) -> str | None:
 def _cancel_content(event: ClinicalEvent) -> str:
     """A cancellation's content without what it cancels (which an A12 without EVN-6 takes from its own
     EVN-2, so a resend would differ in it alone)."""
-    data = json.loads(event.model_dump_json(exclude_defaults=True))
-    data.pop("cancels", None)
-    return identity.content_digest(data)
+    return _digest_without(event, "cancels")
 
 
 def _cancelled_by(versions: dict[str, Any], content: str) -> str | None:
@@ -180,19 +182,19 @@ class EventLedger:
             )
         if event.cancels is not None:
             cancelled = event.cancels.value
+            by = _cancel_content(event)
             if event.kind is EventKind.CANCEL_TRANSFER and cancelled not in versions:
                 # No transfer at the A12's EVN-6 (none stated, or the A02 was keyed on its EVN-2): an A12
                 # cancels the encounter's most recent transfer (HL7 v2), as the write-backs undo it - once:
                 # the same A12 re-sent with a new EVN-2 names the transfer it cancelled before.
                 before = identity.utc_second(event.recorded_at or event.occurred_at, what="the A12's time")
-                by = _cancel_content(event)
                 cancelled = _cancelled_by(versions, by) or _latest_transfer(versions, before) or cancelled
             # The cancelled event may happen again (re-admitted after A11): its next version is applied.
             versions[cancelled] = {
                 "digest": None,
                 "correlation_id": correlation_id,
                 "cancelled": True,
-                "cancelled_by": _cancel_content(event),
+                "cancelled_by": by,
             }
         value["versions"] = versions
         newest = _order(value.get("order"))
