@@ -601,7 +601,8 @@ def test_a_cancelled_transfer_makes_the_prior_ward_current_and_the_transfer_can_
     """A01 in ED, A02 to ward 1, A02 to ward 2 (EVN-6 11:55), A12 of that transfer back to ward 1: ward 1
     is current again, ward 2 is gone from the history (the patient never went), ED stays (an A12 without
     EVN-6 cancels the most recent transfer: the same). The same transfer sent again later (same content,
-    new control id and record time) is applied, not taken for a duplicate: the A12 marked it cancelled. Both write-backs write every message; native mode sends A12."""
+    new control id and record time) is applied, not taken for a duplicate: the A12 marked it cancelled.
+    Both write-backs write every message; native mode sends A12."""
     profile = OutboundProfile(events=events)  # type: ignore[arg-type]
     with rig(tmp_path, _guard(sabotage, monkeypatch), monkeypatch, profile) as r:
         to_ward2, at = {3: WARD2, 6: WARD1}, {6: "20260702115500"}  # PV1, EVN (the move's time)
