@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from shared.adapters.embedded._writelock import ProcessWriteLock
 from shared.storage.errors import StorageUnavailable
 from shared.storage.private_files import private_file
 
@@ -31,6 +32,8 @@ class SqliteDatabase:
         #: Held around every write transaction of this process (re-entrant: a nested write by the same
         #: thread still meets SQLite's busy timeout, as before).
         self._writer = threading.RLock()
+        self._process_lock = ProcessWriteLock(path)
+        self._depth = 0
         self._idle: list[sqlite3.Connection] = []
         self._closed = False
         private_file(path)  # 0600 in a 0700 directory: the stores hold patient data
@@ -111,6 +114,14 @@ class SqliteDatabase:
         """A connection inside ``BEGIN IMMEDIATE``: committed on success, rolled back on any exception."""
         if not self._writer.acquire(timeout=self._busy_timeout):
             raise StorageUnavailable(f"SQLite store {self.path.name} unavailable (busy)")
+        if self._closed:
+            self._writer.release()
+            raise RuntimeError(f"SQLite store {self.path.name} is closed")
+        outer = self._depth == 0 and self._process_lock is not None
+        if outer and not self._process_lock.acquire(self._busy_timeout):
+            self._writer.release()
+            raise StorageUnavailable(f"SQLite store {self.path.name} unavailable (busy)")
+        self._depth += 1
         try:
             with self._connection() as conn:
                 conn.execute("BEGIN IMMEDIATE")
@@ -122,6 +133,9 @@ class SqliteDatabase:
                     raise
                 conn.commit()
         finally:
+            self._depth -= 1
+            if outer:
+                self._process_lock.release()
             self._writer.release()
 
     def close(self) -> None:
@@ -130,3 +144,5 @@ class SqliteDatabase:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+        if self._process_lock is not None:
+            self._process_lock.close()

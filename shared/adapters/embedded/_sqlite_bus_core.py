@@ -27,6 +27,7 @@ from shared.adapters.embedded._sqlite_bus_schema import (
     _us,
     _utc_now,
 )
+from shared.adapters.embedded._writelock import ProcessWriteLock
 from shared.messaging.errors import BusUnavailable, SubscriptionNotFound, TopicNotFound
 from shared.messaging.filters import compile_filter
 from shared.messaging.ports import ReceivedMessage
@@ -57,6 +58,11 @@ class _SqliteBusCore:
         self._poll_interval = poll_interval
         self._owner = uuid.uuid4().hex
         self._lock = threading.RLock()
+        self._writer = threading.RLock()
+        self._busy_timeout = busy_timeout
+        self._process_lock: ProcessWriteLock | None = None  # set once the file is private
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
         # Per subscription: a condition receivers wait on between polls, and a count of wake-ups.
         self._wake: dict[tuple[str, str], threading.Condition] = {}
         self._generation: dict[tuple[str, str], int] = {}
@@ -77,6 +83,7 @@ class _SqliteBusCore:
                 self._generation[(spec.name, sub_name)] = 0
 
         private_file(self._path)  # 0600 in a 0700 directory: messages hold patient data
+        self._process_lock = ProcessWriteLock(self._path)
         try:
             conn = sqlite3.connect(
                 str(self._path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
@@ -109,6 +116,12 @@ class _SqliteBusCore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
+        if self._process_lock is not None:
+            self._process_lock.close()
 
     @property
     def path(self) -> Path:
@@ -183,6 +196,19 @@ class _SqliteBusCore:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction (takes the write lock up front, so no upgrade deadlocks)."""
+        with self._writer:
+            self._connection()  # closed: BusUnavailable before any lock
+            if self._process_lock is not None and not self._process_lock.acquire(self._busy_timeout):
+                raise BusUnavailable(f"bus database {self._path.name} is busy")
+            try:
+                with self._transaction_locked() as conn:
+                    yield conn
+            finally:
+                if self._process_lock is not None:
+                    self._process_lock.release()
+
+    @contextmanager
+    def _transaction_locked(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             conn = self._connection()
             conn.row_factory = sqlite3.Row
@@ -209,13 +235,27 @@ class _SqliteBusCore:
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            conn = self._connection()
-            conn.row_factory = sqlite3.Row
-            try:
-                yield conn
-            except sqlite3.OperationalError as exc:
-                raise BusUnavailable(f"bus database {self._path.name} is busy") from exc
+        """A pooled read connection (autocommit): reads never queue behind this instance's writer."""
+        with self._readers_lock:
+            if self._conn is None:
+                raise BusUnavailable("the bus has been closed")
+            conn = self._readers.pop() if self._readers else None
+        try:
+            if conn is None:
+                conn = sqlite3.connect(
+                    str(self._path), timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+                )
+                conn.row_factory = sqlite3.Row
+            yield conn
+        except sqlite3.OperationalError as exc:
+            raise BusUnavailable(f"bus database {self._path.name} is busy") from exc
+        finally:
+            if conn is not None:
+                with self._readers_lock:
+                    if self._conn is None:
+                        conn.close()
+                    else:
+                        self._readers.append(conn)
 
     def _to_message(
         self, row: sqlite3.Row, *, lock_token: str | None, locked_until: int | None, delivery_count: int
