@@ -37,12 +37,15 @@ lock:
 # make run PORT=8081 MLLP_PORT=2576; unset, tie run uses TIE_HTTP_PORT / TIE_MLLP_PORT, else 7071 / 2575.
 PORT ?=
 MLLP_PORT ?=
+# make run WORKERS=0 runs everything in one process; by default the Service Bus triggers run in 2 worker
+# processes beside the one serving HTTP, MLLP and the timers (docs/adr/0011-local-host-worker-processes.md).
+WORKERS ?= 2
 
 # make run verifies unverified NHS numbers against the local PDS stand-in before FHIR write-back and polls
 # the local MESH mailbox X26ABC1 (docs/pds-and-mesh.md); the environment overrides either (empty = off).
 run: $(STAMP)
 	TIE_PDS_VERIFY_DOWNSTREAMS="$${TIE_PDS_VERIFY_DOWNSTREAMS-fhir}" TIE_MESH_MAILBOXES="$${TIE_MESH_MAILBOXES-X26ABC1}" \
-		$(VENV)/bin/tie run$(if $(PORT), --port $(PORT))$(if $(MLLP_PORT), --mllp-port $(MLLP_PORT))
+		$(VENV)/bin/tie run --workers $(WORKERS)$(if $(PORT), --port $(PORT))$(if $(MLLP_PORT), --mllp-port $(MLLP_PORT))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -268,6 +268,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: ``tie run --workers`` for the ``tie-run`` server, as ``make run`` starts the host (``--workers``).
+HOST_WORKERS = 2
+
+
 def start_server(name: str) -> External:
     """Start one server in its own process and wait until it listens."""
     pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.DEVNULL}
@@ -299,7 +303,7 @@ def start_server(name: str) -> External:
         "--mllp-port",
         str(mllp_port),
     ]
-    args += ["--settings", "none.json"]
+    args += ["--settings", "none.json", "--workers", str(HOST_WORKERS)]
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = External(name, mllp_port, proc, workdir)
     deadline = time.monotonic() + 60
@@ -371,7 +375,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sleep-ms", type=float, default=2.0, help="latency of the sleep handler")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
+    parser.add_argument("--workers", type=int, default=2, help="tie run --workers (default: as make run)")
     args = parser.parse_args(argv)
+    global HOST_WORKERS
+    HOST_WORKERS = args.workers
     if args.handler is not None:
         return in_process(args)
 
@@ -386,7 +393,12 @@ def main(argv: list[str] | None = None) -> int:
         shown = ", ".join(f"{peer} {ratio:.2f}x" for peer, ratio in peers.items())
         print(f"tie-run (persist-before-ACK) / unpersisted peer, {n} connection(s): {shown}")
     if args.json:
-        out |= {"bench": "mllp_throughput", "seconds": args.seconds, "cpus": os.cpu_count()}
+        out |= {
+            "bench": "mllp_throughput",
+            "seconds": args.seconds,
+            "cpus": os.cpu_count(),
+            "workers": HOST_WORKERS,
+        }
         out["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")

@@ -113,6 +113,10 @@ def percentile(values: list[float], q: float) -> float:
 # -- one end-to-end run ---------------------------------------------------------------------------------
 
 
+#: ``tie run --workers``: Service Bus trigger processes, as ``make run`` starts the host (``--workers``).
+HOST_WORKERS = 2
+
+
 def start_host(
     local: Path, idempotency: bool, profile_out: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
@@ -129,7 +133,9 @@ def start_host(
     if profile_out is not None:
         env["BENCH_PROFILE_OUT"] = str(profile_out)
     args = [sys.executable, "-m", "tie.cli", "run", "--app", "bench/pipeline_app.py", "--port", str(port)]
-    args += ["--settings", "none.json", "--no-mllp"]
+    # The profile instruments one process: the profiled host runs everything in it (--workers 0).
+    workers = 0 if profile_out is not None else HOST_WORKERS
+    args += ["--settings", "none.json", "--no-mllp", "--workers", str(workers)]
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -543,11 +549,14 @@ def main() -> None:
     )
     parser.add_argument("--offered-messages", type=int, default=1000)
     parser.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
+    parser.add_argument("--workers", type=int, default=2, help="tie run --workers (default: as make run)")
     args = parser.parse_args()
+    global HOST_WORKERS
+    HOST_WORKERS = args.workers
 
     print(
-        f"End to end over HTTP on `tie run` (subprocess), {args.messages} ADT^A01 per run, "
-        f"{args.clients} clients, {os.cpu_count()} CPUs"
+        f"End to end over HTTP on `tie run --workers {args.workers}` (subprocess), {args.messages} "
+        f"ADT^A01 per run, {args.clients} clients, {os.cpu_count()} CPUs"
     )
     runs: dict[str, list[dict[str, float]]] = {"without": [], "with": []}
     for r in range(args.rounds):
@@ -570,7 +579,12 @@ def main() -> None:
     )
     print(f"target >= 1,000 msgs/s end to end: {'met' if med['with']['rate'] >= 1000 else 'NOT met'}")
     out: dict[str, Any] = {"bench": "pipeline", "messages": args.messages, "clients": args.clients}
-    out |= {"cpus": os.cpu_count(), "modes": med, "idempotency_overhead_pct": overhead}
+    out |= {
+        "cpus": os.cpu_count(),
+        "workers": args.workers,
+        "modes": med,
+        "idempotency_overhead_pct": overhead,
+    }
     if args.offered_rate > 0:
         paced = run_once(
             args.offered_messages, max(args.clients, 32), True, args.patients, "paced", args.offered_rate

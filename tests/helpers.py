@@ -116,6 +116,22 @@ def tie_cli(local_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def child_pids(pid: int) -> set[int]:
+    """Live (not zombie) child processes of ``pid``, read from /proc (Linux): ``tie run --workers``."""
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, ...
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            found.add(int(entry.name))
+    return found
+
+
 @contextmanager
 def host_process(
     local_dir: Path,

@@ -1,6 +1,6 @@
 """``tie``: run the platform locally and look inside it.
 
-    tie run                       functions host on http://127.0.0.1:7071/api (+ MLLP listener)
+    tie run                       functions host on http://127.0.0.1:7071/api (+ MLLP listener; --workers N)
     tie bus topics                table: topic, subscription, active, dead-letter, max deliveries (--json)
     tie bus peek TOPIC SUB        browse active messages (metadata; --body to print bodies)
     tie bus send TOPIC FILE       publish a file (development only)
@@ -406,10 +406,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ValueError:
             print("tie run: TIE_HTTP_PORT is not a port number; use e.g. TIE_HTTP_PORT=8081", file=sys.stderr)
             return 2
+    if args.workers is None:
+        try:
+            args.workers = _workers(os.environ.get("TIE_HOST_WORKERS") or "0")
+        except argparse.ArgumentTypeError as exc:
+            print(f"tie run: TIE_HOST_WORKERS: {exc}", file=sys.stderr)
+            return 2
+    from shared.adapters.embedded._writelock import AVAILABLE
+
+    if args.workers and not AVAILABLE:
+        print("tie run: --workers needs POSIX file locks (fcntl); use --workers 0 here", file=sys.stderr)
+        return 2
     from shared.config.settings import reset_settings
 
     reset_settings()
     return asyncio.run(_run(args, loaded))
+
+
+def _workers(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of processes, 0 to {MAX_WORKERS}") from None
+    if not 0 <= n <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"not a number of processes, 0 to {MAX_WORKERS}")
+    return n
+
+
+#: Most worker processes ``tie run --workers`` starts (each runs every Service Bus trigger).
+MAX_WORKERS = 8
 
 
 async def _run(args: argparse.Namespace, loaded: Sequence[str]) -> int:
@@ -423,12 +448,17 @@ async def _run(args: argparse.Namespace, loaded: Sequence[str]) -> int:
     # Import the app first: a test app may install its own container (custom topology) at import time.
     app = load_app(args.app)
     container = get_container()
-    config = HostConfig.from_host_json(args.host_json, host=args.host, port=args.port)
-    host = LocalHost(app=app, bus=container.bus, records=container.records, config=config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if args.worker_of is not None:
+        return await _run_worker(args, app, container, stop)
+    # With worker processes this one keeps the edges (HTTP, MLLP) and the timers; they run the triggers.
+    config = HostConfig.from_host_json(
+        args.host_json, host=args.host, port=args.port, enable_service_bus=args.workers == 0
+    )
+    host = LocalHost(app=app, bus=container.bus, records=container.records, config=config)
     # Bind every listener before any trigger runs: a busy port then stops nothing half-started.
     try:
         extras = await _start_extras(args, container)
@@ -447,6 +477,17 @@ async def _run(args: argparse.Namespace, loaded: Sequence[str]) -> int:
         await host.stop(grace=0)
         container.close()
         return _cannot_listen("HTTP", args.host, config.port, exc, "PORT", "--port")
+    from tie.localhost.workers import TriggerWorkers, WorkerStartFailed, worker_argv
+
+    workers = TriggerWorkers(worker_argv(args.app, args.settings, args.host_json, os.getpid()), args.workers)
+    try:
+        await workers.start()
+    except WorkerStartFailed as exc:
+        await extras.stop()
+        await host.stop(grace=0)
+        container.close()
+        print(f"tie run: {exc}", file=sys.stderr, flush=True)
+        return 1
     print(
         f"Serverless TIE local host ({container.settings.bus_backend.value} bus, "
         f"{container.settings.storage_backend.value} storage, data in {container.settings.local_dir})"
@@ -456,10 +497,35 @@ async def _run(args: argparse.Namespace, loaded: Sequence[str]) -> int:
     print(host.banner())
     for line in extras.banner():
         print(line)
+    if workers.count:
+        print(f"Worker processes: {workers.count} running the Service Bus triggers (pids {workers.pids()})")
     print(f"Host started: {host.base_url}", flush=True)
     await stop.wait()
     print("Stopping...", flush=True)
     await extras.stop()
+    await host.stop()
+    await workers.stop()
+    container.close()
+    return 0
+
+
+async def _run_worker(args: argparse.Namespace, app: Any, container: Any, stop: asyncio.Event) -> int:
+    """A worker process of ``tie run --workers N``: the Service Bus triggers only (no HTTP, MLLP or
+    timers); it stops on SIGTERM or when its parent is gone."""
+    from tie.localhost.host import HostConfig, LocalHost
+    from tie.localhost.workers import READY, watch_parent
+
+    config = HostConfig.from_host_json(args.host_json, enable_http=False, enable_timers=False)
+    host = LocalHost(app=app, bus=container.bus, records=container.records, config=config)
+    loop = asyncio.get_running_loop()
+
+    def parent_gone() -> None:
+        loop.call_soon_threadsafe(stop.set)
+
+    watch_parent(args.worker_of, parent_gone)
+    await host.start()
+    print(READY, flush=True)
+    await stop.wait()
     await host.stop()
     container.close()
     return 0
@@ -531,6 +597,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-mllp", action="store_true", help="do not start the MLLP listener")
     run.add_argument("--settings", default="local.settings.json")
     run.add_argument("--host-json", default="host.json")
+    run.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        help="run the Service Bus triggers in N worker processes; this one keeps HTTP, MLLP and the timers"
+        " (default: TIE_HOST_WORKERS, else 0: everything in this process)",
+    )
+    run.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
     bus = sub.add_parser("bus", help="inspect the message bus")

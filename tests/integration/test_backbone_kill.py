@@ -53,7 +53,7 @@ from shared.messaging.topology import (
 )
 from shared.storage.names import TABLE_PARKED
 from tests.fixtures.backbone_app import SHORT_LOCKS
-from tests.helpers import free_port, host_process, http
+from tests.helpers import child_pids, free_port, host_process, http
 from tests.unit.backbone import support as s
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
@@ -83,11 +83,15 @@ class Run:
     patients: int  # even: pairs sharing a visit / filler number across issuers
     conflicts: int  # extra patients claiming a visit number already held by another NHS number
     kills: int
+    workers: int = 0  # tie run --workers: each kill takes the host process and its workers together
 
 
+#: The as-built run on ``tie run --workers 2`` (the Service Bus triggers in two worker processes).
+WORKERS = "workers"
 #: As built, substantial; the broken runs only need to show that the checks fail.
 RUNS: dict[str | None, Run] = {
     None: Run(patients=100, conflicts=6, kills=5),
+    WORKERS: Run(patients=40, conflicts=4, kills=3, workers=2),
     "no-idempotency": Run(patients=16, conflicts=2, kills=2),
     "no-digest": Run(patients=16, conflicts=2, kills=2),
 }
@@ -378,11 +382,13 @@ def expect(sabotage: str | None, checks: dict[str, Callable[[], None]]) -> None:
 # -- the run ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sabotage", list(RUNS))
+@pytest.mark.parametrize("variant", list(RUNS))
 def test_b_host_killed_at_random_points_keeps_identities_and_contents(
-    tmp_path: Path, sabotage: str | None
+    tmp_path: Path, variant: str | None
 ) -> None:
-    run = RUNS[sabotage]
+    run = RUNS[variant]
+    sabotage = None if variant == WORKERS else variant
+    host_args = ["--no-mllp", "--workers", str(run.workers)] if run.workers else None
     local = tmp_path / "local"
     port = free_port()
     base = f"http://127.0.0.1:{port}/api"
@@ -453,7 +459,10 @@ def test_b_host_killed_at_random_points_keeps_identities_and_contents(
     kills_at: list[float] = []
     try:
         for round_ in range(run.kills + 1):
-            with host_process(local, app=APP, port=port, env=env, output=tail) as (proc, _base):
+            with host_process(local, app=APP, port=port, env=env, output=tail, extra_args=host_args) as (
+                proc,
+                _base,
+            ):
                 if round_ == 0:
                     for t in senders:
                         t.start()
@@ -468,7 +477,11 @@ def test_b_host_killed_at_random_points_keeps_identities_and_contents(
                         time.sleep(0.05)
                     time.sleep(rng.uniform(0.0, 0.5))
                     kills_at.append(round(time.monotonic() - started, 1))
+                    workers = child_pids(proc.pid)
+                    assert len(workers) == run.workers, "\n".join(tail)
                     os.kill(proc.pid, signal.SIGKILL)  # no shutdown, no settlement, nothing flushed
+                    for pid in workers:  # the whole host at once, as a crash of its machine
+                        os.kill(pid, signal.SIGKILL)
                     proc.wait(10)
                     continue
                 deadline = time.monotonic() + 2 * PATIENCE
@@ -523,7 +536,7 @@ def test_b_host_killed_at_random_points_keeps_identities_and_contents(
     conflicts = {corr for corr, stage in want.stages.items() if stage == "conflict"}
     contents, wanted = found_enc | found_res, want.encounters | want.results
     s.counts_line(
-        f"b/fhir/{sabotage or 'as-built'}",
+        f"b/fhir/{variant or 'as-built'}",
         sent=len(sent.messages),
         effects=len(contents & wanted),
         duplicates=len(contents - wanted),  # contents nothing sent asks for (an overwrite, a stale result)
@@ -531,7 +544,7 @@ def test_b_host_killed_at_random_points_keeps_identities_and_contents(
         dead_lettered=dead,
     )
     print(
-        f"[fault b] seed={seed} (BACKBONE_FAULT_SEED) sabotage={sabotage} patients={run.patients}"
+        f"[fault b] seed={seed} (BACKBONE_FAULT_SEED) {variant=} patients={run.patients}"
         f"+{run.conflicts} kills at {kills_at} s, resends={resends}, seconds={time.monotonic() - started:.1f}"
     )
     # The harness itself, whatever the guards do: everything sent and ACKed, the host quiet in the end.
