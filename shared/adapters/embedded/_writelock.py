@@ -1,12 +1,14 @@
 """A cross-process queue for one SQLite file's writers (``tie run --workers``).
 
 SQLite's own busy handler makes a writer of another process sleep 1, 2, 5, 10 ... up to 100 ms between
-attempts, so under sustained writes from two processes one of them starves while the other's writers
-follow each other. Writers of every process take an advisory ``flock`` of a sidecar file first
-(``<db>-wlock``), polled every 50-500 us, so a waiting process gets the file within a transaction or two.
+attempts, so under sustained writes from two processes a blocked writer may sleep for tens of milliseconds
+while the other process's writers follow each other. Writers of every process take an advisory ``flock``
+of a sidecar file first (``<db>-wlock``), polled every 50-500 us, so a waiting process tries again within
+half a millisecond.
 The lock is taken only around the embedded stores' own write transactions (after the process's own writer
 lock) and released right after COMMIT or ROLLBACK; a process that dies holding it releases it with its file
-descriptor. Other SQLite users of the file (``tie bus`` and friends) still meet SQLite's busy timeout.
+descriptor. Every user of the embedded adapters takes it (the ``tie`` commands too); anything else opening
+the file (the ``sqlite3`` shell) still meets SQLite's busy timeout.
 Where ``fcntl`` is missing (Windows) the lock is a no-op and ``tie run --workers`` is refused.
 """
 
