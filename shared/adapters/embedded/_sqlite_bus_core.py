@@ -66,6 +66,8 @@ class _SqliteBusCore:
         # Per subscription: a condition receivers wait on between polls, and a count of wake-ups.
         self._wake: dict[tuple[str, str], threading.Condition] = {}
         self._generation: dict[tuple[str, str], int] = {}
+        # Per subscription: when a has-work read last found nothing, and the wake-up count then.
+        self._empty_at: dict[tuple[str, str], tuple[float, int]] = {}
         self._topics: dict[str, _Topic] = {}
         for spec in topology:
             if spec.name in self._topics:

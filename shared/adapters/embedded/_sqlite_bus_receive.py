@@ -65,12 +65,18 @@ class _SqliteBusReceiving(_SqliteBusCore):
             raise ValueError(f"subscription {topic}/{subscription} does not use sessions")
 
         deadline = time.monotonic() + max_wait
+        named = session_id not in (None, NEXT_AVAILABLE_SESSION)
+        first = True
         while True:
             key = (topic, sub.spec.name)
             generation = self._generation[key]
             # An idle poll is a read: the write transaction (sweep + claim) runs only when the read sees
             # something it could change. A request for a named session always writes (it renews the lock).
-            if session_id not in (None, NEXT_AVAILABLE_SESSION) or self._has_work(sub, session_id):
+            # After a wait, the read is skipped when another receiver of this instance found the
+            # subscription empty less than a poll interval ago and nothing woke it since.
+            if named or (
+                (first or not self._seen_empty(key, generation)) and self._has_work(sub, session_id)
+            ):
                 with self._transaction() as tx:
                     now = self._now_us()
                     self._sweep(tx, sub, now)
@@ -80,6 +86,7 @@ class _SqliteBusReceiving(_SqliteBusCore):
                         received = self._claim_session(tx, sub, now, max_messages, session_id)
                 if received:
                     return received
+            first = False
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
@@ -88,8 +95,23 @@ class _SqliteBusReceiving(_SqliteBusCore):
                 if self._generation[key] == generation:
                     wake.wait(min(self._poll_interval, remaining))
 
+    def _seen_empty(self, key: tuple[str, str], generation: int) -> bool:
+        seen = self._empty_at.get(key)
+        return seen is not None and seen[1] == generation and time.monotonic() - seen[0] < self._poll_interval
+
     def _has_work(self, sub: _Sub, session_id: str | None) -> bool:
-        """Read only: is there a message to sweep (max deliveries, expired) or to claim?"""
+        """Read only: is there a message to sweep (max deliveries, expired) or to claim? Remembers when a
+        subscription was last found empty (for :meth:`_seen_empty`)."""
+        key = (sub.topic, sub.spec.name)
+        generation = self._generation[key]
+        found = self._work_found(sub, session_id)
+        if found:
+            self._empty_at.pop(key, None)
+        else:
+            self._empty_at[key] = (time.monotonic(), generation)
+        return found
+
+    def _work_found(self, sub: _Sub, session_id: str | None) -> bool:
         with self._read() as conn:
             now = self._now_us()
             params = {

@@ -6,6 +6,7 @@ import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from shared.adapters.embedded.sqlite_bus import SqliteBus
 from shared.messaging.ports import NEXT_AVAILABLE_SESSION, OutboundMessage, ReceivedMessage
@@ -85,3 +86,41 @@ def test_publish_wakes_a_receiver_waiting_on_the_same_instance(tmp_path: Path) -
         thread.join(30)
         assert not thread.is_alive()
         assert [m.body for m in got] == [b"wake"]
+
+
+def test_waiting_receivers_of_one_instance_share_the_idle_read(tmp_path: Path) -> None:
+    """After a wait, a receiver skips the has-work read when the subscription was found empty less than a
+    poll interval ago and nothing woke it; the first check of every receive still reads, so another
+    process's message is seen at once by a receive that does not wait."""
+    path = tmp_path / "bus.sqlite3"
+    with SqliteBus(path, TOPO, poll_interval=60.0) as bus, SqliteBus(path, TOPO) as other:
+        reads: list[str] = []
+        found = bus._work_found
+
+        def counted(sub: Any, session_id: str | None) -> bool:
+            reads.append(sub.spec.name)
+            return found(sub, session_id)
+
+        bus._work_found = counted  # type: ignore[method-assign]
+        assert bus.receive("work", "w", max_wait=0.2) == []
+        assert reads == ["w"]  # read once, then waited 0.2 s and skipped the second read
+
+        other.publish("work", [OutboundMessage(body=b"from another process", message_id="m-1")])
+        (got,) = bus.receive("work", "w")  # no wait: the first check reads
+        assert got.message_id == "m-1"
+        assert reads == ["w", "w"]
+        bus.complete(got)
+
+        # A publish through this instance wakes a waiting receiver, which then reads again.
+        def publish_soon() -> None:
+            bus.publish("work", [OutboundMessage(body=b"woken", message_id="m-2")])
+
+        reads.clear()
+        assert bus.receive("work", "w", max_wait=0.0) == []
+        timer = threading.Timer(0.1, publish_soon)
+        timer.start()
+        (woken,) = bus.receive("work", "w", max_wait=30.0)
+        timer.join()
+        assert woken.message_id == "m-2"
+        assert len(reads) >= 3  # the empty check, the receive's first check, and the read after the wake-up
+        bus.complete(woken)
