@@ -103,7 +103,8 @@ class TriggerWorkers:
             if self._stopping:
                 return
             _log.error(
-                "worker process exited; starting it again", extra={"worker": index + 1, "status": code}
+                "worker process exited; starting it again",
+                extra={"reason": f"worker {index + 1}", "status": code},
             )
             await asyncio.sleep(RESTART_BACKOFF)
             if self._stopping:
@@ -111,7 +112,7 @@ class TriggerWorkers:
             try:
                 self._procs[index] = await self._spawn(index)
             except WorkerStartFailed:
-                _log.error("worker process did not start again", extra={"worker": index + 1})
+                _log.error("worker process did not start again", extra={"reason": f"worker {index + 1}"})
 
     async def stop(self, grace: float = 10.0) -> None:
         """SIGTERM every worker (each finishes its running invocations); SIGKILL after ``grace``."""
