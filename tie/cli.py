@@ -502,6 +502,7 @@ async def _run(args: argparse.Namespace, loaded: Sequence[str]) -> int:
     print(f"Host started: {host.base_url}", flush=True)
     await stop.wait()
     print("Stopping...", flush=True)
+    workers.stopping()
     await extras.stop()
     await host.stop()
     await workers.stop()

@@ -86,14 +86,16 @@ class Run:
     workers: int = 0  # tie run --workers: each kill takes the host process and its workers together
 
 
-#: The as-built run on ``tie run --workers 2`` (the Service Bus triggers in two worker processes).
-WORKERS = "workers"
+#: Runs on ``tie run --workers 2`` (the Service Bus triggers in two worker processes): as built, and with
+#: the idempotency guard broken, which must fail there too.
+WORKERS, WORKERS_BROKEN = "workers", "no-idempotency/workers"
 #: As built, substantial; the broken runs only need to show that the checks fail.
 RUNS: dict[str | None, Run] = {
     None: Run(patients=100, conflicts=6, kills=5),
     WORKERS: Run(patients=40, conflicts=4, kills=3, workers=2),
     "no-idempotency": Run(patients=16, conflicts=2, kills=2),
     "no-digest": Run(patients=16, conflicts=2, kills=2),
+    WORKERS_BROKEN: Run(patients=16, conflicts=2, kills=2, workers=2),
 }
 
 
@@ -387,7 +389,7 @@ def test_b_host_killed_at_random_points_keeps_identities_and_contents(
     tmp_path: Path, variant: str | None
 ) -> None:
     run = RUNS[variant]
-    sabotage = None if variant == WORKERS else variant
+    sabotage = "no-idempotency" if variant == WORKERS_BROKEN else None if variant == WORKERS else variant
     host_args = ["--no-mllp", "--workers", str(run.workers)] if run.workers else None
     local = tmp_path / "local"
     port = free_port()

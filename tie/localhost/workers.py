@@ -66,29 +66,41 @@ class TriggerWorkers:
         return [p.pid for p in self._procs if p is not None and p.returncode is None]
 
     async def start(self) -> None:
-        """Start every worker and wait until each is ready; on failure stop those started and raise."""
+        """Start every worker (together) and wait until each is ready; on failure stop them all and raise."""
+        spawns = [asyncio.ensure_future(self._spawn(i)) for i in range(self._count)]
         try:
-            for i in range(self._count):
-                self._procs[i] = await self._spawn(i)
+            for i, proc in enumerate(await asyncio.gather(*spawns)):
+                self._procs[i] = proc
         except BaseException:
+            for spawn in spawns:
+                spawn.cancel()
+            await asyncio.gather(*spawns, return_exceptions=True)  # each kills its process on the way out
             await self.stop(grace=2.0)
             raise
         self._supervisors = [asyncio.create_task(self._supervise(i)) for i in range(self._count)]
 
     async def _spawn(self, index: int) -> asyncio.subprocess.Process:
+        """One worker, ready. Its own session: a Ctrl-C on the terminal reaches the host process only, which
+        stops the workers itself. A worker that fails to start, or whose start is cancelled, is killed."""
         proc = await asyncio.create_subprocess_exec(
-            *self._argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE
+            *self._argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,
         )
         assert proc.stdout is not None
         try:
-            line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
-        except TimeoutError:
-            line = b""
-        if not line.decode(errors="replace").startswith(READY):
+            try:
+                line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
+            except TimeoutError:
+                line = b""
+            if not line.decode(errors="replace").startswith(READY):
+                raise WorkerStartFailed(f"worker {index + 1} did not start")
+        except BaseException:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-            await proc.wait()
-            raise WorkerStartFailed(f"worker {index + 1} did not start (exit status {proc.returncode})")
+            await asyncio.shield(proc.wait())
+            raise
         return proc
 
     async def _supervise(self, index: int) -> None:
@@ -106,17 +118,30 @@ class TriggerWorkers:
                 "worker process exited; starting it again",
                 extra={"reason": f"worker {index + 1}", "status": code},
             )
-            await asyncio.sleep(RESTART_BACKOFF)
-            if self._stopping:
-                return
-            try:
-                self._procs[index] = await self._spawn(index)
-            except WorkerStartFailed:
-                _log.error("worker process did not start again", extra={"reason": f"worker {index + 1}"})
+            while not self._stopping:
+                await asyncio.sleep(RESTART_BACKOFF)
+                if self._stopping:
+                    return
+                try:
+                    self._procs[index] = await self._spawn(index)
+                    break
+                except (WorkerStartFailed, OSError) as exc:
+                    _log.error(
+                        "worker process did not start again; retrying",
+                        extra={"reason": f"worker {index + 1}", "error_code": type(exc).__name__},
+                    )
+
+    def stopping(self) -> None:
+        """From now on a worker that exits is not started again (the host is shutting down)."""
+        self._stopping = True
 
     async def stop(self, grace: float = 10.0) -> None:
         """SIGTERM every worker (each finishes its running invocations); SIGKILL after ``grace``."""
         self._stopping = True
+        for task in self._supervisors:  # no restart in flight: a start being awaited kills its process
+            task.cancel()
+        await asyncio.gather(*self._supervisors, return_exceptions=True)
+        self._supervisors.clear()
         live = [p for p in self._procs if p is not None and p.returncode is None]
         for proc in live:
             with contextlib.suppress(ProcessLookupError):
@@ -128,12 +153,6 @@ class TriggerWorkers:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
-        for task in self._supervisors:
-            task.cancel()
-        for task in self._supervisors:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._supervisors.clear()
 
 
 def watch_parent(parent: int, on_gone: Callable[[], None], interval: float = 0.5) -> threading.Thread:

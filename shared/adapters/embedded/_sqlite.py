@@ -37,14 +37,18 @@ class SqliteDatabase:
         self._idle: list[sqlite3.Connection] = []
         self._closed = False
         private_file(path)  # 0600 in a 0700 directory: the stores hold patient data
-        # Open one connection now: the file is in WAL mode before any concurrent use.
-        with self._connection():
-            pass
-        if schema:
-            with self.write() as conn:
-                for statement in schema.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+        try:
+            # Open one connection now: the file is in WAL mode before any concurrent use.
+            with self._connection():
+                pass
+            if schema:
+                with self.write() as conn:
+                    for statement in schema.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+        except BaseException:
+            self.close()
+            raise
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -114,13 +118,15 @@ class SqliteDatabase:
         """A connection inside ``BEGIN IMMEDIATE``: committed on success, rolled back on any exception."""
         if not self._writer.acquire(timeout=self._busy_timeout):
             raise StorageUnavailable(f"SQLite store {self.path.name} unavailable (busy)")
-        if self._closed:
+        outer = self._depth == 0
+        try:
+            if self._closed:
+                raise RuntimeError(f"SQLite store {self.path.name} is closed")
+            if outer and not self._process_lock.acquire(self._busy_timeout):
+                raise StorageUnavailable(f"SQLite store {self.path.name} unavailable (busy)")
+        except BaseException:
             self._writer.release()
-            raise RuntimeError(f"SQLite store {self.path.name} is closed")
-        outer = self._depth == 0 and self._process_lock is not None
-        if outer and not self._process_lock.acquire(self._busy_timeout):
-            self._writer.release()
-            raise StorageUnavailable(f"SQLite store {self.path.name} unavailable (busy)")
+            raise
         self._depth += 1
         try:
             with self._connection() as conn:
@@ -134,9 +140,11 @@ class SqliteDatabase:
                 conn.commit()
         finally:
             self._depth -= 1
-            if outer:
-                self._process_lock.release()
-            self._writer.release()
+            try:
+                if outer:
+                    self._process_lock.release()
+            finally:
+                self._writer.release()
 
     def close(self) -> None:
         with self._lock:
@@ -144,5 +152,4 @@ class SqliteDatabase:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
-        if self._process_lock is not None:
-            self._process_lock.close()
+        self._process_lock.close()

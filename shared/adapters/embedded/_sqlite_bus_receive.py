@@ -72,11 +72,11 @@ class _SqliteBusReceiving(_SqliteBusCore):
             generation = self._generation[key]
             # An idle poll is a read: the write transaction (sweep + claim) runs only when the read sees
             # something it could change. A request for a named session always writes (it renews the lock).
-            # After a wait, the read is skipped when another receiver of this instance found the
-            # subscription empty less than a poll interval ago and nothing woke it since.
-            if named or (
-                (first or not self._seen_empty(key, generation)) and self._has_work(sub, session_id)
-            ):
+            # Between the first and the last check of this call, the read is skipped when another receiver
+            # of this instance found the subscription empty less than a poll interval ago and nothing woke
+            # it since.
+            read = first or time.monotonic() >= deadline or not self._seen_empty(key, generation)
+            if named or (read and self._has_work(sub, session_id)):
                 with self._transaction() as tx:
                     now = self._now_us()
                     self._sweep(tx, sub, now)
@@ -103,12 +103,12 @@ class _SqliteBusReceiving(_SqliteBusCore):
         """Read only: is there a message to sweep (max deliveries, expired) or to claim? Remembers when a
         subscription was last found empty (for :meth:`_seen_empty`)."""
         key = (sub.topic, sub.spec.name)
-        generation = self._generation[key]
+        generation, started = self._generation[key], time.monotonic()
         found = self._work_found(sub, session_id)
         if found:
             self._empty_at.pop(key, None)
         else:
-            self._empty_at[key] = (time.monotonic(), generation)
+            self._empty_at[key] = (started, generation)  # as of the read's start: never later than it saw
         return found
 
     def _work_found(self, sub: _Sub, session_id: str | None) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 from shared.adapters.embedded.sqlite_bus import SqliteBus
 from shared.messaging.ports import NEXT_AVAILABLE_SESSION, OutboundMessage, ReceivedMessage
 from shared.messaging.topology import SubscriptionSpec, TopicSpec
+from tests.helpers import wait_for
 
 LOCK = timedelta(seconds=30)
 TOPO = (
@@ -89,38 +90,50 @@ def test_publish_wakes_a_receiver_waiting_on_the_same_instance(tmp_path: Path) -
 
 
 def test_waiting_receivers_of_one_instance_share_the_idle_read(tmp_path: Path) -> None:
-    """After a wait, a receiver skips the has-work read when the subscription was found empty less than a
-    poll interval ago and nothing woke it; the first check of every receive still reads, so another
-    process's message is seen at once by a receive that does not wait."""
+    """Between the first and the last check of a receive, the has-work read is skipped when the subscription
+    was found empty less than a poll interval ago and nothing woke the instance since; the first and the
+    last check always read, so a receive sees what another process committed before it started or ends."""
     path = tmp_path / "bus.sqlite3"
     with SqliteBus(path, TOPO, poll_interval=60.0) as bus, SqliteBus(path, TOPO) as other:
         reads: list[str] = []
-        found = bus._work_found
+        skipped: list[bool] = []
+        found, seen_empty = bus._work_found, bus._seen_empty
 
         def counted(sub: Any, session_id: str | None) -> bool:
             reads.append(sub.spec.name)
             return found(sub, session_id)
 
+        def judged(key: tuple[str, str], generation: int) -> bool:
+            skipped.append(seen_empty(key, generation))
+            return skipped[-1]
+
         bus._work_found = counted  # type: ignore[method-assign]
-        assert bus.receive("work", "w", max_wait=0.2) == []
-        assert reads == ["w"]  # read once, then waited 0.2 s and skipped the second read
+        bus._seen_empty = judged  # type: ignore[method-assign]
+        wake = bus._wake[("work", "w")]
 
-        other.publish("work", [OutboundMessage(body=b"from another process", message_id="m-1")])
-        (got,) = bus.receive("work", "w")  # no wait: the first check reads
-        assert got.message_id == "m-1"
-        assert reads == ["w", "w"]
-        bus.complete(got)
+        # A waiting receiver woken without a publish (spuriously) skips the read; a publish through the
+        # instance wakes it again, and then it reads.
+        got: list[ReceivedMessage] = []
+        waiting = threading.Thread(target=lambda: got.extend(bus.receive("work", "w", max_wait=60.0)))
+        waiting.start()
+        wait_for(lambda: reads == ["w"] and len(wake._waiters) == 1)  # type: ignore[attr-defined]
+        with wake:
+            wake.notify_all()
+        wait_for(lambda: skipped == [True])
+        bus.publish("work", [OutboundMessage(body=b"woken", message_id="m-1")])
+        waiting.join(60)
+        assert [m.message_id for m in got] == ["m-1"]
+        assert reads == ["w", "w"]  # the first check and the one after the publish; not the spurious wake
+        bus.complete(got[0])
 
-        # A publish through this instance wakes a waiting receiver, which then reads again.
-        def publish_soon() -> None:
-            bus.publish("work", [OutboundMessage(body=b"woken", message_id="m-2")])
+        # The first check reads: another process's message is seen by a receive that does not wait.
+        other.publish("work", [OutboundMessage(body=b"from another process", message_id="m-2")])
+        (theirs,) = bus.receive("work", "w")
+        assert theirs.message_id == "m-2"
+        bus.complete(theirs)
 
+        # The last check before the deadline reads too, even right after an empty read.
         reads.clear()
         assert bus.receive("work", "w", max_wait=0.0) == []
-        timer = threading.Timer(0.1, publish_soon)
-        timer.start()
-        (woken,) = bus.receive("work", "w", max_wait=30.0)
-        timer.join()
-        assert woken.message_id == "m-2"
-        assert len(reads) >= 3  # the empty check, the receive's first check, and the read after the wake-up
-        bus.complete(woken)
+        assert bus.receive("work", "w", max_wait=0.05) == []
+        assert reads == ["w", "w", "w"]
