@@ -482,7 +482,7 @@ async def _run(args: argparse.Namespace, loaded: Sequence[str]) -> int:
     workers = TriggerWorkers(worker_argv(args.app, args.settings, args.host_json, os.getpid()), args.workers)
     try:
         await workers.start()
-    except WorkerStartFailed as exc:
+    except (WorkerStartFailed, OSError) as exc:
         await extras.stop()
         await host.stop(grace=0)
         container.close()

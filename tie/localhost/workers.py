@@ -69,8 +69,7 @@ class TriggerWorkers:
         """Start every worker (together) and wait until each is ready; on failure stop them all and raise."""
         spawns = [asyncio.ensure_future(self._spawn(i)) for i in range(self._count)]
         try:
-            for i, proc in enumerate(await asyncio.gather(*spawns)):
-                self._procs[i] = proc
+            await asyncio.gather(*spawns)
         except BaseException:
             for spawn in spawns:
                 spawn.cancel()
@@ -79,9 +78,10 @@ class TriggerWorkers:
             raise
         self._supervisors = [asyncio.create_task(self._supervise(i)) for i in range(self._count)]
 
-    async def _spawn(self, index: int) -> asyncio.subprocess.Process:
-        """One worker, ready. Its own session: a Ctrl-C on the terminal reaches the host process only, which
-        stops the workers itself. A worker that fails to start, or whose start is cancelled, is killed."""
+    async def _spawn(self, index: int) -> None:
+        """Start worker ``index`` and record it once ready. Its own session: a Ctrl-C on the terminal reaches
+        the host process only, which stops the workers itself. A worker that fails to start, or whose start
+        is cancelled, is killed."""
         proc = await asyncio.create_subprocess_exec(
             *self._argv,
             stdin=asyncio.subprocess.DEVNULL,
@@ -101,7 +101,7 @@ class TriggerWorkers:
                 proc.kill()
             await asyncio.shield(proc.wait())
             raise
-        return proc
+        self._procs[index] = proc
 
     async def _supervise(self, index: int) -> None:
         while not self._stopping:
@@ -123,7 +123,7 @@ class TriggerWorkers:
                 if self._stopping:
                     return
                 try:
-                    self._procs[index] = await self._spawn(index)
+                    await self._spawn(index)
                     break
                 except (WorkerStartFailed, OSError) as exc:
                     _log.error(
@@ -138,21 +138,26 @@ class TriggerWorkers:
     async def stop(self, grace: float = 10.0) -> None:
         """SIGTERM every worker (each finishes its running invocations); SIGKILL after ``grace``."""
         self._stopping = True
-        for task in self._supervisors:  # no restart in flight: a start being awaited kills its process
-            task.cancel()
-        await asyncio.gather(*self._supervisors, return_exceptions=True)
-        self._supervisors.clear()
         live = [p for p in self._procs if p is not None and p.returncode is None]
         for proc in live:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
-        for proc in live:
+        for proc in live:  # the supervisors keep reading their output meanwhile
             try:
                 await asyncio.wait_for(proc.wait(), grace)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
+        for task in self._supervisors:  # a start still awaited kills its process when cancelled
+            task.cancel()
+        await asyncio.gather(*self._supervisors, return_exceptions=True)
+        self._supervisors.clear()
+        for late in self._procs:  # a restart that became ready meanwhile
+            if late is not None and late.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    late.kill()
+                await late.wait()
 
 
 def watch_parent(parent: int, on_gone: Callable[[], None], interval: float = 0.5) -> threading.Thread:

@@ -36,8 +36,8 @@ class SqliteDatabase:
         self._depth = 0
         self._idle: list[sqlite3.Connection] = []
         self._closed = False
-        private_file(path)  # 0600 in a 0700 directory: the stores hold patient data
         try:
+            private_file(path)  # 0600 in a 0700 directory: the stores hold patient data
             # Open one connection now: the file is in WAL mode before any concurrent use.
             with self._connection():
                 pass

@@ -75,8 +75,10 @@ class _SqliteBusReceiving(_SqliteBusCore):
             # Between the first and the last check of this call, the read is skipped when another receiver
             # of this instance found the subscription empty less than a poll interval ago and nothing woke
             # it since.
-            read = first or time.monotonic() >= deadline or not self._seen_empty(key, generation)
-            if named or (read and self._has_work(sub, session_id)):
+            last = time.monotonic() >= deadline
+            if named or (
+                (first or last or not self._seen_empty(key, generation)) and self._has_work(sub, session_id)
+            ):
                 with self._transaction() as tx:
                     now = self._now_us()
                     self._sweep(tx, sub, now)
@@ -87,9 +89,11 @@ class _SqliteBusReceiving(_SqliteBusCore):
                 if received:
                     return received
             first = False
+            if last:
+                return []
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return []
+                continue  # the deadline passed during this check: one last check, which reads
             wake = self._wake[key]
             with wake:  # woken early by a publish or unlock on this subscription through this instance
                 if self._generation[key] == generation:
