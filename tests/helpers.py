@@ -116,20 +116,30 @@ def tie_cli(local_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _proc_state(pid: int | str) -> tuple[str, int] | None:
+    """(state, parent pid) of a process from /proc (Linux); ``None`` when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, ...
+    return fields[0], int(fields[1])
+
+
 def child_pids(pid: int) -> set[int]:
-    """Live (not zombie) child processes of ``pid``, read from /proc (Linux): ``tie run --workers``."""
+    """Live (not zombie) child processes of ``pid``: ``tie run --workers``."""
     found: set[int] = set()
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # gone meanwhile
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, ...
-        if fields[0] != "Z" and int(fields[1]) == pid:
+        state = _proc_state(entry.name) if entry.name.isdigit() else None
+        if state is not None and state[0] != "Z" and state[1] == pid:
             found.add(int(entry.name))
     return found
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie, exited but not reaped, is not)."""
+    state = _proc_state(pid)
+    return state is not None and state[0] != "Z"
 
 
 @contextmanager

@@ -470,12 +470,17 @@ async def _run(args: argparse.Namespace, loaded: Sequence[str]) -> int:
         container.close()
         print(f"tie run: MLLP listener TLS not usable ({exc.code}): {exc}", file=sys.stderr, flush=True)
         return 1
-    try:
-        await host.start()
-    except OSError as exc:
+
+    async def abandon() -> None:
+        """Undo a start that failed part-way: the listeners and the host, then the stores."""
         await extras.stop()
         await host.stop(grace=0)
         container.close()
+
+    try:
+        await host.start()
+    except OSError as exc:
+        await abandon()
         return _cannot_listen("HTTP", args.host, config.port, exc, "PORT", "--port")
     from tie.localhost.workers import TriggerWorkers, WorkerStartFailed, worker_argv
 
@@ -483,9 +488,7 @@ async def _run(args: argparse.Namespace, loaded: Sequence[str]) -> int:
     try:
         await workers.start()
     except (WorkerStartFailed, OSError) as exc:
-        await extras.stop()
-        await host.stop(grace=0)
-        container.close()
+        await abandon()
         print(f"tie run: {exc}", file=sys.stderr, flush=True)
         return 1
     print(

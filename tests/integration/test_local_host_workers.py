@@ -11,6 +11,7 @@ import os
 import signal
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,20 +19,12 @@ from shared.adapters.embedded.sqlite_bus import SqliteBus
 from shared.adapters.embedded.sqlite_records import SqliteRecordStore
 from shared.messaging.ports import OutboundMessage
 from shared.messaging.topology import SUB_INGEST_PROCESSOR, TOPIC_INGEST
-from tests.helpers import child_pids, host_process, tie_cli, wait_for
+from tests.helpers import child_pids, host_process, process_alive, tie_cli, wait_for
 
 pytestmark = [pytest.mark.timeout(240)]
 
 APP = "tests/fixtures/sample_app.py"
 ENV = {"TIE_SAMPLE_APP_INSTALL_CONTAINER": "1", "TIE_SAMPLE_SLOW_SECONDS": "0"}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def _consume(local: Path, ids: list[str]) -> set[int]:
@@ -42,14 +35,12 @@ def _consume(local: Path, ids: list[str]) -> set[int]:
     records = SqliteRecordStore(local / "records.sqlite3")
     try:
         bus.publish(TOPIC_INGEST, [OutboundMessage(body=b"hello", message_id=i) for i in ids])
-        done = wait_for(
-            lambda: (
-                [records.get("consumed", "test", i) for i in ids]
-                if all(records.get("consumed", "test", i) for i in ids)
-                else None
-            ),
-            timeout=120,
-        )
+
+        def consumed() -> list[Any] | None:
+            found = [records.get("consumed", "test", i) for i in ids]
+            return found if all(found) else None
+
+        done = wait_for(consumed, timeout=120)
         assert [d.value["effects"] for d in done] == [1] * len(ids)
         wait_for(lambda: not bus.peek(TOPIC_INGEST, SUB_INGEST_PROCESSOR), timeout=120)
         by = [records.get("consumedby", "test", i) for i in ids]
@@ -59,7 +50,6 @@ def _consume(local: Path, ids: list[str]) -> set[int]:
         records.close()
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc (Linux)")
 def test_workers_run_the_triggers_are_restarted_and_stop_with_their_host(tmp_path: Path) -> None:
     local = tmp_path / "local"
     tail: deque[str] = deque(maxlen=200)
@@ -85,7 +75,7 @@ def test_workers_run_the_triggers_are_restarted_and_stop_with_their_host(tmp_pat
         # The host process killed outright: its workers notice and stop by themselves.
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
-        wait_for(lambda: not any(_alive(pid) for pid in now), timeout=120)
+        wait_for(lambda: not any(process_alive(pid) for pid in now), timeout=120)
 
 
 def test_workers_must_be_a_small_number(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import process_alive, wait_for
 from tie.localhost.workers import READY, TriggerWorkers, WorkerStartFailed
 
 pytestmark = pytest.mark.timeout(120)
@@ -38,21 +38,13 @@ time.sleep(120)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_a_start_that_fails_part_way_stops_the_workers_already_ready(tmp_path: Path) -> None:
     claim = tmp_path / "claim"
     workers = TriggerWorkers([sys.executable, "-c", _CLAIMING, str(claim)], 2)
     with pytest.raises(WorkerStartFailed):
         asyncio.run(workers.start())
     ready = int(claim.read_text())  # the one that started
-    assert not _alive(ready)  # stopped and reaped before start() raised
+    assert not process_alive(ready)  # stopped and reaped before start() raised
 
 
 def test_a_worker_that_exits_is_started_again_and_stopped_with_the_rest(tmp_path: Path) -> None:
@@ -75,4 +67,4 @@ def test_a_worker_that_exits_is_started_again_and_stopped_with_the_rest(tmp_path
 
     pids = asyncio.run(scenario())
     assert len(pids) == 2
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(process_alive(pid) for pid in pids)

@@ -60,7 +60,6 @@ class _SqliteBusCore:
         self._lock = threading.RLock()
         self._writer = threading.RLock()
         self._busy_timeout = busy_timeout
-        self._process_lock: ProcessWriteLock | None = None  # set once the file is private
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         # Per subscription: a condition receivers wait on between polls, and a count of wake-ups.
@@ -85,12 +84,13 @@ class _SqliteBusCore:
                 self._generation[(spec.name, sub_name)] = 0
 
         private_file(self._path)  # 0600 in a 0700 directory: messages hold patient data
-        self._process_lock = ProcessWriteLock(self._path)
+        self._process_lock = ProcessWriteLock(self._path)  # writers of other processes queue on it
         try:
             conn = sqlite3.connect(
                 str(self._path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
+            self._process_lock.close()
             raise BusUnavailable(f"cannot open bus database {self._path.name}") from exc
         self._conn: sqlite3.Connection | None = conn
         try:
@@ -122,8 +122,7 @@ class _SqliteBusCore:
             readers, self._readers = self._readers, []
         for conn in readers:
             conn.close()
-        if self._process_lock is not None:
-            self._process_lock.close()
+        self._process_lock.close()
 
     @property
     def path(self) -> Path:
@@ -200,14 +199,13 @@ class _SqliteBusCore:
         """One ``BEGIN IMMEDIATE`` transaction (takes the write lock up front, so no upgrade deadlocks)."""
         with self._writer:
             self._connection()  # closed: BusUnavailable before any lock
-            if self._process_lock is not None and not self._process_lock.acquire(self._busy_timeout):
+            if not self._process_lock.acquire(self._busy_timeout):
                 raise BusUnavailable(f"bus database {self._path.name} is busy")
             try:
                 with self._transaction_locked() as conn:
                     yield conn
             finally:
-                if self._process_lock is not None:
-                    self._process_lock.release()
+                self._process_lock.release()
 
     @contextmanager
     def _transaction_locked(self) -> Iterator[sqlite3.Connection]:
